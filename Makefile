@@ -1,0 +1,49 @@
+# foleyflow — two commands do all set-up on a fresh machine:
+#   make run    venv + install + the bundled demo reel end to end (embedded mode)
+#   make test   everything the tests need, then pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REQS := pyproject.toml requirements/constraints.txt requirements/base.txt
+INSTALLED := $(VENV)/.installed
+TEST_INSTALLED := $(VENV)/.installed-test
+SAMPLES := .cache/adapter-samples
+DEMO := demo
+DELIVERY := delivery/demo_reel
+
+.PHONY: run test venv test-deps demo clean bench
+
+venv: $(INSTALLED)
+
+$(INSTALLED): $(REQS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, from the local CPU wheel: any looser pin would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements/base.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+run: venv
+	$(BIN)/foley demo make $(DEMO)
+	$(BIN)/foley run $(DEMO)/demo_reel.otio --out $(DELIVERY)
+	@echo "delivery: $(DELIVERY)/ (manifest.json, mixes, stems, timelines, preview)"
+
+test-deps: $(TEST_INSTALLED) $(SAMPLES)/.done
+
+$(TEST_INSTALLED): $(INSTALLED) requirements/test.txt
+	$(BIN)/pip install -q -r requirements/test.txt
+	touch $@
+
+$(SAMPLES)/.done: scripts/fetch_adapter_samples.sh
+	PIP=$(BIN)/pip bash scripts/fetch_adapter_samples.sh $(SAMPLES)
+	touch $@
+
+test: test-deps
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/foley bench
+
+clean:
+	rm -rf .foley $(DEMO) delivery .pytest_cache

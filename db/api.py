@@ -1,0 +1,400 @@
+"""The provenance API: the only way the rest of foleyflow reads or writes the database.
+
+Every write happens in a short transaction. Rules the callers must not be trusted with live
+here: an envelope's state follows its decisions, and synthesis can only fetch an approved
+version (`approved_envelope`).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.schema import (
+    Activity,
+    Agent,
+    Artifact,
+    Base,
+    Decision,
+    Derivation,
+    Envelope,
+    Generation,
+    LibrarySound,
+    Reel,
+    Shot,
+    Usage,
+)
+
+REVIEW_STATES = ("pending_review", "approved", "retake_requested", "omitted")
+DECISIONS = ("approved", "retake_requested", "omitted")
+
+
+class NotApproved(PermissionError):
+    """Raised when something asks for an approved envelope of a shot that has none."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe to print or store: the password is removed."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass
+class Database:
+    """A connection to the provenance database (SQLite file or Postgres)."""
+
+    url: str
+    engine: Engine
+    _sessions: sessionmaker[Session]
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def connect(url: str) -> Database:
+    """Open (and create if needed) the database at `url`."""
+    u = make_url(url)
+    kwargs: dict[str, Any] = {"future": True}
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+    engine = create_engine(url, **kwargs)
+    if u.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
+            cur = conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+    Base.metadata.create_all(engine)
+    return Database(url=url, engine=engine, _sessions=sessionmaker(engine, expire_on_commit=False))
+
+
+# ---------------------------------------------------------------- agents and artifacts
+
+
+def get_agent(s: Session, name: str, kind: str | None = None) -> Agent:
+    """The agent called `name`, created on first use. Kind defaults from the name's prefix."""
+    agent = s.scalar(select(Agent).where(Agent.name == name))
+    if agent is None:
+        kind = kind or {"user": "person", "policy": "policy", "model": "model"}.get(
+            name.split(":", 1)[0], "software"
+        )
+        agent = Agent(name=name, kind=kind)
+        s.add(agent)
+        s.flush()
+    return agent
+
+
+def put_artifact(s: Session, ref: dict[str, Any]) -> Artifact:
+    """The row for an artifact ref; inserting the same content twice returns the first row."""
+    row = s.scalar(select(Artifact).where(Artifact.sha256 == ref["sha256"]))
+    if row is None:
+        try:
+            with s.begin_nested():
+                row = Artifact(
+                    sha256=ref["sha256"], uri=ref["uri"], bytes=ref["bytes"], mime=ref["mime"]
+                )
+                s.add(row)
+                s.flush()
+        except IntegrityError:  # another writer won the race: same content, same row
+            row = s.scalar(select(Artifact).where(Artifact.sha256 == ref["sha256"]))
+    assert row is not None
+    return row
+
+
+def find_artifact(s: Session, sha256: str) -> Artifact | None:
+    return s.scalar(select(Artifact).where(Artifact.sha256 == sha256))
+
+
+# ---------------------------------------------------------------- reels and shots
+
+
+def upsert_reel(s: Session, *, name: str, **fields: Any) -> Reel:
+    """Create or update the reel called `name`."""
+    reel = s.scalar(select(Reel).where(Reel.name == name))
+    if reel is None:
+        reel = Reel(name=name, **fields)
+        s.add(reel)
+    else:
+        for k, v in fields.items():
+            setattr(reel, k, v)
+    s.flush()
+    return reel
+
+
+def upsert_shots(s: Session, reel: Reel, shots: Sequence[dict[str, Any]]) -> list[Shot]:
+    """Make the reel's shots match `shots` (by name); shots no longer in the edit are kept
+    with `in_edit=False` so their decisions and envelopes are never lost."""
+    existing = {sh.name: sh for sh in s.scalars(select(Shot).where(Shot.reel_id == reel.id))}
+    out = []
+    for fields in shots:
+        sh = existing.pop(fields["name"], None)
+        if sh is None:
+            sh = Shot(reel_id=reel.id, **fields)
+            s.add(sh)
+        else:
+            for k, v in fields.items():
+                setattr(sh, k, v)
+            sh.in_edit = True
+        out.append(sh)
+    for gone in existing.values():
+        gone.in_edit = False
+    s.flush()
+    return out
+
+
+def get_reel(s: Session, name: str) -> Reel | None:
+    return s.scalar(select(Reel).where(Reel.name == name))
+
+
+def get_shot(s: Session, reel: str, shot: str) -> Shot | None:
+    return s.scalar(
+        select(Shot).join(Reel).where(Reel.name == reel, Shot.name == shot)
+    )
+
+
+# ---------------------------------------------------------------- activities (task runs)
+
+
+def find_completed(s: Session, task: str, cache_key: str) -> Activity | None:
+    """The latest completed run of `task` with these inputs, if any."""
+    return s.scalar(
+        select(Activity)
+        .where(Activity.task == task, Activity.cache_key == cache_key)
+        .where(Activity.status == "completed")
+        .order_by(Activity.id.desc())
+        .limit(1)
+    )
+
+
+def start_activity(s: Session, *, task: str, cache_key: str, **fields: Any) -> Activity:
+    act = Activity(task=task, cache_key=cache_key, status="running", **fields)
+    s.add(act)
+    s.flush()
+    return act
+
+
+def finish_activity(
+    s: Session,
+    activity_id: int,
+    *,
+    used: dict[str, dict[str, Any]],
+    generated: dict[str, dict[str, Any]],
+    result: dict[str, Any] | None = None,
+) -> Activity:
+    """Mark a run completed and link what it used and generated (artifacts already stored)."""
+    act = s.get(Activity, activity_id)
+    assert act is not None, f"{activity_id=} does not exist"
+    used_rows = {role: put_artifact(s, ref) for role, ref in used.items()}
+    gen_rows = {role: put_artifact(s, ref) for role, ref in generated.items()}
+    for role, row in used_rows.items():
+        s.merge(Usage(activity_id=act.id, artifact_id=row.id, role=role))
+    for role, row in gen_rows.items():
+        s.merge(Generation(activity_id=act.id, artifact_id=row.id, role=role))
+        for src in used_rows.values():
+            if src.id != row.id:
+                s.merge(Derivation(derived_id=row.id, source_id=src.id, activity_id=act.id))
+    act.status = "completed"
+    act.result = result or {}
+    act.ended_at = _now()
+    return act
+
+
+def fail_activity(s: Session, activity_id: int, error: str) -> None:
+    act = s.get(Activity, activity_id)
+    if act is not None:
+        act.status = "failed"
+        act.error = error[:4000]
+        act.ended_at = _now()
+
+
+def activity_outputs(s: Session, act: Activity) -> dict[str, dict[str, Any]]:
+    """The artifacts a run generated, by role."""
+    rows = s.execute(
+        select(Generation.role, Artifact)
+        .join(Artifact, Artifact.id == Generation.artifact_id)
+        .where(Generation.activity_id == act.id)
+    )
+    return {role: art.ref() for role, art in rows}
+
+
+# ---------------------------------------------------------------- envelopes and decisions
+
+
+def add_envelope(
+    s: Session,
+    shot_id: int,
+    ref: dict[str, Any],
+    *,
+    content_sha256: str,
+    source: str,
+    parent_version: int | None = None,
+    created_by: str | None = None,
+) -> Envelope:
+    """A new envelope version of the shot, pending review; versions count up from 1."""
+    last = s.scalar(
+        select(Envelope).where(Envelope.shot_id == shot_id).order_by(Envelope.version.desc())
+    )
+    art = put_artifact(s, ref)
+    env = Envelope(
+        shot_id=shot_id,
+        version=(last.version + 1) if last else 1,
+        parent_version=parent_version,
+        artifact_id=art.id,
+        content_sha256=content_sha256,
+        source=source,
+        state="pending_review",
+        created_by=get_agent(s, created_by).id if created_by else None,
+    )
+    s.add(env)
+    s.flush()
+    return env
+
+
+def latest_envelope(s: Session, shot_id: int) -> Envelope | None:
+    return s.scalar(
+        select(Envelope).where(Envelope.shot_id == shot_id).order_by(Envelope.version.desc())
+    )
+
+
+def decide(
+    s: Session,
+    envelope_id: int,
+    *,
+    agent: str,
+    decision: str,
+    comment: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Decision:
+    """Record a review decision on one envelope version and move the version's state."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+    env = s.get(Envelope, envelope_id)
+    assert env is not None, f"{envelope_id=} does not exist"
+    d = Decision(
+        envelope_id=env.id,
+        agent_id=get_agent(s, agent).id,
+        decision=decision,
+        comment=comment,
+        params=params or {},
+    )
+    s.add(d)
+    env.state = decision
+    s.flush()
+    return d
+
+
+def approved_envelope(s: Session, shot_id: int) -> Envelope:
+    """The approved envelope version synthesis may use: the latest version, if approved.
+
+    Raises NotApproved otherwise — synthesis never runs on an unapproved version."""
+    env = latest_envelope(s, shot_id)
+    if env is None or env.state != "approved":
+        shot = s.get(Shot, shot_id)
+        state = env.state if env else "no envelope"
+        raise NotApproved(
+            f"shot {shot.name if shot else shot_id}: latest envelope "
+            f"{'v' + str(env.version) if env else ''} is {state}, not approved"
+        )
+    return env
+
+
+# ---------------------------------------------------------------- library
+
+
+def replace_library(s: Session, library: str, sounds: Sequence[dict[str, Any]]) -> int:
+    """Make the indexed library `library` hold exactly `sounds` (artifact refs under 'ref')."""
+    old = {r.rel_path: r for r in s.scalars(select(LibrarySound).where(LibrarySound.library == library))}
+    for fields in sounds:
+        fields = dict(fields)
+        art = put_artifact(s, fields.pop("ref"))
+        row = old.pop(fields["rel_path"], None)
+        if row is None:
+            s.add(LibrarySound(library=library, artifact_id=art.id, **fields))
+        else:
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.artifact_id = art.id
+    for gone in old.values():
+        s.delete(gone)
+    s.flush()
+    return len(sounds)
+
+
+def library_sounds(s: Session, library: str | None = None) -> list[LibrarySound]:
+    q = select(LibrarySound).order_by(LibrarySound.library, LibrarySound.rel_path)
+    if library:
+        q = q.where(LibrarySound.library == library)
+    return list(s.scalars(q))
+
+
+# ---------------------------------------------------------------- lineage
+
+
+@dataclass
+class LineageNode:
+    artifact: dict[str, Any]
+    role: str
+    activity: dict[str, Any] | None
+    inputs: list[LineageNode]
+
+
+def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0) -> LineageNode | None:
+    """The chain of activities and artifacts that produced the artifact `sha256`."""
+    art = find_artifact(s, sha256)
+    if art is None:
+        return None
+    gen = s.execute(
+        select(Generation, Activity)
+        .join(Activity, Activity.id == Generation.activity_id)
+        .where(Generation.artifact_id == art.id, Activity.status == "completed")
+        .order_by(Activity.id)
+        .limit(1)
+    ).first()
+    if gen is None or depth > 50:
+        return LineageNode(art.ref(), role, None, [])
+    _, act = gen
+    inputs = []
+    for u_role, u_sha in s.execute(
+        select(Usage.role, Artifact.sha256)
+        .join(Artifact, Artifact.id == Usage.artifact_id)
+        .where(Usage.activity_id == act.id)
+        .order_by(Usage.role)
+    ):
+        node = lineage(s, u_sha, role=u_role, depth=depth + 1)
+        if node is not None:
+            inputs.append(node)
+    info = {
+        "id": act.id,
+        "task": act.task,
+        "parameters": act.parameters,
+        "code_version": act.code_version,
+        "checkpoint_sha256": act.checkpoint_sha256,
+        "seed": act.seed,
+        "prefect_flow_run_id": act.prefect_flow_run_id,
+        "started_at": act.started_at.isoformat() if act.started_at else None,
+        "ended_at": act.ended_at.isoformat() if act.ended_at else None,
+    }
+    return LineageNode(art.ref(), role, info, inputs)

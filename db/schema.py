@@ -1,0 +1,221 @@
+"""The provenance schema: reels, shots, envelopes and decisions, plus W3C PROV in tables.
+
+Entities are `Artifact` rows (content hash + uri), activities are `Activity` rows (one task run),
+agents are `Agent` rows (people, models, policies). `Usage`, `Generation` and `Derivation` are
+PROV's used / wasGeneratedBy / wasDerivedFrom.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Optional
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+intpk = Annotated[int, mapped_column(primary_key=True)]
+created = Annotated[
+    dt.datetime, mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+]
+sha256 = Annotated[str, mapped_column(String(64))]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Agent(Base):
+    """Who or what is responsible: `user:anna`, `policy:auto`, `model:rms-mapper@sha256:…`."""
+
+    __tablename__ = "agents"
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # person | policy | model | software
+    created_at: Mapped[created]
+
+
+class Artifact(Base):
+    """A stored file, identified by its content."""
+
+    __tablename__ = "artifacts"
+    id: Mapped[intpk]
+    sha256: Mapped[sha256] = mapped_column(unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int]
+    mime: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[created]
+
+    def ref(self) -> dict[str, Any]:
+        return {"uri": self.uri, "sha256": self.sha256, "bytes": self.bytes, "mime": self.mime}
+
+
+class Reel(Base):
+    """A locked edit. Identified by name; re-ingesting a changed edit updates it in place."""
+
+    __tablename__ = "reels"
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    timeline_path: Mapped[str] = mapped_column(Text)
+    timeline_artifact_id: Mapped[Optional[int]] = mapped_column(ForeignKey("artifacts.id"))
+    rate_num: Mapped[int]
+    rate_den: Mapped[int]
+    drop_frame: Mapped[bool]
+    start_frame: Mapped[int]
+    start_timecode: Mapped[str] = mapped_column(String(20))
+    delivery_dir: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[created]
+    updated_at: Mapped[created] = mapped_column(onupdate=func.now())
+    shots: Mapped[list[Shot]] = relationship(back_populates="reel", order_by="Shot.index")
+
+
+class Shot(Base):
+    """One visible picture clip of a reel, on the record side."""
+
+    __tablename__ = "shots"
+    __table_args__ = (UniqueConstraint("reel_id", "name"),)
+    id: Mapped[intpk]
+    reel_id: Mapped[int] = mapped_column(ForeignKey("reels.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    index: Mapped[int]
+    clip_name: Mapped[str] = mapped_column(Text)
+    record_in_frame: Mapped[int]
+    duration_frames: Mapped[int]
+    record_in_s: Mapped[float]
+    duration_s: Mapped[float]
+    source_path: Mapped[Optional[str]] = mapped_column(Text)
+    source_in_s: Mapped[float]
+    source_rate: Mapped[float]
+    foley_hint: Mapped[Optional[str]] = mapped_column(Text)
+    # in_edit is False once a later version of the edit no longer contains the shot.
+    in_edit: Mapped[bool] = mapped_column(default=True)
+    skipped_reason: Mapped[Optional[str]] = mapped_column(Text)
+    reel: Mapped[Reel] = relationship(back_populates="shots")
+    envelopes: Mapped[list[Envelope]] = relationship(
+        back_populates="shot", order_by="Envelope.version"
+    )
+
+
+class Envelope(Base):
+    """One version of a shot's editable envelope. Edits and retakes add versions."""
+
+    __tablename__ = "envelopes"
+    __table_args__ = (UniqueConstraint("shot_id", "version"),)
+    id: Mapped[intpk]
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    parent_version: Mapped[Optional[int]]
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    # Hash of the curve, events and prompt only: the same content under another version number
+    # is recognised (a rerun re-predicting the same envelope adds no version).
+    content_sha256: Mapped[sha256]
+    source: Mapped[str] = mapped_column(Text)
+    # pending_review | approved | retake_requested | omitted  — derived from the latest decision
+    state: Mapped[str] = mapped_column(String(20), default="pending_review")
+    created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("agents.id"))
+    created_at: Mapped[created]
+    shot: Mapped[Shot] = relationship(back_populates="envelopes")
+    artifact: Mapped[Artifact] = relationship()
+    decisions: Mapped[list[Decision]] = relationship(
+        back_populates="envelope", order_by="Decision.id"
+    )
+
+
+class Decision(Base):
+    """A review decision on one envelope version. Auto-approval is a decision by `policy:auto`."""
+
+    __tablename__ = "decisions"
+    id: Mapped[intpk]
+    envelope_id: Mapped[int] = mapped_column(ForeignKey("envelopes.id", ondelete="CASCADE"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    decision: Mapped[str] = mapped_column(String(20))  # approved | retake_requested | omitted
+    comment: Mapped[Optional[str]] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[created]
+    envelope: Mapped[Envelope] = relationship(back_populates="decisions")
+    agent: Mapped[Agent] = relationship()
+
+
+class Activity(Base):
+    """One run of one task. `cache_key` identifies its inputs; a completed run is reused."""
+
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_task_cache_key", "task", "cache_key"),)
+    id: Mapped[intpk]
+    task: Mapped[str] = mapped_column(String(100))
+    cache_key: Mapped[sha256]
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    code_version: Mapped[str] = mapped_column(String(100))
+    checkpoint_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    seed: Mapped[Optional[int]]
+    reel_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reels.id", ondelete="SET NULL"))
+    shot_id: Mapped[Optional[int]] = mapped_column(ForeignKey("shots.id", ondelete="SET NULL"))
+    agent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("agents.id"))
+    prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
+    prefect_task_run_id: Mapped[Optional[str]] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))  # running | completed | failed
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    # Non-artifact results (small JSON), e.g. a proxy's frame count.
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[created]
+    ended_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class Usage(Base):
+    """PROV `used`: an activity read an artifact in a role."""
+
+    __tablename__ = "usages"
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(300), primary_key=True)
+
+
+class Generation(Base):
+    """PROV `wasGeneratedBy`: an activity wrote an artifact in a role."""
+
+    __tablename__ = "generations"
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(300), primary_key=True)
+
+
+class Derivation(Base):
+    """PROV `wasDerivedFrom`: an artifact was made from another (written when an activity ends)."""
+
+    __tablename__ = "derivations"
+    derived_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class LibrarySound(Base):
+    """One indexed recording of a sound library, processed once at index time."""
+
+    __tablename__ = "library_sounds"
+    __table_args__ = (UniqueConstraint("library", "rel_path"),)
+    id: Mapped[intpk]
+    library: Mapped[str] = mapped_column(String(200))
+    rel_path: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(100))
+    material: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    caption: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(20))  # oneshot | texture
+    source_sha256: Mapped[sha256]
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"))
+    duration_s: Mapped[float]
+    loudness_db: Mapped[float]
+    artifact: Mapped[Artifact] = relationship()

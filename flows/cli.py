@@ -1,0 +1,174 @@
+"""`foley`: the command line of foleyflow.
+
+Exit codes: 0 success; 1 the pass ran but some shots were not delivered (they are listed);
+2 bad input or usage (nothing written).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="foley",
+    help=(
+        "foleyflow — Foley for locked picture.\n\n"
+        "A locked edit goes in (OTIO, EDL, FCP7 XML, FCPX XML, AAF); per-shot envelopes (when "
+        "sound happens and how loud) are predicted from the picture and held for approval; "
+        "approved envelopes are synthesized from a sound library, spatialized and conformed "
+        "into a delivery folder: the edit with a FOLEY track, 48 kHz / 24-bit Broadcast WAV "
+        "stems and mixes stamped with the reel's timecode, a preview movie and manifest.json.\n\n"
+        "Embedded mode keeps everything under ./.foley (SQLite, artifact folder); set "
+        "FOLEY_DB_URL / FOLEY_STORE_URL for a studio. Exit codes: 0 ok, 1 some shots not "
+        "delivered, 2 bad input."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+library_app = typer.Typer(help="Index and inspect sound libraries.", no_args_is_help=True)
+demo_app = typer.Typer(help="The bundled demo reel (rendered by foleyflow itself).", no_args_is_help=True)
+app.add_typer(library_app, name="library")
+app.add_typer(demo_app, name="demo")
+
+
+def _prefect_defaults() -> None:
+    """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
+    from flows.settings import get_settings
+
+    home = get_settings().home
+    os.environ.setdefault("PREFECT_HOME", str((home / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    timeline: Annotated[Path, typer.Argument(help="The locked edit: .otio .otioz .edl .xml .fcpxml .aaf")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Delivery folder to write.")],
+    fps: Annotated[Optional[float], typer.Option(help="Frame rate of an EDL (EDLs carry none); 23.976 means 24000/1001.")] = None,
+    media_root: Annotated[Optional[Path], typer.Option(help="Folder searched (recursively) for media the edit names.")] = None,
+    approve: Annotated[str, typer.Option(help="auto: policy:auto approves every envelope. queue: envelopes wait for a supervisor.")] = "auto",
+    library: Annotated[Optional[str], typer.Option(help="Indexed sound library to draw from (default: the built-in kit).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthesis variations (recorded in provenance).")] = 0,
+) -> None:
+    """Run the Foley pass on an edit and write the delivery folder.
+
+    Example: `foley run reel1.otio --out delivery/reel1`. Shots whose media is missing or
+    unreadable are listed and skipped; the rest of the reel delivers (exit code 1).
+    """
+    from tasks.ingest import TimelineError, read_timeline
+
+    if approve not in ("auto", "queue"):
+        fail(f"--approve must be auto or queue, not {approve!r}")
+    try:  # validate before anything is written
+        _, spec = read_timeline(timeline, fps=fps, media_root=media_root)
+    except TimelineError as exc:
+        fail(str(exc))
+    if not spec.shots:
+        fail(f"{timeline}: the edit has no picture clips to work on")
+    _prefect_defaults()
+    from flows.foley_pass import foley_pass
+
+    report = foley_pass(
+        str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
+        approve=approve, library=library, seed=seed,
+    )
+    m = report.manifest
+    delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")
+    typer.echo(f"{report.reel}: {delivered}/{len(m['shots'])} shots delivered to {out} "
+               f"(timeline start {m['timeline_start']})")
+    for s in m["shots"]:
+        if s["status"] != "delivered":
+            typer.echo(f"  {s['name']} @ {s['record_in']}: {s['status']}"
+                       f"{' — ' + s['skipped_reason'] if s['skipped_reason'] else ''}")
+    raise typer.Exit(report.exit_code)
+
+
+@library_app.command("index")
+def library_index(
+    folder: Annotated[Path, typer.Argument(help="Folder of recordings (wav, flac, ogg, aiff, mp3); a catalog.csv is used if present.")],
+    name: Annotated[Optional[str], typer.Option(help="Library name (default: the folder's name).")] = None,
+) -> None:
+    """Index a folder of recordings: captions, loudness and attack trimming done once here."""
+    from flows.library import index_folder
+    from flows.settings import get_settings
+
+    if not folder.is_dir():
+        fail(f"{folder} is not a folder of recordings")
+    get_settings().configure_runtime()
+    n = index_folder(folder, name or folder.resolve().name)
+    typer.echo(f"indexed {n} sounds from {folder} as library {name or folder.resolve().name!r}")
+
+
+@library_app.command("list")
+def library_list(
+    name: Annotated[Optional[str], typer.Argument(help="Library to list (default: all).")] = None,
+) -> None:
+    """List indexed sounds: library, category, material, kind, caption."""
+    from db import api
+    from flows.settings import get_settings
+    from tasks import runtime
+
+    get_settings().configure_runtime()
+    with runtime.db().session() as s:
+        for r in api.library_sounds(s, name):
+            typer.echo(f"{r.library}\t{r.category}\t{r.material}\t{r.kind}\t{r.duration_s:.2f}s\t{r.caption}")
+
+
+@demo_app.command("make")
+def demo_make(
+    folder: Annotated[Path, typer.Argument(help="Where to write the demo media and edit.")] = Path("demo"),
+) -> None:
+    """Render the demo scenes and cut them into `demo_reel.otio` (starts at 01:00:00:00)."""
+    from flows.demo import make_demo_reel
+
+    path = make_demo_reel(folder)
+    typer.echo(f"demo reel written: {path}")
+
+
+@app.command()
+def provenance(
+    file: Annotated[Path, typer.Argument(help="Any delivered or stored file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the chain from a file back to the edit and the media it came from."""
+    from flows.provenance import describe
+
+    if not file.is_file():
+        fail(f"{file} is not a file")
+    text = describe(file, as_json=as_json)
+    if text is None:
+        fail(f"{file} is not known to the provenance database (no artifact has its content)", 1)
+    typer.echo(text)
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Working folder for the benchmark reel.")] = Path(".foley/bench"),
+) -> None:
+    """Time the pass on the demo reel per stage, against ffmpeg decode-only of the same media."""
+    _prefect_defaults()
+    from flows.bench import run_bench
+
+    typer.echo(json.dumps(run_bench(out), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

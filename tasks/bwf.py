@@ -1,0 +1,304 @@
+"""Broadcast WAV (EBU Tech 3285) writing and reading: 24-bit PCM with `bext` and `iXML`.
+
+soundfile writes no `bext` chunk, so the RIFF is written by hand. `BwfWriter` streams frames
+to a temporary file next to the target and patches the sizes on close, then renames it into
+place (os.replace), so a reel mix never has to fit in memory and a failed write leaves no
+half-written file. Samples are rounded to the nearest 24-bit step (optionally TPDF dithered)
+after clipping to full scale; clipped samples are counted and logged.
+
+Layout: RIFF/WAVE · fmt · bext · [iXML] · data. Files must stay below 4 GiB (no RF64).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import uuid
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BEXT_STRUCT = struct.Struct("<256s32s32s10s8sQH64s5H180s")  # 602 bytes, EBU Tech 3285 v1/v2
+BITS = 24
+_FULL_SCALE = 2 ** (BITS - 1)  # 8388608
+_MAX_CODE = _FULL_SCALE - 1
+_RIFF_LIMIT = 2**32 - 1
+_WAVE_FORMAT_PCM = 0x0001
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_KSDATAFORMAT_SUBTYPE_PCM = bytes.fromhex("0100000000001000800000aa00389b71")
+
+
+def time_reference_from_timecode(timecode: str, fps: float, sr: int = 48000) -> int:
+    """bext TimeReference (samples since midnight) of a SMPTE timecode at `fps`.
+
+    Uses OpenTimelineIO so drop-frame (';') and 24000/1001 rates follow SMPTE; 01:00:00:00 at
+    any integer rate and 48 kHz gives 172 800 000.
+    """
+    import opentimelineio as otio
+
+    seconds = otio.opentime.from_timecode(timecode, fps).to_seconds()
+    return int(round(seconds * sr))
+
+
+def _fixed(text: str, size: int, field: str) -> bytes:
+    data = text.encode("ascii", errors="replace")
+    if len(data) > size:
+        log.warning("bext %s truncated to %d bytes: %r", field, size, text)
+    return data[:size]
+
+
+def _bext_payload(
+    *,
+    description: str,
+    originator: str,
+    originator_reference: str,
+    origination: datetime,
+    time_reference: int,
+    coding_history: str,
+) -> bytes:
+    fixed = BEXT_STRUCT.pack(
+        _fixed(description, 256, "Description"),
+        _fixed(originator, 32, "Originator"),
+        _fixed(originator_reference, 32, "OriginatorReference"),
+        origination.strftime("%Y-%m-%d").encode("ascii"),
+        origination.strftime("%H:%M:%S").encode("ascii"),
+        int(time_reference),
+        1,  # BWF version 1: UMID present (zeroed), loudness fields reserved (zero)
+        b"",
+        0, 0, 0, 0, 0,
+        b"",
+    )
+    return fixed + coding_history.encode("ascii", errors="replace")
+
+
+def _fmt_payload(sr: int, channels: int, channel_mask: int | None) -> bytes:
+    block_align = channels * BITS // 8
+    common = struct.pack("<HIIHH", channels, sr, sr * block_align, block_align, BITS)
+    if channels <= 2 and channel_mask is None:
+        return struct.pack("<H", _WAVE_FORMAT_PCM) + common
+    # >2 channels: WAVE_FORMAT_EXTENSIBLE; mask 0 = no speaker layout (right for AmbiX B-format)
+    mask = 0 if channel_mask is None else channel_mask
+    extension = struct.pack("<HHI", 22, BITS, mask) + _KSDATAFORMAT_SUBTYPE_PCM
+    return struct.pack("<H", _WAVE_FORMAT_EXTENSIBLE) + common + extension
+
+
+def _chunk(fourcc: bytes, payload: bytes) -> bytes:
+    pad = b"\x00" if len(payload) % 2 else b""
+    return fourcc + struct.pack("<I", len(payload)) + payload + pad
+
+
+class BwfWriter:
+    """Streaming 24-bit Broadcast WAV writer; use as a context manager, `write` blocks of frames.
+
+    The file appears at `path` only when the block exits without error.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        sr: int,
+        channels: int,
+        *,
+        time_reference: int,
+        description: str = "",
+        originator: str = "foleyflow",
+        originator_reference: str = "",
+        origination_datetime: datetime | None = None,
+        ixml: str | None = None,
+        channel_mask: int | None = None,
+        dither: bool = False,
+        seed: int = 0,
+    ) -> None:
+        assert channels >= 1 and sr > 0, f"{channels=} {sr=}"
+        self.path = Path(path)
+        self.sr, self.channels = int(sr), int(channels)
+        self.frames = 0
+        self.clipped = 0
+        self._dither = np.random.default_rng(seed) if dither else None
+        mode = "TPDF dither" if dither else "rounded"
+        history = f"A=PCM,F={sr},W={BITS},M={_mode_name(channels)},T=foleyflow {mode}\r\n"
+        bext = _bext_payload(
+            description=description,
+            originator=originator,
+            originator_reference=originator_reference,
+            origination=origination_datetime or datetime.now(),
+            time_reference=time_reference,
+            coding_history=history,
+        )
+        header = _chunk(b"fmt ", _fmt_payload(self.sr, self.channels, channel_mask))
+        header += _chunk(b"bext", bext)
+        if ixml is not None:
+            header += _chunk(b"iXML", ixml.encode("utf-8"))
+        self._header = b"WAVE" + header + b"data"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # a unique sibling (same filesystem, so os.replace is atomic); open() honours the umask
+        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
+        self._fh: BinaryIO | None = open(self._tmp, "xb")
+        self._fh.write(b"RIFF" + struct.pack("<I", 0) + self._header + struct.pack("<I", 0))
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append float frames in [-1, 1]: shape (n,) for mono or (n, channels)."""
+        assert self._fh is not None, "write() after close()"
+        block = np.asarray(frames, dtype=np.float64)
+        if block.ndim == 1:
+            block = block[:, None]
+        assert block.ndim == 2 and block.shape[1] == self.channels, (
+            f"{block.shape=} but the file has {self.channels} channels"
+        )
+        if not np.all(np.isfinite(block)):
+            raise ValueError(f"{self.path.name}: audio contains NaN or inf; refusing to write")
+        scaled = block * _FULL_SCALE
+        if self._dither is not None:  # TPDF, ±1 LSB peak
+            scaled = scaled + self._dither.random(scaled.shape) - self._dither.random(scaled.shape)
+        codes = np.rint(scaled)
+        over = (codes > _MAX_CODE) | (codes < -_FULL_SCALE)
+        self.clipped += int(over.sum())
+        codes = np.clip(codes, -_FULL_SCALE, _MAX_CODE).astype("<i4")  # (n, ch)
+        data = codes.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()  # little-endian 3 bytes
+        if self._fh.tell() + len(data) > _RIFF_LIMIT:
+            raise ValueError(f"{self.path.name}: over 4 GiB; RF64 is not supported")
+        self._fh.write(data)
+        self.frames += block.shape[0]
+
+    def close(self) -> None:
+        """Patch the RIFF and data sizes and move the file into place."""
+        if self._fh is None:
+            return
+        fh, self._fh = self._fh, None
+        try:
+            data_bytes = self.frames * self.channels * BITS // 8
+            if data_bytes % 2:
+                fh.write(b"\x00")
+            riff_size = len(self._header) + 4 + data_bytes + data_bytes % 2
+            fh.seek(4)
+            fh.write(struct.pack("<I", riff_size))
+            fh.seek(8 + len(self._header))
+            fh.write(struct.pack("<I", data_bytes))
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            fh.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+        if self.clipped:
+            log.warning("%s: %d samples clipped to full scale", self.path.name, self.clipped)
+
+    def abort(self) -> None:
+        """Discard everything written; `path` is left untouched."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BwfWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _mode_name(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}ch")
+
+
+def write_bwf(
+    path: str | os.PathLike[str],
+    audio: np.ndarray,
+    sr: int,
+    *,
+    time_reference: int,
+    description: str = "",
+    originator: str = "foleyflow",
+    originator_reference: str = "",
+    origination_datetime: datetime | None = None,
+    ixml: str | None = None,
+    channel_mask: int | None = None,
+    dither: bool = False,
+    block_frames: int = 1 << 18,
+) -> None:
+    """Write `audio` ((n,) or (n, ch) float in [-1, 1]) as a 24-bit Broadcast WAV, atomically."""
+    data = np.asarray(audio)
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    with BwfWriter(
+        path,
+        sr,
+        channels,
+        time_reference=time_reference,
+        description=description,
+        originator=originator,
+        originator_reference=originator_reference,
+        origination_datetime=origination_datetime,
+        ixml=ixml,
+        channel_mask=channel_mask,
+        dither=dither,
+    ) as writer:
+        for start in range(0, len(data), block_frames):
+            writer.write(data[start : start + block_frames])
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+
+
+def read_bwf_info(path: str | os.PathLike[str]) -> dict:
+    """Format and bext/iXML metadata of a WAV file, read from its chunks (no sample decoding).
+
+    Keys: samplerate, channels, bits, frames, time_reference, description, originator,
+    originator_reference, origination_date, origination_time, version, coding_history, ixml.
+    bext keys are None when the file has no bext chunk.
+    """
+    info: dict = dict.fromkeys(
+        ["time_reference", "description", "originator", "originator_reference",
+         "origination_date", "origination_time", "version", "coding_history", "ixml"]
+    )
+    with open(path, "rb") as fh:
+        riff, _, wave = struct.unpack("<4sI4s", fh.read(12))
+        if riff != b"RIFF" or wave != b"WAVE":
+            raise ValueError(f"{path}: not a RIFF/WAVE file")
+        data_bytes = None
+        while header := fh.read(8):
+            if len(header) < 8:
+                break
+            fourcc, size = struct.unpack("<4sI", header)
+            if fourcc == b"data":
+                data_bytes = size
+                fh.seek(size + size % 2, os.SEEK_CUR)
+                continue
+            payload = fh.read(size + size % 2)[:size]
+            if fourcc == b"fmt ":
+                _, channels, sr, _, block_align, bits = struct.unpack("<HHIIHH", payload[:16])
+                info.update(samplerate=sr, channels=channels, bits=bits, block_align=block_align)
+            elif fourcc == b"bext":
+                fields = BEXT_STRUCT.unpack(payload[: BEXT_STRUCT.size])
+                info.update(
+                    description=_cstr(fields[0]),
+                    originator=_cstr(fields[1]),
+                    originator_reference=_cstr(fields[2]),
+                    origination_date=_cstr(fields[3]),
+                    origination_time=_cstr(fields[4]),
+                    time_reference=fields[5],
+                    version=fields[6],
+                    coding_history=_cstr(payload[BEXT_STRUCT.size :]),
+                )
+            elif fourcc == b"iXML":
+                info["ixml"] = payload.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
+    if "samplerate" not in info or data_bytes is None:
+        raise ValueError(f"{path}: WAV without fmt or data chunk")
+    info["frames"] = data_bytes // info.pop("block_align")
+    return info

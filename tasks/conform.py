@@ -1,0 +1,225 @@
+"""Conform stage: the delivery folder a sound editor receives (DESIGN.md, "Delivery folder").
+
+All delivered files are rendered in one cached stage (so each is an artifact with provenance back
+to the stems, envelopes and the edit), then copied into the delivery folder, each file atomically.
+Stems are stamped with their own record position as BWF TimeReference; the reel mixes start at
+the timeline start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from db import api
+from tasks import ingest, mixdown, plots, runtime, timeline_io
+from tasks.decisions import load_envelope
+from tasks.bwf import write_bwf
+from tasks.stage import StageOutput, run_stage
+from tasks.store import ArtifactRef
+
+SR = 48000
+
+
+@dataclass(frozen=True)
+class ShotDelivery:
+    """What the pass produced for one shot (all refs), or why it did not."""
+
+    shot_id: int
+    status: str  # delivered | skipped | failed | omitted | pending_review | retake_requested
+    reason: str | None = None
+    envelope: ArtifactRef | None = None
+    envelope_version: int | None = None
+    mono: ArtifactRef | None = None
+    stereo: ArtifactRef | None = None
+    foa: ArtifactRef | None = None
+    proxy: ArtifactRef | None = None
+
+
+def samples_since_midnight(frames: int, rate_num: int, rate_den: int) -> int:
+    """BWF TimeReference of a timecode given as frames since midnight at its rate."""
+    return round(frames * rate_den * SR / rate_num)
+
+
+def _shot_prefix(reel: str, shot: str) -> str:
+    return f"{reel}_{shot}_foley"
+
+
+def _render(
+    work: Path, paths: dict[str, Path], reel: dict[str, Any], shots: list[dict[str, Any]]
+) -> StageOutput:
+    """Write every delivered file into `work`, keyed by its relative delivery path."""
+    files: dict[str, tuple[Path, str]] = {}
+    name, num, den = reel["name"], reel["rate_num"], reel["rate_den"]
+    start_ref = samples_since_midnight(reel["start_frame"], num, den)
+
+    def tc(frames: int) -> str:
+        return ingest.timecode(reel["start_frame"] + frames, num, den, reel["drop_frame"])
+
+    def add(rel: str, mime: str) -> Path:
+        p = work / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        files[rel] = (p, mime)
+        return p
+
+    placed_st, placed_foa, segments, clips = [], [], [], []
+    cursor = 0
+    for sh in shots:
+        if sh["record_in_frame"] > cursor:
+            segments.append(mixdown.Segment(sh["record_in_frame"] - cursor, None))
+        seg_frames = sh["record_in_frame"] + sh["duration_frames"] - max(cursor, sh["record_in_frame"])
+        if seg_frames > 0:
+            proxy = paths.get(f"{sh['name']}/proxy") if sh["status"] == "delivered" else None
+            segments.append(mixdown.Segment(seg_frames, proxy))
+        cursor = max(cursor, sh["record_in_frame"] + sh["duration_frames"])
+        if sh["status"] != "delivered":
+            continue
+        offset = round(sh["record_in_s"] * SR)
+        stamp = start_ref + offset
+        prefix = f"shots/{sh['name']}/{_shot_prefix(name, sh['name'])}"
+        desc = f"{name} {sh['name']} Foley @ {tc(sh['record_in_frame'])}"
+        for kind in ("mono", "stereo", "foa"):
+            audio, sr = sf.read(paths[f"{sh['name']}/{kind}"], dtype="float32")
+            write_bwf(add(f"{prefix}_{kind}.wav", "audio/wav"), audio, sr, time_reference=stamp,
+                      description=f"{desc} ({kind})")
+        env = load_envelope_file(paths[f"{sh['name']}/envelope"])
+        env_rel = f"shots/{sh['name']}/envelope_v{env['version']}.json"
+        shutil.copyfile(paths[f"{sh['name']}/envelope"], add(env_rel, "application/json"))
+        plots.plot_envelope(
+            env, add(f"shots/{sh['name']}/envelope_v{env['version']}.png", "image/png"),
+            label_time=lambda t, rin=sh["record_in_frame"]: tc(rin + round(t * num / den)),
+            title=f"{name} {sh['name']} v{env['version']}",
+        )
+        placed_st.append(mixdown.Placed(paths[f"{sh['name']}/stereo"], offset))
+        placed_foa.append(mixdown.Placed(paths[f"{sh['name']}/foa"], offset))
+        clips.append(timeline_io.FoleyClip(
+            shot=sh["name"], record_in_frame=sh["record_in_frame"],
+            duration_frames=sh["duration_frames"], media_path=f"{prefix}_stereo.wav"))
+        sh["envelope_file"], sh["stems"] = env_rel, {
+            k: f"{prefix}_{k}.wav" for k in ("mono", "stereo", "foa")}
+    total = round(reel["duration_s"] * SR)
+    mix = add(f"{name}_foley_stereo.wav", "audio/wav")
+    mixdown.mix_reel(placed_st, mix, frames=total, channels=2, sr=SR, time_reference=start_ref,
+                     description=f"{name} Foley stereo mix @ {reel['start_timecode']}")
+    mixdown.mix_reel(placed_foa, add(f"{name}_foley_foa.wav", "audio/wav"), frames=total,
+                     channels=4, sr=SR, time_reference=start_ref,
+                     description=f"{name} Foley FOA AmbiX (ACN/SN3D) @ {reel['start_timecode']}")
+    timeline, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
+    edit = timeline_io.add_foley_track(timeline, clips, rate_num=num, rate_den=den)
+    for ext, mime in ((".otio", "application/json"), (".aaf", "application/octet-stream"),
+                      (".xml", "application/xml")):
+        timeline_io.write_timeline(edit, add(f"{name}{ext}", mime))
+    mixdown.render_preview(segments, mix, add(f"{name}_preview.mp4", "video/mp4"), rate=(num, den))
+    return StageOutput(files=files, result={"shots": shots})
+
+
+def load_envelope_file(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+@task(name="conform", cache_policy=NO_CACHE)
+def conform(
+    reel_id: int, deliveries: list[ShotDelivery], out_dir: str, *, run_id: str | None = None
+) -> dict[str, Any]:
+    """Render the delivery folder for the reel into `out_dir`; returns the manifest."""
+    with runtime.db().session() as s:
+        r = s.get(api.Reel, reel_id)
+        assert r is not None
+        timeline_ref = s.get(api.Artifact, r.timeline_artifact_id).ref()
+        by_id = {sh.id: sh for sh in r.shots}
+        reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
+                "drop_frame": r.drop_frame, "start_frame": r.start_frame,
+                "start_timecode": r.start_timecode}
+        shots = []
+        for d in sorted(deliveries, key=lambda d: by_id[d.shot_id].index):
+            sh = by_id[d.shot_id]
+            shots.append({"name": sh.name, "clip_name": sh.clip_name,
+                          "record_in_frame": sh.record_in_frame,
+                          "duration_frames": sh.duration_frames, "record_in_s": sh.record_in_s,
+                          "duration_s": sh.duration_s, "status": d.status,
+                          "skipped_reason": d.reason, "envelope_version": d.envelope_version,
+                          "foley_hint": sh.foley_hint})
+        last = max((s_["record_in_frame"] + s_["duration_frames"] for s_ in shots), default=0)
+        reel["duration_s"] = last * r.rate_den / r.rate_num
+    inputs: dict[str, ArtifactRef] = {"timeline": timeline_ref}
+    for d, sh in zip(sorted(deliveries, key=lambda d: by_id[d.shot_id].index), shots):
+        for kind in ("envelope", "mono", "stereo", "foa", "proxy"):
+            ref = getattr(d, kind)
+            if ref is not None and d.status == "delivered":
+                inputs[f"{sh['name']}/{kind}"] = ref
+
+    res = run_stage(
+        "conform",
+        inputs=inputs,
+        params={"reel": reel, "shots": shots},
+        code=[mixdown, timeline_io, plots],
+        compute=lambda paths, work: _render(work, paths, reel, [dict(x) for x in shots]),
+        reel_id=reel_id,
+    )
+    manifest = build_manifest(reel, res.result["shots"], res.outputs, run_id=run_id,
+                              activity_id=res.activity_id)
+
+    def write_manifest(_paths: dict[str, Path], work: Path) -> StageOutput:
+        out = work / "manifest.json"
+        out.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return StageOutput(files={"manifest.json": (out, "application/json")})
+
+    man = run_stage("manifest", inputs=res.outputs, params={"manifest": manifest}, code=[],
+                    compute=write_manifest, reel_id=reel_id)
+    deliver(res.outputs | man.outputs, Path(out_dir))
+    return manifest
+
+
+def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: dict[str, ArtifactRef],
+                   *, run_id: str | None, activity_id: int) -> dict[str, Any]:
+    """`manifest.json` as DESIGN.md specifies; paths relative to the delivery folder."""
+    name = reel["name"]
+    return {
+        "reel": name,
+        "fps": round(reel["rate_num"] / reel["rate_den"], 6),
+        "rate": f"{reel['rate_num']}/{reel['rate_den']}",
+        "drop_frame": reel["drop_frame"],
+        "timeline_start": reel["start_timecode"],
+        "samplerate": SR,
+        "bit_depth": 24,
+        "mix": f"{name}_foley_stereo.wav",
+        "foa": f"{name}_foley_foa.wav",
+        "timelines": {"otio": f"{name}.otio", "aaf": f"{name}.aaf", "fcp_xml": f"{name}.xml"},
+        "preview": f"{name}_preview.mp4",
+        "shots": [
+            {
+                "name": sh["name"], "clip": sh["clip_name"],
+                "record_in_s": round(sh["record_in_s"], 6), "duration_s": round(sh["duration_s"], 6),
+                "record_in": ingest.timecode(reel["start_frame"] + sh["record_in_frame"],
+                                             reel["rate_num"], reel["rate_den"], reel["drop_frame"]),
+                "status": sh["status"],
+                "skipped_reason": sh["skipped_reason"], "foley": sh["foley_hint"],
+                "envelope": ({"version": sh["envelope_version"], "uri": sh["envelope_file"]}
+                             if sh.get("envelope_file") else None),
+                "stems": sh.get("stems", {}),
+            }
+            for sh in shots
+        ],
+        "files": {rel: ref["sha256"] for rel, ref in sorted(outputs.items())},
+        "provenance": {"run_id": run_id, "conform_activity": activity_id,
+                       "db": api.redact_url(runtime.db().url)},
+    }
+
+
+def deliver(outputs: dict[str, ArtifactRef], out_dir: Path) -> None:
+    """Copy the rendered files into `out_dir`, each via a temporary name (manifest last)."""
+    store = runtime.store()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for rel, ref in sorted(outputs.items(), key=lambda kv: kv[0] == "manifest.json"):
+        dest = out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial")
+        shutil.copyfile(store.local_path(ref), tmp)
+        os.replace(tmp, dest)

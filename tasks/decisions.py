@@ -1,0 +1,127 @@
+"""Envelope versions and review decisions: the bookkeeping of the approval queue.
+
+An envelope is the human-editable JSON of DESIGN.md. The same content never becomes a second
+version; a changed envelope (a new prediction, a person's edit) becomes a new version whose
+parent is the latest one, pending review. Decisions move a version's state; the automatic
+policy is an agent (`policy:auto`) like any person and never overrides a person's decision.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from db import api
+from tasks import runtime
+from tasks.stage import code_version
+from tasks.store import ArtifactRef
+
+CONTENT_KEYS = ("shot", "rate_hz", "duration_s", "curve", "events", "prompt")
+
+
+def content_sha256(envelope: dict[str, Any]) -> str:
+    """Hash of what the envelope says (not its version number or who made it)."""
+    doc = {k: envelope.get(k) for k in CONTENT_KEYS}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def load_envelope(ref: ArtifactRef) -> dict[str, Any]:
+    return json.loads(runtime.store().local_path(ref).read_text())
+
+
+def validate_envelope(env: dict[str, Any], *, where: str) -> None:
+    """Raise ValueError naming the field if `env` does not follow the envelope contract."""
+    for key in ("rate_hz", "duration_s", "curve", "events"):
+        if key not in env:
+            raise ValueError(f"{where}: envelope has no {key!r}")
+    n = round(env["duration_s"] * env["rate_hz"])
+    if len(env["curve"]) != n:
+        raise ValueError(f"{where}: curve has {len(env['curve'])} samples, expected {n}")
+    if any(not (0.0 <= v <= 1.0) for v in env["curve"]):
+        raise ValueError(f"{where}: curve values must lie in [0, 1]")
+    for i, ev in enumerate(env["events"]):
+        for key in ("t", "strength", "x", "y", "kind"):
+            if key not in ev:
+                raise ValueError(f"{where}: event {i} has no {key!r}")
+        if not 0.0 <= ev["t"] <= env["duration_s"]:
+            raise ValueError(f"{where}: event {i} at t={ev['t']} lies outside the shot")
+        if not 0.0 <= ev["strength"] <= 1.0:
+            raise ValueError(f"{where}: event {i} strength {ev['strength']} outside [0, 1]")
+
+
+def save_version(
+    shot_id: int,
+    env: dict[str, Any],
+    *,
+    source: str,
+    derived_from: ArtifactRef | None = None,
+    created_by: str | None = None,
+) -> tuple[int, ArtifactRef, bool]:
+    """Make `env` the shot's newest version unless its content already is one.
+
+    `derived_from` is what the version was made from (the model's prediction, or the version a
+    person edited); the link is recorded as an `envelope-version` activity.
+    Returns (version, artifact ref, created)."""
+    db, store = runtime.db(), runtime.store()
+    digest = content_sha256(env)
+    with db.session() as s:
+        latest = api.latest_envelope(s, shot_id)
+        if latest is not None and latest.content_sha256 == digest:
+            return latest.version, latest.artifact.ref(), False
+        version = latest.version + 1 if latest else 1
+        parent = latest.version if latest else None
+    stamped = {**env, "version": version, "parent": parent, "source": source}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"envelope_v{version}.json"
+        path.write_text(json.dumps(stamped, indent=1))
+        ref = store.put_file(path, "application/json")  # artifact before the row naming it
+    with db.session() as s:
+        row = api.add_envelope(
+            s,
+            shot_id,
+            ref,
+            content_sha256=digest,
+            source=source,
+            parent_version=parent,
+            created_by=created_by,
+        )
+        assert row.version == version, f"{row.version=} {version=}: concurrent edit"
+        act = api.start_activity(
+            s, task="envelope-version", cache_key=ref["sha256"], shot_id=shot_id,
+            parameters={"version": version, "parent": parent, "source": source},
+            code_version=code_version([]),
+            agent_id=api.get_agent(s, created_by).id if created_by else None,
+        )
+        api.finish_activity(s, act.id, used={"from": derived_from} if derived_from else {},
+                            generated={"envelope": ref})
+    return version, ref, True
+
+
+@task(name="auto-approve", cache_policy=NO_CACHE)
+def auto_approve(shot_id: int, *, threshold: float = 0.0) -> str:
+    """The `policy:auto` decision: approve the latest version if it is pending and every
+    event's confidence reaches `threshold`; leave human decisions alone. Returns the state."""
+    with runtime.db().session() as s:
+        env = api.latest_envelope(s, shot_id)
+        if env is None:
+            raise ValueError(f"shot id {shot_id} has no envelope to approve")
+        if env.state != "pending_review":
+            return env.state
+        doc = json.loads(runtime.store().local_path(env.artifact.ref()).read_text())
+        low = [e for e in doc["events"] if e.get("confidence", 1.0) < threshold]
+        if low:
+            return env.state
+        api.decide(
+            s,
+            env.id,
+            agent="policy:auto",
+            decision="approved",
+            comment="approved automatically (foley run --approve auto)",
+            params={"threshold": threshold, "events": len(doc["events"])},
+        )
+        return "approved"

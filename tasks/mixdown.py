@@ -1,0 +1,116 @@
+"""Reel-length renders, streamed: the Foley mix from per-shot stems, and the preview movie.
+
+Nothing here holds a reel in memory: the mix is summed block by block from the stems (read with
+seeks), and the preview is assembled by one ffmpeg process from the shot proxies.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import soundfile as sf
+
+from tasks.bwf import BwfWriter
+
+BLOCK = 48000 * 10  # samples per mix block (10 s at 48 kHz)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A stem file placed at a sample offset of the reel."""
+
+    path: Path
+    offset: int  # samples from the timeline start
+
+
+def mix_reel(
+    stems: Sequence[Placed],
+    out: Path,
+    *,
+    frames: int,
+    channels: int,
+    sr: int,
+    time_reference: int,
+    description: str,
+) -> None:
+    """Sum stems into one reel-length 24-bit Broadcast WAV, `BLOCK` samples at a time."""
+    opened = [(p, sf.SoundFile(p.path)) for p in stems]
+    try:
+        for p, f in opened:
+            if f.channels != channels or f.samplerate != sr:
+                raise ValueError(f"{p.path}: {f.channels} ch @ {f.samplerate} Hz, expected {channels} @ {sr}")
+        with BwfWriter(out, sr, channels, time_reference=time_reference, description=description) as w:
+            for start in range(0, frames, BLOCK):
+                stop = min(start + BLOCK, frames)
+                block = np.zeros((stop - start, channels), dtype=np.float32)
+                for p, f in opened:
+                    lo, hi = max(start, p.offset), min(stop, p.offset + f.frames)
+                    if lo >= hi:
+                        continue
+                    f.seek(lo - p.offset)
+                    block[lo - start : hi - start] += f.read(hi - lo, dtype="float32", always_2d=True)
+                w.write(block)
+    finally:
+        for _, f in opened:
+            f.close()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A span of the reel's picture: a shot proxy, or black where there is none."""
+
+    frames: int
+    proxy: Path | None
+
+
+def render_preview(
+    segments: Sequence[Segment],
+    audio: Path,
+    out: Path,
+    *,
+    rate: tuple[int, int],
+    size: tuple[int, int] = (640, 360),
+) -> None:
+    """Picture (proxies, black for gaps and skipped shots) plus the stereo mix as H.264/AAC."""
+    num, den = rate
+    w, h = size
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    filters, labels, n_in = [], [], 0
+    for i, seg in enumerate(segments):
+        dur = seg.frames * den / num
+        if seg.proxy is not None:
+            cmd += ["-i", str(seg.proxy)]
+            filters.append(
+                f"[{n_in}:v]fps={num}/{den},scale={w}:{h}:force_original_aspect_ratio=decrease,"
+                f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p,"
+                f"tpad=stop_mode=clone:stop_duration={dur:.6f},trim=end_frame={seg.frames},"
+                f"setpts=PTS-STARTPTS[v{i}]"
+            )
+            n_in += 1
+        else:
+            filters.append(f"color=c=black:s={w}x{h}:r={num}/{den}:d={dur:.6f},format=yuv420p,"
+                           f"trim=end_frame={seg.frames},setsar=1[v{i}]")
+        labels.append(f"[v{i}]")
+    filters.append(f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0[vout]")
+    cmd += ["-i", str(audio)]
+    tmp = out.with_name(f".{out.name}.partial.mp4")
+    cmd += [
+        "-filter_complex", ";".join(filters),
+        "-map", "[vout]", "-map", f"{n_in}:a",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart",
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
+        "-map_metadata", "-1", "-threads", "2", "-shortest", str(tmp),
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"preview render failed: {proc.stderr.strip()[-800:]}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,103 @@
+"""Prefect tasks of the analysis half of a pass: ingest the edit, cut proxies, extract features.
+
+The work itself lives in `tasks.ingest`, `tasks.media` and `tasks.features`; these tasks add
+provenance and caching and pass only ids and artifact refs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from db import api
+from tasks import features as features_mod
+from tasks import ingest, media, runtime
+from tasks.stage import StageOutput, code_version, register_file, run_stage
+from tasks.store import ArtifactRef
+
+PROXY_WIDTH = 320
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_reel(
+    timeline_path: str, reel: ingest.ReelSpec, *, delivery_dir: str | None = None
+) -> dict[str, Any]:
+    """Record the edit (stored as an artifact) and its shots; returns reel id and shot ids."""
+    ref = register_file(timeline_path)
+    with runtime.db().session() as s:
+        row = api.upsert_reel(
+            s,
+            name=reel.name,
+            timeline_path=str(Path(timeline_path).resolve()),
+            timeline_artifact_id=api.put_artifact(s, ref).id,
+            rate_num=reel.rate_num,
+            rate_den=reel.rate_den,
+            drop_frame=reel.drop_frame,
+            start_frame=reel.start_frame,
+            start_timecode=reel.start_timecode,
+            delivery_dir=delivery_dir,
+        )
+        shots = api.upsert_shots(s, row, [asdict(sh) for sh in reel.shots])
+        if api.find_completed(s, "ingest", ref["sha256"]) is None:
+            act = api.start_activity(
+                s,
+                task="ingest",
+                cache_key=ref["sha256"],
+                parameters={"timeline": Path(timeline_path).name, "shots": len(shots)},
+                code_version=code_version([ingest]),
+                reel_id=row.id,
+            )
+            api.finish_activity(s, act.id, used={"timeline": ref}, generated={})
+        return {"reel_id": row.id, "timeline": ref, "shot_ids": [sh.id for sh in shots]}
+
+
+@task(name="proxy", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def make_proxy(shot_id: int) -> dict[str, Any]:
+    """Decode exactly the shot's source range at its own rate into a small H.264 proxy."""
+    with runtime.db().session() as s:
+        shot = s.get(api.Shot, shot_id)
+        assert shot is not None
+        src, start, dur, fps = shot.source_path, shot.source_in_s, shot.duration_s, shot.source_rate
+        reel_id = shot.reel_id
+    assert src is not None, f"shot {shot_id} has no media"
+    media_ref = register_file(src, copy=False)
+
+    def compute(inputs: dict[str, Path], work: Path) -> StageOutput:
+        out = work / "proxy.mp4"
+        info = media.make_proxy(inputs["media"], start, dur, fps, out, width=PROXY_WIDTH)
+        return StageOutput(files={"proxy": (out, "video/mp4")}, result=asdict(info))
+
+    res = run_stage(
+        "proxy",
+        inputs={"media": media_ref},
+        params={"start_s": start, "duration_s": dur, "fps": fps, "width": PROXY_WIDTH},
+        code=[media],
+        compute=compute,
+        reel_id=reel_id,
+        shot_id=shot_id,
+    )
+    return {"proxy": res.outputs["proxy"], "info": res.result, "cached": res.cached}
+
+
+@task(name="features", cache_policy=NO_CACHE)
+def extract_features(shot_id: int, proxy: ArtifactRef, fps: float) -> dict[str, Any]:
+    """Optical flow (OpenCV DIS) and appearance descriptors per frame of the proxy."""
+
+    def compute(inputs: dict[str, Path], work: Path) -> StageOutput:
+        feats = features_mod.compute_features(inputs["proxy"], fps)
+        out = work / "features.npz"
+        features_mod.save_features(feats, out)
+        return StageOutput(files={"features": (out, "application/x-npz")})
+
+    res = run_stage(
+        "features",
+        inputs={"proxy": proxy},
+        params={"fps": fps},
+        code=[features_mod],
+        compute=compute,
+        shot_id=shot_id,
+    )
+    return {"features": res.outputs["features"], "cached": res.cached}

@@ -1,0 +1,97 @@
+"""Synthesis stage: render an approved envelope to a mono stem.
+
+Synthesis only ever reads the approved version (`db.api.approved_envelope` raises otherwise).
+The sound comes from the shot's Foley hint (a `FOLEY: …` marker), else the envelope's prompt,
+else the kind of its events; candidates come from the indexed library.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+import models.sampler as sampler
+from db import api
+from tasks import library as library_mod
+from tasks import runtime
+from tasks.decisions import load_envelope
+from tasks.stage import StageOutput, run_stage
+
+SR = 48000
+BACKENDS = ("sampler",)
+MAX_ONESHOTS = 6
+
+
+def shot_seed(seed: int, reel: str, shot: str) -> int:
+    """A per-shot seed: shots differ from each other, reruns repeat exactly."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{reel}:{shot}".encode()).digest()[:4], "little")
+
+
+def _load(path: Path, name: str) -> sampler.Sample:
+    audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    assert sr == SR, f"library sample {name} is {sr} Hz, expected {SR}"
+    return sampler.Sample(audio=audio.mean(axis=1), name=name)
+
+
+def choose_sounds(
+    sounds: list[Any], hint: str | None, env: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """One-shot candidates and textures for a shot, best first."""
+    kinds = Counter(e["kind"] for e in env["events"])
+    kind = kinds.most_common(1)[0][0] if kinds else "impact"
+    oneshots = library_mod.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
+    textures = library_mod.match_texture(sounds, hint, kind)[:1]
+    return oneshots, textures
+
+
+@task(name="synth", cache_policy=NO_CACHE)
+def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: int = 0) -> dict[str, Any]:
+    """Render the shot's approved envelope to a 48 kHz mono stem."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown synthesis backend {backend!r}; choose from {BACKENDS}")
+    with runtime.db().session() as s:
+        env_row = api.approved_envelope(s, shot_id)
+        shot = env_row.shot
+        env_ref = env_row.artifact.ref()
+        hint, reel_name, shot_name = shot.foley_hint, shot.reel.name, shot.name
+        sounds = api.library_sounds(s, library)
+        if not sounds:
+            raise ValueError(
+                f"sound library {library!r} is empty: index one with `foley library index DIR "
+                f"--name {library}`"
+            )
+        env = load_envelope(env_ref)
+        oneshots, textures = choose_sounds(sounds, hint or env.get("prompt"), env)
+        inputs = {"envelope": env_ref}
+        inputs |= {f"oneshot-{i}": r.artifact.ref() for i, r in enumerate(oneshots)}
+        inputs |= {f"texture-{i}": r.artifact.ref() for i, r in enumerate(textures)}
+        names = {f"oneshot-{i}": r.rel_path for i, r in enumerate(oneshots)}
+        names |= {f"texture-{i}": r.rel_path for i, r in enumerate(textures)}
+    rng_seed = shot_seed(seed, reel_name, shot_name)
+
+    def compute(paths: dict[str, Path], work: Path) -> StageOutput:
+        one = [_load(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("oneshot-")]
+        tex = [_load(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("texture-")]
+        audio = sampler.render_shot(env, one, tex, sr=SR, seed=rng_seed)
+        out = work / "stem_mono.wav"
+        sf.write(out, np.asarray(audio, dtype=np.float32), SR, subtype="FLOAT")
+        return StageOutput(files={"mono": (out, "audio/wav")}, result={"sounds": names})
+
+    res = run_stage(
+        "synth",
+        inputs=inputs,
+        params={"backend": backend, "seed": rng_seed, "hint": hint},
+        code=[sampler],
+        compute=compute,
+        shot_id=shot_id,
+        seed=rng_seed,
+        agent=f"software:{backend}",
+    )
+    return {"mono": res.outputs["mono"], "envelope": env_ref, "sounds": res.result.get("sounds", {}),
+            "cached": res.cached}
