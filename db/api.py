@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine, make_url
@@ -33,6 +33,7 @@ from db.schema import (
     Usage,
 )
 
+T = TypeVar("T", bound=Base)
 REVIEW_STATES = ("pending_review", "approved", "retake_requested", "omitted")
 DECISIONS = ("approved", "retake_requested", "omitted")
 
@@ -94,34 +95,40 @@ def connect(url: str) -> Database:
 # ---------------------------------------------------------------- agents and artifacts
 
 
+def _get_or_create(s: Session, model: type[T], key: dict[str, Any], **fields: Any) -> T:
+    """The row of `model` matching `key`, inserted (with `fields`) if there is none.
+
+    Safe against a concurrent writer inserting the same key: the insert runs in a savepoint
+    and a unique-constraint violation falls back to reading the winner's row."""
+    query = select(model).filter_by(**key)
+    row = s.scalar(query)
+    if row is not None:
+        return row
+    try:
+        with s.begin_nested():
+            row = model(**key, **fields)
+            s.add(row)
+            s.flush()
+        return row
+    except IntegrityError:
+        row = s.scalar(query)
+        assert row is not None, f"{model.__name__} {key} vanished after a unique violation"
+        return row
+
+
 def get_agent(s: Session, name: str, kind: str | None = None) -> Agent:
     """The agent called `name`, created on first use. Kind defaults from the name's prefix."""
-    agent = s.scalar(select(Agent).where(Agent.name == name))
-    if agent is None:
-        kind = kind or {"user": "person", "policy": "policy", "model": "model"}.get(
-            name.split(":", 1)[0], "software"
-        )
-        agent = Agent(name=name, kind=kind)
-        s.add(agent)
-        s.flush()
-    return agent
+    kind = kind or {"user": "person", "policy": "policy", "model": "model"}.get(
+        name.split(":", 1)[0], "software"
+    )
+    return _get_or_create(s, Agent, {"name": name}, kind=kind)
 
 
 def put_artifact(s: Session, ref: dict[str, Any]) -> Artifact:
     """The row for an artifact ref; inserting the same content twice returns the first row."""
-    row = s.scalar(select(Artifact).where(Artifact.sha256 == ref["sha256"]))
-    if row is None:
-        try:
-            with s.begin_nested():
-                row = Artifact(
-                    sha256=ref["sha256"], uri=ref["uri"], bytes=ref["bytes"], mime=ref["mime"]
-                )
-                s.add(row)
-                s.flush()
-        except IntegrityError:  # another writer won the race: same content, same row
-            row = s.scalar(select(Artifact).where(Artifact.sha256 == ref["sha256"]))
-    assert row is not None
-    return row
+    return _get_or_create(
+        s, Artifact, {"sha256": ref["sha256"]}, uri=ref["uri"], bytes=ref["bytes"], mime=ref["mime"]
+    )
 
 
 def find_artifact(s: Session, sha256: str) -> Artifact | None:

@@ -16,10 +16,12 @@ EPS = 1e-12
 _FINE_RATE_HZ = 4000.0  # 0.25 ms hop
 _FINE_FRAME_S = 0.002  # 2 ms window
 _REF_SPAN_S = (0.025, 0.004)  # reference = mean power from t-25 ms to t-4 ms
-_RISE_DB = 9.0  # level must rise this much above the reference to count as an attack
+_RISE_DB = 6.0  # level must rise this much above the reference to count as an attack
 _SEARCH_S = (0.004, 0.010)  # sample-level refinement: from t_det-4 ms to t_det+10 ms
-_ATTACK_REL_DB = -30.0  # attack start: first sample within 30 dB of the local peak ...
+_ATTACK_REL_DB = -20.0  # attack start: first sample within 20 dB of the local peak ...
 _NOISE_MARGIN = 1.5  # ... and louder than 1.5x the peak of what came just before
+_CLEAR_ATTACK_DB = 10.0  # attack_start: an onset this far above the 10 ms before it is an attack
+_SWELL_REL_DB = -40.0  # attack_start without a clear attack: first frame within 40 dB of max
 
 
 def _as_mono(audio: np.ndarray) -> np.ndarray:
@@ -66,14 +68,14 @@ def _reference_db(env: np.ndarray, rate_hz: float) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(mean, EPS))
 
 
-def _refine(x: np.ndarray, sr: int, t_det: int, floor: int) -> int:
+def _refine(x: np.ndarray, sr: int, t_det: int) -> int:
     """Sample index of the attack start near the coarse detection sample `t_det`.
 
-    The attack starts at the first sample whose magnitude is within 30 dB of the peak of the
+    The attack starts at the first sample whose magnitude is within 20 dB of the peak of the
     next 10 ms and clearly above the largest sample of the 20 ms that precede the search
-    window (background noise or a previous sound's tail). `floor` bounds the search from below.
+    window (background noise or a previous sound's tail).
     """
-    lo = max(floor, t_det - int(_SEARCH_S[0] * sr))
+    lo = max(0, t_det - int(_SEARCH_S[0] * sr))
     hi = min(len(x), t_det + int(_SEARCH_S[1] * sr))
     if hi <= lo:
         return max(lo, 0)
@@ -92,46 +94,59 @@ def detect_onsets(
 
     Method: a 2 ms RMS envelope at a 0.25 ms hop is compared with the mean power of the
     21 ms that end 4 ms earlier; an onset is a rising crossing where the level is at least
-    9 dB above that reference and above `threshold_db` (dBFS). Each detection is refined at
-    sample level to the attack start (first sample within 30 dB of the local peak and above
+    6 dB above that reference and above `threshold_db` (dBFS). Each detection is refined at
+    sample level to the attack start (first sample within 20 dB of the local peak and above
     the preceding background, see `_refine`), so a one-shot whose leading silence was trimmed
-    reports its first audible sample. Detections closer than `min_gap_s` to the previous
-    onset are dropped. Silence gives an empty array.
+    reports its first audible sample. Of detections closer than `min_gap_s` only the one with
+    the largest rise is kept (so beating in a ringing tail cannot mask the next real hit).
+    Silence gives an empty array.
     """
     x = _as_mono(audio)
     if len(x) == 0:
         return np.zeros(0)
     env = rms_envelope(x, sr, _FINE_RATE_HZ, _FINE_FRAME_S)
     level = _level_db(env)
-    rising = (level - _reference_db(env, _FINE_RATE_HZ) >= _RISE_DB) & (level >= threshold_db)
+    rise = level - _reference_db(env, _FINE_RATE_HZ)
+    rising = (rise >= _RISE_DB) & (level >= threshold_db)
     starts = np.flatnonzero(rising & ~np.concatenate([[False], rising[:-1]]))
-    onsets: list[int] = []
-    for frame in starts:
-        t_det = int(round(frame * sr / _FINE_RATE_HZ))
-        if onsets and t_det - onsets[-1] < min_gap_s * sr:
-            continue
-        floor = onsets[-1] + 1 if onsets else 0
-        onset = _refine(x, sr, t_det, floor)
-        if onsets and onset - onsets[-1] < min_gap_s * sr:
-            continue
-        onsets.append(onset)
-    return np.asarray(onsets, dtype=np.float64) / sr
+    # candidate onsets with their strength: the largest rise within 2 ms of the crossing
+    span = int(0.002 * _FINE_RATE_HZ)
+    candidates = [
+        (float(rise[f : f + span].max()), _refine(x, sr, int(round(f * sr / _FINE_RATE_HZ))))
+        for f in starts
+    ]
+    # non-maximum suppression: the strongest attack wins within min_gap_s
+    kept: list[int] = []
+    for _, onset in sorted(candidates, key=lambda c: (-c[0], c[1])):
+        if all(abs(onset - k) >= min_gap_s * sr for k in kept):
+            kept.append(onset)
+    return np.asarray(sorted(kept), dtype=np.float64) / sr
 
 
-def attack_start(audio: np.ndarray, sr: int, *, rel_threshold_db: float = -30.0) -> int | None:
-    """Sample index where the first attack of a recording starts, or None for silence.
+def attack_start(audio: np.ndarray, sr: int, *, rel_threshold_db: float = -24.0) -> int | None:
+    """Sample index where a recording's sound starts, or None for silence.
 
-    Level-independent: onsets are searched `rel_threshold_db` below the loudest 2 ms of the
-    file, so low-level noise or ticks before the real attack are skipped. A sound that swells
-    without a detectable attack starts at its first 2 ms frame above that threshold.
+    Level-independent. If the first onset within `rel_threshold_db` of the loudest 2 ms is a
+    clear attack (the 10 ms after it at least 10 dB above the 10 ms before it), that onset is
+    the start; low-level noise or ticks before it are skipped. Otherwise (a swell: whoosh,
+    creak, texture) the sound starts at the first 2 ms frame within 40 dB of the loudest.
     """
     x = _as_mono(audio)
     env = rms_envelope(x, sr, _FINE_RATE_HZ, _FINE_FRAME_S)
     if env.size == 0 or float(env.max()) <= EPS:
         return None
-    threshold_db = float(_level_db(env).max()) + rel_threshold_db
-    onsets = detect_onsets(x, sr, threshold_db=threshold_db)
+    level = _level_db(env)
+    # min_gap 0: the earliest onset counts, even when a stronger one follows closely
+    onsets = detect_onsets(x, sr, min_gap_s=0.0, threshold_db=float(level.max()) + rel_threshold_db)
     if onsets.size:
-        return int(round(onsets[0] * sr))
-    first = int(np.flatnonzero(_level_db(env) >= threshold_db)[0])
-    return int(round(first * sr / _FINE_RATE_HZ))
+        onset = int(round(onsets[0] * sr))
+        ms = sr // 1000
+        before = _power_db(x[max(0, onset - 12 * ms) : max(0, onset - 2 * ms)])
+        if _power_db(x[onset : onset + 10 * ms]) - before >= _CLEAR_ATTACK_DB:
+            return onset
+    first = int(np.flatnonzero(level >= level.max() + _SWELL_REL_DB)[0])
+    return max(0, int(round(first * sr / _FINE_RATE_HZ)) - int(_FINE_FRAME_S * sr) // 2)
+
+
+def _power_db(x: np.ndarray) -> float:
+    return 10.0 * np.log10(float(np.mean(x * x)) + EPS) if x.size else 10.0 * np.log10(EPS)

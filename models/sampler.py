@@ -8,12 +8,20 @@ Render of one shot:
    ±0.5 semitone pitch (polyphase resampling) and ±1.5 dB gain jitter. Level from strength:
    gain_db = -STRENGTH_RANGE_DB * (1 - strength), so strength 1 plays the sample at its
    library reference loudness and strength 0 plays it 24 dB lower. Tails overlap and sum.
+   The curve then sets the absolute level: the whole event layer gets one gain so that its
+   envelope peaks meet the curve's peaks at the events (median over events, within ±36 dB;
+   events where the curve is silent keep the reference level), and wherever the layer still
+   rises above the curve (dilated by a few hops, so attacks are not touched) it is ducked to it:
+   a long metal ring stops where the curve says the sound has died. Without this a curve
+   louder than the library would be "explained" by texture piled onto every hit.
 2. Sustained part: the event track is measured with `rms_envelope` at the curve's rate and
    the texture is shaped by the residual sqrt(max(curve² - events², 0)). The residual is
    taken in the power domain because the two layers are uncorrelated and add in power, so
    the rendered RMS follows the curve (where events are absent it equals the curve itself).
-   The texture is an equal-power crossfaded loop normalised to unit RMS; its gain is the
-   residual interpolated to audio rate and smoothed over two curve hops (no zipper noise).
+   The texture is an equal-power crossfaded loop normalised to unit RMS whose own swells are
+   flattened at the curve's resolution (so the curve, not the recording, sets the loudness);
+   its gain is the residual interpolated to audio rate and smoothed over two curve hops
+   (no zipper noise).
 3. A look-ahead peak limiter keeps the sum under -1 dBFS.
 An all-zero curve without events renders exact digital silence.
 """
@@ -28,26 +36,41 @@ import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
-from models.audio_env import rms_envelope
+from models.audio_env import attack_start, rms_envelope
 
 STRENGTH_RANGE_DB = 24.0
 PITCH_JITTER_ST = 0.5
 GAIN_JITTER_DB = 1.5
 CEILING_DB = -1.0
+CURVE_GAIN_RANGE_DB = 36.0
 _FADE_IN_S = 0.002
 _FADE_OUT_S = 0.005
 _LOOP_XFADE_S = 0.1
+_FLATTEN_FLOOR = 0.05  # never lift a gap in the texture by more than 26 dB
 
 OneShots = Sequence["Sample"] | Mapping[str, Sequence["Sample"]]
 
 
 @dataclass(frozen=True, eq=False)
 class Sample:
-    """A sound ready to play: float32 mono at the render rate, attack at index `onset`."""
+    """A sound ready to play: float32 mono at the render rate, attack at index `onset`.
+
+    onset=None: found with `models.audio_env.attack_start` (for a library-processed file that
+    is its pre-roll, so passing `round(attack_s * sr)` only saves the measurement).
+    """
 
     audio: np.ndarray
     name: str
-    onset: int = 0
+    onset: int | None = None
+
+    def attack_index(self, sr: int) -> int:
+        """Sample index of the attack (measured once when `onset` is None)."""
+        if self.onset is not None:
+            return int(self.onset)
+        if not hasattr(self, "_measured"):
+            found = attack_start(np.asarray(self.audio, dtype=np.float32), sr)
+            object.__setattr__(self, "_measured", 0 if found is None else int(found))
+        return self._measured  # type: ignore[attr-defined]
 
 
 def strength_gain(strength: float) -> float:
@@ -61,14 +84,15 @@ def _fade(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
 
 
-def _pitched(sample: Sample, semitones: float) -> tuple[np.ndarray, int]:
+def _pitched(sample: Sample, semitones: float, sr: int) -> tuple[np.ndarray, int]:
     """Resample so playback is `semitones` higher; returns audio and its new onset index."""
     ratio = Fraction(2 ** (-semitones / 12)).limit_denominator(400)  # output/input length
     audio = np.asarray(sample.audio, dtype=np.float32)
+    onset = sample.attack_index(sr)
     if ratio == 1:
-        return audio.copy(), sample.onset
+        return audio.copy(), onset
     out = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
-    return out, int(round(sample.onset * ratio))
+    return out, int(round(onset * ratio))
 
 
 def _pool(oneshots: OneShots, kind: str) -> Sequence[Sample]:
@@ -79,8 +103,10 @@ def _pool(oneshots: OneShots, kind: str) -> Sequence[Sample]:
 
 def _render_events(
     events: Sequence[dict], oneshots: OneShots, n: int, sr: int, rng: np.random.Generator
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[float]]:
+    """The event layer and the times of the events that got a sound."""
     track = np.zeros(n, dtype=np.float32)
+    placed: list[float] = []
     next_index: dict[str, int] = {}
     for event in sorted(events, key=lambda e: float(e["t"])):
         kind = str(event.get("kind", ""))
@@ -94,7 +120,7 @@ def _render_events(
             next_index[key] = int(rng.integers(len(pool)))
         sample = pool[next_index[key] % len(pool)]
         next_index[key] += 1
-        audio, onset = _pitched(sample, semitones)
+        audio, onset = _pitched(sample, semitones, sr)
         audio *= strength_gain(float(event.get("strength", 1.0))) * 10 ** (jitter_db / 20)
         if onset > 0:  # pre-roll only: the attack itself is never faded
             k = min(onset, int(_FADE_IN_S * sr))
@@ -102,7 +128,54 @@ def _render_events(
         k = min(len(audio), int(_FADE_OUT_S * sr))
         audio[len(audio) - k :] *= _fade(k)[::-1]
         _mix_at(track, audio, int(round(float(event["t"]) * sr)) - onset, sr)
-    return track
+        placed.append(float(event["t"]))
+    return track, placed
+
+
+def _curve_gain(curve: np.ndarray, rate_hz: float, track: np.ndarray, times: list[float],
+                sr: int) -> float:
+    """One gain for the event layer: median over events of curve peak / event-layer peak.
+
+    Peaks are taken over [t - 1 hop, t + 3 hops] of both envelopes (same measure, same rate).
+    Events where the curve is silent do not vote; with no votes the gain is 1.
+    """
+    env = rms_envelope(track, sr, rate_hz).astype(np.float64)
+    ratios = []
+    for t in times:
+        k = int(round(t * rate_hz))
+        lo, hi = max(k - 1, 0), k + 4
+        if lo >= min(len(env), len(curve)):
+            continue
+        e, c = float(env[lo:hi].max()), float(curve[lo:hi].max())
+        if e > 0 and c > 0:
+            ratios.append(c / e)
+    if not ratios:
+        return 1.0
+    limit = 10 ** (CURVE_GAIN_RANGE_DB / 20)
+    return float(np.clip(np.median(ratios), 1 / limit, limit))
+
+
+def _choke_to_curve(track: np.ndarray, curve: np.ndarray, rate_hz: float, sr: int) -> np.ndarray:
+    """Duck the event layer wherever it rises above the curve (a ring the curve says has died).
+
+    The curve is dilated (2 hops back, 1 ahead) so small timing differences never touch an
+    attack, yet a choked ring is not let up before the next hit; the gain is smoothed like
+    the limiter's (falls before the excess, rises after it; no zipper).
+    """
+    env = rms_envelope(track, sr, rate_hz).astype(np.float64)
+    m = min(len(env), len(curve))
+    padded = np.pad(curve[:m], (2, 1), mode="edge")
+    allowed = np.max([padded[i : i + m] for i in range(4)], axis=0)  # max of curve[k-2 .. k+1]
+    frame_gain = np.ones(len(env))
+    over = env[:m] > allowed
+    frame_gain[:m][over] = allowed[over] / env[:m][over]
+    if not over.any():
+        return track
+    hop = max(1, int(round(sr / rate_hz)))
+    gain = np.interp(np.arange(len(track)) / sr, np.arange(len(env)) / rate_hz, frame_gain)
+    gain = minimum_filter1d(gain, size=2 * hop + 1, mode="nearest")
+    gain = uniform_filter1d(gain, size=hop | 1, mode="nearest")
+    return (track * gain).astype(np.float32)
 
 
 def _mix_at(track: np.ndarray, audio: np.ndarray, start: int, sr: int) -> None:
@@ -123,6 +196,8 @@ def _mix_at(track: np.ndarray, audio: np.ndarray, start: int, sr: int) -> None:
 def _loop(texture: np.ndarray, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """n samples of the texture looped seamlessly (equal-power crossfade), unit RMS."""
     tex = np.asarray(texture, dtype=np.float64)
+    if tex.size == 0:
+        return np.zeros(n, dtype=np.float32)
     x = min(int(_LOOP_XFADE_S * sr), len(tex) // 4)
     period = len(tex) - x
     cycle = tex[:period].copy()
@@ -153,10 +228,16 @@ def _render_texture(
     residual[m:] = curve[m:]
     if not textures or not np.any(residual > 0):
         return np.zeros(n, dtype=np.float32)
-    times = np.arange(len(curve)) / rate_hz
-    gain = np.interp(np.arange(n) / sr, times, residual, right=0.0)
-    gain = uniform_filter1d(gain, size=max(1, int(round(2 * sr / rate_hz))) | 1, mode="nearest")
-    return (_loop(textures[0].audio, n, sr, rng) * gain).astype(np.float32)
+    smooth = max(1, int(round(2 * sr / rate_hz))) | 1  # two curve hops
+    at = np.arange(n) / sr
+    gain = np.interp(at, np.arange(len(curve)) / rate_hz, residual, right=0.0)
+    gain = uniform_filter1d(gain, size=smooth, mode="nearest")
+    bed = _loop(textures[0].audio, n, sr, rng)
+    # flatten the texture's own swells at the curve's resolution: the curve sets the loudness
+    own = rms_envelope(bed, sr, rate_hz).astype(np.float64)
+    own = np.interp(at, np.arange(len(own)) / rate_hz, own) if own.size else np.ones(n)
+    own = uniform_filter1d(own, size=smooth, mode="nearest")
+    return (bed / np.maximum(own, _FLATTEN_FLOOR) * gain).astype(np.float32)
 
 
 def soft_limit(audio: np.ndarray, sr: int, ceiling_db: float = CEILING_DB) -> np.ndarray:
@@ -179,17 +260,23 @@ def render_shot(
     *,
     sr: int = 48000,
     seed: int,
+    level_from_curve: bool = True,
 ) -> np.ndarray:
     """Mono float32 Foley for one shot, length round(duration_s * sr), following `envelope`.
 
     `oneshots` is one candidate list for every event, or a mapping event kind → candidates
     ("*" as fallback); events without candidates are skipped (the texture then covers them).
     Textures: the first one is used (callers pass the best match first).
+    `level_from_curve`: scale the event layer so its peaks meet the curve's and duck it where
+    it exceeds the curve; False keeps the plain strength mapping at the library reference.
     """
     n = int(round(float(envelope["duration_s"]) * sr))
     rate_hz = float(envelope["rate_hz"])
     curve = np.clip(np.asarray(envelope.get("curve", []), dtype=np.float64), 0.0, None)
     rng = np.random.default_rng(seed)
-    events = _render_events(envelope.get("events", []), oneshots, n, sr, rng)
+    events, placed = _render_events(envelope.get("events", []), oneshots, n, sr, rng)
+    if level_from_curve and placed and np.any(curve > 0):
+        events *= np.float32(_curve_gain(curve, rate_hz, events, placed, sr))
+        events = _choke_to_curve(events, curve, rate_hz, sr)
     texture = _render_texture(curve, rate_hz, events, textures, sr, rng)
     return soft_limit((events + texture).astype(np.float32), sr)

@@ -91,7 +91,7 @@ class _Blob:
 
 
 _Plan = Callable[[float], list[_Blob]]
-_ORANGE, _BLUE, _YELLOW, _MAGENTA = (0.98, 0.4, 0.08), (0.12, 0.3, 0.95), (1.0, 0.92, 0.15), (0.9, 0.15, 0.7)
+_ORANGE, _BLUE, _YELLOW, _MAGENTA = (1.0, 0.85, 0.55), (0.55, 0.8, 1.0), (1.0, 1.0, 0.4), (1.0, 0.7, 0.95)
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -148,7 +148,7 @@ def _bounce(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
 def _steps(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
     w, h = spec.size
     period, swing, stride, lift = 0.5, 0.38, 0.16 * h, 0.07 * h
-    foot_rx, foot_ry = 0.05 * h, 0.022 * h
+    foot_rx, foot_ry = 0.06 * h, 0.03 * h
     foot_y = GROUND * h - foot_ry
     x0 = 0.15 * w
 
@@ -165,9 +165,9 @@ def _steps(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
 
     def plan(t: float) -> list[_Blob]:
         bx = x0 + stride / period * max(t - spec.start_s, 0.0)
-        torso_y = (GROUND - 0.3) * h
-        blobs = [_Blob(bx, torso_y, 0.06 * h, 0.12 * h, _BLUE, 4.0),
-                 _Blob(bx, torso_y - 0.17 * h, 0.045 * h, 0.045 * h, _BLUE)]
+        torso_y = (GROUND - 0.42) * h          # well clear of the feet: separate regions
+        blobs = [_Blob(bx, torso_y, 0.055 * h, 0.1 * h, _BLUE, 4.0),
+                 _Blob(bx, torso_y - 0.15 * h, 0.04 * h, 0.04 * h, _BLUE)]
         for j in (0, 1):
             fx, fy = foot(j, t)
             blobs.append(_Blob(fx, fy, foot_rx, foot_ry, _YELLOW, 4.0))
@@ -257,7 +257,7 @@ def _background(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
             spec_n = np.fft.fft2(rng.standard_normal((h, w))) * band
             c = np.real(np.fft.ifft2(spec_n))
             chans.append(c / (c.std() + 1e-9))
-        lum, tint = 0.45 + 0.11 * chans[0], 0.03 * chans[1]
+        lum, tint = 0.33 + 0.09 * chans[0], 0.03 * chans[1]
         tex = np.stack([lum + tint, lum + 0.03 * chans[2], lum - tint], axis=2)
     floor = np.ones((h, 1, 1), np.float32)
     floor[int(GROUND * h):] = 0.7                          # a darker floor under the ground line
@@ -276,7 +276,7 @@ def _draw(frame: np.ndarray, blob: _Blob, cam_x: float) -> None:
     u, v = (xx + 0.5 - cx) / blob.rx, (yy + 0.5 - blob.y) / blob.ry
     d = (np.abs(u) ** blob.power + np.abs(v) ** blob.power) ** (1.0 / blob.power)
     alpha = np.clip((1.0 - d) * min(blob.rx, blob.ry) + 0.5, 0.0, 1.0)[..., None]
-    pattern = 0.78 + 0.22 * np.sign(np.sin(u * 2.2 * math.pi) * np.sin(v * 2.2 * math.pi))
+    pattern = 0.75 + 0.25 * np.sign(np.sin(u * 1.5 * math.pi) * np.sin(v * 1.5 * math.pi))
     color = np.asarray(blob.color, np.float32) * pattern[..., None]
     frame[y0:y1, x0:x1] = frame[y0:y1, x0:x1] * (1 - alpha) + color * alpha
 

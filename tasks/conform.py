@@ -7,6 +7,7 @@ the timeline start.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -59,6 +60,7 @@ def _render(
     files: dict[str, tuple[Path, str]] = {}
     name, num, den = reel["name"], reel["rate_num"], reel["rate_den"]
     start_ref = samples_since_midnight(reel["start_frame"], num, den)
+    made = dt.datetime.fromisoformat(reel["origination"])
 
     def tc(frames: int) -> str:
         return ingest.timecode(reel["start_frame"] + frames, num, den, reel["drop_frame"])
@@ -88,7 +90,7 @@ def _render(
         for kind in ("mono", "stereo", "foa"):
             audio, sr = sf.read(paths[f"{sh['name']}/{kind}"], dtype="float32")
             write_bwf(add(f"{prefix}_{kind}.wav", "audio/wav"), audio, sr, time_reference=stamp,
-                      description=f"{desc} ({kind})")
+                      description=f"{desc} ({kind})", origination_datetime=made)
         env = load_envelope_file(paths[f"{sh['name']}/envelope"])
         env_rel = f"shots/{sh['name']}/envelope_v{env['version']}.json"
         shutil.copyfile(paths[f"{sh['name']}/envelope"], add(env_rel, "application/json"))
@@ -107,9 +109,9 @@ def _render(
     total = round(reel["duration_s"] * SR)
     mix = add(f"{name}_foley_stereo.wav", "audio/wav")
     mixdown.mix_reel(placed_st, mix, frames=total, channels=2, sr=SR, time_reference=start_ref,
-                     description=f"{name} Foley stereo mix @ {reel['start_timecode']}")
+                     made=made, description=f"{name} Foley stereo mix @ {reel['start_timecode']}")
     mixdown.mix_reel(placed_foa, add(f"{name}_foley_foa.wav", "audio/wav"), frames=total,
-                     channels=4, sr=SR, time_reference=start_ref,
+                     channels=4, sr=SR, time_reference=start_ref, made=made,
                      description=f"{name} Foley FOA AmbiX (ACN/SN3D) @ {reel['start_timecode']}")
     timeline, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
     edit = timeline_io.add_foley_track(timeline, clips, rate_num=num, rate_den=den)
@@ -118,6 +120,15 @@ def _render(
         timeline_io.write_timeline(edit, add(f"{name}{ext}", mime))
     mixdown.render_preview(segments, mix, add(f"{name}_preview.mp4", "video/mp4"), rate=(num, den))
     return StageOutput(files=files, result={"shots": shots})
+
+
+def origination(timeline_path: str) -> str:
+    """The BWF origination stamp: when the locked edit was saved (its file's modification time).
+
+    Derived from the input rather than the clock, so the same edit renders byte-identical files."""
+    p = Path(timeline_path)
+    ts = p.stat().st_mtime if p.exists() else 0.0
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def load_envelope_file(path: Path) -> dict[str, Any]:
@@ -136,7 +147,7 @@ def conform(
         by_id = {sh.id: sh for sh in r.shots}
         reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
                 "drop_frame": r.drop_frame, "start_frame": r.start_frame,
-                "start_timecode": r.start_timecode}
+                "start_timecode": r.start_timecode, "origination": origination(r.timeline_path)}
         shots = []
         for d in sorted(deliveries, key=lambda d: by_id[d.shot_id].index):
             sh = by_id[d.shot_id]

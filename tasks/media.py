@@ -28,6 +28,7 @@ import imageio_ffmpeg
 import numpy as np
 
 NTSC_RATES = (24, 30, 48, 60, 120)
+PREROLL_S = 0.25   # decode this much before a shot so its first frame can be the nearest one
 _DAMAGE = re.compile(r"partial file|invalid nal|corrupt|error while decoding|invalid data|"
                      r"truncat|missing picture|decoding error|error splitting", re.IGNORECASE)
 
@@ -255,11 +256,14 @@ def make_proxy(src: Path | str, start_s: float, duration_s: float, fps: float, o
     n = int(round(duration_s * fps))
     w, h = _scaled_size(info, width, None)
     rate = rate_fraction(fps)
+    preroll = min(max(start_s, 0.0), PREROLL_S)
     tmp = _atomic_target(out_path, ".mp4")
     try:
         args = (
-            ffmpeg.input(str(src), ss=f"{max(start_s, 0.0):.6f}")
-            .video.filter("fps", fps=str(rate), round="near").filter("scale", w, h, flags="area")
+            ffmpeg.input(str(src), ss=f"{max(start_s, 0.0) - preroll:.6f}")
+            .video.filter("setpts", f"PTS-{preroll:.6f}/TB")
+            .filter("fps", fps=str(rate), round="near", start_time=0)
+            .filter("scale", w, h, flags="area")
             .output(tmp, vcodec="libx264", crf=18, preset="veryfast", pix_fmt="yuv420p",
                     r=str(rate), fps_mode="cfr", **{"frames:v": n}, an=None,
                     movflags="+faststart", f="mp4")

@@ -9,6 +9,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -37,6 +38,7 @@ def mix_reel(
     sr: int,
     time_reference: int,
     description: str,
+    made: datetime,
 ) -> None:
     """Sum stems into one reel-length 24-bit Broadcast WAV, `BLOCK` samples at a time."""
     opened = [(p, sf.SoundFile(p.path)) for p in stems]
@@ -44,7 +46,8 @@ def mix_reel(
         for p, f in opened:
             if f.channels != channels or f.samplerate != sr:
                 raise ValueError(f"{p.path}: {f.channels} ch @ {f.samplerate} Hz, expected {channels} @ {sr}")
-        with BwfWriter(out, sr, channels, time_reference=time_reference, description=description) as w:
+        with BwfWriter(out, sr, channels, time_reference=time_reference, description=description,
+                       origination_datetime=made) as w:
             for start in range(0, frames, BLOCK):
                 stop = min(start + BLOCK, frames)
                 block = np.zeros((stop - start, channels), dtype=np.float32)

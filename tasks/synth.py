@@ -33,7 +33,7 @@ def shot_seed(seed: int, reel: str, shot: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{reel}:{shot}".encode()).digest()[:4], "little")
 
 
-def _load(path: Path, name: str) -> sampler.Sample:
+def load_sample(path: Path, name: str) -> sampler.Sample:
     audio, sr = sf.read(path, dtype="float32", always_2d=True)
     assert sr == SR, f"library sample {name} is {sr} Hz, expected {SR}"
     return sampler.Sample(audio=audio.mean(axis=1), name=name)
@@ -76,8 +76,8 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
     rng_seed = shot_seed(seed, reel_name, shot_name)
 
     def compute(paths: dict[str, Path], work: Path) -> StageOutput:
-        one = [_load(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("oneshot-")]
-        tex = [_load(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("texture-")]
+        one = [load_sample(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("oneshot-")]
+        tex = [load_sample(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("texture-")]
         audio = sampler.render_shot(env, one, tex, sr=SR, seed=rng_seed)
         out = work / "stem_mono.wav"
         sf.write(out, np.asarray(audio, dtype=np.float32), SR, subtype="FLOAT")

@@ -1,0 +1,343 @@
+"""The motion baseline: an envelope from tracked moving regions, with no training.
+
+Input is the feature dict of `tasks.features` (moving regions per frame pair k, i.e. the
+interval [k/fps, (k+1)/fps], after the camera's median motion is subtracted).
+
+Method
+1. Track. Regions are linked pair to pair, greedily by distance to the predicted centroid
+   (last centroid + its residual displacement + camera motion), within a gate that grows
+   with size and speed; a track may skip up to 2 pairs (a region whose flow drops under the
+   mask threshold at the instant of a bounce).
+2. Velocity series. Along a track, d_k is the residual displacement over pair k in proxy
+   pixels per frame (a skipped pair counts as d = 0). A track that ends away from the frame
+   border before the shot ends has stopped: zeros follow it.
+3. Contacts. A contact is a sharp loss of velocity: at pair k the displacement leaves the
+   trend of the pairs before (a line through their velocities, which follows gravity) and
+   the velocity after — the next observed displacement, or 0 for a stop — has lost at least
+   half the speed the trend predicts. Track starts, apexes of free flight (smooth reversal)
+   and exits through the frame border are not contacts.
+4. Sub-frame time. In pair j that holds the contact, the object moved with the before
+   velocity for a fraction f of the frame and with the after velocity for the rest:
+   d_j = ∫_0^f v_before + ∫_f^1 v_after, so for constant velocities f = (d_j − v_after) /
+   (v_before − v_after) (v_after = 0 for a stop). v_before is the line through the
+   velocities of up to 3 pairs before j extrapolated to j; v_after the same from up to 3
+   pairs after (pair m represents the velocity at its centre, t = (m + ½)/fps). Everything
+   is projected on the direction of the velocity change and f is found by bisection. The
+   contact is at t = (j + f) / fps. The pair before j is taken instead when its own
+   displacement already left the trend (contact late in that pair).
+5. Strength. Speed before contact s in frame heights per second and region area a (fraction
+   of the frame): strength = 1 − exp(−s · (a / 0.01)^¼ / 2), so a ball of 1 % of the frame
+   landing at 2 H/s scores 0.63; heavier (bigger) and faster objects are louder.
+6. Kind. A stop whose object moved forward as much as down (|vx| ≥ ½|vy|), in the lower
+   half of the picture, is a footfall candidate; two or more candidates in a shot make them
+   all "step". Everything else is "impact". A track that starts abruptly from rest and then
+   slides (mostly horizontal, slowing down) adds a "scrape" at its start, timed like a stop
+   played backwards.
+7. Confidence. min(1, velocity loss / speed) · (1 − exp(−pairs tracked before / 4)),
+   × 0.8 for stops and starts (a track can also end by occlusion).
+8. Duplicates. Events closer than 2 frames keep the more confident one.
+9. Curve at rate_hz. Each event adds a transient: linear 10 ms attack to its strength, then
+   exp(−t / 80 ms); transients add in power. A sliding track adds a sustained
+   0.3 · (1 − exp(−s / 1 H/s)) · (a / 0.01)^¼ over the pairs it slides. The sum is clipped
+   to [0, 1]. No motion gives zeros and no events; a crossing through the air gives none.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SOURCE = "baseline:motion@1"
+MAX_GAP = 2
+V_MIN = 0.004        # slowest contact speed, frame widths per frame
+DV_MIN = 0.006       # smallest velocity change of a contact, frame widths per frame
+LOSS = 0.5           # a contact loses at least this fraction of the trend speed
+BORDER = 0.01        # picture units: a region touching this margin is at the border
+A_REF, S_REF = 0.01, 2.0
+ATTACK_S, DECAY_S = 0.010, 0.080
+SLIDE_GAIN = 0.3
+DUP_FRAMES = 2.0
+
+
+@dataclass
+class Track:
+    """One moving region over consecutive frame pairs (pixels of the proxy)."""
+
+    pairs: list[int] = field(default_factory=list)
+    pos: list[np.ndarray] = field(default_factory=list)     # centroid on frame k
+    disp: list[np.ndarray] = field(default_factory=list)    # residual displacement over pair k
+    area: list[float] = field(default_factory=list)
+    border: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class Contact:
+    """A detected sound event before it becomes an Envelope event dict."""
+
+    t: float
+    strength: float
+    x: float
+    y: float
+    kind: str
+    confidence: float
+    stop: bool = False
+    forward: bool = False
+
+
+def _regions(features: dict[str, np.ndarray], k: int, w: float, h: float) -> list[tuple]:
+    rows = features["regions"][k]
+    out = []
+    for valid, x, y, area, vx, vy, x0, y0, x1, y1 in rows:
+        if valid > 0.5:
+            border = x0 <= BORDER or y0 <= BORDER or x1 >= 1 - BORDER or y1 >= 1 - BORDER
+            out.append((np.array([x * w, y * h]), np.array([vx * w, vy * h]), float(area), bool(border)))
+    return out
+
+
+def track_regions(features: dict[str, np.ndarray]) -> list[Track]:
+    """Link moving regions across frame pairs into tracks (greedy, predicted-position gate)."""
+    w, h = (float(v) for v in features["size"])
+    glob = features["global_motion"] * w                      # (P, 2) px/frame
+    done: list[Track] = []
+    active: list[Track] = []
+    for k in range(len(features["regions"])):
+        regs = _regions(features, k, w, h)
+        costs = []
+        for ti, tr in enumerate(active):
+            last = tr.pairs[-1]
+            pred = tr.pos[-1] + tr.disp[-1] + glob[last:k].sum(axis=0)
+            for ri, (p, d, a, _) in enumerate(regs):
+                gate = 4.0 + 0.5 * math.sqrt(max(a, tr.area[-1]) * w * h / math.pi) \
+                    + np.linalg.norm(tr.disp[-1]) + 0.5 * np.linalg.norm(d)
+                dist = float(np.linalg.norm(p - pred))
+                if dist <= gate:
+                    costs.append((dist / gate, ti, ri))
+        used_t, used_r = set(), set()
+        for _, ti, ri in sorted(costs):
+            if ti in used_t or ri in used_r:
+                continue
+            used_t.add(ti)
+            used_r.add(ri)
+            _append(active[ti], k, regs[ri])
+        for ri, reg in enumerate(regs):
+            if ri not in used_r:
+                active.append(_append(Track(), k, reg))
+        still = [t for t in active if k - t.pairs[-1] <= MAX_GAP]
+        done += [t for t in active if k - t.pairs[-1] > MAX_GAP]
+        active = still
+    return done + active
+
+
+def _append(track: Track, k: int, reg: tuple) -> Track:
+    p, d, a, border = reg
+    track.pairs.append(k)
+    track.pos.append(p)
+    track.disp.append(d)
+    track.area.append(a)
+    track.border.append(border)
+    return track
+
+
+def _series(track: Track, n_pairs: int, w: float, h: float) -> tuple[int, np.ndarray, np.ndarray, bool]:
+    """Displacements from one pair before the track's first on (gaps 0), zeros after a stop.
+
+    Returns (index of the series' first pair, (L, 2) displacements, (L,) observed mask, stopped?).
+    """
+    first, last = max(track.pairs[0] - 1, 0), track.pairs[-1]
+    ahead = track.pos[-1] + 2 * track.disp[-1]
+    inside = 0 < ahead[0] < w and 0 < ahead[1] < h
+    stopped = last < n_pairs - 1 and not track.border[-1] and inside
+    end = min(n_pairs, last + 1 + (MAX_GAP + 1 if stopped else 0))
+    d = np.zeros((end - first, 2))
+    seen = np.zeros(end - first, bool)
+    for k, v in zip(track.pairs, track.disp):
+        d[k - first], seen[k - first] = v, True
+    return first, d, seen, stopped
+
+
+def _trend(d: np.ndarray, seen: np.ndarray, idx: range | list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Velocity line v(s) = c + g·s (s in pairs; pair i stands for s = i + ½) through `idx`."""
+    idx = [i for i in idx if 0 <= i < len(d) and seen[i]]
+    if not idx:
+        return None
+    if len(idx) < 3:
+        return d[idx].mean(axis=0), np.zeros(2)
+    g, c = np.polyfit(np.array(idx, float) + 0.5, d[idx], 1)
+    return c, g
+
+
+def _at(line: tuple[np.ndarray, np.ndarray], s: float) -> np.ndarray:
+    return line[0] + line[1] * s
+
+
+def _integral(line: tuple[np.ndarray, np.ndarray], a: float, b: float) -> np.ndarray:
+    """∫_a^b v(s) ds for a velocity line."""
+    return line[0] * (b - a) + line[1] * (b * b - a * a) / 2
+
+
+def _contact_time(d: np.ndarray, cand: list[int], before, after) -> float:
+    """Contact time (pairs) minimising Σ_i |d_i − D_i(t)|² over the candidate pairs.
+
+    D_i(t) is the displacement over pair i when the velocity follows `before` until t and
+    `after` from t on; t is searched on a 1/400-pair grid across the candidates.
+    """
+    grid = np.linspace(cand[0], cand[-1] + 1, 400 * len(cand) + 1)
+    best, best_t = np.inf, float(grid[0])
+    for t in grid:
+        cost = 0.0
+        for i in cand:
+            split = min(max(t, i), i + 1)
+            model = _integral(before, i, split) + _integral(after, split, i + 1)
+            cost += float(np.sum((d[i] - model) ** 2))
+        if cost < best:
+            best, best_t = cost, float(t)
+    return best_t
+
+
+def _nearest(track: Track, k: float) -> int:
+    """Index into the track of the observed pair nearest to pair time k."""
+    return int(np.argmin([abs(p + 0.5 - k) for p in track.pairs]))
+
+
+def _position(track: Track, first: int, t: float, h: float, w: float) -> tuple[float, float]:
+    """Picture position of the track at time t (pairs from `first`), from the nearest centroid."""
+    i = _nearest(track, first + t)
+    p = track.pos[i] + (first + t - track.pairs[i]) * track.disp[i]
+    return float(np.clip(p[0] / w, 0, 1)), float(np.clip(p[1] / h, 0, 1))
+
+
+def strength_curve(speed_hs: float, area: float) -> float:
+    """Documented map of contact speed (frame heights/s) and region area to [0, 1]."""
+    return float(1.0 - math.exp(-speed_hs * (max(area, 1e-6) / A_REF) ** 0.25 / S_REF))
+
+
+def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> list[Contact]:
+    """Stops and reversals along one track, timed below a frame."""
+    first, d, seen, stopped = _series(track, n_pairs, w, h)
+    border = {k - first for k, b in zip(track.pairs, track.border) if b}
+    out: list[Contact] = []
+    seg, m, dev = 0, 1, np.zeros(len(d))
+    while m < len(d):
+        window = range(max(seg, m - 3), m)
+        line = _trend(d, seen, window)
+        if line is None or sum(seen[i] for i in window) < 3:
+            m += 1
+            continue
+        pred = _at(line, m + 0.5)
+        speed = float(np.linalg.norm(pred))
+        dev[m] = float(np.linalg.norm(d[m] - pred))
+        nxt = next((i for i in range(m + 1, len(d)) if seen[i]), None)
+        v_after = d[nxt] if nxt is not None else np.zeros(2) if stopped else None
+        if (v_after is None or speed < V_MIN * w or border & {m - 1, m, m + 1}
+                or dev[m] < max(0.5 * DV_MIN * w, 0.25 * speed)
+                or float(np.linalg.norm(pred - v_after)) < max(DV_MIN * w, LOSS * speed)
+                or float(v_after @ pred) / speed > (1 - LOSS) * speed):
+            m += 1
+            continue
+        cand = [m - 1, m] if m - 1 > seg else [m]
+        early = range(max(seg, cand[0] - 3), cand[0])
+        before = _trend(d, seen, early) if sum(seen[i] for i in early) >= 3 else line
+        after_idx = [i for i in range(m + 1, m + 4) if i < len(d) and seen[i]]
+        after = _trend(d, seen, after_idx) if after_idx else (np.zeros(2), np.zeros(2))
+        t = _contact_time(d, cand, before, after)
+        v_b, v_a = _at(before, t), _at(after, t)
+        loss = float(np.linalg.norm(v_b - v_a))
+        near = _nearest(track, first + t)
+        area = max(track.area[max(0, near - 3):near + 1])
+        x, y = _position(track, first, t, h, w)
+        n_before = int(sum(seen[max(seg, 0):int(t) + 1]))
+        is_stop = not np.any(seen[int(t) + 1:])
+        conf = min(1.0, loss / max(float(np.linalg.norm(v_b)), 1e-9)) * (1 - math.exp(-n_before / 4))
+        out.append(Contact(
+            t=(first + t) / fps, strength=strength_curve(float(np.linalg.norm(v_b)) / h * fps, area),
+            x=x, y=y, kind="impact", confidence=conf * (0.8 if is_stop else 1.0), stop=is_stop,
+            forward=bool(is_stop and v_b[1] > 0 and abs(v_b[0]) >= 0.5 * abs(v_b[1]) and y > 0.5)))
+        seg = int(t) + 1
+        m = seg + 3
+    return out
+
+
+def _sliding(track: Track) -> bool:
+    """Mostly horizontal motion that slows down over the track (friction)."""
+    if len(track.pairs) < 4:
+        return False
+    d = np.array(track.disp)
+    if np.abs(d[:, 1]).mean() > 0.3 * np.abs(d[:, 0]).mean():
+        return False
+    speed = np.linalg.norm(d, axis=1)
+    slope = np.polyfit(np.array(track.pairs, float), speed, 1)[0]
+    return bool(slope * (track.pairs[-1] - track.pairs[0]) < -0.1 * speed.mean())
+
+
+def _start(track: Track, n_pairs: int, w: float, h: float, fps: float) -> Contact | None:
+    """The start of a slide from rest: a stop played backwards ("scrape")."""
+    if track.pairs[0] == 0 or track.border[0]:
+        return None
+    first, d, seen, _ = _series(track, n_pairs, w, h)
+    after_idx = [i for i in range(1, 5) if i < len(d) and seen[i]]
+    after = _trend(d, seen, after_idx[1:] or after_idx)
+    if after is None or np.linalg.norm(_at(after, 1.0)) < V_MIN * w:
+        return None
+    t = _contact_time(d, [0, 1], (np.zeros(2), np.zeros(2)), after)
+    speed = float(np.linalg.norm(_at(after, t)))
+    x, y = _position(track, first, t, h, w)
+    conf = 0.8 * (1 - math.exp(-len(track.pairs) / 4))
+    return Contact(t=(first + t) / fps, strength=strength_curve(speed / h * fps, max(track.area[:4])),
+                   x=x, y=y, kind="scrape", confidence=conf)
+
+
+def _dedupe(contacts: list[Contact], window_s: float) -> list[Contact]:
+    """Keep the more confident of events closer than window_s."""
+    kept: list[Contact] = []
+    for c in sorted(contacts, key=lambda c: -c.confidence):
+        if all(abs(c.t - k.t) >= window_s for k in kept):
+            kept.append(c)
+    return sorted(kept, key=lambda c: c.t)
+
+
+def envelope_curve(events: list[dict], sustain: list[tuple[float, float, float]], n: int,
+                   rate_hz: int) -> np.ndarray:
+    """Transients (10 ms attack, 80 ms decay, added in power) plus sustained terms, in [0, 1]."""
+    t = np.arange(n) / rate_hz
+    power = np.zeros(n)
+    for e in events:
+        dt = t - e["t"]
+        shape = np.where(dt < 0, 0.0, np.where(dt < ATTACK_S, dt / ATTACK_S,
+                                               np.exp(-(dt - ATTACK_S) / DECAY_S)))
+        power += (e["strength"] * shape) ** 2
+    held = np.zeros(n)
+    for t0, t1, value in sustain:
+        span = (t >= t0) & (t < t1)
+        held[span] = np.maximum(held[span], value)
+    return np.clip(np.sqrt(power) + held, 0.0, 1.0)
+
+
+def estimate_envelope(features: dict[str, np.ndarray], *, shot: str, duration_s: float,
+                      rate_hz: int = 100) -> dict:
+    """Envelope v1 of a shot from its features (see the module docstring for the method)."""
+    fps = float(features["fps"])
+    w, h = (float(v) for v in features["size"])
+    n_pairs = len(features["regions"])
+    contacts: list[Contact] = []
+    sustain: list[tuple[float, float, float]] = []
+    for track in track_regions(features):
+        contacts += _contacts(track, n_pairs, w, h, fps)
+        if _sliding(track):
+            if start := _start(track, n_pairs, w, h, fps):
+                contacts.append(start)
+            for k, d, a in zip(track.pairs, track.disp, track.area):
+                level = (1 - math.exp(-float(np.linalg.norm(d)) / h * fps)) * (a / A_REF) ** 0.25
+                sustain.append((k / fps, (k + 1) / fps, min(SLIDE_GAIN, SLIDE_GAIN * level)))
+    footfalls = [c for c in contacts if c.forward]
+    if len(footfalls) >= 2:
+        for c in footfalls:
+            c.kind = "step"
+    contacts = [c for c in _dedupe(contacts, DUP_FRAMES / fps) if 0.0 <= c.t < duration_s]
+    events = [{"t": round(c.t, 4), "strength": round(c.strength, 3), "x": round(c.x, 3),
+               "y": round(c.y, 3), "kind": c.kind, "confidence": round(c.confidence, 3)}
+              for c in contacts]
+    curve = envelope_curve(events, sustain, int(round(duration_s * rate_hz)), rate_hz)
+    return {"version": 1, "parent": None, "shot": shot, "rate_hz": rate_hz,
+            "duration_s": duration_s, "curve": [round(float(v), 5) for v in curve],
+            "events": events, "prompt": None, "source": SOURCE}

@@ -1,0 +1,434 @@
+"""Index a folder of recordings into sampler-ready sounds, and pick sounds for a hint.
+
+`index_library` decodes every recording (wav/flac/ogg/aiff/mp3, any rate and channel count),
+mixes to mono, resamples to the project rate and prepares it for the sampler:
+- one-shots start PREROLL_S before their attack (`models.audio_env.attack_start`: the first
+  clear onset within 24 dB of the loudest 2 ms, re-measured on the trimmed file so that the
+  sampler's onset detection finds it exactly there), the pre-roll faded in; textures (and
+  swells without an attack) start at their first frame within 40 dB of their loudest;
+- trailing silence (below the noise floor + 6 dB, or 60 dB under the loudest frame) is cut
+  and the end faded out over 10 ms;
+- loudness (mean power of the 10 ms frames within 30 dB of the loudest: the "active" part,
+  so leading/trailing silence and decays do not dilute it) is set to TARGET_LOUDNESS_DB,
+  unless that would put a peak above PEAK_CEILING_DB, in which case the gain stops there.
+Processed files are float WAVs named from the source's sha256 (plus kind, rate and processing
+version): re-indexing reuses them and yields identical results. A file that cannot be decoded
+is skipped and listed in a warning; the index goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from models.audio_env import attack_start, rms_envelope
+from models.sampler import Sample
+
+log = logging.getLogger(__name__)
+
+PROCESS_VERSION = 1
+TARGET_LOUDNESS_DB = -24.0  # only ~4% of the sfx set needs a lower gain to stay peak-safe
+PEAK_CEILING_DB = -1.0
+PREROLL_S = 0.0015
+ATTACK_REL_DB = -24.0  # the attack: first onset within 24 dB of the loudest 2 ms
+FADE_OUT_S = 0.010
+TEXTURE_MIN_S = 1.0  # a texture word and at least this long → texture
+LONG_RECORDING_S = 10.0  # anything this long is a texture (ambience, room tone)
+AUDIO_EXTENSIONS = {".wav", ".wave", ".bwf", ".flac", ".ogg", ".oga", ".aif", ".aiff",
+                    ".aifc", ".mp3"}
+MANIFEST = "library.json"
+
+
+@dataclass(frozen=True)
+class LibrarySound:
+    """One recording of the library, processed for the sampler."""
+
+    rel_path: str
+    category: str
+    material: str
+    action: str
+    caption: str
+    processed_path: str  # mono float WAV at the index rate, attack at attack_s
+    source_sha256: str
+    duration_s: float  # of the processed file
+    loudness_db: float  # of the processed file (active-part RMS, dBFS)
+    kind: str  # "oneshot" | "texture"
+    source_loudness_db: float = float("nan")  # same measure before normalisation
+    source_sr: int = 0
+    source_channels: int = 0
+    attack_s: float = PREROLL_S  # where the attack sits in the processed file
+
+
+class UnreadableAudio(Exception):
+    """The file could not be decoded (or holds only silence)."""
+
+
+# ---------------------------------------------------------------- decoding and processing
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the file's rate; soundfile first, librosa as fallback."""
+    try:
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as first:  # noqa: BLE001 - any libsndfile failure → try the other decoder
+        try:
+            import librosa
+
+            with warnings.catch_warnings():  # its "PySoundFile failed" notes: we know
+                warnings.simplefilter("ignore")
+                audio, sr = librosa.load(path, sr=None, mono=False)
+            audio = np.atleast_2d(audio).T
+        except Exception as second:  # noqa: BLE001
+            raise UnreadableAudio(f"{first}; librosa: {second}") from second
+    if audio.size == 0:
+        raise UnreadableAudio("no samples")
+    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def _to_mono_at(audio: np.ndarray, src_sr: int, sr: int) -> np.ndarray:
+    mono = audio.mean(axis=1, dtype=np.float64)
+    if src_sr != sr:
+        import soxr
+
+        mono = soxr.resample(mono, src_sr, sr, quality="HQ")
+    return mono
+
+
+def _ramp(n: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / max(n, 1))
+
+
+def _levels_db(x: np.ndarray, sr: int) -> np.ndarray:
+    """Level (dB) of 20 ms frames every 10 ms."""
+    return 20 * np.log10(np.maximum(rms_envelope(x, sr, 100.0).astype(np.float64), 1e-12))
+
+
+def _cut(x: np.ndarray, attack: int, pre: int) -> np.ndarray:
+    """x from `pre` samples before `attack` (zero-padded if needed), the pre-roll faded in."""
+    start = attack - pre
+    if start < 0:
+        x = np.concatenate([np.zeros(-start), x])
+        start = 0
+    out = x[start:].copy()
+    out[:pre] *= _ramp(pre)  # only the pre-roll fades; the attack is untouched
+    return out
+
+
+def _trim_start(x: np.ndarray, sr: int, kind: str) -> np.ndarray:
+    pre = int(round(PREROLL_S * sr))
+    if kind != "oneshot":
+        levels = _levels_db(x, sr)
+        first = np.flatnonzero(levels >= levels.max() - 40)
+        return _cut(x, int(first[0] * sr / 100) if first.size else 0, pre)
+    attack = attack_start(x, sr, rel_threshold_db=ATTACK_REL_DB)
+    if attack is None:
+        raise UnreadableAudio("only silence")
+    out = _cut(x, attack, pre)
+    for _ in range(2):  # re-measure as the sampler will see it: after silence, not noise
+        again = attack_start(out, sr, rel_threshold_db=ATTACK_REL_DB)
+        if again is None or again == pre:
+            break
+        attack += again - pre
+        out = _cut(x, attack, pre)
+    return out
+
+
+def _trim_end(x: np.ndarray, sr: int) -> np.ndarray:
+    levels = _levels_db(x, sr)
+    if levels.size < 3:
+        return x
+    after_peak = levels[int(np.argmax(levels)) :]
+    floor = float(np.percentile(after_peak, 10))
+    threshold = levels.max() - 60.0
+    if floor < levels.max() - 20.0:  # a real floor under the decay, not the sound itself
+        threshold = max(threshold, floor + 6.0)
+    last = int(np.flatnonzero(levels >= threshold)[-1])
+    end = min(len(x), int((last + 1) * sr / 100) + int(FADE_OUT_S * sr))
+    x = x[:end].copy()
+    k = min(int(FADE_OUT_S * sr), len(x) // 5)
+    x[len(x) - k :] *= _ramp(k)[::-1]
+    return x
+
+
+def active_loudness_db(x: np.ndarray, sr: int) -> float:
+    """Mean power (dBFS) of the 10 ms frames within 30 dB of the loudest frame."""
+    env = rms_envelope(x, sr, 100.0).astype(np.float64)
+    if env.size == 0 or env.max() <= 0:
+        return float("-inf")
+    active = env >= env.max() * 10 ** (-30 / 20)
+    return float(10 * np.log10(np.mean(env[active] ** 2)))
+
+
+def prepare(mono: np.ndarray, sr: int, kind: str) -> tuple[np.ndarray, dict]:
+    """Trim, fade and loudness-normalise one mono recording; returns audio and its figures."""
+    x = _trim_end(_trim_start(np.asarray(mono, dtype=np.float64), sr, kind), sr)
+    before = active_loudness_db(x, sr)
+    gain_db = TARGET_LOUDNESS_DB - before
+    peak_db = 20 * np.log10(max(float(np.abs(x).max()), 1e-12)) + gain_db
+    if peak_db > PEAK_CEILING_DB:
+        gain_db -= peak_db - PEAK_CEILING_DB
+    out = (x * 10 ** (gain_db / 20)).astype(np.float32)
+    figures = {"duration_s": len(out) / sr, "loudness_db": round(float(before + gain_db), 3),
+               "source_loudness_db": round(float(before), 3), "gain_db": round(float(gain_db), 3),
+               "attack_s": PREROLL_S if kind == "oneshot" else 0.0}
+    return out, figures
+
+
+# ---------------------------------------------------------------- captions and kinds
+
+_ACTIONS = {"step", "hit", "break", "close", "open", "creak", "swish", "whoosh", "rustle",
+            "scrape", "wade", "slam", "knock", "drop", "skid", "splash"}
+_CATEGORY_ACTION = {"footsteps": "step", "impacts": "hit", "breaks": "break",
+                    "whooshes": "swish", "movement": "move", "water": "splash"}
+_TEXTURE_WORDS = {"rustle", "rustling", "scrape", "scraping", "wade", "wading", "ambience",
+                  "ambient", "atmos", "roomtone", "loop", "texture", "rain", "wind", "drone",
+                  "hum", "crowd", "traffic", "stream"}
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words; digits split from letters ("step03" → "step", "03")."""
+    return re.findall(r"[a-z]+|[0-9]+", text.lower())
+
+
+def caption_from_path(rel_path: str) -> dict[str, str]:
+    """category / material / action / caption guessed from CATEGORY/MATERIAL/NAME.ext."""
+    parts = Path(rel_path).parts
+    dirs, stem_words = list(parts[:-1]), _words(Path(parts[-1]).stem)
+    category = dirs[0].lower() if dirs else (stem_words[0] if stem_words else "")
+    material = dirs[1].lower() if len(dirs) > 1 else ""
+    action = next((w for w in stem_words if w in _ACTIONS), _CATEGORY_ACTION.get(category, ""))
+    caption = " ".join(w for d in dirs for w in _words(d)) + " " + " ".join(stem_words)
+    return {"category": category, "material": material, "action": action,
+            "caption": caption.strip()}
+
+
+def decide_kind(meta: dict[str, str], duration_s: float) -> str:
+    """'texture' for long sustained sounds (rustle, scrape, wading, ambience), else 'oneshot'."""
+    words = set(_words(" ".join([meta["action"], meta["caption"], meta.get("path", "")])))
+    if duration_s >= LONG_RECORDING_S or (words & _TEXTURE_WORDS and duration_s >= TEXTURE_MIN_S):
+        return "texture"
+    return "oneshot"
+
+
+def _read_catalog(root: Path) -> dict[str, dict[str, str]]:
+    path = root / "catalog.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as fh:
+        return {row["path"]: row for row in csv.DictReader(fh) if row.get("path")}
+
+
+def _find_audio(root: Path, exclude: Path) -> list[Path]:
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(p.startswith(".") for p in rel.parts) or path.is_relative_to(exclude):
+            continue
+        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
+            found.append(path)
+    return found
+
+
+# ---------------------------------------------------------------- the index
+
+
+def _float_wav_bytes(audio: np.ndarray, sr: int) -> bytes:
+    """Mono 32-bit float WAV. Written by hand: libsndfile adds a PEAK chunk with a timestamp,
+    which would make identical audio differ byte for byte."""
+    data = np.asarray(audio, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, sr, sr * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT, mono
+    chunks = (b"fmt " + struct.pack("<I", len(fmt)) + fmt
+              + b"fact" + struct.pack("<II", 4, len(audio))
+              + b"data" + struct.pack("<I", len(data)) + data)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a unique temporary sibling and rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _index_one(path: Path, rel: str, row: dict[str, str] | None, out_dir: Path,
+               sr: int) -> LibrarySound:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    meta = {k: (row or {}).get(k, "") for k in ("category", "material", "action", "caption")}
+    if not row:
+        meta = caption_from_path(rel)
+    audio, src_sr = _decode(path)
+    kind = decide_kind({**meta, "path": rel}, len(audio) / src_sr)
+    wav = out_dir / "audio" / f"{sha[:24]}-{kind}-{sr}-p{PROCESS_VERSION}.wav"
+    sidecar = wav.with_suffix(".json")
+    if wav.exists() and sidecar.exists():
+        figures = json.loads(sidecar.read_text())
+    else:
+        processed, figures = prepare(_to_mono_at(audio, src_sr, sr), sr, kind)
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(wav, lambda p: p.write_bytes(_float_wav_bytes(processed, sr)))
+        _atomic_write(sidecar, lambda p: p.write_text(json.dumps(figures, indent=1)))
+    return LibrarySound(
+        rel_path=rel, **meta, processed_path=str(wav), source_sha256=sha,
+        duration_s=figures["duration_s"], loudness_db=figures["loudness_db"], kind=kind,
+        source_loudness_db=figures["source_loudness_db"], source_sr=src_sr,
+        source_channels=audio.shape[1], attack_s=figures["attack_s"],
+    )
+
+
+def index_library(root: Path, out_dir: Path, *, sr: int = 48000,
+                  paths: Sequence[str] | None = None) -> list[LibrarySound]:
+    """Index every recording under `root` (or only `paths`, relative to root) into `out_dir`.
+
+    Captions come from root/catalog.csv when it lists the file, else from the path. Writes
+    out_dir/library.json; returns the sounds sorted by path. Unreadable files are skipped.
+    """
+    root, out_dir = Path(root).resolve(), Path(out_dir).resolve()
+    catalog = _read_catalog(root)
+    files = sorted(root / p for p in paths) if paths is not None else _find_audio(root, out_dir)
+    sounds: list[LibrarySound] = []
+    skipped: list[str] = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        try:
+            sounds.append(_index_one(path, rel, catalog.get(rel), out_dir, sr))
+        except (UnreadableAudio, OSError) as exc:
+            log.warning("library: skipping %s: %s", path, exc)
+            skipped.append(rel)
+    if skipped:
+        log.warning("library %s: skipped %d unreadable file(s): %s", root, len(skipped),
+                    ", ".join(skipped))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"root": str(root), "samplerate": sr, "process_version": PROCESS_VERSION,
+                "sounds": [asdict(s) for s in sounds], "skipped": skipped}
+    _atomic_write(out_dir / MANIFEST,
+                        lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    return sounds
+
+
+def load_library(out_dir: Path) -> list[LibrarySound]:
+    """The sounds of an index written by `index_library`."""
+    manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
+    names = {f.name for f in fields(LibrarySound)}
+    return [LibrarySound(**{k: v for k, v in s.items() if k in names}) for s in manifest["sounds"]]
+
+
+def load_sample(sound: LibrarySound) -> Sample:
+    """The processed recording as a sampler `Sample` (attack index from the pre-roll)."""
+    audio, sr = sf.read(sound.processed_path, dtype="float32")
+    return Sample(audio=audio, name=sound.rel_path, onset=int(round(sound.attack_s * sr)))
+
+
+# ---------------------------------------------------------------- matching a hint
+
+KIND_CATEGORY = {"step": "footsteps", "impact": "impacts", "scrape": "movement",
+                 "whoosh": "whooshes"}
+KIND_TEXTURE = {"scrape": "scrape"}  # the sustained bed under events of this kind; else rustle
+_ALIASES = {"footstep": "step", "footfall": "step", "walk": "step", "stomp": "step",
+            "wooden": "wood", "metallic": "metal", "steel": "metal", "iron": "metal",
+            "stony": "stone", "rock": "stone", "glassy": "glass", "slam": "close", "shut": "close",
+            "impact": "hit", "knock": "hit", "bang": "hit", "thud": "hit", "strike": "hit",
+            "swish": "whoosh", "swoosh": "whoosh", "woosh": "whoosh", "clothes": "cloth",
+            "fabric": "cloth", "skid": "scrape", "drag": "scrape", "bush": "foliage",
+            "leaf": "foliage", "leave": "foliage"}
+_STOPWORDS = {"a", "an", "the", "on", "of", "in", "into", "through", "with", "and", "at",
+              "to", "by", "from", "some", "something", "sound", "sounds", "loop"}
+_WEIGHTS = (("material", 3.0), ("category", 2.0), ("action", 2.0), ("caption", 1.0))
+KIND_BONUS = 1.5
+MIN_VARIANTS = 3
+
+
+def canon(word: str) -> str:
+    """Light stemming plus aliases: footsteps~footstep~step, wooden~wood, slams~close."""
+    w = word.lower()
+    if w in _ALIASES:
+        return _ALIASES[w]
+    for suffix in ("ing", "ed", "es", "s"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            if suffix == "es" and not re.search(r"(sh|ch|x|ss|z)es$", w):
+                continue
+            if suffix == "s" and w.endswith("ss"):
+                break
+            w = w[: -len(suffix)]
+            if suffix in ("ing", "ed") and re.search(r"([bdgmnpt])\1$", w):
+                w = w[:-1]  # hitting → hit, stepped → step
+            break
+    w = _ALIASES.get(w, w)
+    return w[:-1] if w.endswith("e") and len(w) > 3 else w  # rustle~rustling, scrape~scraping
+
+
+def _tokens(text: str | None) -> set[str]:
+    return {canon(w) for w in _words(text or "") if w not in _STOPWORDS and not w.isdigit()}
+
+
+def _score(sound: LibrarySound, hint: set[str], bonus_tokens: set[str],
+           bonus_category: str | None) -> float:
+    fields_ = {name: _tokens(getattr(sound, name)) for name, _ in _WEIGHTS}
+    score = sum(max((w for name, w in _WEIGHTS if h in fields_[name]), default=0.0)
+                for h in hint)
+    if bonus_category is not None and sound.category == bonus_category:
+        score += KIND_BONUS
+    if bonus_tokens & set().union(*fields_.values()):
+        score += KIND_BONUS
+    return score
+
+
+def _best_group(scored: list[tuple[float, LibrarySound]], limit: int) -> list[LibrarySound]:
+    """The top-scoring sounds, kept to one category/material so round robin stays coherent.
+
+    When that group has fewer than MIN_VARIANTS sounds, the top-scoring sounds of the same
+    category join it (a few related variations beat one sound repeated).
+    """
+    scored = [(s, x) for s, x in scored if s > 0]
+    if not scored:
+        return []
+    top = max(s for s, _ in scored)
+    groups: dict[tuple[str, str], list[LibrarySound]] = {}
+    for s, sound in scored:
+        if s == top:
+            groups.setdefault((sound.category, sound.material), []).append(sound)
+    key = min(groups, key=lambda k: (-len(groups[k]), k))
+    chosen = groups[key]
+    if len(chosen) < MIN_VARIANTS:
+        chosen = [x for k, g in groups.items() if k[0] == key[0] for x in g]
+    return sorted(chosen, key=lambda x: (x.material != key[1], x.rel_path))[:limit]
+
+
+def match_sounds(sounds: Sequence[LibrarySound], hint: str | None, kind: str, *,
+                 limit: int = 8) -> list[LibrarySound]:
+    """One-shots for events of `kind` ("step", "impact", "scrape", "whoosh") given a hint.
+
+    Score: each hint word found in material (3), category or action (2), caption (1); the
+    category of the event kind adds 1.5, so the hint decides and the kind breaks ties or
+    stands in when there is no hint. Returns up to `limit` sounds of the best
+    category/material for round robin, or [] when nothing matches.
+    """
+    hint_tokens = _tokens(hint)
+    category = KIND_CATEGORY.get(kind)
+    scored = [(_score(s, hint_tokens, set(), category), s) for s in sounds if s.kind == "oneshot"]
+    return _best_group(scored, limit)
+
+
+def match_texture(sounds: Sequence[LibrarySound], hint: str | None, kind: str | None = None,
+                  *, limit: int = 4) -> list[LibrarySound]:
+    """Textures for the sustained part of a shot: scrape under scrapes, cloth rustle otherwise."""
+    hint_tokens = _tokens(hint)
+    bonus = {canon(KIND_TEXTURE.get(kind or "", "rustle"))}
+    scored = [(_score(s, hint_tokens, bonus, None), s) for s in sounds if s.kind == "texture"]
+    return _best_group(scored, limit)

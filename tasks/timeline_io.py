@@ -1,0 +1,134 @@
+"""Turnover timelines: the edit with a FOLEY audio track, written as OTIO, AAF, FCP7 XML, EDL.
+
+    edit = add_foley_track(timeline, [FoleyClip("SH010", 0, 48, "shots/SH010/x.wav")],
+                           rate_num=24, rate_den=1)
+    write_timeline(edit, "delivery/reel1.aaf")
+
+Stem paths stay relative to the timeline file (the delivery folder moves as a whole);
+`tasks.ingest.read_timeline` resolves them against the timeline's folder. Every writer gets a
+copy prepared for its format's limits (`tasks.timeline_prep`, `tasks.timeline_aaf`), and files
+appear atomically.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import opentimelineio as otio
+
+from tasks import timeline_aaf, timeline_prep
+
+__all__ = ["FoleyClip", "TimelineWriteError", "add_foley_track", "write_timeline"]
+
+WRITERS = {
+    ".otio": "otio_json",
+    ".xml": "fcp_xml",
+    ".aaf": "AAF",
+    ".edl": "cmx_3600",
+    ".fcpxml": "fcpx_xml",
+}
+
+
+class TimelineWriteError(RuntimeError):
+    """A timeline could not be written; the message names the file and the cause."""
+
+
+@dataclass(frozen=True)
+class FoleyClip:
+    """One shot's Foley stem placed on the record side."""
+
+    shot: str
+    record_in_frame: int  # frames from the timeline start, at the timeline rate
+    duration_frames: int
+    media_path: str  # relative to the timeline file, e.g. "shots/SH010/SH010_foley_stereo.wav"
+    channels: int = 2
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # into metadata["foleyflow"]
+
+
+def _rt(frames: float, rate: float) -> otio.opentime.RationalTime:
+    return otio.opentime.RationalTime(frames, rate)
+
+
+def _foley_clip(fc: FoleyClip, rate: float) -> otio.schema.Clip:
+    frames = otio.opentime.TimeRange(_rt(0, rate), _rt(fc.duration_frames, rate))
+    ref = otio.schema.ExternalReference(target_url=fc.media_path, available_range=frames)
+    ref.name = Path(fc.media_path).name
+    ref.metadata["foleyflow"] = {"channels": fc.channels, "samplerate": 48000, "bit_depth": 24}
+    clip = otio.schema.Clip(name=f"{fc.shot} Foley", media_reference=ref, source_range=frames)
+    clip.metadata["foleyflow"] = {**dict(fc.metadata), "shot": fc.shot, "channels": fc.channels}
+    return clip
+
+
+def add_foley_track(
+    timeline: otio.schema.Timeline,
+    clips: Sequence[FoleyClip],
+    *,
+    rate_num: int,
+    rate_den: int,
+    name: str = "FOLEY",
+) -> otio.schema.Timeline:
+    """A deep copy of `timeline` with an audio track holding one clip per shot (gaps between).
+
+    Record frames count from the timeline start, as in `tasks.ingest.ShotSpec`.
+    Raises ValueError if clips overlap or have no duration."""
+    rate = rate_num / rate_den
+    out = copy.deepcopy(timeline)
+    track = otio.schema.Track(name=name, kind=otio.schema.TrackKind.Audio)
+    cursor = 0
+    for fc in sorted(clips, key=lambda c: c.record_in_frame):
+        if fc.duration_frames <= 0:
+            raise ValueError(f"Foley clip for {fc.shot} has no duration ({fc.duration_frames})")
+        if fc.record_in_frame < cursor:
+            raise ValueError(f"Foley clip for {fc.shot} at frame {fc.record_in_frame} overlaps "
+                             f"the previous clip (which ends at frame {cursor})")
+        if fc.record_in_frame > cursor:
+            track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
+                _rt(0, rate), _rt(fc.record_in_frame - cursor, rate))))
+        track.append(_foley_clip(fc, rate))
+        cursor = fc.record_in_frame + fc.duration_frames
+    out.tracks.append(track)
+    if out.global_start_time is None:
+        out.global_start_time = _rt(0, rate)
+    meta = dict(out.metadata.get("foleyflow", {}) or {})
+    meta.setdefault("rate", [rate_num, rate_den])
+    out.metadata["foleyflow"] = meta
+    return out
+
+
+def write_timeline(timeline: otio.schema.Timeline, path: str | Path) -> None:
+    """Write `timeline` in the format of `path`'s extension (.otio .xml .aaf .edl .fcpxml).
+
+    The file appears complete or not at all (temp file in the same folder, then os.replace).
+    Raises ValueError for an unknown extension, TimelineWriteError if the adapter fails."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in WRITERS:
+        raise ValueError(f"{p}: cannot write '{p.suffix}' timelines; use one of "
+                         f"{', '.join(WRITERS)}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=suffix, dir=p.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        prepared, kwargs = timeline_prep.prepare(timeline, suffix)
+        if suffix == ".aaf":
+            timeline_aaf.prepare(prepared, timeline_prep.edit_rate(timeline))
+            tmp.unlink()  # pyaaf2 creates the file itself
+        if suffix == ".edl":
+            text = otio.adapters.write_to_string(prepared, WRITERS[suffix], **kwargs)
+            tmp.write_text(timeline_prep.finish_edl(text, timeline), encoding="utf-8")
+        else:
+            timeline_prep.quiet(otio.adapters.write_to_file, prepared, str(tmp),
+                                adapter_name=WRITERS[suffix], **kwargs)
+        if suffix == ".aaf":
+            timeline_aaf.finish(str(tmp), timeline_prep.drop_frame(timeline))
+        os.replace(tmp, p)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise TimelineWriteError(f"{p}: could not write the timeline "
+                                 f"({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,133 @@
+"""Broadcast WAV: samples round-trip through libsndfile, bext through our reader and ffmpeg."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tasks.bwf import BwfWriter, read_bwf_info, time_reference_from_timecode, write_bwf
+
+SR = 48000
+LSB = 2.0**-23
+HOUR = 172_800_000  # 01:00:00:00 at 48 kHz
+
+
+def _audio(frames: int, channels: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).uniform(-0.9, 0.9, (frames, channels))
+    return x[:, 0] if channels == 1 else x
+
+
+def _ffmpeg_metadata(path: Path) -> str:
+    run = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                         capture_output=True, text=True)
+    return run.stderr
+
+
+def test_time_reference_of_one_hour() -> None:
+    assert time_reference_from_timecode("01:00:00:00", 24, SR) == HOUR
+    assert time_reference_from_timecode("01:00:00:00", 25, SR) == HOUR
+    assert time_reference_from_timecode("00:00:01:12", 24, SR) == SR + SR // 2
+    # 23.976: timecode counts frames, the reference counts real samples
+    assert time_reference_from_timecode("01:00:00:00", 24000 / 1001, SR) == 172_972_800
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_round_trip_within_one_lsb(tmp_path: Path, channels: int) -> None:
+    audio = _audio(SR + 1, channels)  # odd frame count: mono data needs a pad byte
+    path = tmp_path / "mix.wav"
+    write_bwf(path, audio, SR, time_reference=HOUR, description="SH010 foley")
+    back, sr = sf.read(path, dtype="float64")
+    assert sr == SR
+    assert back.shape == audio.shape
+    assert np.max(np.abs(back - audio)) <= LSB
+    assert sf.info(path).subtype == "PCM_24"
+
+
+def test_bext_read_back_and_placed_before_data(tmp_path: Path) -> None:
+    path = tmp_path / "mix.wav"
+    when = datetime(2024, 5, 17, 9, 30, 5)
+    write_bwf(path, _audio(1000, 2), SR, time_reference=HOUR, description="REEL1 foley mix",
+              originator_reference="run-42", origination_datetime=when,
+              ixml="<BWFXML><PROJECT>REEL1</PROJECT></BWFXML>")
+    info = read_bwf_info(path)
+    assert info["samplerate"] == SR and info["channels"] == 2 and info["bits"] == 24
+    assert info["frames"] == 1000
+    assert info["time_reference"] == HOUR
+    assert info["description"] == "REEL1 foley mix"
+    assert info["originator"] == "foleyflow"
+    assert info["originator_reference"] == "run-42"
+    assert (info["origination_date"], info["origination_time"]) == ("2024-05-17", "09:30:05")
+    assert info["version"] == 1
+    assert info["coding_history"].startswith("A=PCM,F=48000,W=24,M=stereo")
+    assert info["ixml"] == "<BWFXML><PROJECT>REEL1</PROJECT></BWFXML>"
+    raw = path.read_bytes()
+    assert raw.index(b"bext") < raw.index(b"data")
+    assert raw.index(b"iXML") < raw.index(b"data")
+    assert len(raw) == int.from_bytes(raw[4:8], "little") + 8
+
+
+def test_ffmpeg_reads_the_bext_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "mix.wav"
+    write_bwf(path, _audio(4800, 2), SR, time_reference=HOUR, description="REEL1 foley mix")
+    meta = _ffmpeg_metadata(path)
+    assert re.search(r"time_reference\s*:\s*172800000", meta), meta
+    assert re.search(r"comment\s*:\s*REEL1 foley mix", meta), meta
+    assert "pcm_s24le" in meta and "48000 Hz" in meta
+
+
+def test_ffmpeg_reads_four_channel_ambix(tmp_path: Path) -> None:
+    path = tmp_path / "foa.wav"
+    write_bwf(path, _audio(4800, 4), SR, time_reference=0)
+    meta = _ffmpeg_metadata(path)
+    assert "pcm_s24le" in meta and re.search(r"48000 Hz, (4 channels|4\.0)", meta), meta
+
+
+def test_streaming_writer_equals_one_shot_write(tmp_path: Path) -> None:
+    audio = _audio(10_007, 2, seed=3)
+    when = datetime(2024, 1, 1)
+    write_bwf(tmp_path / "a.wav", audio, SR, time_reference=7, origination_datetime=when)
+    with BwfWriter(tmp_path / "b.wav", SR, 2, time_reference=7,
+                   origination_datetime=when) as writer:
+        for start in range(0, len(audio), 999):
+            writer.write(audio[start : start + 999])
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "mix.wav"
+    write_bwf(path, _audio(100, 1), SR, time_reference=0)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="mixer died"):
+        with BwfWriter(path, SR, 1, time_reference=0) as writer:
+            writer.write(_audio(5000, 1, seed=9))
+            raise RuntimeError("mixer died")
+    assert path.read_bytes() == before  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["mix.wav"]  # no temp file left
+    with pytest.raises(ValueError, match="NaN"):
+        write_bwf(tmp_path / "nan.wav", np.array([0.0, np.nan]), SR, time_reference=0)
+    assert not (tmp_path / "nan.wav").exists()
+
+
+def test_overs_are_clipped_not_wrapped(tmp_path: Path) -> None:
+    path = tmp_path / "hot.wav"
+    write_bwf(path, np.array([1.5, -1.5, 1.0, -1.0, 0.5]), SR, time_reference=0)
+    back, _ = sf.read(path, dtype="float64")
+    assert np.allclose(back, [1 - LSB, -1.0, 1 - LSB, -1.0, 0.5])
+
+
+def test_dither_is_tpdf_within_one_lsb_and_reproducible(tmp_path: Path) -> None:
+    audio = _audio(20_000, 1, seed=5) * 0.5
+    write_bwf(tmp_path / "a.wav", audio, SR, time_reference=0, dither=True)
+    write_bwf(tmp_path / "b.wav", audio, SR, time_reference=0, dither=True)
+    back, _ = sf.read(tmp_path / "a.wav", dtype="float64")
+    error = (back - audio) / LSB
+    assert np.max(np.abs(error)) <= 1.5
+    assert np.std(error) > 0.45  # TPDF (variance 1/6 + 1/12 of rounding) is noisier than rounding
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()

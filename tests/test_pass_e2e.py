@@ -1,0 +1,212 @@
+"""End to end through the real `foley` CLI: rendered scenes → edit → delivery folder.
+
+One reel with impacts and footsteps at known times, a still shot, a flying ball that makes no
+sound, mixed source rates and a gap, cut at 01:00:00:00, in a folder whose name has spaces and
+non-ASCII letters. The pass must put an onset in the delivered mix within one picture frame of
+every true contact, none in the still or flying shots, and stamp the mix with the start
+timecode. Reruns must add nothing; bad shots must be reported while the rest delivers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import opentimelineio as otio
+import pytest
+import soundfile as sf
+
+from flows.demo import make_demo_reel
+from models.audio_env import detect_onsets
+from tasks.bwf import read_bwf_info
+
+pytestmark = pytest.mark.slow
+FRAME = 1 / 24
+FOLEY = [str(Path(sys.executable).with_name("foley"))]
+
+
+def foley(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FOLEY_HOME": str(home)}
+    cmd = FOLEY if Path(FOLEY[0]).exists() else [sys.executable, "-m", "flows.cli"]
+    return subprocess.run([*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def reel(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The demo reel rendered into a unicode folder, passed once through `foley run`."""
+    root = tmp_path_factory.mktemp("e2e") / "Rolle 1 – Ünïcode"
+    timeline = make_demo_reel(root / "edit", name="Reel 1")
+    home, out = root / "home", root / "Lieferung 1"
+    proc = foley("run", str(timeline), "--out", str(out), home=home, cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    truth = json.loads((root / "edit" / "Reel 1_truth.json").read_text())
+    return {"root": root, "timeline": timeline, "home": home, "out": out, "truth": truth,
+            "manifest": json.loads((out / "manifest.json").read_text()), "stdout": proc.stdout}
+
+
+def test_delivery_folder_is_complete(reel: dict) -> None:
+    m, out = reel["manifest"], reel["out"]
+    assert m["reel"] == "Reel 1" and m["timeline_start"] == "01:00:00:00" and m["samplerate"] == 48000
+    for rel in [m["mix"], m["foa"], m["preview"], *m["timelines"].values()]:
+        assert (out / rel).is_file() and (out / rel).stat().st_size > 0, rel
+    assert [s["status"] for s in m["shots"]] == ["delivered"] * len(reel["truth"]["shots"])
+    for shot in m["shots"]:
+        for rel in shot["stems"].values():
+            info = read_bwf_info(out / rel)
+            assert info["bits"] == 24 and info["samplerate"] == 48000
+        assert (out / shot["envelope"]["uri"]).is_file()
+    foa = read_bwf_info(out / m["foa"])
+    assert foa["channels"] == 4
+
+
+def test_mix_onsets_match_true_contacts(reel: dict) -> None:
+    m, out, truth = reel["manifest"], reel["out"], reel["truth"]
+    info = read_bwf_info(out / m["mix"])
+    assert info["time_reference"] == 172_800_000  # 01:00:00:00 at 48 kHz, samples since midnight
+    audio, sr = sf.read(out / m["mix"], dtype="float32")
+    onsets = detect_onsets(audio.mean(axis=1), sr)
+    errors, silent = [], []
+    for shot, sh_m in zip(truth["shots"], m["shots"]):
+        lo = shot["record_in_frame"] * FRAME
+        hi = lo + shot["duration_frames"] * FRAME
+        inside = onsets[(onsets >= lo) & (onsets < hi)]
+        if not shot["events"]:
+            silent.append((sh_m["name"], inside.round(3).tolist()))
+            continue
+        for ev in shot["events"]:
+            errors.append((sh_m["name"], ev["t_record"], float(np.min(np.abs(inside - ev["t_record"])))
+                           if len(inside) else 1.0))
+    worst = max(errors, key=lambda e: e[2])
+    assert all(e[2] <= FRAME for e in errors), f"contacts missed by more than a frame: {errors}"
+    assert all(not ins for _, ins in silent), f"onsets in shots where nothing sounds: {silent}"
+    print(f"{len(errors)} contacts, median error {np.median([e[2] for e in errors]) * 1000:.1f} ms, "
+          f"worst {worst}")
+
+
+def test_conformed_edit_has_foley_track(reel: dict) -> None:
+    m, out = reel["manifest"], reel["out"]
+    tl = otio.adapters.read_from_file(str(out / m["timelines"]["otio"]))
+    audio = [t for t in tl.tracks if t.kind == otio.schema.TrackKind.Audio and t.name == "FOLEY"]
+    assert len(audio) == 1
+    clips = list(audio[0].find_clips())
+    assert len(clips) == len(m["shots"])
+    for clip, shot in zip(clips, m["shots"]):
+        assert clip.media_reference.target_url.endswith(shot["stems"]["stereo"])
+        rin = clip.range_in_parent().start_time.to_seconds()
+        assert rin == pytest.approx(shot["record_in_s"], abs=1e-6)
+
+
+def test_rerun_reuses_everything(reel: dict) -> None:
+    db = reel["home"] / "foley.db"
+
+    def counts() -> dict[str, int]:
+        with sqlite3.connect(db) as c:
+            return {t: c.execute(f"select count(*) from {t}").fetchone()[0]
+                    for t in ("artifacts", "activities", "envelopes", "decisions", "shots", "reels")}
+
+    before = counts()
+    objects = sorted(p.name for p in (reel["home"] / "store").rglob("*") if p.is_file())
+    mix = (reel["out"] / reel["manifest"]["mix"]).read_bytes()
+    proc = foley("run", str(reel["timeline"]), "--out", str(reel["out"]), home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stderr
+    assert counts() == before
+    assert sorted(p.name for p in (reel["home"] / "store").rglob("*") if p.is_file()) == objects
+    assert (reel["out"] / reel["manifest"]["mix"]).read_bytes() == mix
+
+
+def test_provenance_reaches_edit_and_media(reel: dict) -> None:
+    m, out = reel["manifest"], reel["out"]
+    stem = out / m["shots"][0]["stems"]["stereo"]
+    proc = foley("provenance", str(stem), "--json", home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stderr
+    tree = json.loads(proc.stdout)
+    tasks, uris = [], []
+
+    def walk(n: dict) -> None:
+        uris.append(n["artifact"]["uri"])
+        if n["activity"]:
+            tasks.append(n["activity"]["task"])
+        for c in n["inputs"]:
+            walk(c)
+
+    walk(tree)
+    assert {"conform", "spatial", "synth", "envelope-version", "envelope-predict", "features",
+            "proxy"} <= set(tasks)
+    assert any(u.endswith("bounce_24.mp4") for u in uris), "chain must end at the source media"
+    assert any(u.endswith(".otio") for u in uris), "chain must reach the edit"
+
+
+def test_bad_timeline_is_rejected_and_nothing_written(tmp_path: Path) -> None:
+    bad = tmp_path / "broken edit.otio"
+    bad.write_text('{"OTIO_SCHEMA": "Timeline.1", "tracks": ')
+    proc = foley("run", str(bad), "--out", str(tmp_path / "out"), home=tmp_path / "home", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "broken edit.otio" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()
+
+
+def test_bad_shots_are_reported_and_the_rest_delivers(reel: dict, tmp_path: Path) -> None:
+    """Missing media, a truncated file and a range beyond the media: exit 1, reasons listed."""
+    edit = tmp_path / "edit"
+    shutil.copytree(reel["timeline"].parent, edit)
+    tl = otio.adapters.read_from_file(str(edit / reel["timeline"].name))
+    clips = list(tl.find_clips())
+    clips[1].media_reference.target_url = "media/does_not_exist.mp4"
+    data = (edit / "media" / "still_25.mp4").read_bytes()
+    (edit / "media" / "still_25.mp4").write_bytes(data[: len(data) // 3])  # truncated
+    r = clips[3].source_range
+    clips[3].source_range = otio.opentime.TimeRange(
+        otio.opentime.RationalTime(r.start_time.value + 10 * r.start_time.rate, r.start_time.rate), r.duration)
+    otio.adapters.write_to_file(tl, str(edit / "bad.otio"))
+    out = tmp_path / "out"
+    proc = foley("run", str(edit / "bad.otio"), "--out", str(out), home=tmp_path / "home", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    status = {s["name"]: (s["status"], s["skipped_reason"]) for s in m["shots"]}
+    bad = {name for name, (st, _) in status.items() if st != "delivered"}
+    assert bad == {m["shots"][i]["name"] for i in (1, 2, 3)}, status
+    assert "does_not_exist.mp4" in status[m["shots"][1]["name"]][1]
+    for name in bad:
+        assert name in proc.stdout and status[name][1]
+    assert (out / m["mix"]).is_file()
+
+
+@pytest.mark.parametrize("ext", [".edl", ".xml", ".aaf"])
+def test_other_formats_give_the_same_shots(reel: dict, tmp_path: Path, ext: str) -> None:
+    """The e2e edit written as EDL / FCP7 XML / AAF ingests to the same shots."""
+    from tasks.ingest import read_timeline
+    from tasks.timeline_io import write_timeline
+
+    tl, ref = read_timeline(reel["timeline"])
+    path = tmp_path / f"Reel 1{ext}"
+    write_timeline(tl, path)
+    _, spec = read_timeline(path, fps=24 if ext == ".edl" else None,
+                            media_root=reel["timeline"].parent / "media")
+    assert spec.start_timecode == ref.start_timecode
+    got = [(s.name, s.record_in_frame, s.duration_frames, Path(s.source_path or "").name) for s in spec.shots]
+    want = [(s.name, s.record_in_frame, s.duration_frames, Path(s.source_path or "").name) for s in ref.shots]
+    assert got == want
+    for a, b in zip(spec.shots, ref.shots):
+        assert a.source_in_s == pytest.approx(b.source_in_s, abs=0.5 / b.source_rate)
+
+
+def test_pass_from_aaf_delivers_the_same_reel(reel: dict, tmp_path: Path) -> None:
+    from tasks.ingest import read_timeline
+    from tasks.timeline_io import write_timeline
+
+    tl, _ = read_timeline(reel["timeline"])
+    aaf = tmp_path / "Reel 1.aaf"
+    write_timeline(tl, aaf)
+    out = tmp_path / "out"
+    proc = foley("run", str(aaf), "--out", str(out), "--media-root", str(reel["timeline"].parent / "media"),
+                 home=reel["home"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    strip = lambda shots: [(s["name"], s["record_in"], s["status"], s["stems"] and True) for s in shots]  # noqa: E731
+    assert strip(m["shots"]) == strip(reel["manifest"]["shots"])
+    assert m["timeline_start"] == reel["manifest"]["timeline_start"]

@@ -1,0 +1,159 @@
+"""tasks.timeline_io: a FOLEY track added, written by the real adapters, read back by ingest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import aaf2
+import opentimelineio as otio
+import pytest
+
+from tasks.ingest import ReelSpec, read_timeline
+from tasks.timeline_io import FoleyClip, TimelineWriteError, add_foley_track, write_timeline
+from tests.fixtures_otio import edit, gap, media_clip, save, touch, video_track
+
+NTSC = 30000 / 1001
+
+
+def _cut(folder: Path, rate: float, start: int, *, drop: bool = False,
+         camera_tc: bool = True) -> tuple[otio.schema.Timeline, ReelSpec]:
+    """A two-track edit with a dissolve, mixed source rates and (optionally) camera timecode."""
+    a, b, c, d = touch(folder / "media", "A001 café.mov", "B002.mov", "C003.mov", "D004.mov")
+    tc = 86400 if camera_tc else 0
+    v1 = video_track([
+        media_clip("A001", a, 12, 48, 24, media_start=tc, media_duration=480),
+        otio.schema.Transition(in_offset=otio.opentime.RationalTime(6, rate),
+                               out_offset=otio.opentime.RationalTime(6, rate)),
+        media_clip("B002", b, 30, 30, 15, media_duration=300),
+        gap(12, rate),
+        media_clip("C003", c, 60, 90, NTSC, media_duration=900),
+    ])
+    v2 = video_track([gap(24, rate), media_clip("D004", d, 24, 12, rate, media_duration=240)],
+                     name="V2")
+    tl = edit("Reel 7", [v1, v2], rate, start)
+    if drop:
+        tl.metadata["foleyflow"] = {"drop_frame": True}
+    return read_timeline(save(tl, folder / "cut.otio"))
+
+
+def _foley(delivery: Path, reel: ReelSpec) -> list[FoleyClip]:
+    clips = []
+    for s in reel.shots:
+        rel = f"shots/{s.name}/{reel.name}_{s.name}_foley_stereo.wav"
+        touch(delivery, rel)
+        clips.append(FoleyClip(s.name, s.record_in_frame, s.duration_frames, rel,
+                               metadata={"envelope_version": 1}))
+    return clips
+
+
+def _foley_clips(tl: otio.schema.Timeline) -> list[tuple[str, int, str]]:
+    """(clip name, record frame, media path) of the audio track holding our stems.
+
+    The AAF reader turns the relative locator "shots/…" into "file://shots/…"."""
+    rate = tl.global_start_time.rate if tl.global_start_time else 24
+    best: list[tuple[str, int, str]] = []
+    for track in tl.audio_tracks():
+        found = [(c.name, round(c.range_in_parent().start_time.value_rescaled_to(rate)),
+                  c.media_reference.target_url.removeprefix("file://"))
+                 for c in track.find_clips()
+                 if c.name.endswith(" Foley")]
+        best = max(best, found, key=len)
+    return best
+
+
+@pytest.mark.parametrize("ext", [".otio", ".xml", ".aaf", ".edl"])
+@pytest.mark.parametrize("rate, start, drop", [(24, 86400, False), (NTSC, 107892, True),
+                                               (24000 / 1001, 0, False)])
+def test_round_trip(tmp_path: Path, ext: str, rate: float, start: int, drop: bool) -> None:
+    timeline, reel = _cut(tmp_path, rate, start, drop=drop, camera_tc=ext != ".edl")
+    delivery = tmp_path / "delivery"
+    clips = _foley(delivery, reel)
+    out = delivery / f"{reel.name}{ext}"
+    write_timeline(add_foley_track(timeline, clips, rate_num=reel.rate_num,
+                                   rate_den=reel.rate_den), out)
+    back_tl, back = read_timeline(out, fps=reel.fps)
+
+    assert (back.rate_num, back.rate_den, back.start_timecode, back.drop_frame) == (
+        reel.rate_num, reel.rate_den, reel.start_timecode, reel.drop_frame)
+    assert back.name == reel.name
+    assert [(s.name, s.clip_name, s.record_in_frame, s.duration_frames) for s in back.shots] == [
+        (s.name, s.clip_name, s.record_in_frame, s.duration_frames) for s in reel.shots]
+    half_frame = 0.5 / reel.fps
+    for got, want in zip(back.shots, reel.shots):
+        assert got.source_in_s == pytest.approx(want.source_in_s, abs=half_frame), got.name
+        assert got.source_path == want.source_path and got.skipped_reason is None
+    if ext != ".edl":  # the EDL writer is picture-only
+        assert _foley_clips(back_tl) == [
+            (f"{c.shot} Foley", c.record_in_frame, c.media_path) for c in clips]
+
+
+def test_round_trip_fcpxml_at_24fps(tmp_path: Path) -> None:
+    timeline, reel = _cut(tmp_path, 24, 0)
+    out = tmp_path / "delivery" / "reel.fcpxml"
+    write_timeline(add_foley_track(timeline, _foley(out.parent, reel), rate_num=24, rate_den=1),
+                   out)
+    _, back = read_timeline(out)
+    assert [(s.name, s.record_in_frame, s.duration_frames, s.source_path) for s in back.shots] \
+        == [(s.name, s.record_in_frame, s.duration_frames, s.source_path) for s in reel.shots]
+
+
+def test_add_foley_track_places_clips_and_leaves_the_edit_alone(tmp_path: Path) -> None:
+    timeline, reel = _cut(tmp_path, 24, 86400)
+    n_tracks = len(timeline.tracks)
+    clips = [FoleyClip("SH020", 30, 10, "shots/SH020/b.wav", channels=6),
+             FoleyClip("SH010", 5, 20, "shots/SH010/a.wav")]
+    out = add_foley_track(timeline, clips, rate_num=24, rate_den=1)
+    assert len(timeline.tracks) == n_tracks and len(out.tracks) == n_tracks + 1
+    track = out.tracks[-1]
+    assert track.name == "FOLEY" and track.kind == otio.schema.TrackKind.Audio
+    assert [type(c).__name__ for c in track] == ["Gap", "Clip", "Gap", "Clip"]
+    first, second = track[1], track[3]
+    assert first.range_in_parent().start_time.value == 5
+    assert second.range_in_parent().start_time.value == 30
+    assert second.metadata["foleyflow"]["shot"] == "SH020"
+    assert second.metadata["foleyflow"]["channels"] == 6
+    assert second.media_reference.target_url == "shots/SH020/b.wav"
+    assert second.media_reference.available_range.duration.value == 10
+    with pytest.raises(ValueError, match="overlaps"):
+        add_foley_track(timeline, [FoleyClip("SH010", 0, 20, "a.wav"),
+                                   FoleyClip("SH020", 10, 20, "b.wav")], rate_num=24, rate_den=1)
+
+
+def test_aaf_carries_stable_mob_ids_and_24bit_stereo_stems(tmp_path: Path) -> None:
+    timeline, reel = _cut(tmp_path, 24, 86400)
+    edit_ = add_foley_track(timeline, _foley(tmp_path, reel), rate_num=24, rate_den=1)
+    ids = []
+    for name in ("one.aaf", "two.aaf"):
+        write_timeline(edit_, tmp_path / name)
+        with aaf2.open(str(tmp_path / name), "r") as f:
+            masters = list(f.content.mastermobs())
+            ids.append(sorted(str(m.mob_id) for m in masters))
+            pcm = [m.descriptor for m in f.content.sourcemobs()
+                   if isinstance(m.descriptor, aaf2.essence.PCMDescriptor)]
+            assert pcm and all(d["Channels"].value == 2 for d in pcm)
+            assert all(d["QuantizationBits"].value == 24 for d in pcm)
+    assert ids[0] == ids[1]
+    assert len(ids[0]) == len(set(ids[0])) >= 4 + len(reel.shots)  # picture media + stems
+    assert all(mob_id.int != 0 for mob_id in [aaf2.mobid.MobID(u) for u in ids[0]])
+
+
+def test_edl_is_picture_only_flattened_with_fcm(tmp_path: Path) -> None:
+    timeline, reel = _cut(tmp_path, NTSC, 107892, drop=True, camera_tc=False)
+    out = tmp_path / "reel.edl"
+    write_timeline(add_foley_track(timeline, [], rate_num=30000, rate_den=1001), out)
+    text = out.read_text()
+    assert text.splitlines()[1] == "FCM: DROP FRAME"
+    assert "01:00:00;00" in text and "Foley" not in text
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    good, _ = _cut(tmp_path / "a", 24, 0)
+    ntsc, _ = _cut(tmp_path / "b", 24000 / 1001, 0)
+    out = tmp_path / "out" / "reel.fcpxml"
+    write_timeline(good, out)
+    before = out.read_bytes()
+    with pytest.raises(TimelineWriteError, match=r"reel\.fcpxml.*23\.976"):
+        write_timeline(ntsc, out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["reel.fcpxml"]
+    with pytest.raises(ValueError, match="cannot write"):
+        write_timeline(good, tmp_path / "reel.mov")
