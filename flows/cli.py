@@ -29,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 library_app = typer.Typer(help="Index and inspect sound libraries.", no_args_is_help=True)
 demo_app = typer.Typer(help="The bundled demo reel (rendered by foleyflow itself).", no_args_is_help=True)

@@ -15,7 +15,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -142,7 +141,7 @@ def foley_pass(
 
     t0 = time.perf_counter()
     deliveries = [delivery(sh) for sh in shots]
-    manifest = conform(reel["reel_id"], deliveries, out, run_id=str(flow_run.id or ""))
+    manifest = conform(reel["reel_id"], deliveries, out)
     times["conform"] = time.perf_counter() - t0
     report = PassReport(
         reel=spec.name, out_dir=str(out), manifest=manifest, stage_seconds=times,

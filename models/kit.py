@@ -124,9 +124,9 @@ def _contact(surface: str, rng: np.random.Generator, sr: int) -> np.ndarray:
     noise = rng.normal(size=n)
     if surface == "gravel":
         count = rng.integers(45, 80)
-        times = np.sort(rng.exponential(0.035, count) * sr)
+        times = np.sort(rng.exponential(0.03, count) * sr)
         times = times[times < 0.16 * sr]  # the crunch settles within ~160 ms
-        out = _grains(n, sr, rng, times, (1500, 7000), (0.0003, 0.0012))
+        out = _grains(n, sr, rng, times, (1500, 7000), (0.0003, 0.0012)) * np.exp(-t / 0.07)
         out += 0.15 * _band(noise, sr, 800, 6000) * np.exp(-t / 0.05)
         return out / np.abs(out).max() + 0.3 * thump
     if surface == "wood":

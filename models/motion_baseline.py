@@ -50,8 +50,8 @@ import numpy as np
 
 SOURCE = "baseline:motion@1"
 MAX_GAP = 2
-V_MIN = 0.004        # slowest contact speed, frame widths per frame
-DV_MIN = 0.006       # smallest velocity change of a contact, frame widths per frame
+NOISE_PX = 0.5       # flow noise floor on the proxy, pixels per frame
+V_MIN_S = 0.1        # slowest contact speed, frame widths per second
 LOSS = 0.5           # a contact loses at least this fraction of the trend speed
 BORDER = 0.01        # picture units: a region touching this margin is at the border
 A_REF, S_REF = 0.01, 2.0
@@ -212,45 +212,66 @@ def strength_curve(speed_hs: float, area: float) -> float:
     return float(1.0 - math.exp(-speed_hs * (max(area, 1e-6) / A_REF) ** 0.25 / S_REF))
 
 
+def _limits(w: float, fps: float) -> tuple[float, float]:
+    """(slowest contact speed, smallest velocity change) in proxy pixels per frame."""
+    v_min = max(NOISE_PX, V_MIN_S * w / fps)
+    return v_min, max(1.5 * NOISE_PX, 1.5 * v_min)
+
+
+def _flag(d: np.ndarray, seen: np.ndarray, m: int, seg: int, v_after: np.ndarray,
+          limits: tuple[float, float]):
+    """The velocity line before pair m if pair m breaks it like a contact, else None.
+
+    The line is fitted to the 3 pairs before m, or, if that fails, to the 3 before m − 1
+    (pair m − 1 may already hold the contact's start).
+    """
+    v_min, dv_min = limits
+    for lag in (0, 1):
+        window = range(max(seg, m - 3 - lag), m - lag)
+        if sum(seen[i] for i in window) < 3:
+            continue
+        line = _trend(d, seen, window)
+        pred = _at(line, m + 0.5)
+        speed = float(np.linalg.norm(pred))
+        if (speed >= v_min
+                and np.linalg.norm(d[m] - pred) >= max(NOISE_PX, 0.25 * speed)
+                and np.linalg.norm(pred - v_after) >= max(dv_min, LOSS * speed)
+                and float(v_after @ pred) / speed <= (1 - LOSS) * speed):
+            return line
+    return None
+
+
 def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> list[Contact]:
     """Stops and reversals along one track, timed below a frame."""
     first, d, seen, stopped = _series(track, n_pairs, w, h)
     border = {k - first for k, b in zip(track.pairs, track.border) if b}
+    limits = _limits(w, fps)
     out: list[Contact] = []
-    seg, m, dev = 0, 1, np.zeros(len(d))
+    seg = int(np.argmax(seen)) + 1          # a track's first pair may hold its start: skip it
+    m = seg + 3
     while m < len(d):
-        window = range(max(seg, m - 3), m)
-        line = _trend(d, seen, window)
-        if line is None or sum(seen[i] for i in window) < 3:
-            m += 1
-            continue
-        pred = _at(line, m + 0.5)
-        speed = float(np.linalg.norm(pred))
-        dev[m] = float(np.linalg.norm(d[m] - pred))
         nxt = next((i for i in range(m + 1, len(d)) if seen[i]), None)
         v_after = d[nxt] if nxt is not None else np.zeros(2) if stopped else None
-        if (v_after is None or speed < V_MIN * w or border & {m - 1, m, m + 1}
-                or dev[m] < max(0.5 * DV_MIN * w, 0.25 * speed)
-                or float(np.linalg.norm(pred - v_after)) < max(DV_MIN * w, LOSS * speed)
-                or float(v_after @ pred) / speed > (1 - LOSS) * speed):
+        line = None if v_after is None or border & {m - 1, m, m + 1} else \
+            _flag(d, seen, m, seg, v_after, limits)
+        if line is None:
             m += 1
             continue
-        cand = [m - 1, m] if m - 1 > seg else [m]
+        cand = [m - 1, m] if m - 1 >= seg else [m]
         early = range(max(seg, cand[0] - 3), cand[0])
         before = _trend(d, seen, early) if sum(seen[i] for i in early) >= 3 else line
         after_idx = [i for i in range(m + 1, m + 4) if i < len(d) and seen[i]]
         after = _trend(d, seen, after_idx) if after_idx else (np.zeros(2), np.zeros(2))
         t = _contact_time(d, cand, before, after)
         v_b, v_a = _at(before, t), _at(after, t)
-        loss = float(np.linalg.norm(v_b - v_a))
+        speed = float(np.linalg.norm(v_b))
         near = _nearest(track, first + t)
-        area = max(track.area[max(0, near - 3):near + 1])
         x, y = _position(track, first, t, h, w)
-        n_before = int(sum(seen[max(seg, 0):int(t) + 1]))
         is_stop = not np.any(seen[int(t) + 1:])
-        conf = min(1.0, loss / max(float(np.linalg.norm(v_b)), 1e-9)) * (1 - math.exp(-n_before / 4))
+        n_before = int(sum(seen[seg:int(t) + 1]))
+        conf = min(1.0, float(np.linalg.norm(v_b - v_a)) / max(speed, 1e-9)) * (1 - math.exp(-n_before / 4))
         out.append(Contact(
-            t=(first + t) / fps, strength=strength_curve(float(np.linalg.norm(v_b)) / h * fps, area),
+            t=(first + t) / fps, strength=strength_curve(speed / h * fps, max(track.area[max(0, near - 3):near + 1])),
             x=x, y=y, kind="impact", confidence=conf * (0.8 if is_stop else 1.0), stop=is_stop,
             forward=bool(is_stop and v_b[1] > 0 and abs(v_b[0]) >= 0.5 * abs(v_b[1]) and y > 0.5)))
         seg = int(t) + 1
@@ -277,7 +298,7 @@ def _start(track: Track, n_pairs: int, w: float, h: float, fps: float) -> Contac
     first, d, seen, _ = _series(track, n_pairs, w, h)
     after_idx = [i for i in range(1, 5) if i < len(d) and seen[i]]
     after = _trend(d, seen, after_idx[1:] or after_idx)
-    if after is None or np.linalg.norm(_at(after, 1.0)) < V_MIN * w:
+    if after is None or np.linalg.norm(_at(after, 1.0)) < _limits(w, fps)[0]:
         return None
     t = _contact_time(d, [0, 1], (np.zeros(2), np.zeros(2)), after)
     speed = float(np.linalg.norm(_at(after, t)))

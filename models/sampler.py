@@ -11,8 +11,8 @@ Render of one shot:
    The curve then sets the absolute level: the whole event layer gets one gain so that its
    envelope peaks meet the curve's peaks at the events (median over events, within ±36 dB;
    events where the curve is silent keep the reference level), and wherever the layer still
-   rises above the curve (dilated by a few hops, so attacks are not touched) it is ducked to it:
-   a long metal ring stops where the curve says the sound has died. Without this a curve
+   exceeds the curve, sounds older than 30 ms are ducked by the excess with a gain that only
+   falls: a long metal ring stops where the curve says the sound has died. Without this a curve
    louder than the library would be "explained" by texture piled onto every hit.
 2. Sustained part: the event track is measured with `rms_envelope` at the curve's rate and
    the texture is shaped by the residual sqrt(max(curve² - events², 0)). The residual is
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
 from models.audio_env import attack_start, rms_envelope
@@ -43,6 +43,7 @@ PITCH_JITTER_ST = 0.5
 GAIN_JITTER_DB = 1.5
 CEILING_DB = -1.0
 CURVE_GAIN_RANGE_DB = 36.0
+CHOKE_AFTER_S = 0.03  # a hit's first 30 ms are never choked
 _FADE_IN_S = 0.002
 _FADE_OUT_S = 0.005
 _LOOP_XFADE_S = 0.1
@@ -101,12 +102,20 @@ def _pool(oneshots: OneShots, kind: str) -> Sequence[Sample]:
     return oneshots
 
 
+@dataclass
+class _Placed:
+    """One event's sound in the shot: its first sample, its audio, its event time."""
+
+    start: int
+    audio: np.ndarray
+    t: float
+
+
 def _render_events(
-    events: Sequence[dict], oneshots: OneShots, n: int, sr: int, rng: np.random.Generator
-) -> tuple[np.ndarray, list[float]]:
-    """The event layer and the times of the events that got a sound."""
-    track = np.zeros(n, dtype=np.float32)
-    placed: list[float] = []
+    events: Sequence[dict], oneshots: OneShots, sr: int, rng: np.random.Generator
+) -> list[_Placed]:
+    """Choose, pitch, level and fade a one-shot for every event that has candidates."""
+    placed: list[_Placed] = []
     next_index: dict[str, int] = {}
     for event in sorted(events, key=lambda e: float(e["t"])):
         kind = str(event.get("kind", ""))
@@ -127,19 +136,35 @@ def _render_events(
             audio[:k] *= _fade(k)
         k = min(len(audio), int(_FADE_OUT_S * sr))
         audio[len(audio) - k :] *= _fade(k)[::-1]
-        _mix_at(track, audio, int(round(float(event["t"]) * sr)) - onset, sr)
-        placed.append(float(event["t"]))
-    return track, placed
+        t = float(event["t"])
+        placed.append(_Placed(int(round(t * sr)) - onset, audio, t))
+    return placed
 
 
-def _curve_gain(curve: np.ndarray, rate_hz: float, track: np.ndarray, times: list[float],
-                sr: int) -> float:
+def _mix(placed: list[_Placed], n: int, sr: int) -> np.ndarray:
+    """Sum the placed sounds into an n-sample track, cut at the shot edges with short fades."""
+    track = np.zeros(n, dtype=np.float32)
+    for p in placed:
+        lo, hi = max(p.start, 0), min(p.start + len(p.audio), n)
+        if hi <= lo:
+            continue
+        piece = p.audio[lo - p.start : hi - p.start].copy()
+        if p.start < 0:
+            k = min(len(piece), int(_FADE_IN_S * sr))
+            piece[:k] *= _fade(k)
+        if p.start + len(p.audio) > n:
+            k = min(len(piece), int(_FADE_OUT_S * sr))
+            piece[len(piece) - k :] *= _fade(k)[::-1]
+        track[lo:hi] += piece
+    return track
+
+
+def _curve_gain(curve: np.ndarray, rate_hz: float, env: np.ndarray, times: list[float]) -> float:
     """One gain for the event layer: median over events of curve peak / event-layer peak.
 
     Peaks are taken over [t - 1 hop, t + 3 hops] of both envelopes (same measure, same rate).
     Events where the curve is silent do not vote; with no votes the gain is 1.
     """
-    env = rms_envelope(track, sr, rate_hz).astype(np.float64)
     ratios = []
     for t in times:
         k = int(round(t * rate_hz))
@@ -155,42 +180,40 @@ def _curve_gain(curve: np.ndarray, rate_hz: float, track: np.ndarray, times: lis
     return float(np.clip(np.median(ratios), 1 / limit, limit))
 
 
-def _choke_to_curve(track: np.ndarray, curve: np.ndarray, rate_hz: float, sr: int) -> np.ndarray:
-    """Duck the event layer wherever it rises above the curve (a ring the curve says has died).
+def _fit_to_curve(
+    placed: list[_Placed], curve: np.ndarray, rate_hz: float, n: int, sr: int
+) -> list[_Placed]:
+    """Level the event layer to the curve, then choke tails that outlast it.
 
-    The curve is dilated (2 hops back, 1 ahead) so small timing differences never touch an
-    attack, yet a choked ring is not let up before the next hit; the gain is smoothed like
-    the limiter's (falls before the excess, rises after it; no zipper).
+    Choke: where the layer's envelope exceeds the curve (dilated ±2 hops for timing slack),
+    every sound older than CHOKE_AFTER_S is ducked by the excess, like a hand on a ringing
+    plate; its gain only ever falls (running minimum), so a choked ring never swells back
+    before the next hit, and a new hit's attack is never touched.
     """
-    env = rms_envelope(track, sr, rate_hz).astype(np.float64)
+    env = rms_envelope(_mix(placed, n, sr), sr, rate_hz).astype(np.float64)
+    gain = _curve_gain(curve, rate_hz, env, [p.t for p in placed])
+    placed = [_Placed(p.start, p.audio * np.float32(gain), p.t) for p in placed]
+    env *= gain
     m = min(len(env), len(curve))
-    padded = np.pad(curve[:m], (2, 1), mode="edge")
-    allowed = np.max([padded[i : i + m] for i in range(4)], axis=0)  # max of curve[k-2 .. k+1]
-    frame_gain = np.ones(len(env))
+    allowed = maximum_filter1d(curve[:m], size=5, mode="nearest")
+    excess = np.ones(len(env))
     over = env[:m] > allowed
-    frame_gain[:m][over] = allowed[over] / env[:m][over]
+    excess[:m][over] = allowed[over] / env[:m][over]
     if not over.any():
-        return track
-    hop = max(1, int(round(sr / rate_hz)))
-    gain = np.interp(np.arange(len(track)) / sr, np.arange(len(env)) / rate_hz, frame_gain)
-    gain = minimum_filter1d(gain, size=2 * hop + 1, mode="nearest")
-    gain = uniform_filter1d(gain, size=hop | 1, mode="nearest")
-    return (track * gain).astype(np.float32)
-
-
-def _mix_at(track: np.ndarray, audio: np.ndarray, start: int, sr: int) -> None:
-    """Add audio at `start`, cutting at the shot edges with short fades (no clicks)."""
-    lo, hi = max(start, 0), min(start + len(audio), len(track))
-    if hi <= lo:
-        return
-    piece = audio[lo - start : hi - start].copy()
-    if start < 0:
-        k = min(len(piece), int(_FADE_IN_S * sr))
-        piece[:k] *= _fade(k)
-    if start + len(audio) > len(track):
-        k = min(len(piece), int(_FADE_OUT_S * sr))
-        piece[len(piece) - k :] *= _fade(k)[::-1]
-    track[lo:hi] += piece
+        return placed
+    choked = []
+    for p in placed:
+        k0 = int(np.ceil((p.t + CHOKE_AFTER_S) * rate_hz))
+        k1 = min(len(excess), int(np.ceil((p.start + len(p.audio)) / sr * rate_hz)) + 1)
+        if k1 <= k0:
+            choked.append(p)
+            continue
+        frames = np.minimum.accumulate(excess[k0:k1])
+        times = np.concatenate([[k0 / rate_hz - 1 / rate_hz], np.arange(k0, k1) / rate_hz])
+        at = (p.start + np.arange(len(p.audio))) / sr
+        g = np.interp(at, times, np.concatenate([[1.0], frames]), left=1.0, right=frames[-1])
+        choked.append(_Placed(p.start, (p.audio * g).astype(np.float32), p.t))
+    return choked
 
 
 def _loop(texture: np.ndarray, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -274,9 +297,9 @@ def render_shot(
     rate_hz = float(envelope["rate_hz"])
     curve = np.clip(np.asarray(envelope.get("curve", []), dtype=np.float64), 0.0, None)
     rng = np.random.default_rng(seed)
-    events, placed = _render_events(envelope.get("events", []), oneshots, n, sr, rng)
+    placed = _render_events(envelope.get("events", []), oneshots, sr, rng)
     if level_from_curve and placed and np.any(curve > 0):
-        events *= np.float32(_curve_gain(curve, rate_hz, events, placed, sr))
-        events = _choke_to_curve(events, curve, rate_hz, sr)
+        placed = _fit_to_curve(placed, curve, rate_hz, n, sr)
+    events = _mix(placed, n, sr)
     texture = _render_texture(curve, rate_hz, events, textures, sr, rng)
     return soft_limit((events + texture).astype(np.float32), sr)

@@ -136,9 +136,7 @@ def load_envelope_file(path: Path) -> dict[str, Any]:
 
 
 @task(name="conform", cache_policy=NO_CACHE)
-def conform(
-    reel_id: int, deliveries: list[ShotDelivery], out_dir: str, *, run_id: str | None = None
-) -> dict[str, Any]:
+def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[str, Any]:
     """Render the delivery folder for the reel into `out_dir`; returns the manifest."""
     with runtime.db().session() as s:
         r = s.get(api.Reel, reel_id)
@@ -174,6 +172,8 @@ def conform(
         compute=lambda paths, work: _render(work, paths, reel, [dict(x) for x in shots]),
         reel_id=reel_id,
     )
+    with runtime.db().session() as s:  # the run that rendered these files (earlier, if cached)
+        run_id = s.get(api.Activity, res.activity_id).prefect_flow_run_id
     manifest = build_manifest(reel, res.result["shots"], res.outputs, run_id=run_id,
                               activity_id=res.activity_id)
 

@@ -4,9 +4,10 @@ Part of `tasks.ingest`. Video tracks (and stacks and tracks nested inside them) 
 bottom to top and each clip "paints" its record interval over what lies beneath, so the
 top-most enabled clip wins; gaps paint nothing, so lower tracks show through them.
 
-Generator clips (titles, slugs, colour mattes — no source media) paint beneath every media
+Generator clips (titles, colour mattes, bars — no source media) paint beneath every media
 clip whatever their track: a title over a shot does not hide the action the Foley follows.
-They become (skipped) shots only where nothing photographed is visible.
+They become (skipped) shots only where nothing photographed is visible. Black filler (an EDL's
+BL events, FCP slugs) is a gap.
 
 Transitions: the cut between the two sides is placed at the transition's midpoint, the
 moment the picture is half one shot, half the other. Formats disagree on where a dissolve's
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import opentimelineio as otio
 
+BLACK_GENERATORS = ("black", "slug", "blackness")
 _FOLEY_RE = re.compile(r"FOLEY\s*:\s*(.+)", re.I | re.S)
 
 
@@ -132,6 +134,10 @@ class _Walker:
 
     def clip(self, clip: otio.schema.Clip, c_lo: float, a: float, b: float,
              lo: float, hi: float) -> None:
+        ref = clip.media_reference
+        if isinstance(ref, otio.schema.GeneratorReference) and \
+                (ref.generator_kind or "").lower() in BLACK_GENERATORS:
+            return
         trimmed = clip.trimmed_range()
         if trimmed.duration.value <= 0:
             if lo <= c_lo <= hi:

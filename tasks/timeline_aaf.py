@@ -44,6 +44,12 @@ def _prepare_clip(clip: otio.schema.Clip, rate: float, kind: str) -> None:
     if not isinstance(ref, otio.schema.ExternalReference):
         ref = otio.schema.MissingReference(name=clip.name, metadata=ref.metadata)
         clip.media_reference = ref
+    ref_md = dict(ref.metadata.get("AAF", {}) or {})
+    desc = ref_md.get("EssenceDescription")
+    if kind == "picture" and hasattr(desc, "get") and \
+            desc.get("ClassName") not in ("CDCIDescriptor", "RGBADescriptor"):
+        del ref_md["EssenceDescription"]  # e.g. a MultipleDescriptor the writer cannot fill
+        ref.metadata["AAF"] = ref_md
     source = at_rate(clip.trimmed_range(), rate)
     avail = at_rate(ref.available_range, rate) if ref.available_range is not None else source
     lo = min(source.start_time, avail.start_time)

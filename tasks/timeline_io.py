@@ -12,6 +12,7 @@ appear atomically.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ import opentimelineio as otio
 from tasks import timeline_aaf, timeline_prep
 
 __all__ = ["FoleyClip", "TimelineWriteError", "add_foley_track", "write_timeline"]
+log = logging.getLogger(__name__)
 
 WRITERS = {
     ".otio": "otio_json",
@@ -103,19 +105,39 @@ def add_foley_track(
 def write_timeline(timeline: otio.schema.Timeline, path: str | Path) -> None:
     """Write `timeline` in the format of `path`'s extension (.otio .xml .aaf .edl .fcpxml).
 
-    The file appears complete or not at all (temp file in the same folder, then os.replace).
-    Raises ValueError for an unknown extension, TimelineWriteError if the adapter fails."""
+    .otio holds the edit as it is; the interchange formats get the flattened picture, the
+    edit's audio (left out, with a warning, if their adapter cannot write it) and our tracks
+    (see `tasks.timeline_prep`). The file appears complete or not at all (temp file in the
+    same folder, then os.replace). Raises ValueError for an unknown extension,
+    TimelineWriteError if the adapter fails."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in WRITERS:
         raise ValueError(f"{p}: cannot write '{p.suffix}' timelines; use one of "
                          f"{', '.join(WRITERS)}")
     p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_atomically(timeline, p, suffix, source_audio=True)
+    except Exception as exc:
+        if suffix in (".otio", ".edl"):
+            raise TimelineWriteError(f"{p}: could not write the timeline "
+                                     f"({type(exc).__name__}: {exc})") from exc
+        try:  # the edit's own audio tracks are the usual culprits: deliver without them
+            _write_atomically(timeline, p, suffix, source_audio=False)
+        except Exception as exc2:
+            raise TimelineWriteError(f"{p}: could not write the timeline "
+                                     f"({type(exc2).__name__}: {exc2})") from exc2
+        log.warning("%s: written without the edit's own audio tracks (%s: %s)",
+                    p, type(exc).__name__, exc)
+
+
+def _write_atomically(timeline: otio.schema.Timeline, p: Path, suffix: str, *,
+                      source_audio: bool) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=suffix, dir=p.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        prepared, kwargs = timeline_prep.prepare(timeline, suffix)
+        prepared, kwargs = timeline_prep.prepare(timeline, suffix, source_audio=source_audio)
         if suffix == ".aaf":
             timeline_aaf.prepare(prepared, timeline_prep.edit_rate(timeline))
             tmp.unlink()  # pyaaf2 creates the file itself
@@ -128,7 +150,5 @@ def write_timeline(timeline: otio.schema.Timeline, path: str | Path) -> None:
         if suffix == ".aaf":
             timeline_aaf.finish(str(tmp), timeline_prep.drop_frame(timeline))
         os.replace(tmp, p)
-    except Exception as exc:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise TimelineWriteError(f"{p}: could not write the timeline "
-                                 f"({type(exc).__name__}: {exc})") from exc

@@ -1,17 +1,21 @@
 """Fit a timeline to one writer's limits before `tasks.timeline_io` hands it to the adapter.
 
-- AAF: ranges snapped to the edit rate here; the rest in `tasks.timeline_aaf`.
-- FCP7 XML: the sequence timecode's display format follows the edit's drop-frame flag; clips
-  at rates SMPTE timecode cannot express (15, 21.5 fps…) are restated at the edit rate.
-- FCPX XML: the adapter knows only 24, 25, 30, 50 and 60 fps; every range is snapped to the
-  edit rate, and other edit rates are refused with a clear message.
-- EDL: picture only; stacked video tracks flattened (top-most wins); ranges snapped to whole
-  frames; record timecodes start at the timeline's start timecode; an `FCM:` line states drop
-  / non-drop; a dissolve's incoming clip is linked to its own media (see `finish_edl`).
+The .otio file is the edit as it is. The interchange formats (AAF, FCP7 XML, FCPX XML, EDL)
+get the picture flattened to one video track of exactly the shots `tasks.ingest` sees — the
+top-most visible clip, cut at dissolve midpoints, generators and disabled clips resolved —
+followed by the edit's audio tracks and ours. Their adapters cannot be trusted with nested
+sequences, transitions or layered video (each breaks one writer or another), and a sound
+turnover needs the cut, not the picture editor's layers.
 
-"Snapping" restates every top-level item in whole frames at the edit rate so that each
-record position is the exact one, rounded — what `tasks.ingest` computes for a shot — rather
-than a sum of individually rounded lengths, which drifts on mixed-rate edits.
+- Every range is restated in whole frames so each item lands on its exact record position,
+  rounded (not a sum of rounded lengths, which drifts on mixed-rate edits); FCP7 XML keeps
+  each clip's own SMPTE rate, the others take the edit rate.
+- Clips without a media range get their own; generator clips become offline clips of that
+  name where the writer cannot express them.
+- FCP7 XML: the sequence timecode's display format follows the edit's drop-frame flag.
+- FCPX XML: its adapter knows only 24, 25, 30, 50 and 60 fps; other rates are refused.
+- EDL: picture only; record timecodes start at the edit's start; reel names made legal.
+- AAF specifics live in `tasks.timeline_aaf`.
 """
 from __future__ import annotations
 
@@ -24,8 +28,11 @@ from typing import Any
 
 import opentimelineio as otio
 
+from tasks.ingest_flatten import visible_picture
+
 RT = otio.opentime.RationalTime
 TR = otio.opentime.TimeRange
+_XML_GENERATORS = ("Slug", "Color")
 
 
 def quiet(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -53,37 +60,6 @@ def drop_frame(timeline: otio.schema.Timeline) -> bool:
     return bool(ours(timeline).get("drop_frame", False))
 
 
-def prepare(timeline: otio.schema.Timeline, suffix: str) -> tuple[otio.schema.Timeline,
-                                                                  dict[str, Any]]:
-    """A copy of `timeline` the writer for `suffix` accepts, and the writer's keyword args."""
-    tl = copy.deepcopy(timeline)
-    rate = edit_rate(timeline)
-    if suffix == ".aaf":
-        for track in tl.tracks:  # the rest is tasks.timeline_aaf's
-            snap_track(track, rate)
-    elif suffix == ".xml":
-        fcp = dict(tl.metadata.get("fcp_xml", {}) or {})
-        tc = dict(fcp.get("timecode", {}) or {})
-        tc["displayformat"] = "DF" if drop_frame(timeline) else "NDF"
-        fcp["timecode"] = tc
-        tl.metadata["fcp_xml"] = fcp
-        for item in tl.find_children():
-            if isinstance(item, (otio.schema.Clip, otio.schema.Gap)) and item.source_range and \
-                    not RT.is_valid_timecode_rate(item.source_range.duration.rate):
-                _restate(item, rate)
-    elif suffix == ".edl":
-        return _prepare_edl(tl, rate), {"rate": rate}
-    elif suffix == ".fcpxml":
-        if not any(abs(rate - r) < 1e-6 for r in (24, 25, 30, 50, 60)):
-            raise ValueError(f"the FCPX XML adapter cannot write a {rate:.3f} fps edit (only "
-                             f"24, 25, 30, 50 or 60): deliver FCP7 .xml or .otio instead")
-        for track in tl.tracks:
-            snap_track(track, rate)
-    return tl, {}
-
-
-# --- frames at the edit rate -------------------------------------------------------------------
-
 def _frame(seconds: float, rate: float) -> int:
     return math.floor(seconds * rate + 0.5 + 1e-9)
 
@@ -94,82 +70,180 @@ def at_rate(r: otio.opentime.TimeRange, rate: float) -> otio.opentime.TimeRange:
               RT(_frame(r.duration.to_seconds(), rate), rate))
 
 
-def _restate(item: otio.core.Item, rate: float, frames: int | None = None) -> None:
-    """Restate an item (its markers, its media's range) at `rate`; `frames` sets its length."""
-    r = at_rate(item.trimmed_range(), rate)
-    if frames is not None:
-        r = TR(r.start_time, RT(frames, rate))
-    item.source_range = r
+# --- the flattened picture -----------------------------------------------------------------
+
+def _clip_rate(clip: otio.schema.Clip, rate: float) -> float:
+    for r in (clip.source_range, getattr(clip.media_reference, "available_range", None)):
+        if r is not None and r.duration.rate > 0:
+            return r.duration.rate
+    return rate
+
+
+def picture_track(timeline: otio.schema.Timeline, rate: float) -> otio.schema.Track:
+    """One video track of the visible shots (as `tasks.ingest` cuts them), gaps between."""
+    start = ours(timeline).get("start_frame")
+    if not isinstance(start, int):
+        gst = timeline.global_start_time
+        start = _frame(gst.to_seconds(), rate) if gst is not None else 0
+    track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    cursor = 0
+    for piece in visible_picture(timeline, rate, start).pieces:
+        lo, hi = _frame(piece.rec_lo / rate, rate), _frame(piece.rec_hi / rate, rate)
+        if hi <= lo:
+            continue
+        if lo > cursor:
+            track.append(otio.schema.Gap(source_range=TR(RT(0, rate), RT(lo - cursor, rate))))
+        clip = copy.deepcopy(piece.clip)
+        src_rate = _clip_rate(clip, rate)
+        used_s = (hi - lo) / rate * (piece.scalar if piece.scalar else 0)
+        clip.source_range = TR(RT(piece.src_lo_s * src_rate, src_rate),
+                               RT((hi - lo) / rate * src_rate, src_rate))
+        for m in list(clip.markers):
+            t = m.marked_range.start_time.to_seconds()
+            if not piece.src_lo_s - 1e-9 <= t <= piece.src_lo_s + max(used_s, 0) + 1e-9:
+                clip.markers.remove(m)
+        track.append(clip)
+        cursor = hi
+    return track
+
+
+# --- per-item repairs ------------------------------------------------------------------------
+
+def _restate(item: otio.core.Item, rate: float, frames: int, keep_rate: bool) -> None:
+    """Restate a clip or gap `frames` edit-rate frames long, at its own rate or the edit's."""
+    own = item.trimmed_range().duration.rate
+    r = own if keep_rate and RT.is_valid_timecode_rate(own) else rate
+    start = item.trimmed_range().start_time.to_seconds()
+    item.source_range = TR(RT(_frame(start, r), r), RT(frames / rate * r, r))
     for marker in item.markers:
-        marker.marked_range = at_rate(marker.marked_range, rate)
+        marker.marked_range = at_rate(marker.marked_range, r)
     ref = getattr(item, "media_reference", None)
     if ref is not None and ref.available_range is not None:
-        ref.available_range = at_rate(ref.available_range, rate)
-    if isinstance(item, otio.core.Composition):
-        for child in item:
-            if isinstance(child, otio.schema.Transition):
-                _restate_transition(child, rate)
-            else:
-                _restate(child, rate)
+        ref.available_range = at_rate(ref.available_range, r)
 
 
-def _restate_transition(tr: otio.schema.Transition, rate: float) -> None:
-    tr.in_offset = RT(_frame(tr.in_offset.to_seconds(), rate), rate)
-    tr.out_offset = RT(_frame(tr.out_offset.to_seconds(), rate), rate)
+def _offline(clip: otio.schema.Clip) -> None:
+    """Give a clip a media range if it has none; generators it cannot write become offline."""
+    ref = clip.media_reference
+    if isinstance(ref, otio.schema.GeneratorReference):
+        ref = otio.schema.MissingReference(name=clip.name)
+        clip.media_reference = ref
+    if ref.available_range is None and clip.source_range is not None:
+        ref.available_range = clip.source_range
 
 
-def snap_track(track: otio.schema.Track, rate: float) -> None:
-    """Restate `track`'s items in whole frames so each lands on its exact position, rounded."""
+def _fix_xml_timecode(clip: otio.schema.Clip) -> None:
+    """Drop-frame display is only valid at 29.97 / 59.94; some exports claim it elsewhere."""
+    ref = clip.media_reference
+    fcp = ref.metadata.get("fcp_xml")
+    tc = fcp.get("timecode") if hasattr(fcp, "get") else None
+    if hasattr(tc, "get") and tc.get("displayformat") == "DF" and ref.available_range and \
+            round(ref.available_range.start_time.rate * 1001) not in (30000, 60000):
+        fcp, tc = dict(fcp), dict(tc)
+        tc["displayformat"] = "NDF"
+        fcp["timecode"] = tc
+        ref.metadata["fcp_xml"] = fcp
+
+
+def _sanitise_track(track: otio.schema.Track, rate: float, keep_rates: bool,
+                    generators_ok: tuple[str, ...]) -> None:
+    """Snap `track` to whole frames; disabled items become gaps; fill in media ranges."""
     pos = 0.0
-    for child in track:
+    for i, child in enumerate(list(track)):
         if isinstance(child, otio.schema.Transition):
-            _restate_transition(child, rate)
+            child.in_offset = RT(_frame(child.in_offset.to_seconds(), rate), rate)
+            child.out_offset = RT(_frame(child.out_offset.to_seconds(), rate), rate)
             continue
         length = child.trimmed_range().duration.to_seconds()
-        _restate(child, rate, _frame(pos + length, rate) - _frame(pos, rate))
+        frames = _frame(pos + length, rate) - _frame(pos, rate)
         pos += length
+        if not child.enabled or not isinstance(child, (otio.schema.Clip, otio.schema.Gap)):
+            # nested audio sequences are left out (the picture is flat already)
+            child = otio.schema.Gap(source_range=TR(RT(0, rate), RT(frames, rate)))
+            track[i] = child
+        _restate(child, rate, frames, keep_rates)
+        if isinstance(child, otio.schema.Clip):
+            ref = child.media_reference
+            if not (isinstance(ref, otio.schema.GeneratorReference)
+                    and ref.generator_kind in generators_ok):
+                _offline(child)
+            if generators_ok:  # FCP7 XML
+                _fix_xml_timecode(child)
+
+
+def prepare(timeline: otio.schema.Timeline, suffix: str, *,
+            source_audio: bool = True) -> tuple[otio.schema.Timeline, dict[str, Any]]:
+    """A copy of `timeline` the writer for `suffix` accepts, and the writer's keyword args.
+
+    `source_audio=False` leaves out the edit's own audio tracks (keeping those we added, whose
+    clips carry `metadata["foleyflow"]`) — the fallback when an adapter chokes on them."""
+    if suffix == ".otio":
+        return copy.deepcopy(timeline), {}
+    rate = edit_rate(timeline)
+    if suffix == ".fcpxml" and not any(abs(rate - r) < 1e-6 for r in (24, 25, 30, 50, 60)):
+        raise ValueError(f"the FCPX XML adapter cannot write a {rate:.3f} fps edit (only "
+                         f"24, 25, 30, 50 or 60): deliver FCP7 .xml or .otio instead")
+    tracks = [picture_track(timeline, rate)]
+    if suffix != ".edl":
+        for t in timeline.tracks:
+            if isinstance(t, otio.schema.Track) and t.kind == otio.schema.TrackKind.Audio \
+                    and t.enabled and (source_audio or _is_ours(t)):
+                tracks.append(copy.deepcopy(t))
+    tl = otio.schema.Timeline(name=timeline.name, metadata=copy.deepcopy(timeline.metadata))
+    tl.global_start_time = RT(_frame(timeline.global_start_time.to_seconds(), rate), rate) \
+        if timeline.global_start_time is not None else RT(0, rate)
+    for t in tracks:
+        _sanitise_track(t, rate, keep_rates=suffix == ".xml",
+                        generators_ok=_XML_GENERATORS if suffix == ".xml" else ())
+        tl.tracks.append(t)
+    if suffix == ".xml":
+        fcp = dict(tl.metadata.get("fcp_xml", {}) or {})
+        tc = dict(fcp.get("timecode", {}) or {})
+        tc["displayformat"] = "DF" if drop_frame(timeline) else "NDF"
+        fcp["timecode"] = tc
+        tl.metadata["fcp_xml"] = fcp
+    if suffix == ".edl":
+        return _prepare_edl(tl, rate), {"rate": rate}
+    return tl, {}
+
+
+def _is_ours(track: otio.schema.Track) -> bool:
+    return any(hasattr(c.metadata.get("foleyflow"), "get") for c in track.find_clips())
 
 
 # --- EDL -------------------------------------------------------------------------------------
 
+def _reel(clip: otio.schema.Clip) -> str:
+    cmx = clip.metadata.get("cmx_3600")
+    name = cmx.get("reel") if hasattr(cmx, "get") else None
+    ref = clip.media_reference
+    name = name or ref.name or re.split(r"[\\/]", getattr(ref, "target_url", "") or "")[-1] \
+        or clip.name
+    name = re.sub(r"\.[A-Za-z0-9]{2,4}$", "", name or "")
+    return re.sub(r"[^A-Za-z0-9_]", "", name)[:8] or "AX"
+
+
 def _prepare_edl(tl: otio.schema.Timeline, rate: float) -> otio.schema.Timeline:
-    video = [t for t in tl.tracks if t.kind == otio.schema.TrackKind.Video and t.enabled]
-    if not video:
-        raise ValueError("an EDL needs a picture track and this edit has none enabled")
-    for track in video:
-        snap_track(track, rate)
-    track = otio.algorithms.flatten_stack(video) if len(video) > 1 else copy.deepcopy(video[0])
-    track.name = track.name or "V"
-    start = _frame(tl.global_start_time.to_seconds(), rate) if tl.global_start_time else 0
+    track = tl.tracks[0]
+    for clip in track.find_clips():
+        cmx = dict(clip.metadata.get("cmx_3600", {}) or {})
+        cmx["reel"] = _reel(clip)
+        clip.metadata["cmx_3600"] = cmx
+    if len(track) and isinstance(track[0], otio.schema.Gap):  # keep the edit's first frame
+        black = otio.schema.Clip(name="BLACK", source_range=track[0].source_range,
+                                 media_reference=otio.schema.GeneratorReference(
+                                     generator_kind="black"))
+        black.metadata["cmx_3600"] = {"reel": "BL"}
+        track[0] = black
+    start = _frame(tl.global_start_time.to_seconds(), rate)
     if start > 0:  # the EDL writer counts record time from 0: lead with the start
         track.insert(0, otio.schema.Gap(source_range=TR(RT(0, rate), RT(start, rate))))
-    return otio.schema.Timeline(name=tl.name, tracks=[track], metadata=tl.metadata)
+    return tl
 
 
 def finish_edl(text: str, timeline: otio.schema.Timeline) -> str:
-    """Add the `FCM:` line after the title (as Avid does) and fix dissolve media links.
-
-    In a dissolve event the OTIO writer links the outgoing clip's file with `* FROM CLIP:` and
-    the incoming one's with `* TO CLIP:`, and its reader gives the incoming clip the FROM file.
-    The outgoing clip has its own event, so the dissolve event keeps only the incoming link."""
+    """Add the `FCM:` line after the title, as Avid does."""
     fcm = "FCM: DROP FRAME" if drop_frame(timeline) else "FCM: NON-DROP FRAME"
     lines = text.splitlines()
     at = 1 if lines and lines[0].startswith("TITLE:") else 0
-    lines = lines[:at] + [fcm] + lines[at:]
-    out: list[str] = []
-    event: list[str] = []
-    for line in lines + [""]:
-        if re.match(r"^\d{3,}\s", line) and not (event and line.split()[0] ==
-                                                 event[0].split()[0]):
-            out.extend(_fix_dissolve(event))
-            event = []
-        (event if event or re.match(r"^\d{3,}\s", line) else out).append(line)
-    out.extend(_fix_dissolve(event))
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-def _fix_dissolve(event: list[str]) -> list[str]:
-    if not any(re.match(r"\*\s*TO CLIP:", ln) for ln in event):
-        return event
-    kept = [ln for ln in event if not re.match(r"\*\s*FROM CLIP:", ln)]
-    return [re.sub(r"^\*\s*TO CLIP:", "* FROM CLIP:", ln) for ln in kept]
+    return "\n".join(lines[:at] + [fcm] + lines[at:]) + "\n"

@@ -271,9 +271,8 @@ def test_light_stemming() -> None:
         ("something unheard of", "whoosh", "whooshes", "air"),
     ],
 )
-def test_match_sounds_on_sfx(tmp_path_factory: pytest.TempPathFactory, sfx_index: list,
-                             hint: str | None, kind: str, category: str,
-                             material: str | None) -> None:
+def test_match_sounds_on_sfx(sfx_index: list[LibrarySound], hint: str | None, kind: str,
+                             category: str, material: str | None) -> None:
     found = match_sounds(sfx_index, hint, kind)
     assert found and all(s.kind == "oneshot" for s in found)
     assert found[0].category == category
