@@ -247,7 +247,7 @@ def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> lis
     border = {k - first for k, b in zip(track.pairs, track.border) if b}
     limits = _limits(w, fps)
     out: list[Contact] = []
-    seg = int(np.argmax(seen)) + 1          # a track's first pair may hold its start: skip it
+    seg = int(np.argmax(seen)) + 2          # a track's first pairs hold its start: skip them
     m = seg + 3
     while m < len(d):
         nxt = next((i for i in range(m + 1, len(d)) if seen[i]), None)

@@ -276,7 +276,8 @@ def _draw(frame: np.ndarray, blob: _Blob, cam_x: float) -> None:
     u, v = (xx + 0.5 - cx) / blob.rx, (yy + 0.5 - blob.y) / blob.ry
     d = (np.abs(u) ** blob.power + np.abs(v) ** blob.power) ** (1.0 / blob.power)
     alpha = np.clip((1.0 - d) * min(blob.rx, blob.ry) + 0.5, 0.0, 1.0)[..., None]
-    pattern = 0.75 + 0.25 * np.sign(np.sin(u * 1.5 * math.pi) * np.sin(v * 1.5 * math.pi))
+    # a smooth (band-limited) pattern: hard-edged texture would move in whole pixels
+    pattern = 0.75 + 0.25 * np.clip(2.0 * np.sin(u * 1.5 * math.pi) * np.sin(v * 1.5 * math.pi), -1, 1)
     color = np.asarray(blob.color, np.float32) * pattern[..., None]
     frame[y0:y1, x0:x1] = frame[y0:y1, x0:x1] * (1 - alpha) + color * alpha
 

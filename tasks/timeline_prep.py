@@ -246,4 +246,4 @@ def finish_edl(text: str, timeline: otio.schema.Timeline) -> str:
     fcm = "FCM: DROP FRAME" if drop_frame(timeline) else "FCM: NON-DROP FRAME"
     lines = text.splitlines()
     at = 1 if lines and lines[0].startswith("TITLE:") else 0
-    return "\n".join(lines[:at] + [fcm] + lines[at:]) + "\n"
+    return "\n".join([*lines[:at], fcm, *lines[at:]]) + "\n"

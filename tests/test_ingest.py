@@ -1,6 +1,7 @@
 """tasks.ingest: real edits written with OTIO (and by hand, for EDL), read back into shots."""
 from __future__ import annotations
 
+import itertools
 import os
 import unicodedata
 from pathlib import Path
@@ -95,13 +96,30 @@ def test_nested_stack_is_flattened_with_its_time_mapping(tmp_path: Path) -> None
     overlay.extend([gap(30, 24), media_clip("N3", None, 0, 6, 24)])
     nested = otio.schema.Stack(name="nest", children=[inner, overlay],
                                source_range=tr(12, 24, 24))  # shows nest frames 12..36
-    track = video_track([media_clip("A", None, 0, 24, 24), nested, media_clip("B", None, 0, 24, 24)])
+    track = video_track([media_clip("A", None, 0, 24, 24), nested,
+                         media_clip("B", None, 0, 24, 24)])
     save(edit("nested", [track], 24), tmp_path / "nested.otio")
     _, reel = read_timeline(tmp_path / "nested.otio")
     got = [(s.clip_name, s.record_in_frame, s.duration_frames, round(s.source_in_s * 24))
            for s in reel.shots]
     assert got == [("A", 0, 24, 0), ("N1", 24, 12, 12), ("N2", 36, 6, 100),
                    ("N3", 42, 6, 0), ("B", 48, 24, 0)]
+
+
+def test_generators_sit_beneath_picture_and_black_is_a_gap(tmp_path: Path) -> None:
+    def generator(name: str, kind: str, frames: int) -> otio.schema.Clip:
+        return otio.schema.Clip(name=name, source_range=tr(0, frames, 24),
+                                media_reference=otio.schema.GeneratorReference(
+                                    generator_kind=kind))
+
+    v1 = video_track([media_clip("A", None, 0, 48, 24), generator("slug", "Slug", 24),
+                      generator("bars", "SMPTEBars", 24)])
+    v2 = video_track([generator("title", "Text", 60)], name="V2")  # a title over A and black
+    save(edit("gen", [v1, v2], 24), tmp_path / "gen.otio")
+    _, reel = read_timeline(tmp_path / "gen.otio")
+    got = [(s.clip_name, s.record_in_frame, s.duration_frames) for s in reel.shots]
+    assert got == [("A", 0, 48), ("title", 48, 12), ("bars", 72, 24)]
+    assert "generator clip" in reel.shots[1].skipped_reason
 
 
 def test_zero_length_clip_is_a_skipped_shot(tmp_path: Path) -> None:
@@ -292,7 +310,8 @@ def _audio_only(p: Path) -> None:
     ("movie.mov", lambda p: p.write_bytes(b""), "not a timeline format"),
     ("missing.otio", lambda p: None, "not found"),
 ])
-def test_bad_files_raise_one_timeline_error(tmp_path: Path, name: str, write, expected: str) -> None:
+def test_bad_files_raise_one_timeline_error(tmp_path: Path, name: str, write,
+                                            expected: str) -> None:
     p = tmp_path / name
     write(p)
     with pytest.raises(TimelineError, match=expected) as err:
@@ -316,7 +335,7 @@ def test_every_adapter_sample_parses_or_is_refused_clearly() -> None:
         assert isinstance(reel, ReelSpec), p
         assert all(s.duration_frames >= 0 and s.record_in_frame >= 0 for s in reel.shots), p
         ends = [(s.record_in_frame, s.record_in_frame + s.duration_frames) for s in reel.shots]
-        assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:])), f"{p}: shots overlap"
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(ends)), f"{p}: shots overlap"
         assert len({s.name for s in reel.shots}) == len(reel.shots), p
         parsed.append(p.name)
     assert len(parsed) > len(refused)

@@ -1,6 +1,7 @@
 """tasks.timeline_io: a FOLEY track added, written by the real adapters, read back by ingest."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import aaf2
@@ -78,7 +79,7 @@ def test_round_trip(tmp_path: Path, ext: str, rate: float, start: int, drop: boo
     assert [(s.name, s.clip_name, s.record_in_frame, s.duration_frames) for s in back.shots] == [
         (s.name, s.clip_name, s.record_in_frame, s.duration_frames) for s in reel.shots]
     half_frame = 0.5 / reel.fps
-    for got, want in zip(back.shots, reel.shots):
+    for got, want in zip(back.shots, reel.shots, strict=True):
         assert got.source_in_s == pytest.approx(want.source_in_s, abs=half_frame), got.name
         assert got.source_path == want.source_path and got.skipped_reason is None
     if ext != ".edl":  # the EDL writer is picture-only
@@ -97,7 +98,7 @@ def test_round_trip_fcpxml_at_24fps(tmp_path: Path) -> None:
 
 
 def test_add_foley_track_places_clips_and_leaves_the_edit_alone(tmp_path: Path) -> None:
-    timeline, reel = _cut(tmp_path, 24, 86400)
+    timeline, _ = _cut(tmp_path, 24, 86400)
     n_tracks = len(timeline.tracks)
     clips = [FoleyClip("SH020", 30, 10, "shots/SH020/b.wav", channels=6),
              FoleyClip("SH010", 5, 20, "shots/SH010/a.wav")]
@@ -137,7 +138,7 @@ def test_aaf_carries_stable_mob_ids_and_24bit_stereo_stems(tmp_path: Path) -> No
 
 
 def test_edl_is_picture_only_flattened_with_fcm(tmp_path: Path) -> None:
-    timeline, reel = _cut(tmp_path, NTSC, 107892, drop=True, camera_tc=False)
+    timeline, _ = _cut(tmp_path, NTSC, 107892, drop=True, camera_tc=False)
     out = tmp_path / "reel.edl"
     write_timeline(add_foley_track(timeline, [], rate_num=30000, rate_den=1001), out)
     text = out.read_text()
@@ -157,3 +158,40 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == ["reel.fcpxml"]
     with pytest.raises(ValueError, match="cannot write"):
         write_timeline(good, tmp_path / "reel.mov")
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / ".cache" / "adapter-samples"
+_AAF_TOO = {"premiere_example.xml", "nested_example.otio", "clip_example.otio",
+            "empty_name_tags.xml", "dissolve_test_4.edl", "fcpx_project.fcpxml",
+            "2997fps-DFTC.aaf", "transitions.aaf", "nested_stack.aaf", "speed_effects_small.edl"}
+
+
+def _sample_edits() -> list[Path]:
+    root = Path(os.environ.get("FOLEY_ADAPTER_SAMPLES", SAMPLES))
+    return sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("sample", _sample_edits(), ids=lambda p: p.name)
+def test_adapter_samples_survive_every_writer(tmp_path: Path, sample: Path) -> None:
+    """Real edits (nested, layered, dissolves, generators, speed effects) written with a FOLEY
+    track come back as the same shots; AAF (slow to write) for a varied subset."""
+    fps = (25 if "25fps" in sample.name else 24) if sample.suffix.lower() == ".edl" else None
+    try:
+        timeline, reel = read_timeline(sample, fps=fps)
+    except Exception:  # refused samples are test_ingest's business
+        pytest.skip("not an edit ingest accepts")
+    if not any(s.duration_frames for s in reel.shots):
+        pytest.skip("no picture to write")
+    clips = [FoleyClip(s.name, s.record_in_frame, s.duration_frames, f"shots/{s.name}.wav")
+             for s in reel.shots if s.duration_frames]
+    edit_ = add_foley_track(timeline, clips, rate_num=reel.rate_num, rate_den=reel.rate_den)
+    want = [(s.name, s.record_in_frame, s.duration_frames) for s in reel.shots
+            if s.duration_frames]
+    for ext in [".otio", ".xml", ".edl"] + ([".aaf"] if sample.name in _AAF_TOO else []):
+        write_timeline(edit_, tmp_path / f"reel{ext}")
+        back_tl, back = read_timeline(tmp_path / f"reel{ext}", fps=reel.fps)
+        assert back.start_timecode == reel.start_timecode, ext
+        assert [(s.record_in_frame, s.duration_frames) for s in back.shots
+                if s.duration_frames] == [w[1:] for w in want], ext
+        if ext != ".edl":
+            assert [c[1] for c in _foley_clips(back_tl)] == [c.record_in_frame for c in clips]
