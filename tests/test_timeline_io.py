@@ -8,7 +8,7 @@ import aaf2
 import opentimelineio as otio
 import pytest
 
-from tasks.ingest import ReelSpec, read_timeline
+from tasks.ingest import ReelSpec, TimelineError, read_timeline
 from tasks.timeline_io import FoleyClip, TimelineWriteError, add_foley_track, write_timeline
 from tests.fixtures_otio import edit, gap, media_clip, save, touch, video_track
 
@@ -166,22 +166,30 @@ _AAF_TOO = {"premiere_example.xml", "nested_example.otio", "clip_example.otio",
             "2997fps-DFTC.aaf", "transitions.aaf", "nested_stack.aaf", "speed_effects_small.edl"}
 
 
+def _edl_fps(sample: Path) -> float | None:
+    return (25 if "25fps" in sample.name else 24) if sample.suffix.lower() == ".edl" else None
+
+
 def _sample_edits() -> list[Path]:
+    """The adapter samples ingest accepts that have picture (the refused ones, and the exact
+    message they get, are test_ingest's business)."""
     root = Path(os.environ.get("FOLEY_ADAPTER_SAMPLES", SAMPLES))
-    return sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith("."))
+    accepted = []
+    for p in sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            _, reel = read_timeline(p, fps=_edl_fps(p))
+        except TimelineError:
+            continue
+        if any(s.duration_frames for s in reel.shots):
+            accepted.append(p)
+    return accepted
 
 
 @pytest.mark.parametrize("sample", _sample_edits(), ids=lambda p: p.name)
 def test_adapter_samples_survive_every_writer(tmp_path: Path, sample: Path) -> None:
     """Real edits (nested, layered, dissolves, generators, speed effects) written with a FOLEY
     track come back as the same shots; AAF (slow to write) for a varied subset."""
-    fps = (25 if "25fps" in sample.name else 24) if sample.suffix.lower() == ".edl" else None
-    try:
-        timeline, reel = read_timeline(sample, fps=fps)
-    except Exception:  # refused samples are test_ingest's business
-        pytest.skip("not an edit ingest accepts")
-    if not any(s.duration_frames for s in reel.shots):
-        pytest.skip("no picture to write")
+    timeline, reel = read_timeline(sample, fps=_edl_fps(sample))
     clips = [FoleyClip(s.name, s.record_in_frame, s.duration_frames, f"shots/{s.name}.wav")
              for s in reel.shots if s.duration_frames]
     edit_ = add_foley_track(timeline, clips, rate_num=reel.rate_num, rate_den=reel.rate_den)
