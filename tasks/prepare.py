@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import opentimelineio as otio
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -63,6 +64,7 @@ def make_proxy(shot_id: int) -> dict[str, Any]:
         src, start, dur, fps = shot.source_path, shot.source_in_s, shot.duration_s, shot.source_rate
         reel_id = shot.reel_id
     assert src is not None, f"shot {shot_id} has no media"
+    start = file_time(media.probe(src, scan_packets=False), start, dur)
     media_ref = register_file(src, copy=False)
 
     def compute(inputs: dict[str, Path], work: Path) -> StageOutput:
@@ -80,6 +82,19 @@ def make_proxy(shot_id: int) -> dict[str, Any]:
         shot_id=shot_id,
     )
     return {"proxy": res.outputs["proxy"], "info": res.result, "cached": res.cached}
+
+
+def file_time(info: media.MediaInfo, source_in_s: float, duration_s: float) -> float:
+    """Where the shot starts in the file's own time.
+
+    An edit that gives no media range (an EDL, a clip without a media reference) leaves the
+    source *timecode* in seconds; camera files start at their embedded timecode, so a range
+    that only fits once that timecode is subtracted is moved there."""
+    if source_in_s + duration_s <= info.duration_s + 0.5 / info.fps or not info.timecode:
+        return source_in_s
+    tc = otio.opentime.from_timecode(info.timecode, info.fps).to_seconds()
+    shifted = source_in_s - tc
+    return shifted if 0.0 <= shifted <= info.duration_s else source_in_s
 
 
 @task(name="features", cache_policy=NO_CACHE)
