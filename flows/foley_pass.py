@@ -52,6 +52,7 @@ class PassReport:
     stage_seconds: dict[str, float]
     failed: list[tuple[str, str]]
     skipped: list[tuple[str, str]]
+    flow_seconds: float = 0.0  # inside the flow: the stages plus bookkeeping
 
     @property
     def exit_code(self) -> int:
@@ -92,14 +93,16 @@ def foley_pass(
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`."""
+    started = time.perf_counter()
     logger = get_run_logger()
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
     settings = get_settings()
     settings.configure_runtime()
     library = library or settings.library
-    library_flow.ensure_library(library)
     times: dict[str, float] = {}
+    library_flow.ensure_library(library)
+    times["library"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
     _, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
@@ -147,6 +150,7 @@ def foley_pass(
         reel=spec.name, out_dir=str(out), manifest=manifest, stage_seconds=times,
         failed=[(sh.name, sh.reason or "") for sh in shots if sh.status == "failed"],
         skipped=[(sh.name, sh.reason or "") for sh in shots if sh.status == "skipped"],
+        flow_seconds=time.perf_counter() - started,
     )
     publish(report, shots)
     return report

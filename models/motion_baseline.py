@@ -163,7 +163,14 @@ def _trend(d: np.ndarray, seen: np.ndarray, idx: range | list[int]) -> tuple[np.
         return None
     if len(idx) < 3:
         return d[idx].mean(axis=0), np.zeros(2)
-    g, c = np.polyfit(np.array(idx, float) + 0.5, d[idx], 1)
+    t = np.array(idx, float) + 0.5
+    g, c = np.polyfit(t, d[idx], 1)
+    if len(idx) >= 4:                        # one flow glitch must not bend the line: drop it
+        res = np.linalg.norm(d[idx] - (c + np.outer(t, g)), axis=1)
+        worst = int(np.argmax(res))
+        if res[worst] > max(2 * NOISE_PX, 0.25 * float(np.linalg.norm(d[idx], axis=1).mean())):
+            keep = [i for j, i in enumerate(idx) if j != worst]
+            g, c = np.polyfit(np.array(keep, float) + 0.5, d[keep], 1)
     return c, g
 
 
@@ -227,7 +234,7 @@ def _flag(d: np.ndarray, seen: np.ndarray, m: int, seg: int, v_after: np.ndarray
     """
     v_min, dv_min = limits
     for lag in (0, 1):
-        window = range(max(seg, m - 3 - lag), m - lag)
+        window = range(max(seg, m - 4 - lag), m - lag)
         if sum(seen[i] for i in window) < 3:
             continue
         line = _trend(d, seen, window)
@@ -258,7 +265,7 @@ def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> lis
             m += 1
             continue
         cand = [m - 1, m] if m - 1 >= seg else [m]
-        early = range(max(seg, cand[0] - 3), cand[0])
+        early = range(max(seg, cand[0] - 4), cand[0])
         before = _trend(d, seen, early) if sum(seen[i] for i in early) >= 3 else line
         after_idx = [i for i in range(m + 1, m + 4) if i < len(d) and seen[i]]
         after = _trend(d, seen, after_idx) if after_idx else (np.zeros(2), np.zeros(2))

@@ -45,6 +45,9 @@ GROUND = 0.86          # ground line, fraction of frame height
 V_REF = math.sqrt(2.0 * GRAVITY * 1.0)   # contact speed of a full-frame-height drop (H/s)
 MIN_BOUNCE = 0.04      # a bounce lower than this (fraction of H) is not rendered: ball rests
 BARCODE_BITS = 16
+FLOOR = 0.7
+
+
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ def _background(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
         lum, tint = 0.33 + 0.09 * chans[0], 0.03 * chans[1]
         tex = np.stack([lum + tint, lum + 0.03 * chans[2], lum - tint], axis=2)
     floor = np.ones((h, 1, 1), np.float32)
-    floor[int(GROUND * h):] = 0.7                          # a darker floor under the ground line
+    floor[int(GROUND * h):] = FLOOR                          # a darker floor under the ground line
     return np.clip(tex * floor, 0.0, 1.0).astype(np.float32)
 
 

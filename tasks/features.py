@@ -4,8 +4,10 @@ Dense optical flow is OpenCV DIS, preset ULTRAFAST (no variational refinement, w
 blurs small objects into the background) refined down to full proxy resolution (finest
 scale 0: at the preset's default, a quarter of 320 px, an object ~20 px across is smoothed
 away), warm-started from the previous pair's flow: without it, an object moving more than
-about its own diameter per frame is lost at the coarse pyramid levels. Only two
-decoded frames (and one flow field) are in memory at a time.
+about its own diameter per frame is lost at the coarse pyramid levels. The warm start alone
+keeps a bouncing object's old direction on some backgrounds, so both flows are computed
+and fused per pixel by warping error (7×7 mean |I0(x) − I1(x + flow)|). Only two decoded
+frames (and one flow field) are in memory at a time.
 
 Keys (all float32; N = frames, P = N - 1 frame pairs; pair k is frame k → k + 1 and
 describes the interval [k/fps, (k+1)/fps], defined on frame k's pixel grid):
@@ -86,11 +88,28 @@ def _regions(residual: np.ndarray, mag: np.ndarray, mask: np.ndarray) -> np.ndar
     return out
 
 
+def _warp_error(prev: np.ndarray, cur: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Local (7×7) mean |prev(x) − cur(x + flow(x))|: how well a flow explains the pair."""
+    h, w = prev.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    warped = cv2.remap(cur, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    return cv2.blur(cv2.absdiff(warped, prev).astype(np.float32), (7, 7))
+
+
+def _fuse(prev: np.ndarray, cur: np.ndarray, cold: np.ndarray, warm: np.ndarray) -> np.ndarray:
+    """Per pixel, the flow (from scratch or warm-started) that better explains the pair."""
+    better = _warp_error(prev, cur, warm) < _warp_error(prev, cur, cold)
+    return np.where(better[..., None], warm, cold)
+
+
 def _pair(dis: cv2.DISOpticalFlow, prev: np.ndarray, cur: np.ndarray,
           init: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Flow features of one frame pair (gray uint8 frames), and the flow itself."""
     h, w = prev.shape
-    flow = dis.calc(prev, cur, None if init is None else init.copy())  # (H, W, 2) px
+    flow = dis.calc(prev, cur, None)                                   # (H, W, 2) px
+    if init is not None:
+        flow = _fuse(prev, cur, flow, dis.calc(prev, cur, init.copy()))
     glob = np.median(flow.reshape(-1, 2), axis=0)
     residual = flow - glob
     mag = np.linalg.norm(residual, axis=2)

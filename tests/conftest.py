@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Real services for studio-mode tests: a throwaway Postgres and an S3 server on loopback.
+pytest_plugins = ["tests.service_pg", "tests.service_s3"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SFX = SHARED / "sfx"
