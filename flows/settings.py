@@ -1,23 +1,43 @@
-"""The one settings object. Values come from the environment (`FOLEY_*`) or a `.env` file;
-nothing else in foleyflow reads `os.environ` for configuration."""
+"""The one settings object. Values come from the environment (`FOLEY_*`, plus the standard
+`AWS_*` variables for an S3 store) or a `.env` file; nothing else in foleyflow reads
+`os.environ` for configuration."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.store import S3Config
 
 
 class Settings(BaseSettings):
     """foleyflow configuration. The defaults are the embedded mode: everything under `.foley/`."""
 
-    model_config = SettingsConfigDict(env_prefix="FOLEY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FOLEY_", env_file=".env", extra="ignore",
+                                      validate_by_name=True, validate_by_alias=True)
 
     home: Path = Field(Path(".foley"), description="Working folder of the embedded mode.")
     db_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home.")
-    store_url: str | None = Field(None, description="Artifact store; default a folder under home.")
+    store_url: str | None = Field(
+        None, description="Artifact store: a folder, file:// or s3://bucket/prefix; "
+        "default a folder under home.")
     library: str = Field("kit", description="Sound library the sampler draws from.")
     workers: int = Field(2, description="Shots processed at once in a pass.")
+
+    # S3 / MinIO (studio mode): the standard AWS variables, so one environment serves every tool.
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="S3 endpoint, e.g. http://minio:9000; unset = AWS.")
+    s3_access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    s3_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    s3_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION",
+                                                                      "AWS_DEFAULT_REGION"))
+    s3_ca_bundle: Path | None = Field(None, validation_alias="AWS_CA_BUNDLE",
+                                      description="CA certificates for an https endpoint.")
+    s3_cache_dir: Path | None = Field(
+        None, description="Where S3 artifacts are downloaded to; default <home>/cache/s3.")
+    s3_part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart part size (MiB).")
 
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.home / 'foley.db').resolve()}"
@@ -25,11 +45,31 @@ class Settings(BaseSettings):
     def resolved_store_url(self) -> str:
         return self.store_url or str((self.home / "store").resolve())
 
+    def s3_config(self) -> S3Config | None:
+        """Connection settings for an s3:// store (None for a folder store)."""
+        if not self.resolved_store_url().startswith("s3://"):
+            return None
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise ValueError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the S3 "
+                             "store (or neither, for anonymous access)")
+        from tasks.store_s3 import split_endpoint
+
+        split_endpoint(self.s3_endpoint_url)  # a malformed endpoint fails here, named
+        return S3Config(
+            endpoint=self.s3_endpoint_url,
+            access_key=self.s3_access_key_id.get_secret_value() if self.s3_access_key_id else None,
+            secret_key=self.s3_secret_access_key,
+            region=self.s3_region,
+            ca_bundle=self.s3_ca_bundle,
+            cache_dir=(self.s3_cache_dir or self.home / "cache" / "s3").resolve(),
+            part_size=self.s3_part_size_mb << 20,
+        )
+
     def configure_runtime(self) -> None:
         """Point this process's tasks at the configured database and store."""
         from tasks import runtime
 
-        runtime.configure(self.resolved_db_url(), self.resolved_store_url())
+        runtime.configure(self.resolved_db_url(), self.resolved_store_url(), s3=self.s3_config())
 
 
 def get_settings() -> Settings:

@@ -9,24 +9,28 @@ from __future__ import annotations
 import threading
 
 from db.api import Database, connect
-from tasks.store import Store, open_store
+from tasks.store import S3Config, Store, open_store
 
 _lock = threading.Lock()
 _db: Database | None = None
 _store: Store | None = None
-_store_url: str | None = None
+_store_key: tuple[str, S3Config | None] | None = None
 
 
-def configure(db_url: str, store_url: str) -> None:
-    """Point this process at a database and a store (idempotent for the same URLs)."""
-    global _db, _store, _store_url
+def configure(db_url: str, store_url: str, s3: S3Config | None = None) -> None:
+    """Point this process at a database and a store (idempotent for the same settings).
+
+    `s3` carries the endpoint and keys of an `s3://` store; it stays in this module, never in
+    flow or task parameters.
+    """
+    global _db, _store, _store_key
     with _lock:
         if _db is None or _db.url != db_url:
             if _db is not None:
                 _db.dispose()
             _db = connect(db_url)
-        if _store is None or _store_url != store_url:
-            _store, _store_url = open_store(store_url), store_url
+        if _store is None or _store_key != (store_url, s3):
+            _store, _store_key = open_store(store_url, s3=s3), (store_url, s3)
 
 
 def db() -> Database:

@@ -2,7 +2,8 @@
 
 An artifact ref is `{uri, sha256, bytes, mime}`. The key is derived from the content hash, so
 writing the same bytes twice is a no-op; a write lands under a temporary name and is renamed
-into place, so a crash never leaves a half-written object under a real key.
+into place, so a crash never leaves a half-written object under a real key. Reads are checked
+against the ref's sha256, so a file changed behind the store's back is caught, not used.
 """
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ import mimetypes
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
+
+from pydantic import SecretStr
 
 ArtifactRef = dict[str, Any]
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 mimetypes.add_type("application/x-npz", ".npz")
 mimetypes.add_type("audio/wav", ".wav")
@@ -25,7 +33,40 @@ mimetypes.add_type("application/vnd.opentimelineio+json", ".otio")
 
 
 class StoreError(OSError):
-    """An artifact is missing or does not match its hash."""
+    """An artifact is missing or does not match its hash, or the store refused us."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server did not answer (refused, timed out, 5xx): retrying later may work."""
+
+    def __init__(self, message: str, *, endpoint: str = "", reason: str = "") -> None:
+        super().__init__(message)  # one argument: OSError reads two as (errno, strerror)
+        self.endpoint = endpoint
+        self.reason = reason or message
+
+
+def retry_io(fn: Callable[[], T], *, attempts: int = 5, base: float = 0.5,
+             max_delay: float = 8.0, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call `fn`, retrying on `StoreUnavailable` with bounded exponential backoff.
+
+    Waits base, 2·base, 4·base, … (each at most `max_delay`) between `attempts` tries; other
+    errors pass straight through. The final error says how long we tried and what to do.
+    """
+    if attempts < 1:
+        raise ValueError(f"retry_io needs at least one attempt, got {attempts}")
+    start = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except StoreUnavailable as e:
+            last = e
+            if attempt < attempts:
+                sleep(min(max_delay, base * 2 ** (attempt - 1)))
+    elapsed = time.monotonic() - start
+    raise StoreUnavailable(
+        f"S3 endpoint {last.endpoint} unreachable after {attempts} attempts over {elapsed:.1f} s: "
+        f"{last.reason}; check the server and rerun — completed work is kept",
+        endpoint=last.endpoint, reason=last.reason) from last
 
 
 def sha256_file(path: str | Path) -> str:
@@ -45,6 +86,43 @@ def object_key(sha256: str, suffix: str) -> str:
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}{suffix.lower()}"
 
 
+def make_ref(uri: str, sha256: str, size: int, mime: str) -> ArtifactRef:
+    return {"uri": uri, "sha256": sha256, "bytes": size, "mime": mime}
+
+
+class VerifiedFiles:
+    """Local files whose sha256 matched their ref, remembered by stat signature.
+
+    A file is hashed the first time it is handed out and again only when its inode, size or
+    times change, so reading one artifact many times costs one hash.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, tuple[int, ...]]] = {}
+
+    def check(self, path: Path, ref: ArtifactRef, name: str) -> None:
+        """Raise StoreError (naming `name`) unless `path` holds exactly the ref's bytes."""
+        st = path.stat()
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._seen.get(str(path)) == (ref["sha256"], sig):
+            return
+        if st.st_size != ref["bytes"]:
+            raise StoreError(f"artifact {name} is {st.st_size} bytes, expected {ref['bytes']}: "
+                             "it was changed behind the store; rerun the stage that made it")
+        got = sha256_file(path)
+        if got != ref["sha256"]:
+            raise StoreError(f"artifact {name} failed its integrity check (sha256 {got[:12]}…, "
+                             f"expected {ref['sha256'][:12]}…): it was changed behind the store; "
+                             "rerun the stage that made it")
+        self._seen[str(path)] = (ref["sha256"], sig)
+
+    def remember(self, path: Path, ref: ArtifactRef) -> None:
+        """Record `path` as verified (its bytes were hashed on the way in)."""
+        st = path.stat()
+        self._seen[str(path)] = (ref["sha256"], (st.st_ino, st.st_size, st.st_mtime_ns,
+                                                 st.st_ctime_ns))
+
+
 class Store(Protocol):
     """What every artifact store offers."""
 
@@ -56,6 +134,8 @@ class Store(Protocol):
 
     def exists(self, ref: ArtifactRef) -> bool: ...
 
+    def presigned_url(self, ref: ArtifactRef, expires: timedelta = timedelta(hours=1)) -> str: ...
+
 
 class LocalStore:
     """Artifacts as files under one folder (the embedded default, `.foley/store`)."""
@@ -64,6 +144,7 @@ class LocalStore:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
+        self._verified = VerifiedFiles()
 
     def put_file(self, path: str | Path, mime: str | None = None) -> ArtifactRef:
         path = Path(path)
@@ -79,12 +160,7 @@ class LocalStore:
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-        return {
-            "uri": dest.as_uri(),
-            "sha256": sha,
-            "bytes": dest.stat().st_size,
-            "mime": mime or guess_mime(path),
-        }
+        return make_ref(dest.as_uri(), sha, dest.stat().st_size, mime or guess_mime(path))
 
     def _path(self, ref: ArtifactRef) -> Path:
         u = urlparse(ref["uri"])
@@ -93,21 +169,52 @@ class LocalStore:
         return Path(unquote(u.path))
 
     def local_path(self, ref: ArtifactRef) -> Path:
+        """The stored file itself, after checking it still holds the ref's bytes."""
         p = self._path(ref)
         if not p.exists():
             raise StoreError(f"artifact {ref['sha256'][:12]} is missing from the store ({p})")
-        if p.stat().st_size != ref["bytes"]:
-            raise StoreError(f"artifact {p} is {p.stat().st_size} bytes, expected {ref['bytes']}")
+        self._verified.check(p, ref, str(p))
         return p
 
     def exists(self, ref: ArtifactRef) -> bool:
         p = self._path(ref)
         return p.exists() and p.stat().st_size == ref["bytes"]
 
+    def presigned_url(self, ref: ArtifactRef, expires: timedelta = timedelta(hours=1)) -> str:
+        """The file:// URI (a local folder needs no signature; `expires` is ignored)."""
+        if not self.exists(ref):
+            raise StoreError(f"artifact {ref['sha256'][:12]} is missing from the store "
+                             f"({self._path(ref)})")
+        return ref["uri"]
 
-def open_store(url: str) -> Store:
-    """The store at `url`: a folder path or `file://` URL."""
+
+@dataclass(frozen=True)
+class S3Config:
+    """How to reach an S3 server. Built by `flows.settings` from the standard AWS_* variables."""
+
+    endpoint: str | None = None  # e.g. http://minio:9000; None = AWS
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: SecretStr | None = None
+    region: str = "us-east-1"
+    ca_bundle: Path | None = None  # CA certificates for https; None = certifi's
+    cache_dir: Path = Path(".foley/cache/s3")  # where local_path() downloads to
+    part_size: int = 16 << 20  # multipart above this size, in parts of this size
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    attempts: int = 5  # retry budget for an unreachable server (see retry_io)
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+
+
+def open_store(url: str, s3: S3Config | None = None) -> Store:
+    """The store at `url`: a folder path, a `file://` URL or `s3://bucket/prefix` (with `s3`)."""
     u = urlparse(url)
     if u.scheme in ("", "file"):
         return LocalStore(unquote(u.path) if u.scheme else url)
-    raise ValueError(f"unsupported store URL {url!r}: use a folder path or file:// URL")
+    if u.scheme == "s3":
+        from tasks.store_s3 import S3Store
+
+        if not u.netloc:
+            raise ValueError(f"store URL {url!r} names no bucket: use s3://bucket/prefix")
+        return S3Store(u.netloc, unquote(u.path).strip("/"), s3 or S3Config())
+    raise ValueError(f"unsupported store URL {url!r}: use a folder path, file:// or s3:// URL")
