@@ -3,6 +3,11 @@
 Every write happens in a short transaction. Rules the callers must not be trusted with live
 here: an envelope's state follows its decisions, and synthesis can only fetch an approved
 version (`approved_envelope`).
+
+Concurrent writers (several workers, several passes, the review app) are expected: rows keyed
+by content or name (artifacts, agents, reels) are get-or-create under their unique constraints,
+and new envelope versions of one shot are numbered one after another (see `add_envelope`).
+A pass holds `reel_lock(db, reel)` so two passes over one reel take turns.
 """
 from __future__ import annotations
 
@@ -10,14 +15,20 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import migrate
+from db.engine import make_engine
+from db.engine import redact_url as redact_url  # re-exported: callers need only db.api
+from db.lineage import LineageNode as LineageNode
+from db.lineage import lineage as lineage
+from db.locks import LockTimeout as LockTimeout
+from db.locks import reel_lock as reel_lock
 from db.schema import (
     Activity,
     Agent,
@@ -46,11 +57,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def redact_url(url: str) -> str:
-    """A database URL safe to print or store: the password is removed."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
 @dataclass
 class Database:
     """A connection to the provenance database (SQLite file or Postgres)."""
@@ -70,25 +76,16 @@ class Database:
 
 
 def connect(url: str) -> Database:
-    """Open (and create if needed) the database at `url`."""
-    u = make_url(url)
-    kwargs: dict[str, Any] = {"future": True}
-    if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
-    engine = create_engine(url, **kwargs)
-    if u.get_backend_name() == "sqlite":
+    """Open the database at `url`, creating or upgrading its schema to this code's head.
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-            cur = conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.close()
-
-    Base.metadata.create_all(engine)
+    Plain `postgresql://` URLs get an installed driver. At head this costs one version query;
+    concurrent callers are safe (see db.migrate)."""
+    engine = make_engine(url)
+    try:
+        migrate.ensure_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return Database(url=url, engine=engine, _sessions=sessionmaker(engine, expire_on_commit=False))
 
 
@@ -140,13 +137,9 @@ def find_artifact(s: Session, sha256: str) -> Artifact | None:
 
 def upsert_reel(s: Session, *, name: str, **fields: Any) -> Reel:
     """Create or update the reel called `name`."""
-    reel = s.scalar(select(Reel).where(Reel.name == name))
-    if reel is None:
-        reel = Reel(name=name, **fields)
-        s.add(reel)
-    else:
-        for k, v in fields.items():
-            setattr(reel, k, v)
+    reel = _get_or_create(s, Reel, {"name": name}, **fields)  # two ingests of one reel: one row
+    for k, v in fields.items():
+        setattr(reel, k, v)
     s.flush()
     return reel
 
@@ -154,6 +147,9 @@ def upsert_reel(s: Session, *, name: str, **fields: Any) -> Reel:
 def upsert_shots(s: Session, reel: Reel, shots: Sequence[dict[str, Any]]) -> list[Shot]:
     """Make the reel's shots match `shots` (by name); shots no longer in the edit are kept
     with `in_edit=False` so their decisions and envelopes are never lost."""
+    # Concurrent ingests of one reel take turns on the reel's row (Postgres; SQLite has one
+    # writer at a time anyway), so neither inserts a shot the other is inserting.
+    s.execute(select(Reel.id).where(Reel.id == reel.id).with_for_update())
     existing = {sh.name: sh for sh in s.scalars(select(Shot).where(Shot.reel_id == reel.id))}
     out = []
     for fields in shots:
@@ -250,6 +246,13 @@ def activity_outputs(s: Session, act: Activity) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------- envelopes and decisions
 
 
+class VersionConflict(RuntimeError):
+    """Other writers kept taking the next envelope version of a shot; retrying may succeed."""
+
+
+VERSION_ATTEMPTS = 5
+
+
 def add_envelope(
     s: Session,
     shot_id: int,
@@ -260,24 +263,46 @@ def add_envelope(
     parent_version: int | None = None,
     created_by: str | None = None,
 ) -> Envelope:
-    """A new envelope version of the shot, pending review; versions count up from 1."""
-    last = s.scalar(
-        select(Envelope).where(Envelope.shot_id == shot_id).order_by(Envelope.version.desc())
-    )
+    """A new envelope version of the shot, pending review; versions count up from 1.
+
+    Two writers adding a version of one shot at once both succeed, as N and N+1: on Postgres
+    the shot's row is locked (FOR UPDATE) until the transaction ends, so the second writer
+    waits and numbers after the first. Where that lock does not exist (SQLite, which has one
+    writer at a time but may have read the latest version before waiting for the write lock)
+    the (shot, version) unique constraint catches a taken number and the insert is retried
+    with the next one, up to VERSION_ATTEMPTS times, then VersionConflict."""
     art = put_artifact(s, ref)
-    env = Envelope(
-        shot_id=shot_id,
-        version=(last.version + 1) if last else 1,
-        parent_version=parent_version,
-        artifact_id=art.id,
-        content_sha256=content_sha256,
-        source=source,
-        state="pending_review",
-        created_by=get_agent(s, created_by).id if created_by else None,
+    agent_id = get_agent(s, created_by).id if created_by else None
+    s.execute(select(Shot.id).where(Shot.id == shot_id).with_for_update())
+    for _ in range(VERSION_ATTEMPTS):
+        last = s.scalar(select(func.max(Envelope.version)).where(Envelope.shot_id == shot_id))
+        env = Envelope(
+            shot_id=shot_id,
+            version=(last or 0) + 1,
+            parent_version=parent_version,
+            artifact_id=art.id,
+            content_sha256=content_sha256,
+            source=source,
+            state="pending_review",
+            created_by=agent_id,
+        )
+        try:
+            with s.begin_nested():
+                s.add(env)
+                s.flush()
+            return env
+        except IntegrityError:
+            taken = s.scalar(
+                select(Envelope.id).where(
+                    Envelope.shot_id == shot_id, Envelope.version == env.version
+                )
+            )
+            if taken is None:  # not a version clash (e.g. the shot does not exist)
+                raise
+    raise VersionConflict(
+        f"shot id {shot_id}: envelope version {env.version} was taken by another writer "
+        f"{VERSION_ATTEMPTS} times in a row; retry the edit"
     )
-    s.add(env)
-    s.flush()
-    return env
 
 
 def latest_envelope(s: Session, shot_id: int) -> Envelope | None:
@@ -333,7 +358,8 @@ def approved_envelope(s: Session, shot_id: int) -> Envelope:
 
 def replace_library(s: Session, library: str, sounds: Sequence[dict[str, Any]]) -> int:
     """Make the indexed library `library` hold exactly `sounds` (artifact refs under 'ref')."""
-    old = {r.rel_path: r for r in s.scalars(select(LibrarySound).where(LibrarySound.library == library))}
+    rows = s.scalars(select(LibrarySound).where(LibrarySound.library == library))
+    old = {r.rel_path: r for r in rows}
     for fields in sounds:
         fields = dict(fields)
         art = put_artifact(s, fields.pop("ref"))
@@ -355,53 +381,3 @@ def library_sounds(s: Session, library: str | None = None) -> list[LibrarySound]
     if library:
         q = q.where(LibrarySound.library == library)
     return list(s.scalars(q))
-
-
-# ---------------------------------------------------------------- lineage
-
-
-@dataclass
-class LineageNode:
-    artifact: dict[str, Any]
-    role: str
-    activity: dict[str, Any] | None
-    inputs: list[LineageNode]
-
-
-def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0) -> LineageNode | None:
-    """The chain of activities and artifacts that produced the artifact `sha256`."""
-    art = find_artifact(s, sha256)
-    if art is None:
-        return None
-    gen = s.execute(
-        select(Generation, Activity)
-        .join(Activity, Activity.id == Generation.activity_id)
-        .where(Generation.artifact_id == art.id, Activity.status == "completed")
-        .order_by(Activity.id)
-        .limit(1)
-    ).first()
-    if gen is None or depth > 50:
-        return LineageNode(art.ref(), role, None, [])
-    _, act = gen
-    inputs = []
-    for u_role, u_sha in s.execute(
-        select(Usage.role, Artifact.sha256)
-        .join(Artifact, Artifact.id == Usage.artifact_id)
-        .where(Usage.activity_id == act.id)
-        .order_by(Usage.role)
-    ):
-        node = lineage(s, u_sha, role=u_role, depth=depth + 1)
-        if node is not None:
-            inputs.append(node)
-    info = {
-        "id": act.id,
-        "task": act.task,
-        "parameters": act.parameters,
-        "code_version": act.code_version,
-        "checkpoint_sha256": act.checkpoint_sha256,
-        "seed": act.seed,
-        "prefect_flow_run_id": act.prefect_flow_run_id,
-        "started_at": act.started_at.isoformat() if act.started_at else None,
-        "ended_at": act.ended_at.isoformat() if act.ended_at else None,
-    }
-    return LineageNode(art.ref(), role, info, inputs)

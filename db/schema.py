@@ -9,7 +9,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Optional
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -25,11 +40,17 @@ created = Annotated[
     dt.datetime, mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 ]
 sha256 = Annotated[str, mapped_column(String(64))]
+# JSON on SQLite, JSONB on Postgres (binary, indexable, compared by value).
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+# A small JSON object column, `{}` when nothing is given (also for rows written by plain SQL).
+json_obj = Annotated[
+    dict[str, Any], mapped_column(JSONDoc, default=dict, server_default=text("'{}'"))
+]
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSONDoc, list[Any]: JSONDoc}
 
 
 class Agent(Base):
@@ -49,7 +70,7 @@ class Artifact(Base):
     id: Mapped[intpk]
     sha256: Mapped[sha256] = mapped_column(unique=True)
     uri: Mapped[str] = mapped_column(Text)
-    bytes: Mapped[int]
+    bytes: Mapped[int] = mapped_column(BigInteger)  # camera originals exceed 2 GiB
     mime: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[created]
 
@@ -95,7 +116,7 @@ class Shot(Base):
     source_rate: Mapped[float]
     foley_hint: Mapped[Optional[str]] = mapped_column(Text)
     # in_edit is False once a later version of the edit no longer contains the shot.
-    in_edit: Mapped[bool] = mapped_column(default=True)
+    in_edit: Mapped[bool] = mapped_column(default=True, server_default=true())
     skipped_reason: Mapped[Optional[str]] = mapped_column(Text)
     reel: Mapped[Reel] = relationship(back_populates="shots")
     envelopes: Mapped[list[Envelope]] = relationship(
@@ -107,7 +128,14 @@ class Envelope(Base):
     """One version of a shot's editable envelope. Edits and retakes add versions."""
 
     __tablename__ = "envelopes"
-    __table_args__ = (UniqueConstraint("shot_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("shot_id", "version"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint(
+            "state IN ('pending_review', 'approved', 'retake_requested', 'omitted')",
+            name="state",
+        ),
+    )
     id: Mapped[intpk]
     shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id", ondelete="CASCADE"))
     version: Mapped[int]
@@ -118,7 +146,9 @@ class Envelope(Base):
     content_sha256: Mapped[sha256]
     source: Mapped[str] = mapped_column(Text)
     # pending_review | approved | retake_requested | omitted  — derived from the latest decision
-    state: Mapped[str] = mapped_column(String(20), default="pending_review")
+    state: Mapped[str] = mapped_column(
+        String(20), default="pending_review", server_default="pending_review"
+    )
     created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("agents.id"))
     created_at: Mapped[created]
     shot: Mapped[Shot] = relationship(back_populates="envelopes")
@@ -132,12 +162,19 @@ class Decision(Base):
     """A review decision on one envelope version. Auto-approval is a decision by `policy:auto`."""
 
     __tablename__ = "decisions"
+    __table_args__ = (
+        CheckConstraint(
+            "decision IN ('approved', 'retake_requested', 'omitted')", name="decision"
+        ),
+    )
     id: Mapped[intpk]
-    envelope_id: Mapped[int] = mapped_column(ForeignKey("envelopes.id", ondelete="CASCADE"))
+    envelope_id: Mapped[int] = mapped_column(
+        ForeignKey("envelopes.id", ondelete="CASCADE"), index=True
+    )
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
     decision: Mapped[str] = mapped_column(String(20))  # approved | retake_requested | omitted
     comment: Mapped[Optional[str]] = mapped_column(Text)
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    params: Mapped[json_obj]
     created_at: Mapped[created]
     envelope: Mapped[Envelope] = relationship(back_populates="decisions")
     agent: Mapped[Agent] = relationship()
@@ -147,23 +184,31 @@ class Activity(Base):
     """One run of one task. `cache_key` identifies its inputs; a completed run is reused."""
 
     __tablename__ = "activities"
-    __table_args__ = (Index("ix_activities_task_cache_key", "task", "cache_key"),)
+    __table_args__ = (
+        Index("ix_activities_task_cache_key", "task", "cache_key"),
+        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+    )
     id: Mapped[intpk]
     task: Mapped[str] = mapped_column(String(100))
     cache_key: Mapped[sha256]
-    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    parameters: Mapped[json_obj]
     code_version: Mapped[str] = mapped_column(String(100))
     checkpoint_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     seed: Mapped[Optional[int]]
-    reel_id: Mapped[Optional[int]] = mapped_column(ForeignKey("reels.id", ondelete="SET NULL"))
-    shot_id: Mapped[Optional[int]] = mapped_column(ForeignKey("shots.id", ondelete="SET NULL"))
+    # Indexed: deleting a reel or shot sets these to NULL, which must not scan every run.
+    reel_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("reels.id", ondelete="SET NULL"), index=True
+    )
+    shot_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("shots.id", ondelete="SET NULL"), index=True
+    )
     agent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("agents.id"))
     prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
     prefect_task_run_id: Mapped[Optional[str]] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20))  # running | completed | failed
     error: Mapped[Optional[str]] = mapped_column(Text)
     # Non-artifact results (small JSON), e.g. a proxy's frame count.
-    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[json_obj]
     started_at: Mapped[created]
     ended_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
 
@@ -175,7 +220,10 @@ class Usage(Base):
     activity_id: Mapped[int] = mapped_column(
         ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
     )
-    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    # Indexed: lineage walks from an artifact to the runs that used or wrote it.
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id"), primary_key=True, index=True
+    )
     role: Mapped[str] = mapped_column(String(300), primary_key=True)
 
 
@@ -186,7 +234,10 @@ class Generation(Base):
     activity_id: Mapped[int] = mapped_column(
         ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
     )
-    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    # Indexed: lineage walks from an artifact to the runs that used or wrote it.
+    artifact_id: Mapped[int] = mapped_column(
+        ForeignKey("artifacts.id"), primary_key=True, index=True
+    )
     role: Mapped[str] = mapped_column(String(300), primary_key=True)
 
 
@@ -195,7 +246,7 @@ class Derivation(Base):
 
     __tablename__ = "derivations"
     derived_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), primary_key=True, index=True)
     activity_id: Mapped[int] = mapped_column(
         ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
     )

@@ -165,6 +165,32 @@ def bench(
     typer.echo(json.dumps(run_bench(out), indent=2))
 
 
+db_app = typer.Typer(help="The provenance database: schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: Annotated[Optional[str], typer.Option("--url", help="Database URL (default: FOLEY_DB_URL, else the embedded SQLite under FOLEY_HOME). In a studio, the migration role's URL.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Then verify the database matches this foleyflow's models.")] = False,
+) -> None:
+    """Bring the provenance database to this foleyflow's newest schema (prints before → after)."""
+    from db import migrate
+    from db.engine import redact_url
+    from flows.settings import get_settings
+
+    target = url or get_settings().resolved_db_url()
+    try:
+        typer.echo(migrate.upgrade(target))
+        if check:
+            migrate.check(target)
+            typer.echo("schema matches db/schema.py")
+    except migrate.MigrationError as exc:
+        fail(str(exc))
+    except Exception as exc:  # cannot connect, bad credentials: say where, never the password
+        fail(f"{redact_url(target)}: {exc}")
+
+
 def main() -> None:
     try:
         app()
