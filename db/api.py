@@ -262,8 +262,12 @@ def add_envelope(
     source: str,
     parent_version: int | None = None,
     created_by: str | None = None,
+    version: int | None = None,
 ) -> Envelope:
     """A new envelope version of the shot, pending review; versions count up from 1.
+
+    With `version` given (the caller stamped it into the envelope file) exactly that number
+    is inserted, and VersionConflict is raised if another writer took it first.
 
     Two writers adding a version of one shot at once both succeed, as N and N+1: on Postgres
     the shot's row is locked (FOR UPDATE) until the transaction ends, so the second writer
@@ -273,7 +277,7 @@ def add_envelope(
     with the next one, up to VERSION_ATTEMPTS times, then VersionConflict."""
     art = put_artifact(s, ref)
     agent_id = get_agent(s, created_by).id if created_by else None
-    s.execute(select(Shot.id).where(Shot.id == shot_id).with_for_update())
+    lock_shot(s, shot_id)
     for _ in range(VERSION_ATTEMPTS):
         last = s.scalar(select(func.max(Envelope.version)).where(Envelope.shot_id == shot_id))
         env = Envelope(
@@ -286,6 +290,8 @@ def add_envelope(
             state="pending_review",
             created_by=agent_id,
         )
+        if version is not None:
+            env.version = version
         try:
             with s.begin_nested():
                 s.add(env)
@@ -299,10 +305,19 @@ def add_envelope(
             )
             if taken is None:  # not a version clash (e.g. the shot does not exist)
                 raise
+            if version is not None:
+                raise VersionConflict(
+                    f"shot id {shot_id}: envelope version {version} was taken by another writer"
+                ) from None
     raise VersionConflict(
         f"shot id {shot_id}: envelope version {env.version} was taken by another writer "
         f"{VERSION_ATTEMPTS} times in a row; retry the edit"
     )
+
+
+def lock_shot(s: Session, shot_id: int) -> None:
+    """Hold the shot's row until the transaction ends (Postgres; SQLite serialises writers)."""
+    s.execute(select(Shot.id).where(Shot.id == shot_id).with_for_update())
 
 
 def latest_envelope(s: Session, shot_id: int) -> Envelope | None:

@@ -1,45 +1,48 @@
 """The motion baseline: an envelope from tracked moving regions, with no training.
 
-Input is the feature dict of `tasks.features` (moving regions per frame pair k, i.e. the
-interval [k/fps, (k+1)/fps], after the camera's median motion is subtracted).
+Input is the feature dict of `tasks.features`: moving regions per frame pair k (the interval
+[k/fps, (k+1)/fps]) after the camera's median motion is subtracted. Work is in proxy pixels.
 
 Method
 1. Track. Regions are linked pair to pair, greedily by distance to the predicted centroid
-   (last centroid + its residual displacement + camera motion), within a gate that grows
-   with size and speed; a track may skip up to 2 pairs (a region whose flow drops under the
-   mask threshold at the instant of a bounce).
-2. Velocity series. Along a track, d_k is the residual displacement over pair k in proxy
-   pixels per frame (a skipped pair counts as d = 0). A track that ends away from the frame
-   border before the shot ends has stopped: zeros follow it.
-3. Contacts. A contact is a sharp loss of velocity: at pair k the displacement leaves the
-   trend of the pairs before (a line through their velocities, which follows gravity) and
-   the velocity after — the next observed displacement, or 0 for a stop — has lost at least
-   half the speed the trend predicts. Track starts, apexes of free flight (smooth reversal)
-   and exits through the frame border are not contacts.
-4. Sub-frame time. In pair j that holds the contact, the object moved with the before
-   velocity for a fraction f of the frame and with the after velocity for the rest:
-   d_j = ∫_0^f v_before + ∫_f^1 v_after, so for constant velocities f = (d_j − v_after) /
-   (v_before − v_after) (v_after = 0 for a stop). v_before is the line through the
-   velocities of up to 3 pairs before j extrapolated to j; v_after the same from up to 3
-   pairs after (pair m represents the velocity at its centre, t = (m + ½)/fps). Everything
-   is projected on the direction of the velocity change and f is found by bisection. The
-   contact is at t = (j + f) / fps. The pair before j is taken instead when its own
-   displacement already left the trend (contact late in that pair).
+   (last centroid + its residual displacement + camera motion) within a gate of
+   4 px + ½ radius + |last displacement| + ½ |new displacement|; a track may skip up to 2
+   pairs (at a bounce the flow can drop under the mask threshold for a pair).
+2. Velocity series. Along a track d_k is the residual displacement over pair k (a skipped
+   pair counts as 0). A track that ends away from the frame border before the shot ends has
+   stopped: zeros follow it. A track's first two pairs hold its start (partial pair, flow
+   still catching up) and are never used as "before contact" evidence.
+3. Contacts. Pair m is flagged when it leaves the trend of the pairs before — a line through
+   their velocities (up to 4 pairs, at least 3, one outlier dropped), which follows gravity —
+   and the velocity after (next observed displacement, or 0 for a stop) has lost at least
+   half the speed the trend predicts. The trend is also tried without pair m − 1, which may
+   already hold the contact. Thresholds: speed ≥ max(0.5 px, 0.1 widths/s), deviation
+   ≥ max(0.5 px, ¼ speed), loss ≥ max(0.75 px, 0.15 widths/s, ½ speed). Track starts, free-flight
+   apexes (smooth reversal: on trend) and exits through the border are not contacts.
+4. Sub-frame time. If the contact is at time t inside pair j, the object moved with the
+   before velocity for the fraction f = t − j and with the after velocity for the rest:
+   d_j = ∫_j^t v_before + ∫_t^(j+1) v_after; with constant velocities f = (d_j − v_after) /
+   (v_before − v_after), v_after = 0 for a stop. Velocities are the trend lines before
+   (fitted to pairs < m − 1) and after (pairs m + 1 … m + 3, or 0), pair i standing for the
+   velocity at i + ½. t is the least-squares solution over pairs m − 1 and m together
+   (searched on a 1/400-frame grid), so a contact late in m − 1 or early in m is placed
+   right. The event is at t / fps seconds from the first frame.
 5. Strength. Speed before contact s in frame heights per second and region area a (fraction
-   of the frame): strength = 1 − exp(−s · (a / 0.01)^¼ / 2), so a ball of 1 % of the frame
-   landing at 2 H/s scores 0.63; heavier (bigger) and faster objects are louder.
-6. Kind. A stop whose object moved forward as much as down (|vx| ≥ ½|vy|), in the lower
-   half of the picture, is a footfall candidate; two or more candidates in a shot make them
-   all "step". Everything else is "impact". A track that starts abruptly from rest and then
-   slides (mostly horizontal, slowing down) adds a "scrape" at its start, timed like a stop
-   played backwards.
+   of the frame): strength = 1 − exp(−s · (a / 0.01)^¼ / 2): a ball of 1 % of the frame
+   landing at 2 H/s scores 0.63; faster and bigger (heavier) objects are louder.
+6. Position and kind. x, y: the region centroid moved to the contact time (picture units).
+   A stop whose object moved forward at least half as fast as down, in the lower half of
+   the picture, is a footfall candidate; two or more in a shot make them all "step", the
+   rest "impact". A track that starts from rest and then slides (mostly horizontal, slowing
+   down) adds a "scrape" at its start, timed like a stop played backwards.
 7. Confidence. min(1, velocity loss / speed) · (1 − exp(−pairs tracked before / 4)),
    × 0.8 for stops and starts (a track can also end by occlusion).
 8. Duplicates. Events closer than 2 frames keep the more confident one.
-9. Curve at rate_hz. Each event adds a transient: linear 10 ms attack to its strength, then
+9. Curve at rate_hz. Each event adds a transient, a linear 10 ms attack to its strength then
    exp(−t / 80 ms); transients add in power. A sliding track adds a sustained
-   0.3 · (1 − exp(−s / 1 H/s)) · (a / 0.01)^¼ over the pairs it slides. The sum is clipped
-   to [0, 1]. No motion gives zeros and no events; a crossing through the air gives none.
+   0.3 · (1 − exp(−s / 1 H/s)) · (a / 0.01)^¼ (at most 0.3) over the pairs it slides. The
+   sum is clipped to [0, 1]. No motion gives zeros and no events; a crossing through the air
+   (no stop, no reversal) gives none.
 """
 from __future__ import annotations
 
@@ -178,8 +181,9 @@ def _at(line: tuple[np.ndarray, np.ndarray], s: float) -> np.ndarray:
     return line[0] + line[1] * s
 
 
-def _integral(line: tuple[np.ndarray, np.ndarray], a: float, b: float) -> np.ndarray:
-    """∫_a^b v(s) ds for a velocity line."""
+def _integral(line: tuple[np.ndarray, np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """∫_a^b v(s) ds for a velocity line; a, b (G,) → (G, 2)."""
+    a, b = np.asarray(a, float)[..., None], np.asarray(b, float)[..., None]
     return line[0] * (b - a) + line[1] * (b * b - a * a) / 2
 
 
@@ -189,17 +193,13 @@ def _contact_time(d: np.ndarray, cand: list[int], before, after) -> float:
     D_i(t) is the displacement over pair i when the velocity follows `before` until t and
     `after` from t on; t is searched on a 1/400-pair grid across the candidates.
     """
-    grid = np.linspace(cand[0], cand[-1] + 1, 400 * len(cand) + 1)
-    best, best_t = np.inf, float(grid[0])
-    for t in grid:
-        cost = 0.0
-        for i in cand:
-            split = min(max(t, i), i + 1)
-            model = _integral(before, i, split) + _integral(after, split, i + 1)
-            cost += float(np.sum((d[i] - model) ** 2))
-        if cost < best:
-            best, best_t = cost, float(t)
-    return best_t
+    grid = np.linspace(cand[0], cand[-1] + 1, 400 * len(cand) + 1)      # (G,)
+    cost = np.zeros_like(grid)
+    for i in cand:
+        split = np.clip(grid, i, i + 1)
+        model = _integral(before, np.full_like(grid, i), split) + _integral(after, split, np.full_like(grid, i + 1))
+        cost += np.sum((d[i] - model) ** 2, axis=1)
+    return float(grid[int(np.argmin(cost))])
 
 
 def _nearest(track: Track, k: float) -> int:
@@ -229,8 +229,8 @@ def _flag(d: np.ndarray, seen: np.ndarray, m: int, seg: int, v_after: np.ndarray
           limits: tuple[float, float]):
     """The velocity line before pair m if pair m breaks it like a contact, else None.
 
-    The line is fitted to the 3 pairs before m, or, if that fails, to the 3 before m − 1
-    (pair m − 1 may already hold the contact's start).
+    The line is fitted to up to 4 pairs before m, or, if that fails, before m − 1 (pair
+    m − 1 may already hold the contact's start).
     """
     v_min, dv_min = limits
     for lag in (0, 1):

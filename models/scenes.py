@@ -9,7 +9,8 @@ held in memory.
 Units: physics runs in frame heights (H) and seconds; gravity is 4.9 H/s², i.e. a frame
 about 2 m tall under 9.81 m/s². Event strength is contact speed / the speed of a drop from a
 full frame height, clipped to [0, 1]. Event x, y are the contact point in picture
-coordinates ([0, 1], origin top-left) at the contact time, after camera pan.
+coordinates ([0, 1], origin top-left) at the contact time, after camera pan; a contact
+outside the picture (2 % margin) is not an event: there is nothing to see.
 
 Kinds (all events are contacts; "pass" and "static" have none):
 - bounce: a ball dropped from `drop_height`, bouncing with `restitution`; it comes to rest
@@ -45,7 +46,7 @@ GROUND = 0.86          # ground line, fraction of frame height
 V_REF = math.sqrt(2.0 * GRAVITY * 1.0)   # contact speed of a full-frame-height drop (H/s)
 MIN_BOUNCE = 0.04      # a bounce lower than this (fraction of H) is not rendered: ball rests
 BARCODE_BITS = 16
-FLOOR = 0.7
+FLOOR = 0.7            # floor brightness relative to the wall
 
 
 
@@ -59,7 +60,7 @@ class SceneSpec:
     duration_s: float = 3.0
     size: tuple[int, int] = (640, 360)
     seed: int = 0
-    background: Literal["noise", "checker"] = "noise"
+    background: Literal["noise", "tiles"] = "noise"
     noise: float = 0.01            # sensor noise std, fraction of full scale
     pan: float = 0.0               # camera pan speed, frame widths / s (+: camera moves right)
     flicker: float = 0.0           # lighting gain fluctuation amplitude (0.05 = ±5 %)
@@ -94,7 +95,8 @@ class _Blob:
 
 
 _Plan = Callable[[float], list[_Blob]]
-_ORANGE, _BLUE, _YELLOW, _MAGENTA = (1.0, 0.85, 0.55), (0.55, 0.8, 1.0), (1.0, 1.0, 0.4), (1.0, 0.7, 0.95)
+# bright objects on a mid-dark backdrop: flow runs on luma, so contrast must be in luma
+_BALL, _BODY, _FOOT, _BOX = (1.0, 0.85, 0.55), (0.55, 0.8, 1.0), (1.0, 1.0, 0.4), (1.0, 0.7, 0.95)
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -145,7 +147,7 @@ def _bounce(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
         return rest_y
 
     events = [_event(tc, vc / h, x_at(tc), spec, "impact") for tc, vc in contacts]
-    return (lambda t: [_Blob(x_at(t), y_at(t), r, r, _ORANGE)]), events
+    return (lambda t: [_Blob(x_at(t), y_at(t), r, r, _BALL)]), events
 
 
 def _steps(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
@@ -169,11 +171,11 @@ def _steps(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
     def plan(t: float) -> list[_Blob]:
         bx = x0 + stride / period * max(t - spec.start_s, 0.0)
         torso_y = (GROUND - 0.42) * h          # well clear of the feet: separate regions
-        blobs = [_Blob(bx, torso_y, 0.055 * h, 0.1 * h, _BLUE, 4.0),
-                 _Blob(bx, torso_y - 0.15 * h, 0.04 * h, 0.04 * h, _BLUE)]
+        blobs = [_Blob(bx, torso_y, 0.055 * h, 0.1 * h, _BODY, 4.0),
+                 _Blob(bx, torso_y - 0.15 * h, 0.04 * h, 0.04 * h, _BODY)]
         for j in (0, 1):
             fx, fy = foot(j, t)
-            blobs.append(_Blob(fx, fy, foot_rx, foot_ry, _YELLOW, 4.0))
+            blobs.append(_Blob(fx, fy, foot_rx, foot_ry, _FOOT, 4.0))
         return blobs
 
     speed = math.hypot(2 * stride / swing, 4 * lift / swing) / h
@@ -197,13 +199,13 @@ def _slide(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
         return x0 + v0 * dt - 0.5 * decel * dt * dt
 
     events = [_event(spec.start_s, v0 / h, x0, spec, "scrape")]
-    return (lambda t: [_Blob(x_at(t), y, rx, ry, _MAGENTA, 6.0)]), events
+    return (lambda t: [_Blob(x_at(t), y, rx, ry, _BOX, 6.0)]), events
 
 
 def _static(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
     w, h = spec.size
-    blobs = [_Blob(0.35 * w, GROUND * h - 0.06 * h, 0.06 * h, 0.06 * h, _ORANGE),
-             _Blob(0.65 * w, GROUND * h - 0.05 * h, 0.08 * h, 0.05 * h, _MAGENTA, 6.0)]
+    blobs = [_Blob(0.35 * w, GROUND * h - 0.06 * h, 0.06 * h, 0.06 * h, _BALL),
+             _Blob(0.65 * w, GROUND * h - 0.05 * h, 0.08 * h, 0.05 * h, _BOX, 6.0)]
     return (lambda t: blobs), []
 
 
@@ -214,7 +216,7 @@ def _pass(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
 
     def plan(t: float) -> list[_Blob]:
         s = (t - spec.start_s) / cross
-        return [_Blob(-2 * r + (w + 4 * r) * s, 0.25 * h + 0.1 * h * s, r, r, _ORANGE)]
+        return [_Blob(-2 * r + (w + 4 * r) * s, 0.25 * h + 0.1 * h * s, r, r, _BALL)]
 
     return plan, []
 
@@ -239,31 +241,35 @@ def _plan(spec: SceneSpec) -> tuple[_Plan, SceneTruth]:
     plan, events = _PLANS[spec.kind](spec)
     fps = float(fps_fraction(spec.fps))
     n = n_frames_for(spec)
-    events = [e for e in events if 0.0 < e["t"] < n / fps]
+    events = [e for e in events if 0.0 < e["t"] < n / fps and 0.02 <= e["x"] <= 0.98]
     return plan, SceneTruth(events, fps, n, n / fps, (w, h), spec.kind)
 
 
+def _noise_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Band-passed noise, zero mean, unit std, periodic in x and y (so a pan can wrap)."""
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    f = np.sqrt(fx * fx + fy * fy) * (640.0 / w)          # same look at any resolution
+    band = ((f > 1 / 96) & (f < 1 / 6)).astype(np.float64) / np.maximum(f, 1e-3) ** 0.5
+    c = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((h, w))) * band))
+    return c / (c.std() + 1e-9)
+
+
 def _background(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
-    """A texture periodic in x and y (band-passed noise, or a checker), float32 (H, W, 3)."""
+    """The scene's backdrop, float32 (H, W, 3) in [0, 1]: textured noise or irregular tiles."""
     w, h = spec.size
-    if spec.background == "checker":
-        cell = max(4, h // 24)
+    chans = [_noise_texture(h, w, rng) for _ in range(3)]
+    if spec.background == "tiles":
+        cell = max(8, h // 12)
         yy, xx = np.mgrid[0:h, 0:w]
-        lum = 0.38 + 0.16 * (((xx // cell) + (yy // cell)) % 2) + 0.04 * rng.standard_normal((h, w))
-        tex = np.repeat(lum[..., None], 3, axis=2)
+        tiles = rng.uniform(0.24, 0.42, (h // cell + 1, w // cell + 1))
+        grout = ((yy % cell) < max(1, cell // 12)) | ((xx % cell) < max(1, cell // 12))
+        lum = np.where(grout, 0.18, tiles[yy // cell, xx // cell]) + 0.03 * chans[0]
     else:
-        fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
-        f = np.sqrt(fx * fx + fy * fy) * (640.0 / w)      # same look at any resolution
-        band = ((f > 1 / 96) & (f < 1 / 6)).astype(np.float64) / np.maximum(f, 1e-3) ** 0.5
-        chans = []
-        for _ in range(3):
-            spec_n = np.fft.fft2(rng.standard_normal((h, w))) * band
-            c = np.real(np.fft.ifft2(spec_n))
-            chans.append(c / (c.std() + 1e-9))
-        lum, tint = 0.33 + 0.09 * chans[0], 0.03 * chans[1]
-        tex = np.stack([lum + tint, lum + 0.03 * chans[2], lum - tint], axis=2)
+        lum = 0.33 + 0.09 * chans[0]
+    tint = 0.03 * chans[1]
+    tex = np.stack([lum + tint, lum + 0.03 * chans[2], lum - tint], axis=2)
     floor = np.ones((h, 1, 1), np.float32)
-    floor[int(GROUND * h):] = FLOOR                          # a darker floor under the ground line
+    floor[int(GROUND * h):] = FLOOR                        # a darker floor under the ground line
     return np.clip(tex * floor, 0.0, 1.0).astype(np.float32)
 
 

@@ -21,6 +21,7 @@ from tasks import runtime
 from tasks.stage import code_version
 from tasks.store import ArtifactRef
 
+VERSION_ATTEMPTS = 5
 CONTENT_KEYS = ("shot", "rate_hz", "duration_s", "curve", "events", "prompt")
 
 
@@ -69,28 +70,40 @@ def save_version(
     Returns (version, artifact ref, created)."""
     db, store = runtime.db(), runtime.store()
     digest = content_sha256(env)
+    for _ in range(VERSION_ATTEMPTS):
+        try:
+            return _save_once(db, store, shot_id, env, digest, source, derived_from, created_by)
+        except api.VersionConflict:
+            continue  # another writer took the number we stamped: read the latest again
+    raise api.VersionConflict(f"shot id {shot_id}: could not save a new envelope version")
+
+
+def _save_once(
+    db: api.Database,
+    store: Any,
+    shot_id: int,
+    env: dict[str, Any],
+    digest: str,
+    source: str,
+    derived_from: ArtifactRef | None,
+    created_by: str | None,
+) -> tuple[int, ArtifactRef, bool]:
+    """One attempt, in one transaction: read the latest version, stamp the next number into the
+    file, store it (artifact before the row naming it), insert exactly that version."""
     with db.session() as s:
+        api.lock_shot(s, shot_id)
         latest = api.latest_envelope(s, shot_id)
         if latest is not None and latest.content_sha256 == digest:
             return latest.version, latest.artifact.ref(), False
         version = latest.version + 1 if latest else 1
         parent = latest.version if latest else None
-    stamped = {**env, "version": version, "parent": parent, "source": source}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"envelope_v{version}.json"
-        path.write_text(json.dumps(stamped, indent=1))
-        ref = store.put_file(path, "application/json")  # artifact before the row naming it
-    with db.session() as s:
-        row = api.add_envelope(
-            s,
-            shot_id,
-            ref,
-            content_sha256=digest,
-            source=source,
-            parent_version=parent,
-            created_by=created_by,
-        )
-        assert row.version == version, f"{row.version=} {version=}: concurrent edit"
+        stamped = {**env, "version": version, "parent": parent, "source": source}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"envelope_v{version}.json"
+            path.write_text(json.dumps(stamped, indent=1))
+            ref = store.put_file(path, "application/json")
+        api.add_envelope(s, shot_id, ref, content_sha256=digest, source=source,
+                         parent_version=parent, created_by=created_by, version=version)
         act = api.start_activity(
             s, task="envelope-version", cache_key=ref["sha256"], shot_id=shot_id,
             parameters={"version": version, "parent": parent, "source": source},

@@ -24,13 +24,14 @@ describes the interval [k/fps, (k+1)/fps], defined on frame k's pixel grid):
 | mean_rgb | (N, 3) | mean R, G, B in [0, 1] |
 | luma_hist | (N, 16) | luma histogram, sums to 1 |
 | thumb | (N, 8, 8) | gray thumbnail in [0, 1] |
-| sharpness | (N,) | variance of the Laplacian of gray in [0, 1] |
+| sharpness | (N,) | variance of the Laplacian of gray (intensities in [0, 1]) |
 
 Region fields (`REGION_FIELDS`): valid (1/0); x, y centroid on frame k in picture units
 (÷ width, ÷ height); area (fraction of the frame); vx, vy the region's median residual flow
 over its core (pixels above half its 95th-percentile speed) in picture units per frame (÷ width,
-÷ height, so x + vx is where the region's centre is on frame k + 1, after adding
-global motion); x0, y0, x1, y1 its bounding box in picture units. A region is a connected
+÷ height, so x + vx + gx is where the region's centre is on frame k + 1, with the camera's
+motion gx = global_motion[k, 0] and gy = global_motion[k, 1] · width / height); x0, y0, x1,
+y1 its bounding box in picture units. A region is a connected
 component of the mask |flow − global| > max(0.5 px, 4 × median residual), opened with a
 3×3 kernel, at least 0.1 % of the frame.
 """

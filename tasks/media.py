@@ -122,6 +122,9 @@ def _header(path: Path) -> dict:
             sr = re.search(r"(\d+) Hz, ([^,]+)", s[3])
             head["audio"] = {"codec": s[2], "sr": int(sr[1]) if sr else None,
                              "channels": _channels(sr[2].strip() if sr else "")}
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", err)
+    if head["video"] and rot and round(abs(float(rot[1]))) % 180 == 90:   # decoded upright
+        head["video"]["w"], head["video"]["h"] = head["video"]["h"], head["video"]["w"]
     tc = re.search(r"timecode\s*:\s*(\d\d:\d\d:\d\d[:;.]\d\d)", err)
     head["timecode"] = tc[1] if tc else None
     return head
