@@ -53,6 +53,7 @@ class PassReport:
     failed: list[tuple[str, str]]
     skipped: list[tuple[str, str]]
     flow_seconds: float = 0.0  # inside the flow: the stages plus bookkeeping
+    shots: list[ShotState] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -94,7 +95,6 @@ def foley_pass(
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`."""
     started = time.perf_counter()
-    logger = get_run_logger()
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
     settings = get_settings()
@@ -104,8 +104,18 @@ def foley_pass(
     library_flow.ensure_library(library)
     times["library"] = time.perf_counter() - started
 
-    t0 = time.perf_counter()
     _, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
+    with api.reel_lock(runtime.db(), spec.name):  # a second pass of this reel waits its turn
+        report = _run(spec, timeline, out, approve, library, seed, times, started)
+    publish(report)
+    return report
+
+
+def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
+         times: dict[str, float], started: float) -> PassReport:
+    """The pass proper, under the reel's lock."""
+    logger = get_run_logger()
+    t0 = time.perf_counter()
     reel = prepare.ingest_reel(timeline, spec, delivery_dir=str(Path(out).resolve()))
     times["ingest"] = time.perf_counter() - t0
     shots = []
@@ -152,7 +162,7 @@ def foley_pass(
         skipped=[(sh.name, sh.reason or "") for sh in shots if sh.status == "skipped"],
         flow_seconds=time.perf_counter() - started,
     )
-    publish(report, shots)
+    report.shots = shots
     return report
 
 
@@ -180,8 +190,9 @@ def delivery(sh: ShotState) -> ShotDelivery:
                         envelope_version=env.get("version"))
 
 
-def publish(report: PassReport, shots: Sequence[ShotState]) -> None:
+def publish(report: PassReport) -> None:
     """Prefect UI artifacts: the shot table and a summary of the delivery."""
+    shots = report.shots
     rows = [
         {"shot": sh.name, "record in": sh.record_in, "duration s": round(sh.duration_s, 3),
          "status": "delivered" if sh.status == "pending" else sh.status,

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from db import api
+from db.locks import named_lock
 from flows.settings import get_settings
 from models import kit
 from tasks import library as library_mod
@@ -44,14 +45,16 @@ def index_folder(root: Path, name: str) -> int:
 
 
 def ensure_library(name: str) -> None:
-    """Make sure library `name` is indexed; the built-in kit is synthesized on first use."""
-    with runtime.db().session() as s:
-        if api.library_sounds(s, name):
-            return
-    if name != KIT:
-        raise ValueError(
-            f"sound library {name!r} is not indexed: run `foley library index DIR --name {name}`"
-        )
-    folder = get_settings().home / "kit"
-    kit.synthesize_kit(folder)
-    index_folder(folder, KIT)
+    """Make sure library `name` is indexed; the built-in kit is synthesized on first use
+    (under a lock, so two passes starting at once build it once)."""
+    with named_lock(runtime.db().engine, f"foleyflow:library:{name}"):
+        with runtime.db().session() as s:
+            if api.library_sounds(s, name):
+                return
+        if name != KIT:
+            raise ValueError(
+                f"sound library {name!r} is not indexed: run `foley library index DIR --name {name}`"
+            )
+        folder = get_settings().home / "kit"
+        kit.synthesize_kit(folder)
+        index_folder(folder, KIT)
