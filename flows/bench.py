@@ -30,12 +30,12 @@ def run_bench(work: Path) -> dict[str, Any]:
     decode_s = time.perf_counter() - t0
 
     os.environ["FOLEY_HOME"] = str(work / "home")  # the pass reads its settings from here
-    from flows.foley_pass import foley_pass
+    from flows.foley_pass import configured_pass
 
     runs = {}
     for label in ("cold", "warm"):
         t0 = time.perf_counter()
-        report = foley_pass(str(timeline), str(work / "delivery"), approve="auto")
+        report = configured_pass()(str(timeline), str(work / "delivery"), approve="auto")
         total = time.perf_counter() - t0
         runs[label] = {"total_s": round(total, 3), "flow_s": round(report.flow_seconds, 3),
                        "prefect_overhead_s": round(total - report.flow_seconds, 3),

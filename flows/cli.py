@@ -79,9 +79,9 @@ def run(
     if not spec.shots:
         fail(f"{timeline}: the edit has no picture clips to work on")
     _prefect_defaults()
-    from flows.foley_pass import foley_pass
+    from flows.foley_pass import configured_pass
 
-    report = foley_pass(
+    report = configured_pass()(
         str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
         approve=approve, library=library, seed=seed,
     )

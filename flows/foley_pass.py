@@ -166,6 +166,11 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
     return report
 
 
+def configured_pass() -> Any:
+    """The pass flow with the configured number of shots in flight (FOLEY_WORKERS)."""
+    return foley_pass.with_options(task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers))
+
+
 def review_state(shots: Sequence[ShotState]) -> None:
     """Shots whose latest envelope is not approved stop here (they wait in the queue)."""
     with runtime.db().session() as s:

@@ -226,16 +226,17 @@ def _limits(w: float, fps: float) -> tuple[float, float]:
 
 
 def _flag(d: np.ndarray, seen: np.ndarray, m: int, seg: int, v_after: np.ndarray,
-          limits: tuple[float, float]):
+          limits: tuple[float, float], min_pairs: int = 3):
     """The velocity line before pair m if pair m breaks it like a contact, else None.
 
     The line is fitted to up to 4 pairs before m, or, if that fails, before m − 1 (pair
-    m − 1 may already hold the contact's start).
+    m − 1 may already hold the contact's start); at least `min_pairs` of them (with 2 the
+    line is a constant velocity).
     """
     v_min, dv_min = limits
     for lag in (0, 1):
         window = range(max(seg, m - 4 - lag), m - lag)
-        if sum(seen[i] for i in window) < 3:
+        if sum(seen[i] for i in window) < min_pairs:
             continue
         line = _trend(d, seen, window)
         pred = _at(line, m + 0.5)
@@ -254,13 +255,17 @@ def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> lis
     border = {k - first for k, b in zip(track.pairs, track.border) if b}
     limits = _limits(w, fps)
     out: list[Contact] = []
-    seg = int(np.argmax(seen)) + 2          # a track's first pairs hold its start: skip them
-    m = seg + 3
+    # A track's first pairs hold its start (partial pair, flow catching up): skip them. A
+    # region already moving on the shot's first frame has no start in view: its pairs are
+    # evidence from pair 0, and 2 of them (constant velocity) suffice before a contact.
+    cut = track.pairs[0] == 0
+    seg = int(np.argmax(seen)) + (0 if cut else 2)
+    m = seg + (2 if cut else 3)
     while m < len(d):
         nxt = next((i for i in range(m + 1, len(d)) if seen[i]), None)
         v_after = d[nxt] if nxt is not None else np.zeros(2) if stopped else None
         line = None if v_after is None or border & {m - 1, m, m + 1} else \
-            _flag(d, seen, m, seg, v_after, limits)
+            _flag(d, seen, m, seg, v_after, limits, 2 if cut and m < seg + 3 else 3)
         if line is None:
             m += 1
             continue
@@ -281,7 +286,7 @@ def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> lis
             t=(first + t) / fps, strength=strength_curve(speed / h * fps, max(track.area[max(0, near - 3):near + 1])),
             x=x, y=y, kind="impact", confidence=conf * (0.8 if is_stop else 1.0), stop=is_stop,
             forward=bool(is_stop and v_b[1] > 0 and abs(v_b[0]) >= 0.5 * abs(v_b[1]) and y > 0.5)))
-        seg = int(t) + 1
+        seg, cut = int(t) + 1, False
         m = seg + 3
     return out
 

@@ -104,13 +104,35 @@ def _fuse(prev: np.ndarray, cur: np.ndarray, cold: np.ndarray, warm: np.ndarray)
     return np.where(better[..., None], warm, cold)
 
 
+def _propagate(flow: np.ndarray) -> np.ndarray:
+    """The previous pair's flow carried to the next frame's grid (constant velocity).
+
+    The previous flow lives on the previous frame's grid: an object that moves more than its
+    own size per frame is no longer where its flow is, so used as it stands the warm start
+    holds background motion where the object now is. Each pixel's flow is splatted (nearest)
+    to where that pixel went; where two land on one pixel the larger residual motion (the
+    moving object in front) wins; pixels nobody lands on (just uncovered) get the median.
+    """
+    h, w = flow.shape[:2]
+    glob = np.median(flow.reshape(-1, 2), axis=0)
+    out = np.empty_like(flow)
+    out[:] = glob
+    gy, gx = np.mgrid[0:h, 0:w]
+    tx = np.rint(gx + flow[..., 0]).astype(np.int64)
+    ty = np.rint(gy + flow[..., 1]).astype(np.int64)
+    ok = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
+    order = np.argsort(np.linalg.norm(flow - glob, axis=2)[ok], kind="stable")
+    out[ty[ok][order], tx[ok][order]] = flow[ok][order]
+    return out
+
+
 def _pair(dis: cv2.DISOpticalFlow, prev: np.ndarray, cur: np.ndarray,
           init: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Flow features of one frame pair (gray uint8 frames), and the flow itself."""
     h, w = prev.shape
     flow = dis.calc(prev, cur, None)                                   # (H, W, 2) px
     if init is not None:
-        flow = _fuse(prev, cur, flow, dis.calc(prev, cur, init.copy()))
+        flow = _fuse(prev, cur, flow, dis.calc(prev, cur, _propagate(init)))
     glob = np.median(flow.reshape(-1, 2), axis=0)
     residual = flow - glob
     mag = np.linalg.norm(residual, axis=2)

@@ -110,3 +110,44 @@ def test_zero_motion_features_give_silence() -> None:
              "regions": np.zeros((n - 1, MAX_REGIONS, len(REGION_FIELDS)), np.float32)}
     env = estimate_envelope(feats, shot="SH020", duration_s=1.0)
     assert env["events"] == [] and env["curve"] == [0.0] * 100
+
+
+def _shot(directory: Path, spec: SceneSpec, start_s: float, duration_s: float) -> tuple[dict, np.ndarray]:
+    """Envelope of a cut [start_s, start_s + duration_s) of a scene, and its contacts in shot time."""
+    src, proxy = directory / "scene.mp4", directory / "proxy.mp4"
+    truth = render_scene(spec, src)
+    make_proxy(src, start_s, duration_s, truth.fps, proxy)
+    env = estimate_envelope(compute_features(proxy, truth.fps), shot="SH030", duration_s=duration_s)
+    true = np.array([e["t"] - start_s for e in truth.events])
+    return env, true[(true >= 0) & (true < duration_s)]
+
+
+def _shot_timing(env: dict, true: np.ndarray, fps: float) -> tuple[np.ndarray, int]:
+    det = np.array([e["t"] for e in env["events"]])
+    if det.size == 0:
+        return np.full(true.size, np.inf), 0
+    errors = np.array([(det[np.argmin(np.abs(det - t))] - t) * fps for t in true])
+    return errors, sum(1 for t in det if np.min(np.abs(true - t)) * fps > 1.0)
+
+
+def test_fast_fall_at_15fps_under_a_pan(tmp_path: Path) -> None:
+    """~0.19 frame heights per frame before contact, more than the ball's size: the flow must
+    keep the ball on the last pair before contact (no early, reversed pair)."""
+    spec = SceneSpec("bounce", fps=15.0, duration_s=3.5, seed=4, pan=0.08, drop_height=0.8, restitution=0.6)
+    env, true = _shot(tmp_path, spec, 0.2, 3.0)
+    errors, extra = _shot_timing(env, true, 15.0)
+    report = f"fast fall 15 fps pan: errors (frames) {np.round(errors, 3).tolist()}, unmatched {extra}"
+    print(report)
+    assert len(true) == 3 and np.all(np.abs(errors) < 0.5) and extra == 0, report
+
+
+def test_contact_right_after_the_cut(tmp_path: Path) -> None:
+    """A figure already mid-stride on the first frame: its footfall 4 frames in is an event."""
+    fps = 30000 / 1001
+    env, true = _shot(tmp_path, SceneSpec("steps", fps=fps, duration_s=5.0, seed=2), 0.5, 4.0)
+    errors, extra = _shot_timing(env, true, fps)
+    report = f"steps cut mid-stride: errors (frames) {np.round(errors, 3).tolist()}, unmatched {extra}"
+    print(report)
+    assert true[0] * fps < 5 and np.all(np.abs(errors) < 0.5) and extra == 0, report
+    first = min(env["events"], key=lambda e: e["t"])
+    assert abs(first["t"] - true[0]) * fps < 0.5 and first["kind"] == "step", env["events"]
