@@ -12,7 +12,7 @@ SAMPLES := .cache/adapter-samples
 DEMO := demo
 DELIVERY := delivery/demo_reel
 
-.PHONY: run test venv test-deps demo clean bench
+.PHONY: run test venv test-deps postgres demo clean bench
 
 venv: $(INSTALLED)
 
@@ -29,7 +29,13 @@ run: venv
 	$(BIN)/foley run $(DEMO)/demo_reel.otio --out $(DELIVERY)
 	@echo "delivery: $(DELIVERY)/ (manifest.json, mixes, stems, timelines, preview)"
 
-test-deps: $(TEST_INSTALLED) $(SAMPLES)/.done
+PG_BIN := /usr/lib/postgresql/15/bin
+
+test-deps: $(TEST_INSTALLED) $(SAMPLES)/.done postgres
+
+# The studio-mode tests start their own PostgreSQL 15; install it where the image lacks it.
+postgres:
+	@test -x $(PG_BIN)/initdb || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15; }
 
 $(TEST_INSTALLED): $(INSTALLED) requirements/test.txt
 	$(BIN)/pip install -q -r requirements/test.txt

@@ -193,8 +193,27 @@ def find_completed(s: Session, task: str, cache_key: str) -> Activity | None:
 
 
 def start_activity(s: Session, *, task: str, cache_key: str, **fields: Any) -> Activity:
-    act = Activity(task=task, cache_key=cache_key, status="running", **fields)
-    s.add(act)
+    """A `running` activity for this task and inputs.
+
+    A run of the same key that never completed (the process was killed, or it failed) is
+    taken over rather than duplicated, so a rerun after a crash leaves exactly the rows a
+    clean run leaves; its earlier error stays visible in `result["previous_error"]`."""
+    stale = s.scalar(
+        select(Activity)
+        .where(Activity.task == task, Activity.cache_key == cache_key)
+        .where(Activity.status.in_(("running", "failed")))
+        .order_by(Activity.id)
+        .limit(1)
+    )
+    if stale is None:
+        act = Activity(task=task, cache_key=cache_key, status="running", **fields)
+        s.add(act)
+    else:
+        act = stale
+        for k, v in fields.items():
+            setattr(act, k, v)
+        act.result = {"previous_error": act.error} if act.error else {}
+        act.status, act.error, act.ended_at, act.started_at = "running", None, None, _now()
     s.flush()
     return act
 

@@ -11,12 +11,16 @@ Method
 2. Velocity series. Along a track d_k is the residual displacement over pair k (a skipped
    pair counts as 0). A track that ends away from the frame border before the shot ends has
    stopped: zeros follow it. A track's first two pairs hold its start (partial pair, flow
-   still catching up) and are never used as "before contact" evidence.
+   still catching up) and are never used as "before contact" evidence — unless the track
+   starts on the shot's first pair: a region already moving at the cut has no start in
+   view, so its pairs count from pair 0.
 3. Contacts. Pair m is flagged when it leaves the trend of the pairs before — a line through
    their velocities (up to 4 pairs, at least 3, one outlier dropped), which follows gravity —
    and the velocity after (next observed displacement, or 0 for a stop) has lost at least
    half the speed the trend predicts. The trend is also tried without pair m − 1, which may
-   already hold the contact. Thresholds: speed ≥ max(0.5 px, 0.1 widths/s), deviation
+   already hold the contact. Right after the cut (a track from pair 0) 2 pairs of history
+   suffice for the first contact, the line then being a constant velocity; its confidence
+   is lower (fewer pairs tracked, step 7). Thresholds: speed ≥ max(0.5 px, 0.1 widths/s), deviation
    ≥ max(0.5 px, ¼ speed), loss ≥ max(0.75 px, 0.15 widths/s, ½ speed). Track starts, free-flight
    apexes (smooth reversal: on trend) and exits through the border are not contacts.
 4. Sub-frame time. If the contact is at time t inside pair j, the object moved with the

@@ -3,8 +3,11 @@
 Dense optical flow is OpenCV DIS, preset ULTRAFAST (no variational refinement, which
 blurs small objects into the background) refined down to full proxy resolution (finest
 scale 0: at the preset's default, a quarter of 320 px, an object ~20 px across is smoothed
-away), warm-started from the previous pair's flow: without it, an object moving more than
-about its own diameter per frame is lost at the coarse pyramid levels. The warm start alone
+away), warm-started from the previous pair's flow carried forward to the current frame's grid
+(each pixel's flow moved to where the pixel went, constant velocity): without it, an object
+moving more than about its own diameter per frame is lost at the coarse pyramid levels, and
+the previous flow as it stands has that object's motion where it was, not where it is now
+(a fast fall at 15 fps then reads as a bounce one pair early). The warm start alone
 keeps a bouncing object's old direction on some backgrounds, so both flows are computed
 and fused per pixel by warping error (7×7 mean |I0(x) − I1(x + flow)|). Only two decoded
 frames (and one flow field) are in memory at a time.

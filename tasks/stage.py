@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from db import api
 from tasks import runtime
-from tasks.store import ArtifactRef, guess_mime, sha256_file
+from tasks.store import ArtifactRef, LocalStore, Store, StoreError, guess_mime, sha256_file
 
 log = logging.getLogger("foleyflow.stage")
 PACKAGE_VERSION = "0.1.0"
@@ -118,7 +119,7 @@ def run_stage(
         )
         activity_id = act.id
     try:
-        local = {role: store.local_path(ref) for role, ref in inputs.items()}
+        local = {role: input_path(store, ref) for role, ref in inputs.items()}
         with tempfile.TemporaryDirectory(prefix=f"foley-{task}-") as tmp:
             out = compute(local, Path(tmp))
             refs = {role: store.put_file(p, mime) for role, (p, mime) in out.files.items()}
@@ -129,6 +130,18 @@ def run_stage(
     with db.session() as s:
         api.finish_activity(s, activity_id, used=inputs, generated=refs, result=out.result)
     return StageResult(refs, out.result, activity_id, cached=False)
+
+
+def input_path(store: Store, ref: ArtifactRef) -> Path:
+    """A local path of an input: a stored artifact, or a file registered in place (a camera
+    original referenced by `file://`, whichever store is configured)."""
+    u = urlparse(ref["uri"])
+    if u.scheme == "file" and not isinstance(store, LocalStore):
+        p = Path(unquote(u.path))
+        if not p.is_file() or p.stat().st_size != ref["bytes"]:
+            raise StoreError(f"{p} changed or vanished since it was registered; rerun the pass")
+        return p
+    return store.local_path(ref)
 
 
 def register_file(path: str | Path, mime: str | None = None, *, copy: bool = True) -> ArtifactRef:
