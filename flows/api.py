@@ -24,7 +24,8 @@ from flows import library as library_flow
 from flows.settings import get_settings
 from tasks import features, media, runtime
 from tasks.spatial import source_position
-from tasks.synth import SR, choose_sounds, load_sample
+from tasks.library import load_sample
+from tasks.synth import SR, choose_sounds
 
 
 @dataclass

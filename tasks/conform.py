@@ -21,7 +21,6 @@ from prefect.cache_policies import NO_CACHE
 
 from db import api
 from tasks import ingest, mixdown, plots, runtime, timeline_io
-from tasks.decisions import load_envelope
 from tasks.bwf import write_bwf
 from tasks.stage import StageOutput, run_stage
 from tasks.store import ArtifactRef

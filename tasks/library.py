@@ -198,7 +198,7 @@ _TEXTURE_WORDS = {"rustle", "rustling", "scrape", "scraping", "wade", "wading", 
                   "hum", "crowd", "traffic", "stream"}
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
     """Lower-case words; digits split from letters ("step03" → "step", "03")."""
     return re.findall(r"[a-z]+|[0-9]+", text.lower())
 
@@ -206,19 +206,19 @@ def _words(text: str) -> list[str]:
 def caption_from_path(rel_path: str) -> dict[str, str]:
     """category / material / action / caption guessed from CATEGORY/MATERIAL/NAME.ext."""
     parts = Path(rel_path).parts
-    dirs, stem_words = list(parts[:-1]), _words(Path(parts[-1]).stem)
+    dirs, stem_words = list(parts[:-1]), words(Path(parts[-1]).stem)
     category = dirs[0].lower() if dirs else (stem_words[0] if stem_words else "")
     material = dirs[1].lower() if len(dirs) > 1 else ""
     action = next((w for w in stem_words if w in _ACTIONS), _CATEGORY_ACTION.get(category, ""))
-    caption = " ".join(w for d in dirs for w in _words(d)) + " " + " ".join(stem_words)
+    caption = " ".join(w for d in dirs for w in words(d)) + " " + " ".join(stem_words)
     return {"category": category, "material": material, "action": action,
             "caption": caption.strip()}
 
 
 def decide_kind(meta: dict[str, str], duration_s: float) -> str:
     """'texture' for long sustained sounds (rustle, scrape, wading, ambience), else 'oneshot'."""
-    words = set(_words(" ".join([meta["action"], meta["caption"], meta.get("path", "")])))
-    if duration_s >= LONG_RECORDING_S or (words & _TEXTURE_WORDS and duration_s >= TEXTURE_MIN_S):
+    found = set(words(" ".join([meta["action"], meta["caption"], meta.get("path", "")])))
+    if duration_s >= LONG_RECORDING_S or (found & _TEXTURE_WORDS and duration_s >= TEXTURE_MIN_S):
         return "texture"
     return "oneshot"
 
@@ -329,106 +329,12 @@ def load_library(out_dir: Path) -> list[LibrarySound]:
     return [LibrarySound(**{k: v for k, v in s.items() if k in names}) for s in manifest["sounds"]]
 
 
-def load_sample(sound: LibrarySound) -> Sample:
-    """The processed recording as a sampler `Sample` (attack index from the pre-roll)."""
-    audio, sr = sf.read(sound.processed_path, dtype="float32")
-    return Sample(audio=audio, name=sound.rel_path, onset=int(round(sound.attack_s * sr)))
-
-
-# ---------------------------------------------------------------- matching a hint
-
-KIND_CATEGORY = {"step": "footsteps", "impact": "impacts", "scrape": "movement",
-                 "whoosh": "whooshes"}
-KIND_TEXTURE = {"scrape": "scrape"}  # the sustained bed under events of this kind; else rustle
-_ALIASES = {"footstep": "step", "footfall": "step", "walk": "step", "stomp": "step",
-            "wooden": "wood", "metallic": "metal", "steel": "metal", "iron": "metal",
-            "stony": "stone", "rock": "stone", "glassy": "glass", "slam": "close", "shut": "close",
-            "impact": "hit", "knock": "hit", "bang": "hit", "thud": "hit", "strike": "hit",
-            "swish": "whoosh", "swoosh": "whoosh", "woosh": "whoosh", "clothes": "cloth",
-            "fabric": "cloth", "skid": "scrape", "drag": "scrape", "bush": "foliage",
-            "leaf": "foliage", "leave": "foliage"}
-_STOPWORDS = {"a", "an", "the", "on", "of", "in", "into", "through", "with", "and", "at",
-              "to", "by", "from", "some", "something", "sound", "sounds", "loop"}
-_WEIGHTS = (("material", 3.0), ("category", 2.0), ("action", 2.0), ("caption", 1.0))
-KIND_BONUS = 1.5
-MIN_VARIANTS = 3
-
-
-def canon(word: str) -> str:
-    """Light stemming plus aliases: footsteps~footstep~step, wooden~wood, slams~close."""
-    w = word.lower()
-    if w in _ALIASES:
-        return _ALIASES[w]
-    for suffix in ("ing", "ed", "es", "s"):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            if suffix == "es" and not re.search(r"(sh|ch|x|ss|z)es$", w):
-                continue
-            if suffix == "s" and w.endswith("ss"):
-                break
-            w = w[: -len(suffix)]
-            if suffix in ("ing", "ed") and re.search(r"([bdgmnpt])\1$", w):
-                w = w[:-1]  # hitting → hit, stepped → step
-            break
-    w = _ALIASES.get(w, w)
-    return w[:-1] if w.endswith("e") and len(w) > 3 else w  # rustle~rustling, scrape~scraping
-
-
-def _tokens(text: str | None) -> set[str]:
-    return {canon(w) for w in _words(text or "") if w not in _STOPWORDS and not w.isdigit()}
-
-
-def _score(sound: LibrarySound, hint: set[str], bonus_tokens: set[str],
-           bonus_category: str | None) -> float:
-    fields_ = {name: _tokens(getattr(sound, name)) for name, _ in _WEIGHTS}
-    score = sum(max((w for name, w in _WEIGHTS if h in fields_[name]), default=0.0)
-                for h in hint)
-    if bonus_category is not None and sound.category == bonus_category:
-        score += KIND_BONUS
-    if bonus_tokens & set().union(*fields_.values()):
-        score += KIND_BONUS
-    return score
-
-
-def _best_group(scored: list[tuple[float, LibrarySound]], limit: int) -> list[LibrarySound]:
-    """The top-scoring sounds, kept to one category/material so round robin stays coherent.
-
-    When that group has fewer than MIN_VARIANTS sounds, the top-scoring sounds of the same
-    category join it (a few related variations beat one sound repeated).
-    """
-    scored = [(s, x) for s, x in scored if s > 0]
-    if not scored:
-        return []
-    top = max(s for s, _ in scored)
-    groups: dict[tuple[str, str], list[LibrarySound]] = {}
-    for s, sound in scored:
-        if s == top:
-            groups.setdefault((sound.category, sound.material), []).append(sound)
-    key = min(groups, key=lambda k: (-len(groups[k]), k))
-    chosen = groups[key]
-    if len(chosen) < MIN_VARIANTS:
-        chosen = [x for k, g in groups.items() if k[0] == key[0] for x in g]
-    return sorted(chosen, key=lambda x: (x.material != key[1], x.rel_path))[:limit]
-
-
-def match_sounds(sounds: Sequence[LibrarySound], hint: str | None, kind: str, *,
-                 limit: int = 8) -> list[LibrarySound]:
-    """One-shots for events of `kind` ("step", "impact", "scrape", "whoosh") given a hint.
-
-    Score: each hint word found in material (3), category or action (2), caption (1); the
-    category of the event kind adds 1.5, so the hint decides and the kind breaks ties or
-    stands in when there is no hint. Returns up to `limit` sounds of the best
-    category/material for round robin, or [] when nothing matches.
-    """
-    hint_tokens = _tokens(hint)
-    category = KIND_CATEGORY.get(kind)
-    scored = [(_score(s, hint_tokens, set(), category), s) for s in sounds if s.kind == "oneshot"]
-    return _best_group(scored, limit)
-
-
-def match_texture(sounds: Sequence[LibrarySound], hint: str | None, kind: str | None = None,
-                  *, limit: int = 4) -> list[LibrarySound]:
-    """Textures for the sustained part of a shot: scrape under scrapes, cloth rustle otherwise."""
-    hint_tokens = _tokens(hint)
-    bonus = {canon(KIND_TEXTURE.get(kind or "", "rustle"))}
-    scored = [(_score(s, hint_tokens, bonus, None), s) for s in sounds if s.kind == "texture"]
-    return _best_group(scored, limit)
+def load_sample(path: str | Path, name: str, *, attack_s: float | None = None,
+                sr: int = 48000) -> Sample:
+    """A processed recording as a sampler `Sample`. Without `attack_s` the sampler measures
+    the attack itself."""
+    audio, file_sr = sf.read(path, dtype="float32", always_2d=True)
+    if file_sr != sr:
+        raise ValueError(f"library sample {name} is {file_sr} Hz, expected {sr}: re-index the library")
+    onset = None if attack_s is None else int(round(attack_s * sr))
+    return Sample(audio=audio.mean(axis=1), name=name, onset=onset)

@@ -18,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 
 import models.sampler as sampler
 from db import api
-from tasks import library as library_mod
+from tasks import library_match
+from tasks.library import load_sample
 from tasks import runtime
 from tasks.decisions import load_envelope
 from tasks.stage import StageOutput, run_stage
@@ -33,20 +34,14 @@ def shot_seed(seed: int, reel: str, shot: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{reel}:{shot}".encode()).digest()[:4], "little")
 
 
-def load_sample(path: Path, name: str) -> sampler.Sample:
-    audio, sr = sf.read(path, dtype="float32", always_2d=True)
-    assert sr == SR, f"library sample {name} is {sr} Hz, expected {SR}"
-    return sampler.Sample(audio=audio.mean(axis=1), name=name)
-
-
 def choose_sounds(
     sounds: list[Any], hint: str | None, env: dict[str, Any]
 ) -> tuple[list[Any], list[Any]]:
     """One-shot candidates and textures for a shot, best first."""
     kinds = Counter(e["kind"] for e in env["events"])
     kind = kinds.most_common(1)[0][0] if kinds else "impact"
-    oneshots = library_mod.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
-    textures = library_mod.match_texture(sounds, hint, kind)[:1]
+    oneshots = library_match.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
+    textures = library_match.match_texture(sounds, hint, kind)[:1]
     return oneshots, textures
 
 
@@ -76,8 +71,8 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
     rng_seed = shot_seed(seed, reel_name, shot_name)
 
     def compute(paths: dict[str, Path], work: Path) -> StageOutput:
-        one = [load_sample(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("oneshot-")]
-        tex = [load_sample(p, names[k]) for k, p in sorted(paths.items()) if k.startswith("texture-")]
+        one = [load_sample(p, names[k], sr=SR) for k, p in sorted(paths.items()) if k.startswith("oneshot-")]
+        tex = [load_sample(p, names[k], sr=SR) for k, p in sorted(paths.items()) if k.startswith("texture-")]
         audio = sampler.render_shot(env, one, tex, sr=SR, seed=rng_seed)
         out = work / "stem_mono.wav"
         sf.write(out, np.asarray(audio, dtype=np.float32), SR, subtype="FLOAT")

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from models.audio_env import detect_onsets, rms_envelope
 from models.kit import synthesize_kit
+from tasks.library_match import canon, match_sounds, match_texture
 from tasks.library import (
     PEAK_CEILING_DB,
     PREROLL_S,
@@ -20,11 +21,8 @@ from tasks.library import (
     LibrarySound,
     active_loudness_db,
     caption_from_path,
-    canon,
     index_library,
     load_library,
-    match_sounds,
-    match_texture,
 )
 
 SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"

@@ -10,7 +10,8 @@ import pytest
 from models.audio_env import detect_onsets, rms_envelope
 from models.kit import synthesize_kit
 from models.sampler import Sample, render_shot, soft_limit, strength_gain
-from tasks.library import index_library, load_sample, match_sounds, match_texture
+from tasks.library import index_library, load_sample
+from tasks.library_match import match_sounds, match_texture
 
 SR = 48000
 SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
@@ -24,7 +25,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 def _samples(sounds: list) -> list[Sample]:
-    return [load_sample(s) for s in sounds]
+    return [load_sample(s.processed_path, s.rel_path, attack_s=s.attack_s) for s in sounds]
 
 
 def _envelope(duration: float, events: list[dict], curve: np.ndarray | None = None) -> dict:
