@@ -194,7 +194,7 @@ class Activity(Base):
     parameters: Mapped[json_obj]
     code_version: Mapped[str] = mapped_column(String(100))
     checkpoint_sha256: Mapped[Optional[str]] = mapped_column(String(64))
-    seed: Mapped[Optional[int]]
+    seed: Mapped[Optional[int]] = mapped_column(BigInteger)  # 32-bit unsigned seeds
     # Indexed: deleting a reel or shot sets these to NULL, which must not scan every run.
     reel_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("reels.id", ondelete="SET NULL"), index=True

@@ -3,9 +3,18 @@
 The flow only orchestrates. It runs each stage for every shot at once (a *wave*: all proxies,
 then all features, …) on Prefect's thread pool, so a stage's shots run in parallel and one bad
 shot is caught when its future resolves — it is reported and the rest of the reel delivers.
+
+A service going away is not a bad shot. The stages wait out a database or S3 restart
+themselves (bounded backoff in `tasks.stage.transaction` and the store); a shot whose task
+still lost its database connection half-way is run again, on the same budget, once the
+database answers (its finished stages are reused). A database or store that stays away ends
+the pass with `PassAborted`: one message naming the service and saying to rerun, which
+`configured_pass()` prints — no traceback, exit code 1. Completed work is kept.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,14 +26,25 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import DBAPIError
 
 from db import api
+from db.engine import (DatabaseUnavailable, is_transient, reason_of, retry_db, retry_policy,
+                       unavailable)
 from flows import library as library_flow
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
 from tasks.conform import ShotDelivery, conform
+from tasks.stage import transaction
+from tasks.store import StoreUnavailable
 
 APPROVE_MODES = ("auto", "queue")
+OUTAGES = (DatabaseUnavailable, StoreUnavailable)
+
+
+class PassAborted(RuntimeError):
+    """The pass cannot go on: its database or artifact store stayed unreachable. The message
+    names the service and says to rerun; what completed is kept and reused by the rerun."""
 
 
 @dataclass
@@ -68,18 +88,60 @@ def _wave(
     times: dict[str, float],
     progress: Progress,
 ) -> None:
-    """Submit one stage for every live shot, then gather results (failures stay per shot)."""
+    """Submit one stage for every live shot, then gather results (failures stay per shot;
+    an unreachable database or store aborts the pass, see `PassAborted`)."""
     live = [sh for sh in shots if sh.status == "pending"]
     t0 = time.perf_counter()
     bar = progress.add_task(label, total=len(live))
     futures = [(sh, submit(sh)) for sh in live]
     for sh, fut in futures:
         try:
-            collect(sh, fut.result())
+            collect(sh, _settle(label, sh, fut, submit))
+        except OUTAGES as exc:
+            raise PassAborted(str(exc)) from exc
         except Exception as exc:  # one bad shot never sinks the reel
+            if is_transient(exc):  # the database never came back within the budget
+                raise PassAborted(str(_db_outage(exc))) from exc
             sh.fail(label, exc)
         progress.advance(bar)
     times[label] = times.get(label, 0.0) + time.perf_counter() - t0
+
+
+def _settle(label: str, sh: ShotState, fut: PrefectFuture[Any],
+            submit: Callable[[ShotState], PrefectFuture[Any]]) -> Any:
+    """The shot's result. A task that lost its database connection half-way (a transaction cut
+    by a server restart) is submitted again after a backoff (db.engine's retry policy); every
+    stage it had finished is reused, so only the interrupted work is redone."""
+    policy = retry_policy()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fut.result()
+        except Exception as exc:
+            if not is_transient(exc) or attempt == policy.attempts:
+                raise
+            delay = policy.delay(attempt)
+            _logger().info("%s %s: database connection lost (%s); again in %.1f s",
+                           label, sh.name, reason_of(exc), delay)
+            time.sleep(delay)
+            fut = submit(sh)
+    raise AssertionError("unreachable")
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # outside a flow run
+        return logging.getLogger("foleyflow.pass")
+
+
+def _db_outage(exc: BaseException) -> DatabaseUnavailable:
+    """The outage error for a lost connection that outlasted the retry budget."""
+    policy = retry_policy()
+    try:
+        url = runtime.db().url
+    except RuntimeError:  # not configured yet: the database never answered
+        url = get_settings().resolved_db_url()
+    return unavailable(url, policy.attempts, policy.budget_s, reason_of(exc))
 
 
 @flow(name="foley-pass", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
@@ -98,15 +160,24 @@ def foley_pass(
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
     settings = get_settings()
-    settings.configure_runtime()
-    library = library or settings.library
-    times: dict[str, float] = {}
-    library_flow.ensure_library(library)
-    times["library"] = time.perf_counter() - started
+    try:
+        retry_db(settings.configure_runtime, url=settings.resolved_db_url())
+        db = runtime.db()
+        library = library or settings.library
+        times: dict[str, float] = {}
+        retry_db(lambda: library_flow.ensure_library(library), url=db.url)
+        times["library"] = time.perf_counter() - started
 
-    _, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
-    with api.reel_lock(runtime.db(), spec.name):  # a second pass of this reel waits its turn
-        report = _run(spec, timeline, out, approve, library, seed, times, started)
+        _, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
+        with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
+            retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
+            report = _run(spec, timeline, out, approve, library, seed, times, started)
+    except OUTAGES as exc:
+        raise PassAborted(str(exc)) from exc
+    except DBAPIError as exc:
+        if is_transient(exc):
+            raise PassAborted(str(_db_outage(exc))) from exc
+        raise
     publish(report)
     return report
 
@@ -166,21 +237,85 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
     return report
 
 
-def configured_pass() -> Any:
-    """The pass flow with the configured number of shots in flight (FOLEY_WORKERS)."""
-    return foley_pass.with_options(task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers))
+def configured_pass() -> Callable[..., PassReport]:
+    """The pass flow with the configured number of shots in flight (FOLEY_WORKERS), as the
+    command line runs it: a pass aborted by an unreachable service ends with its one message on
+    stderr and exit code 1 (`typer.Exit`), without a traceback."""
+    runner = foley_pass.with_options(
+        task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers))
+
+    def run(*args: Any, **kwargs: Any) -> PassReport:
+        quiet_outages_on_console()
+        try:
+            return runner(*args, **kwargs)
+        except PassAborted as exc:
+            import typer
+
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+    return run
+
+
+class _OutageFilter(logging.Filter):
+    """Keeps the console to one message when a service is away: the tracebacks and state lines
+    Prefect and SQLAlchemy log for tasks that hit the outage are left to the Prefect UI / API
+    log; the pass reports the outage itself (PassAborted)."""
+
+    NAMES = ("PassAborted", "DatabaseUnavailable", "StoreUnavailable")
+    DISCONNECT = ("server closed the connection", "terminating connection", "connection refused",
+                  "could not connect", "connection to server", "connection already closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and _is_outage(record.exc_info[1]):
+            return False
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if any(n in text for n in self.NAMES):
+            return False
+        low = text.lower()
+        return not (("OperationalError" in text or "InterfaceError" in text)
+                    and any(d in low for d in self.DISCONNECT))
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Is `exc` (or what caused it) an unreachable database or store?"""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (PassAborted, *OUTAGES)) or is_transient(e):
+            return True
+        mod = type(e).__module__.split(".")[0]
+        if mod in ("psycopg2", "psycopg") and type(e).__name__ in ("OperationalError",
+                                                                   "InterfaceError"):
+            return True  # a raw driver error (SQLAlchemy's pool logs these on reset)
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def quiet_outages_on_console() -> None:
+    """Install `_OutageFilter` on the console handlers (once per process)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and \
+                not isinstance(handler, logging.FileHandler) and \
+                not any(isinstance(f, _OutageFilter) for f in handler.filters):
+            handler.addFilter(_OutageFilter())
 
 
 def review_state(shots: Sequence[ShotState]) -> None:
     """Shots whose latest envelope is not approved stop here (they wait in the queue)."""
-    with runtime.db().session() as s:
-        for sh in shots:
-            if sh.status != "pending":
-                continue
-            env = api.latest_envelope(s, sh.shot_id)
-            if env is None or env.state != "approved":
-                sh.status = env.state if env else "failed"
-                sh.refs["envelope_version"] = env.version if env else None
+    pending = [sh for sh in shots if sh.status == "pending"]
+
+    def latest(s: Any) -> list[tuple[str, int] | None]:
+        envs = [api.latest_envelope(s, sh.shot_id) for sh in pending]
+        return [(env.state, env.version) if env else None for env in envs]
+
+    for sh, env in zip(pending, transaction(latest)):
+        if env is None or env[0] != "approved":
+            sh.status = env[0] if env else "failed"
+            sh.refs["envelope_version"] = env[1] if env else None
 
 
 def delivery(sh: ShotState) -> ShotDelivery:

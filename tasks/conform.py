@@ -8,6 +8,7 @@ the timeline start.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -15,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import opentimelineio as otio
 import soundfile as sf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.orm import Session
 
 from db import api
-from tasks import ingest, mixdown, plots, runtime, timeline_io
+from tasks import ingest, mixdown, plots, runtime, timeline_aaf, timeline_io
 from tasks.bwf import write_bwf
-from tasks.stage import StageOutput, run_stage
+from tasks.stage import StageOutput, run_stage, transaction
 from tasks.store import ArtifactRef
 
 SR = 48000
@@ -114,9 +117,13 @@ def _render(
                      description=f"{name} Foley FOA AmbiX (ACN/SN3D) @ {reel['start_timecode']}")
     timeline, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
     edit = timeline_io.add_foley_track(timeline, clips, rate_num=num, rate_den=den)
-    for ext, mime in ((".otio", "application/json"), (".aaf", "application/octet-stream"),
-                      (".xml", "application/xml")):
-        timeline_io.write_timeline(edit, add(f"{name}{ext}", mime))
+    timeline_io.write_timeline(edit, add(f"{name}.otio", "application/json"))
+    timeline_io.write_timeline(edit, add(f"{name}.xml", "application/xml"))
+    # AAF stamps the clock and random ids into the file: the edit's own time and content stand
+    # in for them, so the same edit delivers the same bytes (any backend, any rerun).
+    edit_key = hashlib.sha256(otio.adapters.write_to_string(edit, "otio_json").encode()).hexdigest()
+    with timeline_aaf.reproducible(made, edit_key):
+        timeline_io.write_timeline(edit, add(f"{name}.aaf", "application/octet-stream"))
     mixdown.render_preview(segments, mix, add(f"{name}_preview.mp4", "video/mp4"), rate=(num, den))
     return StageOutput(files=files, result={"shots": shots})
 
@@ -137,7 +144,7 @@ def load_envelope_file(path: Path) -> dict[str, Any]:
 @task(name="conform", cache_policy=NO_CACHE)
 def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[str, Any]:
     """Render the delivery folder for the reel into `out_dir`; returns the manifest."""
-    with runtime.db().session() as s:
+    def read(s: Session) -> tuple[ArtifactRef, dict[str, Any], list[dict[str, Any]], list[int]]:
         r = s.get(api.Reel, reel_id)
         assert r is not None
         timeline_ref = s.get(api.Artifact, r.timeline_artifact_id).ref()
@@ -145,8 +152,9 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
         reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
                 "drop_frame": r.drop_frame, "start_frame": r.start_frame,
                 "start_timecode": r.start_timecode, "origination": origination(r.timeline_path)}
+        order = sorted(deliveries, key=lambda d: by_id[d.shot_id].index)
         shots = []
-        for d in sorted(deliveries, key=lambda d: by_id[d.shot_id].index):
+        for d in order:
             sh = by_id[d.shot_id]
             shots.append({"name": sh.name, "clip_name": sh.clip_name,
                           "record_in_frame": sh.record_in_frame,
@@ -156,8 +164,12 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
                           "foley_hint": sh.foley_hint})
         last = max((s_["record_in_frame"] + s_["duration_frames"] for s_ in shots), default=0)
         reel["duration_s"] = last * r.rate_den / r.rate_num
+        return timeline_ref, reel, shots, [d.shot_id for d in order]
+
+    timeline_ref, reel, shots, order = transaction(read)
+    by_shot = {d.shot_id: d for d in deliveries}
     inputs: dict[str, ArtifactRef] = {"timeline": timeline_ref}
-    for d, sh in zip(sorted(deliveries, key=lambda d: by_id[d.shot_id].index), shots):
+    for d, sh in zip((by_shot[i] for i in order), shots):
         for kind in ("envelope", "mono", "stereo", "foa", "proxy"):
             ref = getattr(d, kind)
             if ref is not None and d.status == "delivered":
@@ -167,12 +179,12 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
         "conform",
         inputs=inputs,
         params={"reel": reel, "shots": shots},
-        code=[mixdown, timeline_io, plots],
+        code=[mixdown, timeline_io, timeline_aaf, plots],
         compute=lambda paths, work: _render(work, paths, reel, [dict(x) for x in shots]),
         reel_id=reel_id,
     )
-    with runtime.db().session() as s:  # the run that rendered these files (earlier, if cached)
-        run_id = s.get(api.Activity, res.activity_id).prefect_flow_run_id
+    # the run that rendered these files (earlier, if cached)
+    run_id = transaction(lambda s: s.get(api.Activity, res.activity_id).prefect_flow_run_id)
     manifest = build_manifest(reel, res.result["shots"], res.outputs, run_id=run_id,
                               activity_id=res.activity_id)
 

@@ -12,11 +12,12 @@ from typing import Any
 import opentimelineio as otio
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.orm import Session
 
 from db import api
 from tasks import features as features_mod
-from tasks import ingest, media, runtime
-from tasks.stage import StageOutput, code_version, register_file, run_stage
+from tasks import ingest, media
+from tasks.stage import StageOutput, code_version, register_file, run_stage, transaction
 from tasks.store import ArtifactRef
 
 PROXY_WIDTH = 320
@@ -28,7 +29,8 @@ def ingest_reel(
 ) -> dict[str, Any]:
     """Record the edit (stored as an artifact) and its shots; returns reel id and shot ids."""
     ref = register_file(timeline_path)
-    with runtime.db().session() as s:
+
+    def record(s: Session) -> dict[str, Any]:
         row = api.upsert_reel(
             s,
             name=reel.name,
@@ -54,15 +56,18 @@ def ingest_reel(
             api.finish_activity(s, act.id, used={"timeline": ref}, generated={})
         return {"reel_id": row.id, "timeline": ref, "shot_ids": [sh.id for sh in shots]}
 
+    return transaction(record)  # one transaction, run again if the database restarts
+
 
 @task(name="proxy", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def make_proxy(shot_id: int) -> dict[str, Any]:
     """Decode exactly the shot's source range at its own rate into a small H.264 proxy."""
-    with runtime.db().session() as s:
+    def read(s: Session) -> tuple[Any, ...]:
         shot = s.get(api.Shot, shot_id)
         assert shot is not None
-        src, start, dur, fps = shot.source_path, shot.source_in_s, shot.duration_s, shot.source_rate
-        reel_id = shot.reel_id
+        return shot.source_path, shot.source_in_s, shot.duration_s, shot.source_rate, shot.reel_id
+
+    src, start, dur, fps, reel_id = transaction(read, shot_id=shot_id)
     assert src is not None, f"shot {shot_id} has no media"
     start = file_time(media.probe(src, scan_packets=False), start, dur)
     media_ref = register_file(src, copy=False)

@@ -17,6 +17,7 @@ import models.spatial as spatial
 from tasks.decisions import load_envelope
 from tasks.stage import StageOutput, run_stage
 from tasks.store import ArtifactRef
+from tasks.wavfloat import write_float_wav
 
 
 def source_position(env: dict[str, Any]) -> tuple[float, float]:
@@ -39,8 +40,8 @@ def spatialize(shot_id: int, mono: ArtifactRef, envelope: ArtifactRef) -> dict[s
     def compute(paths: dict[str, Path], work: Path) -> StageOutput:
         audio, sr = sf.read(paths["mono"], dtype="float32")
         st, foa = work / "stem_stereo.wav", work / "stem_foa.wav"
-        sf.write(st, spatial.pan_stereo(audio, x).astype(np.float32), sr, subtype="FLOAT")
-        sf.write(foa, spatial.encode_foa(audio, azimuth).astype(np.float32), sr, subtype="FLOAT")
+        write_float_wav(st, spatial.pan_stereo(audio, x), sr)
+        write_float_wav(foa, spatial.encode_foa(audio, azimuth), sr)
         return StageOutput(files={"stereo": (st, "audio/wav"), "foa": (foa, "audio/wav")})
 
     res = run_stage(

@@ -6,28 +6,41 @@ source of the code that does the work: if a completed activity with that key exi
 artifacts are still in the store, its outputs are returned without recomputing (reruns are
 idempotent and cheap). Otherwise it records a `running` activity, computes, stores the outputs
 (artifact before the row that names it) and completes the activity in one transaction.
+
+Every transaction goes through `transaction()`, which waits out a database restart with
+bounded backoff (`db.engine.retry_db`) instead of failing the shot; the artifact store retries
+on its own (`tasks.store.retry_io`). A run killed half-way leaves a `running` activity that the
+next run of the same key takes over (`db.api.start_activity`), so a rerun adds no rows.
+`OVERHEAD` adds up the time spent in database transactions and store I/O (`foley bench`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import logging
 import tempfile
+import threading
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+from sqlalchemy.orm import Session
+
 from db import api
+from db.engine import retry_db
 from tasks import runtime
 from tasks.store import ArtifactRef, LocalStore, Store, StoreError, guess_mime, sha256_file
 
 log = logging.getLogger("foleyflow.stage")
 PACKAGE_VERSION = "0.1.0"
+T = TypeVar("T")
 
 
 @dataclass
@@ -93,17 +106,29 @@ def run_stage(
     checkpoint_sha256: str | None = None,
 ) -> StageResult:
     """Run one stage with provenance and caching (see module docstring)."""
-    db, store = runtime.db(), runtime.store()
+    with OVERHEAD.timing("stage", shot_id):
+        return _run_stage(task, inputs, params, code, compute, reel_id, shot_id, agent, seed,
+                          checkpoint_sha256)
+
+
+def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any],
+               code: Sequence[ModuleType], compute: Callable[[dict[str, Path], Path], StageOutput],
+               reel_id: int | None, shot_id: int | None, agent: str | None, seed: int | None,
+               checkpoint_sha256: str | None) -> StageResult:
+    store = runtime.store()
     version = code_version(code)
     key = cache_key(task, inputs, params, version)
-    with db.session() as s:
+    flow_run_id, task_run_id = _prefect_ids()
+
+    def start(s: Session) -> tuple[api.Activity, dict[str, ArtifactRef] | None]:
+        """The completed run of this key with its outputs, else a new `running` one."""
         done = api.find_completed(s, task, key)
         if done is not None:
-            outputs = api.activity_outputs(s, done)
-            if all(store.exists(ref) for ref in outputs.values()):
-                return StageResult(outputs, dict(done.result), done.id, cached=True)
-        flow_run_id, task_run_id = _prefect_ids()
-        act = api.start_activity(
+            return done, api.activity_outputs(s, done)
+        return _start(s), None
+
+    def _start(s: Session) -> api.Activity:
+        return api.start_activity(
             s,
             task=task,
             cache_key=key,
@@ -117,19 +142,107 @@ def run_stage(
             prefect_flow_run_id=flow_run_id,
             prefect_task_run_id=task_run_id,
         )
-        activity_id = act.id
+
+    act, outputs = transaction(start, shot_id=shot_id)
+    if outputs is not None:  # a completed run: reuse it if its artifacts are still stored
+        with OVERHEAD.timing("store", shot_id):
+            reusable = all(store.exists(ref) for ref in outputs.values())
+        if reusable:
+            OVERHEAD.count(cached=True)
+            return StageResult(outputs, dict(act.result), act.id, cached=True)
+        act = transaction(_start, shot_id=shot_id)
+    OVERHEAD.count(cached=False)
+    activity_id = act.id
     try:
-        local = {role: input_path(store, ref) for role, ref in inputs.items()}
+        with OVERHEAD.timing("store", shot_id):
+            local = {role: input_path(store, ref) for role, ref in inputs.items()}
         with tempfile.TemporaryDirectory(prefix=f"foley-{task}-") as tmp:
             out = compute(local, Path(tmp))
-            refs = {role: store.put_file(p, mime) for role, (p, mime) in out.files.items()}
+            with OVERHEAD.timing("store", shot_id):
+                refs = {role: store.put_file(p, mime) for role, (p, mime) in out.files.items()}
     except BaseException as exc:
-        with db.session() as s:
-            api.fail_activity(s, activity_id, "".join(traceback.format_exception_only(exc)).strip())
+        _record_failure(activity_id, exc, shot_id)
         raise
-    with db.session() as s:
-        api.finish_activity(s, activity_id, used=inputs, generated=refs, result=out.result)
+    transaction(lambda s: api.finish_activity(s, activity_id, used=inputs, generated=refs,
+                                              result=out.result), shot_id=shot_id)
     return StageResult(refs, out.result, activity_id, cached=False)
+
+
+def _record_failure(activity_id: int, exc: BaseException, shot_id: int | None) -> None:
+    """Mark the run failed (a rerun takes it over); never hide `exc` behind a second error."""
+    message = "".join(traceback.format_exception_only(exc)).strip()
+    try:
+        transaction(lambda s: api.fail_activity(s, activity_id, message), shot_id=shot_id)
+    except Exception as e:  # the database is away too: the run stays `running` until a rerun
+        log.warning("could not record the failure of activity %s: %s", activity_id, e)
+
+
+def transaction(fn: Callable[[Session], T], *, shot_id: int | None = None) -> T:
+    """`fn(session)` in one transaction of the runtime database, run again if the database was
+    unreachable (bounded backoff, `db.engine.retry_db`); the time counts as bookkeeping.
+
+    `fn` may run more than once: it must only do database work (and idempotent reads)."""
+    db = runtime.db()
+
+    def once() -> T:
+        with db.session() as s:
+            return fn(s)
+
+    with OVERHEAD.timing("db", shot_id):
+        return retry_db(once, url=db.url)
+
+
+class Overhead:
+    """Cumulative seconds stages spent on bookkeeping rather than work: database transactions
+    (`transaction`: run_stage's lookups and records, and the small reads tasks make through
+    it) and artifact store I/O in run_stage and `register_file` (hashing, copies, uploads,
+    downloads), in total and per shot.
+
+    `stage_s` is the time spent inside run_stage altogether (work and bookkeeping). Thread-safe;
+    several stages run at once, so the sums are thread-seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.db_s = self.store_s = self.stage_s = 0.0
+            self.computed = self.cached = 0
+            self.per_shot: dict[int, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def timing(self, kind: str, shot_id: int | None = None) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(kind, time.perf_counter() - t0, shot_id)
+
+    def add(self, kind: str, seconds: float, shot_id: int | None = None) -> None:
+        attr = {"db": "db_s", "store": "store_s", "stage": "stage_s"}[kind]
+        with self._lock:
+            setattr(self, attr, getattr(self, attr) + seconds)
+            if shot_id is not None and kind != "stage":
+                shot = self.per_shot.setdefault(shot_id, {"db_s": 0.0, "store_s": 0.0})
+                shot[attr] += seconds
+
+    def count(self, *, cached: bool) -> None:
+        with self._lock:
+            if cached:
+                self.cached += 1
+            else:
+                self.computed += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"db_s": self.db_s, "store_s": self.store_s, "stage_s": self.stage_s,
+                    "stages_computed": self.computed,
+                    "stages_cached": self.cached,
+                    "per_shot": {k: dict(v) for k, v in self.per_shot.items()}}
+
+
+OVERHEAD = Overhead()
 
 
 def input_path(store: Store, ref: ArtifactRef) -> Path:
@@ -150,11 +263,11 @@ def register_file(path: str | Path, mime: str | None = None, *, copy: bool = Tru
     `copy=False` registers it in place (hash + its own file URI): camera originals stay where
     the studio keeps them and only their identity enters provenance."""
     if copy:
-        ref = runtime.store().put_file(path, mime)
+        with OVERHEAD.timing("store"):
+            ref = runtime.store().put_file(path, mime)
     else:
         p = Path(path).resolve()
         ref = {"uri": p.as_uri(), "sha256": sha256_file(p), "bytes": p.stat().st_size,
                "mime": mime or guess_mime(p)}
-    with runtime.db().session() as s:
-        api.put_artifact(s, ref)
+    transaction(lambda s: api.put_artifact(s, ref))
     return ref

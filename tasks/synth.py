@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,6 +22,7 @@ from tasks.library import load_sample
 from tasks import runtime
 from tasks.decisions import load_envelope
 from tasks.stage import StageOutput, run_stage
+from tasks.wavfloat import write_float_wav
 
 SR = 48000
 BACKENDS = ("sampler",)
@@ -75,7 +75,7 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
         tex = [load_sample(p, names[k], sr=SR) for k, p in sorted(paths.items()) if k.startswith("texture-")]
         audio = sampler.render_shot(env, one, tex, sr=SR, seed=rng_seed)
         out = work / "stem_mono.wav"
-        sf.write(out, np.asarray(audio, dtype=np.float32), SR, subtype="FLOAT")
+        write_float_wav(out, audio, SR)
         return StageOutput(files={"mono": (out, "audio/wav")}, result={"sounds": names})
 
     res = run_stage(

@@ -8,12 +8,27 @@
 - Our audio stems are described as 48 kHz / 24-bit PCM with their channel count.
 - Transitions without AAF metadata become plain video / mono-audio dissolves.
 - The adapter always writes non-drop start timecode; `finish` sets the drop flag afterwards.
+- `reproducible(when, key)` makes the file a function of its content: pyaaf2 stamps the clock
+  into the header and every mob, draws mob IDs and the generation id from uuid4 and shuffles
+  the compound file's directory tree; inside the block those come from `when` and a generator
+  seeded by `key`, so the same edit renders a byte-identical AAF.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import hashlib
+import random
+import threading
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import aaf2
+import aaf2.cfb
+import aaf2.file
+import aaf2.mobid
+import aaf2.mobs
 import opentimelineio as otio
 
 from tasks.timeline_prep import at_rate
@@ -22,6 +37,55 @@ _NAMESPACE = uuid.UUID("5b0f4a52-57c1-4c6a-9b1e-f0e1e7f1a7d1")  # foleyflow MobI
 _VIDEO_DISSOLVE = "0c3bea40-fc05-11d2-8a29-0050040ef7d2"  # OperationDef_VideoDissolve
 _AUDIO_DISSOLVE = "0c3bea44-fc05-11d2-8a29-0050040ef7d2"  # OperationDef_MonoAudioDissolve
 RT = otio.opentime.RationalTime
+
+
+_REPRODUCIBLE = threading.Lock()  # the patches below are process-wide: one writer at a time
+
+
+class _Uuid:
+    """`uuid` as aaf2.mobid sees it inside `reproducible`: uuid4 drawn from a seeded generator."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(uuid, name)
+
+
+@contextlib.contextmanager
+def reproducible(when: dt.datetime, key: str) -> Iterator[None]:
+    """AAF files written in this block carry `when` as every timestamp and ids drawn from a
+    generator seeded by `key` (e.g. a hash of the edit): same edit and key, same bytes."""
+    rng = random.Random(hashlib.sha256(key.encode()).digest())
+    stamp = when.replace(tzinfo=None, microsecond=0)  # AAF timestamps are naive, whole seconds
+
+    class _Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> dt.datetime:  # type: ignore[override]
+            return stamp
+
+    class _DatetimeModule:
+        datetime = _Clock
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(dt, name)
+
+    ids = _Uuid(rng)
+    patches = ((aaf2.mobs, "datetime", _Clock), (aaf2.file, "datetime", _DatetimeModule()),
+               (aaf2.file, "uuid4", ids.uuid4), (aaf2.mobid, "uuid", ids),
+               (aaf2.cfb, "random", random.Random(rng.getrandbits(64))))
+    with _REPRODUCIBLE:
+        saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
+        try:
+            for mod, name, value in patches:
+                setattr(mod, name, value)
+            yield
+        finally:
+            for mod, name, value in saved:
+                setattr(mod, name, value)
 
 
 def mob_id(key: str) -> str:
