@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import struct
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,10 +35,11 @@ import soundfile as sf
 
 from models.audio_env import attack_start, rms_envelope
 from models.sampler import Sample
+from tasks.wavfloat import write_float_wav
 
 log = logging.getLogger(__name__)
 
-PROCESS_VERSION = 1
+PROCESS_VERSION = 2  # 2: float WAVs written by tasks.wavfloat
 TARGET_LOUDNESS_DB = -24.0  # only ~4% of the sfx set needs a lower gain to stay peak-safe
 PEAK_CEILING_DB = -1.0
 PREROLL_S = 0.0015
@@ -245,17 +245,6 @@ def _find_audio(root: Path, exclude: Path) -> list[Path]:
 # ---------------------------------------------------------------- the index
 
 
-def _float_wav_bytes(audio: np.ndarray, sr: int) -> bytes:
-    """Mono 32-bit float WAV. Written by hand: libsndfile adds a PEAK chunk with a timestamp,
-    which would make identical audio differ byte for byte."""
-    data = np.asarray(audio, dtype="<f4").tobytes()
-    fmt = struct.pack("<HHIIHH", 3, 1, sr, sr * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT, mono
-    chunks = (b"fmt " + struct.pack("<I", len(fmt)) + fmt
-              + b"fact" + struct.pack("<II", 4, len(audio))
-              + b"data" + struct.pack("<I", len(data)) + data)
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
-
-
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a unique temporary sibling and rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
@@ -282,7 +271,7 @@ def _index_one(path: Path, rel: str, row: dict[str, str] | None, out_dir: Path,
     else:
         processed, figures = prepare(_to_mono_at(audio, src_sr, sr), sr, kind)
         wav.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(wav, lambda p: p.write_bytes(_float_wav_bytes(processed, sr)))
+        _atomic_write(wav, lambda p: write_float_wav(p, processed, sr))
         _atomic_write(sidecar, lambda p: p.write_text(json.dumps(figures, indent=1)))
     return LibrarySound(
         rel_path=rel, **meta, processed_path=str(wav), source_sha256=sha,
