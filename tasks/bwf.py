@@ -11,6 +11,8 @@ Layout: RIFF/WAVE · fmt · bext · [iXML] · data. Files must stay below 4 GiB 
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import logging
 import os
 import struct
@@ -34,16 +36,20 @@ _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _KSDATAFORMAT_SUBTYPE_PCM = bytes.fromhex("0100000000001000800000aa00389b71")
 
 
-def time_reference_from_timecode(timecode: str, fps: float, sr: int = 48000) -> int:
-    """bext TimeReference (samples since midnight) of a SMPTE timecode at `fps`.
+def time_reference(frames: int, rate_num: int, rate_den: int, sr: int = 48000) -> int:
+    """bext TimeReference (samples since midnight) of a timecode given as frames since midnight
+    at rate num/den: exact rational arithmetic, so 01:00:00:00 at 24 fps is 172 800 000 and at
+    24000/1001 is 172 972 800."""
+    return round(frames * rate_den * sr / rate_num)
 
-    Uses OpenTimelineIO so drop-frame (';') and 24000/1001 rates follow SMPTE; 01:00:00:00 at
-    any integer rate and 48 kHz gives 172 800 000.
-    """
+
+def time_reference_from_timecode(timecode: str, fps: float, sr: int = 48000) -> int:
+    """`time_reference` of a SMPTE timecode string at `fps` (drop-frame ';' understood)."""
     import opentimelineio as otio
 
-    seconds = otio.opentime.from_timecode(timecode, fps).to_seconds()
-    return int(round(seconds * sr))
+    frames = round(otio.opentime.from_timecode(timecode, fps).value)
+    rate = Fraction(fps).limit_denominator(1001)  # 23.976… → 24000/1001
+    return time_reference(frames, rate.numerator, rate.denominator, sr)
 
 
 def _fixed(text: str, size: int, field: str) -> bytes:

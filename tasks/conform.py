@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from db import api
 from tasks import ingest, mixdown, plots, runtime, timeline_aaf, timeline_io
-from tasks.bwf import write_bwf
+from tasks.decisions import read_envelope
+from tasks.bwf import time_reference, write_bwf
 from tasks.stage import StageOutput, run_stage, transaction
 from tasks.store import ArtifactRef
 
@@ -46,11 +47,6 @@ class ShotDelivery:
     proxy: ArtifactRef | None = None
 
 
-def samples_since_midnight(frames: int, rate_num: int, rate_den: int) -> int:
-    """BWF TimeReference of a timecode given as frames since midnight at its rate."""
-    return round(frames * rate_den * SR / rate_num)
-
-
 def _shot_prefix(reel: str, shot: str) -> str:
     return f"{reel}_{shot}_foley"
 
@@ -61,7 +57,7 @@ def _render(
     """Write every delivered file into `work`, keyed by its relative delivery path."""
     files: dict[str, tuple[Path, str]] = {}
     name, num, den = reel["name"], reel["rate_num"], reel["rate_den"]
-    start_ref = samples_since_midnight(reel["start_frame"], num, den)
+    start_ref = time_reference(reel["start_frame"], num, den, SR)
     made = dt.datetime.fromisoformat(reel["origination"])
 
     def tc(frames: int) -> str:
@@ -93,7 +89,7 @@ def _render(
             audio, sr = sf.read(paths[f"{sh['name']}/{kind}"], dtype="float32")
             write_bwf(add(f"{prefix}_{kind}.wav", "audio/wav"), audio, sr, time_reference=stamp,
                       description=f"{desc} ({kind})", origination_datetime=made)
-        env = load_envelope_file(paths[f"{sh['name']}/envelope"])
+        env = read_envelope(paths[f"{sh['name']}/envelope"])
         env_rel = f"shots/{sh['name']}/envelope_v{env['version']}.json"
         shutil.copyfile(paths[f"{sh['name']}/envelope"], add(env_rel, "application/json"))
         plots.plot_envelope(
@@ -135,10 +131,6 @@ def origination(timeline_path: str) -> str:
     p = Path(timeline_path)
     ts = p.stat().st_mtime if p.exists() else 0.0
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def load_envelope_file(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
 
 
 @task(name="conform", cache_policy=NO_CACHE)

@@ -31,8 +31,14 @@ def content_sha256(envelope: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+def read_envelope(path: Path) -> dict[str, Any]:
+    """An envelope JSON file as a dict."""
+    return json.loads(Path(path).read_text())
+
+
 def load_envelope(ref: ArtifactRef) -> dict[str, Any]:
-    return json.loads(runtime.store().local_path(ref).read_text())
+    """A stored envelope artifact as a dict."""
+    return read_envelope(runtime.store().local_path(ref))
 
 
 def validate_envelope(env: dict[str, Any], *, where: str) -> None:
