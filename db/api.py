@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -226,22 +227,67 @@ def finish_activity(
     generated: dict[str, dict[str, Any]],
     result: dict[str, Any] | None = None,
 ) -> Activity:
-    """Mark a run completed and link what it used and generated (artifacts already stored)."""
+    """Mark a run completed and link what it used and generated (artifacts already stored).
+
+    Written as a handful of set-wise statements, not a round trip per link: a stage may use
+    and generate dozens of artifacts, and on a networked Postgres each round trip costs more
+    than the row. Links already present (a run taken over after a crash) are left as they are."""
     act = s.get(Activity, activity_id)
     assert act is not None, f"{activity_id=} does not exist"
-    used_rows = {role: put_artifact(s, ref) for role, ref in used.items()}
-    gen_rows = {role: put_artifact(s, ref) for role, ref in generated.items()}
-    for role, row in used_rows.items():
-        s.merge(Usage(activity_id=act.id, artifact_id=row.id, role=role))
-    for role, row in gen_rows.items():
-        s.merge(Generation(activity_id=act.id, artifact_id=row.id, role=role))
-        for src in used_rows.values():
-            if src.id != row.id:
-                s.merge(Derivation(derived_id=row.id, source_id=src.id, activity_id=act.id))
+    ids = put_artifacts(s, [*used.values(), *generated.values()])
+    used_ids = {role: ids[ref["sha256"]] for role, ref in used.items()}
+    gen_ids = {role: ids[ref["sha256"]] for role, ref in generated.items()}
+    _insert_missing(
+        s, Usage, [{"activity_id": act.id, "artifact_id": a, "role": r} for r, a in used_ids.items()]
+    )
+    _insert_missing(
+        s,
+        Generation,
+        [{"activity_id": act.id, "artifact_id": a, "role": r} for r, a in gen_ids.items()],
+    )
+    sources = set(used_ids.values())
+    _insert_missing(
+        s,
+        Derivation,
+        [
+            {"derived_id": d, "source_id": src, "activity_id": act.id}
+            for d in set(gen_ids.values())
+            for src in sorted(sources - {d})
+        ],
+    )
     act.status = "completed"
     act.result = result or {}
     act.ended_at = _now()
     return act
+
+
+def _insert_missing(s: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """INSERT rows, skipping any whose key is already there (one statement, both dialects)."""
+    if not rows:
+        return
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    s.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
+
+
+def put_artifacts(s: Session, refs: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Row ids of many artifact refs by sha256, inserting the missing ones in one statement.
+
+    Concurrent writers inserting the same content are fine: ON CONFLICT DO NOTHING, then the
+    ids are read back, whoever inserted them."""
+    by_sha = {ref["sha256"]: ref for ref in refs}
+    if not by_sha:
+        return {}
+    query = select(Artifact.sha256, Artifact.id).where(Artifact.sha256.in_(by_sha))
+    have = dict(s.execute(query).tuples().all())
+    missing = [
+        {"sha256": sha, "uri": r["uri"], "bytes": r["bytes"], "mime": r["mime"]}
+        for sha, r in by_sha.items()
+        if sha not in have
+    ]
+    if missing:
+        _insert_missing(s, Artifact, missing)
+        have = dict(s.execute(query).tuples().all())
+    return have
 
 
 def fail_activity(s: Session, activity_id: int, error: str) -> None:

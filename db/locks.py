@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ from sqlalchemy.exc import DBAPIError
 from db.engine import sqlite_path
 
 POLL_S = 0.05
+KEEPALIVE_S = 2.0  # how often a held Postgres lock checks that its connection is alive
+log = logging.getLogger(__name__)
 _local_locks: dict[str, threading.Lock] = {}
 _local_guard = threading.Lock()
 
@@ -85,18 +88,96 @@ def _timeout_error(what: str, timeout: float | None) -> LockTimeout:
 
 @contextlib.contextmanager
 def _pg_lock(engine: Engine, key: int, timeout: float | None, what: str) -> Iterator[None]:
-    with engine.connect() as conn:
+    conn = engine.connect()
+    try:
         _pg_acquire(conn, key, timeout, what)
+    except BaseException:
+        conn.close()
+        raise
+    keeper = _LockKeeper(engine, conn, key, what)
+    keeper.start()
+    try:
+        yield
+    finally:
+        keeper.release()
+
+
+class _LockKeeper(threading.Thread):
+    """Watches the connection that holds an advisory lock and takes the lock again when the
+    server restarts under a running pass (which drops every session lock).
+
+    Every KEEPALIVE_S it pings the holding connection; if that connection is gone it connects
+    again (waiting out the outage as long as the block runs) and re-takes the lock with
+    `pg_try_advisory_lock`. If another pass took the reel in between, it says so in the log
+    and keeps trying: the database's unique constraints keep the rows consistent either way,
+    the lock only makes the passes take turns."""
+
+    def __init__(self, engine: Engine, conn: Connection, key: int, what: str) -> None:
+        super().__init__(name=f"lock-keeper {what}", daemon=True)
+        self.engine, self.conn, self.key, self.what = engine, conn, key, what
+        self.stopping = threading.Event()
+        self.held = True
+        self.retakes = 0
+
+    def run(self) -> None:
+        while not self.stopping.wait(KEEPALIVE_S):
+            # Only this thread touches the connection until release() has joined it.
+            if self.held:
+                try:
+                    self.conn.execute(select(1)).scalar_one()
+                    self.conn.commit()
+                    continue
+                except DBAPIError:
+                    self._drop_connection()
+            self._retake()
+
+    def _drop_connection(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.invalidate()
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.held = False
+        log.info("%s: the database connection holding its lock died (server restart?); "
+                    "taking the lock again", self.what)
+
+    def _retake(self) -> None:
         try:
-            yield
-        finally:
-            try:
-                conn.execute(select(func.pg_advisory_unlock(key)))
-                conn.commit()
-            except DBAPIError:
-                # The connection died (server restart): the lock died with it. Never hand the
-                # connection back to the pool in an unknown state.
+            conn = self.engine.connect()
+        except DBAPIError:
+            return  # still away; try again on the next tick
+        try:
+            got = conn.execute(select(func.pg_try_advisory_lock(self.key))).scalar_one()
+            conn.commit()
+        except DBAPIError:
+            with contextlib.suppress(Exception):
                 conn.invalidate()
+                conn.close()
+            return
+        if not got:
+            conn.close()
+            log.warning("%s: another pass took the lock while the database was away; "
+                        "waiting for it", self.what)
+            return
+        self.conn, self.held = conn, True
+        self.retakes += 1
+        log.info("%s: lock taken again after the database came back", self.what)
+
+    def release(self) -> None:
+        self.stopping.set()
+        self.join()
+        if not self.held:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            return
+        try:
+            self.conn.execute(select(func.pg_advisory_unlock(self.key)))
+            self.conn.commit()
+            self.conn.close()
+        except DBAPIError:
+            # The connection died (server restart): the lock died with it. Never hand the
+            # connection back to the pool in an unknown state.
+            self.conn.invalidate()
+            self.conn.close()
 
 
 def _pg_acquire(conn: Connection, key: int, timeout: float | None, what: str) -> None:

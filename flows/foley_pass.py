@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import DBAPIError
 
@@ -205,7 +206,8 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
         return collect
 
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=False) as progress:
+                  TimeElapsedColumn(), transient=False,
+                  console=Console(stderr=True)) as progress:  # stdout stays for data
         _wave("proxy", shots, lambda sh: prepare.make_proxy.submit(sh.shot_id), keep("proxy"),
               times, progress)
         _wave("features", shots, lambda sh: prepare.extract_features.submit(
@@ -350,3 +352,17 @@ def publish(report: PassReport) -> None:
         lines += ["", "## Not delivered", ""]
         lines += [f"- **{n}**: {r}" for n, r in report.failed + report.skipped]
     create_markdown_artifact("\n".join(lines), key=f"{key}-delivery", description="Delivery summary")
+
+
+def _worker_pass() -> Any:
+    """`foley_pass` as deployments run it on a worker: FOLEY_WORKERS shots in flight, read from
+    the worker's environment when it loads the flow (falls back to 2 if the settings are bad,
+    so the module still imports and the pass reports the bad setting itself)."""
+    try:
+        workers = get_settings().workers
+    except ValueError:
+        workers = 2
+    return foley_pass.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+
+
+worker_pass = _worker_pass()  # the entrypoint of infra/prefect.yaml's deployments

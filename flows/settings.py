@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.engine import RetryPolicy, set_retry_policy
 from tasks.store import S3Config
 
 
@@ -23,7 +24,13 @@ class Settings(BaseSettings):
         None, description="Artifact store: a folder, file:// or s3://bucket/prefix; "
         "default a folder under home.")
     library: str = Field("kit", description="Sound library the sampler draws from.")
-    workers: int = Field(2, description="Shots processed at once in a pass.")
+    workers: int = Field(2, ge=1, description="Shots processed at once in a pass.")
+
+    # How long a stage waits out a database or S3 server that went away before the pass fails
+    # with a clear message: `retry_attempts` tries, backing off 0.5 s, 1 s, 2 s, ... (each at
+    # most `retry_max_delay_s`); the defaults wait 15.5 s in all, for both services.
+    retry_attempts: int = Field(6, ge=1, le=50, description="Tries per database / S3 operation.")
+    retry_max_delay_s: float = Field(8.0, gt=0, description="Longest wait between two tries (s).")
 
     # S3 / MinIO (studio mode): the standard AWS variables, so one environment serves every tool.
     s3_endpoint_url: str | None = Field(
@@ -63,12 +70,18 @@ class Settings(BaseSettings):
             ca_bundle=self.s3_ca_bundle,
             cache_dir=(self.s3_cache_dir or self.home / "cache" / "s3").resolve(),
             part_size=self.s3_part_size_mb << 20,
+            attempts=self.retry_attempts,
+            backoff_max_s=self.retry_max_delay_s,
         )
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.retry_attempts, max_delay_s=self.retry_max_delay_s)
 
     def configure_runtime(self) -> None:
         """Point this process's tasks at the configured database and store."""
         from tasks import runtime
 
+        set_retry_policy(self.retry_policy())
         runtime.configure(self.resolved_db_url(), self.resolved_store_url(), s3=self.s3_config())
 
 

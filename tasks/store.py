@@ -201,7 +201,7 @@ class S3Config:
     part_size: int = 16 << 20  # multipart above this size, in parts of this size
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
-    attempts: int = 5  # retry budget for an unreachable server (see retry_io)
+    attempts: int = 6  # retry budget for an unreachable server (see retry_io): 15.5 s
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
-from db import api, migrate
+from db import api, locks, migrate
 from db.engine import normalize_url, redact_url
 from tests.service_pg import PostgresServer, run_in_processes, wait_for_others
 
@@ -379,3 +379,32 @@ def test_connections_survive_a_server_restart(pg_server: PostgresServer, pg_url:
     with api.reel_lock(db, "R1", timeout=5):
         pass
     db.dispose()
+
+
+def test_a_held_reel_lock_is_taken_again_after_a_server_restart(
+    pg_server: PostgresServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart drops every advisory lock; the pass that held one takes it back, so a second
+    pass started after the restart still waits for the first."""
+    monkeypatch.setattr(locks, "KEEPALIVE_S", 0.2)
+    db, other = api.connect(pg_url), api.connect(pg_url)
+    try:
+        with api.reel_lock(db, "R1", timeout=5):
+            pg_server.stop()
+            time.sleep(0.5)  # the keeper notices the dead connection while the server is away
+            pg_server.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the keeper has re-taken it
+                try:
+                    with api.reel_lock(other, "R1", timeout=0.1):
+                        pass
+                except api.LockTimeout:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the reel lock was not taken again within 10 s of the restart")
+        with api.reel_lock(other, "R1", timeout=5):  # released at the end of the block
+            pass
+    finally:
+        db.dispose()
+        other.dispose()
