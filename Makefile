@@ -12,7 +12,7 @@ SAMPLES := .cache/adapter-samples
 DEMO := demo
 DELIVERY := delivery/demo_reel
 
-.PHONY: run test venv test-deps postgres demo clean bench
+.PHONY: run test venv test-deps postgres chromium demo clean bench
 
 venv: $(INSTALLED)
 
@@ -31,11 +31,16 @@ run: venv
 
 PG_BIN := /usr/lib/postgresql/15/bin
 
-test-deps: $(TEST_INSTALLED) $(SAMPLES)/.done postgres
+test-deps: $(TEST_INSTALLED) $(SAMPLES)/.done postgres chromium
 
 # The studio-mode tests start their own PostgreSQL 15; install it where the image lacks it.
 postgres:
 	@test -x $(PG_BIN)/initdb || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15; }
+
+# The review app's browser test drives Debian's Chromium with Playwright (which never downloads
+# a browser of its own here).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 $(TEST_INSTALLED): $(INSTALLED) requirements/test.txt
 	$(BIN)/pip install -q -r requirements/test.txt

@@ -308,6 +308,17 @@ def activity_outputs(s: Session, act: Activity) -> dict[str, dict[str, Any]]:
     return {role: art.ref() for role, art in rows}
 
 
+def latest_outputs(s: Session, task: str, shot_id: int) -> dict[str, dict[str, Any]] | None:
+    """What the shot's most recent completed run of `task` generated, by role (None if never)."""
+    act = s.scalar(
+        select(Activity)
+        .where(Activity.task == task, Activity.shot_id == shot_id, Activity.status == "completed")
+        .order_by(Activity.ended_at.desc(), Activity.id.desc())
+        .limit(1)
+    )
+    return activity_outputs(s, act) if act is not None else None
+
+
 # ---------------------------------------------------------------- envelopes and decisions
 
 
@@ -383,6 +394,13 @@ def add_envelope(
 def lock_shot(s: Session, shot_id: int) -> None:
     """Hold the shot's row until the transaction ends (Postgres; SQLite serialises writers)."""
     s.execute(select(Shot.id).where(Shot.id == shot_id).with_for_update())
+
+
+def has_envelope_content(s: Session, shot_id: int, content_sha256: str) -> bool:
+    """Whether any version of the shot ever had this content."""
+    return s.scalar(select(Envelope.id).where(Envelope.shot_id == shot_id,
+                                              Envelope.content_sha256 == content_sha256)
+                    .limit(1)) is not None
 
 
 def latest_envelope(s: Session, shot_id: int) -> Envelope | None:

@@ -92,6 +92,9 @@ class Reel(Base):
     start_frame: Mapped[int]
     start_timecode: Mapped[str] = mapped_column(String(20))
     delivery_dir: Mapped[Optional[str]] = mapped_column(Text)
+    # What the last pass was run with (library, seed): a decision's re-conform renders the
+    # same way the pass did.
+    pass_params: Mapped[json_obj]
     created_at: Mapped[created]
     updated_at: Mapped[created] = mapped_column(onupdate=func.now())
     shots: Mapped[list[Shot]] = relationship(back_populates="reel", order_by="Shot.index")
@@ -270,3 +273,84 @@ class LibrarySound(Base):
     duration_s: Mapped[float]
     loudness_db: Mapped[float]
     artifact: Mapped[Artifact] = relationship()
+
+
+# ---------------------------------------------------------------- the review app
+
+
+class User(Base):
+    """A person who signs in to the review app. Their decisions are made as agent `user:<name>`.
+
+    Roles: viewer (looks), editor (also edits envelopes), supervisor (also decides)."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'editor', 'supervisor')", name="role"),
+    )
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, PHC string
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    created_at: Mapped[created]
+
+
+class UserSession(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie's token is stored."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[intpk]
+    token_sha256: Mapped[sha256] = mapped_column(unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[created]
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    client: Mapped[Optional[str]] = mapped_column(String(200))
+    user: Mapped[User] = relationship()
+
+
+class LoginAttempt(Base):
+    """A failed sign-in, kept for rate limiting (per user name and per client address)."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    client: Mapped[str] = mapped_column(String(200), index=True)
+    at: Mapped[created]
+
+
+class AuditEvent(Base):
+    """Who did what to which shot, from where: sign-ins, edits, decisions, refusals."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[intpk]
+    at: Mapped[created]
+    actor: Mapped[str] = mapped_column(String(200))  # agent name, or the name someone typed
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    reel: Mapped[Optional[str]] = mapped_column(String(200))
+    shot: Mapped[Optional[str]] = mapped_column(String(100))
+    version: Mapped[Optional[int]]
+    client: Mapped[Optional[str]] = mapped_column(String(200))
+    details: Mapped[json_obj]
+
+
+class ReviewJob(Base):
+    """Work a decision leaves behind (synthesis, re-conform), written in the decision's
+    transaction so it cannot be lost; drained by the `foley-review-apply` flow."""
+
+    __tablename__ = "review_jobs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
+    )
+    id: Mapped[intpk]
+    reel_id: Mapped[int] = mapped_column(ForeignKey("reels.id", ondelete="CASCADE"), index=True)
+    decision_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("decisions.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="queued", server_default="queued")
+    created_at: Mapped[created]
+    claimed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+    prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
+    error: Mapped[Optional[str]] = mapped_column(Text)

@@ -37,6 +37,15 @@ app.add_typer(library_app, name="library")
 app.add_typer(demo_app, name="demo")
 
 
+def _add_review() -> None:
+    from flows.cli_review import review_app
+
+    app.add_typer(review_app, name="review")
+
+
+_add_review()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings

@@ -188,7 +188,8 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
-    reel = prepare.ingest_reel(timeline, spec, delivery_dir=str(Path(out).resolve()))
+    reel = prepare.ingest_reel(timeline, spec, delivery_dir=str(Path(out).resolve()),
+                               pass_params={"library": library, "seed": seed})
     times["ingest"] = time.perf_counter() - t0
     shots = []
     for sid, sp in zip(reel["shot_ids"], spec.shots):
@@ -352,6 +353,10 @@ def publish(report: PassReport) -> None:
         lines += ["", "## Not delivered", ""]
         lines += [f"- **{n}**: {r}" for n, r in report.failed + report.skipped]
     create_markdown_artifact("\n".join(lines), key=f"{key}-delivery", description="Delivery summary")
+    if any(sh.status in ("pending_review", "retake_requested") for sh in shots):
+        from flows.review import publish_queue
+
+        publish_queue(report.reel)  # the waiting shots, their plots and review links
 
 
 def _worker_pass() -> Any:

@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     library: str = Field("kit", description="Sound library the sampler draws from.")
     workers: int = Field(2, ge=1, description="Shots processed at once in a pass.")
 
+    # The review app (`foley review serve`).
+    review_url: str = Field("http://127.0.0.1:8765", description="Where people reach the "
+                            "review app; links in Prefect artifacts point here.")
+    review_session_hours: float = Field(12.0, gt=0, description="How long a sign-in lasts.")
+    review_login_limit: int = Field(5, ge=1, description="Failed sign-ins per user name (and "
+                                    "4x that per client address) allowed per window.")
+    review_login_window_s: float = Field(900.0, gt=0, description="The sign-in limit's window.")
+    review_apply_interval_s: float = Field(30.0, gt=0, description="How often the app looks "
+                                           "for decisions whose synthesis is still to run.")
+
     # How long a stage waits out a database or S3 server that went away before the pass fails
     # with a clear message: `retry_attempts` tries, backing off 0.5 s, 1 s, 2 s, ... (each at
     # most `retry_max_delay_s`); the defaults wait 15.5 s in all, for both services.

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from db import api
+from db import api, review
 from tasks import runtime
 from tasks.stage import code_version
 from tasks.store import ArtifactRef
@@ -28,6 +28,8 @@ CONTENT_KEYS = ("shot", "rate_hz", "duration_s", "curve", "events", "prompt")
 def content_sha256(envelope: dict[str, Any]) -> str:
     """Hash of what the envelope says (not its version number or who made it)."""
     doc = {k: envelope.get(k) for k in CONTENT_KEYS}
+    if envelope.get("category"):  # the library category a person chose (absent = automatic)
+        doc["category"] = envelope["category"]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -59,6 +61,12 @@ def validate_envelope(env: dict[str, Any], *, where: str) -> None:
             raise ValueError(f"{where}: event {i} at t={ev['t']} lies outside the shot")
         if not 0.0 <= ev["strength"] <= 1.0:
             raise ValueError(f"{where}: event {i} strength {ev['strength']} outside [0, 1]")
+        for key in ("x", "y"):
+            if not 0.0 <= ev[key] <= 1.0:
+                raise ValueError(f"{where}: event {i} {key}={ev[key]} outside [0, 1]")
+    for key in ("prompt", "category"):
+        if env.get(key) is not None and not isinstance(env[key], str):
+            raise ValueError(f"{where}: {key} must be text or null")
 
 
 def save_version(
@@ -68,17 +76,24 @@ def save_version(
     source: str,
     derived_from: ArtifactRef | None = None,
     created_by: str | None = None,
+    base_version: int | None = None,
+    once: bool = False,
 ) -> tuple[int, ArtifactRef, bool]:
-    """Make `env` the shot's newest version unless its content already is one.
+    """Make `env` the shot's newest version unless its content already is the newest.
 
     `derived_from` is what the version was made from (the model's prediction, or the version a
     person edited); the link is recorded as an `envelope-version` activity.
+    `base_version` (a person's edit): the version the edit started from; if another version
+    was saved since, `db.review.StaleReview` is raised and nothing is written.
+    `once` (a model's prediction): if any version of the shot ever had this content, nothing
+    is added — a rerun of the pass never buries a person's edits under the old prediction.
     Returns (version, artifact ref, created)."""
     db, store = runtime.db(), runtime.store()
     digest = content_sha256(env)
     for _ in range(VERSION_ATTEMPTS):
         try:
-            return _save_once(db, store, shot_id, env, digest, source, derived_from, created_by)
+            return _save_once(db, store, shot_id, env, digest, source, derived_from, created_by,
+                              base_version, once)
         except api.VersionConflict:
             continue  # another writer took the number we stamped: read the latest again
     raise api.VersionConflict(f"shot id {shot_id}: could not save a new envelope version")
@@ -93,6 +108,8 @@ def _save_once(
     source: str,
     derived_from: ArtifactRef | None,
     created_by: str | None,
+    base_version: int | None,
+    once: bool,
 ) -> tuple[int, ArtifactRef, bool]:
     """One attempt, in one transaction: read the latest version, stamp the next number into the
     file, store it (artifact before the row naming it), insert exactly that version."""
@@ -101,6 +118,17 @@ def _save_once(
         latest = api.latest_envelope(s, shot_id)
         if latest is not None and latest.content_sha256 == digest:
             return latest.version, latest.artifact.ref(), False
+        if once and latest is not None and api.has_envelope_content(s, shot_id, digest):
+            return latest.version, latest.artifact.ref(), False
+        if base_version is not None and (latest is None or latest.version != base_version):
+            shot = s.get(api.Shot, shot_id)
+            by = review.last_actor(s, latest) if latest else None
+            raise review.StaleReview(
+                f"{shot.reel.name} {shot.name}: v{latest.version if latest else '?'} was saved "
+                f"(by {by or 'the pass'}) after v{base_version}, which your edit started from; "
+                "nothing was written — load theirs, or save yours on top of it",
+                latest_version=latest.version if latest else None, latest_by=by,
+                state=latest.state if latest else None)
         version = latest.version + 1 if latest else 1
         parent = latest.version if latest else None
         stamped = {**env, "version": version, "parent": parent, "source": source}

@@ -49,7 +49,8 @@ def predict_envelope(
     )
     env = load_envelope(res.outputs["envelope"])
     version, ref, created = save_version(
-        shot_id, env, source=env.get("source", estimator), derived_from=res.outputs["envelope"]
+        shot_id, env, source=env.get("source", estimator), derived_from=res.outputs["envelope"],
+        once=True,  # a rerun never buries a person's edit under the same prediction again
     )
     return {"version": version, "ref": ref, "created": created, "cached": res.cached}
 

@@ -25,7 +25,8 @@ PROXY_WIDTH = 320
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_reel(
-    timeline_path: str, reel: ingest.ReelSpec, *, delivery_dir: str | None = None
+    timeline_path: str, reel: ingest.ReelSpec, *, delivery_dir: str | None = None,
+    pass_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record the edit (stored as an artifact) and its shots; returns reel id and shot ids."""
     ref = register_file(timeline_path)
@@ -42,6 +43,7 @@ def ingest_reel(
             start_frame=reel.start_frame,
             start_timecode=reel.start_timecode,
             delivery_dir=delivery_dir,
+            pass_params=pass_params or {},
         )
         shots = api.upsert_shots(s, row, [asdict(sh) for sh in reel.shots])
         if api.find_completed(s, "ingest", ref["sha256"]) is None:

@@ -37,7 +37,13 @@ def shot_seed(seed: int, reel: str, shot: str) -> int:
 def choose_sounds(
     sounds: list[Any], hint: str | None, env: dict[str, Any]
 ) -> tuple[list[Any], list[Any]]:
-    """One-shot candidates and textures for a shot, best first."""
+    """One-shot candidates and textures for a shot, best first. A library category chosen in
+    review (`env["category"]`) restricts the one-shots to that category."""
+    if env.get("category"):
+        chosen = [snd for snd in sounds if snd.category == env["category"]]
+        if not chosen:
+            raise ValueError(f"no sounds of category {env['category']!r} in the library")
+        sounds = chosen + [snd for snd in sounds if snd.kind == "texture" and snd not in chosen]
     kinds = Counter(e["kind"] for e in env["events"])
     kind = kinds.most_common(1)[0][0] if kinds else "impact"
     oneshots = library_match.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
@@ -62,7 +68,7 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
                 f"--name {library}`"
             )
         env = load_envelope(env_ref)
-        oneshots, textures = choose_sounds(sounds, hint or env.get("prompt"), env)
+        oneshots, textures = choose_sounds(sounds, sound_hint(env, hint), env)
         inputs = {"envelope": env_ref}
         inputs |= {f"oneshot-{i}": r.artifact.ref() for i, r in enumerate(oneshots)}
         inputs |= {f"texture-{i}": r.artifact.ref() for i, r in enumerate(textures)}
@@ -90,3 +96,27 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
     )
     return {"mono": res.outputs["mono"], "envelope": env_ref, "sounds": res.result.get("sounds", {}),
             "cached": res.cached}
+
+
+def sound_hint(env: dict[str, Any], marker: str | None) -> str | None:
+    """What to look for in the library: the envelope's prompt (starts as the clip's `FOLEY:`
+    marker and may be edited in review), else the marker itself."""
+    return env.get("prompt") or marker
+
+
+def preview(shot_id: int, env: dict[str, Any], *, library: str, seed: int = 0) -> Any:
+    """The shot rendered from an envelope that need not be saved or approved (the review
+    app's "preview edit" and A/B listening): the same sound choice and sampler as the stem,
+    nothing stored. Returns 48 kHz mono float32."""
+    with runtime.db().session() as s:
+        shot = s.get(api.Shot, shot_id)
+        assert shot is not None, f"shot id {shot_id} does not exist"
+        sounds = api.library_sounds(s, library)
+        if not sounds:
+            raise ValueError(f"sound library {library!r} is empty")
+        oneshots, textures = choose_sounds(sounds, sound_hint(env, shot.foley_hint), env)
+        refs = [(r.artifact.ref(), r.rel_path) for r in oneshots + textures]
+        n_one, rng_seed = len(oneshots), shot_seed(seed, shot.reel.name, shot.name)
+    store = runtime.store()
+    loaded = [load_sample(store.local_path(ref), name, sr=SR) for ref, name in refs]
+    return sampler.render_shot(env, loaded[:n_one], loaded[n_one:], sr=SR, seed=rng_seed)

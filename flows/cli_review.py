@@ -1,0 +1,338 @@
+"""`foley review …`: the approval queue from the command line, for TDs and scripts.
+
+Same rules as the review app (both go through `db.review`): decisions only by a supervisor,
+only on the latest version, each audited, each leaving a job that synthesizes the shot and
+re-conforms the reel once every shot is approved or omitted — run here, before the command
+returns, into the delivery folder the pass was given.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+review_app = typer.Typer(
+    help="The supervisor approval queue: list, show and decide shots; serve the review app; "
+    "manage its users.",
+    no_args_is_help=True,
+)
+user_app = typer.Typer(help="People who may sign in to the review app, and their roles.",
+                       no_args_is_help=True)
+review_app.add_typer(user_app, name="user")
+
+STATUS_HELP = "pending_review | approved | retake_requested | omitted | all"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _configure() -> None:
+    from flows.cli import _prefect_defaults
+    from flows.settings import get_settings
+
+    _prefect_defaults()
+    get_settings().configure_runtime()
+
+
+@review_app.command("list")
+def review_list(
+    reel: Annotated[Optional[str], typer.Option(help="Only this reel.")] = None,
+    status: Annotated[str, typer.Option(help=STATUS_HELP)] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The queue: one line per shot with its record-in timecode, state, version and age."""
+    from db import review
+    from tasks import ingest, runtime
+
+    if status != "all" and status not in review_states():
+        _fail(f"--status must be one of {STATUS_HELP}, not {status!r}")
+    _configure()
+    with runtime.db().session() as s:
+        if reel is not None and reel not in review.reel_names(s):
+            _fail(f"no reel {reel!r}; reels: {', '.join(review.reel_names(s)) or '(none)'}")
+        rows = review.queue(s, reel=reel, status=None if status == "all" else status)
+    out = [{"reel": r.reel, "shot": r.shot,
+            "record_in": ingest.timecode(r.record_in_frame, *r.rate, r.drop_frame),
+            "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
+            "since": r.since.isoformat()} for r in rows]
+    if as_json:
+        typer.echo(json.dumps(out, indent=1))
+        return
+    if not out:
+        typer.echo("nothing in the queue" + (f" with status {status}" if status != "all" else ""))
+    for r in out:
+        typer.echo(f"{r['reel']}\t{r['shot']}\t{r['record_in']}\t{r['state']}\tv{r['version']}"
+                   f"\t{r['duration_s']:.2f}s")
+
+
+def review_states() -> tuple[str, ...]:
+    return ("pending_review", "approved", "retake_requested", "omitted")
+
+
+@review_app.command("show")
+def review_show(
+    reel: Annotated[str, typer.Argument(help="Reel name.")],
+    shot: Annotated[str, typer.Argument(help="Shot name, e.g. SH020.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One shot: its versions (who made each, when), decisions with comments, and events."""
+    from db import api, review
+    from tasks import ingest, runtime
+    from tasks.decisions import load_envelope
+
+    _configure()
+    with runtime.db().session() as s:
+        sh = api.get_shot(s, reel, shot)
+        if sh is None:
+            _fail(f"no shot {shot!r} in reel {reel!r} (see `foley review list --reel {reel}`)")
+        r = sh.reel
+        frame0 = r.start_frame + sh.record_in_frame
+        fps = r.rate_num / r.rate_den
+
+        def tc(t: float) -> str:
+            return ingest.timecode(frame0 + int(t * fps + 1e-9), r.rate_num, r.rate_den,
+                                   r.drop_frame)
+
+        versions = []
+        for env in review.versions(s, sh.id):
+            doc = load_envelope(env.artifact.ref())
+            creator = s.get(api.Agent, env.created_by) if env.created_by else None
+            versions.append({
+                "version": env.version, "parent": env.parent_version, "source": env.source,
+                "state": env.state, "created_by": creator.name if creator else None,
+                "created_at": env.created_at.isoformat(), "prompt": doc.get("prompt"),
+                "category": doc.get("category"),
+                "events": [{**e, "timecode": tc(e["t"])} for e in doc["events"]],
+                "decisions": [{"decision": d.decision, "by": d.agent.name,
+                               "at": d.created_at.isoformat(), "comment": d.comment}
+                              for d in env.decisions]})
+        info = {"reel": r.name, "shot": sh.name, "record_in": tc(0.0),
+                "duration_s": sh.duration_s, "foley_hint": sh.foley_hint, "versions": versions}
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    typer.echo(f"{info['reel']} {info['shot']} @ {info['record_in']}  "
+               f"({info['duration_s']:.2f} s){'  FOLEY: ' + info['foley_hint'] if info['foley_hint'] else ''}")
+    for v in versions:
+        typer.echo(f"  v{v['version']} {v['state']:<17} {v['source']:<10} by "
+                   f"{v['created_by'] or 'the pass'} at {v['created_at'][:19]}"
+                   f"{'  (from v' + str(v['parent']) + ')' if v['parent'] else ''}")
+        for d in v["decisions"]:
+            typer.echo(f"      {d['decision']} by {d['by']} at {d['at'][:19]}"
+                       f"{': ' + d['comment'] if d['comment'] else ''}")
+    latest = versions[-1] if versions else None
+    if latest:
+        typer.echo(f"  events of v{latest['version']} (sound: "
+                   f"{latest['prompt'] or 'from the events'}"
+                   f"{', category ' + latest['category'] if latest['category'] else ''}):")
+        for e in latest["events"]:
+            typer.echo(f"    {e['timecode']}  {e['kind']:<7} strength {e['strength']:.2f}")
+
+
+def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
+            version: int | None, apply: bool) -> None:
+    from db import api, review
+    from tasks import runtime
+
+    _configure()
+    from flows.review import apply_decisions  # after _configure: Prefect reads its settings once
+
+    try:
+        with runtime.db().session() as s:
+            sh = api.get_shot(s, reel, shot)
+            if sh is None:
+                _fail(f"no shot {shot!r} in reel {reel!r} (see `foley review list --reel {reel}`)")
+            user = review.require_user(s, by, "supervisor")
+            latest = api.latest_envelope(s, sh.id)
+            if latest is None:
+                _fail(f"{reel} {shot} has no envelope yet: run the pass on its edit first")
+            _d, job = review.take_decision(
+                s, sh, version=version or latest.version, decision=decision, user=user,
+                comment=comment, expect_state=None if version else latest.state,
+                client=f"cli:{getpass.getuser()}", via="cli")
+            decided = version or latest.version
+    except review.StaleReview as exc:
+        _fail(str(exc), 2)
+    except review.ReviewError as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"{reel} {shot} v{decided}: {decision.replace('_', ' ')} by {by}")
+    if not apply:
+        typer.echo("synthesis and re-conform are queued (job left for the review app or "
+                   "`foley review apply`)")
+        return
+    report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
+    _print_apply(report)
+
+
+def _print_apply(report: Any) -> None:
+    if report.synthesized:
+        typer.echo(f"synthesized: {', '.join(report.synthesized)}")
+    for name, why in report.failed:
+        typer.secho(f"  {name}: {why}", fg=typer.colors.RED, err=True)
+    if report.conformed:
+        typer.echo(f"re-conformed {report.reel} into {report.delivery_dir}")
+    elif report.waiting:
+        typer.echo(f"waiting for review: {', '.join(f'{n} ({s})' for n, s in report.waiting)}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+BY = Annotated[str, typer.Option("--by", help="The supervisor deciding (a review app user).")]
+COMMENT = Annotated[Optional[str], typer.Option("--comment", "-m", help="Why; shown in the "
+                                                "shot's history.")]
+VERSION = Annotated[Optional[int], typer.Option("--version", help="Decide this version (must "
+                                                "be the latest; default: the latest as it is now).")]
+APPLY = Annotated[bool, typer.Option("--apply/--no-apply", help="Synthesize and re-conform now "
+                                     "(default), or leave it to the review app's worker.")]
+
+
+@review_app.command("approve")
+def review_approve(reel: Annotated[str, typer.Argument(help="Reel name.")],
+                   shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
+                   comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
+    """Approve the shot's latest envelope: it is synthesized, and the reel re-conformed once
+    every shot is approved or omitted."""
+    _decide(reel, shot, "approved", by, comment, version, apply)
+
+
+@review_app.command("retake")
+def review_retake(reel: Annotated[str, typer.Argument(help="Reel name.")],
+                  shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
+                  comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
+    """Send the shot's envelope back for another take (a comment saying what to change is
+    required); the next version made is pending review again."""
+    _decide(reel, shot, "retake_requested", by, comment, version, apply)
+
+
+@review_app.command("omit")
+def review_omit(reel: Annotated[str, typer.Argument(help="Reel name.")],
+                shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
+                comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
+    """Leave the shot without Foley in the delivery (it no longer holds the reel back)."""
+    _decide(reel, shot, "omitted", by, comment, version, apply)
+
+
+@review_app.command("apply")
+def review_apply(reel: Annotated[Optional[str], typer.Argument(help="Only this reel.")] = None
+                 ) -> None:
+    """Run the synthesis / re-conform that decisions left queued (after a crash, or decisions
+    taken with --no-apply)."""
+    _configure()
+    from flows.review import drain
+
+    reports = drain(reel)
+    if not reports:
+        typer.echo("no decisions waiting to be applied")
+    for report in reports:
+        _print_apply(report)
+
+
+@review_app.command("serve")
+def review_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for the team, "
+                                      "behind an https proxy).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+) -> None:
+    """Run the review app (queue page, shot pages with the envelope editor). People sign in
+    with accounts made by `foley review user add`. Set FOLEY_REVIEW_URL to the address people
+    use, so links from the Prefect UI reach it."""
+    import uvicorn
+
+    from review.app import create_app
+
+    _configure()
+    from db import review
+    from tasks import runtime
+
+    with runtime.db().session() as s:
+        if not review.list_users(s):
+            typer.secho("note: no users yet — add one with `foley review user add NAME --role "
+                        "supervisor`", fg=typer.colors.YELLOW, err=True)
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, . - _).")],
+    role: Annotated[str, typer.Option(help="viewer | editor | supervisor")] = "viewer",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password "
+                                                 "from standard input (scripts).")] = False,
+) -> None:
+    """Add a person who may sign in (asks for the password twice unless --password-stdin)."""
+    from db import review
+    from review import auth
+    from tasks import runtime
+
+    password = _read_password(password_stdin)
+    _configure()
+    try:
+        with runtime.db().session() as s:
+            review.create_user(s, name, role, auth.hash_password(password))
+            review.audit(s, f"cli:{getpass.getuser()}", "user:add", name=name, role=role)
+    except (review.ReviewError, auth.WeakPassword) as exc:
+        _fail(str(exc))
+    typer.echo(f"user {name} added as {role}")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+) -> None:
+    """Set a user's password (signs them out everywhere)."""
+    from db import review
+    from review import auth
+    from tasks import runtime
+
+    password = _read_password(password_stdin)
+    _configure()
+    try:
+        with runtime.db().session() as s:
+            review.set_password(s, name, auth.hash_password(password))
+            review.audit(s, f"cli:{getpass.getuser()}", "user:passwd", name=name)
+    except (review.ReviewError, auth.WeakPassword) as exc:
+        _fail(str(exc))
+    typer.echo(f"password of {name} changed")
+
+
+@user_app.command("role")
+def user_role(name: Annotated[str, typer.Argument(help="User name.")],
+              role: Annotated[str, typer.Argument(help="viewer | editor | supervisor")]) -> None:
+    """Change a user's role."""
+    from db import review
+    from tasks import runtime
+
+    _configure()
+    try:
+        with runtime.db().session() as s:
+            review.set_role(s, name, role)
+            review.audit(s, f"cli:{getpass.getuser()}", "user:role", name=name, role=role)
+    except review.ReviewError as exc:
+        _fail(str(exc))
+    typer.echo(f"{name} is now a {role}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Users and their roles."""
+    from db import review
+    from tasks import runtime
+
+    _configure()
+    with runtime.db().session() as s:
+        for u in review.list_users(s):
+            typer.echo(f"{u.name}\t{u.role}\t{'active' if u.active else 'disabled'}")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        _fail("the passwords differ")
+    return first

@@ -1,0 +1,276 @@
+"""What happens after a decision: synthesis of approved shots and the reel's re-conform.
+
+Why runs triggered by decisions, not a paused pass waiting for input (docs/REVIEW.md has the
+long form): a reel's shots are decided one at a time over hours or days, by several people,
+in the app or from scripts, and a retake approved next week must re-conform too. A paused
+flow run would hold a worker slot (and, embedded, a process) for all that time, would lose
+its place if that process died, and ends once resumed. Instead every decision writes a
+`ReviewJob` row in its own transaction (the outbox, `db.review.take_decision`); the
+`foley-review-apply` flow drains a reel's jobs: it synthesizes and spatializes the approved
+shots (cached stages: a shot decided before is reused, not recomputed; nothing upstream of the
+envelope runs at all) and, once every shot with an envelope is approved or omitted, conforms
+the reel into the delivery folder the pass was given. Each run appears in the Prefect UI named
+after the decisions it serves, with the queue as a markdown artifact and every waiting shot's
+envelope plot as an image artifact linking to its review page.
+
+Who runs it: `foley review approve|retake|omit` runs it in-process before returning; the review
+app runs it on a background thread after each decision and, at start-up, for any job a crash
+left behind (jobs are claimed under the reel's lock; a job claimed by a process that died is
+taken over after `db.review.JOB_STALE_AFTER`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from prefect.context import get_run_context
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from db import api, review
+from flows import library as library_flow
+from flows.settings import get_settings
+from tasks import ingest, runtime, spatial, synth
+from tasks.conform import ShotDelivery, conform
+from tasks.stage import transaction
+
+log = logging.getLogger("foleyflow.review")
+
+
+@dataclass
+class ApplyReport:
+    reel: str
+    jobs: list[int]
+    synthesized: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # (shot, state)
+    conformed: bool = False
+    delivery_dir: str | None = None
+
+
+def artifact_key(reel: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in reel.lower()).strip("-") or "reel"
+
+
+def review_link(reel: str, shot: str) -> str:
+    q = urllib.parse.quote
+    return f"{get_settings().review_url.rstrip('/')}/reels/{q(reel, safe='')}/shots/{q(shot, safe='')}"
+
+
+@flow(name="foley-review-apply", flow_run_name="{reel}: {reason}",
+      task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+def apply_decisions(reel: str, reason: str = "decisions") -> ApplyReport:
+    """Synthesize the reel's approved shots and re-conform it once every shot is settled."""
+    settings = get_settings()
+    settings.configure_runtime()
+    db = runtime.db()
+    with db.session() as s:
+        row = api.get_reel(s, reel)
+        if row is None:
+            raise ValueError(f"no reel {reel!r} in {db.url}: run `foley run` on its edit first")
+        reel_id = row.id
+    try:
+        run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    except Exception:
+        run_id = None
+    with api.reel_lock(db, reel):  # never beside a pass (or another apply) of the same reel
+        with db.session() as s:
+            jobs = review.claim_jobs(s, reel_id, flow_run_id=run_id)
+        try:
+            report = _apply(reel_id, reel, jobs)
+        except BaseException as exc:
+            with db.session() as s:
+                review.finish_jobs(s, jobs, error=f"{type(exc).__name__}: {exc}")
+            raise
+        with db.session() as s:
+            review.finish_jobs(s, jobs)
+    publish_queue(reel)
+    return report
+
+
+def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
+    logger = get_run_logger()
+
+    def read(s: Any) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        row = s.get(api.Reel, reel_id)
+        shots = []
+        for sh in row.shots:
+            if not sh.in_edit:
+                continue
+            env = api.latest_envelope(s, sh.id)
+            shots.append({"id": sh.id, "name": sh.name, "skipped": sh.skipped_reason,
+                          "state": env.state if env else None,
+                          "version": env.version if env else None,
+                          "proxy": (api.latest_outputs(s, "proxy", sh.id) or {}).get("proxy")})
+        info = {"delivery_dir": row.delivery_dir, "params": dict(row.pass_params or {})}
+        return info, shots, review.reel_settled(s, reel_id)
+
+    info, shots, settled = transaction(read)
+    params = info["params"]
+    library = params.get("library") or get_settings().library
+    seed = int(params.get("seed", 0))
+    report = ApplyReport(reel=reel, jobs=jobs, delivery_dir=info["delivery_dir"])
+    approved = [sh for sh in shots if sh["state"] == "approved"]
+    if approved:
+        library_flow.ensure_library(library)
+    results: dict[int, dict[str, Any]] = {}
+    futures = [(sh, synth.synthesize.submit(sh["id"], library=library, seed=seed))
+               for sh in approved]
+    spatial_futs = []
+    for sh, fut in futures:
+        try:
+            sy = fut.result()
+        except Exception as exc:  # one bad shot never sinks the reel
+            report.failed.append((sh["name"], f"synth: {exc}"))
+            continue
+        spatial_futs.append((sh, sy, spatial.spatialize.submit(sh["id"], sy["mono"],
+                                                               sy["envelope"])))
+    for sh, sy, fut in spatial_futs:
+        try:
+            results[sh["id"]] = {"synth": sy, "spatial": fut.result()}
+            report.synthesized.append(sh["name"])
+        except Exception as exc:
+            report.failed.append((sh["name"], f"spatial: {exc}"))
+    report.waiting = [(sh["name"], sh["state"]) for sh in shots
+                      if sh["state"] is not None and sh["state"] not in review.SETTLED]
+    if not settled:
+        logger.info("reel %s: %d shot(s) still waiting for review (%s); not conforming yet",
+                    reel, len(report.waiting), ", ".join(n for n, _ in report.waiting))
+        return report
+    if not info["delivery_dir"]:
+        logger.info("reel %s has no delivery folder (no pass delivered it); not conforming", reel)
+        return report
+    deliveries = []
+    for sh in shots:
+        res = results.get(sh["id"])
+        if res is not None and sh["proxy"] is not None:
+            sy, sp = res["synth"], res["spatial"]
+            deliveries.append(ShotDelivery(
+                sh["id"], "delivered", envelope=sy["envelope"], envelope_version=sh["version"],
+                mono=sy["mono"], stereo=sp["stereo"], foa=sp["foa"], proxy=sh["proxy"]))
+        elif sh["skipped"]:
+            deliveries.append(ShotDelivery(sh["id"], "skipped", reason=sh["skipped"]))
+        elif sh["state"] is None:
+            deliveries.append(ShotDelivery(sh["id"], "failed",
+                                           reason="no envelope (the pass failed on this shot)"))
+        elif sh["state"] == "approved":
+            reason = dict(report.failed).get(sh["name"], "no proxy recorded")
+            deliveries.append(ShotDelivery(sh["id"], "failed", reason=reason,
+                                           envelope_version=sh["version"]))
+        else:
+            deliveries.append(ShotDelivery(sh["id"], sh["state"],
+                                           envelope_version=sh["version"]))
+    conform(reel_id, deliveries, info["delivery_dir"])
+    report.conformed = True
+    logger.info("reel %s re-conformed into %s", reel, info["delivery_dir"])
+    return report
+
+
+def publish_queue(reel: str) -> None:
+    """Prefect UI artifacts: the reel's review queue (markdown, with links to the review app)
+    and, for each shot waiting for a decision, its envelope plot as an image artifact."""
+    def read(s: Any) -> list[review.QueueRow]:
+        return review.queue(s, reel=reel)
+
+    rows = transaction(read)
+    key = artifact_key(reel)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    lines = [f"# Review queue: {reel}", "",
+             " · ".join(f"{state.replace('_', ' ')}: **{n}**" for state, n in counts.items()),
+             "", "| shot | record in | state | version | review |", "|---|---|---|---|---|"]
+    for r in rows:
+        tc = ingest.timecode(r.record_in_frame, r.rate[0], r.rate[1], r.drop_frame)
+        lines.append(f"| {r.shot} | {tc} | {r.state.replace('_', ' ')} | v{r.version} | "
+                     f"[open]({review_link(r.reel, r.shot)}) |")
+    waiting = [r for r in rows if r.state not in review.SETTLED]
+    if not waiting:
+        lines += ["", "Every shot is approved or omitted: the reel is conformed."]
+    create_markdown_artifact("\n".join(lines), key=f"{key}-review",
+                             description=f"Review queue of {reel}")
+    for r in waiting:
+        create_image_artifact(
+            image_url=f"{review_link(r.reel, r.shot)}/plot.png?v={r.version}",
+            key=f"{key}-{artifact_key(r.shot)}-envelope",
+            description=f"{r.shot} v{r.version} ({r.state.replace('_', ' ')}): "
+                        f"{review_link(r.reel, r.shot)}")
+
+
+def drain(reel: str | None = None) -> list[ApplyReport]:
+    """Run `apply_decisions` for every reel with queued jobs (or just `reel`)."""
+    with runtime.db().session() as s:
+        reels = review.reels_with_pending_jobs(s)
+    reports = []
+    for name in reels:
+        if reel is None or name == reel:
+            reports.append(apply_decisions(name, reason=_reason(name)))
+    return reports
+
+
+def _reason(reel: str) -> str:
+    with runtime.db().session() as s:
+        row = api.get_reel(s, reel)
+        jobs = review.pending_jobs(s, row.id) if row else []
+        reasons = [j.reason for j in jobs]
+    if not reasons:
+        return "decisions"
+    return reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1} more)"
+
+
+class Applier:
+    """The review app's background worker: drains the outbox whenever poked (after a
+    decision) and every `interval` seconds (jobs left by a crash, or written by the CLI of a
+    process that died before applying them)."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="review-applier", daemon=True)
+        self.busy = threading.Lock()
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            with self.busy:
+                try:
+                    drain()
+                    self.last_error = None
+                except Exception as exc:  # logged and retried on the next tick
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("applying review decisions failed; retrying in %.0f s",
+                                  self.interval)
+            self.wake.wait(self.interval)
+            self.wake.clear()
+
+    def idle(self, timeout: float = 300.0) -> bool:
+        """Wait until no jobs are pending and the worker is not running (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.ExitStack() as stack:
+                if self.busy.acquire(timeout=0.2):
+                    stack.callback(self.busy.release)
+                    with runtime.db().session() as s:
+                        if not review.pending_jobs(s):
+                            return True
+                    self.poke()
+            time.sleep(0.2)
+        return False

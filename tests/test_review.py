@@ -1,0 +1,413 @@
+"""The approval queue: rules in the data layer, the review app over HTTP, the CLI.
+
+A two-shot reel is analysed once per module with `--approve queue` (real pass, real media);
+each test works on its own copy of the resulting home, so decisions never leak between tests.
+The app is the real FastAPI app (Starlette's TestClient drives it in-process over ASGI).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from db import api, review
+from flows.demo import DEMO_SHOTS, make_demo_reel
+from flows.settings import get_settings
+from review import auth
+from tasks import runtime
+
+REEL = "review_reel"
+SHOTS = (DEMO_SHOTS[0], DEMO_SHOTS[3])  # SH010 bounces (wood), SH020 bounces under a pan
+PASSWORD = "correct horse"
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Path:
+    """A home where the pass analysed the reel and left both shots pending review."""
+    from flows.foley_pass import foley_pass
+
+    root = tmp_path_factory.mktemp("review-reel")
+    edit = make_demo_reel(root / "edit", name=REEL, shots=SHOTS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FOLEY_HOME", str(root / "home"))
+        mp.delenv("FOLEY_DB_URL", raising=False)
+        mp.delenv("FOLEY_STORE_URL", raising=False)
+        report = foley_pass(str(edit), str(root / "delivery"), approve="queue")
+    assert [sh.status for sh in report.shots] == ["pending_review", "pending_review"]
+    return root
+
+
+@pytest.fixture
+def home(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the analysed home (database, store, delivery) with three users."""
+    root = tmp_path / "reel"
+    shutil.copytree(analysed, root, symlinks=True)
+    db_path = root / "home" / "foley.db"
+    monkeypatch.setenv("FOLEY_HOME", str(root / "home"))
+    monkeypatch.delenv("FOLEY_DB_URL", raising=False)
+    monkeypatch.delenv("FOLEY_STORE_URL", raising=False)
+    monkeypatch.setenv("FOLEY_REVIEW_LOGIN_LIMIT", "3")
+    get_settings().configure_runtime()
+    assert runtime.db().url.endswith(str(db_path))
+    with runtime.db().session() as s:
+        reel = api.get_reel(s, REEL)
+        reel.delivery_dir = str(root / "delivery")  # the copy delivers into its own folder
+        for name, role in (("anna", "supervisor"), ("bo", "supervisor"), ("ed", "editor"),
+                           ("vi", "viewer")):
+            review.create_user(s, name, role, auth.hash_password(PASSWORD))
+    return root
+
+
+def client_for(app: Any, user: str | None) -> TestClient:
+    c = TestClient(app, base_url="http://testserver")
+    c.__enter__()
+    if user is not None:
+        login(c, user)
+    return c
+
+
+def login(c: TestClient, user: str, password: str = PASSWORD) -> Any:
+    page = c.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return c.post("/login", data={"username": user, "password": password, "csrf_token": token,
+                                  "next": "/"}, follow_redirects=False)
+
+
+def csrf(c: TestClient) -> dict[str, str]:
+    page = c.get("/")
+    return {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)}
+
+
+@pytest.fixture
+def app(home: Path) -> Iterator[Any]:
+    from review.app import create_app
+
+    yield create_app(applier=False)
+
+
+@pytest.fixture
+def clients(app: Any) -> Iterator[dict[str, TestClient]]:
+    made = {name: client_for(app, name) for name in ("anna", "bo", "ed", "vi")}
+    made["anon"] = client_for(app, None)
+    yield made
+    for c in made.values():
+        c.__exit__(None, None, None)
+
+
+SHOT = f"/api/reels/{REEL}/shots/SH010"
+
+
+# ---------------------------------------------------------------- the data layer
+
+
+def test_synthesis_refuses_a_version_that_is_not_approved(home: Path) -> None:
+    from tasks import synth
+
+    with runtime.db().session() as s:
+        sid = api.get_shot(s, REEL, "SH010").id
+    with pytest.raises(api.NotApproved, match="SH010: latest envelope v1 is pending_review"):
+        synth.synthesize.fn(sid, library="kit")
+
+
+def test_a_decision_writes_its_audit_event_and_job_in_one_transaction(home: Path) -> None:
+    with runtime.db().session() as s:
+        sh = api.get_shot(s, REEL, "SH010")
+        sid = sh.id
+        review.take_decision(s, sh, version=1, decision="approved",
+                             user=review.get_user(s, "anna"), comment="ok")
+        s.rollback()  # the caller's transaction fails after the call: nothing of it remains
+    with runtime.db().session() as s:
+        assert api.latest_envelope(s, sid).state == "pending_review"
+        assert not review.pending_jobs(s) and not review.audit_trail(s, shot="SH010")
+        d, job = review.take_decision(s, api.get_shot(s, REEL, "SH010"), version=1,
+                                      decision="approved", user=review.get_user(s, "anna"))
+    with runtime.db().session() as s:
+        assert [j.decision_id for j in review.pending_jobs(s)] == [d.id]
+        assert [a.action for a in review.audit_trail(s, shot="SH010")] == ["decision:approved"]
+
+
+def test_only_supervisors_decide_and_a_retake_needs_a_comment(home: Path) -> None:
+    with runtime.db().session() as s:
+        sh = api.get_shot(s, REEL, "SH010")
+        with pytest.raises(review.Forbidden, match="ed is a editor; this needs a supervisor"):
+            review.take_decision(s, sh, version=1, decision="approved",
+                                 user=review.get_user(s, "ed"))
+        with pytest.raises(review.ReviewError, match="needs a comment"):
+            review.take_decision(s, sh, version=1, decision="retake_requested",
+                                 user=review.get_user(s, "anna"), comment="  ")
+
+
+def test_a_rerun_of_the_pass_never_buries_an_edit(home: Path) -> None:
+    """The pass re-predicts the same envelope on a rerun; an edit made since stays latest."""
+    from tasks.decisions import load_envelope, save_version
+
+    with runtime.db().session() as s:
+        sh = api.get_shot(s, REEL, "SH010")
+        v1 = api.latest_envelope(s, sh.id)
+        doc, ref, sid = load_envelope(v1.artifact.ref()), v1.artifact.ref(), sh.id
+    edited = {**doc, "events": doc["events"][1:]}
+    assert save_version(sid, edited, source="edit", derived_from=ref, created_by="user:ed",
+                        base_version=1)[0] == 2
+    version, _ref, created = save_version(sid, doc, source="baseline", derived_from=ref,
+                                          once=True)
+    assert (version, created) == (2, False)
+    with pytest.raises(review.StaleReview, match="v2 was saved .*after v1"):
+        save_version(sid, {**doc, "prompt": "glass"}, source="edit", base_version=1)
+
+
+# ---------------------------------------------------------------- people and requests
+
+
+def test_unauthenticated_requests_are_refused(clients: dict[str, TestClient]) -> None:
+    anon = clients["anon"]
+    assert anon.get(SHOT).status_code == 401
+    assert anon.get(f"/media/{REEL}/SH010/proxy.mp4").status_code == 401
+    assert anon.post(f"{SHOT}/decision", json={"version": 1, "decision": "approved"}
+                     ).status_code == 401
+    page = anon.get(f"/reels/{REEL}/shots/SH010", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/login?next=/reels/")
+
+
+def test_wrong_roles_are_refused_and_audited(clients: dict[str, TestClient]) -> None:
+    body = {"version": 1, "decision": "approved"}
+    for user in ("vi", "ed"):
+        r = clients[user].post(f"{SHOT}/decision", json=body, headers=csrf(clients[user]))
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+    shot = clients["vi"].get(SHOT).json()
+    r = clients["vi"].post(f"{SHOT}/versions", headers=csrf(clients["vi"]),
+                           json={"base_version": 1, "envelope": shot["envelope"]})
+    assert r.status_code == 403
+    with runtime.db().session() as s:
+        refused = [a for a in review.audit_trail(s) if a.action == "refused:role"]
+        assert {a.actor for a in refused} == {"user:vi", "user:ed"}
+        assert api.latest_envelope(s, api.get_shot(s, REEL, "SH010").id).state == "pending_review"
+
+
+def test_a_post_without_the_csrf_token_is_refused(clients: dict[str, TestClient]) -> None:
+    anna = clients["anna"]
+    for headers in ({}, {"X-CSRF-Token": "forged"}):
+        r = anna.post(f"{SHOT}/decision", json={"version": 1, "decision": "approved"},
+                      headers=headers)
+        assert r.status_code == 403 and r.json()["error"] == "csrf"
+    r = anna.post("/logout", data={"csrf_token": "forged"})
+    assert r.status_code == 403
+    with runtime.db().session() as s:
+        assert api.latest_envelope(s, api.get_shot(s, REEL, "SH010").id).state == "pending_review"
+    # the sign-in form has its own token: a cross-site login attempt without it is refused
+    anon = clients["anon"]
+    r = anon.post("/login", data={"username": "anna", "password": PASSWORD, "csrf_token": "x"})
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("path", [
+    "/media/../../../etc/passwd",
+    "/media/%2e%2e/%2e%2e/etc/passwd",
+    f"/media/{REEL}/..%2F..%2F..%2Fetc%2Fpasswd/proxy.mp4",
+    f"/media/{REEL}/SH010/..%2f..%2f..%2fetc%2fpasswd",
+    "/media/..%2F..%2Fhome/SH010/proxy.mp4",
+    "/static/../../etc/passwd",
+    "/static/..%2F..%2F..%2Fetc%2Fpasswd",
+])
+def test_dot_dot_in_a_media_url_is_refused(clients: dict[str, TestClient], path: str) -> None:
+    r = clients["anna"].get(path, follow_redirects=False)
+    assert r.status_code in (400, 404), (path, r.status_code)
+    assert "root:" not in r.text
+
+
+def test_media_is_served_with_range_requests(clients: dict[str, TestClient]) -> None:
+    anna = clients["anna"]
+    whole = anna.get(f"/media/{REEL}/SH010/proxy.mp4")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4"
+    assert whole.headers.get("accept-ranges") == "bytes"
+    part = anna.get(f"/media/{REEL}/SH010/proxy.mp4", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == whole.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+    bad = anna.get(f"/media/{REEL}/SH010/proxy.mp4",
+                   headers={"Range": f"bytes={len(whole.content) + 10}-"})
+    assert bad.status_code == 416
+
+
+def test_login_is_rate_limited_and_cookies_are_httponly(app: Any) -> None:
+    c = client_for(app, None)
+    ok = login(c, "anna")
+    cookie = ok.headers["set-cookie"]
+    assert ok.status_code == 303 and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace(
+        "SameSite=Lax", "SameSite=lax")
+    statuses = [login(client_for(app, None), "bo", "wrong password").status_code
+                for _ in range(4)]
+    assert statuses[:3] == [200, 200, 200] and statuses[3] == 429, statuses  # limit 3
+    # even the right password waits out the window now
+    assert login(client_for(app, None), "bo").status_code == 429
+    with runtime.db().session() as s:
+        actions = [a.action for a in review.audit_trail(s)]
+        assert actions.count("login:failed") == 3 and "login:limited" in actions
+
+
+# ---------------------------------------------------------------- editing and deciding
+
+
+def _moved(shot: dict[str, Any], dt_s: float) -> dict[str, Any]:
+    """The envelope with its first event moved by dt_s, its bump of the curve moving with it
+    (as the shot page's editor does: ±80 ms copied over, the old window bridged linearly)."""
+    env = shot["envelope"]
+    events = [dict(e) for e in env["events"]]
+    curve = list(env["curve"])
+    rate, t0 = env["rate_hz"], events[0]["t"]
+    events[0]["t"] = round(t0 + dt_s, 3)
+    if dt_s:
+        w = round(0.08 * rate)
+        i0, i1 = round(t0 * rate), round((t0 + dt_s) * rate)
+        bump = {k: curve[i0 + k] for k in range(-w, w + 1) if 0 <= i0 + k < len(curve)}
+        lo, hi = max(i0 - w - 1, 0), min(i0 + w + 1, len(curve) - 1)
+        for i in range(lo + 1, hi):
+            curve[i] = curve[lo] + (curve[hi] - curve[lo]) * (i - lo) / (hi - lo)
+        for k, v in bump.items():
+            if 0 <= i1 + k < len(curve):
+                curve[i1 + k] = max(curve[i1 + k], v)
+    return {"curve": curve, "events": events, "prompt": env["prompt"],
+            "category": env.get("category")}
+
+
+def test_two_supervisors_on_one_shot_the_second_gets_a_conflict(
+        clients: dict[str, TestClient]) -> None:
+    anna, bo = clients["anna"], clients["bo"]
+    seen_by_anna, seen_by_bo = anna.get(SHOT).json(), bo.get(SHOT).json()
+    r = anna.post(f"{SHOT}/versions", headers=csrf(anna),
+                  json={"base_version": 1, "envelope": _moved(seen_by_anna, 0.2),
+                        "comment": "first bounce later"})
+    assert r.status_code == 201 and r.json()["latest_version"] == 2
+    r = bo.post(f"{SHOT}/versions", headers=csrf(bo),
+                json={"base_version": 1, "envelope": _moved(seen_by_bo, -0.1)})
+    assert r.status_code == 409, r.text
+    assert r.json()["latest_version"] == 2 and r.json()["latest_by"] == "user:anna"
+    r = bo.post(f"{SHOT}/decision", headers=csrf(bo), json={"version": 1, "decision": "approved"})
+    assert r.status_code == 409 and "v2" in r.json()["detail"]
+    # both approve v2 having seen it pending: one wins, the other is told who decided
+    r1 = anna.post(f"{SHOT}/decision", headers=csrf(anna),
+                   json={"version": 2, "decision": "approved", "expect_state": "pending_review"})
+    r2 = bo.post(f"{SHOT}/decision", headers=csrf(bo),
+                 json={"version": 2, "decision": "omitted", "expect_state": "pending_review"})
+    assert r1.status_code == 200 and r2.status_code == 409
+    assert "approved now (by user:anna)" in r2.json()["detail"]
+    with runtime.db().session() as s:
+        sh = api.get_shot(s, REEL, "SH010")
+        envs = review.versions(s, sh.id)
+        assert [(e.version, e.state) for e in envs] == [(1, "pending_review"), (2, "approved")]
+        assert [d.agent.name for e in envs for d in e.decisions] == ["user:anna"]
+    # bo's edit was never lost on the client: saving it on top of v2 works
+    r = bo.post(f"{SHOT}/versions", headers=csrf(bo),
+                json={"base_version": 2, "envelope": _moved(seen_by_bo, -0.1)})
+    assert r.status_code == 201 and r.json()["latest_version"] == 3
+    assert r.json()["state"] == "pending_review"
+
+
+def test_an_invalid_edit_names_the_field(clients: dict[str, TestClient]) -> None:
+    ed = clients["ed"]
+    shot = ed.get(SHOT).json()
+    env = _moved(shot, 0.0)
+    env["events"][0]["t"] = 99.0
+    r = ed.post(f"{SHOT}/versions", headers=csrf(ed), json={"base_version": 1, "envelope": env})
+    assert r.status_code == 422 and "at t=99.0 lies outside the shot" in r.json()["detail"]
+    env = _moved(shot, 0.0)
+    env["curve"] = env["curve"][:-3]
+    r = ed.post(f"{SHOT}/versions", headers=csrf(ed), json={"base_version": 1, "envelope": env})
+    assert r.status_code == 422 and "curve has" in r.json()["detail"]
+
+
+def test_preview_and_ab_audio_render_the_edit(clients: dict[str, TestClient]) -> None:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from models.audio_env import detect_onsets
+
+    ed = clients["ed"]
+    shot = ed.get(SHOT).json()
+    env = _moved(shot, 0.5)
+    r = ed.post(f"{SHOT}/preview", headers=csrf(ed), json={"envelope": env})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    edit, sr = sf.read(io.BytesIO(r.content))
+    v1, _ = sf.read(io.BytesIO(ed.get(f"{SHOT}/versions/1/audio").content))
+    assert sr == 48000 and edit.shape == v1.shape and edit.shape[1] == 2
+    t0 = shot["envelope"]["events"][0]["t"]
+
+    def near(x: np.ndarray, t: float) -> bool:
+        return bool(np.any(np.abs(detect_onsets(x[:, 0], sr) - t) < 0.015))
+
+    assert near(v1, t0) and not near(v1, t0 + 0.5)
+    assert near(edit, t0 + 0.5) and not near(edit, t0)  # the hit moved with the event
+
+
+def test_decisions_survive_a_restart_of_the_app_and_the_flow(home: Path) -> None:
+    """A decision taken just before the app dies is not lost: its job waits in the database and
+    the next app's worker applies it (synthesis + re-conform) when it starts."""
+    from review.app import create_app
+
+    first = create_app(applier=False)  # this app dies before it applies anything
+    with TestClient(first) as c:
+        login(c, "anna")
+        cookie = c.cookies.get(auth.SESSION_COOKIE)
+        for shot in ("SH010", "SH020"):
+            r = c.post(f"/api/reels/{REEL}/shots/{shot}/decision", headers=csrf(c),
+                       json={"version": 1, "decision": "approved"})
+            assert r.status_code == 200
+    with runtime.db().session() as s:
+        assert len(review.pending_jobs(s)) == 2
+    second = create_app()
+    with TestClient(second) as c:
+        c.cookies.set(auth.SESSION_COOKIE, cookie)  # the session survived too
+        assert c.get(SHOT).json()["state"] == "approved"
+        assert second.state.applier.idle(timeout=300), second.state.applier.last_error
+    manifest = json.loads((home / "delivery" / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["shots"]] == ["delivered", "delivered"]
+    with runtime.db().session() as s:
+        assert not review.pending_jobs(s)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def foley(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+                          text=True, input=stdin, timeout=600)
+
+
+def test_cli_lists_shows_and_decides_with_the_same_rules(home: Path) -> None:
+    listed = foley("review", "list", "--reel", REEL, "--status", "pending_review", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["shot"], r["state"], r["version"]) for r in rows] == [
+        ("SH010", "pending_review", 1), ("SH020", "pending_review", 1)]
+    assert rows[0]["record_in"] == "01:00:00:00"
+    shown = foley("review", "show", REEL, "SH010")
+    assert shown.returncode == 0 and "v1 pending_review" in shown.stdout
+    assert re.search(r"01:00:0\d:\d\d  impact", shown.stdout), shown.stdout
+    refused = foley("review", "approve", REEL, "SH010", "--by", "ed")
+    assert refused.returncode == 2 and "ed is a editor; this needs a supervisor" in refused.stderr
+    unknown = foley("review", "approve", REEL, "SH404", "--by", "anna")
+    assert unknown.returncode == 2 and "no shot 'SH404'" in unknown.stderr
+    retake = foley("review", "retake", REEL, "SH020", "--by", "anna")
+    assert retake.returncode == 2 and "needs a comment" in retake.stderr
+    ok = foley("review", "approve", REEL, "SH010", "--by", "anna", "-m", "good")
+    assert ok.returncode == 0, ok.stderr
+    assert "waiting for review: SH020 (pending_review)" in ok.stdout
+    ok = foley("review", "omit", REEL, "SH020", "--by", "anna", "-m", "no Foley here")
+    assert ok.returncode == 0, ok.stderr
+    assert f"re-conformed {REEL} into {home / 'delivery'}" in ok.stdout
+    manifest = json.loads((home / "delivery" / "manifest.json").read_text())
+    assert [(s["name"], s["status"]) for s in manifest["shots"]] == [
+        ("SH010", "delivered"), ("SH020", "omitted")]
+    with runtime.db().session() as s:
+        decided = [(a.actor, a.action, a.details["via"]) for a in review.audit_trail(s)
+                   if a.action.startswith("decision:")]
+    assert decided == [("user:anna", "decision:omitted", "cli"),
+                       ("user:anna", "decision:approved", "cli")]
