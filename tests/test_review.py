@@ -256,22 +256,23 @@ def test_login_is_rate_limited_and_cookies_are_httponly(app: Any) -> None:
 
 def _moved(shot: dict[str, Any], dt_s: float) -> dict[str, Any]:
     """The envelope with its first event moved by dt_s, its bump of the curve moving with it
-    (as the shot page's editor does: ±80 ms copied over, the old window bridged linearly)."""
+    as the shot page's editor moves it (review/static/shot.js `moveBump`: from 50 ms before the
+    hit to 350 ms after, or 20 ms short of the next event; the old window bridged linearly)."""
     env = shot["envelope"]
     events = [dict(e) for e in env["events"]]
     curve = list(env["curve"])
     rate, t0 = env["rate_hz"], events[0]["t"]
     events[0]["t"] = round(t0 + dt_s, 3)
-    if dt_s:
-        w = round(0.08 * rate)
-        i0, i1 = round(t0 * rate), round((t0 + dt_s) * rate)
-        bump = {k: curve[i0 + k] for k in range(-w, w + 1) if 0 <= i0 + k < len(curve)}
-        lo, hi = max(i0 - w - 1, 0), min(i0 + w + 1, len(curve) - 1)
-        for i in range(lo + 1, hi):
-            curve[i] = curve[lo] + (curve[hi] - curve[lo]) * (i - lo) / (hi - lo)
-        for k, v in bump.items():
-            if 0 <= i1 + k < len(curve):
-                curve[i1 + k] = max(curve[i1 + k], v)
+    post = min(0.35, events[1]["t"] - t0 - 0.02) if len(events) > 1 else 0.35
+    pre_n, post_n = round(0.05 * rate), round(post * rate)
+    i0, i1 = round(t0 * rate), round((t0 + dt_s) * rate)
+    bump = {k: curve[i0 + k] for k in range(-pre_n, post_n + 1) if 0 <= i0 + k < len(curve)}
+    lo, hi = max(i0 - pre_n - 1, 0), min(i0 + post_n + 1, len(curve) - 1)
+    for i in range(lo + 1, hi):
+        curve[i] = curve[lo] + (curve[hi] - curve[lo]) * (i - lo) / (hi - lo)
+    for k, v in bump.items():
+        if 0 <= i1 + k < len(curve):
+            curve[i1 + k] = max(curve[i1 + k], v)
     return {"curve": curve, "events": events, "prompt": env["prompt"],
             "category": env.get("category")}
 

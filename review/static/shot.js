@@ -12,7 +12,8 @@
   var csrfMeta = document.querySelector('meta[name="csrf-token"]');
   var CSRF = csrfMeta ? csrfMeta.getAttribute("content") : "";
   var SVGNS = "http://www.w3.org/2000/svg";
-  var BUMP_S = 0.08;          // half-width of the curve "bump" that travels with a moved event
+  var BUMP_PRE_S = 0.05;      // the curve "bump" that travels with a moved event starts this
+  var BUMP_POST_S = 0.35;     // early and lasts this long (a hit's decay), or up to the next event
   var DRIFT_S = 0.04;         // audio is re-synced to the picture beyond this drift
   var HISTORY_MAX = 300;
   var KIND_COLORS = { impact: "#ff8a3d", step: "#39c5f2", scrape: "#e8c547", whoosh: "#b48cff" };
@@ -261,17 +262,21 @@
     changed();
   }
 
-  /* Move the curve's bump around t0 to t1: the samples within ±BUMP_S of t0 are copied to the
-   * same offsets around t1 (maximum with what is there); the old window is refilled by linear
-   * interpolation between the values just outside it. Works from `src`, returns a new array. */
-  function moveBump(src, t0, t1) {
+  /* Move the curve's bump of the event at t0 to t1: the samples from BUMP_PRE_S before t0 to
+   * BUMP_POST_S after it (its decay; cut 20 ms short of the next other event, `nextT`) are
+   * copied to the same offsets around t1 (maximum with what is there); the old window is
+   * refilled by linear interpolation between the values just outside it, so no trace of the
+   * hit is left at its old time. Works from `src`, returns a new array. */
+  function moveBump(src, t0, t1, nextT) {
     var hz = rateHz();
     var n = src.length;
     var c0 = Math.round(t0 * hz), c1 = Math.round(t1 * hz);
     if (c0 === c1 || !n) return src.slice();
-    var w = Math.round(BUMP_S * hz);
+    var post = BUMP_POST_S;
+    if (nextT !== undefined && nextT !== null && nextT > t0) post = Math.min(post, Math.max(0.02, nextT - t0 - 0.02));
+    var wPre = Math.round(BUMP_PRE_S * hz), wPost = Math.round(post * hz);
     var out = src.slice();
-    var lo = Math.max(0, c0 - w), hi = Math.min(n - 1, c0 + w);
+    var lo = Math.max(0, c0 - wPre), hi = Math.min(n - 1, c0 + wPost);
     if (lo > hi) return out;
     var left = lo - 1 >= 0 ? src[lo - 1] : null;
     var right = hi + 1 < n ? src[hi + 1] : null;
@@ -279,12 +284,21 @@
     if (right === null) right = left;
     var span = (hi + 1) - (lo - 1);
     for (var i = lo; i <= hi; i++) out[i] = left + (right - left) * (i - (lo - 1)) / span;
-    for (var k = -w; k <= w; k++) {
+    for (var k = -wPre; k <= wPost; k++) {
       var from = c0 + k, to = c1 + k;
       if (from < 0 || from >= n || to < 0 || to >= n) continue;
       if (src[from] > out[to]) out[to] = src[from];
     }
     return out;
+  }
+
+  /* The time of the first event after t0 other than event i (undefined if none). */
+  function nextEventAfter(t0, i) {
+    var best;
+    edit.events.forEach(function (e, j) {
+      if (j !== i && e.t > t0 && (best === undefined || e.t < best)) best = e.t;
+    });
+    return best;
   }
 
   function nearestXY(t) {
@@ -315,7 +329,7 @@
   function moveEventTo(i, t) {
     var ev = edit.events[i];
     var nt = round(clamp(t, 0, duration()), 4);
-    edit.curve = moveBump(edit.curve, ev.t, nt);
+    edit.curve = moveBump(edit.curve, ev.t, nt, nextEventAfter(ev.t, i));
     ev.t = nt;
   }
 
@@ -724,7 +738,7 @@
       var e = edit.events[drag.i];
       e.t = round(nt, 4);
       e.strength = round(ns, 3);
-      edit.curve = moveBump(drag.curve0, drag.t0, e.t);
+      edit.curve = moveBump(drag.curve0, drag.t0, e.t, nextEventAfter(drag.t0, drag.i));
       renderCurve();
       renderEvents();
       renderInspector();
