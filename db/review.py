@@ -36,7 +36,6 @@ from db.schema import (
 ROLES = ("viewer", "editor", "supervisor")
 RANK = {role: i for i, role in enumerate(ROLES)}
 SETTLED = ("approved", "omitted")  # a reel re-conforms once every shot is in one of these
-JOB_STALE_AFTER = dt.timedelta(minutes=30)  # a running job older than this was abandoned
 
 
 class ReviewError(RuntimeError):
@@ -322,21 +321,22 @@ def take_decision(s: Session, shot: Shot, *, version: int, decision: str, user: 
 # ---------------------------------------------------------------- the outbox
 
 
-def pending_jobs(s: Session, reel_id: int | None = None) -> list[ReviewJob]:
-    """Queued jobs, and running ones abandoned by a process that died (older than
-    JOB_STALE_AFTER), oldest first."""
-    stale = _now() - JOB_STALE_AFTER
-    q = select(ReviewJob).where(
-        (ReviewJob.status == "queued")
-        | ((ReviewJob.status == "running") & (ReviewJob.claimed_at < stale))
-    ).order_by(ReviewJob.id)
+def pending_jobs(s: Session, reel_id: int | None = None, *, running: bool = True
+                 ) -> list[ReviewJob]:
+    """Jobs not yet done, oldest first: queued ones and (with `running`) ones a process
+    claimed. A running job is abandoned if the reel's lock is free (an apply run holds it
+    from claim to finish), which is what `claim_jobs`, called under that lock, relies on."""
+    states = ("queued", "running") if running else ("queued",)
+    q = select(ReviewJob).where(ReviewJob.status.in_(states)).order_by(ReviewJob.id)
     if reel_id is not None:
         q = q.where(ReviewJob.reel_id == reel_id)
     return list(s.scalars(q))
 
 
 def claim_jobs(s: Session, reel_id: int, *, flow_run_id: str | None = None) -> list[int]:
-    """Mark every pending job of the reel running (one apply run serves them all)."""
+    """Mark every unfinished job of the reel running: one apply run serves them all. Call it
+    holding the reel's lock: then a job another process left running was abandoned by a
+    process that died (its lock died with it) and is taken over here."""
     ids = [j.id for j in pending_jobs(s, reel_id)]
     if ids:
         s.execute(update(ReviewJob).where(ReviewJob.id.in_(ids)).values(
@@ -351,9 +351,14 @@ def finish_jobs(s: Session, ids: Sequence[int], *, error: str | None = None) -> 
             error=error[:4000] if error else None))
 
 
-def reels_with_pending_jobs(s: Session) -> list[str]:
-    ids = {j.reel_id for j in pending_jobs(s)}
-    return [r.name for r in s.scalars(select(Reel).where(Reel.id.in_(ids)))] if ids else []
+def reels_with_pending_jobs(s: Session) -> dict[str, bool]:
+    """Reels with unfinished jobs → whether any of them is still queued (False: all are
+    claimed by a run that is going on, or that died)."""
+    out: dict[str, bool] = {}
+    for job in pending_jobs(s):
+        name = s.get(Reel, job.reel_id).name
+        out[name] = out.get(name, False) or job.status == "queued"
+    return out
 
 
 def job_status(s: Session, job_id: int) -> str | None:

@@ -102,6 +102,11 @@ def run(
         if s["status"] != "delivered":
             typer.echo(f"  {s['name']} @ {s['record_in']}: {s['status']}"
                        f"{' — ' + s['skipped_reason'] if s['skipped_reason'] else ''}")
+    waiting = [s for s in m["shots"] if s["status"] in ("pending_review", "retake_requested")]
+    if waiting:
+        typer.echo(f"{len(waiting)} shot(s) wait for review: `foley review serve` (the app) or "
+                   f"`foley review list --reel {report.reel}`; each decision synthesizes its "
+                   f"shot, and {out} is re-conformed once every shot is approved or omitted")
     raise typer.Exit(report.exit_code)
 
 

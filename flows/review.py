@@ -16,7 +16,7 @@ envelope plot as an image artifact linking to its review page.
 Who runs it: `foley review approve|retake|omit` runs it in-process before returning; the review
 app runs it on a background thread after each decision and, at start-up, for any job a crash
 left behind (jobs are claimed under the reel's lock; a job claimed by a process that died is
-taken over after `db.review.JOB_STALE_AFTER`).
+taken over by the next run: claims happen under the reel's lock, which dies with its process).
 """
 from __future__ import annotations
 
@@ -204,13 +204,23 @@ def publish_queue(reel: str) -> None:
 
 
 def drain(reel: str | None = None) -> list[ApplyReport]:
-    """Run `apply_decisions` for every reel with queued jobs (or just `reel`)."""
-    with runtime.db().session() as s:
+    """Run `apply_decisions` for every reel with unfinished jobs (or just `reel`). A reel whose
+    jobs are all claimed is applied only if its lock is free: the run that claimed them died
+    (a run in progress holds the lock, and is left to finish)."""
+    db = runtime.db()
+    with db.session() as s:
         reels = review.reels_with_pending_jobs(s)
     reports = []
-    for name in reels:
-        if reel is None or name == reel:
-            reports.append(apply_decisions(name, reason=_reason(name)))
+    for name, queued in reels.items():
+        if reel is not None and name != reel:
+            continue
+        if not queued:
+            try:
+                with api.reel_lock(db, name, timeout=0):
+                    pass
+            except api.LockTimeout:
+                continue  # being applied right now
+        reports.append(apply_decisions(name, reason=_reason(name)))
     return reports
 
 

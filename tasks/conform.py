@@ -7,6 +7,7 @@ the timeline start.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -228,12 +229,33 @@ def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: d
 
 
 def deliver(outputs: dict[str, ArtifactRef], out_dir: Path) -> None:
-    """Copy the rendered files into `out_dir`, each via a temporary name (manifest last)."""
+    """Copy the rendered files into `out_dir`, each via a temporary name (manifest last).
+
+    A re-conform (after a retake, an omission) replaces an earlier delivery: files the
+    previous manifest listed and this one does not (an old envelope version, the stems of a
+    shot now omitted) are removed once the new manifest is in place, so nobody imports a stale
+    stem. Files foleyflow did not deliver are never touched."""
     store = runtime.store()
     out_dir.mkdir(parents=True, exist_ok=True)
+    before = _delivered_files(out_dir)
     for rel, ref in sorted(outputs.items(), key=lambda kv: kv[0] == "manifest.json"):
         dest = out_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial")
         shutil.copyfile(store.local_path(ref), tmp)
         os.replace(tmp, dest)
+    for rel in sorted(before - set(outputs)):
+        stale = (out_dir / rel).resolve()
+        if stale.is_relative_to(out_dir.resolve()) and stale.is_file():
+            stale.unlink()
+            with contextlib.suppress(OSError):  # its shot folder, if now empty
+                stale.parent.rmdir()
+
+
+def _delivered_files(out_dir: Path) -> set[str]:
+    """The files an earlier delivery's manifest lists (empty if there is none or it is bad)."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        return {str(rel) for rel in manifest.get("files", {})}
+    except (OSError, ValueError, AttributeError):
+        return set()

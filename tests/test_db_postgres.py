@@ -408,3 +408,49 @@ def test_a_held_reel_lock_is_taken_again_after_a_server_restart(
     finally:
         db.dispose()
         other.dispose()
+
+
+# ---------------------------------------------------------------- review decisions
+
+
+def _decide_in_process(url: str, user: str, decision: str) -> str:
+    """One supervisor's decision on R1 SH010 v1, seen pending; returns 'ok' or the conflict."""
+    from db import review
+
+    database = api.connect(url)
+    try:
+        wait_for_others()
+        with database.session() as s:
+            sh = api.get_shot(s, "R1", "SH010")
+            review.take_decision(s, sh, version=1, decision=decision, comment="x",
+                                 user=review.get_user(s, user), expect_state="pending_review")
+        return "ok"
+    except review.StaleReview as exc:
+        return f"conflict: {exc}"
+    finally:
+        database.dispose()
+
+
+def test_two_supervisors_deciding_one_shot_at_once(db: api.Database, db_url: str) -> None:
+    """Both saw v1 pending and decide in the same instant from two processes: exactly one
+    decision is written; the other gets a conflict naming who decided."""
+    from db import review
+
+    sid = _make_shot(db)
+    with db.session() as s:
+        api.add_envelope(s, sid, _ref("v1"), content_sha256="a" * 64, source="baseline")
+        for name in ("anna", "bo"):
+            review.create_user(s, name, "supervisor", "not-a-real-hash")
+    results = run_in_processes(_decide_in_process, [(db_url, "anna", "approved"),
+                                                    (db_url, "bo", "omitted")])
+    assert sorted(r.split(":")[0] for r in results) == ["conflict", "ok"], results
+    winner = "user:anna" if results[0] == "ok" else "user:bo"
+    loser = next(r for r in results if r.startswith("conflict"))
+    assert f"(by {winner})" in loser and "nothing was written" in loser
+    with db.session() as s:
+        env = api.latest_envelope(s, sid)
+        assert [d.agent.name for d in env.decisions] == [winner]
+        assert env.state == ("approved" if winner == "user:anna" else "omitted")
+        assert len(review.pending_jobs(s)) == 1
+        assert [a.actor for a in review.audit_trail(s) if a.action.startswith("decision:")] == [
+            winner]

@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from sqlalchemy import select
+
 from db import api, review
+from db.schema import ReviewJob
 from flows.demo import DEMO_SHOTS, make_demo_reel
 from flows.settings import get_settings
 from review import auth
@@ -233,6 +236,8 @@ def test_media_is_served_with_range_requests(clients: dict[str, TestClient]) -> 
     bad = anna.get(f"/media/{REEL}/SH010/proxy.mp4",
                    headers={"Range": f"bytes={len(whole.content) + 10}-"})
     assert bad.status_code == 416
+    plot = anna.get(f"/reels/{REEL}/shots/SH010/plot.png?v=1")  # what Prefect's image links
+    assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_login_is_rate_limited_and_cookies_are_httponly(app: Any) -> None:
@@ -407,8 +412,92 @@ def test_cli_lists_shows_and_decides_with_the_same_rules(home: Path) -> None:
     manifest = json.loads((home / "delivery" / "manifest.json").read_text())
     assert [(s["name"], s["status"]) for s in manifest["shots"]] == [
         ("SH010", "delivered"), ("SH020", "omitted")]
+    # a change of mind: SH020 approved after all, then omitted again — the re-conform takes
+    # its stems out of the delivery (no stale file is left to be imported by mistake)
+    ok = foley("review", "approve", REEL, "SH020", "--by", "bo")
+    assert ok.returncode == 0 and "re-conformed" in ok.stdout, ok.stderr
+    stems = sorted((home / "delivery" / "shots" / "SH020").glob("*.wav"))
+    assert len(stems) == 3
+    ok = foley("review", "omit", REEL, "SH020", "--by", "anna", "-m", "cut in the mix")
+    assert ok.returncode == 0 and "re-conformed" in ok.stdout, ok.stderr
+    assert not any(p.exists() for p in stems)
+    manifest = json.loads((home / "delivery" / "manifest.json").read_text())
+    assert all(not f.startswith("shots/SH020/") for f in manifest["files"])
+    assert all((home / "delivery" / f).is_file() for f in manifest["files"])
     with runtime.db().session() as s:
         decided = [(a.actor, a.action, a.details["via"]) for a in review.audit_trail(s)
                    if a.action.startswith("decision:")]
     assert decided == [("user:anna", "decision:omitted", "cli"),
+                       ("user:bo", "decision:approved", "cli"),
+                       ("user:anna", "decision:omitted", "cli"),
                        ("user:anna", "decision:approved", "cli")]
+
+
+def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:
+    """`foley review approve` SIGKILLed while its apply run holds the job: the job stays
+    claimed by a dead process; the review app's worker takes it over and delivers."""
+    import os
+    import signal
+    import time
+
+    from review.app import create_app
+
+    foley("review", "omit", REEL, "SH020", "--by", "anna", "-m", "x", "--no-apply")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "review", "approve", REEL,
+                             "SH010", "--by", "anna"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while True:  # until the apply run has claimed the jobs
+        with runtime.db().session() as s:
+            states = [j.status for j in review.pending_jobs(s)]
+        if states and all(st == "running" for st in states):
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the apply run never claimed its jobs"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with runtime.db().session() as s:
+        assert [j.status for j in review.pending_jobs(s)] == ["running", "running"]
+    app = create_app()
+    with TestClient(app):
+        assert app.state.applier.idle(timeout=300), app.state.applier.last_error
+    manifest = json.loads((home / "delivery" / "manifest.json").read_text())
+    assert [(s["name"], s["status"]) for s in manifest["shots"]] == [
+        ("SH010", "delivered"), ("SH020", "omitted")]
+    with runtime.db().session() as s:
+        assert not review.pending_jobs(s)
+        runs = {j.prefect_flow_run_id for j in s.scalars(select(ReviewJob))}
+        assert len(runs) == 1 and None not in runs  # taken over, by one run, recorded
+
+
+def test_the_queue_is_published_in_the_prefect_ui(home: Path) -> None:
+    """The apply run leaves the reel's queue as a markdown artifact with review links, and each
+    waiting shot's envelope plot as an image artifact pointing at the review app."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.review import apply_decisions
+
+    with runtime.db().session() as s:
+        review.take_decision(s, api.get_shot(s, REEL, "SH010"), version=1,
+                             decision="approved", user=review.get_user(s, "anna"))
+    report = apply_decisions(REEL, reason="SH010 v1 approved by anna")
+    assert report.synthesized == ["SH010"] and not report.conformed
+    assert report.waiting == [("SH020", "pending_review")]
+
+    async def latest(key: str) -> Any:
+        async with get_client() as client:
+            found = await client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            return found[0] if found else None
+
+    queue_md = asyncio.run(latest("review-reel-review"))
+    assert queue_md is not None and "| SH020 | 01:00:03:12 | pending review | v1 |" in (
+        queue_md.data), queue_md
+    assert "http://127.0.0.1:8765/reels/review_reel/shots/SH020" in queue_md.data
+    plot = asyncio.run(latest("review-reel-sh020-envelope"))
+    assert plot is not None and plot.type == "image"
+    assert plot.data.endswith("/reels/review_reel/shots/SH020/plot.png?v=1")

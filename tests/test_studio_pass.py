@@ -594,3 +594,43 @@ def test_provenance_and_storage_overhead_is_reported(
     assert set(overhead["per_shot"]) == {sh.name for sh in report.shots}
     assert 0 < overhead["share_of_pass"] < 1
     print("studio overhead:", json.dumps(overhead))
+
+
+def test_review_app_serves_studio_media_by_presigned_urls(
+        clean: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """In studio mode the review app hands the browser a presigned, expiring S3 URL for the
+    picture proxy (the bucket itself stays private); the S3 server answers range requests."""
+    import re
+
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from db import review
+    from flows.settings import get_settings
+    from review import auth
+    from review.app import create_app
+    from tasks import runtime
+
+    st: Studio = clean["studio"]
+    for k, v in st.env().items():
+        if k.startswith(("FOLEY_", "AWS_")):
+            monkeypatch.setenv(k, v)
+    get_settings().configure_runtime()
+    with runtime.db().session() as s:
+        if review.get_user(s, "vi") is None:
+            review.create_user(s, "vi", "viewer", auth.hash_password("a long password"))
+    with TestClient(create_app(applier=False)) as c:
+        page = c.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        c.post("/login", data={"username": "vi", "password": "a long password",
+                               "csrf_token": token})
+        r = c.get(f"/media/{REEL}/SH010/proxy.mp4", follow_redirects=False)
+    assert r.status_code == 307, r.text
+    url = r.headers["location"]
+    assert url.startswith(st.s3.endpoint) and "X-Amz-Expires=3600" in url
+    assert st.s3.secret_key not in url
+    part = httpx.get(url, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and len(part.content) == 100
+    assert part.content[4:8] == b"ftyp"  # an MP4
+    unsigned = httpx.get(url.split("?")[0])
+    assert unsigned.status_code == 403  # private bucket: no signature, no picture
