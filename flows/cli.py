@@ -46,6 +46,17 @@ def _add_review() -> None:
 _add_review()
 
 
+def _add_models() -> None:
+    from flows.cli_models import dataset_app, eval_app, train_app
+
+    app.add_typer(dataset_app, name="dataset")
+    app.add_typer(train_app, name="train")
+    app.add_typer(eval_app, name="eval")
+
+
+_add_models()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings
@@ -69,6 +80,7 @@ def run(
     fps: Annotated[Optional[float], typer.Option(help="Frame rate of an EDL (EDLs carry none); 23.976 means 24000/1001.")] = None,
     media_root: Annotated[Optional[Path], typer.Option(help="Folder searched (recursively) for media the edit names.")] = None,
     approve: Annotated[str, typer.Option(help="auto: policy:auto approves every envelope. queue: envelopes wait for a supervisor.")] = "auto",
+    envelope: Annotated[str, typer.Option(help="How envelopes are predicted: baseline (motion tracking) or model (the trained RMS-Mapper, models/README.md).")] = "baseline",
     library: Annotated[Optional[str], typer.Option(help="Indexed sound library to draw from (default: the built-in kit).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthesis variations (recorded in provenance).")] = 0,
 ) -> None:
@@ -81,6 +93,8 @@ def run(
 
     if approve not in ("auto", "queue"):
         fail(f"--approve must be auto or queue, not {approve!r}")
+    if envelope not in ("baseline", "model"):
+        fail(f"--envelope must be baseline or model, not {envelope!r}")
     try:  # validate before anything is written
         _, spec = read_timeline(timeline, fps=fps, media_root=media_root)
     except TimelineError as exc:
@@ -92,7 +106,7 @@ def run(
 
     report = configured_pass()(
         str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
-        approve=approve, library=library, seed=seed,
+        approve=approve, library=library, seed=seed, envelope_estimator=envelope,
     )
     m = report.manifest
     delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")

@@ -154,6 +154,7 @@ def foley_pass(
     approve: str = "auto",
     library: str | None = None,
     seed: int = 0,
+    envelope_estimator: str = "baseline",
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`."""
@@ -172,7 +173,8 @@ def foley_pass(
         _, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
         with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
-            report = _run(spec, timeline, out, approve, library, seed, times, started)
+            report = _run(spec, timeline, out, approve, library, seed, times, started,
+                          envelope_estimator)
     except OUTAGES as exc:
         raise PassAborted(str(exc)) from exc
     except DBAPIError as exc:
@@ -184,7 +186,7 @@ def foley_pass(
 
 
 def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
-         times: dict[str, float], started: float) -> PassReport:
+         times: dict[str, float], started: float, estimator: str = "baseline") -> PassReport:
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -215,7 +217,7 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
             sh.shot_id, sh.refs["proxy"], sh.fps), keep("features"), times, progress)
         _wave("envelope", shots, lambda sh: envelope.predict_envelope.submit(
             sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
-            prompt=sh.hint), keep("envelope"), times, progress)
+            prompt=sh.hint, estimator=estimator), keep("envelope"), times, progress)
         if approve == "auto":
             _wave("approve", shots, lambda sh: decisions.auto_approve.submit(sh.shot_id),
                   keep("state"), times, progress)

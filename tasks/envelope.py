@@ -5,6 +5,8 @@ The prediction is a cached stage (`envelope-predict`); it becomes a reviewable v
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,26 +15,56 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 import models.motion_baseline as motion_baseline
+import models.v2a_envelope as v2a_envelope
 from tasks import features as features_mod
 from tasks.decisions import load_envelope, save_version
 from tasks.stage import StageOutput, run_stage
 from tasks.store import ArtifactRef
 
-ESTIMATORS = ("baseline",)
+ESTIMATORS = ("baseline", "model")
+# The shipped RMS-Mapper (models/README.md has its card); FOLEY_ENVELOPE_CHECKPOINT overrides.
+CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / \
+    "rms_mapper_tiny.safetensors"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(path: str, sha256: str) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    from models import rms_mapper
+
+    torch.set_num_threads(1)  # one shot per worker thread; the pass runs shots in parallel
+    model, _config, meta = rms_mapper.load_checkpoint(Path(path))
+    return model, meta
+
+
+def checkpoint_ref(path: Path | None = None) -> tuple[Path, str]:
+    path = Path(path or CHECKPOINT)
+    if not path.is_file():
+        raise ValueError(f"no envelope model checkpoint at {path}: train one with "
+                         "`foley train envelope` or use --envelope baseline")
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @task(name="envelope", cache_policy=NO_CACHE, retries=0)
 def predict_envelope(
     shot_id: int, features: ArtifactRef, *, shot: str, duration_s: float, prompt: str | None,
-    estimator: str = "baseline",
+    estimator: str = "baseline", checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Predict the shot's envelope from its features and hold it for review as a new version."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown envelope estimator {estimator!r}; choose from {ESTIMATORS}")
 
+    ckpt_path, ckpt_sha = checkpoint_ref(checkpoint) if estimator == "model" else (None, None)
+
     def compute(inputs: dict[str, Path], work: Path) -> StageOutput:
         feats = features_mod.load_features(inputs["features"])
-        env = motion_baseline.estimate_envelope(feats, shot=shot, duration_s=duration_s)
+        if estimator == "model":
+            model, meta = _load_model(str(ckpt_path), ckpt_sha)
+            env = v2a_envelope.estimate_envelope(model, meta, feats, shot=shot,
+                                                 duration_s=duration_s)
+        else:
+            env = motion_baseline.estimate_envelope(feats, shot=shot, duration_s=duration_s)
         env["prompt"] = prompt
         out = work / "envelope.json"
         out.write_text(json.dumps(env))
@@ -41,11 +73,13 @@ def predict_envelope(
     res = run_stage(
         "envelope-predict",
         inputs={"features": features},
-        params={"estimator": estimator, "shot": shot, "duration_s": duration_s, "prompt": prompt},
-        code=[motion_baseline],
+        params={"estimator": estimator, "shot": shot, "duration_s": duration_s, "prompt": prompt,
+                **({"checkpoint": ckpt_sha} if ckpt_sha else {})},
+        code=[motion_baseline] + ([v2a_envelope] if estimator == "model" else []),
         compute=compute,
         shot_id=shot_id,
-        agent=f"model:{estimator}",
+        agent=f"model:rms-mapper@{ckpt_sha[:12]}" if ckpt_sha else f"model:{estimator}",
+        checkpoint_sha256=ckpt_sha,
     )
     env = load_envelope(res.outputs["envelope"])
     version, ref, created = save_version(

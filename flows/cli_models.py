@@ -1,0 +1,117 @@
+"""`foley dataset …`, `foley train envelope`, `foley eval envelope`: the learned envelope model's
+data, training and evaluation (see models/README.md for the model card)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+dataset_app = typer.Typer(help="Build training / evaluation data for the envelope model.",
+                          no_args_is_help=True)
+train_app = typer.Typer(help="Train models (Prefect flows; resumable).", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate models against the motion baseline.", no_args_is_help=True)
+
+DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@dataset_app.command("procedural")
+def dataset_procedural(
+    out: Annotated[Path, typer.Argument(help="Dataset folder to write (resumable).")],
+    clips: Annotated[int, typer.Option(help="Number of clips.")] = 400,
+    split: Annotated[str, typer.Option(help="train | heldout (unseen seeds, materials and "
+                                       "frame rates).")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of the first clip.")] = 0,
+    sfx: Annotated[Path, typer.Option(help="Folder of recordings with catalog.csv.")] = DEFAULT_SFX,
+    workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+) -> None:
+    """Render paired scenes (picture + physically timed sound from real recordings), compute
+    the pass's features on their proxies, and store one npz per clip."""
+    from tasks.dataset import build_procedural
+
+    if split not in ("train", "heldout"):
+        _fail(f"--split must be train or heldout, not {split!r}")
+    if not (sfx / "catalog.csv").is_file():
+        _fail(f"{sfx} has no catalog.csv: point --sfx at a folder of recordings with a catalog")
+    build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers, sfx_dir=sfx)
+    typer.echo(f"dataset: {out}")
+
+
+@dataset_app.command("videos")
+def dataset_videos(
+    videos: Annotated[Path, typer.Argument(help="Folder of videos that have sound (past reels "
+                                           "with their Foley or production tracks).")],
+    out: Annotated[Path, typer.Argument(help="Dataset folder to write (resumable).")],
+    clip_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 5.0,
+    split: Annotated[str, typer.Option(help="Split to label the clips with.")] = "train",
+    workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+) -> None:
+    """Turn videos with sound into training pairs (picture features + the sound of the same
+    span); windows without sound are skipped and listed."""
+    from tasks.dataset import build_from_videos
+
+    if not videos.is_dir():
+        _fail(f"{videos} is not a folder")
+    build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split)
+    typer.echo(f"dataset: {out}")
+
+
+@train_app.command("envelope")
+def train_envelope(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (foley dataset …).")],
+    out: Annotated[Path, typer.Option(help="Where the checkpoint, curves and resumable state "
+                                      "go.")] = Path(".foley/train/envelope"),
+    preset: Annotated[str, typer.Option(help="tiny (CPU, shipped) | base (GPU).")] = "tiny",
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 60,
+    batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch that "
+                                                         "passes this budget.")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+) -> None:
+    """Train the RMS-Mapper (video → 125 Hz loudness classes) on a dataset folder. Running the
+    same command again resumes where it stopped."""
+    from flows.cli import _prefect_defaults
+
+    if preset not in ("tiny", "base"):
+        _fail(f"--preset must be tiny or base, not {preset!r}")
+    if not (data / "index.json").is_file():
+        _fail(f"{data} is not a dataset folder (no index.json): build one with "
+              "`foley dataset procedural`")
+    _prefect_defaults()
+    from flows.train import train_envelope_flow
+
+    summary = train_envelope_flow()(str(data), str(out), preset=preset, epochs=epochs,
+                                    batch_size=batch_size, lr=lr, seed=seed,
+                                    max_minutes=max_minutes, threads=threads)
+    typer.echo(json.dumps(summary, indent=1))
+
+
+@eval_app.command("envelope")
+def eval_envelope(
+    data: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.safetensors).")] = SHIPPED
+    / "rms_mapper_tiny.safetensors",
+    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "heldout",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Score the model and the motion baseline side by side: E-L1 (T-Foley and Video-Foley),
+    acc@1/5/10, onset precision/recall/F1 at ±25/50/100 ms, onset error median and p90."""
+    from flows.evaluate import evaluate
+
+    if not checkpoint.is_file():
+        _fail(f"no checkpoint at {checkpoint}")
+    if not (data / "index.json").is_file():
+        _fail(f"{data} is not a dataset folder (no index.json)")
+    result = evaluate(data, checkpoint, split=split,
+                      log=(lambda _m: None) if as_json else typer.echo)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))

@@ -1,0 +1,281 @@
+"""`foley train envelope`: the RMS-Mapper (models/rms_mapper.py) trained on a dataset folder.
+
+Data: a folder written by `tasks.dataset` (`foley dataset procedural|videos`): one npz per clip
+with the picture's features and the 16 kHz sound of the same span. Inputs are
+`models.v2a_inputs.frame_inputs`, targets `models.rms_targets` (the one target function).
+Training uses random crops of `crop_s` seconds; a fixed 10 % of the training clips (by name
+hash) is the validation set that picks the best epoch. The held-out split is never read here.
+
+Resumable: after every epoch the model, optimizer, scheduler, RNG states and the curves so far
+are written (atomically) to OUT/train_state.pt; running the same command again continues from
+there. The best epoch's model is OUT/rms_mapper_<preset>.safetensors (config, input
+statistics, onset calibration and the training summary embedded). Curves are published as
+Prefect artifacts (a table per epoch, the summary as markdown) and drawn to OUT/curves.png.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import curve_events, rms_targets, v2a_inputs
+from models import rms_mapper as mapper
+
+STATE = "train_state.pt"
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class Example:
+    name: str
+    inputs: np.ndarray  # (T_in, D) float32 at v2a_inputs.IN_RATE_HZ
+    classes: np.ndarray  # (T,) int64 at rms_targets.RATE_HZ
+    rms: np.ndarray  # (T,) float32 linear RMS (the target before µ-law)
+    onsets: list[float] = field(default_factory=list)  # true onsets (s), for calibration
+
+
+def checkpoint_name(preset: str) -> str:
+    return f"rms_mapper_{preset}.safetensors"
+
+
+def load_examples(data: Path, split: str) -> list[Example]:
+    """Every clip of `split` in the dataset folder as model inputs and targets."""
+    from tasks.dataset import iter_clips
+
+    out = []
+    for clip in iter_clips(data, split=split):
+        rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
+        out.append(Example(clip.name, v2a_inputs.frame_inputs(clip.features).astype(np.float32),
+                           rms_targets.mu_encode(rms).astype(np.int64), rms.astype(np.float32),
+                           [float(e["t"]) for e in clip.onsets]))
+    return out
+
+
+def is_validation(name: str) -> bool:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < VAL_FRACTION
+
+
+def input_stats(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+    allx = np.concatenate([e.inputs for e in examples], axis=0)
+    return allx.mean(axis=0), np.maximum(allx.std(axis=0), 1e-3)
+
+
+def _batch(examples: list[Example], rng: np.random.Generator, crop_steps: int, up: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random crops: inputs (B, L, D), smoothed labels (B, up·L, C), mask (B, up·L)."""
+    d = examples[0].inputs.shape[1]
+    b = len(examples)
+    x = np.zeros((b, crop_steps, d), np.float32)
+    y = np.zeros((b, up * crop_steps, rms_targets.N_CLASSES), np.float32)
+    m = np.zeros((b, up * crop_steps), np.float32)
+    for i, e in enumerate(examples):
+        n_in = len(e.inputs)
+        s0 = int(rng.integers(0, max(1, n_in - crop_steps + 1)))
+        xi = e.inputs[s0:s0 + crop_steps]
+        x[i, :len(xi)] = xi
+        ci = e.classes[up * s0: up * (s0 + crop_steps)]
+        y[i, :len(ci)] = rms_targets.smooth_labels(ci)
+        m[i, :len(ci)] = 1.0
+    return x, y, m
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float]:
+    """Mean loss and E-L1 (T-Foley) of whole clips, one at a time (eval mode)."""
+    import torch
+
+    from models.envelope_metrics import e_l1_tfoley
+
+    model.eval()
+    losses, l1s = [], []
+    with torch.no_grad():
+        for e in examples:
+            logits = model(torch.from_numpy(e.inputs[None]))
+            logits = v2a_inputs.align(logits, len(e.classes), axis=1)
+            y = torch.from_numpy(rms_targets.smooth_labels(e.classes)[None])
+            mask = torch.ones(1, len(e.classes))
+            losses.append(float(mapper.loss(logits, y, mask)))
+            probs = torch.softmax(logits[0], dim=-1).numpy()
+            curve, _conf = rms_targets.decode_probs(probs)
+            l1s.append(e_l1_tfoley(curve, e.rms))
+    return float(np.mean(losses)), float(np.mean(l1s))
+
+
+def calibrate(model: Any, examples: list[Example]) -> float:
+    """The onset offset of `models.curve_events` for this model, from training clips."""
+    found, truth = [], []
+    for e in examples:
+        probs = v2a_inputs.align(mapper.predict(model, e.inputs), len(e.classes))
+        curve, conf = rms_targets.decode_probs(probs)
+        found.append([ev["t"] for ev in curve_events.events_from_curve(
+            curve, rms_targets.RATE_HZ, conf)])
+        truth.append(e.onsets)
+    return curve_events.calibrate_offset(found, truth)
+
+
+def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
+          batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0, seed: int = 0,
+          max_minutes: float | None = None, threads: int = 2,
+          log: Any = print, publish: Any = None) -> dict[str, Any]:
+    """Train (or resume) and return the summary (also embedded in the checkpoint)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    examples = load_examples(data, "train")
+    if len(examples) < 4:
+        raise ValueError(f"{data}: only {len(examples)} training clips; build a dataset with "
+                         "`foley dataset procedural` first")
+    val = [e for e in examples if is_validation(e.name)]
+    trn = [e for e in examples if not is_validation(e.name)]
+    mean, std = input_stats(trn)
+    config = mapper.get_config(preset, in_dim=examples[0].inputs.shape[1])
+    torch.manual_seed(seed)
+    model = mapper.build(config)
+    mapper.set_input_stats(model, mean, std)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps_per_epoch = max(1, math.ceil(len(trn) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
+                                                steps_per_epoch=steps_per_epoch)
+    rng = np.random.default_rng(seed)
+    history: list[dict[str, float]] = []
+    best = math.inf
+    start_epoch = 0
+    state_path = out / STATE
+    if state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
+        log(f"resuming after epoch {start_epoch} (best val E-L1 {best:.4f})")
+    up = int(round(config.out_rate_hz / config.in_rate_hz))
+    crop_steps = int(round(crop_s * config.in_rate_hz))
+    ckpt = out / checkpoint_name(preset)
+    for epoch in range(start_epoch, epochs):
+        t0 = time.monotonic()
+        model.train()
+        order = rng.permutation(len(trn))
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            if len(idx) == 0:
+                continue
+            x, y, m = _batch([trn[i] for i in idx], rng, crop_steps, up)
+            logits = model(torch.from_numpy(x))
+            loss = mapper.loss(logits, torch.from_numpy(y), torch.from_numpy(m))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+        val_loss, val_l1 = evaluate_loss(model, val)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+               "val_e_l1": val_l1, "lr": float(sched.get_last_lr()[0]),
+               "seconds": time.monotonic() - t0}
+        history.append(row)
+        log(f"epoch {epoch + 1}/{epochs}: train {row['train_loss']:.4f} · val {val_loss:.4f} "
+            f"· val E-L1 {val_l1:.4f} · {row['seconds']:.1f} s")
+        if val_l1 < best:
+            best = val_l1
+            _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
+                model, config, p, {"epoch": epoch + 1, "val_e_l1": val_l1}))
+        _write_atomic(state_path, lambda p: torch.save({
+            "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "history": history, "best": best, "epoch": epoch}, p))
+        plot_curves(history, out / "curves.png")
+        if publish is not None:
+            publish(history)
+        if max_minutes is not None and time.monotonic() - t_start > max_minutes * 60:
+            log(f"stopping after epoch {epoch + 1}: the {max_minutes:g}-minute budget is spent")
+            break
+    best_model, _cfg, meta = mapper.load_checkpoint(ckpt)
+    offset = calibrate(best_model, trn)
+    summary = {
+        "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
+        "epochs_run": len(history), "best_val_e_l1": best, "onset_offset_s": offset,
+        "seed": seed, "batch_size": batch_size, "lr": lr, "crop_s": crop_s,
+        "train_minutes": round((time.monotonic() - t_start) / 60, 1),
+        "parameters": int(sum(p.numel() for p in best_model.parameters())),
+        "history": history}
+    _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
+        best_model, config, p, {**meta, "onset_offset_s": offset, "training": summary}))
+    (out / "training.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
+    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
+    ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("cross-entropy (smoothed labels)")
+    ax[0].legend()
+    ax[1].plot(ep, [h["val_e_l1"] for h in history], color="#c0392b")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation E-L1 (T-Foley)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def train_envelope_flow() -> Any:
+    """The Prefect flow around `train` (built on demand: importing this module stays cheap)."""
+    from prefect import flow, get_run_logger
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    @flow(name="train-envelope", log_prints=True)
+    def train_envelope(data: str, out: str, preset: str = "tiny", epochs: int = 60,
+                       batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0,
+                       seed: int = 0, max_minutes: float | None = None,
+                       threads: int = 2) -> dict[str, Any]:
+        """Train the RMS-Mapper on a dataset folder; resumable from OUT/train_state.pt."""
+        logger = get_run_logger()
+
+        def publish(history: list[dict[str, float]]) -> None:
+            create_table_artifact([{k: round(v, 5) for k, v in h.items()} for h in history],
+                                  key=f"train-envelope-{preset}-curves",
+                                  description="Training curves, one row per epoch")
+
+        summary = train(Path(data), Path(out), preset=preset, epochs=epochs,
+                        batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
+                        max_minutes=max_minutes, threads=threads, log=logger.info,
+                        publish=publish)
+        create_markdown_artifact(
+            f"# RMS-Mapper `{preset}`\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "
+            f"after {summary['epochs_run']} epochs ({summary['train_minutes']} min) on "
+            f"{summary['train_clips']} clips; onset offset "
+            f"{summary['onset_offset_s'] * 1000:.1f} ms.\n\nCheckpoint: "
+            f"`{Path(out) / checkpoint_name(preset)}`; curves: `{Path(out) / 'curves.png'}`",
+            key=f"train-envelope-{preset}-summary", description="Training summary")
+        return {k: v for k, v in summary.items() if k != "history"}
+
+    return train_envelope
+
+
+def summary_of(checkpoint: Path) -> dict[str, Any]:
+    _model, config, meta = mapper.load_checkpoint(checkpoint)
+    return {"config": asdict(config), **meta}

@@ -1,0 +1,107 @@
+"""How well a predicted envelope matches the sound a picture should make.
+
+All curves are linear RMS at the same rate (the targets' 125 Hz, `models.rms_targets`); onset
+lists are times in seconds. Definitions (our reading of the papers, fixed here so every figure
+in docs/BENCHMARKS.md means one thing):
+
+- **E-L1, T-Foley** (Chung et al. 2024): mean over frames of |RMS_pred − RMS_true| on the
+  linear RMS curves as they are (level errors count).
+- **E-L1, Video-Foley** (Lee et al. 2024): the same after min–max normalizing each curve of a
+  clip to [0, 1] (shape only: a gain error does not count; a silent curve normalizes to 0).
+- **acc@k**: the share of frames whose predicted µ-law class lies within k − 1 classes of the
+  true class (acc@1 = exact class), on the 64 classes of `models.rms_targets`.
+- **Onsets**: predicted and true onsets are matched one to one, nearest first, within a
+  tolerance; precision = matched / predicted, recall = matched / true, F1 their harmonic mean
+  (1.0 when both lists are empty: a silent clip predicted silent is right). Onset errors
+  (median, 90th percentile) are taken over the pairs matched at the widest tolerance.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+TOLERANCES_S = (0.025, 0.05, 0.1)
+
+
+def e_l1_tfoley(pred: np.ndarray, true: np.ndarray) -> float:
+    pred, true = _same_length(pred, true)
+    return float(np.mean(np.abs(pred - true))) if len(true) else 0.0
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return (x - lo) / (hi - lo) if hi - lo > 1e-9 else np.zeros_like(x)
+
+
+def e_l1_videofoley(pred: np.ndarray, true: np.ndarray) -> float:
+    pred, true = _same_length(pred, true)
+    if not len(true):
+        return 0.0
+    return float(np.mean(np.abs(_minmax(pred) - _minmax(true))))
+
+
+def acc_at_k(pred_classes: np.ndarray, true_classes: np.ndarray, k: int) -> float:
+    pred_classes, true_classes = _same_length(pred_classes, true_classes)
+    if not len(true_classes):
+        return 1.0
+    return float(np.mean(np.abs(pred_classes.astype(int) - true_classes.astype(int)) < k))
+
+
+def match_onsets(pred: Sequence[float], true: Sequence[float], tol: float
+                 ) -> list[tuple[float, float]]:
+    """One-to-one pairs (pred, true) within `tol`, closest pairs first."""
+    cands = sorted((abs(p - t), i, j) for i, p in enumerate(pred) for j, t in enumerate(true)
+                   if abs(p - t) <= tol)
+    used_p, used_t, pairs = set(), set(), []
+    for _d, i, j in cands:
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+            pairs.append((float(pred[i]), float(true[j])))
+    return pairs
+
+
+@dataclass
+class OnsetCounts:
+    """Matched / predicted / true counts at each tolerance, and the matched errors."""
+
+    matched: dict[float, int]
+    predicted: int
+    true: int
+    errors: list[float]
+
+    @classmethod
+    def of(cls, pred: Sequence[float], true: Sequence[float],
+           tolerances: Sequence[float] = TOLERANCES_S) -> OnsetCounts:
+        matched = {tol: len(match_onsets(pred, true, tol)) for tol in tolerances}
+        widest = match_onsets(pred, true, max(tolerances))
+        return cls(matched, len(pred), len(true), [abs(p - t) for p, t in widest])
+
+    def __add__(self, other: OnsetCounts) -> OnsetCounts:
+        return OnsetCounts({k: v + other.matched[k] for k, v in self.matched.items()},
+                           self.predicted + other.predicted, self.true + other.true,
+                           self.errors + other.errors)
+
+
+def onset_scores(counts: OnsetCounts) -> dict[str, float]:
+    """Precision / recall / F1 per tolerance (ms in the key) and onset error statistics (ms)."""
+    out: dict[str, float] = {}
+    for tol, m in counts.matched.items():
+        ms = int(round(tol * 1000))
+        p = m / counts.predicted if counts.predicted else (1.0 if not counts.true else 0.0)
+        r = m / counts.true if counts.true else (1.0 if not counts.predicted else 0.0)
+        out[f"onset_precision@{ms}ms"] = p
+        out[f"onset_recall@{ms}ms"] = r
+        out[f"onset_f1@{ms}ms"] = 2 * p * r / (p + r) if p + r else 0.0
+    errs = np.asarray(counts.errors) * 1000.0
+    out["onset_error_median_ms"] = float(np.median(errs)) if len(errs) else float("nan")
+    out["onset_error_p90_ms"] = float(np.percentile(errs, 90)) if len(errs) else float("nan")
+    return out
+
+
+def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = min(len(a), len(b))
+    return a[:n], b[:n]

@@ -1,0 +1,260 @@
+"""RMS-Mapper stage 1: target conventions, µ-law classes, inputs at any fps, the network."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from models.rms_mapper import (
+    PRESETS, build, get_config, load_checkpoint, loss, predict, save_checkpoint, set_input_stats,
+)
+from models.rms_targets import (
+    HOP, N_CLASSES, RATE_HZ, SMOOTH, SR, decode_probs, mu_compress, mu_decode, mu_encode,
+    resample_curve, rms_target, smooth_labels,
+)
+from models.v2a_inputs import (
+    IN_RATE_HZ, INPUT_DIM, align, frame_inputs, input_stats, n_steps, step_times,
+)
+from tasks.features import GRID, KEYS, MAX_REGIONS, REGION_FIELDS
+
+torch.set_num_threads(1)
+
+CLICKS_S = (0.2, 0.55, 0.9, 1.23)
+
+
+def _click_train(sr: int, duration_s: float = 1.5) -> np.ndarray:
+    x = np.zeros(int(round(duration_s * sr)))
+    for t in CLICKS_S:
+        x[int(round(t * sr))] = 0.9
+    return x
+
+
+def test_target_is_librosa_rms_then_moving_average() -> None:
+    x = _click_train(SR) + np.random.default_rng(0).normal(0, 0.01, int(1.5 * SR))
+    target = rms_target(x, SR)
+    # librosa.feature.rms(frame_length=512, hop_length=128, center=True, pad_mode="constant"),
+    # written out (librosa's first call compiles for ~20 s)
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, 256), 512)[::HOP]
+    rms = np.sqrt((frames ** 2).mean(axis=1))
+    assert target.dtype == np.float32
+    assert target.shape == (len(x) // HOP + 1,) == rms.shape
+    inner = slice(SMOOTH // 2, len(rms) - SMOOTH // 2)
+    expected = np.convolve(rms, np.ones(SMOOTH) / SMOOTH, mode="same")[inner]
+    assert np.allclose(target[inner], expected, atol=1e-6)
+    # at the ends: the mean of the frames that exist, not a fade towards zero
+    assert np.isclose(target[0], rms[: SMOOTH // 2 + 1].mean(), atol=1e-6)
+
+
+@pytest.mark.parametrize("sr", [16000, 44100, 48000])
+def test_target_rate_and_click_times(sr: int) -> None:
+    stereo = np.stack([_click_train(sr), 0.5 * _click_train(sr)], axis=1)
+    target = rms_target(stereo, sr)
+    assert target.shape == (math.floor(1.5 * RATE_HZ) + 1,)  # 16 kHz length 24000 → 24000 // 128 + 1
+    assert np.allclose(target, rms_target(0.75 * _click_train(sr), sr), atol=1e-6), "stereo is not the mono mix"
+    for t in CLICKS_S:
+        k = int(round(t * RATE_HZ))
+        window = np.arange(k - 20, k + 21)
+        bump = target[window]
+        top = window[bump > 0.5 * bump.max()]
+        centre = (top[0] + top[-1]) / 2
+        assert abs(centre / RATE_HZ - t) <= HOP / SR, f"click at {t} s peaks at {centre / RATE_HZ:.4f} s"
+
+
+def test_mu_law_round_trip_and_clipping() -> None:
+    x = np.concatenate([[0.0], np.logspace(-5, 0, 400)])
+    classes = mu_encode(x)
+    assert classes.dtype == np.int64 and classes.min() == 0 and classes.max() == N_CLASSES - 1
+    back = mu_decode(classes)
+    # within half a class in the µ-law domain, i.e. within ~4.5 % of level above -40 dBFS
+    assert np.abs(mu_compress(back) - mu_compress(x)).max() <= 0.5 / (N_CLASSES - 1) + 1e-6
+    loud = x >= 0.01
+    assert np.abs(np.log(back[loud] / x[loud])).max() < 0.07
+    assert np.abs(back - x)[x < 0.001].max() < 3e-4
+    assert mu_decode(np.array([0]))[0] == 0.0 and mu_decode(np.array([63]))[0] == pytest.approx(1.0)
+    assert mu_encode(np.array([1.0, 1.7, 40.0, -0.3])).tolist() == [63, 63, 63, 0]
+    assert np.all(np.diff(classes) >= 0)
+
+
+def test_smooth_labels_rows() -> None:
+    classes = np.array([0, 1, 17, 40, 62, 63])
+    labels = smooth_labels(classes)
+    assert labels.shape == (6, N_CLASSES) and labels.dtype == np.float32
+    assert np.allclose(labels.sum(axis=1), 1.0, atol=1e-6)
+    assert labels.argmax(axis=1).tolist() == classes.tolist()
+    assert labels[2, 16] == pytest.approx(labels[2, 18]) and labels[2, 16] > labels[2, 15] > 0
+    assert np.array_equal(smooth_labels(classes, sigma=0), np.eye(N_CLASSES, dtype=np.float32)[classes])
+
+
+def test_decode_probs_recovers_the_curve() -> None:
+    t = np.arange(250) / RATE_HZ
+    curve = 0.3 * np.exp(-((t - 1.0) / 0.2) ** 2) + 0.002
+    classes = mu_encode(curve)
+    decoded, confidence = decode_probs(smooth_labels(classes))
+    assert decoded.shape == confidence.shape == (250,)
+    assert np.abs(mu_compress(decoded) - mu_compress(curve)).max() < 0.6 / (N_CLASSES - 1)
+    assert confidence.min() > 0.95
+    _, unsure = decode_probs(np.full((3, N_CLASSES), 1 / N_CLASSES))
+    assert unsure.max() < 0.1
+    two_minds = np.zeros((1, N_CLASSES))
+    two_minds[0, [0, 50]] = 0.5
+    assert decode_probs(two_minds)[1][0] < 0.1
+
+
+def test_resample_curve_125_to_100_and_back() -> None:
+    t = np.arange(376) / RATE_HZ  # 3 s
+    curve = 0.5 + 0.4 * np.sin(2 * np.pi * 1.5 * t)
+    at_100 = resample_curve(curve, RATE_HZ, 100.0, n_out=300)
+    assert at_100.shape == (300,)
+    assert np.allclose(at_100, 0.5 + 0.4 * np.sin(2 * np.pi * 1.5 * np.arange(300) / 100), atol=2e-3)
+    back = resample_curve(at_100, 100.0, RATE_HZ)
+    assert back.shape == (375,)
+    assert np.allclose(back[:370], curve[:370], atol=5e-3)
+
+
+def _features(fps: float, duration_s: float = 2.0, contact_s: float = 1.0) -> dict[str, np.ndarray]:
+    """A region moving right at 0.5 widths/s that bounces back at `contact_s`, as tasks.features stores it."""
+    n = int(round(duration_s * fps))
+    p = n - 1
+    size = np.array([320.0, 180.0])
+
+    def x_at(t: np.ndarray) -> np.ndarray:
+        return 0.3 + 0.5 * np.minimum(t, contact_s) - 0.5 * np.maximum(t - contact_s, 0.0)
+
+    frames_t = np.arange(n) / fps
+    dx = np.diff(x_at(frames_t))                                    # widths per frame, per pair
+    rng = np.random.default_rng(int(fps * 100))
+    regions = np.zeros((p, MAX_REGIONS, len(REGION_FIELDS)))
+    fields = dict(valid=1.0, y=0.5, area=0.01, vy=0.0)
+    for name, value in fields.items():
+        regions[:, 0, REGION_FIELDS.index(name)] = value
+    regions[:, 0, REGION_FIELDS.index("x")] = x_at(frames_t[:-1])
+    regions[:, 0, REGION_FIELDS.index("vx")] = dx
+    thumb = np.clip(x_at(frames_t)[:, None, None] + np.zeros((n, 8, 8)), 0, 1)
+    hist = rng.random((n, 16))
+    feats = {
+        "fps": np.float32(fps), "n_frames": np.float32(n), "size": size,
+        "flow_grid": np.zeros((p, *GRID, 2)) + dx[:, None, None, None] * np.array([1.0, 0.0]),
+        "global_motion": np.zeros((p, 2)), "residual_energy": np.abs(dx) * 0.01,
+        "moving_fraction": np.full(p, 0.01), "regions": regions,
+        "mean_rgb": rng.random((n, 3)), "luma_hist": hist / hist.sum(axis=1, keepdims=True),
+        "thumb": thumb, "sharpness": rng.random(n),
+    }
+    assert set(feats) == set(KEYS)
+    return {k: np.asarray(v, np.float32) for k, v in feats.items()}
+
+
+@pytest.mark.parametrize("fps", [12.0, 24.0, 29.97, 60.0])
+def test_frame_inputs_rate_and_units_do_not_depend_on_fps(fps: float) -> None:
+    assert (REGION_FIELDS.index("vx"), REGION_FIELDS.index("vy")) == (4, 5)  # the layout's region offsets
+    x = frame_inputs(_features(fps))
+    assert x.shape == (n_steps(2.0), INPUT_DIM) == (63, INPUT_DIM)  # 2 s (2.002 s at 29.97) → 63
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+    t = step_times(len(x))
+    far = np.abs(t - 1.0) > 2 / fps + 1 / IN_RATE_HZ
+    flow_dx, region_vx, region_speed, flow_dx_change = x[:, 0], x[:, 292 + 4], x[:, 312], x[:, 398]
+    expected = np.where(t < 1.0, 0.5, -0.5)
+    assert np.allclose(flow_dx[far], expected[far], atol=1e-4), "flow is not in widths per second"
+    assert np.allclose(region_vx[far], expected[far], atol=1e-4)
+    assert np.allclose(region_speed[far], 0.5, atol=1e-4)
+    # the bounce: a velocity change of -1 widths/s, at the contact, whatever the frame rate
+    assert flow_dx_change.sum() == pytest.approx(-1.0, abs=1e-4)
+    assert abs(t[np.argmin(flow_dx_change)] - 1.0) <= 0.5 / fps + 1 / IN_RATE_HZ
+    assert np.abs(flow_dx_change[far]).max() < 1e-4
+
+
+def test_step_rate_and_alignment_with_targets() -> None:
+    assert IN_RATE_HZ == RATE_HZ / 4
+    assert [n_steps(d) for d in (0.128, 0.129, 1.0, 2.0)] == [4, 5, 32, 63]
+    assert np.allclose(step_times(2), [1.5 / RATE_HZ, 5.5 / RATE_HZ])
+    for d in (0.128, 1.0, 1.37, 2.0):
+        out_frames = 4 * n_steps(d)
+        target_frames = len(rms_target(np.zeros(int(round(d * SR))), SR))
+        assert 0 <= out_frames - target_frames + 1 <= 4
+        pred = np.arange(out_frames, dtype=np.float32)
+        aligned = align(pred, target_frames)
+        assert aligned.shape == (target_frames,)
+        assert aligned[min(target_frames, out_frames) - 1] == min(target_frames, out_frames) - 1
+    batch = torch.arange(24.0).reshape(2, 12)
+    assert align(batch, 13, axis=1).shape == (2, 13) and align(batch, 13, axis=1)[0, -1] == 11
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_forward_shapes(preset: str) -> None:
+    torch.manual_seed(0)
+    model = build(get_config(preset))
+    logits = model(torch.randn(2, 10, INPUT_DIM))
+    assert logits.shape == (2, 40, N_CLASSES)
+    probs = predict(model, np.random.default_rng(0).normal(size=(7, INPUT_DIM)))
+    assert probs.shape == (28, N_CLASSES) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert model.training, "predict must leave the model's mode as it found it"
+    with pytest.raises(ValueError, match="unknown RMS-Mapper preset"):
+        get_config("huge")
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = get_config("tiny")
+    model = build(config)
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(2.0, 3.0, size=(20, INPUT_DIM)) for _ in range(3)]
+    mean, std = input_stats(inputs)
+    std[5] = 0.0  # a dimension that never varied
+    set_input_stats(model, mean, std)
+    model(torch.randn(2, 8, INPUT_DIM))  # train-mode pass: BatchNorm running statistics move
+    path = tmp_path / "mapper.safetensors"
+    save_checkpoint(model, config, path, {"trained_on": "unit test", "offset_s": 0.012})
+    loaded, loaded_config, metadata = load_checkpoint(path)
+    assert loaded_config == config and metadata == {"trained_on": "unit test", "offset_s": 0.012}
+    assert np.array_equal(loaded.in_mean.numpy(), mean) and loaded.in_std[5] == 1.0
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    assert np.array_equal(predict(model, inputs[0]), predict(loaded, inputs[0]))
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="other.safetensors: not an RMS-Mapper checkpoint"):
+        load_checkpoint(tmp_path / "other.safetensors")
+
+
+def test_tiny_model_overfits_a_short_pattern() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = build(dataclasses.replace(get_config("tiny"), dropout=0.0))
+    x = rng.normal(size=(4, 16, INPUT_DIM)).astype(np.float32)
+    level = np.repeat(1 / (1 + np.exp(-2 * x[:, :, 0])), 4, axis=1)          # (4, 64) in (0, 1)
+    classes = mu_encode(0.5 * level ** 3)
+    target = torch.from_numpy(np.stack([smooth_labels(c) for c in classes]))  # (4, 64, 64)
+    mask = torch.ones(4, 64)
+    mask[3, 60:] = 0  # a padded tail
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xt = torch.from_numpy(x)
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        value = loss(model(xt), target, mask)
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    assert losses[-1] < 0.5 * losses[0], f"loss {losses[0]:.3f} → {losses[-1]:.3f}"
+
+
+def test_frame_inputs_of_a_real_bouncing_ball(tmp_path: Path) -> None:
+    """On features computed from a rendered proxy, the velocity-change cue lands on the bounces."""
+    from models.scenes import SceneSpec, render_scene
+    from tasks.features import compute_features
+    from tasks.media import make_proxy
+
+    truth = render_scene(SceneSpec(fps=24.0, duration_s=2.0, kind="bounce"), tmp_path / "bounce.mp4")
+    make_proxy(tmp_path / "bounce.mp4", 0.0, truth.duration_s, 24.0, tmp_path / "proxy.mp4")
+    x = frame_inputs(compute_features(tmp_path / "proxy.mp4", 24.0))
+    assert x.shape == (n_steps(truth.duration_s), INPUT_DIM) and np.isfinite(x).all()
+    t = step_times(len(x))
+    vy_change = x[:, 689 + 1]  # largest region, vertical velocity, change over the step
+    for event in truth.events[:2]:
+        near = np.abs(t - event["t"]) <= 1 / 24.0 + 1 / IN_RATE_HZ
+        assert vy_change[near].min() < -0.5, f"no velocity reversal read near the bounce at {event['t']:.3f} s"
+    assert vy_change.argmin() in np.flatnonzero(np.abs(t - truth.events[0]["t"]) <= 1 / 24.0 + 1 / IN_RATE_HZ)
