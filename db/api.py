@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -392,8 +392,19 @@ def add_envelope(
 
 
 def lock_shot(s: Session, shot_id: int) -> None:
-    """Hold the shot's row until the transaction ends (Postgres; SQLite serialises writers)."""
-    s.execute(select(Shot.id).where(Shot.id == shot_id).with_for_update())
+    """Hold the shot's row until the transaction ends, then see the shot as it is now.
+
+    Postgres: `SELECT … FOR UPDATE` on the row. SQLite has no row locks and opens its write
+    transaction only at the first write, so a read made before that may be stale by the time
+    the write runs: a no-op UPDATE of the row takes the database's write lock here (waiting
+    for another writer to commit). Either way everything loaded before is expired, so what
+    the caller reads next comes from after the other writer's commit."""
+    s.flush()
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(update(Shot).where(Shot.id == shot_id).values(id=Shot.id))
+    else:
+        s.execute(select(Shot.id).where(Shot.id == shot_id).with_for_update())
+    s.expire_all()
 
 
 def has_envelope_content(s: Session, shot_id: int, content_sha256: str) -> bool:
