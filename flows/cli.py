@@ -80,6 +80,7 @@ def run(
     fps: Annotated[Optional[float], typer.Option(help="Frame rate of an EDL (EDLs carry none); 23.976 means 24000/1001.")] = None,
     media_root: Annotated[Optional[Path], typer.Option(help="Folder searched (recursively) for media the edit names.")] = None,
     approve: Annotated[str, typer.Option(help="auto: policy:auto approves every envelope. queue: envelopes wait for a supervisor.")] = "auto",
+    approve_threshold: Annotated[float, typer.Option(help="With --approve auto: approve a shot only if every event's confidence reaches this (0–1); the others wait in the queue.")] = 0.0,
     envelope: Annotated[str, typer.Option(help="How envelopes are predicted: baseline (motion tracking) or model (the trained RMS-Mapper, models/README.md).")] = "baseline",
     library: Annotated[Optional[str], typer.Option(help="Indexed sound library to draw from (default: the built-in kit).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthesis variations (recorded in provenance).")] = 0,
@@ -107,6 +108,7 @@ def run(
     report = configured_pass()(
         str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
         approve=approve, library=library, seed=seed, envelope_estimator=envelope,
+        approve_threshold=approve_threshold,
     )
     m = report.manifest
     delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")

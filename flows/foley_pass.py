@@ -155,6 +155,7 @@ def foley_pass(
     library: str | None = None,
     seed: int = 0,
     envelope_estimator: str = "baseline",
+    approve_threshold: float = 0.0,
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`."""
@@ -174,7 +175,7 @@ def foley_pass(
         with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
             report = _run(spec, timeline, out, approve, library, seed, times, started,
-                          envelope_estimator)
+                          envelope_estimator, approve_threshold)
     except OUTAGES as exc:
         raise PassAborted(str(exc)) from exc
     except DBAPIError as exc:
@@ -186,7 +187,8 @@ def foley_pass(
 
 
 def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
-         times: dict[str, float], started: float, estimator: str = "baseline") -> PassReport:
+         times: dict[str, float], started: float, estimator: str = "baseline",
+         threshold: float = 0.0) -> PassReport:
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -219,7 +221,8 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
             sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
             prompt=sh.hint, estimator=estimator), keep("envelope"), times, progress)
         if approve == "auto":
-            _wave("approve", shots, lambda sh: decisions.auto_approve.submit(sh.shot_id),
+            _wave("approve", shots, lambda sh: decisions.auto_approve.submit(sh.shot_id,
+                                                                     threshold=threshold),
                   keep("state"), times, progress)
         review_state(shots)
         _wave("synth", shots, lambda sh: synth.synthesize.submit(

@@ -184,7 +184,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val_loss, val_l1 = evaluate_loss(model, val)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                "val_e_l1": val_l1, "lr": float(sched.get_last_lr()[0]),

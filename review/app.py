@@ -186,12 +186,15 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         out = []
         for r in rows:
             art = api.find_artifact(s, r.envelope_sha256)
-            events = len(env_of_ref(art.ref())["events"]) if art else 0
+            evs = env_of_ref(art.ref())["events"] if art else []
+            confs = [e["confidence"] for e in evs if e.get("confidence") is not None]
+            events = len(evs)
             out.append({
                 "reel": r.reel, "shot": r.shot, "record_in": tc(r.record_in_frame, r.rate,
                                                                  r.drop_frame),
                 "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
-                "events": events, "age": age(r.since), "since": r.since.isoformat(),
+                "events": events, "confidence": round(min(confs), 3) if confs else None,
+                "age": age(r.since), "since": r.since.isoformat(),
                 "url": shot_url(r.reel, r.shot)})
         return out
 

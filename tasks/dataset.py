@@ -1,0 +1,564 @@
+"""Data for the envelope model: one npz per clip, the pass's picture features + the clip's sound.
+
+Two builders write the same format into a dataset folder (both may share one folder; one
+builder per folder at a time):
+- `build_procedural` renders paired scenes (`models.paired_scenes`: picture at 640 px wide
+  with physically timed sound from the sfx recordings), encodes them to H.264, makes the
+  320-px proxy exactly as the pass does (`tasks.media.make_proxy`, width PROXY_WIDTH, the
+  scene's own rate), computes `tasks.features.compute_features` on it and renders the audio.
+  Clip n of a build (n = seed … seed + n_clips − 1) is drawn from default_rng([n, split
+  index]); train clips are `clip_NNNNN.npz`, held-out ones `clip_heldout_NNNNN.npz`.
+- `build_from_videos` cuts every video with sound under a folder into windows of clip_s
+  (rounded to whole frames; a last partial window is dropped), proxies + features per window
+  and the window's sound (`tasks.media.extract_audio` at 16 kHz, mixed to mono). A video
+  without an audio stream, or a window whose sound is below SILENCE_DBFS RMS, is skipped with
+  its reason; a file that cannot be read fails alone. Names: `clip_<path slug>-<hash>_KKKK.npz`.
+
+npz layout (DATASET_VERSION 1; strings are 0-d unicode arrays, no pickles):
+| key | type | meaning |
+|---|---|---|
+| feat_<k> for k in tasks.features.KEYS | float32 | the pass's features of the clip's proxy |
+| audio16k | float32 (round(n_frames / fps · 16000),) | mono sound of the same span as the picture |
+| events | JSON str | contacts: t, strength, x, y, kind, material, sound, occluded ([] for videos) |
+| sustained | JSON str | segments: t_start, t_end, kind, material, speed and x at rate_hz from t0 |
+| onsets | JSON str | where sound starts: contacts + abrupt sustained starts; videos: detect_onsets |
+| meta | JSON str | version, source, name, split, kind, material(s), fps, n_frames, duration_s, |
+| | | n_audio, seed, and the whole spec (procedural) or window, start_s (videos) |
+| fps, duration_s, seed | float64, float64, int64 | copies from meta (seed −1 for videos) |
+| split, kind, material | str | copies from meta (kind "video" and material "" for videos) |
+
+Each npz is written to a temporary name and renamed; a rerun skips clips whose npz exists and
+reads back whole (right version, keys and audio length). `index.json` lists every valid clip
+of the folder (rebuilt from the files after each build) and the skipped / failed windows.
+Work runs in `workers` spawned processes (OpenCV at one thread each) with a progress bar on
+stderr; the mp4 and proxy of a clip are deleted unless keep_media (then in media/). Builders
+return a summary: written / existing counts, skipped and failed entries with their reasons,
+mean seconds per clip by stage (render, proxy, features, audio, write) and the wall time.
+
+Reading: `iter_clips(folder, split)` yields `Clip`s (features keyed as tasks.features.KEYS,
+audio16k, events, sustained, onsets, meta); `read_clip(path)` reads one. Recordings:
+`load_sounds(sfx_dir, keys)` decodes the catalog's recordings of each "category/material"
+key, mono at 16 kHz, trimmed and loudness-set by `tasks.library.prepare` (cached per
+process); they are read from sfx_dir, never copied. `fetch_big_buck_bunny(dest)` takes the
+Blender Foundation's film (CC BY 3.0) out of moviepy's sdist through pip: a real reel with
+sound for `build_from_videos`.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+import numpy as np
+import soundfile as sf
+
+from models.audio_env import detect_onsets
+from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedTruth, paired_truth,
+                                  render_audio, render_frames, sample_spec, sound_keys, spec_dict)
+from tasks import media
+from tasks.features import KEYS, compute_features
+
+log = logging.getLogger(__name__)
+
+DATASET_VERSION = 1
+PROXY_WIDTH = 320          # = tasks.prepare.PROXY_WIDTH (a test holds them equal; importing
+                           # tasks.prepare would pull Prefect into every worker)
+FEATURE_PREFIX = "feat_"
+INDEX = "index.json"
+SILENCE_DBFS = -65.0
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".mpg"}
+DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
+REQUIRED = ("audio16k", "events", "sustained", "onsets", "meta", "fps", "duration_s", "seed",
+            "split", "kind", "material")
+
+
+@dataclass
+class Clip:
+    """One training pair read back from the folder."""
+
+    name: str
+    path: Path
+    split: str
+    features: dict[str, np.ndarray]
+    audio16k: np.ndarray
+    events: list[dict]
+    sustained: list[dict]
+    onsets: list[dict]
+    meta: dict[str, Any]
+
+
+# ---------------------------------------------------------------- npz files
+
+
+def write_clip(path: Path, features: dict[str, np.ndarray], audio16k: np.ndarray, *,
+               events: list[dict], sustained: list[dict], onsets: list[dict], meta: dict) -> None:
+    """Write one clip's npz (atomic: temporary name, then rename)."""
+    arrays = {FEATURE_PREFIX + k: np.asarray(features[k], np.float32) for k in KEYS}
+    arrays |= {
+        "audio16k": np.asarray(audio16k, np.float32),
+        "events": np.array(json.dumps(events)), "sustained": np.array(json.dumps(sustained)),
+        "onsets": np.array(json.dumps(onsets)), "meta": np.array(json.dumps(meta)),
+        "fps": np.float64(meta["fps"]), "duration_s": np.float64(meta["duration_s"]),
+        "seed": np.int64(meta["seed"]), "split": np.array(meta["split"]),
+        "kind": np.array(meta["kind"]), "material": np.array(meta["material"]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_clip(path: Path) -> Clip:
+    """A clip npz as a `Clip`; ValueError naming the file if it is not a complete clip."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            wanted = (*REQUIRED, *(FEATURE_PREFIX + k for k in KEYS))
+            missing = [k for k in wanted if k not in data.files]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            meta = json.loads(str(data["meta"]))
+            clip = Clip(name=path.stem, path=path, split=meta["split"],
+                        features={k: data[FEATURE_PREFIX + k] for k in KEYS},
+                        audio16k=data["audio16k"], events=json.loads(str(data["events"])),
+                        sustained=json.loads(str(data["sustained"])),
+                        onsets=json.loads(str(data["onsets"])), meta=meta)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable foleyflow dataset clip ({exc}); delete it and "
+                         "rerun the build to remake it") from exc
+    if meta.get("version") != DATASET_VERSION or len(clip.audio16k) != meta.get("n_audio"):
+        raise ValueError(f"{path}: dataset version {meta.get('version')} / audio length "
+                         f"{len(clip.audio16k)} ≠ {DATASET_VERSION} / {meta.get('n_audio')}: "
+                         "delete it and rerun the build")
+    return clip
+
+
+def _existing(path: Path, **expect: Any) -> bool:
+    """True if `path` is a complete clip whose meta matches `expect` (resume skips it)."""
+    if not path.exists():
+        return False
+    try:
+        meta = read_clip(path).meta
+    except ValueError as exc:
+        log.warning("dataset: remaking %s", exc)
+        return False
+    return all(meta.get(k) == v for k, v in expect.items())
+
+
+def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = ()) -> Path:
+    """Rebuild index.json from the folder's clips; skipped / failed entries of earlier builds
+    are kept unless their clip now exists."""
+    out_dir = Path(out_dir)
+    clips = []
+    for path in sorted(out_dir.glob("clip_*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                n_events = len(json.loads(str(data["events"])))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            continue
+        clips.append({"name": path.stem, "file": path.name, "split": meta["split"],
+                      "source": meta["source"], "kind": meta["kind"], "material": meta["material"],
+                      "fps": meta["fps"], "duration_s": meta["duration_s"], "seed": meta["seed"],
+                      "n_events": n_events})
+    names = {c["name"] for c in clips}
+    old: dict = {}
+    if (out_dir / INDEX).exists():
+        try:
+            old = json.loads((out_dir / INDEX).read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+
+    def merge(key: str, new: Iterable[dict]) -> list[dict]:
+        rows = {r["name"]: r for r in old.get(key, [])} | {r["name"]: r for r in new}
+        return [r for n, r in sorted(rows.items()) if n not in names]
+
+    index = {"version": DATASET_VERSION, "audio_sr": AUDIO_SR, "feature_prefix": FEATURE_PREFIX,
+             "clips": clips, "skipped": merge("skipped", skipped), "failed": merge("failed", failed)}
+    tmp = out_dir / f".{INDEX}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, out_dir / INDEX)
+    return out_dir / INDEX
+
+
+def iter_clips(data: Path, split: str | None = None) -> Iterator[Clip]:
+    """The clips listed in data/index.json (of `split`, if given), read one at a time."""
+    data = Path(data)
+    if not (data / INDEX).exists():
+        raise ValueError(f"{data} is not a dataset folder (no {INDEX}): build one with "
+                         "`foley dataset procedural` or `foley dataset videos`")
+    for entry in json.loads((data / INDEX).read_text())["clips"]:
+        if split is None or entry["split"] == split:
+            yield read_clip(data / entry["file"])
+
+
+# ---------------------------------------------------------------- workers
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)          # one process per core: OpenCV's own threads only contend
+
+
+def _run(fn: Callable[[dict], dict], jobs: list[dict], workers: int, label: str) -> list[dict]:
+    """Run jobs (in `workers` spawned processes if > 1) with a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    results: list[dict] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=len(jobs))
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(fn(job))
+                bar.advance(task)
+        else:
+            with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+                for res in pool.imap_unordered(fn, jobs):
+                    results.append(res)
+                    bar.advance(task)
+    return results
+
+
+def _prepare_folder(out_dir: Path) -> Path:
+    """Create the folder; remove what an interrupted build left (work folders, partial npz)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / ".work", ignore_errors=True)
+    for part in out_dir.glob(".clip_*.tmp"):
+        part.unlink(missing_ok=True)
+    return out_dir
+
+
+def _summary(out_dir: Path, results: list[dict], existing: int, t0: float) -> dict[str, Any]:
+    written = [r for r in results if r["status"] == "written"]
+    skipped = [r for r in results if r["status"] == "skipped"]
+    failed = [r for r in results if r["status"] == "failed"]
+    for r in skipped:
+        log.warning("dataset: skipped %s: %s", r["name"], r["reason"])
+    for r in failed:
+        log.error("dataset: failed %s: %s", r["name"], r["reason"])
+    try:
+        (out_dir / ".work").rmdir()           # only when empty: per-clip folders go as they finish
+    except OSError:
+        pass
+    stages = sorted({k for r in written for k in r["timings"]})
+    timings = {k: round(float(np.mean([r["timings"].get(k, 0.0) for r in written])), 3) for k in stages}
+    def rows(found: list[dict]) -> list[dict]:
+        return [{k: r[k] for k in ("name", "source", "reason")} for r in found]
+
+    index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed))
+    return {"out_dir": str(out_dir), "index": str(index), "written": len(written), "existing": existing,
+            "skipped": skipped, "failed": failed, "seconds_per_clip": timings,
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+# ---------------------------------------------------------------- procedural clips
+
+
+@lru_cache(maxsize=8)
+def _catalog(sfx_dir: str) -> tuple[tuple[str, str], ...]:
+    with open(Path(sfx_dir) / "catalog.csv", newline="") as fh:
+        return tuple((f"{r['category']}/{r['material']}", r["path"])
+                     for r in csv.DictReader(fh) if r.get("path"))
+
+
+def catalog_keys(sfx_dir: Path) -> set[str]:
+    """The "category/material" sound keys a recordings folder (with catalog.csv) offers."""
+    return {key for key, _ in _catalog(str(sfx_dir))}
+
+
+_SOUNDS: dict[tuple[str, str, int], list[np.ndarray]] = {}
+
+
+def load_sounds(sfx_dir: Path, keys: Iterable[str], sr: int = AUDIO_SR) -> dict[str, list[np.ndarray]]:
+    """Every recording of each key, mono at `sr`, trimmed and loudness-set as the library does
+    (`tasks.library.prepare`); read from sfx_dir, cached per process."""
+    import soxr
+
+    from tasks.library import UnreadableAudio, prepare
+
+    out = {}
+    for key in sorted(keys):
+        cache = (str(sfx_dir), key, sr)
+        if cache not in _SOUNDS:
+            loaded = []
+            for k, rel in _catalog(str(sfx_dir)):
+                if k != key:
+                    continue
+                try:
+                    audio, file_sr = sf.read(Path(sfx_dir) / rel, dtype="float64", always_2d=True)
+                    mono = audio.mean(axis=1)
+                    mono = soxr.resample(mono, file_sr, sr, quality="HQ") if file_sr != sr else mono
+                    loaded.append(prepare(mono, sr, "texture" if key in TEXTURE_KEYS else "oneshot")[0])
+                except (UnreadableAudio, RuntimeError, OSError) as exc:
+                    log.warning("dataset: skipping recording %s: %s", rel, exc)
+            _SOUNDS[cache] = loaded
+        out[key] = _SOUNDS[cache]
+    return out
+
+
+def _encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float, out_path: Path) -> None:
+    """Pipe RGB frames into an H.264 mp4, as models.scenes.render_scene does."""
+    w, h = size
+    args = (ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                         framerate=str(media.rate_fraction(fps)))
+            .output(str(out_path), vcodec="libx264", pix_fmt="yuv420p", crf=18, preset="veryfast",
+                    movflags="+faststart", f="mp4")
+            .global_args("-hide_banner", "-loglevel", "error")
+            .compile(cmd=media.ffmpeg_exe(), overwrite_output=True))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=err)
+        try:
+            for frame in frames:
+                proc.stdin.write(frame.tobytes())
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+            rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            reason = err.read().decode(errors="replace")[-500:]
+            raise media.MediaError(f"{out_path}: ffmpeg failed encoding: {reason}")
+
+
+def clip_name(number: int, split: str) -> str:
+    return f"clip_{number:05d}" if split == "train" else f"clip_{split}_{number:05d}"
+
+
+def _features_of(src: Path, start_s: float, duration_s: float, fps: float, work: Path,
+                 timings: dict[str, float]) -> tuple[dict[str, np.ndarray], Path]:
+    t = time.perf_counter()
+    proxy = work / "proxy.mp4"
+    media.make_proxy(src, start_s, duration_s, fps, proxy, width=PROXY_WIDTH)
+    timings["proxy"] = time.perf_counter() - t
+    t = time.perf_counter()
+    feats = compute_features(proxy, fps)
+    timings["features"] = time.perf_counter() - t
+    return feats, proxy
+
+
+def _keep(out_dir: Path, name: str, files: dict[str, Path]) -> None:
+    (out_dir / "media").mkdir(exist_ok=True)
+    for suffix, path in files.items():
+        os.replace(path, out_dir / "media" / f"{name}{suffix}")
+
+
+def _paired_job(job: dict) -> dict:
+    out_dir, number, split = Path(job["out_dir"]), job["number"], job["split"]
+    name = clip_name(number, split)
+    work = out_dir / ".work" / name
+    timings: dict[str, float] = {}
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([number, SPLITS.index(split)])
+        spec = sample_spec(rng, split, available=catalog_keys(job["sfx_dir"]),
+                           durations=tuple(job["durations"]))
+        truth = paired_truth(spec)
+        t = time.perf_counter()
+        _encode(render_frames(spec), spec.size, truth.fps, work / "scene.mp4")
+        timings["render"] = time.perf_counter() - t
+        feats, proxy = _features_of(work / "scene.mp4", 0.0, truth.duration_s, truth.fps, work, timings)
+        t = time.perf_counter()
+        audio = render_audio(truth, load_sounds(Path(job["sfx_dir"]), sound_keys(truth)), AUDIO_SR)
+        timings["audio"] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_clip(out_dir / f"{name}.npz", feats, audio, events=truth.events,
+                   sustained=truth.sustained, onsets=truth.onsets,
+                   meta=_paired_meta(name, number, truth, len(audio)))
+        timings["write"] = time.perf_counter() - t
+        if job["keep_media"]:
+            _keep(out_dir, name, {".mp4": work / "scene.mp4", "_proxy.mp4": proxy})
+        return {"name": name, "status": "written", "source": "procedural", "timings": timings}
+    except Exception as exc:  # noqa: BLE001 - one clip's failure is reported, the build goes on
+        return {"name": name, "status": "failed", "source": "procedural",
+                "reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _paired_meta(name: str, number: int, truth: PairedTruth, n_audio: int) -> dict:
+    spec = truth.spec
+    firsts = [e["material"] for e in truth.events] + [s["material"] for s in truth.sustained]
+    return {"version": DATASET_VERSION, "source": "procedural", "name": name, "clip": number,
+            "split": spec.split, "kind": spec.kind, "material": firsts[0] if firsts else "",
+            "materials": truth.materials, "fps": truth.fps, "n_frames": truth.n_frames,
+            "duration_s": truth.duration_s, "n_audio": n_audio, "audio_sr": AUDIO_SR,
+            "seed": spec.seed, "render_size": list(spec.size), "spec": spec_dict(spec)}
+
+
+def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: int = 0,
+                     workers: int = 2, *, sfx_dir: Path = DEFAULT_SFX, keep_media: bool = False,
+                     durations: tuple[float, float] = (3.0, 5.0)) -> dict[str, Any]:
+    """Render clips seed … seed + n_clips − 1 of `split` into out_dir (resumable); returns a
+    summary with per-stage seconds per clip."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if not (Path(sfx_dir) / "catalog.csv").is_file():
+        raise ValueError(f"{sfx_dir} has no catalog.csv: point sfx_dir at the sfx recordings")
+    t0 = time.perf_counter()
+    out_dir = _prepare_folder(out_dir)
+    jobs, existing = [], 0
+    for number in range(seed, seed + n_clips):
+        if _existing(out_dir / f"{clip_name(number, split)}.npz", clip=number, split=split):
+            existing += 1
+            continue
+        jobs.append({"out_dir": str(out_dir), "number": number, "split": split,
+                     "sfx_dir": str(sfx_dir), "durations": list(durations), "keep_media": keep_media})
+    results = _run(_paired_job, jobs, workers, f"{split} clips")
+    return _summary(out_dir, results, existing, t0)
+
+
+# ---------------------------------------------------------------- clips from videos
+
+
+def _slug(rel: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", str(Path(rel).with_suffix(""))).strip("-")[:40]
+    return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:6]}"
+
+
+def _video_job(job: dict) -> dict:
+    out_dir, name, src = Path(job["out_dir"]), job["name"], Path(job["src"])
+    start, span, fps = job["start_s"], job["duration_s"], job["fps"]
+    work = out_dir / ".work" / name
+    timings: dict[str, float] = {}
+    row = {"name": name, "source": job["rel"]}
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        if not media.extract_audio(src, start, span, work / "audio.wav", sr=AUDIO_SR):
+            return row | {"status": "skipped", "reason": "no audio stream"}
+        audio = sf.read(work / "audio.wav", dtype="float32", always_2d=True)[0].mean(axis=1)
+        level = 10 * np.log10(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-20)
+        timings["audio"] = time.perf_counter() - t
+        if level < SILENCE_DBFS:
+            return row | {"status": "skipped",
+                          "reason": f"silent ({level:.1f} dBFS RMS < {SILENCE_DBFS})"}
+        feats, proxy = _features_of(src, start, span, fps, work, timings)
+        n_frames = int(feats["n_frames"])
+        meta = {"version": DATASET_VERSION, "source": job["rel"], "name": name, "split": job["split"],
+                "kind": "video", "material": "", "materials": [], "fps": fps, "n_frames": n_frames,
+                "duration_s": span, "n_audio": len(audio), "audio_sr": AUDIO_SR, "seed": -1,
+                "window": job["window"], "start_s": start, "clip_s": job["clip_s"]}
+        onsets = [{"t": float(t)} for t in detect_onsets(audio, AUDIO_SR)]
+        t = time.perf_counter()
+        write_clip(out_dir / f"{name}.npz", feats, audio, events=[], sustained=[], onsets=onsets,
+                   meta=meta)
+        timings["write"] = time.perf_counter() - t
+        if job["keep_media"]:
+            _keep(out_dir, name, {"_proxy.mp4": proxy})
+        return row | {"status": "written", "timings": timings}
+    except Exception as exc:  # noqa: BLE001 - one bad window never stops the build
+        return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, workers: int = 2, *,
+                      split: str = "train", keep_media: bool = False) -> dict[str, Any]:
+    """Cut every video with sound under video_dir into clip_s windows of the same npz format
+    (resumable); unreadable files and windows without sound are reported, never fatal."""
+    t0 = time.perf_counter()
+    video_dir, out_dir = Path(video_dir).resolve(), _prepare_folder(out_dir)
+    jobs, early, existing = [], [], 0
+    for path in sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS):
+        rel = path.relative_to(video_dir).as_posix()
+        hidden = any(part.startswith(".") for part in Path(rel).parts)
+        if hidden or path.resolve().is_relative_to(out_dir.resolve()):
+            continue
+        name = f"clip_{_slug(rel)}"
+        try:
+            info = media.probe(path)
+        except media.MediaError as exc:
+            early.append({"name": name, "source": rel, "status": "failed", "reason": str(exc)})
+            continue
+        if not info.has_video or not info.has_audio:
+            early.append({"name": name, "source": rel, "status": "skipped",
+                          "reason": "no audio stream" if info.has_video else "no video stream"})
+            continue
+        n = max(1, int(round(clip_s * info.fps)))
+        span = n / info.fps
+        for k in range(int((info.duration_s + 0.25 / info.fps) // span)):
+            wname = f"{name}_{k:04d}"
+            if _existing(out_dir / f"{wname}.npz", source=rel, window=k, split=split):
+                existing += 1
+                continue
+            jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
+                         "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
+                         "clip_s": clip_s, "split": split, "keep_media": keep_media})
+    results = early + _run(_video_job, jobs, workers, "video windows")
+    return _summary(out_dir, results, existing, t0)
+
+
+# ---------------------------------------------------------------- Big Buck Bunny
+
+BBB_PACKAGE = "moviepy==2.2.1"
+BBB_ZIP = "moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip"
+BBB_MEMBER = "moviepy_10_minutes/resources/bbb.mp4"
+BBB_SHA256 = "475fbbf34c4c367998f80c29ea03b15a743941179b12da3373fc6706e68621d0"
+
+
+def fetch_big_buck_bunny(dest: Path) -> Path:
+    """Big Buck Bunny (Blender Foundation, CC BY 3.0: credit it), the whole film — 9:56,
+    1280x720 24 fps H.264, AAC stereo 44.1 kHz — from moviepy's source distribution through
+    pip (no other network access). `dest` is a file or an existing folder; sha256-checked."""
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / "big_buck_bunny.mp4"
+    if dest.exists() and _sha256(dest) == BBB_SHA256:
+        return dest
+    with tempfile.TemporaryDirectory(prefix="foley-bbb-") as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                               ":all:", BBB_PACKAGE, "-d", tmp], capture_output=True, text=True)
+        sdists = sorted(Path(tmp).glob("moviepy-*.tar.gz"))
+        if proc.returncode != 0 or not sdists:
+            raise RuntimeError(f"pip could not download {BBB_PACKAGE}: {proc.stderr[-400:]}")
+        with tarfile.open(sdists[0]) as tar:
+            src = tar.extractfile(BBB_ZIP)
+            if src is None:
+                raise RuntimeError(f"{sdists[0].name} has no {BBB_ZIP}")
+            with open(Path(tmp) / "bbb.zip", "wb") as fh:
+                shutil.copyfileobj(src, fh)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(f".{dest.name}.part")
+        with zipfile.ZipFile(Path(tmp) / "bbb.zip") as zf, zf.open(BBB_MEMBER) as film:
+            with open(part, "wb") as fh:
+                shutil.copyfileobj(film, fh)
+    if _sha256(part) != BBB_SHA256:
+        part.unlink()
+        raise RuntimeError(f"{BBB_MEMBER} in {BBB_PACKAGE} is not the expected file (sha256 differs)")
+    os.replace(part, dest)
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,221 @@
+"""Paired scenes (picture + physically timed sound) and the dataset builders, on real recordings
+from the shared sfx folder, real ffmpeg and the pass's own proxy and feature code."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from models import paired_scenes as ps
+from models.audio_env import detect_onsets, rms_envelope
+from tasks import dataset
+from tasks.features import KEYS
+from tasks.media import extract_audio, ffmpeg_exe
+
+SR = ps.AUDIO_SR
+
+
+def _spec(i: int, split: str, kinds: tuple[str, ...], sfx: Path, **kw) -> ps.PairedSpec:
+    rng = np.random.default_rng([i, 99, ps.SPLITS.index(split)])
+    return ps.sample_spec(rng, split, kinds=kinds, available=dataset.catalog_keys(sfx), **kw)
+
+
+def _audio(truth: ps.PairedTruth, sfx: Path) -> np.ndarray:
+    return ps.render_audio(truth, dataset.load_sounds(sfx, ps.sound_keys(truth)), SR)
+
+
+def _db(x: np.ndarray) -> np.ndarray:
+    return 20 * np.log10(np.maximum(x.astype(np.float64), 1e-9))
+
+
+def test_proxy_width_is_the_pass_width() -> None:
+    from tasks.prepare import PROXY_WIDTH
+
+    assert dataset.PROXY_WIDTH == PROXY_WIDTH
+
+
+@pytest.mark.parametrize("kind", ps.KINDS)
+def test_a_paired_spec_renders(kind: str, sfx_dir: Path) -> None:
+    spec = _spec(1, "train", (kind,), sfx_dir, durations=(0.6, 0.8))
+    truth = ps.paired_truth(spec)
+    frames = list(ps.render_frames(spec))
+    assert len(frames) == truth.n_frames == round(spec.duration_s * spec.fps)
+    assert frames[0].shape == (spec.size[1], spec.size[0], 3) and frames[0].dtype == np.uint8
+    assert truth.duration_s == pytest.approx(truth.n_frames / truth.fps)
+    assert list(ps.render_frames(spec))[-1].tobytes() == frames[-1].tobytes()   # seeded
+    assert len(_audio(truth, sfx_dir)) == round(truth.duration_s * SR)
+
+
+@pytest.mark.parametrize("split", ps.SPLITS)
+def test_contacts_sound_at_their_event_times(split: str, sfx_dir: Path) -> None:
+    """Every contact that stands apart from the others (no other within 60 ms: detect_onsets
+    keeps one onset per 50 ms) is heard within 5 ms of its time, most within a millisecond."""
+    errors, missed = [], []
+    for i in range(25):
+        truth = ps.paired_truth(_spec(i, split, ps.CONTACT_KINDS, sfx_dir))
+        assert truth.events, truth.spec.kind
+        found = detect_onsets(_audio(truth, sfx_dir), SR)
+        times = np.array([e["t"] for e in truth.events])
+        for t in times:
+            if np.sum(np.abs(times - t) < 0.06) > 1:
+                continue
+            err = float(np.min(np.abs(found - t))) if found.size else 1.0
+            (errors if err <= 0.005 else missed).append(err)
+    assert len(errors) >= 0.85 * (len(errors) + len(missed)), (len(errors), missed)
+    assert np.median(errors) < 0.001
+
+
+def test_silent_movers_are_silent(sfx_dir: Path) -> None:
+    for split in ps.SPLITS:
+        for i in range(12):
+            truth = ps.paired_truth(_spec(i, split, ps.SILENT_KINDS, sfx_dir))
+            assert truth.events == [] and truth.sustained == []
+            audio = _audio(truth, sfx_dir)
+            assert _db(rms_envelope(audio, SR)).max() < -45.0
+            assert detect_onsets(audio, SR).size == 0
+
+
+def _hand_spec(mover: ps.Mover, kind: str) -> ps.PairedSpec:
+    return ps.PairedSpec(kind=kind, seed=7, split="heldout", fps=24.0, duration_s=4.0,
+                         size=(320, 180), movers=(mover,), room_db=-60.0)
+
+
+@pytest.mark.parametrize("mover, kind", [
+    (ps.Rub(ps.Look(0.05, 1.5, 6.0, (1, 1, 1)), 0.4, 0.12, 0.8, 3, 1, 0.5, "synth/metal", 0.0), "rub"),
+    (ps.Slide(ps.Look(0.05, 1.5, 6.0, (1, 1, 1)), 0.1, 0.0, 0.9, 0.0, "drag", 2.0, 0.5,
+              "synth/glass", 0.0), "scrape"),
+    (ps.Slide(ps.Look(0.05, 1.5, 6.0, (1, 1, 1)), 0.1, 0.0, 1.2, 0.9, "kick", 0.0, 0.5,
+              "synth/metal", 0.0), "scrape"),
+], ids=["rub", "drag", "kick"])
+def test_sustained_sound_follows_the_sliding_speed(mover: ps.Mover, kind: str) -> None:
+    truth = ps.paired_truth(_hand_spec(mover, kind))
+    (seg,) = truth.sustained
+    level = _db(rms_envelope(ps.render_audio(truth, {}, SR), SR, ps.SUSTAIN_RATE_HZ))
+    k0 = int(round(seg["t0"] * ps.SUSTAIN_RATE_HZ))
+    speed = np.asarray(seg["speed"])
+    during = level[k0:k0 + len(speed)]
+    moving = speed > 0.1 * speed.max()
+    assert np.median(during[speed > 0.5 * speed.max()]) > -60.0 + 25.0
+    assert np.corrcoef(np.log(speed[moving]), during[moving])[0, 1] > 0.9
+    after = level[int((seg["t_end"] + 0.5) * ps.SUSTAIN_RATE_HZ):]
+    assert after.size and after.max() < -60.0 + 8.0                 # at rest: room tone only
+    assert seg["abrupt"] == (mover.__class__ is ps.Slide and mover.profile == "kick")
+
+
+def test_sustained_scenes_sound_while_sliding(sfx_dir: Path) -> None:
+    for split in ps.SPLITS:
+        for i in range(8):
+            truth = ps.paired_truth(_spec(i, split, ps.SUSTAINED_KINDS, sfx_dir))
+            level = _db(rms_envelope(_audio(truth, sfx_dir), SR, ps.SUSTAIN_RATE_HZ))
+            for seg in truth.sustained:
+                k0 = int(round(seg["t0"] * ps.SUSTAIN_RATE_HZ))
+                speed = np.asarray(seg["speed"])[: len(level) - k0]
+                fast = level[k0:k0 + len(speed)][speed > 0.5 * speed.max()]
+                assert np.median(fast) > truth.spec.room_db + 12.0, (split, i, seg["sound"])
+
+
+def test_heldout_and_train_share_no_material_rate_or_seed() -> None:
+    seen = {s: {"materials": set(), "fps": set(), "seeds": set()} for s in ps.SPLITS}
+    for split in ps.SPLITS:
+        for i in range(300):
+            spec = ps.sample_spec(np.random.default_rng([i, 5]), split)
+            truth = ps.paired_truth(spec)
+            keys = [getattr(m, a, "") for m in spec.movers for a in ("sound", "texture")]
+            seen[split]["materials"] |= {ps.material_of(k) for k in keys if k} | set(truth.materials)
+            seen[split]["fps"].add(spec.fps)
+            seen[split]["seeds"].add(spec.seed)
+    train, held = seen["train"], seen["heldout"]
+    assert held["materials"] <= ps.HELDOUT_MATERIALS and held["materials"]
+    for what in ("materials", "fps", "seeds"):
+        assert not train[what] & held[what], what
+    assert held["fps"] == set(ps.HELDOUT_RATES) and train["fps"] == set(ps.TRAIN_RATES)
+
+
+def test_build_procedural_writes_valid_clips_and_resumes(tmp_path: Path, sfx_dir: Path) -> None:
+    out = tmp_path / "data"
+    summary = dataset.build_procedural(out, n_clips=2, split="train", seed=3, workers=2,
+                                       sfx_dir=sfx_dir, durations=(1.2, 1.6))
+    assert summary["written"] == 2 and not summary["failed"], summary["failed"]
+    files = sorted(out.glob("clip_*.npz"))
+    assert [f.name for f in files] == ["clip_00003.npz", "clip_00004.npz"]
+    assert not (out / ".work").exists() and not (out / "media").exists()
+    for path in files:
+        with np.load(path, allow_pickle=False) as data:
+            assert {f"feat_{k}" for k in KEYS} | set(dataset.REQUIRED) <= set(data.files)
+            meta = json.loads(str(data["meta"]))
+            fps, n_frames = float(data["feat_fps"]), int(data["feat_n_frames"])
+            assert fps == pytest.approx(meta["fps"]) and n_frames == meta["n_frames"]
+            assert abs(len(data["audio16k"]) - n_frames / fps * SR) <= 128
+            assert data["audio16k"].dtype == np.float32
+            w, h = meta["render_size"]
+            proxy_h = 2 * round(dataset.PROXY_WIDTH * h / w / 2)
+            assert data["feat_size"].tolist() == [dataset.PROXY_WIDTH, proxy_h]
+            assert len(data["feat_regions"]) == n_frames - 1
+            assert str(data["split"]) == "train"
+            assert int(data["seed"]) == meta["seed"] < ps.HELDOUT_SEED_BASE
+            events = json.loads(str(data["events"]))
+            assert all({"t", "strength", "x", "y", "kind", "material"} <= set(e) for e in events)
+    index = json.loads((out / "index.json").read_text())
+    assert [c["file"] for c in index["clips"]] == [f.name for f in files]
+    clips = list(dataset.iter_clips(out, split="train"))
+    assert len(clips) == 2 and set(clips[0].features) == set(KEYS)
+    assert list(dataset.iter_clips(out, split="heldout")) == []
+
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = dataset.build_procedural(out, n_clips=2, split="train", seed=3, workers=2,
+                                     sfx_dir=sfx_dir, durations=(1.2, 1.6))
+    assert again["written"] == 0 and again["existing"] == 2
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    files[1].write_bytes(b"not a zip")                              # a torn file is remade
+    third = dataset.build_procedural(out, n_clips=2, split="train", seed=3, workers=1,
+                                     sfx_dir=sfx_dir, durations=(1.2, 1.6))
+    assert third["written"] == 1 and third["existing"] == 1
+    assert dataset.read_clip(files[1]).meta["clip"] == 4
+
+
+# a 150 ms 440 Hz burst 0.4 s into each second, none after 3 s
+BURST = "if(between(mod(t,1),0.4,0.55)*lt(t,3),0.5*sin(2*PI*440*t),0)"
+
+
+def _video(path: Path, audio: bool = True) -> Path:
+    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+            "testsrc2=size=320x180:rate=25:duration=4"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"aevalsrc='{BURST}':s=48000:d=4", "-c:a", "aac", "-shortest"]
+    subprocess.run(args + ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path) -> None:
+    videos = tmp_path / "reels"
+    (videos / "r1").mkdir(parents=True)
+    src = _video(videos / "r1" / "burst.mp4")
+    _video(videos / "mute.mp4", audio=False)
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    out = tmp_path / "data"
+    summary = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
+    assert summary["written"] == 3, summary
+    reasons = {r["source"]: r["reason"] for r in summary["skipped"] + summary["failed"]}
+    assert "no audio stream" in reasons["mute.mp4"]
+    assert "broken.mp4" in reasons and [r["source"] for r in summary["failed"]] == ["broken.mp4"]
+    own = [r["reason"].split(" ")[0] for r in summary["skipped"] if r["source"] == "r1/burst.mp4"]
+    assert own == ["silent"]                                        # the window after 3 s
+
+    extract_audio(src, 0.0, 4.0, tmp_path / "whole.wav", sr=SR)
+    whole = sf.read(tmp_path / "whole.wav", dtype="float32", always_2d=True)[0].mean(axis=1)
+    clips = sorted(dataset.iter_clips(out), key=lambda c: c.meta["window"])
+    assert [c.meta["window"] for c in clips] == [0, 1, 2]
+    for clip in clips:
+        k = clip.meta["window"]
+        assert clip.meta["source"] == "r1/burst.mp4" and clip.split == "train"
+        assert len(clip.audio16k) == SR and int(clip.features["n_frames"]) == 25
+        assert [round(o["t"], 2) for o in clip.onsets] == [0.4]
+        assert abs(clip.onsets[0]["t"] - 0.4) < 0.005
+        inner = slice(int(0.3 * SR), int(0.7 * SR))                 # the same span of the film
+        np.testing.assert_allclose(clip.audio16k[inner], whole[k * SR:(k + 1) * SR][inner], atol=2e-3)
+    again = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
+    assert again["written"] == 0 and again["existing"] == 3

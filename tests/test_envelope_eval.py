@@ -1,0 +1,147 @@
+"""Metrics, onsets read off curves, and the train → evaluate → pass path of the RMS-Mapper on
+real (small) procedural data: rendered pictures, real recordings, the pass's own features."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import curve_events, envelope_metrics as em, rms_targets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clicks(times: list[float], sr: int = 48000, dur: float = 4.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 1e-3, int(dur * sr))
+    for t in times:
+        i, n = int(t * sr), int(0.15 * sr)
+        a[i:i + n] += rng.normal(0, 0.3, n)[: len(a) - i] * np.exp(-np.arange(n) / (0.03 * sr))[
+            : len(a) - i]
+    return a
+
+
+def test_onsets_read_off_a_target_curve_are_sub_frame_after_calibration() -> None:
+    times = [0.5, 1.13, 1.904, 2.4, 3.31]
+    curve = rms_targets.rms_target(clicks(times), 48000)
+    found = [e["t"] for e in curve_events.events_from_curve(curve, rms_targets.RATE_HZ)]
+    assert len(found) == len(times)
+    offset = curve_events.calibrate_offset([found], [times])
+    assert -0.06 < offset < -0.02  # the centred smoothing leads the half-way crossing
+    again = curve_events.events_from_curve(curve, rms_targets.RATE_HZ, offset_s=offset)
+    errors = [abs(e["t"] - t) for e, t in zip(again, times)]
+    assert max(errors) < 0.004, errors  # within half an 8 ms hop
+    other = rms_targets.rms_target(clicks([0.7, 2.05], seed=3), 48000)
+    again = curve_events.events_from_curve(other, rms_targets.RATE_HZ, offset_s=offset)
+    assert [round(e["t"], 2) for e in again] == [0.7, 2.05]  # the offset carries over
+
+
+def test_silence_has_no_onsets_and_strength_follows_level() -> None:
+    assert curve_events.events_from_curve(np.full(500, 1e-4), 125.0) == []
+    loud = rms_targets.rms_target(clicks([1.0]), 48000)
+    soft = rms_targets.rms_target(clicks([1.0]) * 0.2, 48000)
+    s_loud = curve_events.events_from_curve(loud, 125.0)[0]["strength"]
+    s_soft = curve_events.events_from_curve(soft, 125.0)[0]["strength"]
+    assert s_loud - s_soft == pytest.approx(14 / 48, abs=0.03)  # 14 dB apart, 48 dB range
+
+
+def test_metrics_by_their_definitions() -> None:
+    true = np.array([0.0, 0.1, 0.5, 0.1])
+    assert em.e_l1_tfoley(true * 2, true) == pytest.approx(np.mean(true))
+    assert em.e_l1_videofoley(true * 2, true) == pytest.approx(0.0)  # gain does not count
+    assert em.acc_at_k(np.array([3, 5, 9]), np.array([3, 6, 1]), 1) == pytest.approx(1 / 3)
+    assert em.acc_at_k(np.array([3, 5, 9]), np.array([3, 6, 1]), 5) == pytest.approx(2 / 3)
+    counts = em.OnsetCounts.of([0.10, 0.52, 0.90], [0.11, 0.50, 1.30])
+    scores = em.onset_scores(counts)
+    assert scores["onset_f1@25ms"] == pytest.approx(2 / 3)  # 0.10↔0.11 and 0.52↔0.50
+    assert scores["onset_f1@50ms"] == pytest.approx(2 / 3)
+    assert scores["onset_error_median_ms"] == pytest.approx(15.0)
+    # one prediction cannot match two truths; a silent clip predicted silent is perfect
+    assert em.match_onsets([0.5], [0.49, 0.51], 0.05) == [(0.5, 0.49)] or \
+        em.match_onsets([0.5], [0.49, 0.51], 0.05) == [(0.5, 0.51)]
+    assert em.onset_scores(em.OnsetCounts.of([], []))["onset_f1@50ms"] == 1.0
+    assert math.isnan(em.onset_scores(em.OnsetCounts.of([], []))["onset_error_median_ms"])
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: Path) -> None:
+    """A few procedural clips, a few epochs: the flow writes a loadable checkpoint with its
+    card data, resumes where it stopped, and the evaluation scores both estimators."""
+    import torch
+
+    from flows.evaluate import evaluate
+    from flows.train import checkpoint_name, train
+    from models import rms_mapper
+    from tasks.dataset import build_procedural
+
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    build_procedural(data, n_clips=10, split="train", seed=0, workers=2, sfx_dir=sfx_dir)
+    build_procedural(data, n_clips=3, split="heldout", seed=0, workers=2, sfx_dir=sfx_dir)
+    out = tmp_path / "run"
+    first = train(data, out, epochs=2, batch_size=4, threads=1)
+    assert first["epochs_run"] == 2
+    resumed = train(data, out, epochs=4, batch_size=4, threads=1)  # continues at epoch 3
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert resumed["history"][:2] == first["history"]
+    ckpt = out / checkpoint_name("tiny")
+    model, config, meta = rms_mapper.load_checkpoint(ckpt)
+    assert config.preset == "tiny" and "onset_offset_s" in meta and meta["training"]["seed"] == 0
+    assert (out / "curves.png").stat().st_size > 1000
+    result = evaluate(data, ckpt, split="heldout")
+    assert result["clips"] == 3
+    for name in ("model", "baseline"):
+        assert set(result[name]) >= {"e_l1_tfoley", "e_l1_videofoley", "acc@1", "acc@5",
+                                     "acc@10", "onset_f1@25ms", "onset_f1@50ms",
+                                     "onset_f1@100ms", "onset_error_median_ms",
+                                     "onset_error_p90_ms"}
+        assert 0.0 <= result[name]["e_l1_tfoley"] < 1.0
+    assert result["model_inference_x_realtime"] > 1.0
+    json.dumps(result)  # the CLI prints it as JSON
+    # the pass's estimator: an envelope of the contract, events with confidence, from the model
+    from models import v2a_envelope
+    from tasks.dataset import iter_clips
+    from tasks.decisions import validate_envelope
+
+    clip = next(iter_clips(data, split="heldout"))
+    duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
+    env = v2a_envelope.estimate_envelope(model, meta, clip.features, shot="SH010",
+                                         duration_s=duration)
+    validate_envelope(env, where="model envelope")
+    assert env["rate_hz"] == 100 and env["source"] == "rms-mapper:tiny"
+    assert all(0.0 <= e["confidence"] <= 1.0 for e in env["events"])
+
+
+@pytest.mark.slow
+def test_the_pass_predicts_with_the_shipped_model(tmp_path: Path) -> None:
+    """`foley run --envelope model` on the demo reel: every shot gets an envelope from the
+    shipped checkpoint, recorded with its hash in provenance."""
+    import subprocess
+    import sys
+
+    from tasks.envelope import CHECKPOINT
+
+    assert CHECKPOINT.is_file(), f"the shipped checkpoint {CHECKPOINT} is missing"
+    env = {**__import__("os").environ, "FOLEY_HOME": str(tmp_path / "home")}
+    subprocess.run([sys.executable, "-m", "flows.cli", "demo", "make", str(tmp_path / "demo")],
+                   check=True, env=env, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run",
+                           str(tmp_path / "demo" / "demo_reel.otio"), "--out",
+                           str(tmp_path / "out"), "--envelope", "model"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    for shot in manifest["shots"]:
+        doc = json.loads((tmp_path / "out" / shot["envelope"]["uri"]).read_text())
+        assert doc["source"] == "rms-mapper:tiny", shot["name"]
+    import sqlite3
+
+    rows = sqlite3.connect(tmp_path / "home" / "foley.db").execute(
+        "SELECT DISTINCT checkpoint_sha256 FROM activities WHERE task = 'envelope-predict'"
+    ).fetchall()
+    import hashlib
+
+    assert rows == [(hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest(),)]
