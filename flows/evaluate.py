@@ -11,7 +11,8 @@ physical contact times) or, for clips cut from real reels, the onsets of their s
 
 The baseline's curve is at 100 Hz (the envelope contract); it is resampled to the targets'
 125 Hz. Inference speed of the model (features excluded: they are shared with the baseline and
-reported by `foley bench`) is measured on one thread and reported as × real time.
+reported by `foley bench`) is measured on one thread and reported as × real time; it includes
+the motion tracker the model's envelope takes positions and contact times from.
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
 
     torch.set_num_threads(threads)
     model, config, meta = mapper.load_checkpoint(checkpoint)
-    offset = float(meta.get("onset_offset_s", 0.0))
     sums: dict[str, dict[str, list[float]]] = {k: {} for k in ESTIMATORS}
     onsets = {k: None for k in ESTIMATORS}
     infer_s = audio_s = 0.0
@@ -46,11 +46,13 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         true_cls = rms_targets.mu_encode(rms)
         true_onsets = [float(e["t"]) for e in clip.onsets]
-        t0 = time.perf_counter()
-        probs, curve, _conf, events = v2a_envelope.model_curve(model, clip.features, offset)
-        infer_s += time.perf_counter() - t0
         duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
         audio_s += duration
+        t0 = time.perf_counter()
+        env, curve, probs = v2a_envelope.estimate(model, meta, clip.features, shot=clip.name,
+                                                  duration_s=duration)
+        infer_s += time.perf_counter() - t0
+        events = env["events"]
         base = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
                                                  duration_s=duration)
         base_curve = rms_targets.resample_curve(np.asarray(base["curve"], np.float64),

@@ -39,6 +39,7 @@ class Example:
     classes: np.ndarray  # (T,) int64 at rms_targets.RATE_HZ
     rms: np.ndarray  # (T,) float32 linear RMS (the target before µ-law)
     onsets: list[float] = field(default_factory=list)  # true onsets (s), for calibration
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # for calibrating events
 
 
 def checkpoint_name(preset: str) -> str:
@@ -54,7 +55,8 @@ def load_examples(data: Path, split: str) -> list[Example]:
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         out.append(Example(clip.name, v2a_inputs.frame_inputs(clip.features).astype(np.float32),
                            rms_targets.mu_encode(rms).astype(np.int64), rms.astype(np.float32),
-                           [float(e["t"]) for e in clip.onsets]))
+                           [float(e["t"]) for e in clip.onsets],
+                           clip.features if is_validation(clip.name) else {}))
     return out
 
 
@@ -113,16 +115,40 @@ def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float]:
     return float(np.mean(losses)), float(np.mean(l1s))
 
 
-def calibrate(model: Any, examples: list[Example]) -> float:
-    """The onset offset of `models.curve_events` for this model, from training clips."""
+DETECTION_GRID = {"rise_db": (1.5, 3.0, 4.5, 6.0, 9.0), "min_peak_db": (-50.0, -45.0, -40.0)}
+
+
+def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, float]:
+    """How this model's curves become events: the onset offset of `models.curve_events`
+    (median lag of the half-way crossing behind true onsets, on training clips), then the rise
+    and minimum peak that give the best onset F1 at ±50 ms of the pass's own events
+    (`models.v2a_envelope.estimate`) on the validation clips — never the held-out split."""
+    from models import v2a_envelope
+    from models.envelope_metrics import OnsetCounts, onset_scores
+
     found, truth = [], []
-    for e in examples:
+    for e in trn:
         probs = v2a_inputs.align(mapper.predict(model, e.inputs), len(e.classes))
         curve, conf = rms_targets.decode_probs(probs)
         found.append([ev["t"] for ev in curve_events.events_from_curve(
             curve, rms_targets.RATE_HZ, conf)])
         truth.append(e.onsets)
-    return curve_events.calibrate_offset(found, truth)
+    offset = curve_events.calibrate_offset(found, truth)
+    best = {"onset_offset_s": offset, "rise_db": 6.0, "min_peak_db": -45.0, "val_onset_f1": -1.0}
+    for rise in DETECTION_GRID["rise_db"]:
+        for peak in DETECTION_GRID["min_peak_db"]:
+            meta = {"onset_offset_s": offset, "rise_db": rise, "min_peak_db": peak}
+            total = None
+            for e in val:
+                duration = float(e.features["n_frames"]) / float(e.features["fps"])
+                env, _c, _p = v2a_envelope.estimate(model, meta, e.features, shot=e.name,
+                                                    duration_s=duration)
+                counts = OnsetCounts.of([ev["t"] for ev in env["events"]], e.onsets)
+                total = counts if total is None else total + counts
+            f1 = onset_scores(total)["onset_f1@50ms"]
+            if f1 > best["val_onset_f1"]:
+                best.update(rise_db=rise, min_peak_db=peak, val_onset_f1=f1)
+    return best
 
 
 def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
@@ -157,6 +183,10 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
     state_path = out / STATE
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
+        if st.get("epochs", epochs) != epochs or st.get("preset", preset) != preset:
+            raise ValueError(f"{out} holds a run of {st.get('epochs')} epochs of preset "
+                             f"{st.get('preset')!r}: resume it with the same --epochs and "
+                             "--preset, or train into another --out")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
@@ -199,7 +229,8 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
         _write_atomic(state_path, lambda p: torch.save({
             "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "history": history, "best": best, "epoch": epoch}, p))
+            "history": history, "best": best, "epoch": epoch, "epochs": epochs,
+            "preset": preset}, p))
         plot_curves(history, out / "curves.png")
         if publish is not None:
             publish(history)
@@ -207,16 +238,16 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             log(f"stopping after epoch {epoch + 1}: the {max_minutes:g}-minute budget is spent")
             break
     best_model, _cfg, meta = mapper.load_checkpoint(ckpt)
-    offset = calibrate(best_model, trn)
+    detection = calibrate(best_model, trn, val)
     summary = {
         "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
-        "epochs_run": len(history), "best_val_e_l1": best, "onset_offset_s": offset,
+        "epochs_run": len(history), "best_val_e_l1": best, "detection": detection,
         "seed": seed, "batch_size": batch_size, "lr": lr, "crop_s": crop_s,
-        "train_minutes": round((time.monotonic() - t_start) / 60, 1),
+        "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
         "parameters": int(sum(p.numel() for p in best_model.parameters())),
         "history": history}
     _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
-        best_model, config, p, {**meta, "onset_offset_s": offset, "training": summary}))
+        best_model, config, p, {**meta, **detection, "training": summary}))
     (out / "training.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -244,7 +275,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def train_envelope_flow() -> Any:
     """The Prefect flow around `train` (built on demand: importing this module stays cheap)."""
-    from prefect import flow, get_run_logger
+    from prefect import flow
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     @flow(name="train-envelope", log_prints=True)
@@ -253,8 +284,6 @@ def train_envelope_flow() -> Any:
                        seed: int = 0, max_minutes: float | None = None,
                        threads: int = 2) -> dict[str, Any]:
         """Train the RMS-Mapper on a dataset folder; resumable from OUT/train_state.pt."""
-        logger = get_run_logger()
-
         def publish(history: list[dict[str, float]]) -> None:
             create_table_artifact([{k: round(v, 5) for k, v in h.items()} for h in history],
                                   key=f"train-envelope-{preset}-curves",
@@ -262,13 +291,13 @@ def train_envelope_flow() -> Any:
 
         summary = train(Path(data), Path(out), preset=preset, epochs=epochs,
                         batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
-                        max_minutes=max_minutes, threads=threads, log=logger.info,
+                        max_minutes=max_minutes, threads=threads, log=print,
                         publish=publish)
         create_markdown_artifact(
             f"# RMS-Mapper `{preset}`\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "
             f"after {summary['epochs_run']} epochs ({summary['train_minutes']} min) on "
             f"{summary['train_clips']} clips; onset offset "
-            f"{summary['onset_offset_s'] * 1000:.1f} ms.\n\nCheckpoint: "
+            f"{summary['detection']['onset_offset_s'] * 1000:.1f} ms.\n\nCheckpoint: "
             f"`{Path(out) / checkpoint_name(preset)}`; curves: `{Path(out) / 'curves.png'}`",
             key=f"train-envelope-{preset}-summary", description="Training summary")
         return {k: v for k, v in summary.items() if k != "history"}

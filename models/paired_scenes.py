@@ -77,8 +77,8 @@ from scipy.signal import fftconvolve
 
 from models import kit
 from models.audio_env import attack_start, detect_onsets
-from models.scenes import (GRAVITY, GROUND, MIN_BOUNCE, V_REF, SceneSpec, _background, _Blob,
-                           _draw, fps_fraction)
+from models.scenes import (GRAVITY, GROUND, MIN_BOUNCE, V_REF, SceneSpec, background, Blob,
+                           draw_blob, fps_fraction)
 
 PairedKind = Literal["impacts", "bounce", "steps", "scrape", "rub", "pass", "fly", "static"]
 KINDS: tuple[str, ...] = ("impacts", "bounce", "steps", "scrape", "rub", "pass", "fly", "static")
@@ -292,7 +292,7 @@ def spec_dict(spec: PairedSpec) -> dict:
 
 @dataclass
 class _Track:
-    draw: Callable[[float], list[_Blob]]
+    draw: Callable[[float], list[Blob]]
     # (t, strength, world x px, kind, sound)
     contacts: list[tuple[float, float, float, str, str]] = field(default_factory=list)
     # (t_start, t_end, speed(t) H/s, world x px(t), kind, sound, level_db)
@@ -337,14 +337,14 @@ def _drop(m: Drop, spec: PairedSpec, rng: np.random.Generator) -> _Track:
     frags = [(rng.uniform(-0.9, 0.9) * h + 0.5 * vx, rng.uniform(0.3, 0.5))
              for _ in range(int(rng.integers(4, 7)))]
 
-    def draw(t: float) -> list[_Blob]:
+    def draw(t: float) -> list[Blob]:
         if not (m.breaks and t >= t_rest):
-            return [_Blob(x_at(t), y_at(t), rx, ry, m.look.color, m.look.power)]
+            return [Blob(x_at(t), y_at(t), rx, ry, m.look.color, m.look.power)]
         out = []
         for vf, s in frags:           # shards slide out and stop (friction 2 H/s²)
             tau = min(t - t_rest, abs(vf) / (2 * h))
             x = x_rest + vf * tau - math.copysign(h, vf) * tau * tau
-            out.append(_Blob(x, GROUND * h - s * ry, s * rx, s * ry, m.look.color, m.look.power))
+            out.append(Blob(x, GROUND * h - s * ry, s * rx, s * ry, m.look.color, m.look.power))
         return out
 
     kind = "break" if m.breaks else "impact"
@@ -372,12 +372,12 @@ def _walk(m: Walk, spec: PairedSpec, rng: np.random.Generator) -> _Track:
             return x_from + d * 2 * stride, foot_y
         return x_from + d * 2 * stride * u, foot_y - lift * 4 * u * (1 - u)
 
-    def draw(t: float) -> list[_Blob]:
+    def draw(t: float) -> list[Blob]:
         bx = x0 + d * stride / p * min(max(t - m.start_s, 0.0), m.n_steps * p)
         torso_y = (GROUND - 0.42 * s) * h
-        blobs = [_Blob(bx, torso_y, 0.055 * h * s, 0.1 * h * s, m.body, 4.0),
-                 _Blob(bx, torso_y - 0.15 * h * s, 0.04 * h * s, 0.04 * h * s, m.body)]
-        return blobs + [_Blob(*foot(j, t), foot_rx, foot_ry, m.feet, 4.0) for j in (0, 1)]
+        blobs = [Blob(bx, torso_y, 0.055 * h * s, 0.1 * h * s, m.body, 4.0),
+                 Blob(bx, torso_y - 0.15 * h * s, 0.04 * h * s, 0.04 * h * s, m.body)]
+        return blobs + [Blob(*foot(j, t), foot_rx, foot_ry, m.feet, 4.0) for j in (0, 1)]
 
     strength = math.hypot(2 * stride / swing, 4 * lift / swing) / h / (0.5 * V_REF)
     contacts = []
@@ -419,7 +419,7 @@ def _slide(m: Slide, spec: PairedSpec, rng: np.random.Generator) -> _Track:
             return y_rest
         return y_rest - m.height * h + 0.5 * GRAVITY * h * max(t - m.start_s, 0.0) ** 2
 
-    track = _Track(lambda t: [_Blob(x_at(t), y_at(t), rx, ry, m.look.color, m.look.power)])
+    track = _Track(lambda t: [Blob(x_at(t), y_at(t), rx, ry, m.look.color, m.look.power)])
     if m.height > 0 and m.sound:
         track.contacts.append((t_s, math.sqrt(2 * GRAVITY * m.height) / V_REF, x_s, "impact", m.sound))
     track.sustains.append((t_s, t_e, lambda t: speed(t) / h, x_at, "scrape", m.texture, m.level_db))
@@ -438,7 +438,7 @@ def _rub(m: Rub, spec: PairedSpec, rng: np.random.Generator) -> _Track:
     def speed(t: float) -> float:                          # H/s
         return a * om * abs(math.sin(om * (t - m.start_s))) / h if m.start_s <= t <= t_e else 0.0
 
-    track = _Track(lambda t: [_Blob(x_at(t), GROUND * h - ry, rx, ry, m.look.color, m.look.power)])
+    track = _Track(lambda t: [Blob(x_at(t), GROUND * h - ry, rx, ry, m.look.color, m.look.power)])
     track.sustains.append((m.start_s, t_e, speed, x_at, "rub", m.texture, m.level_db))
     return track
 
@@ -447,10 +447,10 @@ def _flight(m: Flight, spec: PairedSpec, rng: np.random.Generator) -> _Track:
     w, h = spec.size
     rx, ry = _blob_size(m.look, h)
 
-    def draw(t: float) -> list[_Blob]:
+    def draw(t: float) -> list[Blob]:
         tau = max(t - m.start_s, 0.0)
         y = m.y0 * h + m.vy * h * tau + m.wave * h * math.sin(2 * math.pi * tau / m.wave_period)
-        return [_Blob(m.x0 * w + m.vx * h * tau, y, rx, ry, m.look.color, m.look.power)]
+        return [Blob(m.x0 * w + m.vx * h * tau, y, rx, ry, m.look.color, m.look.power)]
 
     return _Track(draw)
 
@@ -458,22 +458,22 @@ def _flight(m: Flight, spec: PairedSpec, rng: np.random.Generator) -> _Track:
 def _rest(m: Rest, spec: PairedSpec, rng: np.random.Generator) -> _Track:
     w, h = spec.size
     rx, ry = _blob_size(m.look, h)
-    blob = _Blob(m.x0 * w, GROUND * h - ry, rx, ry, m.look.color, m.look.power)
+    blob = Blob(m.x0 * w, GROUND * h - ry, rx, ry, m.look.color, m.look.power)
     return _Track(lambda t: [blob])
 
 
 _TRACKS = {Drop: _drop, Walk: _walk, Slide: _slide, Rub: _rub, Flight: _flight, Rest: _rest}
 
 
-def _occluder_blob(spec: PairedSpec, t: float) -> _Blob | None:
+def _occluder_blob(spec: PairedSpec, t: float) -> Blob | None:
     if spec.occluder is None:
         return None
     w, h = spec.size
     o = spec.occluder
-    return _Blob((o.x0 + o.speed * t) * w, 0.5 * h, 0.5 * o.width * w, 0.62 * h, o.color, 8.0)
+    return Blob((o.x0 + o.speed * t) * w, 0.5 * h, 0.5 * o.width * w, 0.62 * h, o.color, 8.0)
 
 
-def _plan(spec: PairedSpec) -> tuple[Callable[[float], list[_Blob]], PairedTruth]:
+def _plan(spec: PairedSpec) -> tuple[Callable[[float], list[Blob]], PairedTruth]:
     w, h = spec.size
     if w % 2 or h % 2 or w < 64 or h < 64:
         raise ValueError(f"paired scene size must be even and at least 64x64, got {w}x{h}")
@@ -518,7 +518,7 @@ def _plan(spec: PairedSpec) -> tuple[Callable[[float], list[_Blob]], PairedTruth
                 "x": [round(float(x), 5) for x in xs], "y": GROUND, "level_db": float(level_db),
                 "abrupt": bool(start_level > 0.3 and t0 > 0), "start_level": float(start_level)})
 
-    def plan(t: float) -> list[_Blob]:
+    def plan(t: float) -> list[Blob]:
         return [b for tr in tracks for b in tr.draw(t)]
 
     events.sort(key=lambda e: e["t"])
@@ -535,7 +535,7 @@ def render_frames(spec: PairedSpec) -> Iterator[np.ndarray]:
     plan, truth = _plan(spec)
     w, h = spec.size
     rng = np.random.default_rng([spec.seed, 1])
-    tex = _background(SceneSpec(size=spec.size, background=spec.background), rng)
+    tex = background(SceneSpec(size=spec.size, background=spec.background), rng)
     tex = np.clip(tex * spec.bg_gain * np.asarray(spec.tint, np.float32), 0.0, 1.0).astype(np.float32)
     phase = rng.uniform(0, 2 * math.pi)
     # sensor noise from a bank of independent fields (drawing 10⁶ normals a frame was most of
@@ -553,9 +553,9 @@ def render_frames(spec: PairedSpec) -> Iterator[np.ndarray]:
         else:
             frame = tex.copy()
         for blob in plan(t):
-            _draw(frame, blob, cam_x)
+            draw_blob(frame, blob, cam_x)
         if (occ := _occluder_blob(spec, t)) is not None:
-            _draw(frame, occ, 0.0)
+            draw_blob(frame, occ, 0.0)
         u = t / truth.duration_s
         gain = 1 + (spec.light_end - 1) * u * u * (3 - 2 * u)
         if spec.flicker:

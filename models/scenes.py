@@ -28,7 +28,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -83,7 +83,7 @@ class SceneTruth:
 
 
 @dataclass(frozen=True)
-class _Blob:
+class Blob:
     """A superellipse drawn at world pixel centre (x, y); power 2 = ellipse, 6 = box."""
 
     x: float
@@ -94,7 +94,7 @@ class _Blob:
     power: float = 2.0
 
 
-_Plan = Callable[[float], list[_Blob]]
+_Plan = Callable[[float], list[Blob]]
 # bright objects on a mid-dark backdrop: flow runs on luma, so contrast must be in luma
 _BALL, _BODY, _FOOT, _BOX = (1.0, 0.85, 0.55), (0.55, 0.8, 1.0), (1.0, 1.0, 0.4), (1.0, 0.7, 0.95)
 
@@ -147,7 +147,7 @@ def _bounce(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
         return rest_y
 
     events = [_event(tc, vc / h, x_at(tc), spec, "impact") for tc, vc in contacts]
-    return (lambda t: [_Blob(x_at(t), y_at(t), r, r, _BALL)]), events
+    return (lambda t: [Blob(x_at(t), y_at(t), r, r, _BALL)]), events
 
 
 def _steps(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
@@ -168,14 +168,14 @@ def _steps(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
             return x_from + 2 * stride, foot_y
         return x_from + 2 * stride * s, foot_y - lift * 4 * s * (1 - s)
 
-    def plan(t: float) -> list[_Blob]:
+    def plan(t: float) -> list[Blob]:
         bx = x0 + stride / period * max(t - spec.start_s, 0.0)
         torso_y = (GROUND - 0.42) * h          # well clear of the feet: separate regions
-        blobs = [_Blob(bx, torso_y, 0.055 * h, 0.1 * h, _BODY, 4.0),
-                 _Blob(bx, torso_y - 0.15 * h, 0.04 * h, 0.04 * h, _BODY)]
+        blobs = [Blob(bx, torso_y, 0.055 * h, 0.1 * h, _BODY, 4.0),
+                 Blob(bx, torso_y - 0.15 * h, 0.04 * h, 0.04 * h, _BODY)]
         for j in (0, 1):
             fx, fy = foot(j, t)
-            blobs.append(_Blob(fx, fy, foot_rx, foot_ry, _FOOT, 4.0))
+            blobs.append(Blob(fx, fy, foot_rx, foot_ry, _FOOT, 4.0))
         return blobs
 
     speed = math.hypot(2 * stride / swing, 4 * lift / swing) / h
@@ -199,13 +199,13 @@ def _slide(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
         return x0 + v0 * dt - 0.5 * decel * dt * dt
 
     events = [_event(spec.start_s, v0 / h, x0, spec, "scrape")]
-    return (lambda t: [_Blob(x_at(t), y, rx, ry, _BOX, 6.0)]), events
+    return (lambda t: [Blob(x_at(t), y, rx, ry, _BOX, 6.0)]), events
 
 
 def _static(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
     w, h = spec.size
-    blobs = [_Blob(0.35 * w, GROUND * h - 0.06 * h, 0.06 * h, 0.06 * h, _BALL),
-             _Blob(0.65 * w, GROUND * h - 0.05 * h, 0.08 * h, 0.05 * h, _BOX, 6.0)]
+    blobs = [Blob(0.35 * w, GROUND * h - 0.06 * h, 0.06 * h, 0.06 * h, _BALL),
+             Blob(0.65 * w, GROUND * h - 0.05 * h, 0.08 * h, 0.05 * h, _BOX, 6.0)]
     return (lambda t: blobs), []
 
 
@@ -214,9 +214,9 @@ def _pass(spec: SceneSpec) -> tuple[_Plan, list[dict]]:
     r = 0.05 * h
     cross = max(spec.duration_s - spec.start_s, 0.5)
 
-    def plan(t: float) -> list[_Blob]:
+    def plan(t: float) -> list[Blob]:
         s = (t - spec.start_s) / cross
-        return [_Blob(-2 * r + (w + 4 * r) * s, 0.25 * h + 0.1 * h * s, r, r, _BALL)]
+        return [Blob(-2 * r + (w + 4 * r) * s, 0.25 * h + 0.1 * h * s, r, r, _BALL)]
 
     return plan, []
 
@@ -254,7 +254,7 @@ def _noise_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return c / (c.std() + 1e-9)
 
 
-def _background(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
+def background(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
     """The scene's backdrop, float32 (H, W, 3) in [0, 1]: textured noise or irregular tiles."""
     w, h = spec.size
     chans = [_noise_texture(h, w, rng) for _ in range(3)]
@@ -273,7 +273,7 @@ def _background(spec: SceneSpec, rng: np.random.Generator) -> np.ndarray:
     return np.clip(tex * floor, 0.0, 1.0).astype(np.float32)
 
 
-def _draw(frame: np.ndarray, blob: _Blob, cam_x: float) -> None:
+def draw_blob(frame: np.ndarray, blob: Blob, cam_x: float) -> None:
     """Composite an anti-aliased, checker-patterned superellipse into frame (in place)."""
     h, w, _ = frame.shape
     cx = blob.x - cam_x
@@ -317,7 +317,7 @@ def read_barcode(frame: np.ndarray) -> int:
 def _frames(spec: SceneSpec, plan: _Plan, n: int, fps: float):
     """Yield n uint8 RGB frames drawn at t = i / fps (one in memory at a time)."""
     rng = np.random.default_rng(spec.seed)
-    tex = _background(spec, rng)
+    tex = background(spec, rng)
     w, h = spec.size
     phase = rng.uniform(0, 2 * math.pi)
     for i in range(n):
@@ -326,7 +326,7 @@ def _frames(spec: SceneSpec, plan: _Plan, n: int, fps: float):
         m = np.float32([[1, 0, -cam_x], [0, 1, 0]])
         frame = cv2.warpAffine(tex, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
         for blob in plan(t):
-            _draw(frame, blob, cam_x)
+            draw_blob(frame, blob, cam_x)
         if spec.flicker:
             gain = 1 + spec.flicker * (0.6 * math.sin(2 * math.pi * 7.3 * t + phase) + 0.4 * rng.uniform(-1, 1))
             frame *= gain
@@ -338,36 +338,45 @@ def _frames(spec: SceneSpec, plan: _Plan, n: int, fps: float):
         yield out
 
 
+def encode_frames(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float,
+                  out_path: Path | str) -> None:
+    """Pipe RGB uint8 frames into an H.264 mp4 at `out_path` (yuv420p, crf 18, faststart).
+
+    Raises RuntimeError with ffmpeg's own message if it fails."""
+    w, h = size
+    args = (
+        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                     framerate=str(fps_fraction(fps)))
+        .output(str(out_path), vcodec="libx264", pix_fmt="yuv420p", crf=18, preset="veryfast",
+                movflags="+faststart", f="mp4")
+        .global_args("-hide_banner", "-loglevel", "error")
+        .compile(cmd=imageio_ffmpeg.get_ffmpeg_exe(), overwrite_output=True)
+    )
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=err)
+        try:
+            for frame in frames:
+                proc.stdin.write(frame.tobytes())
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+            rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            raise RuntimeError(f"ffmpeg failed encoding {out_path}: "
+                               f"{err.read().decode(errors='replace')[-800:]}")
+
+
 def render_scene(spec: SceneSpec, out_path: Path) -> SceneTruth:
     """Render `spec` to an H.264 mp4 at `out_path` (atomic) and return its ground truth."""
     plan, truth = _plan(spec)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = spec.size
     fd, tmp = tempfile.mkstemp(prefix=".scene-", suffix=".mp4", dir=out_path.parent)
     os.close(fd)
-    args = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
-                     framerate=str(fps_fraction(spec.fps)))
-        .output(tmp, vcodec="libx264", pix_fmt="yuv420p", crf=18, preset="veryfast",
-                movflags="+faststart", f="mp4")
-        .global_args("-hide_banner", "-loglevel", "error")
-        .compile(cmd=imageio_ffmpeg.get_ffmpeg_exe(), overwrite_output=True)
-    )
     try:
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=err)
-            try:
-                for frame in _frames(spec, plan, truth.n_frames, truth.fps):
-                    proc.stdin.write(frame.tobytes())
-            except BrokenPipeError:
-                pass
-            finally:
-                proc.stdin.close()
-                rc = proc.wait()
-            if rc != 0:
-                err.seek(0)
-                raise RuntimeError(f"ffmpeg failed rendering {out_path}: {err.read().decode(errors='replace')[-800:]}")
+        encode_frames(_frames(spec, plan, truth.n_frames, truth.fps), spec.size, spec.fps, tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out_path)
     finally:

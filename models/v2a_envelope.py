@@ -1,11 +1,12 @@
 """An envelope (DESIGN.md contract) from the RMS-Mapper's prediction for one shot.
 
-The model decides *when* and *how loud* (its 125 Hz curve, decoded from µ-law class
-probabilities, and the onsets read off that curve with sub-frame times, `models.curve_events`);
-the motion tracker of the baseline says *where* and *what*: each onset takes the picture
-position (x, y) and kind (impact / step / scrape) of the tracker's nearest contact within
-`MATCH_S`, else the position of the largest moving region at that moment and kind "impact".
-Confidence is the model's own. The curve is resampled to the contract's 100 Hz.
+The model decides *whether* and *how loud* (its 125 Hz curve, decoded from µ-law class
+probabilities); the motion tracker of the baseline (`models.motion_baseline`) says *where*,
+*what*, and — where it saw a contact the model hears — *exactly when* (its sub-frame contact
+times are physics, sharper than a curve smoothed over 120 ms can be). See `fuse_onsets`.
+Onsets the model hears where the tracker saw nothing keep the curve's own sub-frame time
+(`models.curve_events`) and the position of the largest moving region. Confidence is the
+model's own. The curve is resampled to the contract's 100 Hz.
 """
 from __future__ import annotations
 
@@ -17,16 +18,25 @@ from models import curve_events, motion_baseline, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
 
 MATCH_S = 0.1
+HEAR_S = 0.08
 
 
-def model_curve(model: Any, features: dict[str, np.ndarray], offset_s: float = 0.0
+def detection_params(meta: dict[str, Any]) -> dict[str, float]:
+    """The onset reading a checkpoint was calibrated for (flows/train.py `calibrate`)."""
+    return {"offset_s": float(meta.get("onset_offset_s", 0.0)),
+            "rise_db": float(meta.get("rise_db", 6.0)),
+            "min_peak_db": float(meta.get("min_peak_db", -45.0))}
+
+
+def model_curve(model: Any, features: dict[str, np.ndarray], meta: dict[str, Any]
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, float]]]:
     """(class probabilities, 125 Hz curve, per-frame confidence, onsets) for one clip."""
     duration = float(features["n_frames"]) / float(features["fps"])
     n_out = int(round(duration * rms_targets.SR)) // rms_targets.HOP + 1  # the targets' length
     probs = v2a_inputs.align(mapper.predict(model, v2a_inputs.frame_inputs(features)), n_out)
     curve, conf = rms_targets.decode_probs(probs)
-    events = curve_events.events_from_curve(curve, rms_targets.RATE_HZ, conf, offset_s=offset_s)
+    events = curve_events.events_from_curve(curve, rms_targets.RATE_HZ, conf,
+                                            **detection_params(meta))
     return probs, curve, conf, events
 
 
@@ -42,19 +52,47 @@ def _region_at(features: dict[str, np.ndarray], t: float) -> tuple[float, float]
     return float(r[1]), float(r[2])
 
 
-def estimate_envelope(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], *,
-                      shot: str, duration_s: float, rate_hz: int = 100) -> dict[str, Any]:
-    _probs, curve, _conf, onsets = model_curve(model, features,
-                                               float(meta.get("onset_offset_s", 0.0)))
+def fuse_onsets(onsets: list[dict[str, float]], curve: np.ndarray, conf: np.ndarray,
+                base_events: list[dict[str, Any]], rise_db: float) -> list[dict[str, Any]]:
+    """The events of the shot: the tracker's contacts that the model *hears* (its curve rises
+    by `rise_db` across the contact, ±HEAR_S), at the tracker's sub-frame time with the
+    model's loudness and confidence; plus the model's own onsets where the tracker saw no
+    contact (an occluded hit, an object the tracker lost). Contacts the model does not hear
+    (a silent mover, a tracking glitch) are dropped."""
+    db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+    w = int(round(HEAR_S * rms_targets.RATE_HZ))
+    out: list[dict[str, Any]] = []
+    for b in base_events:
+        k = int(round(b["t"] * rms_targets.RATE_HZ))
+        pre, post = db[max(0, k - w):max(1, k)], db[k:k + w + 1]
+        if not len(post) or post.max() - pre.min() < rise_db:
+            continue
+        peak_db = float(post.max())
+        out.append({**b, "strength": float(np.clip(1 + peak_db / curve_events.STRENGTH_RANGE_DB,
+                                                   0, 1)),
+                    "confidence": float(np.mean(conf[max(0, k - w):k + w + 1]))})
+    for m in onsets:
+        if all(abs(m["t"] - e["t"]) > MATCH_S for e in out):
+            out.append(dict(m))
+    return sorted(out, key=lambda e: e["t"])
+
+
+def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], *,
+             shot: str, duration_s: float, rate_hz: int = 100
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(envelope, the 125 Hz curve, class probabilities) — the envelope is what the pass
+    stores; the curve and probabilities are what the evaluation scores."""
+    probs, curve, conf, onsets = model_curve(model, features, meta)
     base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
                                              rate_hz=rate_hz)
+    fused = fuse_onsets(onsets, curve, conf, base["events"],
+                        detection_params(meta)["rise_db"])
     events = []
-    for ev in onsets:
+    for ev in fused:
         if ev["t"] >= duration_s:
             continue
-        near = min(base["events"], key=lambda b: abs(b["t"] - ev["t"]), default=None)
-        if near is not None and abs(near["t"] - ev["t"]) <= MATCH_S:
-            x, y, kind = near["x"], near["y"], near["kind"]
+        if "kind" in ev:  # a tracked contact: position and kind from the tracker
+            x, y, kind = ev["x"], ev["y"], ev["kind"]
         else:
             x, y = _region_at(features, ev["t"]) or (0.5, 0.5)
             kind = "impact"
@@ -65,6 +103,13 @@ def estimate_envelope(model: Any, meta: dict[str, Any], features: dict[str, np.n
     n = int(round(duration_s * rate_hz))
     out_curve = rms_targets.resample_curve(curve, rms_targets.RATE_HZ, rate_hz)
     out_curve = np.clip(np.pad(out_curve, (0, max(0, n - len(out_curve))))[:n], 0.0, 1.0)
-    return {"version": 1, "parent": None, "shot": shot, "rate_hz": rate_hz,
-            "duration_s": duration_s, "curve": [round(float(v), 5) for v in out_curve],
-            "events": events, "source": f"rms-mapper:{meta.get('preset', 'tiny')}"}
+    env = {"version": 1, "parent": None, "shot": shot, "rate_hz": rate_hz,
+           "duration_s": duration_s, "curve": [round(float(v), 5) for v in out_curve],
+           "events": events, "source": f"rms-mapper:{meta.get('preset', 'tiny')}"}
+    return env, curve, probs
+
+
+def estimate_envelope(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], *,
+                      shot: str, duration_s: float, rate_hz: int = 100) -> dict[str, Any]:
+    return estimate(model, meta, features, shot=shot, duration_s=duration_s,
+                    rate_hz=rate_hz)[0]

@@ -65,10 +65,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import ffmpeg
 import numpy as np
 import soundfile as sf
 
+from models import scenes
 from models.audio_env import detect_onsets
 from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedTruth, paired_truth,
                                   render_audio, render_frames, sample_spec, sound_keys, spec_dict)
@@ -323,28 +323,11 @@ def load_sounds(sfx_dir: Path, keys: Iterable[str], sr: int = AUDIO_SR) -> dict[
 
 
 def _encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float, out_path: Path) -> None:
-    """Pipe RGB frames into an H.264 mp4, as models.scenes.render_scene does."""
-    w, h = size
-    args = (ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
-                         framerate=str(media.rate_fraction(fps)))
-            .output(str(out_path), vcodec="libx264", pix_fmt="yuv420p", crf=18, preset="veryfast",
-                    movflags="+faststart", f="mp4")
-            .global_args("-hide_banner", "-loglevel", "error")
-            .compile(cmd=media.ffmpeg_exe(), overwrite_output=True))
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=err)
-        try:
-            for frame in frames:
-                proc.stdin.write(frame.tobytes())
-        except BrokenPipeError:
-            pass
-        finally:
-            proc.stdin.close()
-            rc = proc.wait()
-        if rc != 0:
-            err.seek(0)
-            reason = err.read().decode(errors="replace")[-500:]
-            raise media.MediaError(f"{out_path}: ffmpeg failed encoding: {reason}")
+    """Pipe RGB frames into an H.264 mp4, exactly as models.scenes.render_scene does."""
+    try:
+        scenes.encode_frames(frames, size, fps, out_path)
+    except RuntimeError as exc:
+        raise media.MediaError(str(exc)) from None
 
 
 def clip_name(number: int, split: str) -> str:

@@ -445,7 +445,7 @@ def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:
     foley("review", "omit", REEL, "SH020", "--by", "anna", "-m", "x", "--no-apply")
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "review", "approve", REEL,
                              "SH010", "--by", "anna"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while True:  # until the apply run has claimed the jobs
         with runtime.db().session() as s:
@@ -455,7 +455,7 @@ def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "the apply run never claimed its jobs"
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the command and its Prefect server, as a crash would
     proc.wait()
     with runtime.db().session() as s:
         assert [j.status for j in review.pending_jobs(s)] == ["running", "running"]
