@@ -243,6 +243,7 @@ def review_serve(
     use, so links from the Prefect UI reach it."""
     import uvicorn
 
+    from flows.settings import get_settings
     from review.app import create_app
 
     _configure()
@@ -253,6 +254,13 @@ def review_serve(
         if not review.list_users(s):
             typer.secho("note: no users yet — add one with `foley review user add NAME --role "
                         "supervisor`", fg=typer.colors.YELLOW, err=True)
+    import os
+
+    # Unless the studio set where people reach the app, links point where it listens.
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    os.environ.setdefault("FOLEY_REVIEW_URL", f"http://{shown}:{port}")
+    typer.echo(f"review app on http://{host}:{port} (Ctrl+C stops it); people reach it at "
+               f"{get_settings().review_url}", err=True)
     uvicorn.run(create_app(), host=host, port=port, log_level="warning")
 
 
