@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from db.api import DECISIONS, decide, get_agent, latest_envelope, lock_shot
+from db.api import DECISIONS, REVIEW_STATES, decide, get_agent, latest_envelope, lock_shot
 from db.schema import (
     Agent,
     AuditEvent,
@@ -239,7 +239,7 @@ def queue(s: Session, *, reel: str | None = None, status: str | None = None) -> 
 
 
 def counts(s: Session, *, reel: str | None = None) -> dict[str, int]:
-    out = {state: 0 for state in ("pending_review", "approved", "retake_requested", "omitted")}
+    out = {state: 0 for state in REVIEW_STATES}
     for row in queue(s, reel=reel):
         out[row.state] += 1
     return out

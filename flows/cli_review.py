@@ -46,10 +46,10 @@ def review_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The queue: one line per shot with its record-in timecode, state, version and age."""
-    from db import review
+    from db import api, review
     from tasks import ingest, runtime
 
-    if status != "all" and status not in review_states():
+    if status != "all" and status not in api.REVIEW_STATES:
         _fail(f"--status must be one of {STATUS_HELP}, not {status!r}")
     _configure()
     with runtime.db().session() as s:
@@ -68,10 +68,6 @@ def review_list(
     for r in out:
         typer.echo(f"{r['reel']}\t{r['shot']}\t{r['record_in']}\t{r['state']}\tv{r['version']}"
                    f"\t{r['duration_s']:.2f}s")
-
-
-def review_states() -> tuple[str, ...]:
-    return ("pending_review", "approved", "retake_requested", "omitted")
 
 
 @review_app.command("show")

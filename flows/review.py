@@ -20,7 +20,6 @@ taken over by the next run: claims happen under the reel's lock, which dies with
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -275,12 +274,13 @@ class Applier:
         """Wait until no jobs are pending and the worker is not running (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.ExitStack() as stack:
-                if self.busy.acquire(timeout=0.2):
-                    stack.callback(self.busy.release)
+            if self.busy.acquire(timeout=0.2):
+                try:
                     with runtime.db().session() as s:
                         if not review.pending_jobs(s):
                             return True
-                    self.poke()
+                finally:
+                    self.busy.release()
+                self.poke()
             time.sleep(0.2)
         return False

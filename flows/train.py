@@ -65,8 +65,10 @@ def is_validation(name: str) -> bool:
 
 
 def input_stats(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
-    allx = np.concatenate([e.inputs for e in examples], axis=0)
-    return allx.mean(axis=0), np.maximum(allx.std(axis=0), 1e-3)
+    """`v2a_inputs.input_stats` of the training clips, std floored at 1e-3 so a near-constant
+    input is not blown up."""
+    mean, std = v2a_inputs.input_stats([e.inputs for e in examples])
+    return mean, np.maximum(std, 1e-3)
 
 
 def _batch(examples: list[Example], rng: np.random.Generator, crop_steps: int, up: int

@@ -78,13 +78,16 @@ def fuse_onsets(onsets: list[dict[str, float]], curve: np.ndarray, conf: np.ndar
 
 
 def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], *,
-             shot: str, duration_s: float, rate_hz: int = 100
+             shot: str, duration_s: float, rate_hz: int = 100,
+             base: dict[str, Any] | None = None
              ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(envelope, the 125 Hz curve, class probabilities) — the envelope is what the pass
-    stores; the curve and probabilities are what the evaluation scores."""
+    stores; the curve and probabilities are what the evaluation scores. `base` is the motion
+    baseline's envelope of the same features, if the caller has it already."""
     probs, curve, conf, onsets = model_curve(model, features, meta)
-    base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
-                                             rate_hz=rate_hz)
+    if base is None:
+        base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
+                                                 rate_hz=rate_hz)
     fused = fuse_onsets(onsets, curve, conf, base["events"],
                         detection_params(meta)["rise_db"])
     events = []

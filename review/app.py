@@ -42,7 +42,7 @@ from tasks.decisions import load_envelope, save_version, validate_envelope
 from tasks.library_match import KIND_CATEGORY
 
 HERE = Path(__file__).resolve().parent
-STATUSES = ("pending_review", "approved", "retake_requested", "omitted")
+STATUSES = api.REVIEW_STATES
 KINDS = ("impact", "step", "scrape", "whoosh")
 log = logging.getLogger("foleyflow.review.app")
 
@@ -167,9 +167,11 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
     def envelope_doc(sha256: str, uri: str, size: int, mime: str) -> dict[str, Any]:
         return load_envelope({"sha256": sha256, "uri": uri, "bytes": size, "mime": mime})
 
+    def env_of_ref(ref: dict[str, Any]) -> dict[str, Any]:
+        return envelope_doc(ref["sha256"], ref["uri"], ref["bytes"], ref["mime"])
+
     def env_of(row: api.Envelope) -> dict[str, Any]:
-        ref = row.artifact.ref()
-        return dict(envelope_doc(ref["sha256"], ref["uri"], ref["bytes"], ref["mime"]))
+        return dict(env_of_ref(row.artifact.ref()))  # a copy: callers may edit it
 
     def age(since: dt.datetime) -> str:
         secs = max(0.0, (dt.datetime.now(dt.timezone.utc) - since).total_seconds())
@@ -198,9 +200,6 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
                 "url": shot_url(r.reel, r.shot)})
         return out
 
-    def env_of_ref(ref: dict[str, Any]) -> dict[str, Any]:
-        return envelope_doc(ref["sha256"], ref["uri"], ref["bytes"], ref["mime"])
-
     def categories(s: Session, library: str) -> list[str]:
         return sorted({snd.category for snd in api.library_sounds(s, library)
                        if snd.kind == "oneshot"})
@@ -216,12 +215,14 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         latest = api.latest_envelope(s, sh.id)
         if latest is None:
             raise ApiError(404, "not_found", f"{reel_row.name} {sh.name} has no envelope yet")
+        edit_notes: dict[int, str | None] = {}
+        for a in review.audit_trail(s, reel=reel_row.name, shot=sh.name):  # newest first
+            if a.action == "edit" and a.version is not None:
+                edit_notes[a.version] = a.details.get("comment")
         vers = []
         for env in review.versions(s, sh.id):
             creator = s.get(api.Agent, env.created_by) if env.created_by else None
-            first_comment = next((a.details.get("comment") for a in review.audit_trail(
-                s, reel=reel_row.name, shot=sh.name) if a.action == "edit"
-                and a.version == env.version), None)
+            first_comment = edit_notes.get(env.version)
             vers.append({
                 "version": env.version, "parent": env.parent_version, "source": env.source,
                 "created_by": creator.name if creator else f"model:{env.source}",
