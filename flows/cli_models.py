@@ -75,7 +75,7 @@ def train_envelope(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch that "
                                                          "passes this budget.")] = None,
-    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    threads: Annotated[int, typer.Option(help="Torch threads. Use 1 when other jobs share the cores: two threads then run 10× slower.")] = 2,
 ) -> None:
     """Train the RMS-Mapper (video → 125 Hz loudness classes) on a dataset folder. Running the
     same command again resumes where it stopped."""

@@ -30,6 +30,7 @@ from models import rms_mapper as mapper
 
 STATE = "train_state.pt"
 VAL_FRACTION = 0.1
+ONSET_WEIGHT = 1.0
 
 
 @dataclass
@@ -38,8 +39,12 @@ class Example:
     inputs: np.ndarray  # (T_in, D) float32 at v2a_inputs.IN_RATE_HZ
     classes: np.ndarray  # (T,) int64 at rms_targets.RATE_HZ
     rms: np.ndarray  # (T,) float32 linear RMS (the target before µ-law)
-    onsets: list[float] = field(default_factory=list)  # true onsets (s), for calibration
+    onsets: list[float] = field(default_factory=list)  # true onsets (s)
     features: dict[str, np.ndarray] = field(default_factory=dict)  # for calibrating events
+
+    def onset_target(self) -> np.ndarray:
+        """The onset head's target on the class frames (`rms_targets.onset_target`)."""
+        return rms_targets.onset_target(self.onsets, len(self.classes))
 
 
 def checkpoint_name(preset: str) -> str:
@@ -72,12 +77,14 @@ def input_stats(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batch(examples: list[Example], rng: np.random.Generator, crop_steps: int, up: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random crops: inputs (B, L, D), smoothed labels (B, up·L, C), mask (B, up·L)."""
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random crops: inputs (B, L, D), smoothed labels (B, up·L, C), onset targets (B, up·L),
+    mask (B, up·L)."""
     d = examples[0].inputs.shape[1]
     b = len(examples)
     x = np.zeros((b, crop_steps, d), np.float32)
     y = np.zeros((b, up * crop_steps, rms_targets.N_CLASSES), np.float32)
+    o = np.zeros((b, up * crop_steps), np.float32)
     m = np.zeros((b, up * crop_steps), np.float32)
     for i, e in enumerate(examples):
         n_in = len(e.inputs)
@@ -86,8 +93,21 @@ def _batch(examples: list[Example], rng: np.random.Generator, crop_steps: int, u
         x[i, :len(xi)] = xi
         ci = e.classes[up * s0: up * (s0 + crop_steps)]
         y[i, :len(ci)] = rms_targets.smooth_labels(ci)
+        o[i, :len(ci)] = e.onset_target()[up * s0: up * (s0 + crop_steps)]
         m[i, :len(ci)] = 1.0
-    return x, y, m
+    return x, y, o, m
+
+
+def total_loss(model: Any, x: Any, y: Any, o: Any, m: Any) -> tuple[Any, float]:
+    """Cross-entropy of the classes plus ONSET_WEIGHT × the onset head's loss (if the model
+    has one); also the onset term alone (0 without a head)."""
+    logits, onset = model(x)
+    logits = v2a_inputs.align(logits, y.shape[1], axis=1)
+    loss = mapper.loss(logits, y, m)
+    if onset is None:
+        return loss, 0.0
+    term = mapper.onset_loss(v2a_inputs.align(onset, y.shape[1], axis=1), o, m)
+    return loss + ONSET_WEIGHT * term, term.item()
 
 
 def _write_atomic(path: Path, write: Any) -> None:
@@ -96,60 +116,84 @@ def _write_atomic(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float]:
-    """Mean loss and E-L1 (T-Foley) of whole clips, one at a time (eval mode)."""
+def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float, float]:
+    """Mean loss, mean onset term and E-L1 (T-Foley) of whole clips, one at a time (eval
+    mode)."""
     import torch
 
     from models.envelope_metrics import e_l1_tfoley
 
     model.eval()
-    losses, l1s = [], []
+    losses, onset_terms, l1s = [], [], []
     with torch.no_grad():
         for e in examples:
-            logits = model(torch.from_numpy(e.inputs[None]))
-            logits = v2a_inputs.align(logits, len(e.classes), axis=1)
+            n = len(e.classes)
             y = torch.from_numpy(rms_targets.smooth_labels(e.classes)[None])
-            mask = torch.ones(1, len(e.classes))
-            losses.append(float(mapper.loss(logits, y, mask)))
-            probs = torch.softmax(logits[0], dim=-1).numpy()
-            curve, _conf = rms_targets.decode_probs(probs)
+            o = torch.from_numpy(e.onset_target()[None])
+            loss, term = total_loss(model, torch.from_numpy(e.inputs[None]), y, o,
+                                    torch.ones(1, n))
+            losses.append(float(loss))
+            onset_terms.append(term)
+            probs, _onset = mapper.predict(model, e.inputs)
+            curve, _conf = rms_targets.decode_probs(v2a_inputs.align(probs, n))
             l1s.append(e_l1_tfoley(curve, e.rms))
-    return float(np.mean(losses)), float(np.mean(l1s))
+    return float(np.mean(losses)), float(np.mean(onset_terms)), float(np.mean(l1s))
 
 
 DETECTION_GRID = {"rise_db": (1.5, 3.0, 4.5, 6.0, 9.0), "min_peak_db": (-50.0, -45.0, -40.0)}
+HEAD_GRID = {"track_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+             "own_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)}  # 1.01: never
 
 
 def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, float]:
-    """How this model's curves become events: the onset offset of `models.curve_events`
-    (median lag of the half-way crossing behind true onsets, on training clips), then the rise
-    and minimum peak that give the best onset F1 at ±50 ms of the pass's own events
-    (`models.v2a_envelope.estimate`) on the validation clips — never the held-out split."""
-    from models import v2a_envelope
+    """How this model's outputs become events. First the onset offset (median lag of the
+    detected onsets behind the true ones on training clips: onset-head peaks, or the curve's
+    half-way crossings for a model without the head); then the thresholds that give the best
+    onset F1 at ±50 ms of the pass's own events (`models.v2a_envelope`) on the validation
+    clips — never the held-out split. With an onset head: `track_threshold` and
+    `own_threshold` (HEAD_GRID); without: the curve's `rise_db` and `min_peak_db`."""
+    from models import motion_baseline, v2a_envelope
     from models.envelope_metrics import OnsetCounts, onset_scores
 
+    rate = rms_targets.RATE_HZ
+    head = model.config.onset_head
     found, truth = [], []
     for e in trn:
-        probs = v2a_inputs.align(mapper.predict(model, e.inputs), len(e.classes))
-        curve, conf = rms_targets.decode_probs(probs)
-        found.append([ev["t"] for ev in curve_events.events_from_curve(
-            curve, rms_targets.RATE_HZ, conf)])
+        probs, onset = mapper.predict(model, e.inputs)
+        if head:
+            ons = curve_events.onset_peaks(v2a_inputs.align(onset, len(e.classes)), rate, 0.5)
+        else:
+            curve, conf = rms_targets.decode_probs(v2a_inputs.align(probs, len(e.classes)))
+            ons = curve_events.events_from_curve(curve, rate, conf)
+        found.append([ev["t"] for ev in ons])
         truth.append(e.onsets)
     offset = curve_events.calibrate_offset(found, truth)
-    best = {"onset_offset_s": offset, "rise_db": 6.0, "min_peak_db": -45.0, "val_onset_f1": -1.0}
-    for rise in DETECTION_GRID["rise_db"]:
-        for peak in DETECTION_GRID["min_peak_db"]:
-            meta = {"onset_offset_s": offset, "rise_db": rise, "min_peak_db": peak}
+    clips = []  # (truth, tracked contacts, model outputs) of each validation clip, once
+    for e in val:
+        duration = float(e.features["n_frames"]) / float(e.features["fps"])
+        base = motion_baseline.estimate_envelope(e.features, shot=e.name, duration_s=duration)
+        clips.append((e.onsets, base["events"], v2a_envelope.model_outputs(model, e.features)))
+
+    def events(params: dict[str, float], base: list, out: tuple) -> list[dict[str, Any]]:
+        _probs, curve, conf, onset = out
+        if head:
+            return v2a_envelope.fuse_onset_head(onset, curve, base, {"offset_s": offset, **params})
+        ons = curve_events.events_from_curve(curve, rate, conf, offset_s=offset, **params)
+        return v2a_envelope.fuse_onsets(ons, curve, conf, base, params["rise_db"])
+
+    grid = HEAD_GRID if head else DETECTION_GRID
+    (k1, v1), (k2, v2) = grid.items()
+    best: dict[str, float] = {"onset_offset_s": offset, "val_onset_f1": -1.0}
+    for a in v1:
+        for b in v2:
+            params = {k1: a, k2: b}
             total = None
-            for e in val:
-                duration = float(e.features["n_frames"]) / float(e.features["fps"])
-                env, _c, _p = v2a_envelope.estimate(model, meta, e.features, shot=e.name,
-                                                    duration_s=duration)
-                counts = OnsetCounts.of([ev["t"] for ev in env["events"]], e.onsets)
+            for true, base, out in clips:
+                counts = OnsetCounts.of([ev["t"] for ev in events(params, base, out)], true)
                 total = counts if total is None else total + counts
-            f1 = onset_scores(total)["onset_f1@50ms"]
+            f1 = onset_scores(total)["onset_f1@50ms"] if total is not None else 0.0
             if f1 > best["val_onset_f1"]:
-                best.update(rise_db=rise, min_peak_db=peak, val_onset_f1=f1)
+                best.update(params, val_onset_f1=f1)
     return best
 
 
@@ -195,7 +239,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
         rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
-        log(f"resuming after epoch {start_epoch} (best val E-L1 {best:.4f})")
+        log(f"resuming after epoch {start_epoch} (best validation loss {best:.4f})")
     up = int(round(config.out_rate_hz / config.in_rate_hz))
     crop_steps = int(round(crop_s * config.in_rate_hz))
     ckpt = out / checkpoint_name(preset)
@@ -208,26 +252,26 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             idx = order[b * batch_size:(b + 1) * batch_size]
             if len(idx) == 0:
                 continue
-            x, y, m = _batch([trn[i] for i in idx], rng, crop_steps, up)
-            logits = model(torch.from_numpy(x))
-            loss = mapper.loss(logits, torch.from_numpy(y), torch.from_numpy(m))
+            x, y, o, m = _batch([trn[i] for i in idx], rng, crop_steps, up)
+            loss, _term = total_loss(model, *map(torch.from_numpy, (x, y, o, m)))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             losses.append(loss.item())
-        val_loss, val_l1 = evaluate_loss(model, val)
+        val_loss, val_onset, val_l1 = evaluate_loss(model, val)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-               "val_e_l1": val_l1, "lr": float(sched.get_last_lr()[0]),
-               "seconds": time.monotonic() - t0}
+               "val_onset_loss": val_onset, "val_e_l1": val_l1,
+               "lr": float(sched.get_last_lr()[0]), "seconds": time.monotonic() - t0}
         history.append(row)
         log(f"epoch {epoch + 1}/{epochs}: train {row['train_loss']:.4f} · val {val_loss:.4f} "
-            f"· val E-L1 {val_l1:.4f} · {row['seconds']:.1f} s")
-        if val_l1 < best:
-            best = val_l1
+            f"(onsets {val_onset:.4f}) · val E-L1 {val_l1:.4f} · {row['seconds']:.1f} s")
+        if val_loss < best:  # both heads' objectives; E-L1 alone would ignore the onset head
+            best = val_loss
             _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
-                model, config, p, {"epoch": epoch + 1, "val_e_l1": val_l1}))
+                model, config, p, {"epoch": epoch + 1, "val_loss": val_loss,
+                                   "val_e_l1": val_l1}))
         _write_atomic(state_path, lambda p: torch.save({
             "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
@@ -243,7 +287,8 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
     detection = calibrate(best_model, trn, val)
     summary = {
         "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
-        "epochs_run": len(history), "best_val_e_l1": best, "detection": detection,
+        "epochs_run": len(history), "best_val_loss": best,
+        "best_val_e_l1": meta["val_e_l1"], "best_epoch": meta["epoch"], "detection": detection,
         "seed": seed, "batch_size": batch_size, "lr": lr, "crop_s": crop_s,
         "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
         "parameters": int(sum(p.numel() for p in best_model.parameters())),
@@ -264,8 +309,10 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
     ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
     ax[0].plot(ep, [h["val_loss"] for h in history], label="validation")
+    if any(h.get("val_onset_loss") for h in history):
+        ax[0].plot(ep, [h.get("val_onset_loss", 0.0) for h in history], label="validation, onset head")
     ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("cross-entropy (smoothed labels)")
+    ax[0].set_ylabel("loss (class CE + onset BCE)")
     ax[0].legend()
     ax[1].plot(ep, [h["val_e_l1"] for h in history], color="#c0392b")
     ax[1].set_xlabel("epoch")

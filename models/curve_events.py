@@ -72,6 +72,35 @@ def events_from_curve(
     return events
 
 
+def onset_peaks(prob: np.ndarray, rate_hz: float, threshold: float, *, min_gap_s: float = 0.06,
+                offset_s: float = 0.0) -> list[dict[str, float]]:
+    """Onsets read off a per-frame onset probability (the RMS-Mapper's onset head):
+    [{"t", "p"}] at local maxima of at least `threshold`, at least `min_gap_s` apart (the
+    higher one wins), t at the vertex of the parabola through the peak and its neighbours
+    (sub-frame) minus `offset_s`."""
+    p = np.asarray(prob, dtype=np.float64)
+    n = len(p)
+    if n == 0:
+        return []
+    gap = max(1, int(round(min_gap_s * rate_hz)))
+    left = np.concatenate([[-np.inf], p[:-1]])
+    right = np.concatenate([p[1:], [-np.inf]])
+    cands = np.flatnonzero((p >= threshold) & (p >= left) & (p > right))
+    kept: list[int] = []
+    for k in sorted(cands, key=lambda i: -p[i]):
+        if all(abs(k - j) >= gap for j in kept):
+            kept.append(int(k))
+    out = []
+    for k in sorted(kept):
+        frac = 0.0
+        if 0 < k < n - 1:
+            a, b, c = p[k - 1], p[k], p[k + 1]
+            den = a - 2 * b + c
+            frac = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5)) if den < 0 else 0.0
+        out.append({"t": max(0.0, (k + frac) / rate_hz - offset_s), "p": float(p[k])})
+    return out
+
+
 def calibrate_offset(found: Sequence[Sequence[float]], truth: Sequence[Sequence[float]],
                      tol: float = 0.1) -> float:
     """The median lag (s) of detected onsets behind true ones over many clips (pairs within

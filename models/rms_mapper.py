@@ -4,8 +4,12 @@ Input (B, T_in, D) at 31.25 Hz (`models.v2a_inputs`), standardized by per-dimens
 std kept in the model (set from training data with `set_input_stats`, saved with it). Three
 conv blocks, Conv1d(k=5) + BatchNorm + ReLU + dropout + nearest Upsample (×2, ×2, ×1: 125 Hz),
 then a 2-layer bidirectional LSTM and a linear head: logits (B, 4 · T_in, 64) over the classes
-of `models.rms_targets`. Checkpoints are safetensors with the config and the caller's metadata
-as JSON in the header, so `load_checkpoint` rebuilds the exact network without pickle.
+of `models.rms_targets`. Presets since the second training round add an onset head (a linear
+layer on the same LSTM states → one logit per 125 Hz frame: "a sounding contact starts
+here", trained with `onset_loss` against `rms_targets.onset_target`); checkpoints without it
+still load (`MapperConfig.onset_head` False) and are decoded from the curve alone.
+Checkpoints are safetensors with the config and the caller's metadata as JSON in the header,
+so `load_checkpoint` rebuilds the exact network without pickle.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class MapperConfig:
     in_rate_hz: float = IN_RATE_HZ
     out_rate_hz: float = RATE_HZ
     upsample: tuple[int, ...] = (2, 2, 1)
+    onset_head: bool = False  # False for checkpoints written before the head existed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upsample", tuple(int(f) for f in self.upsample))  # JSON gives a list
@@ -47,8 +52,8 @@ class MapperConfig:
 
 
 PRESETS = {
-    "tiny": MapperConfig("tiny", channels=64, hidden=64, dropout=0.1),
-    "base": MapperConfig("base", channels=256, hidden=256, dropout=0.2),
+    "tiny": MapperConfig("tiny", channels=64, hidden=64, dropout=0.1, onset_head=True),
+    "base": MapperConfig("base", channels=256, hidden=256, dropout=0.2, onset_head=True),
 }
 
 
@@ -77,14 +82,18 @@ class RMSMapper(nn.Module):
                             bidirectional=True, dropout=config.dropout)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(2 * config.hidden, config.n_classes)
+        self.onset = nn.Linear(2 * config.hidden, 1) if config.onset_head else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T_in, in_dim) raw inputs → (B, 4 · T_in, n_classes) logits."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T_in, in_dim) raw inputs → class logits (B, 4 · T_in, n_classes) and onset
+        logits (B, 4 · T_in), None without an onset head."""
         assert x.ndim == 3 and x.shape[2] == self.config.in_dim, f"{x.shape=}, expected (B, T_in, {self.config.in_dim})"
         x = (x - self.in_mean) / self.in_std
         h = self.convs(x.transpose(1, 2))      # (B, C, 4·T_in)
         h, _ = self.lstm(h.transpose(1, 2))    # (B, 4·T_in, 2H)
-        return self.head(self.drop(h))         # (B, 4·T_in, n_classes)
+        h = self.drop(h)
+        onset = self.onset(h)[..., 0] if self.onset is not None else None
+        return self.head(h), onset             # (B, 4·T_in, n_classes), (B, 4·T_in)
 
 
 def build(config: MapperConfig) -> RMSMapper:
@@ -117,18 +126,35 @@ def loss(logits: torch.Tensor, smoothed_targets: torch.Tensor, mask: torch.Tenso
     return (ce * m).sum() / m.sum().clamp_min(1.0)
 
 
-def predict(model: RMSMapper, inputs: np.ndarray) -> np.ndarray:
-    """(T_in, in_dim) inputs of one clip → (4 · T_in, n_classes) float32 class probabilities."""
+ONSET_POS_WEIGHT = 10.0  # onset frames are ~2 % of all frames
+
+
+def onset_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of onset logits (B, T) against `rms_targets.onset_target` bumps,
+    positives weighted by ONSET_POS_WEIGHT, averaged over unmasked frames."""
+    assert logits.shape == targets.shape == mask.shape, f"{logits.shape=} {targets.shape=} {mask.shape=}"
+    bce = F.binary_cross_entropy_with_logits(
+        logits, targets, reduction="none",
+        pos_weight=torch.tensor(ONSET_POS_WEIGHT, dtype=logits.dtype, device=logits.device))
+    m = mask.to(bce.dtype)
+    return (bce * m).sum() / m.sum().clamp_min(1.0)
+
+
+def predict(model: RMSMapper, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(T_in, in_dim) inputs of one clip → (4 · T_in, n_classes) float32 class probabilities
+    and (4 · T_in,) float32 onset probabilities (None without an onset head)."""
     was_training = model.training
     device = model.in_mean.device
     model.eval()
     try:
         with torch.inference_mode():
             x = torch.as_tensor(np.asarray(inputs, dtype=np.float32), device=device)[None]  # (1, T_in, D)
-            probs = torch.softmax(model(x)[0], dim=-1)  # (4·T_in, n_classes)
+            logits, onset = model(x)
+            probs = torch.softmax(logits[0], dim=-1).cpu().numpy()  # (4·T_in, n_classes)
+            onset_p = torch.sigmoid(onset[0]).cpu().numpy() if onset is not None else None
     finally:
         model.train(was_training)
-    return probs.cpu().numpy()
+    return probs, onset_p
 
 
 def save_checkpoint(model: RMSMapper, config: MapperConfig, path: Path, extra_metadata: dict) -> None:

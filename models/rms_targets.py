@@ -10,10 +10,15 @@ One definition, used by training, inference, evaluation and tests (Stable-V2A's 
   equally spaced levels c / 63 (class 0 is exact silence, class 63 full scale).
 - Training targets are Gaussian-smoothed class distributions (`smooth_labels`); a prediction
   is read back as a curve by its expectation in the µ-law domain (`decode_probs`).
+- Onsets (the model's second head): `onset_target` puts a Gaussian bump (σ = 1.5 frames,
+  12 ms, peak 1) at each true onset on the same 125 Hz grid. The curve above is smoothed over
+  120 ms, so two contacts 80 ms apart merge in it; the onset head keeps them apart and says
+  *whether* a contact sounds where the loudness alone cannot (a soft hit under room tone).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -93,6 +98,23 @@ def mu_decode(classes: np.ndarray) -> np.ndarray:
     """Class (or a fractional class, e.g. an expectation) → RMS (float32)."""
     level = np.asarray(classes, dtype=np.float64) / (N_CLASSES - 1)
     return mu_expand(level).astype(np.float32)
+
+
+ONSET_SIGMA = 1.5  # frames (12 ms)
+
+
+def onset_target(onsets_s: Sequence[float], n_frames: int, sigma: float = ONSET_SIGMA) -> np.ndarray:
+    """(n_frames,) float32 in [0, 1]: a Gaussian bump of peak 1 at each onset (s) on the 125 Hz
+    grid (frame k at k / 125 s); overlapping bumps take the larger value."""
+    y = np.zeros(n_frames, dtype=np.float64)
+    k = np.arange(n_frames)
+    reach = int(math.ceil(4 * sigma))
+    for t in onsets_s:
+        c = float(t) * RATE_HZ
+        lo, hi = max(0, int(c) - reach), min(n_frames, int(c) + reach + 2)
+        if lo < hi:
+            y[lo:hi] = np.maximum(y[lo:hi], np.exp(-0.5 * ((k[lo:hi] - c) / sigma) ** 2))
+    return y.astype(np.float32)
 
 
 def smooth_labels(classes: np.ndarray, sigma: float = SIGMA) -> np.ndarray:

@@ -1,12 +1,15 @@
 """An envelope (DESIGN.md contract) from the RMS-Mapper's prediction for one shot.
 
-The model decides *whether* and *how loud* (its 125 Hz curve, decoded from µ-law class
-probabilities); the motion tracker of the baseline (`models.motion_baseline`) says *where*,
-*what*, and — where it saw a contact the model hears — *exactly when* (its sub-frame contact
-times are physics, sharper than a curve smoothed over 120 ms can be). See `fuse_onsets`.
-Onsets the model hears where the tracker saw nothing keep the curve's own sub-frame time
-(`models.curve_events`) and the position of the largest moving region. Confidence is the
-model's own. The curve is resampled to the contract's 100 Hz.
+The model decides *whether* and *how loud*; the motion tracker of the baseline
+(`models.motion_baseline`) says *where*, *what*, and — where it saw a contact the model
+hears — *exactly when* (its sub-frame contact times are physics, sharper than a 125 Hz
+prediction can be). Models with an onset head (`models.rms_mapper`) decide *whether* with it
+(`fuse_onset_head`): a tracked contact is kept where the head's probability within ±50 ms
+reaches the calibrated `track_threshold`; an onset peak of the head where the tracker saw
+nothing (an occluded hit, an object it lost) is added above the stricter `own_threshold`.
+Older checkpoints decide from the loudness curve (`fuse_onsets`). Loudness always comes from
+the curve (decoded from µ-law class probabilities); positions of untracked onsets from the
+largest moving region. The curve is resampled to the contract's 100 Hz.
 """
 from __future__ import annotations
 
@@ -18,26 +21,67 @@ from models import curve_events, motion_baseline, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
 
 MATCH_S = 0.1
-HEAR_S = 0.08
+HEAR_S = 0.08        # the curve's rise is looked for this far either side of a contact
+ONSET_HEAR_S = 0.05  # the onset head's peak, this far
 
 
 def detection_params(meta: dict[str, Any]) -> dict[str, float]:
-    """The onset reading a checkpoint was calibrated for (flows/train.py `calibrate`)."""
+    """The curve onset reading a checkpoint was calibrated for (flows/train.py `calibrate`)."""
     return {"offset_s": float(meta.get("onset_offset_s", 0.0)),
             "rise_db": float(meta.get("rise_db", 6.0)),
             "min_peak_db": float(meta.get("min_peak_db", -45.0))}
 
 
-def model_curve(model: Any, features: dict[str, np.ndarray], meta: dict[str, Any]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, float]]]:
-    """(class probabilities, 125 Hz curve, per-frame confidence, onsets) for one clip."""
+def head_params(meta: dict[str, Any]) -> dict[str, float]:
+    """The onset-head thresholds a checkpoint was calibrated for (flows/train.py)."""
+    return {"offset_s": float(meta.get("onset_offset_s", 0.0)),
+            "track_threshold": float(meta.get("track_threshold", 0.5)),
+            "own_threshold": float(meta.get("own_threshold", 0.8))}
+
+
+def model_outputs(model: Any, features: dict[str, np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(class probabilities, 125 Hz curve, per-frame confidence, onset probability or None)
+    for one clip, on the targets' frames."""
     duration = float(features["n_frames"]) / float(features["fps"])
     n_out = int(round(duration * rms_targets.SR)) // rms_targets.HOP + 1  # the targets' length
-    probs = v2a_inputs.align(mapper.predict(model, v2a_inputs.frame_inputs(features)), n_out)
+    probs, onset = mapper.predict(model, v2a_inputs.frame_inputs(features))
+    probs = v2a_inputs.align(probs, n_out)
+    onset = v2a_inputs.align(onset, n_out) if onset is not None else None
     curve, conf = rms_targets.decode_probs(probs)
-    events = curve_events.events_from_curve(curve, rms_targets.RATE_HZ, conf,
-                                            **detection_params(meta))
-    return probs, curve, conf, events
+    return probs, curve, conf, onset
+
+
+def _strength_at(db: np.ndarray, k: int) -> float:
+    """Strength of the hit at frame k: the curve's peak in the HEAR_S after it."""
+    post = db[k:k + int(round(HEAR_S * rms_targets.RATE_HZ)) + 1]
+    peak_db = float(post.max()) if len(post) else float(db[-1])
+    return float(np.clip(1 + peak_db / curve_events.STRENGTH_RANGE_DB, 0, 1))
+
+
+def fuse_onset_head(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str, Any]],
+                    params: dict[str, float]) -> list[dict[str, Any]]:
+    """The events of the shot by the onset head: tracked contacts whose head probability
+    within ±ONSET_HEAR_S reaches `track_threshold` (tracker time, head's probability as
+    confidence), plus the head's own peaks of at least `own_threshold` with no kept contact
+    within MATCH_S (peak time minus the calibrated offset)."""
+    rate = rms_targets.RATE_HZ
+    db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+    w = int(round(ONSET_HEAR_S * rate))
+    out: list[dict[str, Any]] = []
+    for b in base_events:
+        k = int(round(b["t"] * rate))
+        near = onset[max(0, k - w):k + w + 1]
+        if not len(near) or near.max() < params["track_threshold"]:
+            continue
+        out.append({**b, "strength": _strength_at(db, min(k, len(db) - 1)),
+                    "confidence": float(near.max())})
+    for m in curve_events.onset_peaks(onset, rate, params["own_threshold"],
+                                      offset_s=params["offset_s"]):
+        if all(abs(m["t"] - e["t"]) > MATCH_S for e in out):
+            k = min(int(round(m["t"] * rate)), len(db) - 1)
+            out.append({"t": m["t"], "strength": _strength_at(db, k), "confidence": m["p"]})
+    return sorted(out, key=lambda e: e["t"])
 
 
 def _region_at(features: dict[str, np.ndarray], t: float) -> tuple[float, float] | None:
@@ -67,9 +111,7 @@ def fuse_onsets(onsets: list[dict[str, float]], curve: np.ndarray, conf: np.ndar
         pre, post = db[max(0, k - w):max(1, k)], db[k:k + w + 1]
         if not len(post) or post.max() - pre.min() < rise_db:
             continue
-        peak_db = float(post.max())
-        out.append({**b, "strength": float(np.clip(1 + peak_db / curve_events.STRENGTH_RANGE_DB,
-                                                   0, 1)),
+        out.append({**b, "strength": _strength_at(db, k),
                     "confidence": float(np.mean(conf[max(0, k - w):k + w + 1]))})
     for m in onsets:
         if all(abs(m["t"] - e["t"]) > MATCH_S for e in out):
@@ -84,12 +126,16 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
     """(envelope, the 125 Hz curve, class probabilities) — the envelope is what the pass
     stores; the curve and probabilities are what the evaluation scores. `base` is the motion
     baseline's envelope of the same features, if the caller has it already."""
-    probs, curve, conf, onsets = model_curve(model, features, meta)
+    probs, curve, conf, onset = model_outputs(model, features)
     if base is None:
         base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
                                                  rate_hz=rate_hz)
-    fused = fuse_onsets(onsets, curve, conf, base["events"],
-                        detection_params(meta)["rise_db"])
+    if onset is not None:
+        fused = fuse_onset_head(onset, curve, base["events"], head_params(meta))
+    else:
+        reading = detection_params(meta)
+        onsets = curve_events.events_from_curve(curve, rms_targets.RATE_HZ, conf, **reading)
+        fused = fuse_onsets(onsets, curve, conf, base["events"], reading["rise_db"])
     events = []
     for ev in fused:
         if ev["t"] >= duration_s:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import curve_events, envelope_metrics as em, rms_targets
+from models import curve_events, envelope_metrics as em, rms_targets, v2a_envelope
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,37 @@ def test_onsets_read_off_a_target_curve_are_sub_frame_after_calibration() -> Non
     other = rms_targets.rms_target(clicks([0.7, 2.05], seed=3), 48000)
     again = curve_events.events_from_curve(other, rms_targets.RATE_HZ, offset_s=offset)
     assert [round(e["t"], 2) for e in again] == [0.7, 2.05]  # the offset carries over
+
+
+def test_onset_peaks_are_sub_frame_and_kept_apart() -> None:
+    times = [0.3, 0.5123, 0.59, 1.0]
+    prob = np.maximum(rms_targets.onset_target(times, 200) * 0.9, 0.01)
+    prob[int(1.0 * 125) - 3:int(1.0 * 125) + 4] *= 0.3   # a weak one under the threshold
+    peaks = curve_events.onset_peaks(prob, rms_targets.RATE_HZ, 0.5)
+    assert [round(p["t"], 3) for p in peaks] == [0.3, 0.512, 0.59]
+    assert abs(peaks[1]["t"] - 0.5123) < 0.001              # parabolic vertex, sub-frame
+    apart = curve_events.onset_peaks(prob, 125.0, 0.5, min_gap_s=0.1)
+    assert len(apart) == 2 and apart[1]["t"] in (peaks[1]["t"], peaks[2]["t"])  # one stays
+    late = curve_events.onset_peaks(prob, 125.0, 0.5, offset_s=0.01)
+    assert late[0]["t"] == pytest.approx(peaks[0]["t"] - 0.01)
+
+
+def test_the_onset_head_decides_which_tracked_contacts_sound() -> None:
+    """Tracked contacts keep their time where the head fires; a silent one is dropped; a hit the
+    tracker missed is added from the head alone if it is sure."""
+    onset = np.full(500, 0.02)
+    onset[:] = np.maximum(onset, rms_targets.onset_target([1.0, 3.0], 500) * 0.9)
+    onset = np.maximum(onset, rms_targets.onset_target([2.0], 500) * 0.45)
+    curve = rms_targets.rms_target(clicks([1.0, 2.0, 3.0]), 48000)[:500]
+    base = [{"t": 1.0031, "x": 0.2, "y": 0.8, "kind": "impact"},
+            {"t": 2.5, "x": 0.5, "y": 0.5, "kind": "impact"}]        # the tracker's contacts
+    params = {"offset_s": 0.0, "track_threshold": 0.4, "own_threshold": 0.8}
+    events = v2a_envelope.fuse_onset_head(onset, curve, base, params)
+    assert [(round(e["t"], 4), e.get("kind")) for e in events] == [(1.0031, "impact"), (3.0, None)]
+    assert events[0]["x"] == 0.2 and events[0]["confidence"] == pytest.approx(0.9, abs=0.01)
+    assert events[1]["strength"] > 0.3  # from the curve: the room tone alone would be 0
+    lower = v2a_envelope.fuse_onset_head(onset, curve, base, {**params, "own_threshold": 0.4})
+    assert [round(e["t"], 2) for e in lower] == [1.0, 2.0, 3.0]       # the weaker hit too
 
 
 def test_silence_has_no_onsets_and_strength_follows_level() -> None:

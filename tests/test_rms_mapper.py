@@ -11,11 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from models.rms_mapper import (
-    PRESETS, build, get_config, load_checkpoint, loss, predict, save_checkpoint, set_input_stats,
+    PRESETS, build, get_config, load_checkpoint, loss, onset_loss, predict, save_checkpoint,
+    set_input_stats,
 )
 from models.rms_targets import (
     HOP, N_CLASSES, RATE_HZ, SMOOTH, SR, decode_probs, mu_compress, mu_decode, mu_encode,
-    resample_curve, rms_target, smooth_labels,
+    onset_target, resample_curve, rms_target, smooth_labels,
 )
 from models.v2a_inputs import (
     IN_RATE_HZ, INPUT_DIM, align, frame_inputs, input_stats, n_steps, step_times,
@@ -88,6 +89,15 @@ def test_smooth_labels_rows() -> None:
     assert labels.argmax(axis=1).tolist() == classes.tolist()
     assert labels[2, 16] == pytest.approx(labels[2, 18]) and labels[2, 16] > labels[2, 15] > 0
     assert np.array_equal(smooth_labels(classes, sigma=0), np.eye(N_CLASSES, dtype=np.float32)[classes])
+
+
+def test_onset_target_bumps() -> None:
+    y = onset_target([0.2, 0.5, 0.508], 100)
+    assert y.shape == (100,) and y.dtype == np.float32
+    assert y[25] == pytest.approx(1.0) and y.max() <= 1.0                # 0.2 s = frame 25
+    assert y[24] == pytest.approx(math.exp(-0.5 / 1.5 ** 2), rel=1e-5)   # σ = 1.5 frames
+    assert y[62:65].min() > 0.8 and y[40] < 1e-6                         # close onsets overlap
+    assert onset_target([], 10).sum() == 0 and onset_target([5.0], 10).sum() == 0
 
 
 def test_decode_probs_recovers_the_curve() -> None:
@@ -187,11 +197,15 @@ def test_step_rate_and_alignment_with_targets() -> None:
 def test_forward_shapes(preset: str) -> None:
     torch.manual_seed(0)
     model = build(get_config(preset))
-    logits = model(torch.randn(2, 10, INPUT_DIM))
-    assert logits.shape == (2, 40, N_CLASSES)
-    probs = predict(model, np.random.default_rng(0).normal(size=(7, INPUT_DIM)))
+    logits, onset = model(torch.randn(2, 10, INPUT_DIM))
+    assert logits.shape == (2, 40, N_CLASSES) and onset.shape == (2, 40)
+    probs, onset_p = predict(model, np.random.default_rng(0).normal(size=(7, INPUT_DIM)))
     assert probs.shape == (28, N_CLASSES) and probs.dtype == np.float32
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert onset_p.shape == (28,) and ((onset_p > 0) & (onset_p < 1)).all()
+    headless = build(get_config(preset, onset_head=False))  # a checkpoint from before the head
+    assert headless(torch.randn(1, 3, INPUT_DIM))[1] is None
+    assert predict(headless, np.zeros((3, INPUT_DIM)))[1] is None
     assert model.training, "predict must leave the model's mode as it found it"
     with pytest.raises(ValueError, match="unknown RMS-Mapper preset"):
         get_config("huge")
@@ -214,7 +228,8 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(loaded.in_mean.numpy(), mean) and loaded.in_std[5] == 1.0
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
-    assert np.array_equal(predict(model, inputs[0]), predict(loaded, inputs[0]))
+    for a, b in zip(predict(model, inputs[0]), predict(loaded, inputs[0])):
+        assert np.array_equal(a, b)
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="other.safetensors: not an RMS-Mapper checkpoint"):
         load_checkpoint(tmp_path / "other.safetensors")
@@ -228,18 +243,22 @@ def test_tiny_model_overfits_a_short_pattern() -> None:
     level = np.repeat(1 / (1 + np.exp(-2 * x[:, :, 0])), 4, axis=1)          # (4, 64) in (0, 1)
     classes = mu_encode(0.5 * level ** 3)
     target = torch.from_numpy(np.stack([smooth_labels(c) for c in classes]))  # (4, 64, 64)
+    onsets = torch.from_numpy((np.repeat(x[:, :, 1], 4, axis=1) > 1.5).astype(np.float32))
     mask = torch.ones(4, 64)
     mask[3, 60:] = 0  # a padded tail
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     xt = torch.from_numpy(x)
-    losses = []
+    losses, onset_losses = [], []
     for _ in range(100):
         opt.zero_grad()
-        value = loss(model(xt), target, mask)
-        value.backward()
+        logits, onset = model(xt)
+        value, term = loss(logits, target, mask), onset_loss(onset, onsets, mask)
+        (value + term).backward()
         opt.step()
         losses.append(value.item())
+        onset_losses.append(term.item())
     assert losses[-1] < 0.5 * losses[0], f"loss {losses[0]:.3f} → {losses[-1]:.3f}"
+    assert onset_losses[-1] < 0.5 * onset_losses[0], f"{onset_losses[0]:.3f} → {onset_losses[-1]:.3f}"
 
 
 def test_frame_inputs_of_a_real_bouncing_ball(tmp_path: Path) -> None:
