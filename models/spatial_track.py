@@ -16,8 +16,10 @@ Method
    within two frames of its time (gate: 15 % of the frame); at any moment the source is the
    object of the latest event (before the first event: the first event's object, which is
    falling or walking into it). An event no track explains is a fixed anchor at its own x, y.
-   A shot without events (a slide, a rub) follows its dominant moving track — the one with
-   the largest Σ speed · area^¼, the weighting the baseline gives a sliding sound. Between
+   A shot without events (a slide, a rub) follows the track whose speed · area^¼ (the
+   weighting the baseline gives a sliding sound) correlates best with the envelope's curve
+   over the shot — the object that moves when the sound is loud, not a fast distractor
+   crossing in silence. Between
    its samples (before a track starts, after it ends) a track holds its nearest position.
    No motion at all: the centre of the picture at the reference distance.
 4. The source switches between objects through a 40 ms raised-cosine glide (the renderer's
@@ -97,7 +99,7 @@ class _Smoothed:
     x: np.ndarray
     y: np.ndarray
     log_area: np.ndarray
-    energy: float
+    drive: np.ndarray      # speed (frame heights / s) · area^¼ per sample: what would sound
 
     def at(self, times: np.ndarray) -> np.ndarray:
         """(len(times), 3) x, y, log-area, held beyond the track's ends."""
@@ -111,8 +113,25 @@ def _smoothed(track: Track, w: float, h: float, fps: float) -> _Smoothed:
     x, y = rts_smooth(pos[:, 0], dt), rts_smooth(pos[:, 1], dt)
     log_area = rts_smooth(np.log(np.maximum(track.area, 1e-6)), dt, meas=0.3, accel=20.0)
     speed = np.linalg.norm(np.array(track.disp), axis=1) / h * fps
-    energy = float(np.sum(speed * np.power(np.maximum(track.area, 1e-6), 0.25)))
-    return _Smoothed(t, np.clip(x, 0, 1), np.clip(y, 0, 1), log_area, energy)
+    drive = speed * np.power(np.maximum(track.area, 1e-6), 0.25)
+    return _Smoothed(t, np.clip(x, 0, 1), np.clip(y, 0, 1), log_area, drive)
+
+
+def _loudest_mover(tracks: list[_Smoothed], envelope: dict[str, Any], times: np.ndarray) -> int:
+    """Index of the track whose motion follows the envelope's curve best (largest drive if the
+    curve is flat)."""
+    curve = np.asarray(envelope["curve"], np.float64)
+    level = np.interp(times, np.arange(len(curve)) / envelope["rate_hz"], curve) if len(curve) else \
+        np.zeros(len(times))
+    scores = []
+    for tr in tracks:
+        drive = np.zeros(len(times))
+        idx = np.clip(np.searchsorted(times, tr.t), 0, len(times) - 1)
+        drive[idx] = tr.drive
+        both = np.std(drive) * np.std(level)
+        corr = float(np.mean((drive - drive.mean()) * (level - level.mean())) / both) if both > 0 else 0.0
+        scores.append((corr, float(drive.sum())))
+    return int(max(range(len(tracks)), key=lambda i: scores[i]))
 
 
 def _event_track(event: dict[str, Any], tracks: list[_Smoothed], fps: float) -> int | None:
@@ -159,8 +178,7 @@ def sounding_track(features: dict[str, np.ndarray], envelope: dict[str, Any]) ->
         which = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(events) - 1)
     else:
         which = np.zeros(len(times), int)
-        sources = [int(np.argmax([tr.energy for tr in tracks]))] if tracks else \
-            [(0.5, 0.5, ref_log_area)]
+        sources = [_loudest_mover(tracks, envelope, times)] if tracks else [(0.5, 0.5, ref_log_area)]
     values = np.zeros((len(times), 3))
     for k, src in enumerate(sources):
         sel = which == k
