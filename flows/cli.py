@@ -57,6 +57,16 @@ def _add_models() -> None:
 _add_models()
 
 
+def _add_spatial() -> None:
+    from flows.cli_models import eval_app
+    from flows.cli_spatial import eval_spatial
+
+    eval_app.command("spatial")(eval_spatial)
+
+
+_add_spatial()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings

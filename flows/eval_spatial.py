@@ -234,11 +234,12 @@ def _truth_points(truth: paired_scenes.PairedTruth) -> Iterator[tuple[float, flo
                 yield t, s["x"][i], s["kind"]
 
 
-def evaluate_scenes(n: int, *, seed: int = 0, hfov_deg: float = 60.0, progress: Any = None) -> dict[str, Any]:
+def evaluate_scenes(n: int, *, seed: int = 0, hfov_deg: float = 60.0,
+                    kinds: tuple[str, ...] = SCENE_KINDS, progress: Any = None) -> dict[str, Any]:
     """Tracked azimuth against the true position on `n` rendered scenes (module docstring)."""
     rows, per_scene = [], []
     for i in range(n):
-        spec = paired_scenes.sample_spec(np.random.default_rng([seed, i, 7]), "train", kinds=SCENE_KINDS)
+        spec = paired_scenes.sample_spec(np.random.default_rng([seed, i, 7]), "train", kinds=kinds)
         truth = paired_scenes.paired_truth(spec)
         with tempfile.TemporaryDirectory(prefix="foley-eval-spatial-") as tmp:
             feats = _scene_features(spec, truth.fps, truth.duration_s, Path(tmp))
