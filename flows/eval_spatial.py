@@ -71,7 +71,7 @@ def _band(x: np.ndarray, sr: int) -> np.ndarray:
     return sosfiltfilt(sos, x, axis=0) if len(x) > 30 else x
 
 
-def _itd_ms(left: np.ndarray, right: np.ndarray, sr: int) -> float:
+def itd_ms(left: np.ndarray, right: np.ndarray, sr: int) -> float:
     """Lag (ms) of the interaural cross-correlation peak within ±1 ms; positive: left leads."""
     n = len(left)
     cc = np.fft.irfft(np.fft.rfft(right, 2 * n) * np.conj(np.fft.rfft(left, 2 * n)))
@@ -120,7 +120,7 @@ def _event_row(shot: dict[str, Any], ev: dict[str, Any], files: dict[str, sf.Sou
     if abs(ev["azimuth_deg"]) >= LATERAL_DEG:
         bi, at_b = _excerpt(files["binaural"], t, WINDOW_S)
         ears = _band(bi, sr)[at_b:at_b + int(WINDOW_S * sr)]
-        row["itd_ms"] = round(_itd_ms(ears[:, 0], ears[:, 1], sr), 4)
+        row["itd_ms"] = round(itd_ms(ears[:, 0], ears[:, 1], sr), 4)
         row["itd_expected_ms"] = round(hrtf.woodworth_itd(math.radians(ev["azimuth_deg"])) * 1000, 4)
     return row
 

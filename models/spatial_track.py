@@ -58,13 +58,6 @@ class PositionTrack:
         return (np.interp(tt, self.t, self.x), np.interp(tt, self.t, self.y),
                 np.exp(np.interp(tt, self.t, np.log(np.maximum(self.area, 1e-9)))))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"t": _r(self.t, 4), "x": _r(self.x, 4), "y": _r(self.y, 4), "area": _r(self.area, 6)}
-
-
-def _r(a: np.ndarray, nd: int) -> list[float]:
-    return [round(float(v), nd) for v in a]
-
 
 def rts_smooth(z: np.ndarray, dt: float, meas: float = MEAS_NOISE, accel: float = ACCEL_NOISE) -> np.ndarray:
     """Rauch–Tung–Striebel smoothed positions of (N,) measurements (constant velocity model)."""

@@ -107,13 +107,13 @@ def test_51_decode_layout_and_order() -> None:
 
 def test_binaural_itd_at_the_sides_matches_the_spherical_head() -> None:
     """ITD of the decoded ears at ±90° within 0.1 ms of (a/c)(π/2 + 1), with the right sign."""
-    from flows.eval_spatial import _itd_ms
+    from flows.eval_spatial import itd_ms
 
     expected = hrtf.HEAD_RADIUS_M / hrtf.SPEED_OF_SOUND * (math.pi / 2 + 1) * 1000
     assert expected == pytest.approx(0.656, abs=1e-3)
     for side in (1, -1):
         ears = hrtf.decode_binaural(encode_foa(NOISE, side * math.pi / 2), SR)
-        itd = _itd_ms(ears[:, 0].astype(float), ears[:, 1].astype(float), SR)
+        itd = itd_ms(ears[:, 0].astype(float), ears[:, 1].astype(float), SR)
         assert abs(itd - side * expected) < 0.1, (side, itd)
         near, far = (0, 1) if side > 0 else (1, 0)
         assert np.mean(ears[:, near] ** 2) > 4 * np.mean(ears[:, far] ** 2)  # head shadow
