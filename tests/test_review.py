@@ -446,7 +446,7 @@ def test_cli_lists_shows_and_decides_with_the_same_rules(home: Path) -> None:
     ok = foley("review", "approve", REEL, "SH020", "--by", "bo")
     assert ok.returncode == 0 and "re-conformed" in ok.stdout, ok.stderr
     stems = sorted((home / "delivery" / "shots" / "SH020").glob("*.wav"))
-    assert len(stems) == 3
+    assert len(stems) == 5  # mono, stereo, FOA, 5.1, binaural
     ok = foley("review", "omit", REEL, "SH020", "--by", "anna", "-m", "cut in the mix")
     assert ok.returncode == 0 and "re-conformed" in ok.stdout, ok.stderr
     assert not any(p.exists() for p in stems)
