@@ -19,11 +19,11 @@ import numpy as np
 import models.motion_baseline as motion_baseline
 import models.sampler as sampler
 import models.spatial as spatial_mod
+from models import spatial_render, spatial_track
 from db import api
 from flows import library as library_flow
 from flows.settings import get_settings
 from tasks import features, media, runtime
-from tasks.spatial import source_position
 from tasks.library import load_sample
 from tasks.synth import SR, choose_sounds
 
@@ -70,6 +70,8 @@ def generate_foley(
     mono = sampler.render_shot(env, samples[: len(oneshots)], samples[len(oneshots):], sr=SR, seed=seed)
     if not spatial:
         return FoleyClip(mono, SR, env)
-    x, _ = source_position(env)
-    return FoleyClip(spatial_mod.pan_stereo(mono, x), SR, env,
-                     foa=spatial_mod.encode_foa(mono, spatial_mod.azimuth_from_x(x)))
+    width, height = (float(v) for v in feats["size"])
+    path = spatial_render.source_path(spatial_track.sounding_track(feats, env),
+                                      spatial_mod.Camera(aspect=width / height), {}, len(mono), SR)
+    stems = spatial_render.render(mono, path, SR, spatial_render.SpatialSettings())
+    return FoleyClip(stems["stereo"], SR, env, foa=stems["foa"])

@@ -57,6 +57,16 @@ def _add_models() -> None:
 _add_models()
 
 
+def _add_spatial() -> None:
+    from flows.cli_models import eval_app
+    from flows.cli_spatial import eval_spatial
+
+    eval_app.command("spatial")(eval_spatial)
+
+
+_add_spatial()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings
@@ -86,6 +96,10 @@ def run(
     envelope: Annotated[str, typer.Option(help="How envelopes are predicted: baseline (motion tracking) or model (the trained RMS-Mapper, models/README.md).")] = "baseline",
     library: Annotated[Optional[str], typer.Option(help="Indexed sound library to draw from (default: the built-in kit).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthesis variations (recorded in provenance).")] = 0,
+    hfov: Annotated[Optional[float], typer.Option(help="Camera's horizontal field of view in degrees: where the picture's edges sit around the listener (default: the edit's metadata foleyflow.hfov_deg, else 60). docs/SPATIAL.md")] = None,
+    foa_format: Annotated[str, typer.Option(help="B-format of the FOA stems and mix: ambix (ACN/SN3D) or fuma (WXYZ, W -3 dB).")] = "ambix",
+    reverb_db: Annotated[Optional[float], typer.Option(help="Add a room (early reflections + tail) at this send level in dB, e.g. -18; off by default.")] = None,
+    rt60: Annotated[float, typer.Option(help="Reverberation time of that room in seconds.")] = 0.5,
 ) -> None:
     """Run the Foley pass on an edit and write the delivery folder.
 
@@ -93,14 +107,17 @@ def run(
     unreadable are listed and skipped; the rest of the reel delivers (exit code 1).
     """
     from tasks.ingest import TimelineError, read_timeline
+    from tasks.spatial import reel_spatial_params
 
     if approve not in ("auto", "queue"):
         fail(f"--approve must be auto or queue, not {approve!r}")
     if envelope not in ("baseline", "model"):
         fail(f"--envelope must be baseline or model, not {envelope!r}")
+    spatial_options = {"hfov_deg": hfov, "fmt": foa_format, "reverb_db": reverb_db, "rt60_s": rt60}
     try:  # validate before anything is written
-        _, spec = read_timeline(timeline, fps=fps, media_root=media_root)
-    except TimelineError as exc:
+        edit, spec = read_timeline(timeline, fps=fps, media_root=media_root)
+        reel_spatial_params(edit, spec, **spatial_options)
+    except (TimelineError, ValueError) as exc:
         fail(str(exc))
     if not spec.shots:
         fail(f"{timeline}: the edit has no picture clips to work on")
@@ -110,7 +127,7 @@ def run(
     report = configured_pass()(
         str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
         approve=approve, library=library, seed=seed, envelope_estimator=envelope,
-        approve_threshold=approve_threshold,
+        approve_threshold=approve_threshold, spatial_options=spatial_options,
     )
     m = report.manifest
     delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")

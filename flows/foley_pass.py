@@ -35,7 +35,7 @@ from db.engine import (DatabaseUnavailable, is_transient, reason_of, retry_db, r
 from flows import library as library_flow
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
-from tasks.conform import ShotDelivery, conform
+from tasks.conform import ShotDelivery, conform, delivered
 from tasks.stage import transaction
 from tasks.store import StoreUnavailable
 
@@ -156,9 +156,11 @@ def foley_pass(
     seed: int = 0,
     envelope_estimator: str = "baseline",
     approve_threshold: float = 0.0,
+    spatial_options: dict[str, Any] | None = None,
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
-    ones, and conform the reel into the delivery folder `out`."""
+    ones, and conform the reel into the delivery folder `out`. `spatial_options`: the reel's
+    camera and B-format settings (`tasks.spatial.reel_spatial_params`)."""
     started = time.perf_counter()
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
@@ -171,11 +173,12 @@ def foley_pass(
         retry_db(lambda: library_flow.ensure_library(library), url=db.url)
         times["library"] = time.perf_counter() - started
 
-        _, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
+        edit, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
+        placement = spatial.reel_spatial_params(edit, spec, **(spatial_options or {}))
         with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
             report = _run(spec, timeline, out, approve, library, seed, times, started,
-                          envelope_estimator, approve_threshold)
+                          envelope_estimator, approve_threshold, placement)
     except OUTAGES as exc:
         raise PassAborted(str(exc)) from exc
     except DBAPIError as exc:
@@ -188,12 +191,13 @@ def foley_pass(
 
 def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
          times: dict[str, float], started: float, estimator: str = "baseline",
-         threshold: float = 0.0) -> PassReport:
+         threshold: float = 0.0, placement: dict[str, Any] | None = None) -> PassReport:
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
     reel = prepare.ingest_reel(timeline, spec, delivery_dir=str(Path(out).resolve()),
-                               pass_params={"library": library, "seed": seed})
+                               pass_params={"library": library, "seed": seed,
+                                            "spatial": placement or {}})
     times["ingest"] = time.perf_counter() - t0
     shots = []
     for sid, sp in zip(reel["shot_ids"], spec.shots):
@@ -329,11 +333,9 @@ def review_state(shots: Sequence[ShotState]) -> None:
 def delivery(sh: ShotState) -> ShotDelivery:
     env = sh.refs.get("envelope") or {}
     if sh.status == "pending" and "spatial" in sh.refs:
-        sp, sy = sh.refs["spatial"], sh.refs["synth"]
-        return ShotDelivery(
-            sh.shot_id, "delivered", envelope=sy["envelope"], envelope_version=env.get("version"),
-            mono=sy["mono"], stereo=sp["stereo"], foa=sp["foa"], proxy=sh.refs["proxy"],
-        )
+        return delivered(sh.shot_id, envelope=sh.refs["synth"]["envelope"],
+                         envelope_version=env.get("version"), spatial=sh.refs["spatial"],
+                         proxy=sh.refs["proxy"])
     return ShotDelivery(sh.shot_id, sh.status, reason=sh.reason,
                         envelope_version=env.get("version"))
 

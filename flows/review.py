@@ -36,7 +36,7 @@ from db import api, review
 from flows import library as library_flow
 from flows.settings import get_settings
 from tasks import ingest, runtime, spatial, synth
-from tasks.conform import ShotDelivery, conform
+from tasks.conform import ShotDelivery, conform, delivered
 from tasks.stage import transaction
 
 log = logging.getLogger("foleyflow.review")
@@ -149,10 +149,9 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
     for sh in shots:
         res = results.get(sh["id"])
         if res is not None and sh["proxy"] is not None:
-            sy, sp = res["synth"], res["spatial"]
-            deliveries.append(ShotDelivery(
-                sh["id"], "delivered", envelope=sy["envelope"], envelope_version=sh["version"],
-                mono=sy["mono"], stereo=sp["stereo"], foa=sp["foa"], proxy=sh["proxy"]))
+            deliveries.append(delivered(sh["id"], envelope=res["synth"]["envelope"],
+                                        envelope_version=sh["version"], spatial=res["spatial"],
+                                        proxy=sh["proxy"]))
         elif sh["skipped"]:
             deliveries.append(ShotDelivery(sh["id"], "skipped", reason=sh["skipped"]))
         elif sh["state"] is None:

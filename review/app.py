@@ -38,7 +38,7 @@ from flows.review import Applier
 from flows.settings import Settings, get_settings
 from review import auth
 from tasks import ingest, plots, runtime, synth
-from tasks.decisions import load_envelope, save_version, validate_envelope
+from tasks.decisions import load_envelope, position_of, save_version, validate_envelope
 from tasks.library_match import KIND_CATEGORY
 
 HERE = Path(__file__).resolve().parent
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
                               for d in env.decisions]})
         doc = env_of(latest)
         doc.setdefault("category", None)
+        doc.setdefault("position", None)
         library, _seed = library_of(reel_row)
         stem = (api.latest_outputs(s, "synth", sh.id) or {}).get("mono") is not None
         return {
@@ -265,7 +266,8 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
                "curve": posted.get("curve", base.get("curve")),
                "events": posted.get("events", base.get("events")),
                "prompt": posted.get("prompt", base.get("prompt")),
-               "category": posted.get("category", base.get("category"))}
+               "category": posted.get("category", base.get("category")),
+               "position": posted.get("position", base.get("position"))}
         try:
             env["curve"] = [float(v) for v in env["curve"]]
             env["events"] = [_event(e) for e in env["events"]]
@@ -273,6 +275,7 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             if env["category"] in ("", "auto", "(auto)"):
                 env["category"] = None
             validate_envelope(env, where=f"{sh.reel.name} {sh.name}")
+            env["position"] = position_of(env, where=f"{sh.reel.name} {sh.name}")
         except (TypeError, ValueError, KeyError) as exc:
             raise ApiError(422, "invalid", str(exc)) from None
         return env

@@ -265,7 +265,8 @@ def _cstr(raw: bytes) -> str:
 def read_bwf_info(path: str | os.PathLike[str]) -> dict:
     """Format and bext/iXML metadata of a WAV file, read from its chunks (no sample decoding).
 
-    Keys: samplerate, channels, bits, frames, time_reference, description, originator,
+    Keys: samplerate, channels, bits, frames, channel_mask (WAVE_FORMAT_EXTENSIBLE's speaker
+    layout, None for plain PCM), time_reference, description, originator,
     originator_reference, origination_date, origination_time, version, coding_history, ixml.
     bext keys are None when the file has no bext chunk.
     """
@@ -288,8 +289,11 @@ def read_bwf_info(path: str | os.PathLike[str]) -> dict:
                 continue
             payload = fh.read(size + size % 2)[:size]
             if fourcc == b"fmt ":
-                _, channels, sr, _, block_align, bits = struct.unpack("<HHIIHH", payload[:16])
-                info.update(samplerate=sr, channels=channels, bits=bits, block_align=block_align)
+                tag, channels, sr, _, block_align, bits = struct.unpack("<HHIIHH", payload[:16])
+                mask = struct.unpack("<I", payload[20:24])[0] \
+                    if tag == _WAVE_FORMAT_EXTENSIBLE and len(payload) >= 24 else None
+                info.update(samplerate=sr, channels=channels, bits=bits, block_align=block_align,
+                            channel_mask=mask)
             elif fourcc == b"bext":
                 fields = BEXT_STRUCT.unpack(payload[: BEXT_STRUCT.size])
                 info.update(

@@ -4,6 +4,13 @@ All delivered files are rendered in one cached stage (so each is an artifact wit
 to the stems, envelopes and the edit), then copied into the delivery folder, each file atomically.
 Stems are stamped with their own record position as BWF TimeReference; the reel mixes start at
 the timeline start.
+
+Per shot: mono (placed: distance gain and air absorption, no direction), stereo, first-order
+B-format (AmbiX, or FuMa if the reel asked), 5.1 (L R C LFE Ls Rs, WAVE_FORMAT_EXTENSIBLE with
+channel mask 0x3F as Pro Tools and ffmpeg read 5.1) and binaural stems, and the position track
+the spatial stage followed. Per reel: a mix of each but mono. The timelines carry one Foley
+track per format — FOLEY (stereo, what the preview plays), FOLEY 5.1, FOLEY BINAURAL, FOLEY FOA —
+each clip referencing the stem with its channel count.
 """
 from __future__ import annotations
 
@@ -13,7 +20,8 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +34,30 @@ from sqlalchemy.orm import Session
 from db import api
 from tasks import ingest, mixdown, plots, runtime, timeline_aaf, timeline_io
 from tasks.decisions import read_envelope
+from tasks.spatial import STEMS, reel_settings, stems_of
 from tasks.bwf import time_reference, write_bwf
 from tasks.stage import StageOutput, run_stage, transaction
 from tasks.store import ArtifactRef
 
 SR = 48000
+MASK_51 = 0x3F  # FL FR FC LFE BL BR: the 5.1 of WAVE_FORMAT_EXTENSIBLE (ffmpeg "5.1", Pro Tools)
+FORMAT_LABEL = {"ambix": "AmbiX (ACN/SN3D)", "fuma": "FuMa (WXYZ, W -3 dB)"}
+
+
+@dataclass(frozen=True)
+class ReelMix:
+    """One reel-length mix and the Foley track that references its stems."""
+
+    kind: str          # the stem kind it sums
+    channels: int
+    mask: int | None
+    label: str         # for descriptions
+    track: str         # the timeline track holding its stems
+
+
+MIXES = (ReelMix("stereo", 2, None, "stereo", "FOLEY"), ReelMix("51", 6, MASK_51, "5.1", "FOLEY 5.1"),
+         ReelMix("binaural", 2, None, "binaural", "FOLEY BINAURAL"),
+         ReelMix("foa", 4, None, "FOA", "FOLEY FOA"))
 
 
 @dataclass(frozen=True)
@@ -42,10 +69,15 @@ class ShotDelivery:
     reason: str | None = None
     envelope: ArtifactRef | None = None
     envelope_version: int | None = None
-    mono: ArtifactRef | None = None
-    stereo: ArtifactRef | None = None
-    foa: ArtifactRef | None = None
+    stems: Mapping[str, ArtifactRef] = field(default_factory=dict)  # STEMS and "position"
     proxy: ArtifactRef | None = None
+
+
+def delivered(shot_id: int, *, envelope: ArtifactRef, envelope_version: int | None,
+              spatial: dict[str, Any], proxy: ArtifactRef) -> ShotDelivery:
+    """A delivered shot from its approved envelope and its `tasks.spatial.spatialize` result."""
+    return ShotDelivery(shot_id, "delivered", envelope=envelope, envelope_version=envelope_version,
+                        stems=stems_of(spatial), proxy=proxy)
 
 
 def _shot_prefix(reel: str, shot: str) -> str:
@@ -70,7 +102,10 @@ def _render(
         files[rel] = (p, mime)
         return p
 
-    placed_st, placed_foa, segments, clips = [], [], [], []
+    fmt = reel["spatial"]["fmt"]
+    placed: dict[str, list[mixdown.Placed]] = {m.kind: [] for m in MIXES}
+    clips: dict[str, list[timeline_io.FoleyClip]] = {m.kind: [] for m in MIXES}
+    segments = []
     cursor = 0
     for sh in shots:
         if sh["record_in_frame"] > cursor:
@@ -86,10 +121,14 @@ def _render(
         stamp = start_ref + offset
         prefix = f"shots/{sh['name']}/{_shot_prefix(name, sh['name'])}"
         desc = f"{name} {sh['name']} Foley @ {tc(sh['record_in_frame'])}"
-        for kind in ("mono", "stereo", "foa"):
+        for kind in STEMS:
             audio, sr = sf.read(paths[f"{sh['name']}/{kind}"], dtype="float32")
+            label = FORMAT_LABEL[fmt] if kind == "foa" else kind
             write_bwf(add(f"{prefix}_{kind}.wav", "audio/wav"), audio, sr, time_reference=stamp,
-                      description=f"{desc} ({kind})", origination_datetime=made)
+                      description=f"{desc} ({label})", origination_datetime=made,
+                      channel_mask=MASK_51 if kind == "51" else None)
+        pos_rel = f"{prefix}_position.json"
+        shutil.copyfile(paths[f"{sh['name']}/position"], add(pos_rel, "application/json"))
         env = read_envelope(paths[f"{sh['name']}/envelope"])
         env_rel = f"shots/{sh['name']}/envelope_v{env['version']}.json"
         shutil.copyfile(paths[f"{sh['name']}/envelope"], add(env_rel, "application/json"))
@@ -98,22 +137,26 @@ def _render(
             label_time=lambda t, rin=sh["record_in_frame"]: tc(rin + round(t * num / den)),
             title=f"{name} {sh['name']} v{env['version']}",
         )
-        placed_st.append(mixdown.Placed(paths[f"{sh['name']}/stereo"], offset))
-        placed_foa.append(mixdown.Placed(paths[f"{sh['name']}/foa"], offset))
-        clips.append(timeline_io.FoleyClip(
-            shot=sh["name"], record_in_frame=sh["record_in_frame"],
-            duration_frames=sh["duration_frames"], media_path=f"{prefix}_stereo.wav"))
-        sh["envelope_file"], sh["stems"] = env_rel, {
-            k: f"{prefix}_{k}.wav" for k in ("mono", "stereo", "foa")}
+        for m in MIXES:
+            placed[m.kind].append(mixdown.Placed(paths[f"{sh['name']}/{m.kind}"], offset))
+            clips[m.kind].append(timeline_io.FoleyClip(
+                shot=sh["name"], record_in_frame=sh["record_in_frame"],
+                duration_frames=sh["duration_frames"], media_path=f"{prefix}_{m.kind}.wav",
+                channels=m.channels, metadata={"format": fmt} if m.kind == "foa" else {}))
+        sh["envelope_file"], sh["position_file"] = env_rel, pos_rel
+        sh["stems"] = {k: f"{prefix}_{k}.wav" for k in STEMS}
     total = round(reel["duration_s"] * SR)
-    mix = add(f"{name}_foley_stereo.wav", "audio/wav")
-    mixdown.mix_reel(placed_st, mix, frames=total, channels=2, sr=SR, time_reference=start_ref,
-                     made=made, description=f"{name} Foley stereo mix @ {reel['start_timecode']}")
-    mixdown.mix_reel(placed_foa, add(f"{name}_foley_foa.wav", "audio/wav"), frames=total,
-                     channels=4, sr=SR, time_reference=start_ref, made=made,
-                     description=f"{name} Foley FOA AmbiX (ACN/SN3D) @ {reel['start_timecode']}")
-    timeline, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
-    edit = timeline_io.add_foley_track(timeline, clips, rate_num=num, rate_den=den)
+    for m in MIXES:
+        label = f"{m.label} {FORMAT_LABEL[fmt]}" if m.kind == "foa" else m.label
+        mixdown.mix_reel(placed[m.kind], add(mix_name(name, m.kind), "audio/wav"), frames=total,
+                         channels=m.channels, sr=SR, time_reference=start_ref, made=made,
+                         channel_mask=m.mask,
+                         description=f"{name} Foley {label} mix @ {reel['start_timecode']}")
+    mix = work / mix_name(name, "stereo")
+    edit, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
+    for m in MIXES:  # each call returns a copy with one more track
+        edit = timeline_io.add_foley_track(edit, clips[m.kind], rate_num=num, rate_den=den,
+                                           name=m.track)
     timeline_io.write_timeline(edit, add(f"{name}.otio", "application/json"))
     timeline_io.write_timeline(edit, add(f"{name}.xml", "application/xml"))
     # AAF stamps the clock and random ids into the file: the edit's own time and content stand
@@ -123,6 +166,11 @@ def _render(
         timeline_io.write_timeline(edit, add(f"{name}.aaf", "application/octet-stream"))
     mixdown.render_preview(segments, mix, add(f"{name}_preview.mp4", "video/mp4"), rate=(num, den))
     return StageOutput(files=files, result={"shots": shots})
+
+
+def mix_name(reel: str, kind: str) -> str:
+    """File name of a reel mix: `<reel>_foley_stereo.wav`, `_51`, `_binaural`, `_foa`."""
+    return f"{reel}_foley_{kind}.wav"
 
 
 def origination(timeline_path: str) -> str:
@@ -144,7 +192,8 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
         by_id = {sh.id: sh for sh in r.shots}
         reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
                 "drop_frame": r.drop_frame, "start_frame": r.start_frame,
-                "start_timecode": r.start_timecode, "origination": origination(r.timeline_path)}
+                "start_timecode": r.start_timecode, "origination": origination(r.timeline_path),
+                "spatial": reel_settings(r.pass_params)[0].to_dict()}
         order = sorted(deliveries, key=lambda d: by_id[d.shot_id].index)
         shots = []
         for d in order:
@@ -163,10 +212,13 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
     by_shot = {d.shot_id: d for d in deliveries}
     inputs: dict[str, ArtifactRef] = {"timeline": timeline_ref}
     for d, sh in zip((by_shot[i] for i in order), shots):
-        for kind in ("envelope", "mono", "stereo", "foa", "proxy"):
-            ref = getattr(d, kind)
-            if ref is not None and d.status == "delivered":
-                inputs[f"{sh['name']}/{kind}"] = ref
+        if d.status != "delivered":
+            continue
+        refs = {"envelope": d.envelope, "proxy": d.proxy, **d.stems}
+        missing = [k for k in (*STEMS, "position", "envelope", "proxy") if refs.get(k) is None]
+        if missing:
+            raise ValueError(f"shot {sh['name']} is marked delivered without {', '.join(missing)}")
+        inputs |= {f"{sh['name']}/{kind}": ref for kind, ref in refs.items()}
 
     res = run_stage(
         "conform",
@@ -204,8 +256,12 @@ def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: d
         "timeline_start": reel["start_timecode"],
         "samplerate": SR,
         "bit_depth": 24,
-        "mix": f"{name}_foley_stereo.wav",
-        "foa": f"{name}_foley_foa.wav",
+        "mix": mix_name(name, "stereo"),
+        "foa": mix_name(name, "foa"),
+        "foa_format": reel["spatial"]["fmt"],
+        "surround_51": mix_name(name, "51"),
+        "binaural": mix_name(name, "binaural"),
+        "spatial": reel["spatial"],
         "timelines": {"otio": f"{name}.otio", "aaf": f"{name}.aaf", "fcp_xml": f"{name}.xml"},
         "preview": f"{name}_preview.mp4",
         "shots": [
@@ -219,6 +275,7 @@ def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: d
                 "envelope": ({"version": sh["envelope_version"], "uri": sh["envelope_file"]}
                              if sh.get("envelope_file") else None),
                 "stems": sh.get("stems", {}),
+                "position": sh.get("position_file"),
             }
             for sh in shots
         ],

@@ -17,6 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from db import api, review
+from models.spatial_render import validate_override
 from tasks import runtime
 from tasks.stage import code_version
 from tasks.store import ArtifactRef
@@ -30,6 +31,8 @@ def content_sha256(envelope: dict[str, Any]) -> str:
     doc = {k: envelope.get(k) for k in CONTENT_KEYS}
     if envelope.get("category"):  # the library category a person chose (absent = automatic)
         doc["category"] = envelope["category"]
+    if envelope.get("position"):  # where a person placed the sound (absent = follow the picture)
+        doc["position"] = envelope["position"]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -67,6 +70,12 @@ def validate_envelope(env: dict[str, Any], *, where: str) -> None:
     for key in ("prompt", "category"):
         if env.get(key) is not None and not isinstance(env[key], str):
             raise ValueError(f"{where}: {key} must be text or null")
+    validate_override(env.get("position"), where=where)
+
+
+def position_of(env: dict[str, Any], *, where: str) -> dict[str, float] | None:
+    """The envelope's position override as numbers, None when it follows the picture."""
+    return validate_override(env.get("position"), where=where) or None
 
 
 def save_version(

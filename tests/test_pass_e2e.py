@@ -101,6 +101,36 @@ def test_conformed_edit_has_foley_track(reel: dict) -> None:
         assert rin == pytest.approx(shot["record_in_s"], abs=1e-6)
 
 
+def test_spatial_delivery_stems_mixes_and_tracks(reel: dict) -> None:
+    """5.1 (6 ch, mask 0x3F) and binaural stems and mixes, one FOLEY track per format, and the
+    delivered FOA passes `foley eval spatial` (DOA, W vs mono, ITD sign, stereo order)."""
+    m, out = reel["manifest"], reel["out"]
+    assert m["foa_format"] == "ambix" and m["spatial"]["hfov_deg"] == 60.0
+    for key, channels, mask in (("surround_51", 6, 0x3F), ("binaural", 2, None), ("foa", 4, 0)):
+        info = read_bwf_info(out / m[key])
+        assert (info["channels"], info["channel_mask"]) == (channels, mask), key
+        assert info["time_reference"] == 172_800_000
+    for shot in m["shots"]:
+        assert set(shot["stems"]) == {"mono", "stereo", "foa", "51", "binaural"}
+        assert json.loads((out / shot["position"]).read_text())["camera"]["hfov_deg"] == 60.0
+    tl = otio.adapters.read_from_file(str(out / m["timelines"]["otio"]))
+    tracks = {t.name: list(t.find_clips()) for t in tl.tracks if t.kind == otio.schema.TrackKind.Audio}
+    for name, kind, channels in (("FOLEY 5.1", "51", 6), ("FOLEY BINAURAL", "binaural", 2),
+                                 ("FOLEY FOA", "foa", 4)):
+        assert [c.metadata["foleyflow"]["channels"] for c in tracks[name]] == [channels] * len(m["shots"])
+        assert [c.media_reference.target_url for c in tracks[name]] == [
+            s["stems"][kind] for s in m["shots"]]
+    proc = foley("eval", "spatial", str(out), "--json", home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)["summary"]
+    assert summary["doa_static_deg"]["n"] > 0 and summary["doa_static_ok"], summary
+    assert summary["w_vs_mono_ok"], summary
+    right, lateral = (int(v) for v in summary["itd_sign_ok"].split("/"))
+    assert right == lateral > 0, summary
+    right, sided = (int(v) for v in summary["stereo_order_ok"].split("/"))
+    assert right == sided > 0, summary
+
+
 def test_rerun_reuses_everything(reel: dict) -> None:
     db = reel["home"] / "foley.db"
 
@@ -117,6 +147,35 @@ def test_rerun_reuses_everything(reel: dict) -> None:
     assert counts() == before
     assert sorted(p.name for p in (reel["home"] / "store").rglob("*") if p.is_file()) == objects
     assert (reel["out"] / reel["manifest"]["mix"]).read_bytes() == mix
+
+
+def test_a_wider_lens_and_fuma_re_render_only_the_spatial_stages(reel: dict) -> None:
+    """--hfov and --foa-format are part of the spatial stage's key: the pass re-renders
+    spatial and conform (nothing upstream) and the FuMa FOA still points where intended."""
+    db = reel["home"] / "foley.db"
+    out2 = reel["root"] / "Lieferung 2"
+
+    def runs() -> dict[str, int]:
+        with sqlite3.connect(db) as c:
+            return dict(c.execute("select task, count(*) from activities group by task").fetchall())
+
+    before = runs()
+    proc = foley("run", str(reel["timeline"]), "--out", str(out2), "--hfov", "90",
+                 "--foa-format", "fuma", home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stderr
+    after = runs()
+    changed = {t for t in after if after[t] != before.get(t)}
+    assert changed == {"spatial", "conform", "manifest"}, (before, after)
+    m = json.loads((out2 / "manifest.json").read_text())
+    assert m["foa_format"] == "fuma" and m["spatial"]["hfov_deg"] == 90.0
+    assert "FuMa" in read_bwf_info(out2 / m["foa"])["description"]
+    proc = foley("eval", "spatial", str(out2), "--json", home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    events = json.loads(proc.stdout)["events"]
+    first = json.loads((reel["out"] / reel["manifest"]["shots"][0]["position"]).read_text())
+    wide = json.loads((out2 / m["shots"][0]["position"]).read_text())
+    assert abs(wide["events"][0]["azimuth_deg"]) > abs(first["events"][0]["azimuth_deg"])
+    assert all(e["error_deg"] < 2.0 for e in events if e["static"])
 
 
 def test_provenance_reaches_edit_and_media(reel: dict) -> None:
@@ -210,3 +269,4 @@ def test_pass_from_aaf_delivers_the_same_reel(reel: dict, tmp_path: Path) -> Non
     strip = lambda shots: [(s["name"], s["record_in"], s["status"], s["stems"] and True) for s in shots]  # noqa: E731
     assert strip(m["shots"]) == strip(reel["manifest"]["shots"])
     assert m["timeline_start"] == reel["manifest"]["timeline_start"]
+

@@ -328,6 +328,35 @@ def test_an_invalid_edit_names_the_field(clients: dict[str, TestClient]) -> None
     assert r.status_code == 422 and "curve has" in r.json()["detail"]
 
 
+def test_a_position_set_in_review_is_where_the_delivered_foa_puts_the_sound(
+        clients: dict[str, TestClient], home: Path) -> None:
+    """An editor fixes SH010's azimuth and distance (a new version, like any edit), a bad value is
+    refused naming the field; once decided, the re-conformed FOA carries the sound from there."""
+    from flows.eval_spatial import evaluate_delivery
+    from flows.review import apply_decisions
+
+    ed, anna = clients["ed"], clients["anna"]
+    env = ed.get(SHOT).json()["envelope"]
+    assert env["position"] is None
+    r = ed.post(f"{SHOT}/versions", headers=csrf(ed),
+                json={"base_version": 1, "envelope": {**env, "position": {"azimuth_deg": 200}}})
+    assert r.status_code == 422 and "position azimuth_deg=200 outside" in r.json()["detail"]
+    r = ed.post(f"{SHOT}/versions", headers=csrf(ed), json={
+        "base_version": 1, "envelope": {**env, "position": {"azimuth_deg": -25, "distance_m": 4}}})
+    assert r.status_code == 201 and r.json()["latest_version"] == 2
+    assert r.json()["envelope"]["position"] == {"azimuth_deg": -25.0, "distance_m": 4.0}
+    for shot, decision, version in (("SH010", "approved", 2), ("SH020", "omitted", 1)):
+        r = anna.post(f"/api/reels/{REEL}/shots/{shot}/decision", headers=csrf(anna),
+                      json={"version": version, "decision": decision, "comment": "placed"})
+        assert r.status_code == 200, r.text
+    assert apply_decisions(REEL, reason="placed").conformed
+    report = evaluate_delivery(home / "delivery")
+    events = [e for e in report["events"] if e["shot"] == "SH010"]
+    assert events and all(e["intended_az"] == -25.0 for e in events)
+    assert max(e["error_deg"] for e in events) < 2.0, events
+    assert report["summary"]["w_vs_mono_ok"]
+
+
 def test_preview_and_ab_audio_render_the_edit(clients: dict[str, TestClient]) -> None:
     import io
 
@@ -417,7 +446,7 @@ def test_cli_lists_shows_and_decides_with_the_same_rules(home: Path) -> None:
     ok = foley("review", "approve", REEL, "SH020", "--by", "bo")
     assert ok.returncode == 0 and "re-conformed" in ok.stdout, ok.stderr
     stems = sorted((home / "delivery" / "shots" / "SH020").glob("*.wav"))
-    assert len(stems) == 3
+    assert len(stems) == 5  # mono, stereo, FOA, 5.1, binaural
     ok = foley("review", "omit", REEL, "SH020", "--by", "anna", "-m", "cut in the mix")
     assert ok.returncode == 0 and "re-conformed" in ok.stdout, ok.stderr
     assert not any(p.exists() for p in stems)

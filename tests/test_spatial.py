@@ -1,4 +1,4 @@
-"""Channel gains of the static panner and FOA encoder for known directions."""
+"""Encoding, decodes, distance and the camera model, checked against known directions."""
 
 from __future__ import annotations
 
@@ -7,37 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from models.spatial import (
-    azimuth_from_x,
-    elevation_from_y,
-    encode_foa,
-    foa_gains,
-    pan_stereo,
-)
+from models import hrtf, spatial
+from models.spatial import Camera, azimuth_from_x, elevation_from_y, encode_foa, foa_gains
 
-SIGNAL = np.random.default_rng(0).normal(size=1000).astype(np.float32)
-
-
-@pytest.mark.parametrize(
-    ("x", "left", "right"),
-    [(0.0, 1.0, 0.0), (0.5, math.sqrt(0.5), math.sqrt(0.5)), (1.0, 0.0, 1.0)],
-)
-def test_pan_gains_at_the_edges_and_centre(x: float, left: float, right: float) -> None:
-    out = pan_stereo(SIGNAL, x)
-    assert out.shape == (len(SIGNAL), 2)
-    assert np.allclose(out[:, 0], SIGNAL * left, atol=1e-6)
-    assert np.allclose(out[:, 1], SIGNAL * right, atol=1e-6)
-
-
-@pytest.mark.parametrize("x", np.linspace(0, 1, 11))
-def test_pan_is_constant_power(x: float) -> None:
-    out = pan_stereo(SIGNAL, x)
-    assert np.sum(out**2) == pytest.approx(np.sum(SIGNAL**2), rel=1e-5)
-
-
-def test_pan_clamps_outside_the_picture() -> None:
-    assert np.allclose(pan_stereo(SIGNAL, -0.3), pan_stereo(SIGNAL, 0.0))
-    assert np.allclose(pan_stereo(SIGNAL, 1.7), pan_stereo(SIGNAL, 1.0))
+SR = 48000
+NOISE = np.random.default_rng(0).normal(size=SR // 2).astype(np.float32) * 0.1
 
 
 @pytest.mark.parametrize(
@@ -53,23 +27,123 @@ def test_pan_clamps_outside_the_picture() -> None:
 )
 def test_foa_ambix_gains(azimuth: float, elevation: float, gains: list[float]) -> None:
     assert np.allclose(foa_gains(azimuth, elevation), gains, atol=1e-6)
-    out = encode_foa(SIGNAL, azimuth, elevation)
-    assert out.shape == (len(SIGNAL), 4)  # ACN order W, Y, Z, X
-    assert np.allclose(out, SIGNAL[:, None] * np.array(gains, dtype=np.float32), atol=1e-6)
+    out = encode_foa(NOISE, azimuth, elevation)
+    assert out.shape == (len(NOISE), 4)  # ACN order W, Y, Z, X
+    assert np.allclose(out, NOISE[:, None] * np.array(gains, dtype=np.float32), atol=1e-6)
 
 
 def test_sn3d_first_order_has_unit_directional_norm() -> None:
-    for az in np.linspace(-math.pi, math.pi, 7):
-        for el in np.linspace(-1.2, 1.2, 5):
-            w, y, z, x = foa_gains(az, el)
-            assert w == 1.0
-            assert y**2 + z**2 + x**2 == pytest.approx(1.0, abs=1e-6)
+    az, el = np.meshgrid(np.linspace(-math.pi, math.pi, 7), np.linspace(-1.2, 1.2, 5))
+    w, y, z, x = np.moveaxis(foa_gains(az, el), -1, 0)
+    assert np.all(w == 1.0)
+    assert np.allclose(y**2 + z**2 + x**2, 1.0, atol=1e-6)
 
 
-def test_azimuth_from_picture_x() -> None:
+def test_fuma_is_wxyz_with_w_down_3db_and_round_trips() -> None:
+    ambix = encode_foa(NOISE, 0.7, 0.2)
+    fuma = spatial.to_format(ambix, "fuma")
+    assert np.allclose(fuma[:, 0], ambix[:, 0] / math.sqrt(2), atol=1e-7)
+    assert np.allclose(fuma[:, 1:], ambix[:, [3, 1, 2]])  # X, Y, Z
+    assert np.allclose(spatial.to_ambix(fuma, "fuma"), ambix, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown B-format"):
+        spatial.to_format(ambix, "n3d")
+
+
+def test_camera_maps_picture_to_directions() -> None:
     assert azimuth_from_x(0.5) == 0.0
     assert azimuth_from_x(0.0) == pytest.approx(math.radians(30))  # left is positive
     assert azimuth_from_x(1.0) == pytest.approx(-math.radians(30))
     assert azimuth_from_x(0.0, hfov_deg=90) == pytest.approx(math.radians(45))
     assert math.radians(15) < azimuth_from_x(0.25) < math.radians(17)  # pinhole, not linear
     assert elevation_from_y(0.0) > 0 > elevation_from_y(1.0)
+    cam = Camera(60.0, 16 / 9)
+    assert cam.vfov_deg == pytest.approx(2 * math.degrees(math.atan(math.tan(math.radians(30)) * 9 / 16)))
+    assert float(cam.elevation(0.0)) == pytest.approx(math.radians(cam.vfov_deg / 2))
+    near, ref, far = cam.distance([0.04, spatial.A_REF, 0.0025])
+    assert (near, ref, far) == pytest.approx((1.0, spatial.D_REF, 4.0))  # bigger = closer
+    with pytest.raises(ValueError, match="field of view"):
+        Camera(0.0)
+
+
+def test_distance_gain_and_air_absorption() -> None:
+    assert spatial.distance_gain([0.5, 2.0, 4.0, 100.0]) == pytest.approx(
+        [1.0, 1.0, 0.5, 10 ** (-spatial.MAX_ATTEN_DB / 20)])
+    assert np.array_equal(spatial.air_absorb(NOISE, np.full(len(NOISE), 2.0), SR), NOISE)  # 34 kHz
+    far = spatial.air_absorb(NOISE, np.full(len(NOISE), 40.0), SR)
+
+    def band(x: np.ndarray, lo: float, hi: float) -> float:
+        f = np.fft.rfftfreq(len(x), 1 / SR)
+        return float(np.sum(np.abs(np.fft.rfft(x))[(f >= lo) & (f < hi)] ** 2))
+
+    high = 10 * math.log10(band(far, 12000, 20000) / band(NOISE, 12000, 20000))
+    low = 10 * math.log10(band(far, 100, 1000) / band(NOISE, 100, 1000))
+    assert high < -3.0 and low > -0.2, (high, low)  # the far source loses its top, not its body
+
+
+@pytest.mark.parametrize("az_deg", [-60, -30, -10, 10, 30, 60])
+def test_stereo_decode_keeps_left_and_right(az_deg: float) -> None:
+    st = spatial.decode_stereo(encode_foa(NOISE, math.radians(az_deg)))
+    left, right = np.sqrt(np.mean(st**2, axis=0))
+    assert (left > right) == (az_deg > 0)
+
+
+def test_stereo_decode_of_a_centred_source_is_a_constant_power_centre() -> None:
+    st = spatial.decode_stereo(encode_foa(NOISE, 0.0))
+    assert np.allclose(st[:, 0], st[:, 1])
+    assert np.sum(st**2) == pytest.approx(np.sum(NOISE**2), rel=1e-5)
+
+
+def test_51_decode_layout_and_order() -> None:
+    order = [name for name, _ in spatial.LAYOUT_51]
+    assert order == ["L", "R", "C", "LFE", "Ls", "Rs"]
+    front = np.sqrt(np.mean(spatial.decode_51(encode_foa(NOISE, 0.0)) ** 2, axis=0))
+    assert front[0] == pytest.approx(front[1], rel=1e-4) and front[3] == 0.0
+    assert np.sum(front**2) == pytest.approx(np.mean(NOISE**2), rel=1e-3)  # power kept
+    left = np.sqrt(np.mean(spatial.decode_51(encode_foa(NOISE, math.radians(30))) ** 2, axis=0))
+    assert left[0] == max(left) and left[0] > left[1] and left[4] > left[5]
+    behind = np.sqrt(np.mean(spatial.decode_51(encode_foa(NOISE, math.radians(-110))) ** 2, axis=0))
+    assert behind[5] == max(behind)  # Rs
+
+
+def test_binaural_itd_at_the_sides_matches_the_spherical_head() -> None:
+    """ITD of the decoded ears at ±90° within 0.1 ms of (a/c)(π/2 + 1), with the right sign."""
+    from flows.eval_spatial import itd_ms
+
+    expected = hrtf.HEAD_RADIUS_M / hrtf.SPEED_OF_SOUND * (math.pi / 2 + 1) * 1000
+    assert expected == pytest.approx(0.656, abs=1e-3)
+    for side in (1, -1):
+        ears = hrtf.decode_binaural(encode_foa(NOISE, side * math.pi / 2), SR)
+        itd = itd_ms(ears[:, 0].astype(float), ears[:, 1].astype(float), SR)
+        assert abs(itd - side * expected) < 0.1, (side, itd)
+        near, far = (0, 1) if side > 0 else (1, 0)
+        assert np.mean(ears[:, near] ** 2) > 4 * np.mean(ears[:, far] ** 2)  # head shadow
+    centre = hrtf.decode_binaural(encode_foa(NOISE, 0.0), SR)
+    assert np.allclose(centre[:, 0], centre[:, 1], atol=1e-5)
+
+
+def test_hrir_is_causal_and_delayed_on_the_far_side() -> None:
+    near, far = hrtf.hrir(math.pi / 2, 0.0, 1), hrtf.hrir(math.pi / 2, 0.0, -1)
+    lag = (int(np.argmax(np.abs(far))) - int(np.argmax(np.abs(near)))) / SR * 1000
+    assert 0.5 < lag < 0.8
+    assert np.max(np.abs(near)) > np.max(np.abs(far))
+
+
+def test_intensity_doa_recovers_the_direction_even_with_the_room() -> None:
+    for az, el in ((0.4, 0.1), (-0.3, -0.2), (1.2, 0.0)):
+        foa = encode_foa(NOISE, az, el)
+        m_az, m_el, coherence = spatial.intensity_doa(foa)
+        assert (m_az, m_el) == pytest.approx((az, el), abs=1e-4) and coherence == pytest.approx(1.0)
+        wet = foa + spatial.reverb_send(NOISE, spatial.room_response(SR, 0.5), -18.0)
+        assert abs(spatial.intensity_doa(wet)[0] - az) < math.radians(2)
+
+
+def test_a_moving_source_has_no_zipper_noise() -> None:
+    """A 1 kHz tone swept across the picture: the time-varying gains add no energy far from
+    1 kHz (block-wise gain steps would)."""
+    t = np.arange(SR) / SR
+    tone = (0.5 * np.sin(2 * math.pi * 1000 * t)).astype(np.float32)
+    sweep = np.linspace(math.radians(30), math.radians(-30), len(t))
+    y = encode_foa(tone, sweep)[:, 1] * np.hanning(len(t))
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    assert spec[(f > 1500)].sum() / spec.sum() < 1e-6

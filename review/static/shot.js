@@ -29,7 +29,9 @@
   var audio = { preview: $("audio-preview"), A: $("audio-a"), B: $("audio-b") };
 
   var shot = null;        // the last shot JSON from the server
-  var edit = null;        // working copy: {curve, events, prompt, category}
+  var edit = null;        // working copy: {curve, events, prompt, category, position}
+  var POSITION_FIELDS = { "pos-azimuth": "azimuth_deg", "pos-elevation": "elevation_deg",
+                          "pos-distance": "distance_m" };
   var baseKey = "";       // content key of the server's latest envelope
   var undoStack = [];
   var redoStack = [];
@@ -211,18 +213,31 @@
       curve: (env.curve || []).slice(),
       events: (env.events || []).map(function (e) { return Object.assign({}, e); }),
       prompt: env.prompt == null ? "" : env.prompt,
-      category: env.category == null ? null : env.category
+      category: env.category == null ? null : env.category,
+      position: positionOrNull(env.position)
     };
   }
+  /* A position override without its blank fields; null when every field follows the picture. */
+  function positionOrNull(p) {
+    var out = {};
+    var any = false;
+    Object.keys(POSITION_FIELDS).forEach(function (id) {
+      var k = POSITION_FIELDS[id];
+      if (p && p[k] != null && p[k] !== "") { out[k] = Number(p[k]); any = true; }
+    });
+    return any ? out : null;
+  }
   function contentKey(e) {
-    return JSON.stringify([e.curve, e.events, e.prompt || "", e.category == null ? null : e.category]);
+    return JSON.stringify([e.curve, e.events, e.prompt || "", e.category == null ? null : e.category,
+                           e.position]);
   }
   function payload() {
     return {
       curve: edit.curve.slice(),
       events: edit.events.map(function (e) { return Object.assign({}, e); }),
       prompt: edit.prompt === "" ? null : edit.prompt,
-      category: edit.category == null || edit.category === "" ? null : edit.category
+      category: edit.category == null || edit.category === "" ? null : edit.category,
+      position: edit.position
     };
   }
   function isDirty() { return !!edit && contentKey(edit) !== baseKey; }
@@ -231,12 +246,12 @@
     return {
       curve: edit.curve.slice(),
       events: edit.events.map(function (e) { return Object.assign({}, e); }),
-      prompt: edit.prompt, category: edit.category, selected: selected
+      prompt: edit.prompt, category: edit.category, position: edit.position, selected: selected
     };
   }
   function restore(s) {
     edit = { curve: s.curve.slice(), events: s.events.map(function (e) { return Object.assign({}, e); }),
-             prompt: s.prompt, category: s.category };
+             prompt: s.prompt, category: s.category, position: s.position };
     selected = s.selected < edit.events.length ? s.selected : -1;
   }
   /* Remember the state before an edit. Edits with the same tag in a row (typing) make one step. */
@@ -449,6 +464,11 @@
       var o = h("option", null, want); o.value = want; cat.appendChild(o);
     }
     if (cat.value !== want) cat.value = want;
+    Object.keys(POSITION_FIELDS).forEach(function (id) {
+      var el = $(id);
+      var v = edit.position && edit.position[POSITION_FIELDS[id]] != null ? String(edit.position[POSITION_FIELDS[id]]) : "";
+      if (document.activeElement !== el && el.value !== v) el.value = v;
+    });
   }
 
   // ---------------------------------------------------------------- plot
@@ -839,6 +859,20 @@
     checkpoint();
     edit.category = $("category").value || null;
     updateDirty();
+  });
+
+  Object.keys(POSITION_FIELDS).forEach(function (id) {
+    var el = $(id);
+    el.addEventListener("input", function () {
+      if (!boot.can_edit || !edit) return;
+      if (el.value !== "" && !isFinite(Number(el.value))) return;
+      checkpoint(id);
+      var next = Object.assign({}, edit.position || {});
+      next[POSITION_FIELDS[id]] = el.value === "" ? null : Number(el.value);
+      edit.position = positionOrNull(next);
+      updateDirty();
+    });
+    el.addEventListener("blur", function () { lastTag = null; });
   });
 
   // ---------------------------------------------------------------- save / conflict
