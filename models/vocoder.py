@@ -112,7 +112,7 @@ _RESOLUTIONS = ((512, 128), (2048, 512), (8192, 2048))
 
 def _stft_mag(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
-    return torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
+    return torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -123,7 +123,7 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     total = pred.new_zeros(())
     for n_fft, hop in _RESOLUTIONS:
         p, t = _stft_mag(pred, n_fft, hop), _stft_mag(target, n_fft, hop)
-        sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
+        sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-5)
         total = total + sc + F.l1_loss(torch.log(p), torch.log(t))
     mel_l1 = F.l1_loss(log_mel(pred), log_mel(target))
     return total / len(_RESOLUTIONS) + mel_l1
