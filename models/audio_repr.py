@@ -68,11 +68,6 @@ def log_mel(audio: torch.Tensor) -> torch.Tensor:
     return m[0] if squeeze else m
 
 
-def silence_level() -> float:
-    """The normalized log-mel value of digital silence (what padding frames hold)."""
-    return (float(np.log(LOG_MEL_FLOOR)) - LOG_MEL_CENTER) / LOG_MEL_SCALE
-
-
 def _resample_curve(curve: np.ndarray, rate_hz: float, frames: int) -> np.ndarray:
     """The curve's mean over each mel frame's span (linear RMS → power mean → RMS)."""
     c = np.asarray(curve, dtype=np.float64)
@@ -113,7 +108,3 @@ def control_from_audio(audio: np.ndarray) -> np.ndarray:
     events = [{"t": float(t), "strength": 1.0} for t in detect_onsets(audio, SR)]
     return control_from_envelope(curve, ENVELOPE_RATE_HZ, events, n_frames(len(audio)))
 
-
-def null_control(frames: int) -> np.ndarray:
-    """The control of 'no envelope given' (used for guidance and envelope dropout)."""
-    return np.zeros((CONTROL_CHANNELS, frames), np.float32)

@@ -2,6 +2,8 @@
 rectified-flow sampler and guidance, window crossfades over a 60 s shot."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,7 +17,7 @@ from models.flow_sampler import flow_loss, guided, interpolate, sample, time_gri
 from models.synth_windows import equal_power_fades, render_windowed, window_starts
 
 torch.set_num_threads(1)
-SFX = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "sfx"
+SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 
 
 def _real_mel(seconds: float = 1.28) -> torch.Tensor:

@@ -3,6 +3,7 @@ held-out split stays out) and `foley generate` on the checkpoints they write."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def test_denoiser_then_controlnet_train_and_the_base_stays_frozen(corpus):
     base_bytes = base_file.read_bytes()
     control = _train(corpus, "control", 10, eval_every=5)
     assert base_file.read_bytes() == base_bytes
-    assert control["built_on"]["base"] == __import__("hashlib").sha256(base_bytes).hexdigest()
+    assert control["built_on"]["base"] == hashlib.sha256(base_bytes).hexdigest()
 
 
 def test_encoder_stage_and_resume(corpus):
