@@ -67,6 +67,17 @@ def _add_spatial() -> None:
 _add_spatial()
 
 
+def _add_synth() -> None:
+    from flows.cli_models import train_app
+    from flows.cli_synth import generate, train_synth
+
+    app.command("generate")(generate)
+    train_app.command("synth")(train_synth)
+
+
+_add_synth()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings

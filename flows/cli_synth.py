@@ -1,0 +1,181 @@
+"""`foley generate` and `foley train synth`: the diffusion synthesizer from the command line
+(design and presets: docs/SYNTHESIS.md)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+DEFAULT_CHECKPOINTS = Path(".foley/train/synth")
+DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
+MAX_DURATION_S = 3600.0
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float]:
+    """The ControlNet input of an envelope JSON file and its duration (clear errors)."""
+    from models.audio_repr import SR, control_from_envelope, n_frames
+    from tasks.decisions import read_envelope, validate_envelope
+
+    if not path.is_file():
+        _fail(f"--envelope {path}: no such file")
+    try:
+        env = read_envelope(path)
+        validate_envelope(env, where=str(path))
+    except (ValueError, json.JSONDecodeError) as exc:
+        _fail(f"{exc}; fix the envelope file (see docs/CONTRACTS.md)")
+    length = float(env["duration_s"])
+    if duration is not None and not math.isclose(duration, length, abs_tol=1e-3):
+        _fail(f"--duration {duration:g} s differs from the envelope's duration_s {length:g} s "
+              f"in {path}: leave --duration out to follow the envelope")
+    n = int(round(length * SR))
+    return control_from_envelope(np.asarray(env["curve"]), float(env["rate_hz"]),
+                                 env["events"], n_frames(n)), length
+
+
+def _semantic(synth, prompt: str | None, like: Path | None, cache: Path) -> np.ndarray | None:
+    """The prompt's and / or the reference recording's vector (their normalized mean)."""
+    import torch
+
+    from models.audio_repr import SR, log_mel
+    from models.text_embed import TextEmbedder
+
+    vecs = []
+    if prompt is not None:
+        if not prompt.strip():
+            _fail("the prompt is empty: describe the sound, or leave the prompt out and give "
+                  "--envelope / --like")
+        vecs.append(TextEmbedder(cache).embed([prompt])[0])
+    if like is not None:
+        import librosa
+
+        from models.synth_pipeline import embed_audio
+
+        if not like.is_file():
+            _fail(f"--like {like}: no such file")
+        try:
+            audio, _sr = librosa.load(like, sr=SR, mono=True)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
+            _fail(f"--like {like}: cannot decode it as audio ({exc})")
+        vecs.append(embed_audio(synth, log_mel(torch.from_numpy(audio))))
+    if not vecs:
+        return None
+    mean = np.mean(vecs, axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
+
+
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(
+        help="What it should sound like, e.g. \"a heavy wooden door slams\". Leave it out "
+             "for envelope-only (or --like only) generation.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="WAV file to write (48 kHz, 24-bit "
+                                      "Broadcast WAV, mono; written atomically).")] = Path("generated.wav"),
+    duration: Annotated[Optional[float], typer.Option(help="Seconds of audio. Default: the "
+                                                      "envelope's duration, else 4.")] = None,
+    envelope: Annotated[Optional[Path], typer.Option(help="Envelope JSON (the pass's contract: "
+                                                     "curve + events) that times the sound "
+                                                     "through the ControlNet.")] = None,
+    like: Annotated[Optional[Path], typer.Option(help="A reference recording: generate "
+                                                 "something that sounds like it.")] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps (Euler, rectified flow).")] = 16,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none).")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same audio.")] = 0,
+    checkpoints: Annotated[Path, typer.Option(help="Folder of synth_*.safetensors "
+                                              "(`foley train synth --out`).")] = DEFAULT_CHECKPOINTS,
+    preset: Annotated[str, typer.Option(help="tiny (CPU) | base (GPU).")] = "tiny",
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+) -> None:
+    """Generate a sound with the diffusion synthesizer from a text prompt, a reference
+    recording and/or an envelope. Long durations are made of overlapping windows joined by
+    equal-power crossfades. Exit code 2 (nothing written) on bad input or when a needed
+    checkpoint has not been trained yet (the message names the command that trains it)."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from models import synth_pipeline
+    from models.audio_repr import SR
+    from models.sampler import soft_limit
+    from tasks.bwf import write_bwf
+
+    torch.set_num_threads(threads)
+    if out.suffix.lower() not in (".wav", ".bwf"):
+        _fail(f"--out {out}: write a .wav file")
+    if steps < 1 or guidance <= 0:
+        _fail("--steps must be at least 1 and --guidance positive")
+    control, length = (None, duration if duration is not None else 4.0)
+    if envelope is not None:
+        control, length = _envelope_control(envelope, duration)
+    if not 0 < length <= MAX_DURATION_S:
+        _fail(f"--duration must lie in (0, {MAX_DURATION_S:g}] seconds, not {length:g}")
+    need = ("vocoder", "base") + (("control",) if envelope else ()) + (("encoder",) if like else ())
+    try:
+        synth = synth_pipeline.load(checkpoints, preset, need=need)
+    except (synth_pipeline.MissingCheckpoint, ValueError) as exc:
+        _fail(str(exc))
+    semantic = _semantic(synth, prompt, like, checkpoints / "text_cache")
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task("windows", total=None)
+        audio = synth_pipeline.generate(
+            synth, n_samples=int(round(length * SR)), semantic=semantic, control=control,
+            steps=steps, guidance=guidance, seed=seed,
+            progress=lambda done, total: progress.update(bar, completed=done, total=total))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    description = json.dumps({"prompt": prompt, "like": str(like) if like else None,
+                              "envelope": str(envelope) if envelope else None, "steps": steps,
+                              "guidance": guidance, "seed": seed, "model": synth.version[:16]})
+    write_bwf(out, soft_limit(audio, SR), SR, time_reference=0, description=description[:256])
+    typer.echo(str(out))
+
+
+def train_synth(
+    stage: Annotated[str, typer.Option(help="vocoder | encoder | base | control | all (in that "
+                                       "order; control needs base).")] = "all",
+    preset: Annotated[str, typer.Option(help="tiny (CPU) | base (GPU).")] = "tiny",
+    sfx: Annotated[Path, typer.Option(help="Folder of recordings with catalog.csv.")] = DEFAULT_SFX,
+    out: Annotated[Path, typer.Option(help="Where checkpoints, curves and resumable state "
+                                      "go.")] = DEFAULT_CHECKPOINTS,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per stage (default: "
+                                                 "the stage's own).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Segments per batch.")] = 8,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the "
+                                                "stage's own).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between validations/checkpoints.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop a stage after the "
+                                                         "validation that passes this budget.")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    kit: Annotated[bool, typer.Option(help="Also train on the project's synthesized kit.")] = True,
+) -> None:
+    """Train the diffusion synthesizer (vocoder, audio encoder, base denoiser, envelope
+    ControlNet) on the sfx recordings and the project's own kit. Held-out recordings (by
+    file hash, listed in OUT/split.json) are never used. Running the same command again
+    resumes each stage where it stopped."""
+    from flows.cli import _prefect_defaults
+    from flows.train_synth import stages_of
+
+    try:
+        stages_of(stage)
+    except ValueError as exc:
+        _fail(str(exc))
+    if preset not in ("tiny", "base"):
+        _fail(f"--preset must be tiny or base, not {preset!r}")
+    if not (sfx / "catalog.csv").is_file():
+        _fail(f"{sfx} has no catalog.csv: point --sfx at a folder of recordings with a catalog")
+    _prefect_defaults()
+    from flows.train_synth import train_synth_flow
+
+    summary = train_synth_flow()(str(sfx), str(out), stage=stage, preset=preset, steps=steps,
+                                 batch_size=batch_size, lr=lr, eval_every=eval_every,
+                                 seed=seed, max_minutes=max_minutes, threads=threads,
+                                 with_kit=kit)
+    typer.echo(json.dumps(summary, indent=1))

@@ -1,0 +1,140 @@
+"""The diffusion synthesizer assembled: checkpoints → networks → `generate(...)` → 48 kHz audio.
+
+    semantic s (384,) ─┐         control (2, T) ─▶ ControlNet ─ residuals ─┐
+                       ▼                                                   ▼
+    x_0 ~ N(0, I) ─ Euler steps of guided v(x, t) = Denoiser(x, t, s, residuals) ─▶ mel x_1
+                                                                   ─▶ Vocoder ─▶ audio
+per window of `models.synth_windows`, joined with equal-power crossfades. Without a semantic
+vector the null (zero) vector is used (envelope-only generation); without a control the
+ControlNet is skipped (text-only generation). Guidance contrasts the full condition with the
+null one (zero semantic, no control). Noise comes only from generators seeded with
+(seed, window index).
+
+Checkpoints live in one folder as synth_<stage>_<preset>.safetensors (`checkpoint_path`);
+`load` says which `foley train synth` command makes the ones that are missing.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from models import audio_encoder, controlnet, diffusion, synth_ckpt, vocoder
+from models.audio_repr import HOP, N_MELS, SR, n_frames
+from models.flow_sampler import guided, sample
+from models.synth_windows import render_windowed
+
+STAGES = ("vocoder", "encoder", "base", "control")
+WINDOW_S = 5.12
+OVERLAP_S = 0.5
+
+
+class MissingCheckpoint(FileNotFoundError):
+    """A stage of the synthesizer has not been trained yet."""
+
+
+def checkpoint_path(folder: Path, stage: str, preset: str) -> Path:
+    assert stage in STAGES, f"{stage=}"
+    return Path(folder) / f"synth_{stage}_{preset}.safetensors"
+
+
+_LOADERS = {
+    "vocoder": (vocoder.CHECKPOINT_KIND, vocoder.VocoderConfig, vocoder.build),
+    "encoder": (audio_encoder.CHECKPOINT_KIND, audio_encoder.EncoderConfig, audio_encoder.build),
+    "base": (diffusion.CHECKPOINT_KIND, diffusion.DenoiserConfig, diffusion.build),
+    "control": (controlnet.CHECKPOINT_KIND, diffusion.DenoiserConfig, controlnet.build),
+}
+
+
+def load_stage(folder: Path, stage: str, preset: str) -> tuple[torch.nn.Module, object, dict]:
+    """One trained network; MissingCheckpoint naming the command that trains it."""
+    path = checkpoint_path(folder, stage, preset)
+    if not path.is_file():
+        raise MissingCheckpoint(
+            f"no {stage} checkpoint at {path}: train it with "
+            f"`foley train synth --stage {stage} --preset {preset} --out {Path(folder)}` "
+            f"(or --stage all)")
+    kind, config_cls, build = _LOADERS[stage]
+    return synth_ckpt.load(path, kind, config_cls, build)
+
+
+@dataclass
+class Synthesizer:
+    vocoder: vocoder.Vocoder
+    denoiser: diffusion.Denoiser
+    controlnet: controlnet.ControlNet | None = None
+    encoder: audio_encoder.AudioEncoder | None = None
+    checkpoints: dict[str, str] = field(default_factory=dict)  # stage → sha256
+
+    @property
+    def version(self) -> str:
+        """One hash of every checkpoint in use (provenance, cache keys)."""
+        doc = "|".join(f"{k}:{v}" for k, v in sorted(self.checkpoints.items()))
+        return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def load(folder: Path, preset: str, *, need: tuple[str, ...] = ("vocoder", "base")
+         ) -> Synthesizer:
+    """The networks in `folder`; stages in `need` must exist, the others are optional."""
+    nets: dict[str, torch.nn.Module] = {}
+    hashes = {}
+    for stage in STAGES:
+        path = checkpoint_path(folder, stage, preset)
+        if stage in need or path.is_file():
+            nets[stage], _cfg, _meta = load_stage(folder, stage, preset)
+            hashes[stage] = synth_ckpt.file_sha256(path)
+    return Synthesizer(nets["vocoder"], nets["base"], nets.get("control"), nets.get("encoder"),
+                       hashes)
+
+
+def embed_audio(synth: Synthesizer, mel: torch.Tensor) -> np.ndarray:
+    """A recording's log-mel (N_MELS, T) → its (384,) vector in the prompt space."""
+    if synth.encoder is None:
+        raise MissingCheckpoint("no audio-encoder checkpoint: train it with "
+                                "`foley train synth --stage encoder`")
+    with torch.no_grad():
+        return synth.encoder(mel[None])[0].numpy()
+
+
+def generate(synth: Synthesizer, *, n_samples: int, semantic: np.ndarray | None = None,
+             control: np.ndarray | None = None, steps: int = 16, guidance: float = 3.0,
+             seed: int = 0, window_s: float = WINDOW_S, overlap_s: float = OVERLAP_S,
+             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(n_samples,) float32 audio at 48 kHz. `semantic` (384,) unit vector or None; `control`
+    (2, n_frames(n_samples)) from `models.audio_repr.control_from_envelope` or None."""
+    if control is not None:
+        assert control.shape[-1] == n_frames(n_samples), f"{control.shape=} for {n_samples=}"
+        if synth.controlnet is None:
+            raise MissingCheckpoint("an envelope needs the ControlNet: train it with "
+                                    "`foley train synth --stage control`")
+    sem = torch.zeros(1, diffusion.SEMANTIC_DIM) if semantic is None else \
+        torch.as_tensor(semantic, dtype=torch.float32).reshape(1, -1)
+    fn = controlnet.controlled(synth.denoiser, synth.controlnet)
+    window = int(round(window_s * SR / HOP)) * HOP
+    overlap = int(round(overlap_s * SR / HOP)) * HOP
+
+    def render(index: int, start: int, length: int) -> np.ndarray:
+        frames = n_frames(length)
+        f0 = start // HOP
+        ctl = torch.zeros(1, 2, frames) if control is None else \
+            torch.from_numpy(np.ascontiguousarray(control[:, f0:f0 + frames]))[None]
+        weight = torch.tensor([0.0 if control is None else 1.0])
+        cond = {"semantic": sem, "control": ctl, "control_weight": weight}
+        null = {"semantic": torch.zeros_like(sem), "control": ctl,
+                "control_weight": torch.zeros(1)}
+        gen = torch.Generator().manual_seed(window_seed(seed, index))
+        mel = sample(guided(fn, cond, null, guidance), (1, N_MELS, frames), steps=steps,
+                     generator=gen)
+        with torch.no_grad():
+            return synth.vocoder(mel)[0, :length].numpy()
+
+    return render_windowed(n_samples, window, overlap, render, progress)
+
+
+def window_seed(seed: int, index: int) -> int:
+    """A generator seed per (seed, window), independent of the other windows."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:7], "little")
