@@ -57,6 +57,15 @@ def _add_models() -> None:
 _add_models()
 
 
+def _add_serve() -> None:
+    from flows.cli_serve import serve
+
+    app.command("serve")(serve)
+
+
+_add_serve()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings
