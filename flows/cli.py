@@ -196,9 +196,23 @@ def provenance(
 @app.command()
 def bench(
     out: Annotated[Path, typer.Option(help="Working folder for the benchmark reel.")] = Path(".foley/bench"),
+    long: Annotated[bool, typer.Option("--long", help="Instead: a long generated reel (--minutes), one cold pass per worker count in a child process; minutes of picture per hour, per-stage times, peak memory (docs/BENCHMARKS.md).")] = False,
+    minutes: Annotated[float, typer.Option(help="With --long: length of the generated reel.")] = 20.0,
+    workers: Annotated[str, typer.Option(help="With --long: shots in flight to measure, comma-separated.")] = "1,2",
 ) -> None:
-    """Time the pass on the demo reel per stage, against ffmpeg decode-only of the same media."""
+    """Time the pass on the demo reel per stage, against ffmpeg decode-only of the same media;
+    with --long, stream a feature-length reel through it (throughput, stage times, peak RSS)."""
     _prefect_defaults()
+    if long:
+        from flows.bench_long import run_long_bench
+
+        try:
+            counts = tuple(int(n) for n in workers.split(","))
+        except ValueError:
+            fail(f"--workers must be numbers separated by commas, not {workers!r}")
+        typer.echo(json.dumps(run_long_bench(out / "long", minutes=minutes, workers=counts),
+                              indent=2))
+        return
     from flows.bench import run_bench
 
     typer.echo(json.dumps(run_bench(out), indent=2))

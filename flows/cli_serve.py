@@ -69,7 +69,7 @@ def serve(
     if not settings.inbox:
         fail("no inbox: set FOLEY_INBOX to the folder (or s3://bucket/prefix) reels land in")
     _prefect_defaults()
-    with _prefect_server(Path(os.environ["PREFECT_HOME"]), port):
+    with prefect_server(Path(os.environ["PREFECT_HOME"]), port):
         _serve(cron, tz, run_now=run_now, limit=limit)
 
 
@@ -130,8 +130,8 @@ def _trigger_when_registered(timeout_s: float = 120.0) -> None:
 
 
 @contextlib.contextmanager
-def _prefect_server(home: Path, port: int) -> Iterator[None]:
-    """A Prefect server for the schedules unless PREFECT_API_URL names one already."""
+def prefect_server(home: Path, port: int) -> Iterator[None]:
+    """A Prefect server (for schedules; for benchmarks) unless PREFECT_API_URL names one."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if PREFECT_API_URL.value():
