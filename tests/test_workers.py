@@ -145,8 +145,8 @@ def test_two_workers_share_one_reels_shots(reel: Path, tmp_path: Path,
 
     import psycopg2
 
-    db = pg_server.create_database(f"foley_{uuid.uuid4().hex[:10]}")
-    settings = {"FOLEY_DB_URL": pg_server.url(db), "FOLEY_STORE_URL": str(tmp_path / "store"),
+    db_url = pg_server.create_database(f"foley_{uuid.uuid4().hex[:10]}")
+    settings = {"FOLEY_DB_URL": db_url, "FOLEY_STORE_URL": str(tmp_path / "store"),
                 "FOLEY_WORKERS": "1"}
     home = tmp_path / "prefect"
     home.mkdir()
@@ -162,7 +162,7 @@ def test_two_workers_share_one_reels_shots(reel: Path, tmp_path: Path,
                            FOLEY_HOME=str(tmp_path / "home-pass")))
         assert run.returncode == 0, (run.stdout, run.stderr[-3000:], server.worker_log("A"),
                                      server.worker_log("B"))
-    conn = psycopg2.connect(pg_server.url(db).replace("postgresql+psycopg2", "postgresql"))
+    conn = psycopg2.connect(db_url)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT r.worker, s.name FROM shot_runs r JOIN shots s ON s.id = r.shot_id")
         by_worker: dict[str, set[str]] = {}
