@@ -178,3 +178,39 @@ def test_a_webhook_that_fails_never_fails_the_night(
     result = nightly()
     assert [r["status"] for r in result["reels"]] == ["done"]
     assert result["webhook"] == "failed: ConnectError"
+
+
+def test_an_s3_inbox_is_mirrored_and_versioned_like_a_folder(
+        reels: Path, tmp_path: Path, s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from flows.settings import get_settings
+
+    bucket = f"inbox-{uuid.uuid4().hex[:10]}"
+    client = s3_server.client()
+    client.make_bucket(bucket)
+    for p in sorted((reels / "reel_a").rglob("*")):
+        if p.is_file():
+            client.fput_object(bucket, f"landing/reel_a/{p.relative_to(reels / 'reel_a')}",
+                               str(p))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    home = tmp_path / "home"
+    s3 = get_settings().s3_connection()
+    url = f"s3://{bucket}/landing"
+    assert [p for p, _ in inbox.scan(url, settle_s=600, home=home, s3=s3).settling] == [
+        "reel_a/reel_a.otio"]  # just uploaded: settling
+    found = inbox.scan(url, settle_s=0, home=home, s3=s3)
+    [a] = found.ready
+    assert (a.path, a.reel, a.shots, a.media_files) == ("reel_a/reel_a.otio", "reel_a", 2, 2)
+    local = inbox.scan(str(reels), settle_s=0, home=tmp_path / "h2")
+    assert a.content_sha256 == next(x for x in local.ready if x.reel == "reel_a").content_sha256
+    mirrored = a.timeline.parent / "media" / SHOTS[0].media
+    stamp = mirrored.stat().st_mtime_ns
+    inbox.scan(url, settle_s=0, home=home, s3=s3)  # unchanged objects are not fetched again
+    assert mirrored.stat().st_mtime_ns == stamp
+    client.remove_object(bucket, f"landing/reel_a/media/{SHOTS[0].media}")
+    again = inbox.scan(url, settle_s=0, home=home, s3=s3)
+    assert not mirrored.exists() and again.ready[0].media_files == 1
+    assert again.ready[0].content_sha256 != a.content_sha256
