@@ -39,6 +39,7 @@ def _trigger(server: Any, name: str) -> Any:
         return run_deployment(name, timeout=0)
 
 
+@pytest.mark.slow
 def test_nightly_deployment_on_a_worker(tmp_path: Path, reels: Path,  # noqa: F811
                                         webhook: tuple[str, list[dict[str, Any]]]) -> None:  # noqa: F811
     from prefect.client.orchestration import get_client

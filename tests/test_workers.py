@@ -24,6 +24,7 @@ KINDS = ("bounce", "steps", "pass", "bounce")
 SHOTS = tuple(DemoShot(f"{k}_{i}.mp4", SceneSpec(k, fps=24, duration_s=1.4, seed=i), 0.2, 1.0,
                        "impacts wood" if k == "bounce" else None)
               for i, k in enumerate(KINDS))
+SHOT_STAGES = ("proxy", "features", "envelope-predict", "synth", "spatial")
 FOLEY = str(Path(sys.executable).with_name("foley"))
 
 
@@ -136,6 +137,7 @@ def test_bad_media_is_not_retried(tmp_path: Path, reel: Path, foley_home: Path,
     assert max(t.run_count for t in task_runs(pass_flow_run("proxy"), "proxy")) == 1
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_reels_shots(reel: Path, tmp_path: Path,
                                            pg_server: PostgresServer) -> None:
     """`foley run` with FOLEY_SHOTS_PER_RUN=1 hands each shot to a `foley-shots` flow run on
@@ -178,3 +180,38 @@ def test_two_workers_share_one_reels_shots(reel: Path, tmp_path: Path,
     assert {computed[t] for t in ("proxy", "features", "envelope-predict", "synth")} == {4}
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [s["status"] for s in manifest["shots"]] == ["delivered"] * 4
+
+
+@pytest.mark.slow
+def test_the_dask_task_runner_delivers_the_reel(
+        reel: Path, tmp_path: Path, foley_home: Path, prefect_harness: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FOLEY_TASK_RUNNER=dask: the stages run in a local Dask cluster's worker processes
+    (pointed at the database and store by the `flows.scaleout` preload)."""
+    import os
+
+    from flows import scaleout
+    from flows.foley_pass import foley_pass
+    from flows.settings import get_settings
+
+    from sqlalchemy import func, select
+
+    from db.schema import Activity
+    from tasks import runtime
+    from tasks.stage import OVERHEAD
+
+    monkeypatch.setenv("FOLEY_TASK_RUNNER", "dask")
+    monkeypatch.setenv("FOLEY_WORKERS", "2")
+    runner = scaleout.task_runner(get_settings())
+    assert type(runner).__name__ == "DaskTaskRunner"
+    OVERHEAD.reset()  # counts the stages computed in this process only
+    report = foley_pass.with_options(task_runner=runner)(str(reel), str(tmp_path / "out"),
+                                                         approve="auto")
+    assert [sh.status for sh in report.shots] == ["pending"] * 4
+    with runtime.db().session() as s:
+        shot_stages = dict(s.execute(select(Activity.task, func.count()).where(
+            Activity.status == "completed", Activity.shot_id.is_not(None))
+            .group_by(Activity.task)).all())
+    assert {shot_stages[t] for t in SHOT_STAGES} == {4}, shot_stages
+    # none of them in this process: here only the reel's conform and manifest were computed
+    assert OVERHEAD.snapshot()["stages_computed"] < len(SHOT_STAGES), OVERHEAD.snapshot()
