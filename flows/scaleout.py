@@ -37,11 +37,11 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from db import inbox as inbox_db
-from db.engine import is_transient, retry_db
+from db.engine import DatabaseUnavailable, is_transient, retry_db
 from flows.settings import Settings, get_settings
 from tasks import ingest, runtime
 from tasks.stage import transaction
-from tasks.store import StoreError
+from tasks.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from flows.foley_pass import ShotState
@@ -97,7 +97,7 @@ def transient_only(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -
         return True
     if isinstance(exc, (ValueError, AssertionError, PermissionError)):
         return False  # bad media, a bad envelope, a shot not approved: the same next time
-    return not (is_transient(exc) or isinstance(exc, StoreError) and "unreachable" in str(exc))
+    return not (is_transient(exc) or isinstance(exc, (DatabaseUnavailable, StoreUnavailable)))
 
 
 def stage(task: Task[..., Any], *, gpu: bool = False) -> Task[..., Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.service_prefect import prefect_server, wait_flow_run
-from tests.test_nightly import Hook, age, reels, webhook  # noqa: F401 (fixtures)
+from tests.test_nightly import age, reels, webhook  # noqa: F401 (fixtures)
 
 
 def _artifact(server: Any, key: str, flow_run_id: Any) -> str:

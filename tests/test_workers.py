@@ -188,7 +188,6 @@ def test_the_dask_task_runner_delivers_the_reel(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """FOLEY_TASK_RUNNER=dask: the stages run in a local Dask cluster's worker processes
     (pointed at the database and store by the `flows.scaleout` preload)."""
-    import os
 
     from flows import scaleout
     from flows.foley_pass import foley_pass
