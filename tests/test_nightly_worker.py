@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,52 @@ def test_nightly_deployment_on_a_worker(tmp_path: Path, reels: Path,  # noqa: F8
         assert "**0** reel(s) passed tonight, 2 unchanged" in again
         assert [h["totals"]["shots"] for h in received] == [4, 0]
         assert [h["unchanged"] for h in received] == [0, 2]
+
+
+@pytest.mark.slow
+def test_foley_serve_schedules_runs_now_and_stays_scheduled(
+        tmp_path: Path, reels: Path) -> None:  # noqa: F811
+    """`foley serve --run-now` on a studio's server: the nightly deployment is registered with
+    the cron in the given zone, one run starts at once and delivers, and stopping `foley serve`
+    leaves the schedule active (not paused)."""
+    import subprocess
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.service_prefect import stop
+
+    box = tmp_path / "inbox"
+    shutil.copytree(reels / "reel_a", box / "reel_a")
+    age(box, 3600)
+    home = tmp_path / "prefect"
+    home.mkdir()
+    with prefect_server(home) as server:
+        env = server.env(FOLEY_HOME=str(tmp_path / "foley-home"), FOLEY_INBOX=str(box),
+                         FOLEY_DELIVERIES=str(tmp_path / "deliveries"))
+        serve = subprocess.Popen(
+            [str(Path(sys.executable).with_name("foley")), "serve", "--cron", "15 2 * * *",
+             "--timezone", "America/Los_Angeles", "--run-now"], cwd=tmp_path, env=env,
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"),
+            start_new_session=True)
+        try:
+            manifest = tmp_path / "deliveries" / "reel_a" / "manifest.json"
+            deadline = time.monotonic() + 600
+            while not manifest.exists():
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the --run-now pass did not deliver"
+                time.sleep(1)
+        finally:
+            stop(serve)
+        assert [s["status"] for s in json.loads(manifest.read_text())["shots"]] == \
+            ["pending_review"] * 2
+        with temporary_settings({PREFECT_API_URL: server.url}), \
+                get_client(sync_client=True) as client:
+            [dep] = client.read_deployments(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["nightly"])))
+        [sched] = dep.schedules
+        assert (sched.schedule.cron, sched.schedule.timezone) == (
+            "15 2 * * *", "America/Los_Angeles")
+        assert sched.active and not dep.paused  # foley serve stopped; the nights go on
