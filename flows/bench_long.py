@@ -180,6 +180,9 @@ def _run_long_bench(work: Path, minutes: float, workers: tuple[int, ...],
     }
     if len(runs) > 1:
         out["speedup_2_vs_1"] = round(runs[0]["wall_s"] / runs[1]["wall_s"], 2)
+    best = max(runs, key=lambda r: r["picture_min_per_hour"])
+    out["studio_night"] = {"workers": best["workers"],
+                           **cost_model(best["picture_min_per_hour"])}
     if reference_minutes:
         short = make_long_reel(work / f"reel_{reference_minutes:g}min", reference_minutes)
         ref = measure_pass(short, work / "delivery_ref", work / "home_ref", workers[0])
