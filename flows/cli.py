@@ -201,6 +201,7 @@ def bench(
     long: Annotated[bool, typer.Option("--long", help="Instead: a long generated reel (--minutes), one cold pass per worker count in a child process; minutes of picture per hour, per-stage times, peak memory (docs/BENCHMARKS.md).")] = False,
     minutes: Annotated[float, typer.Option(help="With --long: length of the generated reel.")] = 20.0,
     workers: Annotated[str, typer.Option(help="With --long: shots in flight to measure, comma-separated.")] = "1,2",
+    reference_minutes: Annotated[float, typer.Option(help="With --long: length of the short reel whose peak memory the long one is compared with (0: none).")] = 2.0,
 ) -> None:
     """Time the pass on the demo reel per stage, against ffmpeg decode-only of the same media;
     with --long, stream a feature-length reel through it (throughput, stage times, peak RSS)."""
@@ -212,8 +213,8 @@ def bench(
             counts = tuple(int(n) for n in workers.split(","))
         except ValueError:
             fail(f"--workers must be numbers separated by commas, not {workers!r}")
-        typer.echo(json.dumps(run_long_bench(out / "long", minutes=minutes, workers=counts),
-                              indent=2))
+        typer.echo(json.dumps(run_long_bench(out / "long", minutes=minutes, workers=counts,
+                                             reference_minutes=reference_minutes), indent=2))
         return
     from flows.bench import run_bench
 
