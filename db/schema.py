@@ -354,3 +354,48 @@ class ReviewJob(Base):
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
     prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
     error: Mapped[Optional[str]] = mapped_column(Text)
+
+
+# ---------------------------------------------------------------- overnight passes
+
+
+class InboxReel(Base):
+    """One version of a reel found in the inbox: a timeline file and the media it names,
+    identified by the hash of their content. A version is taken once (`db.inbox.claim`)."""
+
+    __tablename__ = "inbox_reels"
+    __table_args__ = (
+        UniqueConstraint("inbox", "path", "content_sha256"),
+        CheckConstraint("status IN ('running', 'done', 'failed', 'rejected')", name="status"),
+    )
+    id: Mapped[intpk]
+    inbox: Mapped[str] = mapped_column(Text)  # the inbox folder or s3:// prefix
+    path: Mapped[str] = mapped_column(Text)  # the timeline, relative to the inbox
+    content_sha256: Mapped[sha256]
+    reel: Mapped[Optional[str]] = mapped_column(String(200))
+    # running | done (the pass ran; shots may wait for review) | failed (the pass could not
+    # finish: taken again next time) | rejected (the edit cannot be read: not retried)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
+    delivery_dir: Mapped[Optional[str]] = mapped_column(Text)
+    # Shot counts by status, picture seconds, stage seconds (the morning summary's numbers).
+    summary: Mapped[json_obj]
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[created]
+    started_at: Mapped[created]
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class ShotRun(Base):
+    """A shot worked by a `foley-shots` flow run (scale-out): which worker, how long, outcome."""
+
+    __tablename__ = "shot_runs"
+    id: Mapped[intpk]
+    shot_id: Mapped[int] = mapped_column(ForeignKey("shots.id", ondelete="CASCADE"), index=True)
+    worker: Mapped[str] = mapped_column(String(200))
+    prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    seconds: Mapped[float]
+    created_at: Mapped[created]

@@ -78,6 +78,15 @@ def _add_synth() -> None:
 _add_synth()
 
 
+def _add_serve() -> None:
+    from flows.cli_serve import serve
+
+    app.command("serve")(serve)
+
+
+_add_serve()
+
+
 def _prefect_defaults() -> None:
     """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
     from flows.settings import get_settings
@@ -86,9 +95,9 @@ def _prefect_defaults() -> None:
     prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The in-process server's 20 s default start-up budget runs out on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Prefect gives its in-process server 20 s to start; a busy 2-core machine needs more.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -217,9 +226,24 @@ def provenance(
 @app.command()
 def bench(
     out: Annotated[Path, typer.Option(help="Working folder for the benchmark reel.")] = Path(".foley/bench"),
+    long: Annotated[bool, typer.Option("--long", help="Instead: a long generated reel (--minutes), one cold pass per worker count in a child process; minutes of picture per hour, per-stage times, peak memory (docs/BENCHMARKS.md).")] = False,
+    minutes: Annotated[float, typer.Option(help="With --long: length of the generated reel.")] = 20.0,
+    workers: Annotated[str, typer.Option(help="With --long: shots in flight to measure, comma-separated.")] = "1,2",
+    reference_minutes: Annotated[float, typer.Option(help="With --long: length of the short reel whose peak memory the long one is compared with (0: none).")] = 2.0,
 ) -> None:
-    """Time the pass on the demo reel per stage, against ffmpeg decode-only of the same media."""
+    """Time the pass on the demo reel per stage, against ffmpeg decode-only of the same media;
+    with --long, stream a feature-length reel through it (throughput, stage times, peak RSS)."""
     _prefect_defaults()
+    if long:
+        from flows.bench_long import run_long_bench
+
+        try:
+            counts = tuple(int(n) for n in workers.split(","))
+        except ValueError:
+            fail(f"--workers must be numbers separated by commas, not {workers!r}")
+        typer.echo(json.dumps(run_long_bench(out / "long", minutes=minutes, workers=counts,
+                                             reference_minutes=reference_minutes), indent=2))
+        return
     from flows.bench import run_bench
 
     typer.echo(json.dumps(run_bench(out), indent=2))

@@ -33,6 +33,7 @@ from db import api
 from db.engine import (DatabaseUnavailable, is_transient, reason_of, retry_db, retry_policy,
                        unavailable)
 from flows import library as library_flow
+from flows import scaleout
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
 from tasks.conform import ShotDelivery, conform, delivered
@@ -157,10 +158,12 @@ def foley_pass(
     envelope_estimator: str = "baseline",
     approve_threshold: float = 0.0,
     spatial_options: dict[str, Any] | None = None,
+    shots_per_run: int | None = None,
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`. `spatial_options`: the reel's
-    camera and B-format settings (`tasks.spatial.reel_spatial_params`)."""
+    camera and B-format settings (`tasks.spatial.reel_spatial_params`); `shots_per_run` > 0
+    hands the shots to `foley-shots` flow runs on the work pool (default FOLEY_SHOTS_PER_RUN)."""
     started = time.perf_counter()
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
@@ -178,7 +181,8 @@ def foley_pass(
         with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
             report = _run(spec, timeline, out, approve, library, seed, times, started,
-                          envelope_estimator, approve_threshold, placement)
+                          envelope_estimator, approve_threshold, placement,
+                          settings.shots_per_run if shots_per_run is None else shots_per_run)
     except OUTAGES as exc:
         raise PassAborted(str(exc)) from exc
     except DBAPIError as exc:
@@ -191,7 +195,8 @@ def foley_pass(
 
 def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
          times: dict[str, float], started: float, estimator: str = "baseline",
-         threshold: float = 0.0, placement: dict[str, Any] | None = None) -> PassReport:
+         threshold: float = 0.0, placement: dict[str, Any] | None = None,
+         shots_per_run: int = 0) -> PassReport:
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -209,31 +214,11 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
         shots.append(st)
     logger.info("reel %s: %d shots, starts at %s", spec.name, len(shots), spec.start_timecode)
 
-    def keep(key: str) -> Callable[[ShotState, Any], None]:
-        def collect(sh: ShotState, res: dict[str, Any]) -> None:
-            sh.refs[key] = res[key] if isinstance(res, dict) and key in res else res
-        return collect
-
-    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=False,
-                  console=Console(stderr=True)) as progress:  # stdout stays for data
-        _wave("proxy", shots, lambda sh: prepare.make_proxy.submit(sh.shot_id), keep("proxy"),
-              times, progress)
-        _wave("features", shots, lambda sh: prepare.extract_features.submit(
-            sh.shot_id, sh.refs["proxy"], sh.fps), keep("features"), times, progress)
-        _wave("envelope", shots, lambda sh: envelope.predict_envelope.submit(
-            sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
-            prompt=sh.hint, estimator=estimator), keep("envelope"), times, progress)
-        if approve == "auto":
-            _wave("approve", shots, lambda sh: decisions.auto_approve.submit(sh.shot_id,
-                                                                     threshold=threshold),
-                  keep("state"), times, progress)
-        review_state(shots)
-        _wave("synth", shots, lambda sh: synth.synthesize.submit(
-            sh.shot_id, library=library, seed=seed), keep("synth"), times, progress)
-        _wave("spatial", shots, lambda sh: spatial.spatialize.submit(
-            sh.shot_id, sh.refs["synth"]["mono"], sh.refs["synth"]["envelope"]),
-            keep("spatial"), times, progress)
+    scaleout.distribute(spec.name, shots, times, per_run=shots_per_run, params={
+        "approve": approve, "library": library, "seed": seed,
+        "envelope_estimator": estimator, "approve_threshold": threshold})
+    work_shots(shots, approve=approve, library=library, seed=seed, estimator=estimator,
+               threshold=threshold, times=times)
 
     t0 = time.perf_counter()
     deliveries = [delivery(sh) for sh in shots]
@@ -249,12 +234,47 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
     return report
 
 
+def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: int,
+               estimator: str, threshold: float, times: dict[str, float]) -> None:
+    """Every stage of every live shot, wave by wave: proxy, features, envelope, approval (with
+    --approve auto), synthesis and spatialization of the approved ones. Each stage retries a
+    transient failure on its own (`scaleout.stage`); envelope model inference is GPU work."""
+    def keep(key: str) -> Callable[[ShotState, Any], None]:
+        def collect(sh: ShotState, res: dict[str, Any]) -> None:
+            sh.refs[key] = res[key] if isinstance(res, dict) and key in res else res
+        return collect
+
+    proxy, features = scaleout.stage(prepare.make_proxy), scaleout.stage(prepare.extract_features)
+    predict = scaleout.stage(envelope.predict_envelope, gpu=estimator == "model")
+    approve_task = scaleout.stage(decisions.auto_approve)
+    synthesize, spatialize = scaleout.stage(synth.synthesize), scaleout.stage(spatial.spatialize)
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), transient=False,
+                  console=Console(stderr=True)) as progress:  # stdout stays for data
+        _wave("proxy", shots, lambda sh: proxy.submit(sh.shot_id), keep("proxy"),
+              times, progress)
+        _wave("features", shots, lambda sh: features.submit(
+            sh.shot_id, sh.refs["proxy"], sh.fps), keep("features"), times, progress)
+        _wave("envelope", shots, lambda sh: predict.submit(
+            sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
+            prompt=sh.hint, estimator=estimator), keep("envelope"), times, progress)
+        if approve == "auto":
+            _wave("approve", shots, lambda sh: approve_task.submit(sh.shot_id,
+                                                                   threshold=threshold),
+                  keep("state"), times, progress)
+        review_state(shots)
+        _wave("synth", shots, lambda sh: synthesize.submit(
+            sh.shot_id, library=library, seed=seed), keep("synth"), times, progress)
+        _wave("spatial", shots, lambda sh: spatialize.submit(
+            sh.shot_id, sh.refs["synth"]["mono"], sh.refs["synth"]["envelope"]),
+            keep("spatial"), times, progress)
+
+
 def configured_pass() -> Callable[..., PassReport]:
-    """The pass flow with the configured number of shots in flight (FOLEY_WORKERS), as the
+    """The pass flow with the configured task runner (FOLEY_WORKERS threads, or Dask), as the
     command line runs it: a pass aborted by an unreachable service ends with its one message on
     stderr and exit code 1 (`typer.Exit`), without a traceback."""
-    runner = foley_pass.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers))
+    runner = foley_pass.with_options(task_runner=scaleout.task_runner(get_settings()))
 
     def run(*args: Any, **kwargs: Any) -> PassReport:
         quiet_outages_on_console()
@@ -367,14 +387,10 @@ def publish(report: PassReport) -> None:
 
 
 def _worker_pass() -> Any:
-    """`foley_pass` as deployments run it on a worker: FOLEY_WORKERS shots in flight, read from
-    the worker's environment when it loads the flow (falls back to 2 if the settings are bad,
-    so the module still imports and the pass reports the bad setting itself)."""
-    try:
-        workers = get_settings().workers
-    except ValueError:
-        workers = 2
-    return foley_pass.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    """`foley_pass` as deployments run it on a worker: the task runner of the worker's
+    environment (FOLEY_WORKERS threads or Dask) when it loads the flow (2 threads if the
+    settings are bad, so the module still imports and the pass reports the bad setting)."""
+    return foley_pass.with_options(task_runner=scaleout.worker_task_runner())
 
 
 worker_pass = _worker_pass()  # the entrypoint of infra/prefect.yaml's deployments

@@ -3,9 +3,13 @@
 `os.environ` for configuration."""
 from __future__ import annotations
 
+import os
+import socket
+import zoneinfo
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.engine import RetryPolicy, set_retry_policy
@@ -56,6 +60,82 @@ class Settings(BaseSettings):
         None, description="Where S3 artifacts are downloaded to; default <home>/cache/s3.")
     s3_part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart part size (MiB).")
 
+    # Overnight passes (`foley serve`, the `foley-nightly` deployment; docs/OPERATIONS.md).
+    inbox: str | None = Field(None, description="Where reels land: a folder or "
+                              "s3://bucket/prefix; each timeline file there (with the media it "
+                              "names) is a reel, processed once per version (content hash).")
+    inbox_settle_s: float = Field(120.0, ge=0, description="A reel is taken only once none of "
+                                  "its files changed for this long (still being copied).")
+    deliveries: Path | None = Field(None, description="Delivery root of the nightly pass: "
+                                    "each reel goes to <deliveries>/<reel>; default "
+                                    "<home>/deliveries.")
+    nightly_cron: str = Field("0 1 * * *", description="When the nightly pass runs (cron, "
+                              "in `timezone`); default 01:00.")
+    timezone: str | None = Field(
+        None, validation_alias=AliasChoices("FOLEY_TIMEZONE", "TZ"),
+        description="IANA zone of the nightly schedule, e.g. Europe/London; default the "
+        "machine's local zone.")
+    nightly_approve: Literal["auto", "queue"] = Field(
+        "queue", description="Approval in the nightly pass: queue (supervisors decide in the "
+        "morning) or auto (policy:auto approves every envelope).")
+    nightly_envelope: Literal["baseline", "model"] = Field(
+        "baseline", description="Envelope estimator of the nightly pass.")
+    webhook_url: str | None = Field(None, description="POSTed the morning summary as JSON "
+                                    "(Slack / Teams / Mattermost incoming webhook or your own).")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Webhook request timeout.")
+
+    # Workers and scale-out.
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread", description="How a pass runs its shots in parallel: thread (FOLEY_WORKERS "
+        "threads in the flow's process) or dask (prefect-dask; FOLEY_DASK_ADDRESS).")
+    dask_address: str | None = Field(None, description="Scheduler of a Dask cluster, e.g. "
+                                     "tcp://render01:8786; unset = a local cluster of "
+                                     "FOLEY_WORKERS processes.")
+    gpu_slots: int = Field(1, ge=1, description="GPU-tagged tasks (envelope model inference, "
+                           "diffusion synthesis) running at once across the Prefect server: "
+                           "the number of GPUs.")
+    shots_per_run: int = Field(0, ge=0, description="0: a pass works its shots itself. N: it "
+                               "hands them, N per flow run, to the `foley-shots` deployment, "
+                               "so every worker on the pool takes a share of one reel.")
+    shots_deployment: str = Field("foley-shots/shots", description="The deployment that "
+                                  "works a batch of shots (FOLEY_SHOTS_PER_RUN > 0).")
+    shots_timeout_s: float = Field(6 * 3600.0, gt=0, description="How long a pass waits for "
+                                   "its shot runs before working the rest itself.")
+    task_retries: int = Field(2, ge=0, le=10, description="Retries of a shot's stage after a "
+                              "transient failure (bad media is not retried).")
+    task_retry_delay_s: float = Field(10.0, ge=0, description="Wait before such a retry.")
+    worker_name: str | None = Field(None, description="This process's name in shot-run "
+                                    "records; default host:pid.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                zoneinfo.ZoneInfo(value.lstrip(":"))
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: use an IANA name such as "
+                                 "Europe/London or America/Los_Angeles") from None
+            return value.lstrip(":")
+        return None
+
+    def resolved_timezone(self) -> str:
+        """The schedule's zone: the setting, else the machine's (/etc/localtime), else UTC."""
+        if self.timezone:
+            return self.timezone
+        local = Path("/etc/localtime")
+        if local.is_symlink():
+            name = str(local.resolve()).partition("zoneinfo/")[2]
+            if name:
+                return name
+        return "UTC"
+
+    def resolved_deliveries(self) -> Path:
+        return (self.deliveries or self.home / "deliveries").resolve()
+
+    def resolved_worker_name(self) -> str:
+        return self.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
     def resolved_db_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.home / 'foley.db').resolve()}"
 
@@ -66,6 +146,10 @@ class Settings(BaseSettings):
         """Connection settings for an s3:// store (None for a folder store)."""
         if not self.resolved_store_url().startswith("s3://"):
             return None
+        return self.s3_connection()
+
+    def s3_connection(self) -> S3Config:
+        """The S3 endpoint and keys (the AWS_* variables), for the store and an s3:// inbox."""
         if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
             raise ValueError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the S3 "
                              "store (or neither, for anonymous access)")

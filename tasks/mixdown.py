@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,6 +74,9 @@ class Segment:
     proxy: Path | None
 
 
+PREVIEW_CHUNK = 16  # segments per ffmpeg process: it opens one decoder per proxy it reads
+
+
 def render_preview(
     segments: Sequence[Segment],
     audio: Path,
@@ -81,7 +85,36 @@ def render_preview(
     rate: tuple[int, int],
     size: tuple[int, int] = (640, 360),
 ) -> None:
-    """Picture (proxies, black for gaps and skipped shots) plus the stereo mix as H.264/AAC."""
+    """Picture (proxies, black for gaps and skipped shots) plus the stereo mix as H.264/AAC.
+
+    The picture is encoded PREVIEW_CHUNK segments at a time into MPEG-TS parts (so memory
+    does not grow with the number of shots), which one last ffmpeg joins without re-encoding
+    (concat demuxer) and muxes with the mix."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    tmp = out.with_name(f".{out.name}.partial.mp4")
+    with tempfile.TemporaryDirectory(prefix=".preview-", dir=out.parent) as work:
+        parts = []
+        for i in range(0, len(segments), PREVIEW_CHUNK):
+            parts.append(Path(work) / f"part{i // PREVIEW_CHUNK:05d}.ts")
+            _render_picture(segments[i:i + PREVIEW_CHUNK], parts[-1], rate=rate, size=size)
+        listing = Path(work) / "parts.txt"
+        listing.write_text("".join(f"file '{p.name}'\n" for p in parts))
+        cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(audio),
+               "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+               "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart",
+               "-fflags", "+bitexact", "-flags:a", "+bitexact",
+               "-map_metadata", "-1", "-shortest", str(tmp)]
+        try:
+            _ffmpeg(cmd, "preview render")
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _render_picture(segments: Sequence[Segment], out: Path, *, rate: tuple[int, int],
+                    size: tuple[int, int]) -> None:
+    """Encode `segments` back to back (reel rate, `size`, black where no proxy) to `out`."""
     num, den = rate
     w, h = size
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
@@ -102,20 +135,16 @@ def render_preview(
                            f"trim=end_frame={seg.frames},setsar=1[v{i}]")
         labels.append(f"[v{i}]")
     filters.append(f"{''.join(labels)}concat=n={len(labels)}:v=1:a=0[vout]")
-    cmd += ["-i", str(audio)]
-    tmp = out.with_name(f".{out.name}.partial.mp4")
     cmd += [
-        "-filter_complex", ";".join(filters),
-        "-map", "[vout]", "-map", f"{n_in}:a",
+        "-filter_complex", ";".join(filters), "-map", "[vout]",
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart",
-        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-        "-map_metadata", "-1", "-threads", "2", "-shortest", str(tmp),
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
+        "-threads", "2", "-f", "mpegts", str(out),
     ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"preview render failed: {proc.stderr.strip()[-800:]}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _ffmpeg(cmd, "preview render")
+
+
+def _ffmpeg(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {proc.stderr.strip()[-800:]}")

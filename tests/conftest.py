@@ -17,7 +17,7 @@ SFX = SHARED / "sfx"
 _prefect_home = Path(tempfile.mkdtemp(prefix="foley-test-prefect-"))
 os.environ.setdefault("PREFECT_HOME", str(_prefect_home))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

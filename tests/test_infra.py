@@ -381,11 +381,28 @@ def test_prefect_yaml_deploys_the_pass_flow(services: dict) -> None:
         assert isinstance(flow, Flow), f"{d['entrypoint']} is not a Prefect flow"
         params = flow.parameters.properties
         assert set(d.get("parameters") or {}) <= set(params), d["name"]
-        assert {"timeline", "out", "approve"} <= set(params)
-        assert set(flow.parameters.required or []) == {"timeline", "out"}  # given per run
-        assert d["parameters"]["approve"] in ("auto", "queue")
         assert d["work_pool"]["name"] == pool
         names.add(f"{flow.name}/{d['name']}")
+        if flow.name == "foley-pass":
+            assert {"timeline", "out", "approve"} <= set(params)
+            assert set(flow.parameters.required or []) == {"timeline", "out"}  # given per run
+            assert d["parameters"]["approve"] in ("auto", "queue")
+        else:  # nightly and shot runs: nothing required that a schedule could not give
+            assert not set(flow.parameters.required or []) - set(d.get("parameters") or {}) \
+                or flow.name == "foley-shots", d["name"]
+    assert {"foley-nightly/nightly", "foley-shots/shots"} <= names
+    from flows.settings import Settings
+
+    assert Settings.model_fields["shots_deployment"].default == "foley-shots/shots"
+    [nightly] = [d for d in deployments if d["name"] == "nightly"]
+    [schedule] = nightly["schedules"]
+    assert schedule["active"] is True
+    # the cron and zone come from the deployments service's environment, with the defaults
+    deploy_env = env_of(services["deployments"])
+    assert schedule["cron"] == "{{ $FOLEY_NIGHTLY_CRON }}"
+    assert schedule["timezone"] == "{{ $FOLEY_TIMEZONE }}"
+    assert deploy_env["FOLEY_NIGHTLY_CRON"] == "${FOLEY_NIGHTLY_CRON:-0 1 * * *}"
+    assert "FOLEY_TIMEZONE" in deploy_env
     assert "foley-pass/studio" in names  # the name infra/README.md submits to
     assert "foley-pass/studio" in (INFRA / "README.md").read_text()
 

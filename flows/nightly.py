@@ -1,0 +1,264 @@
+"""The overnight pass (`foley-nightly`): reels land during the day, the queue is full by morning.
+
+One run scans the inbox (`flows.inbox`), and for every reel version not processed yet runs the
+Foley pass into `<deliveries>/<reel>/` — review-gated by default (FOLEY_NIGHTLY_APPROVE=queue:
+envelopes wait for the supervisors; auto: policy:auto approves them). Each version is taken once
+across runs and workers (`db.inbox.claim`, in the database, so it survives restarts); an edit
+that cannot be read is recorded as rejected and not retried until it changes; a pass that
+could not finish (a service away) is taken again by the next run. One bad reel never sinks the
+night: the others still run.
+
+It ends with the **morning summary**: a Prefect markdown artifact (`foley-nightly-summary`) —
+per reel the shots, how many are delivered (approved), wait for review, failed or were skipped,
+its picture length and the time the pass took, with links to the review app (FOLEY_REVIEW_URL)
+— and, if FOLEY_WEBHOOK_URL is set, the same as JSON POSTed there (a Slack / Teams / Mattermost
+incoming webhook reads its `text`). A webhook that fails is logged, never fails the run.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+import urllib.parse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from db import inbox as inbox_db
+from db.engine import retry_db
+from flows import foley_pass, scaleout
+from flows import inbox as inboxes
+from flows.settings import Settings, get_settings
+from tasks import runtime
+from tasks.ingest import TimelineError
+
+SUMMARY_KEY = "foley-nightly-summary"
+SHOT_STATES = ("delivered", "pending_review", "retake_requested", "omitted", "failed", "skipped")
+
+
+@dataclass
+class ReelOutcome:
+    """What tonight's run did with one reel version."""
+
+    path: str
+    reel: str
+    status: str  # done | failed | rejected
+    shots: dict[str, int] = field(default_factory=dict)  # SHOT_STATES -> count
+    picture_s: float = 0.0
+    seconds: float = 0.0
+    delivery_dir: str | None = None
+    attempt: int = 1
+    error: str | None = None
+
+
+@dataclass
+class NightlyReport:
+    inbox: str
+    started: str  # ISO 8601, local time
+    seconds: float = 0.0
+    reels: list[ReelOutcome] = field(default_factory=list)
+    unchanged: int = 0  # versions processed before (or being processed by another run)
+    settling: list[tuple[str, float]] = field(default_factory=list)
+    webhook: str | None = None
+
+    def totals(self) -> dict[str, int]:
+        out = {k: sum(r.shots.get(k, 0) for r in self.reels) for k in SHOT_STATES}
+        out["shots"] = sum(sum(r.shots.values()) for r in self.reels)
+        return out
+
+
+@flow(name="foley-nightly", log_prints=True)
+def nightly(inbox: str | None = None, deliveries: str | None = None, approve: str | None = None,
+            envelope_estimator: str | None = None, library: str | None = None,
+            fps: float | None = None) -> dict[str, Any]:
+    """Scan the inbox, pass every new or changed reel, publish the morning summary. Unset
+    parameters come from the settings (FOLEY_INBOX, FOLEY_DELIVERIES, FOLEY_NIGHTLY_*)."""
+    settings = get_settings()
+    where = inbox or settings.inbox
+    if not where:
+        raise ValueError("no inbox: set FOLEY_INBOX to the folder (or s3://bucket/prefix) "
+                         "reels are dropped into, or pass inbox=...")
+    approve = approve or settings.nightly_approve
+    if approve not in foley_pass.APPROVE_MODES:
+        raise ValueError(f"approve must be one of {foley_pass.APPROVE_MODES}, not {approve!r}")
+    retry_db(settings.configure_runtime, url=settings.resolved_db_url())
+    logger = get_run_logger()
+    started = time.perf_counter()
+    report = NightlyReport(inbox=where, started=dt.datetime.now().astimezone().isoformat(
+        timespec="seconds"))
+    found = inboxes.scan(where, settle_s=settings.inbox_settle_s, home=settings.home,
+                       s3=settings.s3_connection() if where.startswith("s3://") else None,
+                       fps=fps)
+    report.settling = found.settling
+    for path, why in found.unreadable:
+        _reject(settings, where, path, why, report)
+    out_root = Path(deliveries) if deliveries else settings.resolved_deliveries()
+    for arrival in found.ready:
+        outcome = _process(settings, where, arrival, out_root, approve=approve,
+                           estimator=envelope_estimator or settings.nightly_envelope,
+                           library=library)
+        if outcome is None:
+            report.unchanged += 1
+        else:
+            report.reels.append(outcome)
+            logger.info("%s: %s (%s)", arrival.path, outcome.status,
+                        outcome.error or _counts(outcome.shots))
+    report.seconds = time.perf_counter() - started
+    text = summary_markdown(report, settings.review_url)
+    create_markdown_artifact(text, key=SUMMARY_KEY, description="Morning summary of the "
+                             "overnight Foley pass")
+    report.webhook = notify(settings, report, text)
+    return asdict(report)
+
+
+def _process(settings: Settings, where: str, arrival: inboxes.Arrival, out_root: Path, *,
+             approve: str, estimator: str, library: str | None) -> ReelOutcome | None:
+    """Pass one reel version unless it was processed already (None then)."""
+    db = runtime.db()
+    with inbox_db.claim(db, inbox=where, path=arrival.path,
+                        content_sha256=arrival.content_sha256,
+                        worker=settings.resolved_worker_name(),
+                        flow_run_id=_flow_run_id()) as claim:
+        if claim is None:
+            return None
+        out = out_root / arrival.reel  # safe in a file name (tasks.ingest.reel_name)
+        outcome = ReelOutcome(arrival.path, arrival.reel, "done", picture_s=arrival.picture_s,
+                              delivery_dir=str(out), attempt=claim.attempts)
+        t0 = time.perf_counter()
+        try:
+            run = foley_pass.foley_pass.with_options(
+                task_runner=scaleout.task_runner(settings))
+            result = run(str(arrival.timeline), str(out), media_root=str(arrival.timeline.parent),
+                         approve=approve, library=library, envelope_estimator=estimator)
+            outcome.shots = _shot_counts(result.manifest)
+        except TimelineError as exc:
+            outcome.status, outcome.error = "rejected", str(exc)
+        except foley_pass.PassAborted as exc:  # a service is away: the rest would fail too
+            outcome.status, outcome.error = "failed", str(exc)
+            with contextlib.suppress(Exception):
+                _finish(db, claim.id, outcome, time.perf_counter() - t0)
+            raise
+        except Exception as exc:  # one bad reel never sinks the night
+            get_run_logger().exception("%s: the pass failed", arrival.path)
+            outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"
+        _finish(db, claim.id, outcome, time.perf_counter() - t0)
+        return outcome
+
+
+def _finish(db: Any, claim_id: int, outcome: ReelOutcome, seconds: float) -> None:
+    outcome.seconds = seconds
+    inbox_db.finish(db, claim_id, status=outcome.status, reel=outcome.reel,
+                    delivery_dir=outcome.delivery_dir, error=outcome.error,
+                    summary={"shots": outcome.shots, "picture_s": outcome.picture_s,
+                             "seconds": round(seconds, 3)})
+
+
+def _reject(settings: Settings, where: str, path: str, why: str, report: NightlyReport) -> None:
+    """Record an unreadable edit once per version of its file (the hash of the edit alone)."""
+    hashes = inboxes.HashCache(settings.home / "cache" / "inbox-hashes.json")
+    local = _local_path(settings, where, path)
+    with inbox_db.claim(runtime.db(), inbox=where, path=path,
+                        content_sha256=hashes.sha256(local),
+                        worker=settings.resolved_worker_name(),
+                        flow_run_id=_flow_run_id()) as claim:
+        hashes.save()
+        if claim is None:
+            report.unchanged += 1
+            return
+        outcome = ReelOutcome(path, Path(path).stem, "rejected", error=why, attempt=claim.attempts)
+        _finish(runtime.db(), claim.id, outcome, 0.0)
+        report.reels.append(outcome)
+
+
+def _local_path(settings: Settings, where: str, path: str) -> Path:
+    if where.startswith("s3://"):
+        bucket, prefix = inboxes.split_s3(where)
+        return (settings.home / "cache" / "inbox").resolve() / bucket / prefix / path
+    root = urllib.parse.unquote(urllib.parse.urlparse(where).path) \
+        if where.startswith("file://") else where
+    return Path(root) / path
+
+
+def _flow_run_id() -> str | None:
+    return str(flow_run.id) if flow_run.id else None
+
+
+def _shot_counts(manifest: dict[str, Any]) -> dict[str, int]:
+    out = {k: 0 for k in SHOT_STATES}
+    for sh in manifest["shots"]:
+        out[sh["status"]] = out.get(sh["status"], 0) + 1
+    return out
+
+
+def _counts(shots: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in shots.items() if n)
+
+
+def hms(seconds: float) -> str:
+    """Seconds as HH:MM:SS (durations people read)."""
+    s = int(round(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def summary_markdown(report: NightlyReport, review_url: str) -> str:
+    """The morning summary as markdown (the Prefect artifact and the webhook's text)."""
+    t = report.totals()
+    base = review_url.rstrip("/")
+    lines = [f"# Overnight Foley pass — {report.started[:10]}", "",
+             f"Inbox `{report.inbox}`: **{len(report.reels)}** reel(s) passed tonight, "
+             f"{report.unchanged} unchanged since their last pass, "
+             f"{len(report.settling)} still arriving. Time spent {hms(report.seconds)}.", ""]
+    if report.reels:
+        lines += [f"**{t['shots']}** shots: {t['delivered']} approved and delivered, "
+                  f"**{t['pending_review']} waiting for review**, {t['failed']} failed, "
+                  f"{t['skipped']} skipped. Review queue: {base}/", "",
+                  "| reel | shots | approved | pending review | failed | skipped | picture | "
+                  "time | status |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in report.reels:
+            s = r.shots
+            link = f"[{r.reel}]({base}/?reel={urllib.parse.quote(r.reel)}&status=all)"
+            lines.append(
+                f"| {link} | {sum(s.values())} | {s.get('delivered', 0)} | "
+                f"{s.get('pending_review', 0) + s.get('retake_requested', 0)} | "
+                f"{s.get('failed', 0)} | {s.get('skipped', 0)} | {hms(r.picture_s)} | "
+                f"{hms(r.seconds)} | {r.status}{' (attempt %d)' % r.attempt if r.attempt > 1 else ''} |")
+        problems = [r for r in report.reels if r.error]
+        if problems:
+            lines += ["", "## Needs attention", ""]
+            lines += [f"- **{r.path}** ({r.status}): {r.error}" for r in problems]
+    if report.settling:
+        lines += ["", "## Still arriving (files changed recently; taken once they settle)", ""]
+        lines += [f"- {path}: ready in {hms(wait)}" for path, wait in report.settling]
+    return "\n".join(lines)
+
+
+def notify(settings: Settings, report: NightlyReport, text: str) -> str | None:
+    """POST the summary to FOLEY_WEBHOOK_URL (JSON: `text` plus the figures). Returns what
+    happened, for the record; a failure is logged, never raised."""
+    if not settings.webhook_url:
+        return None
+    payload = {"text": text, "event": "foley.nightly.summary", "inbox": report.inbox,
+               "started": report.started, "seconds": round(report.seconds, 1),
+               "totals": report.totals(), "unchanged": report.unchanged,
+               "reels": [asdict(r) for r in report.reels]}
+    try:
+        resp = httpx.post(settings.webhook_url, json=payload, timeout=settings.webhook_timeout_s)
+        resp.raise_for_status()
+        return f"HTTP {resp.status_code}"
+    except httpx.HTTPError as exc:  # the message would name the URL, whose path is a secret
+        reason = f"HTTP {exc.response.status_code}" if isinstance(
+            exc, httpx.HTTPStatusError) else type(exc).__name__
+        get_run_logger().warning("morning summary webhook %s failed: %s",
+                                 _redacted(settings.webhook_url), reason)
+        return f"failed: {reason}"
+
+
+def _redacted(url: str) -> str:
+    """The webhook's scheme and host only: its path usually is the secret."""
+    u = urllib.parse.urlparse(url)
+    return f"{u.scheme}://{u.hostname}{':%d' % u.port if u.port else ''}/…"

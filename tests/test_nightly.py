@@ -1,0 +1,216 @@
+"""The overnight pass in-process: inbox scan, once-per-version claims, the morning summary and
+its webhook, a transient shot failure retried on its own.
+
+The nightly flow runs against Prefect's test server (`prefect_harness`) on tiny real reels
+(rendered scenes, real ffmpeg, real SQLite and artifact folder); the webhook is a real HTTP
+server on loopback. The deployment + worker version is tests/test_nightly_worker.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from db import inbox as inbox_db
+from flows import inbox
+from flows.demo import DemoShot, make_demo_reel
+from models.scenes import SceneSpec
+from tasks import runtime
+
+SHOTS = (
+    DemoShot("bounce_24.mp4", SceneSpec("bounce", fps=24, duration_s=1.4, seed=1), 0.2, 1.0,
+             "impacts wood"),
+    DemoShot("steps_25.mp4", SceneSpec("steps", fps=25, duration_s=1.4, seed=2), 0.2, 1.0,
+             "footsteps gravel"),
+)
+DAY = 24 * 3600
+
+
+def age(folder: Path, seconds: float) -> None:
+    """Make every file under `folder` look `seconds` old (landed earlier in the day)."""
+    stamp = time.time() - seconds
+    for p in folder.rglob("*"):
+        os.utime(p, (stamp, stamp))
+
+
+@pytest.fixture(scope="module")
+def reels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two reels rendered once per module; tests copy them into their inbox."""
+    root = tmp_path_factory.mktemp("nightly-reels")
+    for name in ("reel_a", "reel_b"):
+        make_demo_reel(root / name, name=name, shots=SHOTS)
+    return root
+
+
+class Hook(BaseHTTPRequestHandler):
+    """A webhook receiver: keeps every JSON body POSTed to it."""
+
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token", Hook.received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def night(tmp_path: Path, reels: Path, foley_home: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An inbox with both reels (landed hours ago), a half-copied third and an unreadable edit."""
+    box = tmp_path / "inbox"
+    for name in ("reel_a", "reel_b"):
+        shutil.copytree(reels / name, box / name)
+    (box / "broken").mkdir()
+    (box / "broken" / "broken.otio").write_text("{ not an edit")
+    age(box, 3600)
+    shutil.copytree(reels / "reel_a", box / "reel_c_copying")  # still being copied: fresh
+    monkeypatch.setenv("FOLEY_INBOX", str(box))
+    monkeypatch.setenv("FOLEY_INBOX_SETTLE_S", "600")
+    monkeypatch.setenv("FOLEY_DELIVERIES", str(tmp_path / "deliveries"))
+    return box
+
+
+def test_scan_versions_settling_and_unreadable(night: Path, foley_home: Path) -> None:
+    found = inbox.scan(str(night), settle_s=600, home=foley_home)
+    assert [a.path for a in found.ready] == ["reel_a/reel_a.otio", "reel_b/reel_b.otio"]
+    assert [p for p, _ in found.settling] == ["reel_c_copying/reel_a.otio"]
+    assert [p for p, _ in found.unreadable] == ["broken/broken.otio"]
+    a = found.ready[0]
+    assert (a.reel, a.shots, a.media_files) == ("reel_a", 2, 2)
+    again = inbox.scan(str(night), settle_s=600, home=foley_home)
+    assert [x.content_sha256 for x in again.ready] == [x.content_sha256 for x in found.ready]
+    # a re-rendered shot is a new version of the reel; the other reel is untouched
+    media = night / "reel_a" / "media" / "steps_25.mp4"
+    media.write_bytes(media.read_bytes() + b"\0")
+    age(night / "reel_a", 3600)
+    changed = inbox.scan(str(night), settle_s=600, home=foley_home)
+    assert changed.ready[0].content_sha256 != a.content_sha256
+    assert changed.ready[1].content_sha256 == found.ready[1].content_sha256
+
+
+def test_a_version_is_claimed_once(foley_home: Path) -> None:
+    db = runtime.db()
+    key = {"inbox": "/in", "path": "r/r.otio", "content_sha256": "ab" * 32}
+    with inbox_db.claim(db, worker="w1", **key) as first:
+        assert first is not None and first.attempts == 1
+        with inbox_db.claim(db, worker="w2", **key) as second:
+            assert second is None  # held by the first: another trigger skips it
+    # the first one died without finishing: the next claim takes it over
+    with inbox_db.claim(db, worker="w2", **key) as again:
+        assert again is not None and again.taken_over and again.attempts == 2
+        inbox_db.finish(db, again.id, status="done", reel="r")
+    with inbox_db.claim(db, worker="w3", **key) as done:
+        assert done is None
+    [row] = inbox_db.history(db, "/in")
+    assert (row.status, row.attempts, row.worker) == ("done", 2, "w2")
+
+
+def test_nightly_passes_new_reels_once_and_summarises(
+        night: Path, tmp_path: Path, prefect_harness: None,
+        webhook: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.nightly import SUMMARY_KEY, nightly
+
+    url, received = webhook
+    monkeypatch.setenv("FOLEY_WEBHOOK_URL", url)
+    first = nightly()
+    assert [(r["path"], r["status"]) for r in first["reels"]] == [
+        ("broken/broken.otio", "rejected"), ("reel_a/reel_a.otio", "done"),
+        ("reel_b/reel_b.otio", "done")]
+    for reel in ("reel_a", "reel_b"):
+        manifest = json.loads((tmp_path / "deliveries" / reel / "manifest.json").read_text())
+        assert [s["status"] for s in manifest["shots"]] == ["pending_review"] * 2  # queue
+    assert first["settling"][0][0] == "reel_c_copying/reel_a.otio"
+    assert first["webhook"] == "HTTP 204"
+    [hook] = received
+    assert hook["totals"]["pending_review"] == 4 and hook["totals"]["shots"] == 4
+    assert "reel_a" in hook["text"] and "waiting for review" in hook["text"]
+
+    with get_client(sync_client=True) as client:
+        summary = client.read_latest_artifacts(limit=50)
+    [art] = [a for a in summary if a.key == SUMMARY_KEY]
+    assert "**4 waiting for review**" in art.data and "broken/broken.otio" in art.data
+    assert "/?reel=reel_a&status=all" in art.data
+
+    rows = inbox_db.history(runtime.db(), str(night))
+    second = nightly()  # nothing new: nothing passed again, nothing claimed again
+    assert second["reels"] == [] and second["unchanged"] == 3
+    assert [(r.id, r.status, r.attempts) for r in inbox_db.history(runtime.db(), str(night))] \
+        == [(r.id, r.status, r.attempts) for r in rows]
+    assert len(received) == 2 and received[1]["totals"]["shots"] == 0
+
+
+def test_a_webhook_that_fails_never_fails_the_night(
+        night: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.nightly import nightly
+
+    shutil.rmtree(night / "reel_b")
+    shutil.rmtree(night / "broken")
+    from tests.service_pg import free_port
+
+    monkeypatch.setenv("FOLEY_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hook")  # nobody
+    result = nightly()
+    assert [r["status"] for r in result["reels"]] == ["done"]
+    assert result["webhook"] == "failed: ConnectError"
+
+
+def test_an_s3_inbox_is_mirrored_and_versioned_like_a_folder(
+        reels: Path, tmp_path: Path, s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from flows.settings import get_settings
+
+    bucket = f"inbox-{uuid.uuid4().hex[:10]}"
+    client = s3_server.client()
+    client.make_bucket(bucket)
+    for p in sorted((reels / "reel_a").rglob("*")):
+        if p.is_file():
+            client.fput_object(bucket, f"landing/reel_a/{p.relative_to(reels / 'reel_a')}",
+                               str(p))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    home = tmp_path / "home"
+    s3 = get_settings().s3_connection()
+    url = f"s3://{bucket}/landing"
+    assert [p for p, _ in inbox.scan(url, settle_s=600, home=home, s3=s3).settling] == [
+        "reel_a/reel_a.otio"]  # just uploaded: settling
+    found = inbox.scan(url, settle_s=0, home=home, s3=s3)
+    [a] = found.ready
+    assert (a.path, a.reel, a.shots, a.media_files) == ("reel_a/reel_a.otio", "reel_a", 2, 2)
+    local = inbox.scan(str(reels), settle_s=0, home=tmp_path / "h2")
+    assert a.content_sha256 == next(x for x in local.ready if x.reel == "reel_a").content_sha256
+    mirrored = a.timeline.parent / "media" / SHOTS[0].media
+    stamp = mirrored.stat().st_mtime_ns
+    inbox.scan(url, settle_s=0, home=home, s3=s3)  # unchanged objects are not fetched again
+    assert mirrored.stat().st_mtime_ns == stamp
+    client.remove_object(bucket, f"landing/reel_a/media/{SHOTS[0].media}")
+    again = inbox.scan(url, settle_s=0, home=home, s3=s3)
+    assert not mirrored.exists() and again.ready[0].media_files == 1
+    assert again.ready[0].content_sha256 != a.content_sha256
