@@ -69,17 +69,22 @@ def pass_overhead(timeline: str | Path, out: str | Path,
     return report, overhead_figures(OVERHEAD.snapshot(), report.flow_seconds, names)
 
 
+def decode_reference(timeline: Path) -> tuple[Any, float]:
+    """The edit's reel spec and the benchmarks' reference: seconds for ffmpeg to decode every
+    source the edit uses, once each, to null."""
+    _, spec = ingest.read_timeline(timeline)
+    t0 = time.perf_counter()
+    for src in sorted({sh.source_path for sh in spec.shots if sh.source_path}):
+        media.decode_only_seconds(src)
+    return spec, time.perf_counter() - t0
+
+
 def run_bench(work: Path) -> dict[str, Any]:
     """Run the benchmark in `work` (wiped first) and return its figures."""
     work = Path(work).resolve()
     shutil.rmtree(work, ignore_errors=True)
     timeline = make_demo_reel(work / "reel")
-    _, spec = ingest.read_timeline(timeline)
-    sources = sorted({sh.source_path for sh in spec.shots if sh.source_path})
-    t0 = time.perf_counter()
-    for src in sources:
-        media.decode_only_seconds(src)
-    decode_s = time.perf_counter() - t0
+    spec, decode_s = decode_reference(timeline)
 
     os.environ["FOLEY_HOME"] = str(work / "home")  # the pass reads its settings from here
     from flows.settings import get_settings

@@ -33,7 +33,6 @@ import opentimelineio as otio
 
 from flows.demo import DemoShot, build_edit
 from models.scenes import SceneSpec, render_scene
-from tasks import media
 
 KINDS = ("bounce", "steps", "pass", "bounce")
 HINTS = {"bounce": "impacts wood", "steps": "footsteps gravel", "pass": None}
@@ -154,15 +153,10 @@ def _free_port() -> int:
 
 def _run_long_bench(work: Path, minutes: float, workers: tuple[int, ...],
                     reference_minutes: float) -> dict[str, Any]:
-    from tasks import ingest
+    from flows.bench import decode_reference
 
     timeline = make_long_reel(work / f"reel_{minutes:g}min", minutes)
-    _, spec = ingest.read_timeline(timeline)
-    sources = sorted({sh.source_path for sh in spec.shots if sh.source_path})
-    t0 = time.perf_counter()
-    for src in sources:
-        media.decode_only_seconds(src)
-    decode_s = time.perf_counter() - t0
+    spec, decode_s = decode_reference(timeline)
     picture_min = spec.duration_s / 60
     runs = []
     for n in workers:
@@ -174,7 +168,7 @@ def _run_long_bench(work: Path, minutes: float, workers: tuple[int, ...],
         "machine": f"{platform.machine()} {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}",
         "reel": {"minutes": round(picture_min, 2), "shots": len(spec.shots),
-                 "media_files": len(sources)},
+                 "media_files": len({sh.source_path for sh in spec.shots if sh.source_path})},
         "ffmpeg_decode_only_s": round(decode_s, 2),
         "runs": runs,
     }
