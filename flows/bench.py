@@ -107,7 +107,7 @@ def run_bench(work: Path) -> dict[str, Any]:
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "reel": {"shots": len(spec.shots), "duration_s": round(spec.duration_s, 3),
-                 "media_files": len(sources)},
+                 "media_files": len({sh.source_path for sh in spec.shots if sh.source_path})},
         "ffmpeg_decode_only_s": round(decode_s, 3),
         "cold": runs["cold"],
         "warm": runs["warm"],
