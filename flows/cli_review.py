@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 from typing import Annotated, Any, Optional
 
@@ -250,8 +251,6 @@ def review_serve(
         if not review.list_users(s):
             typer.secho("note: no users yet — add one with `foley review user add NAME --role "
                         "supervisor`", fg=typer.colors.YELLOW, err=True)
-    import os
-
     # Unless the studio set where people reach the app, links point where it listens.
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     os.environ.setdefault("FOLEY_REVIEW_URL", f"http://{shown}:{port}")

@@ -98,10 +98,9 @@ def _batch(examples: list[Example], rng: np.random.Generator, crop_steps: int, u
     return x, y, o, m
 
 
-def total_loss(model: Any, x: Any, y: Any, o: Any, m: Any) -> tuple[Any, float]:
-    """Cross-entropy of the classes plus ONSET_WEIGHT × the onset head's loss (if the model
-    has one); also the onset term alone (0 without a head)."""
-    logits, onset = model(x)
+def total_loss(logits: Any, onset: Any, y: Any, o: Any, m: Any) -> tuple[Any, float]:
+    """Cross-entropy of the model's class logits plus ONSET_WEIGHT × the onset head's loss
+    (if the model has one, `onset` not None); also the onset term alone (0 without a head)."""
     logits = v2a_inputs.align(logits, y.shape[1], axis=1)
     loss = mapper.loss(logits, y, m)
     if onset is None:
@@ -130,12 +129,12 @@ def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float, fl
             n = len(e.classes)
             y = torch.from_numpy(rms_targets.smooth_labels(e.classes)[None])
             o = torch.from_numpy(e.onset_target()[None])
-            loss, term = total_loss(model, torch.from_numpy(e.inputs[None]), y, o,
-                                    torch.ones(1, n))
+            logits, onset = model(torch.from_numpy(e.inputs[None]))  # one forward pass
+            loss, term = total_loss(logits, onset, y, o, torch.ones(1, n))
             losses.append(float(loss))
             onset_terms.append(term)
-            probs, _onset = mapper.predict(model, e.inputs)
-            curve, _conf = rms_targets.decode_probs(v2a_inputs.align(probs, n))
+            probs = torch.softmax(v2a_inputs.align(logits[0], n), dim=-1).numpy()
+            curve, _conf = rms_targets.decode_probs(probs)
             l1s.append(e_l1_tfoley(curve, e.rms))
     return float(np.mean(losses)), float(np.mean(onset_terms)), float(np.mean(l1s))
 
@@ -253,7 +252,8 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             if len(idx) == 0:
                 continue
             x, y, o, m = _batch([trn[i] for i in idx], rng, crop_steps, up)
-            loss, _term = total_loss(model, *map(torch.from_numpy, (x, y, o, m)))
+            logits, onset = model(torch.from_numpy(x))
+            loss, _term = total_loss(logits, onset, *map(torch.from_numpy, (y, o, m)))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
