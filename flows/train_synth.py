@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from flows.synth_data import SEGMENT_S, Clip, caption_ids, file_hash_list, make_segment
+from flows.train import _write_atomic
 from models import audio_encoder, controlnet, diffusion, synth_ckpt, synth_pipeline, vocoder
 from models.audio_repr import SR, control_from_audio, log_mel
 from models.flow_sampler import flow_loss
@@ -128,12 +128,6 @@ def make_stage(name: str, preset: str, out: Path, *, debug_sizes: bool = False) 
     raise ValueError(f"unknown stage {name!r}; choose one of {', '.join(synth_pipeline.STAGES)}")
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def validation_loss(stage: Stage, batch: Batch, seed: int) -> float:
     """The stage's loss on the fixed validation batch with fixed noise (comparable across steps)."""
     stage.model.eval()
@@ -204,9 +198,10 @@ def train_stage(stage: Stage, train_clips: list[Clip], val_clips: list[Clip], ou
             f"validation {val:.4f} · {row['seconds']:.1f} s")
         if val < best:
             best = val
-            _atomic(ckpt, lambda p: synth_ckpt.save(stage.model, stage.config, p, stage.kind, {
-                "step": step, "val_loss": val, "built_on": stage.built_on}))
-        _atomic(state_path, lambda p: torch.save({
+            _write_atomic(ckpt, lambda p: synth_ckpt.save(
+                stage.model, stage.config, p, stage.kind,
+                {"step": step, "val_loss": val, "built_on": stage.built_on}))
+        _write_atomic(state_path, lambda p: torch.save({
             "model": stage.model.state_dict(), "opt": opt.state_dict(),
             "sched": sched.state_dict(), "rng": rng.bit_generator.state,
             "gen": gen.get_state(), "history": history, "best": best, "step": step,
@@ -225,10 +220,9 @@ def train_stage(stage: Stage, train_clips: list[Clip], val_clips: list[Clip], ou
         "parameters": synth_ckpt.count_parameters(stage.model),
         "train_minutes": round(sum(h["seconds"] for h in history) / 60, 2), "history": history}
     if ckpt.is_file():  # the best weights, now with the whole summary in the header
-        model, config, meta = synth_ckpt.load(ckpt, stage.kind, type(stage.config),
-                                              lambda c: type(stage.model)(c))
-        _atomic(ckpt, lambda p: synth_ckpt.save(model, config, p, stage.kind,
-                                                {**meta, "training": summary}))
+        model, config, meta = synth_pipeline.load_stage(out, stage.name, preset)
+        _write_atomic(ckpt, lambda p: synth_ckpt.save(model, config, p, stage.kind,
+                                                      {**meta, "training": summary}))
     (out / f"training_{stage.name}.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -247,7 +241,7 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None
     ax.set_ylabel(f"{title} loss")
     ax.legend()
     fig.tight_layout()
-    _atomic(path, lambda p: fig.savefig(p, format="png"))
+    _write_atomic(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
 
 

@@ -11,12 +11,13 @@ over every column with the same caption instead of a one-hot diagonal:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models import synth_ckpt
 from models.audio_repr import N_MELS
 from models.diffusion import SEMANTIC_DIM
 
@@ -41,9 +42,7 @@ PRESETS = {
 
 def get_config(name: str, **overrides) -> EncoderConfig:
     """Preset `name` (tiny: CPU, base: GPU, debug: unit tests) with fields overridden."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown audio-encoder preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return synth_ckpt.preset(PRESETS, name, "audio-encoder", **overrides)
 
 
 class AudioEncoder(nn.Module):

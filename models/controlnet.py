@@ -11,7 +11,6 @@ to its skips and mid features (`models.diffusion.Denoiser.forward(control=…)`)
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
@@ -48,8 +47,8 @@ class ControlNet(nn.Module):
     def from_base(cls, base: Denoiser) -> "ControlNet":
         """A branch whose encoder and conditioning start as copies of the base's."""
         net = cls(base.config)
-        net.cond.load_state_dict(copy.deepcopy(base.cond.state_dict()))
-        net.encoder.load_state_dict(copy.deepcopy(base.encoder.state_dict()))
+        net.cond.load_state_dict(base.cond.state_dict())  # copies into the branch's own tensors
+        net.encoder.load_state_dict(base.encoder.state_dict())
         return net
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, semantic: torch.Tensor,

@@ -21,16 +21,18 @@ T is padded to a multiple of 2^(levels-1) inside `forward` and the output croppe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models import synth_ckpt
 from models.audio_repr import N_MELS
+from models.text_embed import EMBED_DIM
 
 CHECKPOINT_KIND = "synth_denoiser@1"
-SEMANTIC_DIM = 384
+SEMANTIC_DIM = EMBED_DIM  # the MiniLM sentence space
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,7 @@ PRESETS = {
 
 def get_config(name: str, **overrides) -> DenoiserConfig:
     """Preset `name` (tiny: CPU, base: GPU, debug: unit tests) with fields overridden."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown denoiser preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return synth_ckpt.preset(PRESETS, name, "denoiser", **overrides)
 
 
 def _groups(channels: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -19,6 +19,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 C = TypeVar("C")
+
+
+def preset(presets: dict[str, C], name: str, what: str, **overrides: Any) -> C:
+    """Config `presets[name]` with fields overridden; ValueError naming `what` if unknown."""
+    if name not in presets:
+        raise ValueError(f"unknown {what} preset {name!r}; choose one of {', '.join(presets)}")
+    return replace(presets[name], **overrides)
 
 
 def save(model: nn.Module, config: Any, path: Path, kind: str, metadata: dict) -> None:

@@ -13,12 +13,13 @@ left for the base preset (phase 2).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models import synth_ckpt
 from models.audio_repr import HOP, N_MELS, log_mel
 
 CHECKPOINT_KIND = "synth_vocoder@1"
@@ -44,9 +45,7 @@ PRESETS = {
 
 def get_config(name: str, **overrides) -> VocoderConfig:
     """Preset `name` (tiny: CPU, base: GPU, debug: unit tests) with fields overridden."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown vocoder preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return synth_ckpt.preset(PRESETS, name, "vocoder", **overrides)
 
 
 class ConvNeXt1d(nn.Module):
