@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from db.api import Database
 from db.locks import LockTimeout, named_lock
-from db.schema import InboxReel, Shot, ShotRun
+from db.schema import InboxReel, ShotRun
 
 FINAL = ("done", "rejected")
 
@@ -100,13 +100,6 @@ def finish(db: Database, claim_id: int, *, status: str, reel: str | None = None,
         row.summary = summary or {}
 
 
-def versions(db: Database, ids: Sequence[int]) -> list[InboxReel]:
-    """The rows of `ids`, oldest first (what a nightly run processed)."""
-    with db.session() as s:
-        return list(s.scalars(select(InboxReel).where(InboxReel.id.in_(ids))
-                              .order_by(InboxReel.id)))
-
-
 def history(db: Database, inbox: str) -> list[InboxReel]:
     """Every version ever taken from `inbox`, oldest first."""
     with db.session() as s:
@@ -118,14 +111,3 @@ def record_shot_runs(db: Database, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of `shot_runs` (shot_id, worker, prefect_flow_run_id, status, seconds)."""
     with db.session() as s:
         s.add_all(ShotRun(**row) for row in rows)
-
-
-def shot_workers(db: Database, reel_id: int) -> dict[str, list[str]]:
-    """Which worker worked which shots of a reel: worker -> shot names (scale-out runs)."""
-    with db.session() as s:
-        rows = s.execute(select(ShotRun.worker, Shot.name).join(Shot, Shot.id == ShotRun.shot_id)
-                         .where(Shot.reel_id == reel_id).order_by(ShotRun.id)).all()
-    out: dict[str, list[str]] = {}
-    for worker, shot in rows:
-        out.setdefault(worker, []).append(shot)
-    return out

@@ -55,6 +55,7 @@ class Scan:
     """What one look at the inbox found."""
 
     inbox: str
+    root: Path  # the folder scanned (an s3:// inbox: its local mirror)
     ready: list[Arrival] = field(default_factory=list)
     settling: list[tuple[str, float]] = field(default_factory=list)  # (path, seconds to wait)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
@@ -91,6 +92,11 @@ class HashCache:
         self.changed = False
 
 
+def hash_cache(home: Path) -> HashCache:
+    """The media hashes every scan under `home` shares."""
+    return HashCache(home / "cache" / "inbox-hashes.json")
+
+
 def timelines_in(root: Path) -> list[Path]:
     """Every edit under `root`, sorted; hidden files and unpacked .otioz bundles skipped."""
     found = []
@@ -106,7 +112,7 @@ def scan_folder(root: Path, *, inbox: str, settle_s: float, hashes: HashCache,
                 fps: float | None = None, now: float | None = None) -> Scan:
     """Look at every edit under `root`: ready (with its version), settling, or unreadable."""
     now = time.time() if now is None else now
-    out = Scan(inbox=inbox)
+    out = Scan(inbox=inbox, root=root)
     for tl in timelines_in(root):
         rel = tl.relative_to(root).as_posix()
         try:
@@ -189,7 +195,7 @@ def mirror_s3(url: str, config: S3Config, dest: Path) -> Path:
 def scan(inbox: str, *, settle_s: float, home: Path, s3: S3Config | None = None,
          fps: float | None = None) -> Scan:
     """Scan a folder or s3:// inbox (see the module docstring)."""
-    hashes = HashCache(home / "cache" / "inbox-hashes.json")
+    hashes = hash_cache(home)
     if inbox.startswith("s3://"):
         if s3 is None:
             raise ValueError(f"inbox {inbox}: S3 settings (AWS_*) are needed for an s3:// inbox")

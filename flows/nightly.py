@@ -96,7 +96,7 @@ def nightly(inbox: str | None = None, deliveries: str | None = None, approve: st
                        fps=fps)
     report.settling = found.settling
     for path, why in found.unreadable:
-        _reject(settings, where, path, why, report)
+        _reject(settings, where, path, found.root / path, why, report)
     out_root = Path(deliveries) if deliveries else settings.resolved_deliveries()
     for arrival in found.ready:
         outcome = _process(settings, where, arrival, out_root, approve=approve,
@@ -158,10 +158,10 @@ def _finish(db: Any, claim_id: int, outcome: ReelOutcome, seconds: float) -> Non
                              "seconds": round(seconds, 3)})
 
 
-def _reject(settings: Settings, where: str, path: str, why: str, report: NightlyReport) -> None:
+def _reject(settings: Settings, where: str, path: str, local: Path, why: str,
+            report: NightlyReport) -> None:
     """Record an unreadable edit once per version of its file (the hash of the edit alone)."""
-    hashes = inboxes.HashCache(settings.home / "cache" / "inbox-hashes.json")
-    local = _local_path(settings, where, path)
+    hashes = inboxes.hash_cache(settings.home)
     with inbox_db.claim(runtime.db(), inbox=where, path=path,
                         content_sha256=hashes.sha256(local),
                         worker=settings.resolved_worker_name(),
@@ -173,15 +173,6 @@ def _reject(settings: Settings, where: str, path: str, why: str, report: Nightly
         outcome = ReelOutcome(path, Path(path).stem, "rejected", error=why, attempt=claim.attempts)
         _finish(runtime.db(), claim.id, outcome, 0.0)
         report.reels.append(outcome)
-
-
-def _local_path(settings: Settings, where: str, path: str) -> Path:
-    if where.startswith("s3://"):
-        bucket, prefix = inboxes.split_s3(where)
-        return (settings.home / "cache" / "inbox").resolve() / bucket / prefix / path
-    root = urllib.parse.unquote(urllib.parse.urlparse(where).path) \
-        if where.startswith("file://") else where
-    return Path(root) / path
 
 
 def _flow_run_id() -> str | None:
