@@ -37,6 +37,7 @@ from scipy.signal import butter, sosfiltfilt
 
 from models import hrtf, motion_baseline, paired_scenes, scenes, spatial, spatial_track
 from tasks import ingest
+from tasks.dataset import PROXY_WIDTH  # = the pass's proxy width (tasks.prepare)
 from tasks.features import compute_features
 from tasks.media import make_proxy
 
@@ -50,7 +51,6 @@ W_TARGET_DB = 0.5
 ITD_TARGET_MS = 0.1
 TRACK_TARGET_DEG = 5.0
 SCENE_KINDS = ("impacts", "bounce", "steps", "scrape", "rub")
-PROXY_WIDTH = 320
 
 
 class DeliveryError(ValueError):

@@ -26,7 +26,6 @@ import numpy as np
 from models import hrtf, spatial
 from models.spatial_track import PositionTrack
 
-DECODES = ("stereo", "51", "binaural")
 OVERRIDE_KEYS = ("azimuth_deg", "elevation_deg", "distance_m")
 
 

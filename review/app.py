@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -218,7 +218,7 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         edit_notes: dict[int, str | None] = {}
         for a in review.audit_trail(s, reel=reel_row.name, shot=sh.name):  # newest first
             if a.action == "edit" and a.version is not None:
-                edit_notes[a.version] = a.details.get("comment")
+                edit_notes.setdefault(a.version, a.details.get("comment"))
         vers = []
         for env in review.versions(s, sh.id):
             creator = s.get(api.Agent, env.created_by) if env.created_by else None
