@@ -35,7 +35,8 @@ import pytest
 
 from flows.demo import DemoShot, make_demo_reel
 from models.scenes import SceneSpec
-from tests.service_pg import PostgresServer, free_port
+from tests.service_pg import PostgresServer
+from tests.service_prefect import prefect_server
 from tests.service_s3 import S3Server
 
 slow = pytest.mark.slow
@@ -63,38 +64,8 @@ PROGRESS = re.compile(r"^\s*\w+ .*\d+/\d+ \d+:\d\d:\d\d\s*$")  # a rich progress
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prefect API server for the module's passes (its own home and database)."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "0",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
-    import httpx
-
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "Prefect server did not start in 90 s"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
