@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.rms_targets import N_CLASSES, RATE_HZ
-from models.v2a_inputs import IN_RATE_HZ, INPUT_DIM
+from models.v2a_inputs import CONTACT_DIM, IN_RATE_HZ, INPUT_DIM
 
 CHECKPOINT_KIND = "rms_mapper@1"
 _STD_FLOOR = 1e-6  # a dimension that never varied in training is left unscaled
@@ -44,6 +44,7 @@ class MapperConfig:
     out_rate_hz: float = RATE_HZ
     upsample: tuple[int, ...] = (2, 2, 1)
     onset_head: bool = False  # False for checkpoints written before the head existed
+    contact_inputs: bool = False  # inputs carry the tracker's contacts (v2a_inputs block D)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upsample", tuple(int(f) for f in self.upsample))  # JSON gives a list
@@ -52,8 +53,10 @@ class MapperConfig:
 
 
 PRESETS = {
-    "tiny": MapperConfig("tiny", channels=64, hidden=64, dropout=0.1, onset_head=True),
-    "base": MapperConfig("base", channels=256, hidden=256, dropout=0.2, onset_head=True),
+    "tiny": MapperConfig("tiny", in_dim=INPUT_DIM + CONTACT_DIM, channels=64, hidden=64,
+                         dropout=0.1, onset_head=True, contact_inputs=True),
+    "base": MapperConfig("base", in_dim=INPUT_DIM + CONTACT_DIM, channels=256, hidden=256,
+                         dropout=0.2, onset_head=True, contact_inputs=True),
 }
 
 

@@ -39,13 +39,15 @@ def head_params(meta: dict[str, Any]) -> dict[str, float]:
             "own_threshold": float(meta.get("own_threshold", 0.8))}
 
 
-def model_outputs(model: Any, features: dict[str, np.ndarray]
+def model_outputs(model: Any, features: dict[str, np.ndarray], contacts: list[dict[str, Any]]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(class probabilities, 125 Hz curve, per-frame confidence, onset probability or None)
-    for one clip, on the targets' frames."""
+    for one clip, on the targets' frames; `contacts` are the tracker's events of the clip (an
+    input of models trained with `contact_inputs`)."""
     duration = float(features["n_frames"]) / float(features["fps"])
     n_out = int(round(duration * rms_targets.SR)) // rms_targets.HOP + 1  # the targets' length
-    probs, onset = mapper.predict(model, v2a_inputs.frame_inputs(features))
+    inputs = v2a_inputs.model_inputs(features, contacts if model.config.contact_inputs else None)
+    probs, onset = mapper.predict(model, inputs)
     probs = v2a_inputs.align(probs, n_out)
     onset = v2a_inputs.align(onset, n_out) if onset is not None else None
     curve, conf = rms_targets.decode_probs(probs)
@@ -126,10 +128,10 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
     """(envelope, the 125 Hz curve, class probabilities) — the envelope is what the pass
     stores; the curve and probabilities are what the evaluation scores. `base` is the motion
     baseline's envelope of the same features, if the caller has it already."""
-    probs, curve, conf, onset = model_outputs(model, features)
     if base is None:
         base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
                                                  rate_hz=rate_hz)
+    probs, curve, conf, onset = model_outputs(model, features, base["events"])
     if onset is not None:
         fused = fuse_onset_head(onset, curve, base["events"], head_params(meta))
     else:

@@ -39,6 +39,22 @@ Layout of the INPUT_DIM = 757 values of a step (widths = picture widths, heights
 | 693–756 | C | thumb |
 
 Regions are not tracked here: slot 0 is whichever region is largest in each pair.
+
+Block D (CONTACT_DIM = 8, appended by `contact_inputs` for models trained with
+`MapperConfig.contact_inputs`): the motion tracker's contacts (`models.motion_baseline`), each
+a Gaussian bump of σ half a step at its sub-frame time; a step holds the row of the contact
+whose bump is largest there:
+
+| index | what |
+|---|---|
+| 757 | bump |
+| 758–760 | bump × the tracker's confidence, × strength, × y (0 top, 1 bottom: a bounce on the floor vs a turn in mid-air) |
+| 761–763 | bump × kind (impact, step, scrape) |
+| 764 | bump × (contact time − step time) in steps: where within the step it is |
+
+The tracker finds nearly every contact a picture shows (and many it does not sound: a turn
+in flight, a silent mover); the onset head then decides which of them sound, seeing when and
+where each is to a fraction of a step.
 """
 from __future__ import annotations
 
@@ -56,6 +72,8 @@ _REGION_VX, _REGION_VY = 4, 5  # indices in tasks.features.REGION_FIELDS
 _MOTION_DIM = 288 + 2 + 1 + 1 + 10 * N_REGIONS + N_REGIONS  # block A: 314
 _CHANGING_DIM = 288 + 2 + 1 + 2 * N_REGIONS  # block C without the thumbnail: 295
 INPUT_DIM = 757
+CONTACT_KINDS = ("impact", "step", "scrape")
+CONTACT_DIM = 5 + len(CONTACT_KINDS)
 
 
 def n_steps(duration_s: float) -> int:
@@ -123,6 +141,31 @@ def frame_inputs(feats: dict[str, np.ndarray]) -> np.ndarray:
     out = np.concatenate([a, b, moving, thumb_change], axis=1)
     assert out.shape[1] == INPUT_DIM, f"{out.shape=}: the layout in the docstring changed"
     return out.astype(np.float32)
+
+
+def model_inputs(feats: dict[str, np.ndarray], contacts: Sequence[dict] | None = None) -> np.ndarray:
+    """`frame_inputs`, with block D appended when `contacts` are given (a model trained with
+    `MapperConfig.contact_inputs` needs them; pass None for one without)."""
+    x = frame_inputs(feats)
+    if contacts is None:
+        return x
+    return np.concatenate([x, contact_inputs(contacts, len(x))], axis=1)
+
+
+def contact_inputs(contacts: Sequence[dict], n: int) -> np.ndarray:
+    """Block D, (n, CONTACT_DIM) float32, for input steps 0 … n − 1 (see the module docstring);
+    `contacts` are envelope events (t, strength, y, kind, confidence)."""
+    times = step_times(n)
+    out = np.zeros((n, CONTACT_DIM), np.float32)
+    sigma = 0.5 / IN_RATE_HZ
+    for c in contacts:
+        bump = np.exp(-0.5 * ((times - float(c["t"])) / sigma) ** 2)
+        kinds = [bump * (c.get("kind") == k) for k in CONTACT_KINDS]
+        row = np.stack([bump, bump * float(c.get("confidence", 1.0)), bump * float(c["strength"]),
+                        bump * float(c["y"]), *kinds, bump * (float(c["t"]) - times) * IN_RATE_HZ], axis=1)
+        take = bump > out[:, 0]
+        out[take] = row[take]
+    return out
 
 
 def align(x, length: int, axis: int = 0):

@@ -93,6 +93,10 @@ def test_metrics_by_their_definitions() -> None:
     # one prediction cannot match two truths; a silent clip predicted silent is perfect
     assert em.match_onsets([0.5], [0.49, 0.51], 0.05) == [(0.5, 0.49)] or \
         em.match_onsets([0.5], [0.49, 0.51], 0.05) == [(0.5, 0.51)]
+    assert em.combine_onsets([0.52, 0.10, 0.50, 0.525, 0.90]) == pytest.approx([0.10, 0.515, 0.90])
+    two_feet = em.OnsetCounts.of([0.505], [0.50, 0.52])  # 20 ms apart: one onset, found
+    assert two_feet.true == 1 and two_feet.matched[0.025] == 1
+    assert em.OnsetCounts.of([0.50], [0.50, 0.54]).true == 2  # 40 ms apart: two onsets
     assert em.onset_scores(em.OnsetCounts.of([], []))["onset_f1@50ms"] == 1.0
     assert math.isnan(em.onset_scores(em.OnsetCounts.of([], []))["onset_error_median_ms"])
 

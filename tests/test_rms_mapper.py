@@ -19,7 +19,7 @@ from models.rms_targets import (
     onset_target, resample_curve, rms_target, smooth_labels,
 )
 from models.v2a_inputs import (
-    IN_RATE_HZ, INPUT_DIM, align, frame_inputs, input_stats, n_steps, step_times,
+    CONTACT_DIM, IN_RATE_HZ, INPUT_DIM, align, contact_inputs, frame_inputs, model_inputs, input_stats, n_steps, step_times,
 )
 from tasks.features import GRID, KEYS, MAX_REGIONS, REGION_FIELDS
 
@@ -196,14 +196,17 @@ def test_step_rate_and_alignment_with_targets() -> None:
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_forward_shapes(preset: str) -> None:
     torch.manual_seed(0)
-    model = build(get_config(preset))
-    logits, onset = model(torch.randn(2, 10, INPUT_DIM))
+    config = get_config(preset)
+    assert config.contact_inputs and config.in_dim == INPUT_DIM + CONTACT_DIM
+    model = build(config)
+    logits, onset = model(torch.randn(2, 10, config.in_dim))
     assert logits.shape == (2, 40, N_CLASSES) and onset.shape == (2, 40)
-    probs, onset_p = predict(model, np.random.default_rng(0).normal(size=(7, INPUT_DIM)))
+    probs, onset_p = predict(model, np.random.default_rng(0).normal(size=(7, config.in_dim)))
     assert probs.shape == (28, N_CLASSES) and probs.dtype == np.float32
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert onset_p.shape == (28,) and ((onset_p > 0) & (onset_p < 1)).all()
-    headless = build(get_config(preset, onset_head=False))  # a checkpoint from before the head
+    headless = build(get_config(preset, onset_head=False, contact_inputs=False,
+                                in_dim=INPUT_DIM))  # a checkpoint from before the head
     assert headless(torch.randn(1, 3, INPUT_DIM))[1] is None
     assert predict(headless, np.zeros((3, INPUT_DIM)))[1] is None
     assert model.training, "predict must leave the model's mode as it found it"
@@ -216,11 +219,11 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     config = get_config("tiny")
     model = build(config)
     rng = np.random.default_rng(1)
-    inputs = [rng.normal(2.0, 3.0, size=(20, INPUT_DIM)) for _ in range(3)]
+    inputs = [rng.normal(2.0, 3.0, size=(20, config.in_dim)) for _ in range(3)]
     mean, std = input_stats(inputs)
     std[5] = 0.0  # a dimension that never varied
     set_input_stats(model, mean, std)
-    model(torch.randn(2, 8, INPUT_DIM))  # train-mode pass: BatchNorm running statistics move
+    model(torch.randn(2, 8, config.in_dim))  # train-mode pass: BatchNorm running statistics move
     path = tmp_path / "mapper.safetensors"
     save_checkpoint(model, config, path, {"trained_on": "unit test", "offset_s": 0.012})
     loaded, loaded_config, metadata = load_checkpoint(path)
@@ -239,7 +242,7 @@ def test_tiny_model_overfits_a_short_pattern() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = build(dataclasses.replace(get_config("tiny"), dropout=0.0))
-    x = rng.normal(size=(4, 16, INPUT_DIM)).astype(np.float32)
+    x = rng.normal(size=(4, 16, model.config.in_dim)).astype(np.float32)
     level = np.repeat(1 / (1 + np.exp(-2 * x[:, :, 0])), 4, axis=1)          # (4, 64) in (0, 1)
     classes = mu_encode(0.5 * level ** 3)
     target = torch.from_numpy(np.stack([smooth_labels(c) for c in classes]))  # (4, 64, 64)
@@ -259,6 +262,32 @@ def test_tiny_model_overfits_a_short_pattern() -> None:
         onset_losses.append(term.item())
     assert losses[-1] < 0.5 * losses[0], f"loss {losses[0]:.3f} → {losses[-1]:.3f}"
     assert onset_losses[-1] < 0.5 * onset_losses[0], f"{onset_losses[0]:.3f} → {onset_losses[-1]:.3f}"
+
+
+def test_contact_inputs_place_each_tracked_contact_within_its_step() -> None:
+    contacts = [{"t": 0.50, "strength": 0.8, "y": 0.9, "kind": "impact", "confidence": 0.7},
+                {"t": 0.52, "strength": 0.2, "y": 0.1, "kind": "step", "confidence": 0.4},
+                {"t": 1.30, "strength": 0.5, "y": 0.5, "kind": "scrape", "confidence": 1.0}]
+    n = n_steps(2.0)
+    d = contact_inputs(contacts, n)
+    assert d.shape == (n, CONTACT_DIM) and d.dtype == np.float32
+    times = step_times(n)
+    for c in contacts[::2]:
+        k = int(np.argmin(np.abs(times - c["t"])))
+        bump = d[k, 0]
+        assert 0.6 < bump <= 1.0
+        assert np.allclose(d[k, 1:4], bump * np.array([c["confidence"], c["strength"], c["y"]]))
+        kinds = d[k, 4:7] / bump
+        assert np.allclose(kinds, [c["kind"] == q for q in ("impact", "step", "scrape")])
+        assert np.isclose(d[k, 7] / bump, (c["t"] - times[k]) * IN_RATE_HZ, atol=1e-5)
+    # the step nearest 0.50 s holds the contact whose bump is larger there, not a mix of both
+    k = int(np.argmin(np.abs(times - 0.5)))
+    assert d[k, 4] > 0 and d[k, 5] == 0
+    assert (d[:, 0][np.abs(times - 0.9) < 0.1] < 1e-3).all()  # far from every contact: nothing
+    feats = _features(24.0)
+    x = model_inputs(feats, contacts)
+    assert x.shape == (n_steps(2.0), INPUT_DIM + CONTACT_DIM)
+    assert np.array_equal(x[:, :INPUT_DIM], frame_inputs(feats)) and np.array_equal(model_inputs(feats), frame_inputs(feats))
 
 
 def test_frame_inputs_of_a_real_bouncing_ball(tmp_path: Path) -> None:
