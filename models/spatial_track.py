@@ -11,12 +11,14 @@ Method
    (`models.motion_baseline.track_regions`); region k's centroid is taken at frame k.
 2. Stitching. A track that breaks (the flow mask merges the object with another region for a
    few frames, or loses it at a landing) is joined to the track that continues it: the
-   continuation starts at most `STITCH_FRAMES` pairs later, where the broken track's last
-   velocity (plus the camera's motion) puts it — within 4 px + half the region's radius +
-   half the distance travelled, plus the new region's own displacement — with a velocity that
-   has not changed by more than the old speed (a landing keeps its horizontal motion, a
-   bounce reverses and stays apart: the baseline's tracker links those itself) and an area
-   within ×2.5. Joins are made best first, one continuation per track.
+   continuation starts at most `STITCH_S` (0.5 s) later, where the broken track's last
+   centroid velocity puts it — within 4 px + half the region's radius + half the distance
+   travelled, plus the new track's own step — with a centroid velocity that has not changed
+   by more than the old speed (a landing keeps its horizontal motion; a bounce reverses and
+   stays apart: the baseline's tracker links those itself) and an area within ×2.5.
+   Centroid velocities, not the residual flow: where the picture has little texture the
+   camera-motion estimate is off and the residual with it, the centroids are not. Joins are
+   made best first, one continuation per track.
 3. Smoothing. Each track's x, y and log-area are smoothed with a Rauch–Tung–Striebel
    smoother (constant-velocity Kalman model, per axis): measurement noise 1 % of the frame
    (flow-mask centroids jitter), process noise 2 frame widths/s² — a bounce or a footfall stays
@@ -35,7 +37,9 @@ Method
    correlates with it over the shot (correlation ≥ 0.2 and ≥ half the best; tracked over
    at least 4 frame pairs, so a flicker of the mask does not) make it, sharing
    it at each moment in proportion to their drive: two boxes sliding at once both sound, a
-   fast distractor crossing in silence does not.
+   fast distractor crossing in silence does not. While none of them moves, the sound goes to
+   the other tracks moving then whose drive correlates positively at all (a slide the
+   envelope heard only in part), else to the nearest of them in time.
 6. Shares. Each object's weight over time is the sum of its events' transients (from half a
    glide before the onset) and its part of the sustained sound; its share is its weight over
    the sum of all weights (held through silence, so a tail stays where it was), smoothed
@@ -61,7 +65,7 @@ EVENT_GATE = 0.15        # picture units
 EVENT_FRAMES = 2.0
 GLIDE_S = 0.04
 GRID_HZ = 200.0
-STITCH_FRAMES = 8
+STITCH_S = 0.5           # a track broken for up to this long is joined to its continuation
 STITCH_AREA = 2.5
 SUSTAIN_MIN = 0.02       # curve units: less residual than this is not a sustained sound
 CORR_MIN = 0.2
@@ -138,17 +142,27 @@ def rts_smooth(z: np.ndarray, dt: float, meas: float = MEAS_NOISE, accel: float 
     return xs[:, 0]
 
 
-def _continues(a: Track, b: Track, glob: np.ndarray, w: float, h: float) -> float | None:
+def _velocity(track: Track, glob: np.ndarray, end: bool) -> np.ndarray:
+    """The track's centroid velocity (px per pair) at its end or its start: from its two
+    last (first) centroids, else its residual flow plus the camera's motion."""
+    if len(track.pairs) >= 2:
+        i, j = (-2, -1) if end else (0, 1)
+        return (track.pos[j] - track.pos[i]) / (track.pairs[j] - track.pairs[i])
+    k = track.pairs[-1 if end else 0]
+    return track.disp[-1 if end else 0] + glob[k]
+
+
+def _continues(a: Track, b: Track, glob: np.ndarray, w: float, h: float, max_gap: int) -> float | None:
     """How well `b` continues `a` after a break (0 = exactly where predicted), None if not."""
     gap = b.pairs[0] - a.pairs[-1]
-    if not 1 <= gap <= STITCH_FRAMES or not 1 / STITCH_AREA <= b.area[0] / max(a.area[-1], 1e-9) <= STITCH_AREA:
+    if not 1 <= gap <= max_gap or not 1 / STITCH_AREA <= b.area[0] / max(a.area[-1], 1e-9) <= STITCH_AREA:
         return None
-    pred = a.pos[-1] + a.disp[-1] * gap + glob[a.pairs[-1]:b.pairs[0]].sum(axis=0)
-    speed = float(np.linalg.norm(a.disp[-1]))
+    va, vb = _velocity(a, glob, True), _velocity(b, glob, False)
+    speed = float(np.linalg.norm(va))
     radius = math.sqrt(max(a.area[-1], b.area[0]) * w * h / math.pi)
-    gate = 4.0 + 0.5 * radius + 0.5 * speed * gap + float(np.linalg.norm(b.disp[0]))
-    dist = float(np.linalg.norm(b.pos[0] - pred))
-    if dist > gate or np.linalg.norm(b.disp[0] - a.disp[-1]) > max(2.0, speed):
+    gate = 4.0 + 0.5 * radius + 0.5 * speed * gap + float(np.linalg.norm(vb))
+    dist = float(np.linalg.norm(b.pos[0] - (a.pos[-1] + va * gap)))
+    if dist > gate or np.linalg.norm(vb - va) > max(2.0, speed):
         return None
     return dist / gate
 
@@ -157,8 +171,9 @@ def stitch_tracks(tracks: list[Track], features: dict[str, np.ndarray]) -> list[
     """Tracks with each broken one joined to its continuation (module docstring, step 2)."""
     w, h = (float(v) for v in features["size"])
     glob = np.asarray(features["global_motion"], np.float64) * w
+    max_gap = max(1, int(round(STITCH_S * float(features["fps"]))))
     costs = sorted((c, i, j) for i, a in enumerate(tracks) for j, b in enumerate(tracks)
-                   if i != j and (c := _continues(a, b, glob, w, h)) is not None)
+                   if i != j and (c := _continues(a, b, glob, w, h, max_gap)) is not None)
     nxt: dict[int, int] = {}
     prev: dict[int, int] = {}
     for _, i, j in costs:
@@ -270,16 +285,27 @@ def sliding_objects(tracks: list[_Smoothed], level: np.ndarray, times: np.ndarra
     chosen = [i for i in range(len(tracks)) if corr[i] >= max(CORR_MIN, 0.5 * best)]
     if not chosen:
         chosen = [int(np.argmax(corr if best > 0 else drives.sum(axis=1)))]
-    d = drives[chosen]
+    weights = _by_drive(drives, chosen, level)
+    idle = (level > 0) & ~np.any([w > 0 for w in weights.values()], axis=0)
+    if np.any(idle):      # the chosen are still: whoever else moves then (with any link to it)
+        others = [i for i in range(len(tracks)) if i not in chosen and corr[i] > 0]
+        for i, w in _by_drive(drives, others, level * idle).items():
+            weights[i] = w
+        idle &= ~np.any([w > 0 for w in weights.values()], axis=0)
+    for k in np.flatnonzero(idle):          # nobody moves: the nearest chosen in time holds it
+        near = [np.min(np.abs(np.flatnonzero(drives[i] > 0) - k), initial=len(level)) for i in chosen]
+        weights[chosen[int(np.argmin(near))]][k] = level[k]
+    return weights
+
+
+def _by_drive(drives: np.ndarray, which: list[int], level: np.ndarray) -> dict[int, np.ndarray]:
+    """`level` shared among the tracks `which` in proportion to their drive at each moment."""
+    if not which:
+        return {}
+    d = drives[which]
     total = d.sum(axis=0)
     part = np.where(total > 0, d / np.maximum(total, 1e-12), 0.0)
-    idle = total <= 0                      # nobody moves while it sounds: the nearest in time holds it
-    if np.any(idle & (level > 0)):
-        span = [np.flatnonzero(r > 0) for r in d]
-        for k in np.flatnonzero(idle & (level > 0)):
-            near = [np.min(np.abs(s - k)) if len(s) else np.inf for s in span]
-            part[int(np.argmin(near)), k] = 1.0
-    return {i: part[j] * level for j, i in enumerate(chosen)}
+    return {i: part[j] * level for j, i in enumerate(which)}
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:

@@ -131,7 +131,7 @@ def test_a_track_broken_mid_slide_is_stitched_to_its_continuation() -> None:
     assert chain.pairs[:20] == list(range(10, 30)) and chain.pairs[20:] == list(range(34, 60))
 
 
-@pytest.mark.parametrize(("gap", "jump", "vx"), [(12, 0.0, 0.01), (4, 0.15, 0.01), (4, 0.0, -0.01)])
+@pytest.mark.parametrize(("gap", "jump", "vx"), [(14, 0.0, 0.01), (4, 0.15, 0.01), (4, 0.0, -0.01)])
 def test_no_stitch_across_a_long_gap_a_jump_or_a_reversal(gap: int, jump: float, vx: float) -> None:
     a = track(range(10, 30), 0.1, 0.01)
     b = track(range(29 + gap, 50 + gap), 0.1 + 0.01 * (19 + gap) + jump, vx)
