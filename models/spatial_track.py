@@ -44,8 +44,9 @@ Method
    glide before the onset) and its part of the sustained sound; its share is its weight over
    the sum of all weights (held through silence, so a tail stays where it was), smoothed
    over `GLIDE_S` (40 ms, raised cosine) so the sound moves to the next object before the
-   next onset, never with a click. Shares sum to 1 at every moment. No motion and no events:
-   the centre of the picture at the reference distance.
+   next onset, never with a click. Shares sum to 1 at every moment. A shot with neither
+   events nor a sustained part follows its biggest mover; no motion either: the centre of
+   the picture at the reference distance.
 Everything is on a `GRID_HZ` time grid (5 ms), so an event's switch is not rounded to frames.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from models.motion_baseline import Track, _contacts, envelope_curve, track_regions
+from models.motion_baseline import ATTACK_S, DECAY_S, Track, _contacts, envelope_curve, track_regions
 from models.spatial import A_REF
 
 MEAS_NOISE = 0.01        # picture units
@@ -259,7 +260,7 @@ def event_objects(event: dict[str, Any], tracks: list[_Smoothed], contacts: list
 def _transient(times: np.ndarray, event: dict[str, Any]) -> np.ndarray:
     """The event's weight: its strength from half a glide before the onset, then the decay."""
     dt = times - event["t"]
-    shape = np.where(dt < -GLIDE_S / 2, 0.0, np.where(dt < 0.01, 1.0, np.exp(-(dt - 0.01) / 0.08)))
+    shape = np.where(dt < -GLIDE_S / 2, 0.0, np.where(dt < ATTACK_S, 1.0, np.exp(-(dt - ATTACK_S) / DECAY_S)))
     return max(float(event.get("strength", 1.0)), 1e-3) * shape
 
 
