@@ -33,11 +33,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-
-from models import hrtf, spatial
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import istft, stft
 
+from models import hrtf, spatial
 from models.spatial_track import SOUNDING, PositionTrack, SourceScene
 
 OVERRIDE_KEYS = ("azimuth_deg", "elevation_deg", "distance_m")

@@ -209,3 +209,29 @@ def test_tracked_azimuth_on_rendered_bouncing_balls_is_within_5_degrees() -> Non
     stats = report["summary"]["tracked_az_deg"]
     assert stats["n"] >= 2
     assert stats["p90"] < 5.0, report["scenes"]
+
+
+def two_layers(share_left: float) -> spatial_track.SourceScene:
+    """A layer at the left edge and one at the right, the left with `share_left` of the sound."""
+    t = np.array([0.0, 1.0])
+    layers = [spatial_track.SourceLayer(spatial_track.PositionTrack(t, np.full(2, x), np.full(2, 0.5),
+                                                                    np.full(2, spatial.A_REF)),
+                                        np.full(2, s), f"object {i}")
+              for i, (x, s) in enumerate(((0.0, share_left), (1.0, 1 - share_left)))]
+    return spatial_track.SourceScene(t, layers)
+
+
+def test_layers_heard_together_sum_to_the_stem_in_w_and_mark_their_events_shared() -> None:
+    sr = 48000
+    mono = np.random.default_rng(1).standard_normal(sr // 2).astype(np.float32) * 0.1
+    cam, settings = spatial.Camera(60.0), spatial_render.SpatialSettings()
+    sources = two_layers(0.5)
+    stems = spatial_render.render(mono, spatial_render.source_paths(sources, cam, {}, len(mono), sr), sr, settings)
+    assert np.max(np.abs(stems["foa"][:, 0] - stems["mono"])) < 1e-6           # W = the placed stem
+    report = spatial_render.position_report(sources, cam, {}, [{"t": 0.2, "kind": "scrape"}], settings)
+    [event] = report["events"]
+    assert event["shared"] and event["layers"] == ["object 0", "object 1"]
+    assert abs(event["azimuth_deg"]) < 1.0                                       # between the two
+    assert len(report["layers"]) == 2 and report["layers"][0]["azimuth_deg"][0] == pytest.approx(30.0)
+    alone = spatial_render.position_report(two_layers(0.9), cam, {}, [{"t": 0.2, "kind": "impact"}], settings)
+    assert not alone["events"][0]["shared"] and alone["events"][0]["azimuth_deg"] == pytest.approx(30.0)
