@@ -173,8 +173,12 @@ def stitch_tracks(tracks: list[Track], features: dict[str, np.ndarray]) -> list[
     w, h = (float(v) for v in features["size"])
     glob = np.asarray(features["global_motion"], np.float64) * w
     max_gap = max(1, int(round(STITCH_S * float(features["fps"]))))
-    costs = sorted((c, i, j) for i, a in enumerate(tracks) for j, b in enumerate(tracks)
-                   if i != j and (c := _continues(a, b, glob, w, h, max_gap)) is not None)
+    starting: dict[int, list[int]] = {}
+    for j, b in enumerate(tracks):
+        starting.setdefault(b.pairs[0], []).append(j)
+    costs = sorted((c, i, j) for i, a in enumerate(tracks)
+                   for k in range(a.pairs[-1] + 1, a.pairs[-1] + max_gap + 1) for j in starting.get(k, ())
+                   if (c := _continues(a, tracks[j], glob, w, h, max_gap)) is not None)
     nxt: dict[int, int] = {}
     prev: dict[int, int] = {}
     for _, i, j in costs:
