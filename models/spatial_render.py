@@ -15,8 +15,8 @@ boxes sliding at once, objects dropped together) the stem is split across freque
 scaled: in each STFT frame (1024 samples, hop 256, Hann) third-octave bands go to the layers
 in proportion to their shares (band b to the layer whose cumulative-share interval holds
 frac(b·φ), φ the golden ratio, so a layer's bands are spread over the spectrum), the masks
-smoothed over 5 frames. Scaling one signal into two directions would be heard as one phantom
-image between them; bands split this way are heard at both objects. The masks sum to 1, so
+smoothed over 5 frames. Scaling one signal into two directions makes one phantom image
+between them; split this way each band arrives from its own object. The masks sum to 1, so
 the layers add back to the stem. A person's override
 (`position` in the envelope, or clip metadata) replaces any of azimuth, elevation and
 distance; what it leaves out follows the picture.
