@@ -71,7 +71,7 @@ def generate_foley(
     if not spatial:
         return FoleyClip(mono, SR, env)
     width, height = (float(v) for v in feats["size"])
-    path = spatial_render.source_path(spatial_track.sounding_track(feats, env),
-                                      spatial_mod.Camera(aspect=width / height), {}, len(mono), SR)
-    stems = spatial_render.render(mono, path, SR, spatial_render.SpatialSettings())
+    paths = spatial_render.source_paths(spatial_track.sounding_sources(feats, env),
+                                        spatial_mod.Camera(aspect=width / height), {}, len(mono), SR)
+    stems = spatial_render.render(mono, paths, SR, spatial_render.SpatialSettings())
     return FoleyClip(stems["stereo"], SR, env, foa=stems["foa"])

@@ -1,7 +1,7 @@
 """Spatial stage: put a shot's sound where it is seen, in every format a mix stage needs.
 
 Reads the shot's synthesized mono stem, its approved envelope and its picture features; tracks
-the sounding region (`models.spatial_track`), maps it through the reel's camera
+the sounding objects (`models.spatial_track`: one layer per object), maps it through the reel's camera
 (`models.spatial.Camera`: HFOV per reel, aspect from the picture) and renders
 (`models.spatial_render`) the placed mono, first-order B-format (AmbiX, or FuMa on request),
 stereo, 5.1 and binaural stems, plus `position.json` (the track, the angles, each event's
@@ -113,14 +113,14 @@ def spatialize(shot_id: int, mono: ArtifactRef, envelope: ArtifactRef) -> dict[s
         feats = load_features(paths["features"])
         width, height = (float(v) for v in feats["size"])
         camera = spatial.Camera(settings.hfov_deg, width / height)
-        track = spatial_track.sounding_track(feats, env)
-        path = spatial_render.source_path(track, camera, override, len(audio), sr)
+        sources = spatial_track.sounding_sources(feats, env)
+        paths = spatial_render.source_paths(sources, camera, override, len(audio), sr)
         files: dict[str, tuple[Path, str]] = {}
-        for kind, data in spatial_render.render(audio, path, sr, settings).items():
+        for kind, data in spatial_render.render(audio, paths, sr, settings).items():
             out = work / f"stem_{kind}.wav"
             write_float_wav(out, data, sr)
             files[kind] = (out, "audio/wav")
-        report = spatial_render.position_report(track, camera, override, env["events"], settings)
+        report = spatial_render.position_report(sources, camera, override, env["events"], settings)
         pos = work / "position.json"
         pos.write_text(json.dumps(report, indent=1))
         files["position"] = (pos, "application/json")
