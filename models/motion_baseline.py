@@ -253,7 +253,7 @@ def _flag(d: np.ndarray, seen: np.ndarray, m: int, seg: int, v_after: np.ndarray
     return None
 
 
-def _contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> list[Contact]:
+def track_contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -> list[Contact]:
     """Stops and reversals along one track, timed below a frame."""
     first, d, seen, stopped = _series(track, n_pairs, w, h)
     border = {k - first for k, b in zip(track.pairs, track.border) if b}
@@ -359,7 +359,7 @@ def estimate_envelope(features: dict[str, np.ndarray], *, shot: str, duration_s:
     contacts: list[Contact] = []
     sustain: list[tuple[float, float, float]] = []
     for track in track_regions(features):
-        contacts += _contacts(track, n_pairs, w, h, fps)
+        contacts += track_contacts(track, n_pairs, w, h, fps)
         if _sliding(track):
             if start := _start(track, n_pairs, w, h, fps):
                 contacts.append(start)

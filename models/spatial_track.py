@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from models.motion_baseline import ATTACK_S, DECAY_S, Track, _contacts, envelope_curve, track_regions
+from models.motion_baseline import ATTACK_S, DECAY_S, Track, envelope_curve, track_contacts, track_regions
 from models.spatial import A_REF
 
 MEAS_NOISE = 0.01        # picture units
@@ -343,7 +343,7 @@ def sounding_sources(features: dict[str, np.ndarray], envelope: dict[str, Any]) 
     times = np.arange(int(round(envelope["duration_s"] * GRID_HZ)) + 1) / GRID_HZ
     raw = stitch_tracks(track_regions(features), features)
     tracks = [_smoothed(tr, w, h, fps) for tr in raw]
-    contacts = [_contacts(tr, len(features["regions"]), w, h, fps) for tr in raw]
+    contacts = [track_contacts(tr, len(features["regions"]), w, h, fps) for tr in raw]
     weights: dict[Any, np.ndarray] = {}
     ref_log_area = math.log(A_REF)
 

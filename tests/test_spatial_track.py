@@ -144,7 +144,7 @@ def test_objects_stopping_together_share_the_event_and_a_passer_by_does_not() ->
     stop_a, stop_b = track(range(10, 24), 0.03, 0.01), track(range(10, 24), 0.7, -0.01)
     passing = track(range(0, 48), 0.3, 0.004, y=0.7)
     sm = [spatial_track._smoothed(t, W, H, fps) for t in (stop_a, stop_b, passing)]
-    contacts = [motion_baseline._contacts(t, 48, W, H, fps) for t in (stop_a, stop_b, passing)]
+    contacts = [motion_baseline.track_contacts(t, 48, W, H, fps) for t in (stop_a, stop_b, passing)]
     event = {"t": 24 / fps, "x": 0.17, "y": 0.8, "strength": 0.8}
     parts = spatial_track.event_objects(event, sm, contacts, fps)
     assert set(parts) == {0, 1} and sum(parts.values()) == pytest.approx(1.0)
