@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
@@ -141,3 +142,23 @@ def test_eval_cli_errors(tmp_path):
     res = runner.invoke(app, ["eval", "synth", "--checkpoints", str(tmp_path / "none"),
                               "--work", str(tmp_path / "w"), "--scenes", "2"])
     assert res.exit_code == 2 and "foley train synth --stage" in res.output
+
+
+def test_generate_uses_the_shipped_model(tmp_path):
+    """`foley generate` without --checkpoints finds models/checkpoints/synth_*_tiny, which git
+    tracks (not ignored)."""
+    import subprocess
+
+    from flows.cli import app
+    from flows.cli_synth import SHIPPED
+
+    files = [synth_pipeline.checkpoint_path(SHIPPED, s, "tiny") for s in synth_pipeline.STAGES]
+    assert all(f.is_file() for f in files), files
+    ignored = subprocess.run(["git", "check-ignore", *map(str, files)], cwd=SHIPPED,
+                             capture_output=True, text=True)
+    assert ignored.returncode == 1 and not ignored.stdout, ignored.stdout
+    res = CliRunner().invoke(app, ["generate", "a door close", "--duration", "1", "--steps", "2",
+                                   "--threads", "1", "--out", str(tmp_path / "door.wav")])
+    assert res.exit_code == 0, res.output
+    audio, sr = sf.read(tmp_path / "door.wav")
+    assert sr == SR and len(audio) == SR and np.isfinite(audio).all()
