@@ -19,7 +19,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
