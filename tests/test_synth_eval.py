@@ -162,3 +162,19 @@ def test_generate_uses_the_shipped_model(tmp_path):
     assert res.exit_code == 0, res.output
     audio, sr = sf.read(tmp_path / "door.wav")
     assert sr == SR and len(audio) == SR and np.isfinite(audio).all()
+
+
+def test_shipping_in_float16_halves_the_file_and_keeps_the_output(tmp_path):
+    _untrained_checkpoints(tmp_path / "run")
+    src = synth_pipeline.checkpoint_path(tmp_path / "run", "vocoder", "tiny")
+    dst = synth_pipeline.checkpoint_path(tmp_path / "ship", "vocoder", "tiny")
+    dst.parent.mkdir()
+    synth_ckpt.save_half(src, dst)
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    full, _c, _m = synth_pipeline.load_stage(tmp_path / "run", "vocoder", "tiny")
+    half, _c, meta = synth_pipeline.load_stage(tmp_path / "ship", "vocoder", "tiny")
+    assert meta["stored"] == "float16" and next(half.parameters()).dtype == torch.float32
+    mel = torch.randn(1, 80, 20, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        a, b = full(mel), half(mel)
+    assert float((a - b).norm() / a.norm()) < 1e-2
