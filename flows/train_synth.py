@@ -38,9 +38,10 @@ from models.text_embed import TextEmbedder
 P_DROP_SEMANTIC = 0.1
 VOCODER_SEGMENT_S = 0.64  # the vocoder sees a few frames of context only: short is enough
 # Optimizer steps per preset and stage. tiny: what the shipped checkpoints were trained with,
-# ~50 min on ONE CPU thread of its own (~75 min on a busy shared machine) (models/README.md); base: a GPU run.
+# ~45 min on one CPU thread of its own (~70 min on the busy shared machine; models/README.md);
+# base: a GPU run.
 DEFAULT_STEPS = {
-    "tiny": {"vocoder": 1200, "encoder": 800, "base": 7000, "control": 7000},
+    "tiny": {"vocoder": 1200, "encoder": 800, "base": 7000, "control": 5000},
     "base": {"vocoder": 20000, "encoder": 4000, "base": 30000, "control": 15000},
 }
 DEFAULT_LR = {"vocoder": 5e-4, "encoder": 1e-3, "base": 3e-4, "control": 3e-4}
