@@ -120,14 +120,15 @@ def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
                          progress=lambda stage, total: seen.append((stage, total)),
                          keep_audio=tmp_path / "audio")
     assert seen.count(("diffusion", 4)) == 4 and seen.count(("sampler", 4)) == 4
+    assert seen.count(("vocoder", 4)) == 4
     assert report["classes"] == ["footsteps", "impacts"] and len(report["scenes"]) == 4
     assert 0.0 <= report["judge"]["accuracy"] <= 1.0 and report["judge"]["recordings"] == 12
-    for name in ("diffusion", "sampler"):
+    for name in ("diffusion", "sampler", "vocoder"):
         b = report["backends"][name]
         assert b["audio_s"] == pytest.approx(4 * es.SCENE_S) and b["rtf"] > 0
         assert 0 <= b["onset_f1@25ms"] <= 1 and 0 <= b["semantic_accuracy"] <= 1
         assert np.isfinite(b["e_l1"]) and np.isfinite(b["frechet_distance"])
-    assert len(list((tmp_path / "audio").glob("*.wav"))) == 12
+    assert len(list((tmp_path / "audio").glob("*.wav"))) == 16
     text = es.table(report)
     assert "| onset F1 @ ±25 ms |" in text and "cross-validated accuracy" in text
     json.dumps(report)  # the --json output is plain JSON
