@@ -18,7 +18,8 @@ recordings (the library it would have; the held-out ones are the truth). Metrics
 
 - **E-L1** (T-Foley, `models.envelope_metrics.e_l1_tfoley`) between `rms_target` of the scene
   the envelope was measured on and `rms_target` of the rendering: the control's loudness
-  against what came out, on the project's one RMS-target definition (125 Hz);
+  against what came out, on the project's one RMS-target definition (125 Hz); the report also
+  gives the E-L1 of silence on the same envelopes as the floor to compare with;
 - **onsets**: `detect_onsets` of the rendering against the envelope's events, matched one to
   one (`OnsetCounts`), precision / recall / F1 at ±25 ms (also 50 and 100 ms) over all scenes;
 - **semantic accuracy**: a small classifier (`Judge`) trained on the held-out recordings ONLY
@@ -330,6 +331,8 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
         "classes": classes, "scenes": [s.name for s in scenes],
         "heldout_recordings": len(judge_clips), "events": sum(len(s.envelope["events"])
                                                               for s in scenes),
+        "e_l1_silence": float(np.mean([e_l1_tfoley(np.zeros_like(t), t) for t in
+                                       (rms_target(s.audio, SR) for s in scenes)])),
         "judge": {**cv, "segments_per_recording": JUDGE_SEGMENTS, "embedding_dim": EMBED_DIM},
         "params": {"preset": preset, "steps": steps, "guidance": guidance, "seed": seed,
                    "threads": torch.get_num_threads(), "model": synth.version[:16],
@@ -374,5 +377,6 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"{len(report['scenes'])} envelopes ({', '.join(report['classes'])}; "
                  f"{report['events']} events); judge: cross-validated accuracy "
                  f"{j['accuracy']:.3f} on {j['recordings']} held-out recordings "
-                 f"({j['folds']} folds by recording)")
+                 f"({j['folds']} folds by recording); E-L1 of silence on these envelopes "
+                 f"{report['e_l1_silence']:.4f}")
     return "\n".join(lines)

@@ -129,6 +129,7 @@ def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
         assert 0 <= b["onset_f1@25ms"] <= 1 and 0 <= b["semantic_accuracy"] <= 1
         assert np.isfinite(b["e_l1"]) and np.isfinite(b["frechet_distance"])
     assert len(list((tmp_path / "audio").glob("*.wav"))) == 16
+    assert report["e_l1_silence"] > 0
     text = es.table(report)
     assert "| onset F1 @ ±25 ms |" in text and "cross-validated accuracy" in text
     json.dumps(report)  # the --json output is plain JSON
