@@ -68,11 +68,12 @@ _add_spatial()
 
 
 def _add_synth() -> None:
-    from flows.cli_models import train_app
-    from flows.cli_synth import generate, train_synth
+    from flows.cli_models import eval_app, train_app
+    from flows.cli_synth import eval_synth, generate, train_synth
 
     app.command("generate")(generate)
     train_app.command("synth")(train_synth)
+    eval_app.command("synth")(eval_synth)
 
 
 _add_synth()
@@ -120,6 +121,7 @@ def run(
     foa_format: Annotated[str, typer.Option(help="B-format of the FOA stems and mix: ambix (ACN/SN3D) or fuma (WXYZ, W -3 dB).")] = "ambix",
     reverb_db: Annotated[Optional[float], typer.Option(help="Add a room (early reflections + tail) at this send level in dB, e.g. -18; off by default.")] = None,
     rt60: Annotated[float, typer.Option(help="Reverberation time of that room in seconds.")] = 0.5,
+    backend: Annotated[str, typer.Option(help="Synthesis: sampler (one-shots and textures from the library) or diffusion (the trained diffusion synthesizer, prompted by the envelope's prompt / the FOLEY marker; docs/SYNTHESIS.md).")] = "sampler",
 ) -> None:
     """Run the Foley pass on an edit and write the delivery folder.
 
@@ -133,6 +135,16 @@ def run(
         fail(f"--approve must be auto or queue, not {approve!r}")
     if envelope not in ("baseline", "model"):
         fail(f"--envelope must be baseline or model, not {envelope!r}")
+    if backend not in ("sampler", "diffusion"):
+        fail(f"--backend must be sampler or diffusion, not {backend!r}")
+    if backend == "diffusion":  # a missing checkpoint is one clear error, not a failed reel
+        from models.synth_pipeline import MissingCheckpoint
+        from tasks.synth import diffusion_model
+
+        try:
+            diffusion_model()
+        except (MissingCheckpoint, ValueError) as exc:
+            fail(str(exc))
     spatial_options = {"hfov_deg": hfov, "fmt": foa_format, "reverb_db": reverb_db, "rt60_s": rt60}
     try:  # validate before anything is written
         edit, spec = read_timeline(timeline, fps=fps, media_root=media_root)
@@ -147,7 +159,7 @@ def run(
     report = configured_pass()(
         str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
         approve=approve, library=library, seed=seed, envelope_estimator=envelope,
-        approve_threshold=approve_threshold, spatial_options=spatial_options,
+        approve_threshold=approve_threshold, spatial_options=spatial_options, backend=backend,
     )
     m = report.manifest
     delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")

@@ -1,5 +1,5 @@
-"""`foley generate` and `foley train synth`: the diffusion synthesizer from the command line
-(design and presets: docs/SYNTHESIS.md)."""
+"""`foley generate`, `foley train synth` and `foley eval synth`: the diffusion synthesizer from
+the command line (design, presets and the shipped checkpoints: docs/SYNTHESIS.md)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-DEFAULT_CHECKPOINTS = Path(".foley/train/synth")
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+DEFAULT_TRAIN_OUT = Path(".foley/train/synth")
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 MAX_DURATION_S = 3600.0
 
@@ -22,7 +23,7 @@ def _fail(message: str) -> None:
 
 def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float]:
     """The ControlNet input of an envelope JSON file and its duration (clear errors)."""
-    from models.audio_repr import SR, control_from_envelope, n_frames
+    from models.synth_pipeline import envelope_control
     from tasks.decisions import read_envelope, validate_envelope
 
     if not path.is_file():
@@ -36,9 +37,7 @@ def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, f
     if duration is not None and not math.isclose(duration, length, abs_tol=1e-3):
         _fail(f"--duration {duration:g} s differs from the envelope's duration_s {length:g} s "
               f"in {path}: leave --duration out to follow the envelope")
-    n = int(round(length * SR))
-    return control_from_envelope(np.asarray(env["curve"]), float(env["rate_hz"]),
-                                 env["events"], n_frames(n)), length
+    return envelope_control(env)[0], length
 
 
 def _semantic(synth, prompt: str | None, like: Path | None, cache: Path) -> np.ndarray | None:
@@ -88,8 +87,9 @@ def generate(
     steps: Annotated[int, typer.Option(help="Sampler steps (Euler, rectified flow).")] = 16,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none).")] = 3.0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same audio.")] = 0,
-    checkpoints: Annotated[Path, typer.Option(help="Folder of synth_*.safetensors "
-                                              "(`foley train synth --out`).")] = DEFAULT_CHECKPOINTS,
+    checkpoints: Annotated[Path, typer.Option(help="Folder of synth_*.safetensors (default: "
+                                              "the shipped tiny model; or a `foley train "
+                                              "synth --out` folder).")] = SHIPPED,
     preset: Annotated[str, typer.Option(help="tiny (CPU) | base (GPU).")] = "tiny",
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
 ) -> None:
@@ -121,7 +121,7 @@ def generate(
         synth = synth_pipeline.load(checkpoints, preset, need=need)
     except (synth_pipeline.MissingCheckpoint, ValueError) as exc:
         _fail(str(exc))
-    semantic = _semantic(synth, prompt, like, checkpoints / "text_cache")
+    semantic = _semantic(synth, prompt, like, DEFAULT_TRAIN_OUT / "text_cache")
     with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task("windows", total=None)
@@ -143,7 +143,7 @@ def train_synth(
     preset: Annotated[str, typer.Option(help="tiny (CPU) | base (GPU).")] = "tiny",
     sfx: Annotated[Path, typer.Option(help="Folder of recordings with catalog.csv.")] = DEFAULT_SFX,
     out: Annotated[Path, typer.Option(help="Where checkpoints, curves and resumable state "
-                                      "go.")] = DEFAULT_CHECKPOINTS,
+                                      "go.")] = DEFAULT_TRAIN_OUT,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per stage (default: "
                                                  "the stage's own).")] = None,
     batch_size: Annotated[int, typer.Option(help="Segments per batch.")] = 8,
@@ -179,3 +179,62 @@ def train_synth(
                                  seed=seed, max_minutes=max_minutes, threads=threads,
                                  with_kit=kit)
     typer.echo(json.dumps(summary, indent=1))
+
+
+def eval_synth(
+    checkpoints: Annotated[Path, typer.Option(help="Folder of synth_*.safetensors (default: "
+                                              "the shipped tiny model).")] = SHIPPED,
+    sfx: Annotated[Path, typer.Option(help="The sfx folder the model was trained on: its "
+                                      "held-out recordings (by file hash) make the "
+                                      "evaluation envelopes and train the judge.")] = DEFAULT_SFX,
+    preset: Annotated[str, typer.Option(help="tiny (CPU) | base (GPU).")] = "tiny",
+    scenes: Annotated[int, typer.Option(help="Envelopes per class.")] = 8,
+    steps: Annotated[int, typer.Option(help="Diffusion sampler steps.")] = 16,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Seed of the envelopes, the judge and both "
+                                      "renderers.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (the real-time factor is "
+                                         "measured with these).")] = 1,
+    work: Annotated[Path, typer.Option(help="Cache of the indexed recordings and prompt "
+                                       "embeddings.")] = Path(".foley/eval/synth"),
+    keep_audio: Annotated[Optional[Path], typer.Option(help="Also write every envelope's "
+                                                       "real scene and both renderings "
+                                                       "here (WAV) to listen to.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Score the diffusion synthesizer against the sampler on the same envelopes, measured on
+    scenes of held-out recordings (never trained on): E-L1 (T-Foley) between the control and
+    the rendering, onset precision/recall/F1 at ±25/50/100 ms against the control's events,
+    semantic accuracy and Fréchet distance with a classifier trained on the held-out
+    recordings only (its cross-validated accuracy is reported), real-time factor on this CPU.
+    Method: flows/eval_synth.py; figures: docs/BENCHMARKS.md."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from flows.eval_synth import evaluate, table
+    from models.synth_pipeline import MissingCheckpoint
+
+    if not (sfx / "catalog.csv").is_file():
+        _fail(f"{sfx} has no catalog.csv: point --sfx at the folder the model was trained on")
+    if scenes < 2 or steps < 1 or guidance <= 0:
+        _fail("--scenes must be at least 2, --steps at least 1 and --guidance positive")
+    torch.set_num_threads(threads)
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        bars: dict[str, int] = {}
+
+        def tick(stage: str, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.advance(bars[stage])
+        try:
+            report = evaluate(sfx, checkpoints, work, preset=preset, steps=steps,
+                              guidance=guidance, seed=seed, per_class=scenes, progress=tick,
+                              keep_audio=keep_audio)
+        except (MissingCheckpoint, ValueError) as exc:
+            _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        typer.echo(table(report))

@@ -159,11 +159,13 @@ def foley_pass(
     approve_threshold: float = 0.0,
     spatial_options: dict[str, Any] | None = None,
     shots_per_run: int | None = None,
+    backend: str = "sampler",
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`. `spatial_options`: the reel's
     camera and B-format settings (`tasks.spatial.reel_spatial_params`); `shots_per_run` > 0
-    hands the shots to `foley-shots` flow runs on the work pool (default FOLEY_SHOTS_PER_RUN)."""
+    hands the shots to `foley-shots` flow runs on the work pool (default FOLEY_SHOTS_PER_RUN);
+    `backend`: the synthesis backend, sampler or diffusion (`tasks.synth`)."""
     started = time.perf_counter()
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
@@ -182,7 +184,8 @@ def foley_pass(
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
             report = _run(spec, timeline, out, approve, library, seed, times, started,
                           envelope_estimator, approve_threshold, placement,
-                          settings.shots_per_run if shots_per_run is None else shots_per_run)
+                          settings.shots_per_run if shots_per_run is None else shots_per_run,
+                          backend)
     except OUTAGES as exc:
         raise PassAborted(str(exc)) from exc
     except DBAPIError as exc:
@@ -196,13 +199,13 @@ def foley_pass(
 def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
          times: dict[str, float], started: float, estimator: str = "baseline",
          threshold: float = 0.0, placement: dict[str, Any] | None = None,
-         shots_per_run: int = 0) -> PassReport:
+         shots_per_run: int = 0, backend: str = "sampler") -> PassReport:
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
     reel = prepare.ingest_reel(timeline, spec, delivery_dir=str(Path(out).resolve()),
                                pass_params={"library": library, "seed": seed,
-                                            "spatial": placement or {}})
+                                            "spatial": placement or {}, "backend": backend})
     times["ingest"] = time.perf_counter() - t0
     shots = []
     for sid, sp in zip(reel["shot_ids"], spec.shots):
@@ -216,9 +219,9 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
 
     scaleout.distribute(spec.name, shots, times, per_run=shots_per_run, params={
         "approve": approve, "library": library, "seed": seed,
-        "envelope_estimator": estimator, "approve_threshold": threshold})
+        "envelope_estimator": estimator, "approve_threshold": threshold, "backend": backend})
     work_shots(shots, approve=approve, library=library, seed=seed, estimator=estimator,
-               threshold=threshold, times=times)
+               threshold=threshold, times=times, backend=backend)
 
     t0 = time.perf_counter()
     deliveries = [delivery(sh) for sh in shots]
@@ -235,7 +238,8 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
 
 
 def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: int,
-               estimator: str, threshold: float, times: dict[str, float]) -> None:
+               estimator: str, threshold: float, times: dict[str, float],
+               backend: str = "sampler") -> None:
     """Every stage of every live shot, wave by wave: proxy, features, envelope, approval (with
     --approve auto), synthesis and spatialization of the approved ones. Each stage retries a
     transient failure on its own (`scaleout.stage`); envelope model inference is GPU work."""
@@ -247,7 +251,8 @@ def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: 
     proxy, features = scaleout.stage(prepare.make_proxy), scaleout.stage(prepare.extract_features)
     predict = scaleout.stage(envelope.predict_envelope, gpu=estimator == "model")
     approve_task = scaleout.stage(decisions.auto_approve)
-    synthesize, spatialize = scaleout.stage(synth.synthesize), scaleout.stage(spatial.spatialize)
+    synthesize = scaleout.stage(synth.synthesize, gpu=backend == "diffusion")
+    spatialize = scaleout.stage(spatial.spatialize)
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), transient=False,
                   console=Console(stderr=True)) as progress:  # stdout stays for data
@@ -264,7 +269,8 @@ def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: 
                   keep("state"), times, progress)
         review_state(shots)
         _wave("synth", shots, lambda sh: synthesize.submit(
-            sh.shot_id, library=library, seed=seed), keep("synth"), times, progress)
+            sh.shot_id, library=library, seed=seed, backend=backend), keep("synth"), times,
+            progress)
         _wave("spatial", shots, lambda sh: spatialize.submit(
             sh.shot_id, sh.refs["synth"]["mono"], sh.refs["synth"]["envelope"]),
             keep("spatial"), times, progress)

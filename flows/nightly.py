@@ -134,7 +134,8 @@ def _process(settings: Settings, where: str, arrival: inboxes.Arrival, out_root:
             run = foley_pass.foley_pass.with_options(
                 task_runner=scaleout.task_runner(settings))
             result = run(str(arrival.timeline), str(out), media_root=str(arrival.timeline.parent),
-                         approve=approve, library=library, envelope_estimator=estimator)
+                         approve=approve, library=library, envelope_estimator=estimator,
+                         backend=settings.nightly_backend)
             outcome.shots = _shot_counts(result.manifest)
         except TimelineError as exc:
             outcome.status, outcome.error = "rejected", str(exc)

@@ -114,12 +114,14 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
     params = info["params"]
     library = params.get("library") or get_settings().library
     seed = int(params.get("seed", 0))
+    backend = params.get("backend", "sampler")
     report = ApplyReport(reel=reel, jobs=jobs, delivery_dir=info["delivery_dir"])
     approved = [sh for sh in shots if sh["state"] == "approved"]
     if approved:
         library_flow.ensure_library(library)
     results: dict[int, dict[str, Any]] = {}
-    futures = [(sh, synth.synthesize.submit(sh["id"], library=library, seed=seed))
+    futures = [(sh, synth.synthesize.submit(sh["id"], library=library, seed=seed,
+                                                  backend=backend))
                for sh in approved]
     spatial_futs = []
     for sh, fut in futures:

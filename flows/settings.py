@@ -80,6 +80,8 @@ class Settings(BaseSettings):
         "morning) or auto (policy:auto approves every envelope).")
     nightly_envelope: Literal["baseline", "model"] = Field(
         "baseline", description="Envelope estimator of the nightly pass.")
+    nightly_backend: Literal["sampler", "diffusion"] = Field(
+        "sampler", description="Synthesis backend of the nightly pass (tasks.synth).")
     webhook_url: str | None = Field(None, description="POSTed the morning summary as JSON "
                                     "(Slack / Teams / Mattermost incoming webhook or your own).")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Webhook request timeout.")

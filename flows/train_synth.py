@@ -37,7 +37,13 @@ from models.text_embed import TextEmbedder
 
 P_DROP_SEMANTIC = 0.1
 VOCODER_SEGMENT_S = 0.64  # the vocoder sees a few frames of context only: short is enough
-DEFAULT_STEPS = {"vocoder": 20000, "encoder": 4000, "base": 30000, "control": 15000}
+# Optimizer steps per preset and stage. tiny: what the shipped checkpoints were trained with,
+# ~45 min on one CPU thread of its own (~70 min on the busy shared machine; models/README.md);
+# base: a GPU run.
+DEFAULT_STEPS = {
+    "tiny": {"vocoder": 1200, "encoder": 800, "base": 7000, "control": 5000},
+    "base": {"vocoder": 20000, "encoder": 4000, "base": 30000, "control": 15000},
+}
 DEFAULT_LR = {"vocoder": 5e-4, "encoder": 1e-3, "base": 3e-4, "control": 3e-4}
 
 
@@ -279,7 +285,7 @@ def train_synth_flow() -> Any:
                                       description=f"{name}: one row per validation")
             summary = train_stage(
                 make_stage(name, preset, out_dir), splits["train"], splits["val"], out_dir,
-                preset=preset, embedder=embedder, steps=steps or DEFAULT_STEPS[name],
+                preset=preset, embedder=embedder, steps=steps or DEFAULT_STEPS[preset][name],
                 batch_size=batch_size, lr=lr, eval_every=eval_every, seed=seed,
                 max_minutes=max_minutes, publish=publish)
             results[name] = {k: v for k, v in summary.items() if k != "history"}

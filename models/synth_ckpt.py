@@ -35,6 +35,15 @@ def save(model: nn.Module, config: Any, path: Path, kind: str, metadata: dict) -
     save_file(tensors, str(path), metadata={"format": "pt", "foleyflow": json.dumps(header)})
 
 
+def save_half(src: Path, dst: Path) -> None:
+    """Copy a checkpoint with its floating-point tensors stored as float16 (half the bytes;
+    `load` casts them back to the network's float32), header unchanged but for `stored`."""
+    header = read_header(src)
+    header["metadata"] = {**header.get("metadata", {}), "stored": "float16"}
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(src)).items()}
+    save_file(tensors, str(dst), metadata={"format": "pt", "foleyflow": json.dumps(header)})
+
+
 def read_header(path: Path) -> dict:
     with safe_open(str(path), framework="pt") as fh:
         raw = (fh.metadata() or {}).get("foleyflow")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models import audio_encoder, controlnet, diffusion, synth_ckpt, vocoder
-from models.audio_repr import HOP, N_MELS, SR, n_frames
+from models.audio_repr import HOP, N_MELS, SR, control_from_envelope, n_frames
 from models.flow_sampler import guided, sample
 from models.synth_windows import render_windowed
 
@@ -133,6 +133,28 @@ def generate(synth: Synthesizer, *, n_samples: int, semantic: np.ndarray | None 
             return synth.vocoder(mel)[0, :length].numpy()
 
     return render_windowed(n_samples, window, overlap, render, progress)
+
+
+def envelope_control(env: dict) -> tuple[np.ndarray, int]:
+    """The ControlNet input (2, T) of an envelope (the pass's contract: curve at rate_hz,
+    events) and the audio length it asks for, in samples."""
+    n = int(round(float(env["duration_s"]) * SR))
+    control = control_from_envelope(np.asarray(env["curve"], dtype=np.float64),
+                                    float(env["rate_hz"]), env["events"], n_frames(n))
+    return control, n
+
+
+def render_envelope(synth: Synthesizer, env: dict, semantic: np.ndarray | None, *,
+                    steps: int = 16, guidance: float = 3.0, seed: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """An envelope rendered by the diffusion synthesizer: (round(duration_s · SR),) float32,
+    peaks kept under -1 dBFS by the sampler's look-ahead limiter (the same ceiling)."""
+    from models.sampler import soft_limit
+
+    control, n = envelope_control(env)
+    audio = generate(synth, n_samples=n, semantic=semantic, control=control, steps=steps,
+                     guidance=guidance, seed=seed, progress=progress)
+    return soft_limit(audio, SR)
 
 
 def window_seed(seed: int, index: int) -> int:

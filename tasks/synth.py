@@ -1,17 +1,24 @@
 """Synthesis stage: render an approved envelope to a mono stem.
 
 Synthesis only ever reads the approved version (`db.api.approved_envelope` raises otherwise).
-The sound comes from the shot's Foley hint (a `FOLEY: …` marker), else the envelope's prompt,
-else the kind of its events; candidates come from the indexed library.
+Two backends:
+- `sampler` (default): one-shots and a texture from the indexed library (`models.sampler`);
+  the sound comes from the shot's Foley hint (a `FOLEY: …` marker), else the envelope's
+  prompt, else the kind of its events.
+- `diffusion`: the trained diffusion synthesizer (`models.synth_pipeline`, docs/SYNTHESIS.md)
+  renders the envelope through its ControlNet, prompted with the envelope's prompt, else the
+  shot's marker, else the library category chosen in review, else its events' most common
+  kind (`diffusion_prompt`). Its checkpoints' hash, steps, guidance, prompt and seed are the
+  stage's cache parameters and provenance.
 """
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -25,8 +32,14 @@ from tasks.stage import StageOutput, run_stage
 from tasks.wavfloat import write_float_wav
 
 SR = 48000
-BACKENDS = ("sampler",)
+BACKENDS = ("sampler", "diffusion")
 MAX_ONESHOTS = 6
+DIFFUSION_CHECKPOINTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+DIFFUSION_PRESET = "tiny"
+DIFFUSION_STEPS = 16
+DIFFUSION_GUIDANCE = 3.0
+KIND_PROMPTS = {"step": "footsteps", "impact": "an impact", "scrape": "a scrape",
+                "whoosh": "a whoosh through the air"}
 
 
 def shot_seed(seed: int, reel: str, shot: str) -> int:
@@ -53,9 +66,11 @@ def choose_sounds(
 
 @task(name="synth", cache_policy=NO_CACHE)
 def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: int = 0) -> dict[str, Any]:
-    """Render the shot's approved envelope to a 48 kHz mono stem."""
+    """Render the shot's approved envelope to a 48 kHz mono stem with `backend`."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown synthesis backend {backend!r}; choose from {BACKENDS}")
+    if backend == "diffusion":
+        return _synthesize_diffusion(shot_id, seed)
     with runtime.db().session() as s:
         env_row = api.approved_envelope(s, shot_id)
         shot = env_row.shot
@@ -95,6 +110,64 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
         agent=f"software:{backend}",
     )
     return {"mono": res.outputs["mono"], "envelope": env_ref, "sounds": res.result.get("sounds", {}),
+            "cached": res.cached}
+
+
+def diffusion_prompt(env: dict[str, Any], marker: str | None) -> str:
+    """What the diffusion backend is asked for: the envelope's prompt, else the shot's Foley
+    marker, else the library category chosen in review, else its events' most common kind."""
+    hint = sound_hint(env, marker) or env.get("category")
+    if hint:
+        return str(hint)
+    kinds = Counter(e["kind"] for e in env["events"])
+    return KIND_PROMPTS.get(kinds.most_common(1)[0][0], "an impact") if kinds else "an impact"
+
+
+@lru_cache(maxsize=2)
+def diffusion_model(folder: Path = DIFFUSION_CHECKPOINTS, preset: str = DIFFUSION_PRESET) -> Any:
+    """The diffusion synthesizer (loaded once per process) and a prompt embedder."""
+    from models import synth_pipeline
+    from models.text_embed import TextEmbedder
+
+    return synth_pipeline.load(folder, preset, need=("vocoder", "base", "control")), TextEmbedder()
+
+
+def _synthesize_diffusion(shot_id: int, seed: int, *, steps: int = DIFFUSION_STEPS,
+                          guidance: float = DIFFUSION_GUIDANCE) -> dict[str, Any]:
+    from models import audio_repr, controlnet, diffusion, flow_sampler, synth_pipeline, vocoder
+
+    with runtime.db().session() as s:
+        env_row = api.approved_envelope(s, shot_id)
+        shot = env_row.shot
+        env_ref = env_row.artifact.ref()
+        hint, reel_name, shot_name = shot.foley_hint, shot.reel.name, shot.name
+    env = load_envelope(env_ref)
+    prompt = diffusion_prompt(env, hint)
+    synth, embedder = diffusion_model()
+    rng_seed = shot_seed(seed, reel_name, shot_name)
+
+    def compute(paths: dict[str, Path], work: Path) -> StageOutput:
+        semantic = embedder.embed([prompt])[0]
+        audio = synth_pipeline.render_envelope(synth, env, semantic, steps=steps,
+                                               guidance=guidance, seed=rng_seed)
+        out = work / "stem_mono.wav"
+        write_float_wav(out, audio, SR)
+        return StageOutput(files={"mono": (out, "audio/wav")}, result={"prompt": prompt})
+
+    res = run_stage(
+        "synth",
+        inputs={"envelope": env_ref},
+        params={"backend": "diffusion", "seed": rng_seed, "hint": hint, "prompt": prompt,
+                "model": synth.version, "checkpoints": synth.checkpoints,
+                "preset": DIFFUSION_PRESET, "steps": steps, "guidance": guidance},
+        code=[synth_pipeline, flow_sampler, diffusion, controlnet, vocoder, audio_repr],
+        compute=compute,
+        shot_id=shot_id,
+        seed=rng_seed,
+        agent=f"software:diffusion@{synth.version[:12]}",
+        checkpoint_sha256=synth.version,
+    )
+    return {"mono": res.outputs["mono"], "envelope": env_ref, "sounds": {}, "prompt": prompt,
             "cached": res.cached}
 
 

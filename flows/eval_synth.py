@@ -1,0 +1,382 @@
+"""`foley eval synth`: the diffusion synthesizer and the sampler on the same envelopes.
+
+Evaluation envelopes (fixed by the seed, never used to train or tune anything): scenes built
+from the **held-out** recordings of `../shared/sfx` (`flows.synth_data`: 20 % by file hash,
+never read by `foley train synth`). Each scene is `SCENE_S` long and holds one to three
+held-out recordings of one caption at random offsets with the training augmentation
+(`flows.synth_data.make_segment`: varispeed, gain, low noise), so it looks like a shot with
+several hits. Its envelope is measured on it the way the pass's contract stores one: the
+project's `rms_envelope` at 100 Hz as the curve, `detect_onsets` as the events (strength 1,
+kind from the category), the caption as the prompt. Classes are the sfx categories with at
+least MIN_RECORDINGS held-out recordings (footsteps, impacts, breaks, doors with the shared
+folder), SCENES_PER_CLASS scenes each.
+
+Both backends render every envelope: the diffusion synthesizer with the caption as prompt
+(`models.synth_pipeline.render_envelope`), the sampler (`models.sampler.render_shot`, the
+pass's renderer) with one-shots of the same caption — else category — from the *training*
+recordings (the library it would have; the held-out ones are the truth). Metrics, per backend:
+
+- **E-L1** (T-Foley, `models.envelope_metrics.e_l1_tfoley`) between `rms_target` of the scene
+  the envelope was measured on and `rms_target` of the rendering: the control's loudness
+  against what came out, on the project's one RMS-target definition (125 Hz); the report also
+  gives the E-L1 of silence on the same envelopes as the floor to compare with;
+- **onsets**: `detect_onsets` of the rendering against the envelope's events, matched one to
+  one (`OnsetCounts`), precision / recall / F1 at ±25 ms (also 50 and 100 ms) over all scenes;
+- **semantic accuracy**: a small classifier (`Judge`) trained on the held-out recordings ONLY
+  (augmented segments; the generator never saw them) names the category of each rendering;
+  its own accuracy is measured first by cross-validation grouped by recording (a recording's
+  segments never sit on both sides), so the judge's reliability is known;
+- **Fréchet distance** between the judge's embeddings (its hidden layer) of the renderings of
+  a class and of real held-out segments of that class (REFERENCE_PER_RECORDING per
+  recording, other draws than the judge's training segments; mean over classes);
+- **real-time factor**: render seconds / audio seconds on this CPU with `threads` torch threads.
+
+A third column, `vocoder`, puts each real scene's own log-mel through the vocoder alone: the
+figures a perfect denoiser would reach with this vocoder (its share of what is lost).
+
+The judge trains as part of the evaluation (seeded; ~10 s): it needs nothing but the sfx
+folder, and the figures always come with its cross-validated accuracy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from flows.synth_data import Clip, make_segment
+from models.audio_env import detect_onsets, rms_envelope
+from models.audio_repr import ENVELOPE_RATE_HZ, SR, log_mel
+from models.envelope_metrics import OnsetCounts, e_l1_tfoley, onset_scores
+from models.rms_targets import rms_target
+
+SCENE_S = 4.0
+SCENES_PER_CLASS = 8
+MIN_RECORDINGS = 2
+REFERENCE_PER_RECORDING = 16
+JUDGE_SEGMENTS = 24   # augmented training segments per held-out recording
+JUDGE_FOLDS = 5
+EMBED_DIM = 32
+KIND_OF_CATEGORY = {"footsteps": "step", "whooshes": "whoosh"}  # others: impact
+TARGETS = {"e_l1": 0.0137, "onset_f1@25ms": 0.9, "semantic_accuracy": 0.8}
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    category: str
+    prompt: str
+    audio: np.ndarray  # the real held-out scene the envelope was measured on
+    envelope: dict     # the pass's envelope contract (curve, events, prompt)
+
+
+def scene_envelope(audio: np.ndarray, prompt: str, kind: str, name: str) -> dict:
+    """The envelope a scene would carry: its RMS curve at 100 Hz and its detected onsets."""
+    return {"version": 1, "shot": name, "rate_hz": ENVELOPE_RATE_HZ,
+            "duration_s": len(audio) / SR,
+            "curve": [float(v) for v in rms_envelope(audio, SR, ENVELOPE_RATE_HZ)],
+            "events": [{"t": float(t), "strength": 1.0, "x": 0.5, "y": 0.5, "kind": kind,
+                        "confidence": 1.0} for t in detect_onsets(audio, SR)],
+            "prompt": prompt, "source": "eval:heldout-scene"}
+
+
+def eval_classes(heldout: Sequence[Clip]) -> list[str]:
+    """Categories with at least MIN_RECORDINGS held-out recordings."""
+    counts: dict[str, int] = {}
+    for clip in heldout:
+        counts[clip.category] = counts.get(clip.category, 0) + 1
+    return sorted(c for c, k in counts.items() if k >= MIN_RECORDINGS)
+
+
+def make_scenes(heldout: Sequence[Clip], classes: Sequence[str], *, per_class: int,
+                seed: int, duration_s: float = SCENE_S) -> list[Scene]:
+    """per_class scenes of each class, anchors taken round robin over its recordings."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration_s * SR))
+    scenes = []
+    for category in classes:
+        clips = sorted((c for c in heldout if c.category == category), key=lambda c: c.name)
+        for i in range(per_class):
+            anchor = clips[i % len(clips)]
+            audio = make_segment(anchor, clips, rng, n)
+            name = f"{category}-{i:02d}"
+            kind = KIND_OF_CATEGORY.get(category, "impact")
+            scenes.append(Scene(name, category, anchor.caption, audio,
+                                scene_envelope(audio, anchor.caption, kind, name)))
+    return scenes
+
+
+# --- the judge: a small audio classifier trained on held-out recordings only -------------
+
+def judge_features(audio: np.ndarray) -> np.ndarray:
+    """(241,) spectral statistics of a recording's log-mel: per band mean and std over the
+    frames within 30 dB of the loudest, per band max, and the share of such frames."""
+    m = log_mel(torch.from_numpy(np.asarray(audio, dtype=np.float32))).numpy()  # (80, T)
+    level = m.mean(axis=0)
+    active = level >= level.max() - 30 / 20 * np.log(10) / 4  # 30 dB in log-mel units
+    a = m[:, active]
+    return np.concatenate([a.mean(axis=1), a.std(axis=1), m.max(axis=1),
+                           [active.mean()]]).astype(np.float32)
+
+
+class Judge(torch.nn.Module):
+    """Standardized features → Linear → tanh (the EMBED_DIM embedding) → Linear → classes."""
+
+    def __init__(self, classes: Sequence[str], mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.classes = list(classes)
+        self.register_buffer("mean", torch.from_numpy(mean))
+        self.register_buffer("std", torch.from_numpy(std))
+        self.embed = torch.nn.Sequential(torch.nn.Dropout(0.2),
+                                         torch.nn.Linear(len(mean), EMBED_DIM), torch.nn.Tanh())
+        self.head = torch.nn.Linear(EMBED_DIM, len(classes))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed((feats - self.mean) / self.std))
+
+    @torch.no_grad()
+    def embedding(self, feats: np.ndarray) -> np.ndarray:
+        self.eval()
+        return self.embed((torch.from_numpy(feats) - self.mean) / self.std).numpy()
+
+    @torch.no_grad()
+    def predict(self, feats: np.ndarray) -> list[str]:
+        self.eval()
+        return [self.classes[i] for i in self(torch.from_numpy(feats)).argmax(1).tolist()]
+
+
+def judge_segments(clips: Sequence[Clip], per_clip: int, seed: int,
+                   duration_s: float = SCENE_S) -> tuple[np.ndarray, list[str], list[str]]:
+    """Features, categories and recording names of augmented segments of each clip (only that
+    clip in its segments, so folds by recording stay apart)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration_s * SR))
+    feats, cats, names = [], [], []
+    for clip in clips:
+        for _ in range(per_clip):
+            feats.append(judge_features(make_segment(clip, [clip], rng, n)))
+            cats.append(clip.category)
+            names.append(clip.name)
+    return np.stack(feats), cats, names
+
+
+def train_judge(feats: np.ndarray, cats: Sequence[str], classes: Sequence[str], seed: int,
+                epochs: int = 300) -> Judge:
+    """Full-batch AdamW with class-balanced cross-entropy (seeded)."""
+    torch.manual_seed(seed)
+    judge = Judge(classes, feats.mean(0), feats.std(0) + 1e-3)
+    y = torch.tensor([classes.index(c) for c in cats])
+    counts = torch.bincount(y, minlength=len(classes)).float().clamp_min(1)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / counts)
+    opt = torch.optim.AdamW(judge.parameters(), lr=3e-3, weight_decay=1e-2)
+    x = torch.from_numpy(feats)
+    judge.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss_fn(judge(x), y).backward()
+        opt.step()
+    return judge.eval()
+
+
+def cross_validate(feats: np.ndarray, cats: Sequence[str], names: Sequence[str],
+                   classes: Sequence[str], seed: int, folds: int = JUDGE_FOLDS) -> dict[str, Any]:
+    """Accuracy on recordings left out of training: recordings of each class are dealt to
+    folds round robin (sorted by name), every fold trains a judge on the others."""
+    fold_of: dict[str, int] = {}
+    for category in classes:
+        recs = sorted({n for n, c in zip(names, cats) if c == category})
+        fold_of |= {r: i % folds for i, r in enumerate(recs)}
+    fold = np.array([fold_of[n] for n in names])
+    correct = total = 0
+    for k in range(folds):
+        test = fold == k
+        if not test.any():
+            continue
+        judge = train_judge(feats[~test], [c for c, t in zip(cats, test) if not t], classes, seed)
+        pred = judge.predict(feats[test])
+        truth = [c for c, t in zip(cats, test) if t]
+        correct += sum(p == t for p, t in zip(pred, truth))
+        total += len(truth)
+    return {"accuracy": correct / total, "segments": total, "folds": folds,
+            "recordings": len(fold_of)}
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of embeddings (rows):
+    |µ_a − µ_b|² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½)."""
+    from scipy.linalg import sqrtm
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    eps = 1e-6 * np.eye(a.shape[1])  # few rows: keep the covariances invertible
+    cov_a, cov_b = np.cov(a, rowvar=False) + eps, np.cov(b, rowvar=False) + eps
+    root = sqrtm(cov_a @ cov_b)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * root))
+
+
+# --- scoring -----------------------------------------------------------------------------
+
+def score_backend(scenes: Sequence[Scene], rendered: Sequence[np.ndarray], judge: Judge,
+                  reference: dict[str, np.ndarray], seconds: float) -> dict[str, Any]:
+    """The metrics of one backend's renderings of `scenes` (see module doc)."""
+    l1s, counts = [], None
+    for scene, audio in zip(scenes, rendered):
+        l1s.append(e_l1_tfoley(rms_target(audio, SR), rms_target(scene.audio, SR)))
+        c = OnsetCounts.of(detect_onsets(audio, SR).tolist(),
+                           [e["t"] for e in scene.envelope["events"]])
+        counts = c if counts is None else counts + c
+    feats = np.stack([judge_features(a) for a in rendered])
+    pred = judge.predict(feats)
+    emb = judge.embedding(feats)
+    fd = {cat: frechet_distance(emb[[s.category == cat for s in scenes]], ref)
+          for cat, ref in reference.items()}
+    audio_s = sum(len(a) for a in rendered) / SR
+    onsets = onset_scores(counts)
+    return {"e_l1": float(np.mean(l1s)), **onsets,
+            "semantic_accuracy": float(np.mean([p == s.category for p, s in zip(pred, scenes)])),
+            "frechet_distance": float(np.mean(list(fd.values()))),
+            "frechet_by_class": fd, "rtf": seconds / audio_s, "audio_s": audio_s,
+            "per_class_accuracy": {cat: float(np.mean([p == s.category for p, s in
+                                                       zip(pred, scenes) if s.category == cat]))
+                                   for cat in reference},
+            "predicted": pred}
+
+
+def sampler_pool(train: Sequence[Clip], scene: Scene) -> list:
+    """The sampler's one-shots for a scene: training recordings of its caption, else of its
+    category (what an indexed library would offer)."""
+    from models.sampler import Sample
+
+    same = [c for c in train if c.caption == scene.prompt] or \
+           [c for c in train if c.category == scene.category]
+    return [Sample(c.audio, c.name) for c in sorted(same, key=lambda c: c.name)]
+
+
+def resynthesize(synth: Any, audio: np.ndarray) -> np.ndarray:
+    """The real scene through the vocoder alone (its true log-mel → audio): what the diffusion
+    backend could reach with a perfect denoiser, so its figures bound the vocoder's share."""
+    from models.sampler import soft_limit
+
+    with torch.no_grad():
+        out = synth.vocoder(log_mel(torch.from_numpy(audio))[None])[0, :len(audio)].numpy()
+    return soft_limit(out, SR)
+
+
+def render_all(scenes: Sequence[Scene], render: Callable[[Scene], np.ndarray],
+               progress: Callable[[], None] | None = None) -> tuple[list[np.ndarray], float]:
+    out, t0 = [], time.perf_counter()
+    for scene in scenes:
+        out.append(render(scene))
+        if progress is not None:
+            progress()
+    return out, time.perf_counter() - t0
+
+
+def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
+             steps: int = 16, guidance: float = 3.0, seed: int = 0,
+             per_class: int = SCENES_PER_CLASS, paths: list[str] | None = None,
+             progress: Callable[[str, int], None] | None = None,
+             keep_audio: Path | None = None) -> dict[str, Any]:
+    """Everything `foley eval synth` reports (see module doc). `progress(stage, total)` is
+    called once per rendered scene; `keep_audio`: write each rendering there as a WAV."""
+    from flows.synth_data import load_corpus
+    from models import synth_pipeline
+    from models.sampler import render_shot
+    from models.text_embed import TextEmbedder
+    from tasks.synth import shot_seed
+
+    synth = synth_pipeline.load(checkpoints, preset, need=("vocoder", "base", "control"))
+    splits = load_corpus(sfx, work, with_kit=False, paths=paths)
+    heldout = splits["heldout"]
+    classes = eval_classes(heldout)
+    if len(classes) < 2:
+        raise ValueError(f"{sfx}: the held-out split has fewer than two categories with "
+                         f"{MIN_RECORDINGS}+ recordings; nothing to classify")
+    scenes = make_scenes(heldout, classes, per_class=per_class, seed=seed)
+    judge_clips = [c for c in heldout if c.category in classes]
+    feats, cats, names = judge_segments(judge_clips, JUDGE_SEGMENTS, seed + 1)
+    cv = cross_validate(feats, cats, names, classes, seed)
+    judge = train_judge(feats, cats, classes, seed)
+    ref_feats, ref_cats, _ = judge_segments(judge_clips, REFERENCE_PER_RECORDING, seed + 2)
+    ref_emb = judge.embedding(ref_feats)
+    reference = {c: ref_emb[[k == c for k in ref_cats]] for c in classes}
+
+    embedder = TextEmbedder(work / "text_cache")
+    prompts = sorted({s.prompt for s in scenes})
+    semantic = dict(zip(prompts, embedder.embed(prompts)))
+    train = splits["train"] + splits["val"]
+
+    def tick(stage: str) -> Callable[[], None] | None:
+        return None if progress is None else (lambda: progress(stage, len(scenes)))
+
+    rendered = {
+        "diffusion": render_all(scenes, lambda s: synth_pipeline.render_envelope(
+            synth, s.envelope, semantic[s.prompt], steps=steps, guidance=guidance,
+            seed=shot_seed(seed, "eval", s.name)), tick("diffusion")),
+        "sampler": render_all(scenes, lambda s: render_shot(
+            s.envelope, sampler_pool(train, s), [], sr=SR,
+            seed=shot_seed(seed, "eval", s.name)), tick("sampler")),
+        "vocoder": render_all(scenes, lambda s: resynthesize(synth, s.audio), tick("vocoder")),
+    }
+    if keep_audio is not None:
+        _write_renderings(keep_audio, scenes, rendered)
+    backends = {name: score_backend(scenes, audio, judge, reference, secs)
+                for name, (audio, secs) in rendered.items()}
+    return {
+        "envelopes": f"{len(scenes)} scenes of {SCENE_S:g} s built from the held-out sfx "
+                     f"recordings (seed {seed}), envelope and onsets measured on them",
+        "classes": classes, "scenes": [s.name for s in scenes],
+        "heldout_recordings": len(judge_clips), "events": sum(len(s.envelope["events"])
+                                                              for s in scenes),
+        "e_l1_silence": float(np.mean([e_l1_tfoley(np.zeros_like(t), t) for t in
+                                       (rms_target(s.audio, SR) for s in scenes)])),
+        "judge": {**cv, "segments_per_recording": JUDGE_SEGMENTS, "embedding_dim": EMBED_DIM},
+        "params": {"preset": preset, "steps": steps, "guidance": guidance, "seed": seed,
+                   "threads": torch.get_num_threads(), "model": synth.version[:16],
+                   "checkpoints": synth.checkpoints},
+        "backends": backends, "targets": TARGETS,
+    }
+
+
+def _write_renderings(folder: Path, scenes: Sequence[Scene],
+                      rendered: dict[str, tuple[list[np.ndarray], float]]) -> None:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, scene in enumerate(scenes):
+        sf.write(folder / f"{scene.name}_real.wav", scene.audio, SR, subtype="FLOAT")
+        for name, (audio, _s) in rendered.items():
+            sf.write(folder / f"{scene.name}_{name}.wav", audio[i], SR, subtype="FLOAT")
+
+
+ROWS = (("E-L1 (T-Foley)", "e_l1", "≤ 0.0137", "{:.4f}"),
+        ("onset precision @ ±25 ms", "onset_precision@25ms", "", "{:.3f}"),
+        ("onset recall @ ±25 ms", "onset_recall@25ms", "", "{:.3f}"),
+        ("onset F1 @ ±25 ms", "onset_f1@25ms", "≥ 0.9", "{:.3f}"),
+        ("onset F1 @ ±50 ms", "onset_f1@50ms", "", "{:.3f}"),
+        ("onset error median (ms)", "onset_error_median_ms", "", "{:.1f}"),
+        ("semantic accuracy", "semantic_accuracy", "≥ 0.8", "{:.3f}"),
+        ("Fréchet distance (judge embedding)", "frechet_distance", "", "{:.2f}"),
+        ("real-time factor (CPU)", "rtf", "", "{:.3f}"))
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table: diffusion against sampler, and the vocoder bound."""
+    b = report["backends"]
+    lines = ["| metric | diffusion | sampler | target | vocoder resynthesis (bound) |",
+             "|---|---|---|---|---|"]
+    for label, key, target, fmt in ROWS:
+        lines.append(f"| {label} | {fmt.format(b['diffusion'][key])} | "
+                     f"{fmt.format(b['sampler'][key])} | {target} | "
+                     f"{fmt.format(b['vocoder'][key])} |")
+    j = report["judge"]
+    lines.append("")
+    lines.append(f"{len(report['scenes'])} envelopes ({', '.join(report['classes'])}; "
+                 f"{report['events']} events); judge: cross-validated accuracy "
+                 f"{j['accuracy']:.3f} on {j['recordings']} held-out recordings "
+                 f"({j['folds']} folds by recording); E-L1 of silence on these envelopes "
+                 f"{report['e_l1_silence']:.4f}")
+    return "\n".join(lines)

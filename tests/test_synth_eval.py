@@ -1,0 +1,182 @@
+"""`foley eval synth`: its metrics on cases whose answer is known, and the whole evaluation
+(judge, both backends, table, JSON, errors) on small untrained networks and a subset of the
+shared recordings."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from flows import eval_synth as es
+from models import controlnet, diffusion, synth_ckpt, synth_pipeline, vocoder
+from models.audio_repr import SR
+
+torch.set_num_threads(1)
+SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
+# two categories with three held-out recordings each (file-hash split) and training ones too
+CAPTIONS = ("a footstep on sand", "a footstep on wood", "a tool hitting dirt",
+            "a tool hitting stone")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from flows.synth_data import load_corpus
+
+    with open(SFX / "catalog.csv", newline="") as fh:
+        paths = [r["path"] for r in csv.DictReader(fh) if r["caption"] in CAPTIONS]
+    work = tmp_path_factory.mktemp("eval-synth")
+    return work, paths, load_corpus(SFX, work, with_kit=False, paths=paths)
+
+
+def clicks(times: list[float], dur: float = 3.0) -> np.ndarray:
+    """Decaying noise bursts at `times` over a quiet noise floor."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(int(dur * SR)).astype(np.float32) * 1e-4
+    burst = rng.standard_normal(4800).astype(np.float32) * np.exp(-np.arange(4800) / 600)
+    for t in times:
+        i = int(t * SR)
+        x[i:i + 4800] += 0.5 * burst[:len(x) - i]
+    return x
+
+
+def test_a_scene_against_its_own_envelope_scores_perfectly(corpus):
+    """The real scene is what its envelope was measured on: E-L1 0, every onset found."""
+    _work, _paths, splits = corpus
+    classes = es.eval_classes(splits["heldout"])
+    assert classes == ["footsteps", "impacts"]
+    scenes = es.make_scenes(splits["heldout"], classes, per_class=2, seed=0)
+    assert [s.name for s in scenes] == ["footsteps-00", "footsteps-01", "impacts-00", "impacts-01"]
+    assert all(s.envelope["events"] for s in scenes)
+    feats, cats, _ = es.judge_segments(splits["heldout"], 4, seed=1)
+    judge = es.train_judge(feats, cats, classes, seed=0)
+    reference = {c: judge.embedding(feats[[k == c for k in cats]]) for c in classes}
+    res = es.score_backend(scenes, [s.audio for s in scenes], judge, reference, seconds=1.0)
+    assert res["e_l1"] == 0.0
+    assert res["onset_f1@25ms"] == 1.0 and res["onset_error_median_ms"] == 0.0
+    assert res["rtf"] == pytest.approx(1.0 / (4 * es.SCENE_S))
+    lag = int(0.08 * SR)  # everything 80 ms late
+    moved = [np.concatenate([np.zeros(lag, np.float32), s.audio[:-lag]]) for s in scenes]
+    late = es.score_backend(scenes, moved, judge, reference, seconds=1.0)
+    assert late["e_l1"] > 0.001 and late["onset_f1@25ms"] < 0.5
+
+
+def test_the_sampler_rendering_of_an_envelope_reproduces_its_onsets():
+    from models.sampler import Sample, render_shot
+
+    truth = clicks([0.4, 1.1, 2.2])
+    env = es.scene_envelope(truth, "clicks", "impact", "t")
+    assert [round(e["t"], 3) for e in env["events"]] == [0.4, 1.1, 2.2]
+    shot = render_shot(env, [Sample(clicks([0.0], dur=0.2), "click")], [], sr=SR, seed=0)
+    counts = es.OnsetCounts.of(es.detect_onsets(shot, SR).tolist(), [0.4, 1.1, 2.2])
+    assert es.onset_scores(counts)["onset_f1@25ms"] == 1.0
+
+
+def test_frechet_distance_by_its_definition():
+    a = np.random.default_rng(0).standard_normal((200, 4))
+    assert es.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([1.0, 2.0, 0.0, 0.0])
+    assert es.frechet_distance(a, a + shift) == pytest.approx(5.0, abs=1e-6)
+    assert es.frechet_distance(a, 2 * a) > 1.0  # a wider spread counts too
+
+
+def test_cross_validation_keeps_recordings_apart():
+    """Two recordings per class, features that only identify the recording: a judge that
+    memorizes recordings is right on its training data and at chance on unseen ones."""
+    rng = np.random.default_rng(0)
+    names = [f"r{i}" for i in range(4) for _ in range(10)]
+    cats = ["a" if int(n[1]) < 2 else "b" for n in names]
+    codes = {f"r{i}": rng.standard_normal(8) * 5 for i in range(4)}
+    feats = np.stack([codes[n] + rng.standard_normal(8) * 0.1 for n in names]).astype(np.float32)
+    judge = es.train_judge(feats, cats, ["a", "b"], seed=0)
+    assert np.mean([p == c for p, c in zip(judge.predict(feats), cats)]) == 1.0
+    cv = es.cross_validate(feats, cats, names, ["a", "b"], seed=0, folds=2)
+    assert cv["recordings"] == 4 and cv["segments"] == 40 and cv["accuracy"] < 0.9
+
+
+def _untrained_checkpoints(folder: Path) -> None:
+    """Debug-size networks with their initial weights, named like the tiny preset."""
+    torch.manual_seed(0)
+    den = diffusion.build(diffusion.get_config("debug"))
+    nets = {"vocoder": (vocoder.build(vocoder.get_config("debug")), vocoder.CHECKPOINT_KIND),
+            "base": (den, diffusion.CHECKPOINT_KIND),
+            "control": (controlnet.ControlNet.from_base(den), controlnet.CHECKPOINT_KIND)}
+    folder.mkdir(parents=True, exist_ok=True)
+    for stage, (net, kind) in nets.items():
+        synth_ckpt.save(net, net.config, synth_pipeline.checkpoint_path(folder, stage, "tiny"),
+                        kind, {})
+
+
+def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
+    work, paths, _splits = corpus
+    _untrained_checkpoints(tmp_path / "ckpt")
+    seen = []
+    report = es.evaluate(SFX, tmp_path / "ckpt", work, steps=2, per_class=2, paths=paths,
+                         progress=lambda stage, total: seen.append((stage, total)),
+                         keep_audio=tmp_path / "audio")
+    assert seen.count(("diffusion", 4)) == 4 and seen.count(("sampler", 4)) == 4
+    assert seen.count(("vocoder", 4)) == 4
+    assert report["classes"] == ["footsteps", "impacts"] and len(report["scenes"]) == 4
+    assert 0.0 <= report["judge"]["accuracy"] <= 1.0 and report["judge"]["recordings"] == 12
+    for name in ("diffusion", "sampler", "vocoder"):
+        b = report["backends"][name]
+        assert b["audio_s"] == pytest.approx(4 * es.SCENE_S) and b["rtf"] > 0
+        assert 0 <= b["onset_f1@25ms"] <= 1 and 0 <= b["semantic_accuracy"] <= 1
+        assert np.isfinite(b["e_l1"]) and np.isfinite(b["frechet_distance"])
+    assert len(list((tmp_path / "audio").glob("*.wav"))) == 16
+    assert report["e_l1_silence"] > 0
+    text = es.table(report)
+    assert "| onset F1 @ ±25 ms |" in text and "cross-validated accuracy" in text
+    json.dumps(report)  # the --json output is plain JSON
+
+
+def test_eval_cli_errors(tmp_path):
+    from flows.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "synth", "--sfx", str(tmp_path)])
+    assert res.exit_code == 2 and "catalog.csv" in res.output
+    res = runner.invoke(app, ["eval", "synth", "--checkpoints", str(tmp_path / "none"),
+                              "--work", str(tmp_path / "w"), "--scenes", "2"])
+    assert res.exit_code == 2 and "foley train synth --stage" in res.output
+
+
+def test_generate_uses_the_shipped_model(tmp_path):
+    """`foley generate` without --checkpoints finds models/checkpoints/synth_*_tiny, which git
+    tracks (not ignored)."""
+    import subprocess
+
+    from flows.cli import app
+    from flows.cli_synth import SHIPPED
+
+    files = [synth_pipeline.checkpoint_path(SHIPPED, s, "tiny") for s in synth_pipeline.STAGES]
+    assert all(f.is_file() for f in files), files
+    ignored = subprocess.run(["git", "check-ignore", *map(str, files)], cwd=SHIPPED,
+                             capture_output=True, text=True)
+    assert ignored.returncode == 1 and not ignored.stdout, ignored.stdout
+    res = CliRunner().invoke(app, ["generate", "a door close", "--duration", "1", "--steps", "2",
+                                   "--threads", "1", "--out", str(tmp_path / "door.wav")])
+    assert res.exit_code == 0, res.output
+    audio, sr = sf.read(tmp_path / "door.wav")
+    assert sr == SR and len(audio) == SR and np.isfinite(audio).all()
+
+
+def test_shipping_in_float16_halves_the_file_and_keeps_the_output(tmp_path):
+    _untrained_checkpoints(tmp_path / "run")
+    src = synth_pipeline.checkpoint_path(tmp_path / "run", "vocoder", "tiny")
+    dst = synth_pipeline.checkpoint_path(tmp_path / "ship", "vocoder", "tiny")
+    dst.parent.mkdir()
+    synth_ckpt.save_half(src, dst)
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    full, _c, _m = synth_pipeline.load_stage(tmp_path / "run", "vocoder", "tiny")
+    half, _c, meta = synth_pipeline.load_stage(tmp_path / "ship", "vocoder", "tiny")
+    assert meta["stored"] == "float16" and next(half.parameters()).dtype == torch.float32
+    mel = torch.randn(1, 80, 20, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        a, b = full(mel), half(mel)
+    assert float((a - b).norm() / a.norm()) < 1e-2
