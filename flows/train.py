@@ -41,6 +41,7 @@ class Example:
     rms: np.ndarray  # (T,) float32 linear RMS (the target before µ-law)
     onsets: list[float] = field(default_factory=list)  # true onsets (s)
     features: dict[str, np.ndarray] = field(default_factory=dict)  # for calibrating events
+    tracked: list[dict] = field(default_factory=list)  # the motion tracker's events
 
     def onset_target(self) -> np.ndarray:
         """The onset head's target on the class frames (`rms_targets.onset_target`)."""
@@ -52,23 +53,23 @@ def checkpoint_name(preset: str) -> str:
 
 
 def load_examples(data: Path, split: str, contacts: bool) -> list[Example]:
-    """Every clip of `split` in the dataset folder as model inputs and targets; with
-    `contacts`, the inputs carry the motion tracker's contacts (`v2a_inputs` block D)."""
+    """Every clip of `split` in the dataset folder as model inputs and targets, with the
+    motion tracker's events (calibration fuses them; with `contacts` the inputs carry them too,
+    `v2a_inputs` block D)."""
     from models import motion_baseline
     from tasks.dataset import iter_clips
 
     out = []
     for clip in iter_clips(data, split=split):
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
-        tracked = None
-        if contacts:
-            duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
-            tracked = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
-                                                        duration_s=duration)["events"]
-        out.append(Example(clip.name, v2a_inputs.model_inputs(clip.features, tracked).astype(np.float32),
+        duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
+        tracked = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
+                                                    duration_s=duration)["events"]
+        inputs = v2a_inputs.model_inputs(clip.features, tracked if contacts else None)
+        out.append(Example(clip.name, inputs.astype(np.float32),
                            rms_targets.mu_encode(rms).astype(np.int64), rms.astype(np.float32),
                            [float(e["t"]) for e in clip.onsets],
-                           clip.features if is_validation(clip.name) else {}))
+                           clip.features if is_validation(clip.name) else {}, tracked))
     return out
 
 
@@ -158,7 +159,7 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
     onset F1 at ±50 ms of the pass's own events (`models.v2a_envelope`) on the validation
     clips — never the held-out split. With an onset head: `track_threshold` and
     `own_threshold` (HEAD_GRID); without: the curve's `rise_db` and `min_peak_db`."""
-    from models import motion_baseline, v2a_envelope
+    from models import v2a_envelope
     from models.envelope_metrics import OnsetCounts, onset_scores
 
     rate = rms_targets.RATE_HZ
@@ -176,10 +177,7 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
     offset = curve_events.calibrate_offset(found, truth)
     clips = []  # (truth, tracked contacts, model outputs) of each validation clip, once
     for e in val:
-        duration = float(e.features["n_frames"]) / float(e.features["fps"])
-        base = motion_baseline.estimate_envelope(e.features, shot=e.name, duration_s=duration)
-        clips.append((e.onsets, base["events"],
-                      v2a_envelope.model_outputs(model, e.features, base["events"])))
+        clips.append((e.onsets, e.tracked, v2a_envelope.model_outputs(model, e.features, e.tracked)))
 
     def events(params: dict[str, float], base: list, out: tuple) -> list[dict[str, Any]]:
         _probs, curve, conf, onset = out

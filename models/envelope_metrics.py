@@ -13,9 +13,10 @@ in docs/BENCHMARKS.md means one thing):
 - **Onsets**: in each list, onsets closer than 30 ms are first merged into one at their mean
   (two feet landing 20 ms apart are one onset to a listener and to any detector: the
   convention of madmom's `OnsetEvaluation(combine=0.03)`, Böck et al., ISMIR 2012); then
-  predicted and true onsets are matched one to one, nearest first, within a tolerance; precision = matched / predicted, recall = matched / true, F1 their harmonic mean
-  (1.0 when both lists are empty: a silent clip predicted silent is right). Onset errors
-  (median, 90th percentile) are taken over the pairs matched at the widest tolerance.
+  predicted and true onsets are matched one to one, nearest first, within a tolerance;
+  precision = matched / predicted, recall = matched / true, F1 their harmonic mean (1.0 when
+  both lists are empty: a silent clip predicted silent is right). Onset errors (median, 90th
+  percentile) are taken over the pairs matched at the widest tolerance.
 """
 from __future__ import annotations
 
