@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+from flows.cli_models import SHIPPED
+
 DEFAULT_TRAIN_OUT = Path(".foley/train/synth")
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 MAX_DURATION_S = 3600.0

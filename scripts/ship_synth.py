@@ -5,10 +5,9 @@ Run: .venv/bin/python scripts/ship_synth.py RUN [--preset tiny]"""
 import argparse
 from pathlib import Path
 
+from flows.cli_models import SHIPPED  # where `foley generate` and the pass load from
 from flows.train import _write_atomic
 from models import synth_ckpt, synth_pipeline
-
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run", type=Path, help="the `foley train synth --out` folder")

@@ -47,6 +47,12 @@ def shot_seed(seed: int, reel: str, shot: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{reel}:{shot}".encode()).digest()[:4], "little")
 
 
+def main_kind(env: dict[str, Any]) -> str:
+    """The most common kind of the envelope's events ("impact" without events)."""
+    kinds = Counter(e["kind"] for e in env["events"])
+    return kinds.most_common(1)[0][0] if kinds else "impact"
+
+
 def choose_sounds(
     sounds: list[Any], hint: str | None, env: dict[str, Any]
 ) -> tuple[list[Any], list[Any]]:
@@ -57,8 +63,7 @@ def choose_sounds(
         if not chosen:
             raise ValueError(f"no sounds of category {env['category']!r} in the library")
         sounds = chosen + [snd for snd in sounds if snd.kind == "texture" and snd not in chosen]
-    kinds = Counter(e["kind"] for e in env["events"])
-    kind = kinds.most_common(1)[0][0] if kinds else "impact"
+    kind = main_kind(env)
     oneshots = library_match.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
     textures = library_match.match_texture(sounds, hint, kind)[:1]
     return oneshots, textures
@@ -117,10 +122,7 @@ def diffusion_prompt(env: dict[str, Any], marker: str | None) -> str:
     """What the diffusion backend is asked for: the envelope's prompt, else the shot's Foley
     marker, else the library category chosen in review, else its events' most common kind."""
     hint = sound_hint(env, marker) or env.get("category")
-    if hint:
-        return str(hint)
-    kinds = Counter(e["kind"] for e in env["events"])
-    return KIND_PROMPTS.get(kinds.most_common(1)[0][0], "an impact") if kinds else "an impact"
+    return str(hint) if hint else KIND_PROMPTS.get(main_kind(env), "an impact")
 
 
 @lru_cache(maxsize=2)
