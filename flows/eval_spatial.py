@@ -266,12 +266,8 @@ def score_points(points: list[tuple[float, float, str]], sources: spatial_track.
     over (more objects than layers) takes the nearest layer heard."""
     rows = []
     for group in _group(points, 1.0 / fps):
-        heard = set()
+        layers = sorted({i for t, _, _ in group for i in sources.heard(t)})
         az = {}
-        for t, x_true, _ in group:
-            share = sources.shares(t)[:, 0]
-            heard |= set(np.flatnonzero(share >= spatial_track.SOUNDING)) or {int(np.argmax(share))}
-        layers = sorted(heard)
         err = np.zeros((len(group), len(layers)))
         for a, (t, x_true, _) in enumerate(group):
             for b, li in enumerate(layers):
@@ -314,8 +310,8 @@ def evaluate_scenes(n: int, *, seed: int = 0, hfov_deg: float = 60.0,
         scored = [{**r, "sounded": True} for r in score_points(played, sources, camera, truth.fps)]
         errs = [r["error_deg"] for r in scored]
         every = score_points(points, sources, camera, truth.fps)   # the missed among all of them
-        heard = {(round(t, 3), what) for t, _, what in played}
-        scored += [{**r, "sounded": False} for r in every if (r["t"], r["what"]) not in heard]
+        played_keys = {(round(t, 3), what) for t, _, what in played}
+        scored += [{**r, "sounded": False} for r in every if (r["t"], r["what"]) not in played_keys]
         all_errors += [r["error_deg"] for r in every]
         rows += [{"scene": i, "kind": spec.kind, **r} for r in scored]
         per_scene.append({"scene": i, "kind": spec.kind, "seed": spec.seed, "fps": round(truth.fps, 3),

@@ -37,7 +37,7 @@ from scipy.ndimage import uniform_filter1d
 from scipy.signal import istft, stft
 
 from models import hrtf, spatial
-from models.spatial_track import SOUNDING, PositionTrack, SourceScene
+from models.spatial_track import PositionTrack, SourceScene
 
 OVERRIDE_KEYS = ("azimuth_deg", "elevation_deg", "distance_m")
 SPLIT_FFT, SPLIT_HOP, SPLIT_SMOOTH = 1024, 256, 5
@@ -126,9 +126,8 @@ def source_paths(sources: SourceScene, camera: spatial.Camera, override: dict[st
                  n: int, sr: int) -> list[SourcePath]:
     """Each layer through the camera at every sample, with the override's fields fixed."""
     times = np.arange(n) / sr
-    shares = sources.shares(times) if n else np.zeros((len(sources.layers), 0))
     paths = []
-    for layer, share in zip(sources.layers, shares):
+    for layer, share in zip(sources.layers, sources.shares(times)):
         d = _directions(layer.track, camera, override, times)
         paths.append(SourcePath(d["azimuth"], d["elevation"], d["distance"], share))
     return paths
@@ -196,7 +195,7 @@ def position_report(sources: SourceScene, camera: spatial.Camera, override: dict
 
     def intended(t: float) -> dict[str, Any]:
         share = sources.shares(t)[:, 0]
-        heard = [i for i in np.flatnonzero(share >= SOUNDING)] or [int(np.argmax(share))]
+        heard = sources.heard(t)
         where = [angles(sources.layers[i].track, np.array([t])) for i in heard]
         if len(heard) == 1:
             out = {k: float(v[0]) for k, v in where[0].items()}

@@ -111,6 +111,11 @@ class SourceScene:
         tt = np.atleast_1d(np.asarray(times, np.float64))
         return np.stack([np.interp(tt, self.t, lay.share) for lay in self.layers])
 
+    def heard(self, t: float) -> list[int]:
+        """The layers heard at `t`: those with at least `SOUNDING` of the sound, else the loudest."""
+        share = self.shares(t)[:, 0]
+        return [int(i) for i in np.flatnonzero(share >= SOUNDING)] or [int(np.argmax(share))]
+
     def dominant(self) -> PositionTrack:
         """The position of the layer with the largest share at each grid time."""
         best = np.argmax(np.stack([lay.share for lay in self.layers]), axis=0)
@@ -222,8 +227,7 @@ class _Smoothed:
 
 
 def _smoothed(track: Track, w: float, h: float, fps: float) -> _Smoothed:
-    pairs = np.array(track.pairs)
-    t = pairs / fps
+    t = np.array(track.pairs, np.float64) / fps
     pos = np.array(track.pos) / [w, h]
     dt = 1.0 / fps
     x, y = rts_smooth(pos[:, 0], dt), rts_smooth(pos[:, 1], dt)

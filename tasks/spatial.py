@@ -114,9 +114,9 @@ def spatialize(shot_id: int, mono: ArtifactRef, envelope: ArtifactRef) -> dict[s
         width, height = (float(v) for v in feats["size"])
         camera = spatial.Camera(settings.hfov_deg, width / height)
         sources = spatial_track.sounding_sources(feats, env)
-        paths = spatial_render.source_paths(sources, camera, override, len(audio), sr)
+        layer_paths = spatial_render.source_paths(sources, camera, override, len(audio), sr)
         files: dict[str, tuple[Path, str]] = {}
-        for kind, data in spatial_render.render(audio, paths, sr, settings).items():
+        for kind, data in spatial_render.render(audio, layer_paths, sr, settings).items():
             out = work / f"stem_{kind}.wav"
             write_float_wav(out, data, sr)
             files[kind] = (out, "audio/wav")
