@@ -1,8 +1,10 @@
-"""Shared test set-up: a private Prefect home, a fresh embedded foleyflow home per test."""
+"""Shared test set-up: a private Prefect home and one Prefect API server for the session, a
+fresh embedded foleyflow home per test."""
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,13 +37,29 @@ def foley_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One Prefect test server for the session (it takes ~14 s to start)."""
-    from prefect.testing.utilities import prefect_test_harness
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect API server for the whole session, as a studio runs one: the flows the tests
+    run in this process and every `foley` command they start talk to it (PREFECT_API_URL is
+    exported). Without it each command would start its own ephemeral server, ~10 s of CPU
+    apiece. A test that means to exercise the ephemeral mode removes PREFECT_API_URL from its
+    command's environment; servers of a test's own (workers, deployments) use `clean_env`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness():
-        yield
+    from tests.service_prefect import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as server, \
+            temporary_settings({PREFECT_API_URL: server.url}):
+        os.environ["PREFECT_API_URL"] = server.url
+        try:
+            yield server.url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_api: str) -> None:
+    """The tests that run flows in this process name it: the session's Prefect server."""
 
 
 @pytest.fixture(scope="session")

@@ -30,19 +30,25 @@ FRAME = 1 / 24
 FOLEY = [str(Path(sys.executable).with_name("foley"))]
 
 
-def foley(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def foley(*args: str, home: Path, cwd: Path, ephemeral: bool = False
+          ) -> subprocess.CompletedProcess[str]:
+    """`foley ARGS` with its own home, on the session's Prefect server, or (`ephemeral`) on
+    the in-process server an installation without PREFECT_API_URL starts."""
     env = {**os.environ, "FOLEY_HOME": str(home)}
+    if ephemeral:
+        env.pop("PREFECT_API_URL", None)
     cmd = FOLEY if Path(FOLEY[0]).exists() else [sys.executable, "-m", "flows.cli"]
     return subprocess.run([*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def reel(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The demo reel rendered into a unicode folder, passed once through `foley run`."""
+    """The demo reel rendered into a unicode folder, passed once through `foley run` as a
+    fresh installation runs it (no Prefect server configured: the ephemeral one)."""
     root = tmp_path_factory.mktemp("e2e") / "Rolle 1 – Ünïcode"
     timeline = make_demo_reel(root / "edit", name="Reel 1")
     home, out = root / "home", root / "Lieferung 1"
-    proc = foley("run", str(timeline), "--out", str(out), home=home, cwd=root)
+    proc = foley("run", str(timeline), "--out", str(out), home=home, cwd=root, ephemeral=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     truth = json.loads((root / "edit" / "Reel 1_truth.json").read_text())
     return {"root": root, "timeline": timeline, "home": home, "out": out, "truth": truth,

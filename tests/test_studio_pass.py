@@ -12,8 +12,8 @@ database and bucket hold exactly what one clean run holds: the same rows per tab
 object keys, no `running` activities, no object without an artifact row. Credentials never
 reach the output, the database, the manifest or a delivered file.
 
-The passes talk to one Prefect API server started here (as a studio runs one), so each CLI
-run does not pay for an ephemeral server's start.
+The passes talk to the session's Prefect API server (`prefect_api` in conftest.py, as a studio
+runs one), so each CLI run does not pay for an ephemeral server's start.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import pytest
 from flows.demo import DemoShot, make_demo_reel
 from models.scenes import SceneSpec
 from tests.service_pg import PostgresServer
-from tests.service_prefect import prefect_server
 from tests.service_s3 import S3Server
 
 slow = pytest.mark.slow
@@ -59,13 +58,6 @@ PROGRESS = re.compile(r"^\s*\w+ .*\d+/\d+ \d+:\d\d:\d\d\s*$")  # a rich progress
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prefect API server for the module's passes (its own home and database)."""
-    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as server:
-        yield server.url
 
 
 @pytest.fixture(scope="module")
