@@ -72,10 +72,7 @@ def train_envelope(
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 60,
     batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
-    seed: Annotated[int, typer.Option(help="Seed (member k of an ensemble: seed + k).")] = 0,
-    members: Annotated[int, typer.Option(help="Train this many models from different seeds "
-                                         "(OUT/member_<k>/) and ship their ensemble: the "
-                                         "mean of their probabilities.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     max_minutes: Annotated[Optional[float], typer.Option(help="Stop after the epoch that "
                                                          "passes this budget.")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads. Use 1 when other jobs share the cores: two threads then run 10× slower.")] = 2,
@@ -86,8 +83,6 @@ def train_envelope(
 
     if preset not in ("tiny", "base"):
         _fail(f"--preset must be tiny or base, not {preset!r}")
-    if members < 1:
-        _fail(f"--members must be 1 or more, not {members}")
     if not (data / "index.json").is_file():
         _fail(f"{data} is not a dataset folder (no index.json): build one with "
               "`foley dataset procedural`")
@@ -96,8 +91,7 @@ def train_envelope(
 
     summary = train_envelope_flow()(str(data), str(out), preset=preset, epochs=epochs,
                                     batch_size=batch_size, lr=lr, seed=seed,
-                                    members=members, max_minutes=max_minutes,
-                                    threads=threads)
+                                    max_minutes=max_minutes, threads=threads)
     typer.echo(json.dumps(summary, indent=1))
 
 

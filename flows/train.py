@@ -11,10 +11,6 @@ are written (atomically) to OUT/train_state.pt; running the same command again c
 there. The best epoch's model is OUT/rms_mapper_<preset>.safetensors (config, input
 statistics, onset calibration and the training summary embedded). Curves are published as
 Prefect artifacts (a table per epoch, the summary as markdown) and drawn to OUT/curves.png.
-
-`--members N` trains N such runs from seeds seed … seed + N − 1 in OUT/member_<k>/ (each
-resumable on its own) and writes their ensemble (`models.rms_mapper.MapperEnsemble`, the mean
-of their probabilities) as OUT/rms_mapper_<preset>.safetensors, calibrated as one model.
 """
 from __future__ import annotations
 
@@ -208,20 +204,14 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
 
 def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
           batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0, seed: int = 0,
-          members: int = 1, max_minutes: float | None = None, threads: int = 2,
+          max_minutes: float | None = None, threads: int = 2,
           log: Any = print, publish: Any = None) -> dict[str, Any]:
-    """Train (or resume) and return the summary (also embedded in the checkpoint).
-
-    With `members` > 1, member k trains from seed `seed + k` in OUT/member_<k>/ (a complete,
-    resumable run of its own); then OUT/rms_mapper_<preset>.safetensors is their ensemble
-    (`models.rms_mapper.MapperEnsemble`), calibrated as one model on the validation clips.
-    `max_minutes` is each member's budget."""
+    """Train (or resume) and return the summary (also embedded in the checkpoint)."""
     import torch
 
     torch.set_num_threads(threads)
-    if members < 1:
-        raise ValueError(f"--members must be 1 or more, not {members}")
     out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
     config = mapper.get_config(preset)
     examples = load_examples(data, "train", config.contact_inputs)
     if len(examples) < 4:
@@ -229,45 +219,6 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
                          "`foley dataset procedural` first")
     val = [e for e in examples if is_validation(e.name)]
     trn = [e for e in examples if not is_validation(e.name)]
-    run = dict(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, crop_s=crop_s,
-               max_minutes=max_minutes, log=log, publish=publish)
-    if members == 1:
-        return _train_one(data, out, trn, val, seed=seed, **run)
-    runs = []
-    for k in range(members):
-        log(f"member {k + 1} of {members} (seed {seed + k})")
-        runs.append(_train_one(data, out / f"member_{k}", trn, val, seed=seed + k, **run))
-    ensemble = mapper.MapperEnsemble.of([
-        mapper.load_checkpoint(out / f"member_{k}" / checkpoint_name(preset))[0]
-        for k in range(members)])
-    val_loss, _onset, val_l1 = evaluate_loss(ensemble, val)
-    detection = calibrate(ensemble, trn, val)
-    summary = {
-        "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
-        "members": members, "seed": seed, "epochs_run": sum(r["epochs_run"] for r in runs),
-        "best_val_loss": val_loss, "best_val_e_l1": val_l1, "detection": detection,
-        "batch_size": batch_size, "lr": lr, "crop_s": crop_s,
-        "train_minutes": round(sum(r["train_minutes"] for r in runs), 1),
-        "parameters": int(sum(p.numel() for p in ensemble.parameters())),
-        "member_runs": [{k: r[k] for k in ("seed", "best_epoch", "best_val_loss",
-                                           "best_val_e_l1", "train_minutes")}
-                        | {"val_onset_f1": r["detection"]["val_onset_f1"]} for r in runs]}
-    _write_atomic(out / checkpoint_name(preset), lambda p: mapper.save_checkpoint(
-        ensemble, config, p, {**detection, "val_loss": val_loss, "val_e_l1": val_l1,
-                              "training": summary}))
-    (out / "training.json").write_text(json.dumps(summary, indent=1))
-    return summary
-
-
-def _train_one(data: Path, out: Path, trn: list[Example], val: list[Example], *, preset: str,
-               epochs: int, batch_size: int, lr: float, crop_s: float, seed: int,
-               max_minutes: float | None, log: Any, publish: Any) -> dict[str, Any]:
-    """One model trained (or resumed) in `out`; its calibrated checkpoint and summary."""
-    import torch
-
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.monotonic()
-    config = mapper.get_config(preset)
     mean, std = input_stats(trn)
     torch.manual_seed(seed)
     model = mapper.build(config)
@@ -385,7 +336,7 @@ def train_envelope_flow() -> Any:
     @flow(name="train-envelope", log_prints=True)
     def train_envelope(data: str, out: str, preset: str = "tiny", epochs: int = 60,
                        batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0,
-                       seed: int = 0, members: int = 1, max_minutes: float | None = None,
+                       seed: int = 0, max_minutes: float | None = None,
                        threads: int = 2) -> dict[str, Any]:
         """Train the RMS-Mapper on a dataset folder; resumable from OUT/train_state.pt."""
         def publish(history: list[dict[str, float]]) -> None:
@@ -395,7 +346,7 @@ def train_envelope_flow() -> Any:
 
         summary = train(Path(data), Path(out), preset=preset, epochs=epochs,
                         batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
-                        members=members, max_minutes=max_minutes, threads=threads, log=print,
+                        max_minutes=max_minutes, threads=threads, log=print,
                         publish=publish)
         create_markdown_artifact(
             f"# RMS-Mapper `{preset}`\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "

@@ -10,13 +10,6 @@ here", trained with `onset_loss` against `rms_targets.onset_target`); checkpoint
 still load (`MapperConfig.onset_head` False) and are decoded from the curve alone.
 Checkpoints are safetensors with the config and the caller's metadata as JSON in the header,
 so `load_checkpoint` rebuilds the exact network without pickle.
-
-A checkpoint may hold an ensemble (`MapperEnsemble`): members of one config trained from
-different seeds on the same data, acting as one model of their mean class and onset
-probabilities (a deep ensemble, Lakshminarayanan et al. 2017: independently initialized
-members disagree mostly where each is unsure, so the mean is better calibrated than any
-member). The header's `members` says how many; a single model is the one-member case and
-loads as an `RMSMapper`.
 """
 from __future__ import annotations
 
@@ -110,42 +103,6 @@ def build(config: MapperConfig) -> RMSMapper:
     return RMSMapper(config)
 
 
-class MapperEnsemble(nn.Module):
-    """RMS-Mappers of one config (trained from different seeds) that act as one model of
-    their mean probabilities; state dict keys `members.<k>.…`."""
-
-    def __init__(self, config: MapperConfig, members: int) -> None:
-        super().__init__()
-        assert members >= 2, f"an ensemble needs two members or more, got {members}"
-        self.config = config
-        self.members = nn.ModuleList(build(config) for _ in range(members))
-
-    @classmethod
-    def of(cls, models: list[RMSMapper]) -> "MapperEnsemble":
-        """An ensemble holding (copies of the weights of) `models`, which share one config."""
-        configs = {m.config for m in models}
-        assert len(configs) == 1, f"ensemble members must share one config, got {configs}"
-        ensemble = cls(models[0].config, len(models))
-        for member, model in zip(ensemble.members, models):
-            member.load_state_dict(model.state_dict())
-        return ensemble.eval()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Like `RMSMapper.forward`, of the members' mean probabilities: class logits are the
-        log of the mean softmax, the onset logit is the logit of the mean sigmoid."""
-        outs = [member(x) for member in self.members]
-        log_p = torch.stack([F.log_softmax(logits, dim=-1) for logits, _ in outs])
-        logits = torch.logsumexp(log_p, dim=0) - math.log(len(outs))
-        if outs[0][1] is None:
-            return logits, None
-        p = torch.stack([torch.sigmoid(onset) for _, onset in outs]).mean(dim=0)
-        return logits, torch.logit(p, eps=1e-6)
-
-
-def members_of(model: RMSMapper | MapperEnsemble) -> list[RMSMapper]:
-    return list(model.members) if isinstance(model, MapperEnsemble) else [model]
-
-
 def set_input_stats(model: RMSMapper, mean: np.ndarray, std: np.ndarray) -> None:
     """Store the training inputs' per-dimension mean and std in the model (saved with it)."""
     mean = np.asarray(mean, dtype=np.float32)
@@ -186,12 +143,11 @@ def onset_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     return (bce * m).sum() / m.sum().clamp_min(1.0)
 
 
-def predict(model: RMSMapper | MapperEnsemble, inputs: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray | None]:
+def predict(model: RMSMapper, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(T_in, in_dim) inputs of one clip → (4 · T_in, n_classes) float32 class probabilities
     and (4 · T_in,) float32 onset probabilities (None without an onset head)."""
     was_training = model.training
-    device = next(model.buffers()).device
+    device = model.in_mean.device
     model.eval()
     try:
         with torch.inference_mode():
@@ -204,19 +160,16 @@ def predict(model: RMSMapper | MapperEnsemble, inputs: np.ndarray
     return probs, onset_p
 
 
-def save_checkpoint(model: RMSMapper | MapperEnsemble, config: MapperConfig, path: Path,
-                    extra_metadata: dict) -> None:
-    """Weights, input statistics and BatchNorm state as safetensors; config, member count and
-    metadata as JSON."""
+def save_checkpoint(model: RMSMapper, config: MapperConfig, path: Path, extra_metadata: dict) -> None:
+    """Weights, input statistics and BatchNorm state as safetensors; config + metadata as JSON."""
     assert config == model.config, f"{config=} does not describe this model ({model.config=})"
-    header = {"kind": CHECKPOINT_KIND, "config": asdict(config),
-              "members": len(members_of(model)), "metadata": extra_metadata}
+    header = {"kind": CHECKPOINT_KIND, "config": asdict(config), "metadata": extra_metadata}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata={"format": "pt", "foleyflow": json.dumps(header)})
 
 
-def load_checkpoint(path: Path) -> tuple[RMSMapper | MapperEnsemble, MapperConfig, dict]:
-    """The model or ensemble (eval mode, CPU), its config and the metadata saved with it."""
+def load_checkpoint(path: Path) -> tuple[RMSMapper, MapperConfig, dict]:
+    """The model (eval mode, CPU), its config and the metadata saved with it."""
     with safe_open(str(path), framework="pt") as fh:
         raw = (fh.metadata() or {}).get("foleyflow")
     header = json.loads(raw) if raw else {}
@@ -224,7 +177,6 @@ def load_checkpoint(path: Path) -> tuple[RMSMapper | MapperEnsemble, MapperConfi
         raise ValueError(f"{path}: not an RMS-Mapper checkpoint (expected kind {CHECKPOINT_KIND!r}, "
                          f"found {header.get('kind')!r}); retrain or pick another file")
     config = MapperConfig(**header["config"])
-    members = int(header.get("members", 1))
-    model = build(config) if members == 1 else MapperEnsemble(config, members)
+    model = build(config)
     model.load_state_dict(load_file(str(path)))
     return model.eval(), config, header["metadata"]

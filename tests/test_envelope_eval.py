@@ -138,16 +138,6 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
         assert 0.0 <= result[name]["e_l1_tfoley"] < 1.0
     assert result["model_inference_x_realtime"] > 1.0
     json.dumps(result)  # the CLI prints it as JSON
-    # --members 2: two seeds in member_<k>/, shipped as one ensemble calibrated as a whole
-    ens = train(data, tmp_path / "ens", epochs=1, batch_size=4, threads=1, members=2)
-    assert [r["seed"] for r in ens["member_runs"]] == [0, 1] and ens["members"] == 2
-    assert all((tmp_path / "ens" / f"member_{k}" / checkpoint_name("tiny")).is_file()
-               for k in (0, 1))
-    ensemble, _config, ens_meta = rms_mapper.load_checkpoint(tmp_path / "ens" /
-                                                             checkpoint_name("tiny"))
-    assert isinstance(ensemble, rms_mapper.MapperEnsemble)
-    assert {"onset_offset_s", "track_threshold", "own_threshold"} <= set(ens_meta)
-    assert evaluate(data, tmp_path / "ens" / checkpoint_name("tiny"))["clips"] == 3
     # the pass's estimator: an envelope of the contract, events with confidence, from the model
     from models import v2a_envelope
     from tasks.dataset import iter_clips

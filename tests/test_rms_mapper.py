@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from models.rms_mapper import (
-    PRESETS, MapperEnsemble, build, get_config, load_checkpoint, loss, onset_loss, predict, save_checkpoint,
+    PRESETS, build, get_config, load_checkpoint, loss, onset_loss, predict, save_checkpoint,
     set_input_stats,
 )
 from models.rms_targets import (
@@ -236,29 +236,6 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="other.safetensors: not an RMS-Mapper checkpoint"):
         load_checkpoint(tmp_path / "other.safetensors")
-
-
-def test_an_ensemble_is_one_model_of_its_members_mean_probabilities(tmp_path: Path) -> None:
-    config = get_config("tiny")
-    members = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        members.append(build(config).eval())
-    ensemble = MapperEnsemble.of(members)
-    x = np.random.default_rng(2).normal(size=(24, config.in_dim)).astype(np.float32)
-    (p0, o0), (p1, o1) = predict(members[0], x), predict(members[1], x)
-    probs, onset = predict(ensemble, x)
-    assert not np.allclose(p0, p1, atol=1e-3)  # the members differ ...
-    np.testing.assert_allclose(probs, (p0 + p1) / 2, atol=1e-6)  # ... the ensemble is their mean
-    np.testing.assert_allclose(onset, (o0 + o1) / 2, atol=1e-5)
-    path = tmp_path / "ensemble.safetensors"
-    save_checkpoint(ensemble, config, path, {"offset_s": 0.0})
-    loaded, loaded_config, _meta = load_checkpoint(path)
-    assert isinstance(loaded, MapperEnsemble) and len(loaded.members) == 2
-    for a, b in zip(predict(ensemble, x), predict(loaded, x)):
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(AssertionError, match="share one config"):
-        MapperEnsemble.of([members[0], build(dataclasses.replace(config, hidden=32))])
 
 
 def test_tiny_model_overfits_a_short_pattern() -> None:
