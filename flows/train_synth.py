@@ -41,7 +41,7 @@ VOCODER_SEGMENT_S = 0.64  # the vocoder sees a few frames of context only: short
 # ~45 min on one CPU thread of its own (~70 min on the busy shared machine; models/README.md);
 # base: a GPU run.
 DEFAULT_STEPS = {
-    "tiny": {"vocoder": 1200, "encoder": 800, "base": 7000, "control": 5000},
+    "tiny": {"vocoder": 4000, "encoder": 800, "base": 7000, "control": 5000},
     "base": {"vocoder": 20000, "encoder": 4000, "base": 30000, "control": 15000},
 }
 DEFAULT_LR = {"vocoder": 5e-4, "encoder": 1e-3, "base": 3e-4, "control": 3e-4}

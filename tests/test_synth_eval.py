@@ -19,9 +19,10 @@ from models.audio_repr import SR
 
 torch.set_num_threads(1)
 SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
-# two categories with three held-out recordings each (file-hash split) and training ones too
+# two categories with three held-out recordings each (file-hash split) and training ones too;
+# validation recordings: one footstep on sand, the metal hit
 CAPTIONS = ("a footstep on sand", "a footstep on wood", "a tool hitting dirt",
-            "a tool hitting stone")
+            "a tool hitting stone", "a metal hit")
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +136,37 @@ def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
     json.dumps(report)  # the --json output is plain JSON
 
 
+def test_validation_scenes_come_from_validation_recordings_only(corpus, tmp_path):
+    """--split val: scenes of the validation recordings (the held-out ones are untouched), the
+    sampler plays training recordings only, the judge still learns from held-out ones."""
+    work, paths, splits = corpus
+    assert es.scene_classes(splits, "val") == ["footsteps", "impacts"]
+    val_names = {c.name for c in splits["val"]}
+    _untrained_checkpoints(tmp_path / "ckpt")
+    report = es.evaluate(SFX, tmp_path / "ckpt", work, steps=1, per_class=2, paths=paths,
+                         split="val", keep_audio=tmp_path / "audio")
+    assert report["split"] == "val" and report["classes"] == ["footsteps", "impacts"]
+    assert report["judge"]["recordings"] == 12
+    scenes = es.make_scenes(splits["val"], report["classes"], per_class=2, seed=0)
+    for scene in scenes:
+        real, _sr = sf.read(tmp_path / "audio" / f"{scene.name}_real.wav", dtype="float32")
+        assert np.array_equal(real, scene.audio)
+    library = es.sampler_library(splits, "val")
+    assert library and val_names.isdisjoint(c.name for c in library)
+    assert val_names <= {c.name for c in es.sampler_library(splits, "heldout")}
+    assert "envelopes of the val split" in es.table(report)
+    with pytest.raises(ValueError, match="split must be"):
+        es.evaluate(SFX, tmp_path / "ckpt", work, split="train", paths=paths)
+
+
 def test_eval_cli_errors(tmp_path):
     from flows.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["eval", "synth", "--sfx", str(tmp_path)])
     assert res.exit_code == 2 and "catalog.csv" in res.output
+    res = runner.invoke(app, ["eval", "synth", "--split", "train"])
+    assert res.exit_code == 2 and "--split must be heldout or val" in res.output
     res = runner.invoke(app, ["eval", "synth", "--checkpoints", str(tmp_path / "none"),
                               "--work", str(tmp_path / "w"), "--scenes", "2"])
     assert res.exit_code == 2 and "foley train synth --stage" in res.output
