@@ -190,24 +190,30 @@ def train_judge(feats: np.ndarray, cats: Sequence[str], classes: Sequence[str], 
 def cross_validate(feats: np.ndarray, cats: Sequence[str], names: Sequence[str],
                    classes: Sequence[str], seed: int, folds: int = JUDGE_FOLDS) -> dict[str, Any]:
     """Accuracy on recordings left out of training: recordings of each class are dealt to
-    folds round robin (sorted by name), every fold trains a judge on the others."""
+    folds round robin (sorted by name), every fold trains a judge on the others. Reports the
+    accuracy over segments, per class and their mean (balanced: the evaluation's scenes are
+    balanced over classes, the held-out recordings are not)."""
     fold_of: dict[str, int] = {}
     for category in classes:
         recs = sorted({n for n, c in zip(names, cats) if c == category})
         fold_of |= {r: i % folds for i, r in enumerate(recs)}
     fold = np.array([fold_of[n] for n in names])
-    correct = total = 0
+    truth = np.array(cats, dtype=object)
+    pred = np.empty(len(cats), dtype=object)
     for k in range(folds):
         test = fold == k
         if not test.any():
             continue
-        judge = train_judge(feats[~test], [c for c, t in zip(cats, test) if not t], classes, seed)
-        pred = judge.predict(feats[test])
-        truth = [c for c, t in zip(cats, test) if t]
-        correct += sum(p == t for p, t in zip(pred, truth))
-        total += len(truth)
-    return {"accuracy": correct / total, "segments": total, "folds": folds,
-            "recordings": len(fold_of)}
+        judge = train_judge(feats[~test], list(truth[~test]), classes, seed)
+        pred[test] = judge.predict(feats[test])
+    tested = pred != None  # noqa: E711 (element-wise: segments of a fold that ran)
+    per_class = {c: float(np.mean(pred[tested & (truth == c)] == c)) for c in classes
+                 if (tested & (truth == c)).any()}
+    recordings = {c: len({n for n, k in zip(names, cats) if k == c}) for c in classes}
+    return {"accuracy": float(np.mean(pred[tested] == truth[tested])),
+            "balanced_accuracy": float(np.mean(list(per_class.values()))),
+            "per_class_accuracy": per_class, "recordings_per_class": recordings,
+            "segments": int(tested.sum()), "folds": folds, "recordings": len(fold_of)}
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -404,10 +410,12 @@ def table(report: dict[str, Any]) -> str:
                      f"{fmt.format(b['vocoder'][key])} |")
     j = report["judge"]
     lines.append("")
+    per_class = ", ".join(f"{c} {v:.2f} ({j['recordings_per_class'][c]} rec.)"
+                          for c, v in j["per_class_accuracy"].items())
     lines.append(f"{len(report['scenes'])} envelopes of the {report.get('split', 'heldout')} "
                  f"split ({', '.join(report['classes'])}; "
                  f"{report['events']} events); judge: cross-validated accuracy "
-                 f"{j['accuracy']:.3f} on {j['recordings']} held-out recordings "
-                 f"({j['folds']} folds by recording); E-L1 of silence on these envelopes "
-                 f"{report['e_l1_silence']:.4f}")
+                 f"{j['accuracy']:.3f} (balanced {j['balanced_accuracy']:.3f}; {per_class}) "
+                 f"on {j['recordings']} held-out recordings ({j['folds']} folds by recording); "
+                 f"E-L1 of silence on these envelopes {report['e_l1_silence']:.4f}")
     return "\n".join(lines)

@@ -98,6 +98,27 @@ def test_cross_validation_keeps_recordings_apart():
     assert np.mean([p == c for p, c in zip(judge.predict(feats), cats)]) == 1.0
     cv = es.cross_validate(feats, cats, names, ["a", "b"], seed=0, folds=2)
     assert cv["recordings"] == 4 and cv["segments"] == 40 and cv["accuracy"] < 0.9
+    assert cv["recordings_per_class"] == {"a": 2, "b": 2}
+    assert set(cv["per_class_accuracy"]) == {"a", "b"}
+    assert cv["balanced_accuracy"] == pytest.approx(np.mean(list(cv["per_class_accuracy"].values())))
+
+
+def test_balanced_accuracy_weighs_classes_not_segments():
+    """A class of one recording among many: features tell the large classes apart, so the
+    segment accuracy is high while the small class (never learnable from zero other
+    recordings) pulls the balanced figure down."""
+    rng = np.random.default_rng(1)
+    names, cats = [], []
+    for cat, recs in (("a", 4), ("b", 4), ("c", 1)):
+        for r in range(recs):
+            names += [f"{cat}{r}"] * 10
+            cats += [cat] * 10
+    centre = {"a": np.full(6, -3.0), "b": np.full(6, 3.0), "c": np.zeros(6)}
+    feats = np.stack([centre[c] + rng.standard_normal(6) for c in cats]).astype(np.float32)
+    cv = es.cross_validate(feats, cats, names, ["a", "b", "c"], seed=0, folds=4)
+    assert cv["per_class_accuracy"]["a"] > 0.9 and cv["per_class_accuracy"]["b"] > 0.9
+    assert cv["per_class_accuracy"]["c"] == 0.0  # its only recording is never in training
+    assert cv["accuracy"] > 0.8 and cv["balanced_accuracy"] < 0.7
 
 
 def _untrained_checkpoints(folder: Path) -> None:
