@@ -19,8 +19,9 @@ audio (B, T · HOP).
 
 Training loss (`stft_loss`): multi-resolution STFT loss (spectral convergence + L1 of log
 magnitudes) at five resolutions from 128-point / 32-hop (0.7 ms: pre-echo before an attack
-costs) to 8192 / 2048, an L1 on the normalized log-mel of the output and an L1 on the 5 ms
-log-RMS envelope (`log_rms`). No adversarial loss yet.
+costs) to 8192 / 2048, plus an L1 on the normalized log-mel of the output. No adversarial
+loss yet (an L1 on the 5 ms log-RMS envelope was tried and lowered onset recall on the
+validation scenes; docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -131,15 +132,6 @@ def build(config: VocoderConfig) -> Vocoder:
 
 
 _RESOLUTIONS = ((128, 32), (256, 64), (512, 128), (2048, 512), (8192, 2048))
-ENVELOPE_FRAME = 240  # 5 ms RMS frames every 2.5 ms: the attacks and the gaps between them
-ENVELOPE_WEIGHT = 1.0
-_ENVELOPE_FLOOR = 1e-8  # power: -80 dBFS
-
-
-def log_rms(x: torch.Tensor) -> torch.Tensor:
-    """(B, n) audio → (B, frames) natural-log RMS over ENVELOPE_FRAME samples every half frame."""
-    power = F.avg_pool1d(x[:, None] ** 2, ENVELOPE_FRAME, ENVELOPE_FRAME // 2)[:, 0]
-    return 0.5 * torch.log(power.clamp_min(_ENVELOPE_FLOOR))
 
 
 def _stft_mag(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
@@ -147,11 +139,8 @@ def _stft_mag(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
 
 
-def stft_loss(pred: torch.Tensor, target: torch.Tensor,
-              envelope_weight: float = ENVELOPE_WEIGHT) -> torch.Tensor:
-    """Multi-resolution STFT loss (spectral convergence + log-magnitude L1) + log-mel L1 +
-    `envelope_weight` · L1 of the 5 ms log-RMS envelopes (`log_rms`: pre-echo and filled-in
-    gaps between close attacks cost directly).
+def stft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT loss (spectral convergence + log-magnitude L1) + log-mel L1.
 
     pred, target (B, n) audio at 48 kHz of equal length."""
     assert pred.shape == target.shape, f"{pred.shape=} {target.shape=}"
@@ -161,5 +150,4 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor,
         sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-5)
         total = total + sc + F.l1_loss(torch.log(p), torch.log(t))
     mel_l1 = F.l1_loss(log_mel(pred), log_mel(target))
-    envelope = F.l1_loss(log_rms(pred), log_rms(target)) if envelope_weight else 0.0
-    return total / len(_RESOLUTIONS) + mel_l1 + envelope_weight * envelope
+    return total / len(_RESOLUTIONS) + mel_l1
