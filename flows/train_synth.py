@@ -40,7 +40,7 @@ from models.text_embed import TextEmbedder
 P_DROP_SEMANTIC = 0.1
 VOCODER_SEGMENT_S = 0.64  # the vocoder sees a few frames of context only: short is enough
 # Optimizer steps per preset and stage. tiny: what the shipped checkpoints were trained with,
-# ~45 min on one CPU thread of its own (~70 min on the busy shared machine; models/README.md);
+# ~65 min on one CPU thread of its own (~85 min on the busy shared machine; models/README.md);
 # base: a GPU run.
 DEFAULT_STEPS = {
     "tiny": {"vocoder": 4000, "encoder": 800, "base": 7000, "control": 5000},
