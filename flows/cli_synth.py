@@ -146,7 +146,9 @@ def train_synth(
     out: Annotated[Path, typer.Option(help="Where checkpoints, curves and resumable state "
                                       "go.")] = DEFAULT_TRAIN_OUT,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per stage (default: "
-                                                 "the stage's own).")] = None,
+                                                 "the stage's own). More than a stage in "
+                                                 "--out was run with continues it on a "
+                                                 "longer cosine schedule.")] = None,
     batch_size: Annotated[int, typer.Option(help="Segments per batch.")] = 8,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the "
                                                 "stage's own).")] = None,

@@ -15,8 +15,8 @@ OUT/synth_<stage>_<preset>.safetensors (config, training summary and the hashes 
 checkpoints it was built on embedded) and writes OUT/state_<stage>.pt (model, optimizer, RNG
 states, curves; atomic) so the same command resumes. A larger --steps continues a stage
 (finished or not) on a longer cosine schedule: the learning rate picks up where the new,
-longer curve is at the current step; a smaller one is refused. Curves go to OUT/curves_<stage>.png and
-to Prefect table artifacts.
+longer curve is at the current step; a smaller one is refused. Curves go to
+OUT/curves_<stage>.png and to Prefect table artifacts.
 """
 from __future__ import annotations
 
