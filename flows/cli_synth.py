@@ -146,7 +146,9 @@ def train_synth(
     out: Annotated[Path, typer.Option(help="Where checkpoints, curves and resumable state "
                                       "go.")] = DEFAULT_TRAIN_OUT,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per stage (default: "
-                                                 "the stage's own).")] = None,
+                                                 "the stage's own). More than a stage in "
+                                                 "--out was run with continues it on a "
+                                                 "longer cosine schedule.")] = None,
     batch_size: Annotated[int, typer.Option(help="Segments per batch.")] = 8,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: the "
                                                 "stage's own).")] = None,
@@ -190,6 +192,10 @@ def eval_synth(
                                       "evaluation envelopes and train the judge.")] = DEFAULT_SFX,
     preset: Annotated[str, typer.Option(help="tiny (CPU) | base (GPU).")] = "tiny",
     scenes: Annotated[int, typer.Option(help="Envelopes per class.")] = 8,
+    split: Annotated[str, typer.Option(help="Where the scenes come from: heldout (the "
+                                       "figures to report) or val (the validation "
+                                       "recordings: the figures to make choices with, so "
+                                       "the held-out ones are read once, at the end).")] = "heldout",
     steps: Annotated[int, typer.Option(help="Diffusion sampler steps.")] = 16,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 3.0,
     seed: Annotated[int, typer.Option(help="Seed of the envelopes, the judge and both "
@@ -218,6 +224,8 @@ def eval_synth(
 
     if not (sfx / "catalog.csv").is_file():
         _fail(f"{sfx} has no catalog.csv: point --sfx at the folder the model was trained on")
+    if split not in ("heldout", "val"):
+        _fail(f"--split must be heldout or val, not {split!r}")
     if scenes < 2 or steps < 1 or guidance <= 0:
         _fail("--scenes must be at least 2, --steps at least 1 and --guidance positive")
     torch.set_num_threads(threads)
@@ -231,7 +239,8 @@ def eval_synth(
             progress.advance(bars[stage])
         try:
             report = evaluate(sfx, checkpoints, work, preset=preset, steps=steps,
-                              guidance=guidance, seed=seed, per_class=scenes, progress=tick,
+                              guidance=guidance, seed=seed, split=split, per_class=scenes,
+                              progress=tick,
                               keep_audio=keep_audio)
         except (MissingCheckpoint, ValueError) as exc:
             _fail(str(exc))

@@ -34,6 +34,12 @@ recordings (the library it would have; the held-out ones are the truth). Metrics
 A third column, `vocoder`, puts each real scene's own log-mel through the vocoder alone: the
 figures a perfect denoiser would reach with this vocoder (its share of what is lost).
 
+`split="val"` builds the same kind of scenes from the **validation** recordings instead (the
+ones `foley train synth` picks checkpoints with; never trained on): the figures to make
+choices with, so the held-out scenes are only read once, at the end. Its classes are the
+judge's (held-out) classes that have at least one validation recording; the sampler then
+plays training recordings only; the judge is the same (trained on held-out recordings).
+
 The judge trains as part of the evaluation (seeded; ~10 s): it needs nothing but the sfx
 folder, and the figures always come with its cross-validated accuracy.
 """
@@ -184,24 +190,30 @@ def train_judge(feats: np.ndarray, cats: Sequence[str], classes: Sequence[str], 
 def cross_validate(feats: np.ndarray, cats: Sequence[str], names: Sequence[str],
                    classes: Sequence[str], seed: int, folds: int = JUDGE_FOLDS) -> dict[str, Any]:
     """Accuracy on recordings left out of training: recordings of each class are dealt to
-    folds round robin (sorted by name), every fold trains a judge on the others."""
+    folds round robin (sorted by name), every fold trains a judge on the others. Reports the
+    accuracy over segments, per class and their mean (balanced: the evaluation's scenes are
+    balanced over classes, the held-out recordings are not)."""
     fold_of: dict[str, int] = {}
     for category in classes:
         recs = sorted({n for n, c in zip(names, cats) if c == category})
         fold_of |= {r: i % folds for i, r in enumerate(recs)}
     fold = np.array([fold_of[n] for n in names])
-    correct = total = 0
+    truth = np.array(cats, dtype=object)
+    pred = np.empty(len(cats), dtype=object)
     for k in range(folds):
         test = fold == k
         if not test.any():
             continue
-        judge = train_judge(feats[~test], [c for c, t in zip(cats, test) if not t], classes, seed)
-        pred = judge.predict(feats[test])
-        truth = [c for c, t in zip(cats, test) if t]
-        correct += sum(p == t for p, t in zip(pred, truth))
-        total += len(truth)
-    return {"accuracy": correct / total, "segments": total, "folds": folds,
-            "recordings": len(fold_of)}
+        judge = train_judge(feats[~test], list(truth[~test]), classes, seed)
+        pred[test] = judge.predict(feats[test])
+    tested = pred != None  # noqa: E711 (element-wise: segments of a fold that ran)
+    per_class = {c: float(np.mean(pred[tested & (truth == c)] == c)) for c in classes
+                 if (tested & (truth == c)).any()}
+    recordings = {c: len({n for n, k in zip(names, cats) if k == c}) for c in classes}
+    return {"accuracy": float(np.mean(pred[tested] == truth[tested])),
+            "balanced_accuracy": float(np.mean(list(per_class.values()))),
+            "per_class_accuracy": per_class, "recordings_per_class": recordings,
+            "segments": int(tested.sum()), "folds": folds, "recordings": len(fold_of)}
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -255,6 +267,12 @@ def sampler_pool(train: Sequence[Clip], scene: Scene) -> list:
     return [Sample(c.audio, c.name) for c in sorted(same, key=lambda c: c.name)]
 
 
+def sampler_library(splits: dict[str, list[Clip]], split: str) -> list[Clip]:
+    """The recordings the sampler may play: every non-held-out one, minus the validation
+    recordings when they are the scenes (`split="val"`)."""
+    return splits["train"] + (splits["val"] if split == "heldout" else [])
+
+
 def resynthesize(synth: Any, audio: np.ndarray) -> np.ndarray:
     """The real scene through the vocoder alone (its true log-mel → audio): what the diffusion
     backend could reach with a perfect denoiser, so its figures bound the vocoder's share."""
@@ -275,31 +293,48 @@ def render_all(scenes: Sequence[Scene], render: Callable[[Scene], np.ndarray],
     return out, time.perf_counter() - t0
 
 
+SPLITS = ("heldout", "val")
+
+
+def scene_classes(splits: dict[str, list[Clip]], split: str) -> list[str]:
+    """The categories scored: the judge's (`eval_classes` of the held-out split), restricted for
+    `val` to those with a validation recording."""
+    classes = eval_classes(splits["heldout"])
+    if split == "val":
+        present = {c.category for c in splits["val"]}
+        classes = [c for c in classes if c in present]
+    return classes
+
+
 def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
-             steps: int = 16, guidance: float = 3.0, seed: int = 0,
+             steps: int = 16, guidance: float = 3.0, seed: int = 0, split: str = "heldout",
              per_class: int = SCENES_PER_CLASS, paths: list[str] | None = None,
              progress: Callable[[str, int], None] | None = None,
              keep_audio: Path | None = None) -> dict[str, Any]:
     """Everything `foley eval synth` reports (see module doc). `progress(stage, total)` is
-    called once per rendered scene; `keep_audio`: write each rendering there as a WAV."""
+    called once per rendered scene; `keep_audio`: write each rendering there as a WAV;
+    `split`: where the scenes come from (see module doc)."""
     from flows.synth_data import load_corpus
     from models import synth_pipeline
     from models.sampler import render_shot
     from models.text_embed import TextEmbedder
     from tasks.synth import shot_seed
 
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     synth = synth_pipeline.load(checkpoints, preset, need=("vocoder", "base", "control"))
     splits = load_corpus(sfx, work, with_kit=False, paths=paths)
     heldout = splits["heldout"]
-    classes = eval_classes(heldout)
+    judge_classes = eval_classes(heldout)
+    classes = scene_classes(splits, split)
     if len(classes) < 2:
-        raise ValueError(f"{sfx}: the held-out split has fewer than two categories with "
-                         f"{MIN_RECORDINGS}+ recordings; nothing to classify")
-    scenes = make_scenes(heldout, classes, per_class=per_class, seed=seed)
-    judge_clips = [c for c in heldout if c.category in classes]
+        raise ValueError(f"{sfx}: the {split} split has fewer than two of the categories with "
+                         f"{MIN_RECORDINGS}+ held-out recordings; nothing to classify")
+    scenes = make_scenes(splits[split], classes, per_class=per_class, seed=seed)
+    judge_clips = [c for c in heldout if c.category in judge_classes]
     feats, cats, names = judge_segments(judge_clips, JUDGE_SEGMENTS, seed + 1)
-    cv = cross_validate(feats, cats, names, classes, seed)
-    judge = train_judge(feats, cats, classes, seed)
+    cv = cross_validate(feats, cats, names, judge_classes, seed)
+    judge = train_judge(feats, cats, judge_classes, seed)
     ref_feats, ref_cats, _ = judge_segments(judge_clips, REFERENCE_PER_RECORDING, seed + 2)
     ref_emb = judge.embedding(ref_feats)
     reference = {c: ref_emb[[k == c for k in ref_cats]] for c in classes}
@@ -307,7 +342,7 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
     embedder = TextEmbedder(work / "text_cache")
     prompts = sorted({s.prompt for s in scenes})
     semantic = dict(zip(prompts, embedder.embed(prompts)))
-    train = splits["train"] + splits["val"]
+    train = sampler_library(splits, split)
 
     def tick(stage: str) -> Callable[[], None] | None:
         return None if progress is None else (lambda: progress(stage, len(scenes)))
@@ -326,7 +361,8 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
     backends = {name: score_backend(scenes, audio, judge, reference, secs)
                 for name, (audio, secs) in rendered.items()}
     return {
-        "envelopes": f"{len(scenes)} scenes of {SCENE_S:g} s built from the held-out sfx "
+        "split": split,
+        "envelopes": f"{len(scenes)} scenes of {SCENE_S:g} s built from the {split} sfx "
                      f"recordings (seed {seed}), envelope and onsets measured on them",
         "classes": classes, "scenes": [s.name for s in scenes],
         "heldout_recordings": len(judge_clips), "events": sum(len(s.envelope["events"])
@@ -374,9 +410,12 @@ def table(report: dict[str, Any]) -> str:
                      f"{fmt.format(b['vocoder'][key])} |")
     j = report["judge"]
     lines.append("")
-    lines.append(f"{len(report['scenes'])} envelopes ({', '.join(report['classes'])}; "
+    per_class = ", ".join(f"{c} {v:.2f} ({j['recordings_per_class'][c]} rec.)"
+                          for c, v in j["per_class_accuracy"].items())
+    lines.append(f"{len(report['scenes'])} envelopes of the {report.get('split', 'heldout')} "
+                 f"split ({', '.join(report['classes'])}; "
                  f"{report['events']} events); judge: cross-validated accuracy "
-                 f"{j['accuracy']:.3f} on {j['recordings']} held-out recordings "
-                 f"({j['folds']} folds by recording); E-L1 of silence on these envelopes "
-                 f"{report['e_l1_silence']:.4f}")
+                 f"{j['accuracy']:.3f} (balanced {j['balanced_accuracy']:.3f}; {per_class}) "
+                 f"on {j['recordings']} held-out recordings ({j['folds']} folds by recording); "
+                 f"E-L1 of silence on these envelopes {report['e_l1_silence']:.4f}")
     return "\n".join(lines)

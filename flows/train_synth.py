@@ -13,8 +13,10 @@ Data and splits: `flows.synth_data` (the held-out split is never read here). Eac
 the loss on a fixed validation batch (fixed segments, fixed noise), keeps the best as
 OUT/synth_<stage>_<preset>.safetensors (config, training summary and the hashes of the
 checkpoints it was built on embedded) and writes OUT/state_<stage>.pt (model, optimizer, RNG
-states, curves; atomic) so the same command resumes. Curves go to OUT/curves_<stage>.png and
-to Prefect table artifacts.
+states, curves; atomic) so the same command resumes. A larger --steps continues a stage
+(finished or not) on a longer cosine schedule: the learning rate picks up where the new,
+longer curve is at the current step; a smaller one is refused. Curves go to
+OUT/curves_<stage>.png and to Prefect table artifacts.
 """
 from __future__ import annotations
 
@@ -38,10 +40,10 @@ from models.text_embed import TextEmbedder
 P_DROP_SEMANTIC = 0.1
 VOCODER_SEGMENT_S = 0.64  # the vocoder sees a few frames of context only: short is enough
 # Optimizer steps per preset and stage. tiny: what the shipped checkpoints were trained with,
-# ~45 min on one CPU thread of its own (~70 min on the busy shared machine; models/README.md);
+# ~65 min on one CPU thread of its own (~85 min on the busy shared machine; models/README.md);
 # base: a GPU run.
 DEFAULT_STEPS = {
-    "tiny": {"vocoder": 1200, "encoder": 800, "base": 7000, "control": 5000},
+    "tiny": {"vocoder": 4000, "encoder": 800, "base": 7000, "control": 5000},
     "base": {"vocoder": 20000, "encoder": 4000, "base": 30000, "control": 15000},
 }
 DEFAULT_LR = {"vocoder": 5e-4, "encoder": 1e-3, "base": 3e-4, "control": 3e-4}
@@ -169,16 +171,19 @@ def train_stage(stage: Stage, train_clips: list[Clip], val_clips: list[Clip], ou
     ckpt = synth_pipeline.checkpoint_path(out, stage.name, preset)
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
-        if st["steps"] != steps or st["preset"] != preset:
+        if st["steps"] > steps or st["preset"] != preset:
             raise ValueError(f"{state_path} holds a {st['preset']!r} run of {st['steps']} steps: "
-                             "resume with the same --steps and --preset, or use another --out")
+                             "resume with the same (or a larger) --steps and the same "
+                             "--preset, or use another --out")
         stage.model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
         rng.bit_generator.state = st["rng"]
         gen.set_state(st["gen"])
         history, best, step = st["history"], st["best"], st["step"]
-        log(f"{stage.name}: resuming at step {step} (best validation loss {best:.4f})")
+        log(f"{stage.name}: resuming at step {step} (best validation loss {best:.4f})"
+            + (f"; budget extended from {st['steps']} to {steps} steps (the cosine now spans "
+               f"{steps})" if st["steps"] < steps else ""))
     stage.model.train()
     window: list[float] = []
     t0 = time.monotonic()

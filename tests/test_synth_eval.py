@@ -19,9 +19,10 @@ from models.audio_repr import SR
 
 torch.set_num_threads(1)
 SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
-# two categories with three held-out recordings each (file-hash split) and training ones too
+# two categories with three held-out recordings each (file-hash split) and training ones too;
+# validation recordings: one footstep on sand, the metal hit
 CAPTIONS = ("a footstep on sand", "a footstep on wood", "a tool hitting dirt",
-            "a tool hitting stone")
+            "a tool hitting stone", "a metal hit")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,27 @@ def test_cross_validation_keeps_recordings_apart():
     assert np.mean([p == c for p, c in zip(judge.predict(feats), cats)]) == 1.0
     cv = es.cross_validate(feats, cats, names, ["a", "b"], seed=0, folds=2)
     assert cv["recordings"] == 4 and cv["segments"] == 40 and cv["accuracy"] < 0.9
+    assert cv["recordings_per_class"] == {"a": 2, "b": 2}
+    assert set(cv["per_class_accuracy"]) == {"a", "b"}
+    assert cv["balanced_accuracy"] == pytest.approx(np.mean(list(cv["per_class_accuracy"].values())))
+
+
+def test_balanced_accuracy_weighs_classes_not_segments():
+    """A class of one recording among many: features tell the large classes apart, so the
+    segment accuracy is high while the small class (never learnable from zero other
+    recordings) pulls the balanced figure down."""
+    rng = np.random.default_rng(1)
+    names, cats = [], []
+    for cat, recs in (("a", 4), ("b", 4), ("c", 1)):
+        for r in range(recs):
+            names += [f"{cat}{r}"] * 10
+            cats += [cat] * 10
+    centre = {"a": np.full(6, -3.0), "b": np.full(6, 3.0), "c": np.zeros(6)}
+    feats = np.stack([centre[c] + rng.standard_normal(6) for c in cats]).astype(np.float32)
+    cv = es.cross_validate(feats, cats, names, ["a", "b", "c"], seed=0, folds=4)
+    assert cv["per_class_accuracy"]["a"] > 0.9 and cv["per_class_accuracy"]["b"] > 0.9
+    assert cv["per_class_accuracy"]["c"] == 0.0  # its only recording is never in training
+    assert cv["accuracy"] > 0.8 and cv["balanced_accuracy"] < 0.7
 
 
 def _untrained_checkpoints(folder: Path) -> None:
@@ -135,12 +157,37 @@ def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
     json.dumps(report)  # the --json output is plain JSON
 
 
+def test_validation_scenes_come_from_validation_recordings_only(corpus, tmp_path):
+    """--split val: scenes of the validation recordings (the held-out ones are untouched), the
+    sampler plays training recordings only, the judge still learns from held-out ones."""
+    work, paths, splits = corpus
+    assert es.scene_classes(splits, "val") == ["footsteps", "impacts"]
+    val_names = {c.name for c in splits["val"]}
+    _untrained_checkpoints(tmp_path / "ckpt")
+    report = es.evaluate(SFX, tmp_path / "ckpt", work, steps=1, per_class=2, paths=paths,
+                         split="val", keep_audio=tmp_path / "audio")
+    assert report["split"] == "val" and report["classes"] == ["footsteps", "impacts"]
+    assert report["judge"]["recordings"] == 12
+    scenes = es.make_scenes(splits["val"], report["classes"], per_class=2, seed=0)
+    for scene in scenes:
+        real, _sr = sf.read(tmp_path / "audio" / f"{scene.name}_real.wav", dtype="float32")
+        assert np.array_equal(real, scene.audio)
+    library = es.sampler_library(splits, "val")
+    assert library and val_names.isdisjoint(c.name for c in library)
+    assert val_names <= {c.name for c in es.sampler_library(splits, "heldout")}
+    assert "envelopes of the val split" in es.table(report)
+    with pytest.raises(ValueError, match="split must be"):
+        es.evaluate(SFX, tmp_path / "ckpt", work, split="train", paths=paths)
+
+
 def test_eval_cli_errors(tmp_path):
     from flows.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["eval", "synth", "--sfx", str(tmp_path)])
     assert res.exit_code == 2 and "catalog.csv" in res.output
+    res = runner.invoke(app, ["eval", "synth", "--split", "train"])
+    assert res.exit_code == 2 and "--split must be heldout or val" in res.output
     res = runner.invoke(app, ["eval", "synth", "--checkpoints", str(tmp_path / "none"),
                               "--work", str(tmp_path / "w"), "--scenes", "2"])
     assert res.exit_code == 2 and "foley train synth --stage" in res.output

@@ -66,6 +66,42 @@ def test_presets_build_and_unknown_raise():
     assert voc(mel).shape == (1, 25 * HOP)
 
 
+def test_vocoder_grains_sit_where_the_module_says():
+    """Only sub-frame 1 of every mel frame sounds (flat magnitude, phase π·bin: a click at the
+    grain's centre): the output is clicks exactly on the mel frame centres k·HOP."""
+    voc = vocoder.build(vocoder.get_config("debug"))
+    cfg = voc.config
+    assert (cfg.n_fft, cfg.sub_frames, cfg.hop) == (960, 4, 240)
+    with torch.no_grad():
+        voc.head.weight.zero_()
+        bias = torch.zeros(cfg.sub_frames, 3, voc.bins)
+        bias[:, 0] = -30.0   # log-magnitude: silent ...
+        bias[1, 0] = 0.0     # ... but sub-frame 1
+        bias[:, 1] = torch.cos(torch.pi * torch.arange(voc.bins))  # phase vector (±1, 0)
+        voc.head.bias.copy_(bias.reshape(-1))
+        t = 12
+        spec = voc.spectrum(torch.zeros(1, N_MELS, t))
+        audio = voc(torch.zeros(1, N_MELS, t))[0].numpy()
+    assert spec.shape == (1, voc.bins, t * cfg.sub_frames + 1)
+    assert float(spec[..., -2:].abs().max()) == 0.0
+    peaks = [k * HOP for k in range(1, t - 1)]
+    for p in peaks:
+        assert abs(int(np.argmax(np.abs(audio[p - HOP // 2:p + HOP // 2]))) - HOP // 2) <= 1
+    away = np.ones(len(audio), bool)
+    for p in [0, *peaks]:
+        away[max(0, p - 48):p + 48] = False  # 1 ms around each click
+    away[(t - 1) * HOP - 48:] = False
+    assert np.abs(audio[away]).max() < 1e-3 * np.abs(audio).max()
+
+
+def test_a_phase_2_vocoder_checkpoint_fails_loudly(tmp_path):
+    voc = vocoder.build(vocoder.get_config("debug"))
+    synth_ckpt.save(voc, voc.config, synth_pipeline.checkpoint_path(tmp_path, "vocoder", "tiny"),
+                    "synth_vocoder@1", {})
+    with pytest.raises(ValueError, match="not a synth_vocoder@2 checkpoint .found 'synth_vocoder@1'"):
+        synth_pipeline.load_stage(tmp_path, "vocoder", "tiny")
+
+
 def test_controlnet_zero_at_start_then_only_the_branch_learns():
     torch.manual_seed(0)
     base = diffusion.build(diffusion.get_config("debug"))

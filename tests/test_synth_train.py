@@ -76,8 +76,12 @@ def test_encoder_stage_and_resume(corpus):
     second = _train(corpus, "encoder", 6, eval_every=3)
     assert [h["step"] for h in second["history"]] == [1, 3, 6]
     assert (work / "curves_encoder.png").stat().st_size > 1000
-    with pytest.raises(ValueError, match="resume with the same --steps"):
-        _train(corpus, "encoder", 7)
+    with pytest.raises(ValueError, match="resume with the same .or a larger. --steps"):
+        _train(corpus, "encoder", 5)
+    longer = _train(corpus, "encoder", 8, eval_every=1)  # a finished stage, extended
+    assert [h["step"] for h in longer["history"]] == [1, 3, 6, 7, 8]
+    # the learning rate rises again from the end of the short cosine onto the longer one
+    assert longer["history"][3]["lr"] > 2 * second["history"][-1]["lr"]
 
 
 def test_generate_cli(corpus, tmp_path):
