@@ -113,7 +113,8 @@ class Vocoder(nn.Module):
         h = F.pad(h[..., 1:], (0, 2))
         logmag, px, py = h.unbind(1)                             # 3 × (B, bins, T·S + 1)
         mag = torch.exp(logmag.clamp(max=_MAX_LOG_MAG))
-        mag = mag * (torch.arange(mag.shape[-1]) < mag.shape[-1] - 2).to(mag.dtype)
+        silent = torch.arange(mag.shape[-1], device=mag.device) >= mag.shape[-1] - 2
+        mag = mag.masked_fill(silent, 0.0)  # the two grains past the last mel frame
         phase = torch.atan2(py, px)
         return torch.polar(mag, phase)
 
