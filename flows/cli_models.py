@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from models import SHIPPED  # the shipped checkpoints: the default of every --checkpoint(s)
+
 dataset_app = typer.Typer(help="Build training / evaluation data for the envelope model.",
                           no_args_is_help=True)
 train_app = typer.Typer(help="Train models (Prefect flows; resumable).", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate: the envelope model against the motion baseline (envelope), the directions in a delivery or on rendered scenes (spatial).", no_args_is_help=True)
 
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -10,16 +10,10 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from flows.cli_models import SHIPPED
+from flows.cli_models import DEFAULT_SFX, SHIPPED, _fail
 
 DEFAULT_TRAIN_OUT = Path(".foley/train/synth")
-DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 MAX_DURATION_S = 3600.0
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float]:

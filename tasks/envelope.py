@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 import models.motion_baseline as motion_baseline
 import models.v2a_envelope as v2a_envelope
+from models import SHIPPED
 from tasks import features as features_mod
 from tasks.decisions import load_envelope, save_version
 from tasks.stage import StageOutput, run_stage
@@ -23,8 +24,7 @@ from tasks.store import ArtifactRef
 
 ESTIMATORS = ("baseline", "model")
 # The shipped RMS-Mapper (models/README.md has its card); FOLEY_ENVELOPE_CHECKPOINT overrides.
-CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / \
-    "rms_mapper_tiny.safetensors"
+CHECKPOINT = SHIPPED / "rms_mapper_tiny.safetensors"
 
 
 @functools.lru_cache(maxsize=4)

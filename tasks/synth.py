@@ -23,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 import models.sampler as sampler
+from models import SHIPPED
 from db import api
 from tasks import library_match
 from tasks.library import load_sample
@@ -34,7 +35,7 @@ from tasks.wavfloat import write_float_wav
 SR = 48000
 BACKENDS = ("sampler", "diffusion")
 MAX_ONESHOTS = 6
-DIFFUSION_CHECKPOINTS = Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+DIFFUSION_CHECKPOINTS = SHIPPED
 DIFFUSION_PRESET = "tiny"
 DIFFUSION_STEPS = 16
 DIFFUSION_GUIDANCE = 3.0
