@@ -52,10 +52,12 @@ def checkpoint_name(preset: str) -> str:
     return f"rms_mapper_{preset}.safetensors"
 
 
-def load_examples(data: Path, split: str, contacts: bool) -> list[Example]:
+def load_examples(data: Path, split: str, contacts: bool, all_features: bool = False
+                  ) -> list[Example]:
     """Every clip of `split` in the dataset folder as model inputs and targets, with the
     motion tracker's events (calibration fuses them; with `contacts` the inputs carry them too,
-    `v2a_inputs` block D)."""
+    `v2a_inputs` block D). The picture features are kept for the clips calibration reads: the
+    validation clips, or every clip with `all_features`."""
     from models import motion_baseline
     from tasks.dataset import iter_clips
 
@@ -69,7 +71,8 @@ def load_examples(data: Path, split: str, contacts: bool) -> list[Example]:
         out.append(Example(clip.name, inputs.astype(np.float32),
                            rms_targets.mu_encode(rms).astype(np.int64), rms.astype(np.float32),
                            [float(e["t"]) for e in clip.onsets],
-                           clip.features if is_validation(clip.name) else {}, tracked))
+                           clip.features if all_features or is_validation(clip.name) else {},
+                           tracked))
     return out
 
 
@@ -202,11 +205,54 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
     return best
 
 
+def fit_selection(model: Any, clips: list[Example], offset_s: float,
+                  log: Any = None) -> dict[str, Any]:
+    """The contact scorer (`models.contact_scorer`) of `model`, fitted on `clips` — clips the
+    network never trained on (a calibration set, or the validation clips) — as checkpoint
+    metadata: {"selection": ..., "selection_report": out-of-fold onset P / R / F1}."""
+    from models import contact_scorer, v2a_envelope
+    from models.envelope_metrics import combine_onsets
+
+    cands = []
+    for e in clips:
+        _probs, curve, _conf, onset = v2a_envelope.model_outputs(model, e.features, e.tracked)
+        cands.append((contact_scorer.candidates(onset, curve, e.tracked, float(e.features["fps"]),
+                                                offset_s), combine_onsets(e.onsets)))
+    selection, report = contact_scorer.fit_selection(cands, offset_s, log=log)
+    return {"selection": selection.to_dict(), "selection_report": report}
+
+
+def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print
+                         ) -> dict[str, Any]:
+    """Fit the contact scorer of an existing checkpoint on every clip of the "train" split of
+    `data` (a calibration set the checkpoint never trained on) and write the checkpoint with
+    it to `out` (weights unchanged). Returns the selection report."""
+    model, config, meta = mapper.load_checkpoint(checkpoint)
+    trained_on = (meta.get("training") or {}).get("data")
+    if trained_on and Path(trained_on).resolve() == data.resolve():
+        raise ValueError(f"{data} is the data {checkpoint} was trained on: calibrate on clips "
+                         "it never saw (build a set with `foley dataset procedural --seed` "
+                         "beyond the training seeds)")
+    clips = load_examples(data, "train", config.contact_inputs, all_features=True)
+    if len(clips) < 4:
+        raise ValueError(f"{data}: only {len(clips)} clips; a calibration set needs at least "
+                         "4 (a few hundred to be useful)")
+    log(f"calibrating on {len(clips)} clips of {data}"
+        + (" — few: expect noisy thresholds; a few hundred clips fit well"
+           if len(clips) < 100 else ""))
+    fitted = fit_selection(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log)
+    fitted["selection_report"]["data"] = str(data)
+    _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
+    return fitted["selection_report"]
+
+
 def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
           batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0, seed: int = 0,
-          max_minutes: float | None = None, threads: int = 2,
+          max_minutes: float | None = None, threads: int = 2, calibration: Path | None = None,
           log: Any = print, publish: Any = None) -> dict[str, Any]:
-    """Train (or resume) and return the summary (also embedded in the checkpoint)."""
+    """Train (or resume) and return the summary (also embedded in the checkpoint). The
+    contact scorer is fitted on `calibration` (a dataset folder of clips never trained on) when
+    given, else on the validation clips."""
     import torch
 
     torch.set_num_threads(threads)
@@ -291,16 +337,25 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             break
     best_model, _cfg, meta = mapper.load_checkpoint(ckpt)
     detection = calibrate(best_model, trn, val)
+    cal = load_examples(calibration, "train", config.contact_inputs, all_features=True) \
+        if calibration is not None else val
+    log(f"fitting the contact scorer on {len(cal)} clips"
+        + (f" of {calibration}" if calibration is not None else " (validation)"))
+    fitted: dict[str, Any] = {}
+    if cal:  # else the thresholds of `calibrate` read the head (no clips to fit on)
+        fitted = fit_selection(best_model, cal, detection["onset_offset_s"], log=log)
+        fitted["selection_report"]["data"] = str(calibration) if calibration else "validation"
     summary = {
         "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
         "epochs_run": len(history), "best_val_loss": best,
         "best_val_e_l1": meta["val_e_l1"], "best_epoch": meta["epoch"], "detection": detection,
+        "selection": fitted.get("selection_report"),
         "seed": seed, "batch_size": batch_size, "lr": lr, "crop_s": crop_s,
         "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
         "parameters": int(sum(p.numel() for p in best_model.parameters())),
         "history": history}
     _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
-        best_model, config, p, {**meta, **detection, "training": summary}))
+        best_model, config, p, {**meta, **detection, **fitted, "training": summary}))
     (out / "training.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -337,7 +392,7 @@ def train_envelope_flow() -> Any:
     def train_envelope(data: str, out: str, preset: str = "tiny", epochs: int = 60,
                        batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0,
                        seed: int = 0, max_minutes: float | None = None,
-                       threads: int = 2) -> dict[str, Any]:
+                       threads: int = 2, calibration: str | None = None) -> dict[str, Any]:
         """Train the RMS-Mapper on a dataset folder; resumable from OUT/train_state.pt."""
         def publish(history: list[dict[str, float]]) -> None:
             create_table_artifact([{k: round(v, 5) for k, v in h.items()} for h in history],
@@ -346,7 +401,8 @@ def train_envelope_flow() -> Any:
 
         summary = train(Path(data), Path(out), preset=preset, epochs=epochs,
                         batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
-                        max_minutes=max_minutes, threads=threads, log=print,
+                        max_minutes=max_minutes, threads=threads,
+                        calibration=Path(calibration) if calibration else None, log=print,
                         publish=publish)
         create_markdown_artifact(
             f"# RMS-Mapper `{preset}`\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "

@@ -4,9 +4,12 @@ The model decides *whether* and *how loud*; the motion tracker of the baseline
 (`models.motion_baseline`) says *where*, *what*, and — where it saw a contact the model
 hears — *exactly when* (its sub-frame contact times are physics, sharper than a 125 Hz
 prediction can be). Models with an onset head (`models.rms_mapper`) decide *whether* with it
-(`fuse_onset_head`): a tracked contact is kept where the head's probability within ±50 ms
-reaches the calibrated `track_threshold`; an onset peak of the head where the tracker saw
-nothing (an occluded hit, an object it lost) is added above the stricter `own_threshold`.
+through the contact scorer fitted with the checkpoint (`fuse_scored`, `models.contact_scorer`:
+a small classifier over the head's response, the curve's rise, the tracker's view of the
+contact and the frame rate decides which tracked contacts sound and which of the head's own
+peaks — an occluded hit, an object the tracker lost — are real); checkpoints calibrated before
+it threshold the head alone (`fuse_onset_head`): a tracked contact is kept where the head's
+probability within ±50 ms reaches `track_threshold`, an untracked peak above `own_threshold`.
 Older checkpoints decide from the loudness curve (`fuse_onsets`). Loudness always comes from
 the curve (decoded from µ-law class probabilities); positions of untracked onsets from the
 largest moving region. The curve is resampled to the contract's 100 Hz.
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from models import curve_events, motion_baseline, rms_targets, v2a_inputs
+from models import contact_scorer, curve_events, motion_baseline, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
 
 MATCH_S = 0.1
@@ -86,6 +89,19 @@ def fuse_onset_head(onset: np.ndarray, curve: np.ndarray, base_events: list[dict
     return sorted(out, key=lambda e: e["t"])
 
 
+def fuse_scored(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str, Any]],
+                fps: float, selection: contact_scorer.Selection) -> list[dict[str, Any]]:
+    """The events of the shot by the checkpoint's contact scorer (`models.contact_scorer`):
+    tracked contacts it scores as sounding (tracker time, its probability as confidence) and
+    the onset head's untracked peaks it scores as real, with strength from the curve."""
+    c = contact_scorer.candidates(onset, curve, base_events, fps, selection.offset_s)
+    kept = contact_scorer.select(c, selection.contacts(c.contact_x), selection.peaks(c.peak_x),
+                                 selection.contact_threshold, selection.peak_threshold)
+    db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+    return [{**e, "strength": _strength_at(db, min(int(round(e["t"] * rms_targets.RATE_HZ)),
+                                                    len(db) - 1))} for e in kept]
+
+
 def _region_at(features: dict[str, np.ndarray], t: float) -> tuple[float, float] | None:
     regions = features["regions"]
     if not len(regions):
@@ -132,7 +148,10 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
         base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
                                                  rate_hz=rate_hz)
     probs, curve, conf, onset = model_outputs(model, features, base["events"])
-    if onset is not None:
+    if onset is not None and "selection" in meta:
+        fused = fuse_scored(onset, curve, base["events"], float(features["fps"]),
+                            contact_scorer.Selection.from_dict(meta["selection"]))
+    elif onset is not None:
         fused = fuse_onset_head(onset, curve, base["events"], head_params(meta))
     else:
         reading = detection_params(meta)

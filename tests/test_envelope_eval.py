@@ -70,6 +70,63 @@ def test_the_onset_head_decides_which_tracked_contacts_sound() -> None:
     assert [round(e["t"], 2) for e in lower] == [1.0, 2.0, 3.0]       # the weaker hit too
 
 
+def test_contact_labels_count_one_candidate_per_true_onset() -> None:
+    """The candidate nearest to a true onset (within ±50 ms) is its positive; a second proposal
+    of the same sound is a negative, as the onset metric counts it."""
+    from models import contact_scorer as cs
+
+    assert cs.labels([1.0, 1.02, 1.5, 2.2], [1.015, 2.0]).tolist() == [0, 1, 0, 0]
+    assert cs.labels([], [1.0]).tolist() == []
+
+
+def test_scorer_learns_an_interaction_and_survives_its_json() -> None:
+    """The hidden layer learns what a logistic cannot (a sound only where two cues agree in
+    sign: XOR), and the scorer round-trips through the checkpoint's JSON metadata."""
+    from models import contact_scorer as cs
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = ((x[:, 0] > 0) == (x[:, 1] > 0)).astype(np.float32)
+    mlp, lin = cs.fit(x, y, hidden=8, l2=1e-3), cs.fit(x, y, hidden=0, l2=1e-3)
+    acc = lambda s: float(np.mean((s(x) >= 0.5) == (y == 1)))  # noqa: E731
+    assert acc(mlp) > 0.9 and acc(lin) < 0.7
+    back = cs.Scorer.from_dict(json.loads(json.dumps(mlp.to_dict())))
+    assert np.allclose(back(x), mlp(x), atol=1e-4)
+    assert cs.fit(x[:0], y[:0])(x[:0]).shape == (0,)               # nothing to fit: no crash
+    assert np.allclose(cs.fit(x, np.ones(400))(x), 1.0, atol=1e-3)  # one class: its prior
+
+
+def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
+    """On clips where the tracker proposes every hit and as many silent turns, the fitted
+    selection keeps the hits (out-of-fold, thresholds never chosen on the scorers' own data)
+    and the pass's fusion reads it from the checkpoint metadata."""
+    from models import contact_scorer as cs
+
+    rng = np.random.default_rng(1)
+    clips, raw = [], []
+    for i in range(24):
+        hits = sorted(rng.uniform(0.3, 3.6, 3))
+        turns = [t + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) for t in hits]
+        onset = np.maximum(0.02, rms_targets.onset_target(hits, 500) * rng.uniform(0.5, 0.95))
+        onset = np.maximum(onset, rms_targets.onset_target(turns, 500) * rng.uniform(0.05, 0.5))
+        curve = rms_targets.rms_target(clicks(hits, seed=i), 48000)[:500]
+        base = [{"t": t + rng.normal(0, 0.002), "x": 0.5, "y": 0.8, "kind": "impact",
+                 "confidence": 0.7, "strength": 0.5} for t in sorted(hits + turns)]
+        c = cs.candidates(onset, curve, base, 24.0, 0.0)
+        clips.append((c, hits))
+        raw.append((onset, curve, base, hits))
+    selection, report = cs.fit_selection(clips[:16], 0.0, folds=4)
+    assert report["oof_onset_f1"] > 0.95 and report["clips"] == 16
+    restored = cs.Selection.from_dict(json.loads(json.dumps(selection.to_dict())))
+    total = None
+    for onset, curve, base, hits in raw[16:]:          # clips the scorer never saw
+        events = v2a_envelope.fuse_scored(onset, curve, base, 24.0, restored)
+        assert all(0 <= e["confidence"] <= 1 and 0 <= e["strength"] <= 1 for e in events)
+        counts = em.OnsetCounts.of([e["t"] for e in events], hits)
+        total = counts if total is None else total + counts
+    assert em.onset_scores(total)["onset_f1@50ms"] > 0.95
+
+
 def test_silence_has_no_onsets_and_strength_follows_level() -> None:
     assert curve_events.events_from_curve(np.full(500, 1e-4), 125.0) == []
     loud = rms_targets.rms_target(clicks([1.0]), 48000)
@@ -116,10 +173,14 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     data = tmp_path / "data"
     build_procedural(data, n_clips=10, split="train", seed=0, workers=2, sfx_dir=sfx_dir)
     build_procedural(data, n_clips=3, split="heldout", seed=0, workers=2, sfx_dir=sfx_dir)
+    cal = tmp_path / "cal"  # clips it never trains on, for the contact scorer
+    build_procedural(cal, n_clips=4, split="train", seed=1000, workers=2, sfx_dir=sfx_dir)
     out = tmp_path / "run"
     first = train(data, out, epochs=3, batch_size=4, threads=1, max_minutes=0)  # interrupted
     assert first["epochs_run"] == 1
-    resumed = train(data, out, epochs=3, batch_size=4, threads=1)  # continues at epoch 2
+    resumed = train(data, out, epochs=3, batch_size=4, threads=1,  # continues at epoch 2
+                    calibration=cal)
+    assert resumed["selection"]["clips"] == 4 and resumed["selection"]["data"] == str(cal)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     assert resumed["history"][:1] == first["history"]
     with pytest.raises(ValueError, match="resume it with the same --epochs"):
@@ -127,7 +188,23 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     ckpt = out / checkpoint_name("tiny")
     model, config, meta = rms_mapper.load_checkpoint(ckpt)
     assert config.preset == "tiny" and "onset_offset_s" in meta and meta["training"]["seed"] == 0
+    assert set(meta["selection"]) >= {"contacts", "peaks", "contact_threshold", "peak_threshold"}
     assert (out / "curves.png").stat().st_size > 1000
+    # recalibrating a trained checkpoint: never on its own training data; weights unchanged
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(data)])
+    assert res.exit_code == 2 and "was trained on" in res.output, res.output
+    recal = tmp_path / "recalibrated.safetensors"
+    res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(cal), "--out", str(recal)])
+    assert res.exit_code == 0, res.output
+    again, _cfg, meta2 = rms_mapper.load_checkpoint(recal)
+    assert meta2["selection_report"]["clips"] == 4 and meta2["training"] == meta["training"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 again.state_dict().values()))
     result = evaluate(data, ckpt, split="heldout")
     assert result["clips"] == 3
     for name in ("model", "baseline"):

@@ -1,0 +1,332 @@
+"""Which tracked contacts sound, and which of the onset head's own peaks are real: a small
+classifier over the RMS-Mapper's outputs around each candidate.
+
+The motion tracker (`models.motion_baseline`) proposes contacts — every place an object's
+motion stops or reverses — at sub-frame times; most of the sounding onsets of a scene are
+among them, but so are turns in mid-air, bounces too soft to hear and contacts off the edge of
+the picture. The RMS-Mapper's onset head hears most of the difference; a threshold on its
+peak alone leaves information unused that decides the hard cases: how sharply its loudness
+curve rises there, where in the frame the contact is, what the tracker says of it (kind,
+confidence, speed), how finely the frame rate lets the tracker resolve it, and how the
+candidate compares with its neighbours (two proposals of one bounce). This module turns each
+candidate into those numbers (`contact_features`, `peak_features`) and scores them with a
+one-hidden-layer network whose weights live in the checkpoint's metadata (`Scorer`), fitted
+(`fit`) on clips the RMS-Mapper never trained on, so its outputs there are what the pass sees.
+
+Labels (`labels`): a candidate is positive when it is the candidate nearest to a true onset
+within ±`TOL_S` (the metric's ±50 ms), so a second proposal of the same sound is a negative,
+as the onset metric counts it.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models import curve_events, rms_targets
+
+TOL_S = 0.05
+HEAR_S = 0.05      # the onset head's response is read this far either side of a candidate
+RISE_S = 0.08      # the loudness curve's rise, this far
+NEIGHBOUR_S = 0.15
+KINDS = ("impact", "step", "scrape")
+CONTACT_FEATURES = (
+    "head_max_logit", "head_at_logit", "head_mean", "head_peak_offset", "rise_db", "post_db",
+    "tracker_confidence", "tracker_strength", "y", "edge", "kind_impact", "kind_step",
+    "kind_scrape", "frame_interval", "neighbour_gap", "neighbour_head_margin")
+PEAK_FEATURES = ("peak_logit", "rise_db", "post_db", "frame_interval", "candidate_gap",
+                 "candidate_head_logit")
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def _db(curve: np.ndarray) -> np.ndarray:
+    return 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+
+
+def _rise(db: np.ndarray, k: int) -> tuple[float, float]:
+    w = int(round(RISE_S * rms_targets.RATE_HZ))
+    k = min(max(k, 0), len(db) - 1)
+    pre, post = db[max(0, k - w):max(1, k)], db[k:k + w + 1]
+    return float(post.max() - pre.min()) / 20, float(post.max()) / 40
+
+
+def _head_max(onset: np.ndarray, t: float) -> float:
+    rate, w = rms_targets.RATE_HZ, int(round(HEAR_S * rms_targets.RATE_HZ))
+    k = int(round(t * rate))
+    near = onset[max(0, k - w):k + w + 1]
+    return float(near.max()) if len(near) else 0.0
+
+
+def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[dict[str, Any]],
+                     fps: float) -> np.ndarray:
+    """One row of CONTACT_FEATURES per tracked contact (`motion_baseline` events)."""
+    rate, w = rms_targets.RATE_HZ, int(round(HEAR_S * rms_targets.RATE_HZ))
+    db = _db(curve)
+    heads = [_head_max(onset, c["t"]) for c in contacts]
+    rows = []
+    for i, c in enumerate(contacts):
+        k = int(round(c["t"] * rate))
+        lo = max(0, min(k - w, len(onset) - 1))
+        near = onset[lo:k + w + 1]
+        if not len(near):
+            near = np.zeros(1)
+        at = float(onset[min(max(k, 0), len(onset) - 1)])
+        peak_off = (lo + int(np.argmax(near)) - k) / rate / HEAR_S
+        rise, post = _rise(db, k)
+        others = [j for j in range(len(contacts)) if j != i]
+        gap = min((abs(contacts[j]["t"] - c["t"]) for j in others), default=1.0)
+        close = [heads[j] for j in others if abs(contacts[j]["t"] - c["t"]) <= NEIGHBOUR_S]
+        margin = _logit(heads[i]) - (max(_logit(h) for h in close) if close else -10.0)
+        x, y = float(c.get("x", 0.5)), float(c.get("y", 0.5))
+        rows.append([
+            _logit(heads[i]), _logit(at), float(near.mean()), peak_off, rise, post,
+            float(c.get("confidence", 0.0)), float(c.get("strength", 0.0)), y,
+            min(x, 1 - x, y, 1 - y), *(float(c.get("kind") == q) for q in KINDS),
+            24.0 / fps, min(gap, 1.0), float(np.clip(margin, -10, 10)) / 10])
+    return np.asarray(rows, np.float32).reshape(-1, len(CONTACT_FEATURES))
+
+
+def peak_features(onset: np.ndarray, curve: np.ndarray, peaks: Sequence[dict[str, float]],
+                  contacts: Sequence[dict[str, Any]], fps: float) -> np.ndarray:
+    """One row of PEAK_FEATURES per onset-head peak (`curve_events.onset_peaks`)."""
+    db = _db(curve)
+    rows = []
+    for m in peaks:
+        rise, post = _rise(db, int(round(m["t"] * rms_targets.RATE_HZ)))
+        gaps = [abs(c["t"] - m["t"]) for c in contacts]
+        j = int(np.argmin(gaps)) if gaps else -1
+        rows.append([_logit(m["p"]), rise, post, 24.0 / fps, min(gaps[j], 1.0) if gaps else 1.0,
+                     _logit(_head_max(onset, contacts[j]["t"])) if gaps else -10.0])
+    return np.asarray(rows, np.float32).reshape(-1, len(PEAK_FEATURES))
+
+
+def labels(times: Sequence[float], truth: Sequence[float], tol: float = TOL_S) -> np.ndarray:
+    """1 for the candidate nearest to each true onset within ±tol, else 0."""
+    y = np.zeros(len(times), np.float32)
+    if not len(times):
+        return y
+    t = np.asarray(times, np.float64)
+    for u in truth:
+        d = np.abs(t - u)
+        j = int(np.argmin(d))
+        if d[j] <= tol:
+            y[j] = 1.0
+    return y
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Standardize, one hidden tanh layer (or none: logistic), sigmoid."""
+    mean: np.ndarray
+    std: np.ndarray
+    w1: np.ndarray | None
+    b1: np.ndarray | None
+    w2: np.ndarray
+    b2: float
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not len(x):
+            return np.zeros(0)
+        h = (np.asarray(x, np.float64) - self.mean) / self.std
+        if self.w1 is not None:
+            h = np.tanh(h @ self.w1 + self.b1)
+        return 1 / (1 + np.exp(-(h @ self.w2 + self.b2)))
+
+    def to_dict(self) -> dict[str, Any]:
+        def lst(a: np.ndarray | None) -> Any:
+            return None if a is None else np.round(np.asarray(a, np.float64), 6).tolist()
+        return {"mean": lst(self.mean), "std": lst(self.std), "w1": lst(self.w1),
+                "b1": lst(self.b1), "w2": lst(self.w2), "b2": round(float(self.b2), 6)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scorer:
+        def arr(v: Any) -> np.ndarray | None:
+            return None if v is None else np.asarray(v, np.float64)
+        return cls(arr(d["mean"]), arr(d["std"]), arr(d["w1"]), arr(d["b1"]), arr(d["w2"]),
+                   float(d["b2"]))
+
+
+def fit(x: np.ndarray, y: np.ndarray, *, hidden: int = 8, l2: float = 1e-2, seed: int = 0,
+        steps: int = 300) -> Scorer:
+    """Fit a Scorer by full-batch L-BFGS on binary cross-entropy (+ l2 on the weights)."""
+    import torch
+
+    x = np.asarray(x, np.float64)
+    if not len(x) or np.all(y == y[0]):  # nothing to learn from: a constant score
+        prior = float(np.mean(y)) if len(x) else 0.0
+        return Scorer(np.zeros(x.shape[1]), np.ones(x.shape[1]), None, None,
+                      np.zeros(x.shape[1]), _logit(prior))
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xs = torch.tensor((x - mean) / std, dtype=torch.float64)
+    ys = torch.tensor(np.asarray(y, np.float64))
+    g = torch.Generator().manual_seed(seed)
+    d = x.shape[1]
+    if hidden:
+        w1 = (torch.randn(d, hidden, generator=g, dtype=torch.float64) / math.sqrt(d)).requires_grad_()
+        b1 = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
+        w2 = (torch.randn(hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden)).requires_grad_()
+        weights = [w1, w2]
+    else:
+        w1 = b1 = None
+        w2 = torch.zeros(d, dtype=torch.float64, requires_grad=True)
+        weights = [w2]
+    b2 = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    params = weights + [b2] + ([b1] if b1 is not None else [])
+    opt = torch.optim.LBFGS(params, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def logits() -> Any:
+        h = torch.tanh(xs @ w1 + b1) if w1 is not None else xs
+        return h @ w2 + b2
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits(), ys)
+        loss = loss + l2 * sum((w ** 2).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def np_(t: Any) -> np.ndarray | None:
+        return None if t is None else t.detach().numpy().copy()
+    return Scorer(mean, std, np_(w1), np_(b1), np_(w2), float(b2.item()))
+
+
+PEAK_FLOOR = 0.2     # onset-head peaks under this are not candidates
+UNTRACKED_S = 0.05   # a peak this close to a tracked contact is that contact's business
+MATCH_S = 0.1        # a kept peak this close to a kept event is the same sound
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a checkpoint's outputs become events: both scorers and their thresholds."""
+    contacts: Scorer
+    peaks: Scorer
+    contact_threshold: float
+    peak_threshold: float
+    offset_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"contacts": self.contacts.to_dict(), "peaks": self.peaks.to_dict(),
+                "contact_threshold": self.contact_threshold,
+                "peak_threshold": self.peak_threshold, "offset_s": self.offset_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Selection:
+        return cls(Scorer.from_dict(d["contacts"]), Scorer.from_dict(d["peaks"]),
+                   float(d["contact_threshold"]), float(d["peak_threshold"]),
+                   float(d["offset_s"]))
+
+
+@dataclass
+class Candidates:
+    """One clip's candidates and their features (what `select` decides over)."""
+    contacts: list[dict[str, Any]]
+    contact_x: np.ndarray
+    peaks: list[dict[str, float]]
+    peak_x: np.ndarray
+
+
+def candidates(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[dict[str, Any]],
+               fps: float, offset_s: float) -> Candidates:
+    """The tracked contacts and the onset head's untracked peaks of one clip, with features."""
+    contacts = list(contacts)
+    peaks = [m for m in curve_events.onset_peaks(onset, rms_targets.RATE_HZ, PEAK_FLOOR,
+                                                 offset_s=offset_s)
+             if all(abs(m["t"] - c["t"]) > UNTRACKED_S for c in contacts)]
+    return Candidates(contacts, contact_features(onset, curve, contacts, fps), peaks,
+                      peak_features(onset, curve, peaks, contacts, fps))
+
+
+def candidate_labels(c: Candidates, truth: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Training labels of one clip's candidates: contacts by `labels`; a peak is positive
+    when it is the nearest peak to a true onset that no tracked contact is within TOL_S of."""
+    untracked = [u for u in truth if all(abs(b["t"] - u) > TOL_S for b in c.contacts)]
+    return (labels([b["t"] for b in c.contacts], truth),
+            labels([m["t"] for m in c.peaks], untracked))
+
+
+def select(c: Candidates, contact_p: np.ndarray, peak_p: np.ndarray, contact_threshold: float,
+           peak_threshold: float) -> list[dict[str, Any]]:
+    """The kept events: contacts scoring at least `contact_threshold` (tracker time, the
+    score as confidence), then untracked peaks scoring at least `peak_threshold` with no kept
+    event within MATCH_S, strongest first."""
+    out = [{**b, "confidence": float(p)} for b, p in zip(c.contacts, contact_p)
+           if p >= contact_threshold]
+    for j in np.argsort(-np.asarray(peak_p)):
+        m, p = c.peaks[int(j)], float(peak_p[int(j)])
+        if p >= peak_threshold and all(abs(m["t"] - e["t"]) > MATCH_S for e in out):
+            out.append({"t": m["t"], "confidence": p})
+    return sorted(out, key=lambda e: e["t"])
+
+
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))
+PEAK_THRESHOLDS = THRESHOLDS + (1.01,)   # 1.01: never add an untracked peak
+
+
+def _stack(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
+    parts = [p for p in parts if len(p)]
+    return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
+
+
+def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s: float, *,
+                  hidden: int = 8, l2: float = 1e-2, folds: int = 5, seed: int = 0,
+                  log: Any = None) -> tuple[Selection, dict[str, float]]:
+    """Fit both scorers on `clips` ((candidates, true onsets) of clips the network never
+    trained on) and choose both thresholds for the best onset F1 at ±50 ms of the *out-of-fold*
+    scores (each clip scored by scorers fitted without it, `folds` folds by clip), so the
+    thresholds are not chosen on the scorers' own training data. Returns the selection (scorers
+    refitted on every clip) and its out-of-fold onset precision / recall / F1."""
+    from models.envelope_metrics import OnsetCounts, onset_scores
+
+    if not clips:
+        raise ValueError("no clips to fit the contact scorer on")
+    folds = max(1, min(folds, len(clips)))
+    lab = [candidate_labels(c, truth) for c, truth in clips]
+    order = np.random.default_rng(seed).permutation(len(clips))
+    fold_of = np.empty(len(clips), int)
+    fold_of[order] = np.arange(len(clips)) % folds
+    nc, npk = len(CONTACT_FEATURES), len(PEAK_FEATURES)
+
+    def fit_pair(idx: Sequence[int]) -> tuple[Scorer, Scorer]:
+        sc = fit(_stack([clips[i][0].contact_x for i in idx], nc),
+                 np.concatenate([lab[i][0] for i in idx] + [np.zeros(0, np.float32)]),
+                 hidden=hidden, l2=l2, seed=seed)
+        sp = fit(_stack([clips[i][0].peak_x for i in idx], npk),
+                 np.concatenate([lab[i][1] for i in idx] + [np.zeros(0, np.float32)]),
+                 hidden=0, l2=l2, seed=seed)
+        return sc, sp
+
+    oof: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(clips)
+    for f in range(folds):
+        rest = [i for i in range(len(clips)) if fold_of[i] != f] or list(range(len(clips)))
+        sc, sp = fit_pair(rest)
+        for i in np.flatnonzero(fold_of == f):
+            oof[i] = (sc(clips[i][0].contact_x), sp(clips[i][0].peak_x))
+        if log:
+            log(f"scorer fold {f + 1}/{folds} fitted")
+
+    best = (-1.0, 0.5, 1.01, {})
+    for tc in THRESHOLDS:
+        for tp in PEAK_THRESHOLDS:
+            total = None
+            for (c, truth), (pc, pp) in zip(clips, oof):
+                counts = OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
+                total = counts if total is None else total + counts
+            s = onset_scores(total) if total is not None else {"onset_f1@50ms": 0.0}
+            if s["onset_f1@50ms"] > best[0]:
+                best = (s["onset_f1@50ms"], tc, tp, s)
+    sc, sp = fit_pair(range(len(clips)))
+    f1, tc, tp, s = best
+    report = {"clips": len(clips), "oof_onset_f1": round(f1, 4),
+              "oof_onset_precision": round(s.get("onset_precision@50ms", 0.0), 4),
+              "oof_onset_recall": round(s.get("onset_recall@50ms", 0.0), 4),
+              "hidden": hidden, "l2": l2, "folds": folds}
+    return Selection(sc, sp, tc, tp, offset_s), report
