@@ -32,16 +32,35 @@ def dataset_procedural(
     seed: Annotated[int, typer.Option(help="Seed of the first clip.")] = 0,
     sfx: Annotated[Path, typer.Option(help="Folder of recordings with catalog.csv.")] = DEFAULT_SFX,
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+    rates: Annotated[Optional[str], typer.Option(
+        help="Only these of the split's frame rates, comma-separated (e.g. 60, or "
+             "23.976,24): a calibration set for the material at hand. Default: all of the "
+             "split's (train: 12, 15, 23.976, 24, 25, 29.97, 30, 60; heldout: 48, 50, "
+             "59.94).")] = None,
 ) -> None:
     """Render paired scenes (picture + physically timed sound from real recordings), compute
-    the pass's features on their proxies, and store one npz per clip."""
+    the pass's features on their proxies, and store one npz per clip. Running it again with
+    more --clips extends the set (clips already written are kept)."""
+    from models.paired_scenes import split_rates
     from tasks.dataset import build_procedural
 
     if split not in ("train", "heldout"):
         _fail(f"--split must be train or heldout, not {split!r}")
     if not (sfx / "catalog.csv").is_file():
         _fail(f"{sfx} has no catalog.csv: point --sfx at a folder of recordings with a catalog")
-    build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers, sfx_dir=sfx)
+    wanted = None
+    if rates:
+        try:
+            numbers = [float(r) for r in rates.split(",") if r.strip()]
+        except ValueError:
+            _fail(f"--rates {rates}: give frame rates as numbers, comma-separated (60 or "
+                  "23.976,24)")
+        try:
+            wanted = split_rates(split, numbers)
+        except ValueError as exc:
+            _fail(f"--rates {rates}: {exc}")
+    build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers, sfx_dir=sfx,
+                     rates=wanted)
     typer.echo(f"dataset: {out}")
 
 
@@ -144,7 +163,9 @@ def eval_envelope(
     data: Annotated[Path, typer.Argument(help="Dataset folder.")],
     checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (.safetensors).")] = SHIPPED
     / "rms_mapper_tiny.safetensors",
-    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "heldout",
+    split: Annotated[str, typer.Option(help="Split to evaluate on: heldout, real (`foley "
+                                       "dataset videos`), or val (the validation clips of the "
+                                       "train split, what training chooses on).")] = "heldout",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Score the model and the motion baseline side by side: E-L1 (T-Foley and Video-Foley),

@@ -41,7 +41,12 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     onsets = {k: None for k in ESTIMATORS}
     infer_s = audio_s = 0.0
     n = 0
-    for clip in iter_clips(data, split=split):
+    from flows.train import is_validation
+
+    clips = iter_clips(data, split="train" if split == "val" else split)
+    for clip in clips:
+        if split == "val" and not is_validation(clip.name):
+            continue  # "val": the validation clips of the train split (training never fits them)
         n += 1
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         true_cls = rms_targets.mu_encode(rms)

@@ -666,10 +666,27 @@ def _movers(kind: str, rng: np.random.Generator, pools: dict[str, list[str]], du
     return out
 
 
+def split_rates(split: str, wanted: Sequence[float] | None = None) -> tuple[float, ...]:
+    """The frame rates of `split`, or those of them in `wanted` (within 0.01 fps, so 29.97
+    means 30000/1001); ValueError naming the split's rates if `wanted` names one it lacks."""
+    rates = HELDOUT_RATES if split == "heldout" else TRAIN_RATES
+    if not wanted:
+        return rates
+    picked = []
+    for w in wanted:
+        match = [r for r in rates if abs(r - float(w)) < 0.01]
+        if not match:
+            raise ValueError(f"{w:g} fps is not a frame rate of the {split} split; its rates are "
+                             + ", ".join(f"{r:.3f}".rstrip("0").rstrip(".") for r in rates))
+        picked += match
+    return tuple(dict.fromkeys(picked))
+
+
 def sample_spec(rng: np.random.Generator, split: str = "train", *, kinds: Sequence[str] | None = None,
                 available: Collection[str] | None = None, durations: tuple[float, float] = DURATIONS,
-                width: int = RENDER_WIDTH) -> PairedSpec:
-    """Draw a varied paired scene of `split`; `available` limits sounds to these catalog keys."""
+                width: int = RENDER_WIDTH, rates: Sequence[float] | None = None) -> PairedSpec:
+    """Draw a varied paired scene of `split`; `available` limits sounds to these catalog keys,
+    `rates` the frame rates to those of the split's rates (`split_rates`) it lists."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     pools = _pools(split, available)
@@ -679,7 +696,7 @@ def sample_spec(rng: np.random.Generator, split: str = "train", *, kinds: Sequen
     if not allowed:
         raise ValueError(f"no sounds for kinds {kinds} in split {split!r}: the library lacks them")
     weights = np.array([KIND_WEIGHTS[KINDS.index(k)] for k in allowed])
-    rates = HELDOUT_RATES if split == "heldout" else TRAIN_RATES
+    rates = split_rates(split, rates)
     for _ in range(100):
         kind = str(rng.choice(allowed, p=weights / weights.sum()))
         fps = float(rng.choice(rates))

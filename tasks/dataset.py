@@ -59,7 +59,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -71,7 +71,8 @@ import soundfile as sf
 from models import scenes
 from models.audio_env import detect_onsets
 from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedTruth, paired_truth,
-                                  render_audio, render_frames, sample_spec, sound_keys, spec_dict)
+                                  render_audio, render_frames, sample_spec, sound_keys, spec_dict,
+                                  split_rates)
 from tasks import media
 from tasks.features import KEYS, compute_features
 
@@ -361,7 +362,7 @@ def _paired_job(job: dict) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([number, SPLITS.index(split)])
         spec = sample_spec(rng, split, available=catalog_keys(job["sfx_dir"]),
-                           durations=tuple(job["durations"]))
+                           durations=tuple(job["durations"]), rates=job.get("rates"))
         truth = paired_truth(spec)
         t = time.perf_counter()
         _encode(render_frames(spec), spec.size, truth.fps, work / "scene.mp4")
@@ -397,11 +398,14 @@ def _paired_meta(name: str, number: int, truth: PairedTruth, n_audio: int) -> di
 
 def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: int = 0,
                      workers: int = 2, *, sfx_dir: Path = DEFAULT_SFX, keep_media: bool = False,
-                     durations: tuple[float, float] = (3.0, 5.0)) -> dict[str, Any]:
+                     durations: tuple[float, float] = (3.0, 5.0),
+                     rates: Sequence[float] | None = None) -> dict[str, Any]:
     """Render clips seed … seed + n_clips − 1 of `split` into out_dir (resumable); returns a
-    summary with per-stage seconds per clip."""
+    summary with per-stage seconds per clip. `rates` draws frame rates from those of the
+    split's it lists only (e.g. a calibration set for high-frame-rate material)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    rates = list(split_rates(split, rates)) if rates else None
     if not (Path(sfx_dir) / "catalog.csv").is_file():
         raise ValueError(f"{sfx_dir} has no catalog.csv: point sfx_dir at the sfx recordings")
     t0 = time.perf_counter()
@@ -412,7 +416,8 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
             existing += 1
             continue
         jobs.append({"out_dir": str(out_dir), "number": number, "split": split,
-                     "sfx_dir": str(sfx_dir), "durations": list(durations), "keep_media": keep_media})
+                     "sfx_dir": str(sfx_dir), "durations": list(durations), "keep_media": keep_media,
+                     "rates": rates})
     results = _run(_paired_job, jobs, workers, f"{split} clips")
     return _summary(out_dir, results, existing, t0)
 

@@ -135,6 +135,17 @@ def test_heldout_and_train_share_no_material_rate_or_seed() -> None:
     assert held["fps"] == set(ps.HELDOUT_RATES) and train["fps"] == set(ps.TRAIN_RATES)
 
 
+def test_rates_pick_among_the_splits_own() -> None:
+    """`--rates` draws only the listed frame rates, named loosely (29.97 is 30000/1001), and
+    never one of the other split's: the held-out rates stay unseen."""
+    fps = {ps.sample_spec(np.random.default_rng([i, 5]), "train", rates=[60, 29.97]).fps
+           for i in range(40)}
+    assert fps == {60.0, 30000 / 1001}
+    assert ps.split_rates("heldout", [59.94]) == (60000 / 1001,)
+    with pytest.raises(ValueError, match="48 fps is not a frame rate of the train split"):
+        ps.split_rates("train", [48])
+
+
 def test_build_procedural_writes_valid_clips_and_resumes(tmp_path: Path, sfx_dir: Path) -> None:
     out = tmp_path / "data"
     summary = dataset.build_procedural(out, n_clips=2, split="train", seed=3, workers=2,
