@@ -9,9 +9,12 @@ peak alone leaves information unused that decides the hard cases: how sharply it
 curve rises there, where in the frame the contact is, what the tracker says of it (kind,
 confidence, speed), how finely the frame rate lets the tracker resolve it, and how the
 candidate compares with its neighbours (two proposals of one bounce). This module turns each
-candidate into those numbers (`contact_features`, `peak_features`) and scores them with a
-one-hidden-layer network whose weights live in the checkpoint's metadata (`Scorer`), fitted
-(`fit`) on clips the RMS-Mapper never trained on, so its outputs there are what the pass sees.
+candidate into those numbers (`contact_features`, `peak_features`) and scores them — contacts
+with a bag of five one-hidden-layer networks (`Bag`, `Scorer`), untracked peaks with a
+logistic — whose weights live in the checkpoint's metadata, fitted (`fit_selection`) on clips
+the RMS-Mapper never trained on, so its outputs there are what the pass sees. Thresholds are
+chosen per frame-rate band (`BAND_EDGES`): how many contacts the tracker resolves, and so
+what an onset-head peak away from them means, depends on it.
 
 Labels (`labels`): a candidate is positive when it is the candidate nearest to a true onset
 within ±`TOL_S` (the metric's ±50 ms), so a second proposal of the same sound is a negative,
@@ -153,6 +156,30 @@ class Scorer:
                    float(d["b2"]))
 
 
+@dataclass(frozen=True)
+class Bag:
+    """The mean probability of scorers fitted from different initial weights (a bag)."""
+    members: tuple[Scorer, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([m(x) for m in self.members], axis=0) if len(x) else np.zeros(0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"members": [m.to_dict() for m in self.members]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Bag | Scorer:
+        if "members" not in d:
+            return Scorer.from_dict(d)
+        return cls(tuple(Scorer.from_dict(m) for m in d["members"]))
+
+
+def fit_bag(x: np.ndarray, y: np.ndarray, *, members: int = 5, hidden: int = 8,
+            l2: float = 1e-3, seed: int = 0) -> Bag:
+    """`members` scorers of `hidden` units from seeds seed, seed + 1, …"""
+    return Bag(tuple(fit(x, y, hidden=hidden, l2=l2, seed=seed + k) for k in range(members)))
+
+
 def fit(x: np.ndarray, y: np.ndarray, *, hidden: int = 8, l2: float = 1e-2, seed: int = 0,
         steps: int = 300) -> Scorer:
     """Fit a Scorer by full-batch L-BFGS on binary cross-entropy (+ l2 on the weights)."""
@@ -204,25 +231,37 @@ UNTRACKED_S = 0.05   # a peak this close to a tracked contact is that contact's 
 MATCH_S = 0.1        # a kept peak this close to a kept event is the same sound
 
 
+BAND_EDGES = (20.0, 40.0)  # fps: under 20 the tracker misses steps between frames; 40 and
+                           # over it resolves nearly every contact (thresholds differ)
+
+
+def band_of(fps: float, edges: Sequence[float] = BAND_EDGES) -> int:
+    return int(sum(fps >= e for e in edges))
+
+
 @dataclass(frozen=True)
 class Selection:
-    """How a checkpoint's outputs become events: both scorers and their thresholds."""
-    contacts: Scorer
-    peaks: Scorer
-    contact_threshold: float
-    peak_threshold: float
+    """How a checkpoint's outputs become events: both scorers, and a (contact, peak)
+    threshold pair per frame-rate band (`band_of`)."""
+    contacts: Bag | Scorer
+    peaks: Bag | Scorer
+    thresholds: tuple[tuple[float, float], ...]
     offset_s: float
+    band_edges: tuple[float, ...] = BAND_EDGES
+
+    def thresholds_for(self, fps: float) -> tuple[float, float]:
+        return self.thresholds[band_of(fps, self.band_edges)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"contacts": self.contacts.to_dict(), "peaks": self.peaks.to_dict(),
-                "contact_threshold": self.contact_threshold,
-                "peak_threshold": self.peak_threshold, "offset_s": self.offset_s}
+                "thresholds": [list(t) for t in self.thresholds],
+                "band_edges": list(self.band_edges), "offset_s": self.offset_s}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Selection:
-        return cls(Scorer.from_dict(d["contacts"]), Scorer.from_dict(d["peaks"]),
-                   float(d["contact_threshold"]), float(d["peak_threshold"]),
-                   float(d["offset_s"]))
+        return cls(Bag.from_dict(d["contacts"]), Bag.from_dict(d["peaks"]),
+                   tuple((float(a), float(b)) for a, b in d["thresholds"]),
+                   float(d["offset_s"]), tuple(float(e) for e in d["band_edges"]))
 
 
 @dataclass
@@ -232,6 +271,7 @@ class Candidates:
     contact_x: np.ndarray
     peaks: list[dict[str, float]]
     peak_x: np.ndarray
+    fps: float
 
 
 def candidates(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[dict[str, Any]],
@@ -242,7 +282,7 @@ def candidates(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[dict[str
                                                  offset_s=offset_s)
              if all(abs(m["t"] - c["t"]) > UNTRACKED_S for c in contacts)]
     return Candidates(contacts, contact_features(onset, curve, contacts, fps), peaks,
-                      peak_features(onset, curve, peaks, contacts, fps))
+                      peak_features(onset, curve, peaks, contacts, fps), float(fps))
 
 
 def candidate_labels(c: Candidates, truth: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +309,7 @@ def select(c: Candidates, contact_p: np.ndarray, peak_p: np.ndarray, contact_thr
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))
 PEAK_THRESHOLDS = THRESHOLDS + (1.01,)   # 1.01: never add an untracked peak
+MIN_BAND_CLIPS = 30
 
 
 def _stack(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -277,13 +318,14 @@ def _stack(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
 
 
 def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s: float, *,
-                  hidden: int = 8, l2: float = 1e-2, folds: int = 5, seed: int = 0,
-                  log: Any = None) -> tuple[Selection, dict[str, float]]:
+                  members: int = 5, hidden: int = 8, l2: float = 1e-3, folds: int = 5,
+                  seed: int = 0, log: Any = None) -> tuple[Selection, dict[str, float]]:
     """Fit both scorers on `clips` ((candidates, true onsets) of clips the network never
-    trained on) and choose both thresholds for the best onset F1 at ±50 ms of the *out-of-fold*
-    scores (each clip scored by scorers fitted without it, `folds` folds by clip), so the
-    thresholds are not chosen on the scorers' own training data. Returns the selection (scorers
-    refitted on every clip) and its out-of-fold onset precision / recall / F1."""
+    trained on) and choose both thresholds, per frame-rate band, for the best onset F1 at
+    ±50 ms of the *out-of-fold* scores (each clip scored by scorers fitted without it, `folds`
+    folds by clip), so the thresholds are not chosen on the scorers' own training data; a band
+    with fewer than MIN_BAND_CLIPS clips takes the pair chosen on all clips. Returns the
+    selection (scorers refitted on every clip) and its out-of-fold onset P / R / F1."""
     from models.envelope_metrics import OnsetCounts, onset_scores
 
     if not clips:
@@ -295,13 +337,13 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     fold_of[order] = np.arange(len(clips)) % folds
     nc, npk = len(CONTACT_FEATURES), len(PEAK_FEATURES)
 
-    def fit_pair(idx: Sequence[int]) -> tuple[Scorer, Scorer]:
-        sc = fit(_stack([clips[i][0].contact_x for i in idx], nc),
-                 np.concatenate([lab[i][0] for i in idx] + [np.zeros(0, np.float32)]),
-                 hidden=hidden, l2=l2, seed=seed)
+    def fit_pair(idx: Sequence[int]) -> tuple[Bag, Scorer]:
+        sc = fit_bag(_stack([clips[i][0].contact_x for i in idx], nc),
+                     np.concatenate([lab[i][0] for i in idx] + [np.zeros(0, np.float32)]),
+                     members=members, hidden=hidden, l2=l2, seed=seed)
         sp = fit(_stack([clips[i][0].peak_x for i in idx], npk),
                  np.concatenate([lab[i][1] for i in idx] + [np.zeros(0, np.float32)]),
-                 hidden=0, l2=l2, seed=seed)
+                 hidden=0, l2=1e-2, seed=seed)  # few positives: a regularized logistic
         return sc, sp
 
     oof: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(clips)
@@ -313,20 +355,40 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
 
-    best = (-1.0, 0.5, 1.01, {})
-    for tc in THRESHOLDS:
-        for tp in PEAK_THRESHOLDS:
-            total = None
-            for (c, truth), (pc, pp) in zip(clips, oof):
-                counts = OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
-                total = counts if total is None else total + counts
-            s = onset_scores(total) if total is not None else {"onset_f1@50ms": 0.0}
-            if s["onset_f1@50ms"] > best[0]:
-                best = (s["onset_f1@50ms"], tc, tp, s)
-    sc, sp = fit_pair(range(len(clips)))
-    f1, tc, tp, s = best
-    report = {"clips": len(clips), "oof_onset_f1": round(f1, 4),
-              "oof_onset_precision": round(s.get("onset_precision@50ms", 0.0), 4),
-              "oof_onset_recall": round(s.get("onset_recall@50ms", 0.0), 4),
-              "hidden": hidden, "l2": l2, "folds": folds}
-    return Selection(sc, sp, tc, tp, offset_s), report
+    def counts(which: Sequence[int], tc: float, tp: float) -> Any:
+        total = None
+        for i in which:
+            (c, truth), (pc, pp) = clips[i], oof[i]
+            k = OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
+            total = k if total is None else total + k
+        return total
+
+    def best_pair(which: Sequence[int]) -> tuple[float, float]:
+        best = (-1.0, 0.5, 1.01)
+        for tc in THRESHOLDS:
+            for tp in PEAK_THRESHOLDS:
+                f1 = onset_scores(counts(which, tc, tp))["onset_f1@50ms"]
+                if f1 > best[0]:
+                    best = (f1, tc, tp)
+        return best[1], best[2]
+
+    everyone = list(range(len(clips)))
+    pooled = best_pair(everyone)
+    bands: list[tuple[float, float]] = []
+    band = [band_of(c.fps) for c, _ in clips]
+    for b in range(len(BAND_EDGES) + 1):
+        in_band = [i for i in everyone if band[i] == b]
+        # a band with few clips to choose on takes the pooled pair
+        bands.append(best_pair(in_band) if len(in_band) >= MIN_BAND_CLIPS else pooled)
+    total = None
+    for b, (tc, tp) in enumerate(bands):
+        k = counts([i for i in everyone if band[i] == b], tc, tp)
+        total = k if total is None else (total + k if k is not None else total)
+    s = onset_scores(total)
+    sc, sp = fit_pair(everyone)
+    report = {"clips": len(clips), "oof_onset_f1": round(s["onset_f1@50ms"], 4),
+              "oof_onset_precision": round(s["onset_precision@50ms"], 4),
+              "oof_onset_recall": round(s["onset_recall@50ms"], 4),
+              "band_clips": [sum(1 for x in band if x == b) for b in range(len(bands))],
+              "members": members, "hidden": hidden, "l2": l2, "folds": folds}
+    return Selection(sc, sp, tuple(bands), offset_s), report

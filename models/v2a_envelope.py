@@ -96,7 +96,7 @@ def fuse_scored(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str
     the onset head's untracked peaks it scores as real, with strength from the curve."""
     c = contact_scorer.candidates(onset, curve, base_events, fps, selection.offset_s)
     kept = contact_scorer.select(c, selection.contacts(c.contact_x), selection.peaks(c.peak_x),
-                                 selection.contact_threshold, selection.peak_threshold)
+                                 *selection.thresholds_for(fps))
     db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
     return [{**e, "strength": _strength_at(db, min(int(round(e["t"] * rms_targets.RATE_HZ)),
                                                     len(db) - 1))} for e in kept]

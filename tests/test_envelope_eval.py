@@ -104,7 +104,7 @@ def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
 
     rng = np.random.default_rng(1)
     clips, raw = [], []
-    for i in range(24):
+    for i in range(32):
         hits = sorted(rng.uniform(0.3, 3.6, 3))
         turns = [t + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) for t in hits]
         onset = np.maximum(0.02, rms_targets.onset_target(hits, 500) * rng.uniform(0.5, 0.95))
@@ -115,11 +115,11 @@ def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
         c = cs.candidates(onset, curve, base, 24.0, 0.0)
         clips.append((c, hits))
         raw.append((onset, curve, base, hits))
-    selection, report = cs.fit_selection(clips[:16], 0.0, folds=4)
-    assert report["oof_onset_f1"] > 0.95 and report["clips"] == 16
+    selection, report = cs.fit_selection(clips[:24], 0.0, folds=4)
+    assert report["oof_onset_f1"] > 0.95 and report["clips"] == 24
     restored = cs.Selection.from_dict(json.loads(json.dumps(selection.to_dict())))
     total = None
-    for onset, curve, base, hits in raw[16:]:          # clips the scorer never saw
+    for onset, curve, base, hits in raw[24:]:          # clips the scorer never saw
         events = v2a_envelope.fuse_scored(onset, curve, base, 24.0, restored)
         assert all(0 <= e["confidence"] <= 1 and 0 <= e["strength"] <= 1 for e in events)
         counts = em.OnsetCounts.of([e["t"] for e in events], hits)
@@ -188,7 +188,7 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     ckpt = out / checkpoint_name("tiny")
     model, config, meta = rms_mapper.load_checkpoint(ckpt)
     assert config.preset == "tiny" and "onset_offset_s" in meta and meta["training"]["seed"] == 0
-    assert set(meta["selection"]) >= {"contacts", "peaks", "contact_threshold", "peak_threshold"}
+    assert set(meta["selection"]) >= {"contacts", "peaks", "thresholds", "band_edges"}
     assert (out / "curves.png").stat().st_size > 1000
     # recalibrating a trained checkpoint: never on its own training data; weights unchanged
     from typer.testing import CliRunner
