@@ -9,7 +9,10 @@ hash) is the validation set that picks the best epoch. The held-out split is nev
 Resumable: after every epoch the model, optimizer, scheduler, RNG states and the curves so far
 are written (atomically) to OUT/train_state.pt; running the same command again continues from
 there. The best epoch's model is OUT/rms_mapper_<preset>.safetensors (config, input
-statistics, onset calibration and the training summary embedded). Curves are published as
+statistics, onset calibration, the contact scorer and the training summary embedded). The
+contact scorer (`models.contact_scorer`: which tracked contacts sound) is fitted after the last
+epoch on a calibration set of clips the network never trained on (`calibration`), else on the
+validation clips; `calibrate_checkpoint` refits it on an existing checkpoint. Curves are published as
 Prefect artifacts (a table per epoch, the summary as markdown) and drawn to OUT/curves.png.
 """
 from __future__ import annotations
