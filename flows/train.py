@@ -61,11 +61,16 @@ def load_examples(data: Path, split: str, contacts: bool, all_features: bool = F
     motion tracker's events (calibration fuses them; with `contacts` the inputs carry them too,
     `v2a_inputs` block D). The picture features are kept for the clips calibration reads: the
     validation clips, or every clip with `all_features`."""
+    from rich.console import Console
+    from rich.progress import track
+
     from models import motion_baseline
-    from tasks.dataset import iter_clips
+    from tasks.dataset import count_clips, iter_clips
 
     out = []
-    for clip in iter_clips(data, split=split):
+    for clip in track(iter_clips(data, split=split), total=count_clips(data, split),
+                      description=f"reading {data.name} ({split})",
+                      console=Console(stderr=True)):
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
         tracked = motion_baseline.estimate_envelope(clip.features, shot=clip.name,

@@ -214,6 +214,12 @@ def iter_clips(data: Path, split: str | None = None) -> Iterator[Clip]:
             yield read_clip(data / entry["file"])
 
 
+def count_clips(data: Path, split: str | None = None) -> int:
+    """How many clips `iter_clips(data, split)` yields (from the index, nothing read)."""
+    entries = json.loads((Path(data) / INDEX).read_text())["clips"]
+    return sum(1 for e in entries if split is None or e["split"] == split)
+
+
 # ---------------------------------------------------------------- workers
 
 
