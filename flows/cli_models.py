@@ -143,16 +143,23 @@ def train_calibrate(
     `foley dataset procedural CAL --clips 400 --split train --seed 100000`."""
     import torch
 
-    from flows.train import calibrate_checkpoint
+    from flows.cli import _prefect_defaults
 
     if not checkpoint.is_file():
         _fail(f"no checkpoint at {checkpoint}")
     if not (data / "index.json").is_file():
         _fail(f"{data} is not a dataset folder (no index.json): build one with "
               "`foley dataset procedural`")
-    torch.set_num_threads(threads)
+    from flows.train import calibrate_flow, check_calibration_data
+
     try:
-        report = calibrate_checkpoint(checkpoint, data, out or checkpoint, log=typer.echo)
+        check_calibration_data(checkpoint, data)
+    except ValueError as exc:
+        _fail(str(exc))
+    torch.set_num_threads(threads)
+    _prefect_defaults()
+    try:
+        report = calibrate_flow()(str(checkpoint), str(data), str(out or checkpoint))
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=1))

@@ -230,17 +230,33 @@ def fit_selection(model: Any, clips: list[Example], offset_s: float,
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
+def check_calibration_data(checkpoint: Path, data: Path) -> None:
+    """ValueError if `data` holds clips `checkpoint` was trained or validated on (by the clip
+    names its training summary lists — a procedural clip's name is its seed, so the same name
+    is the same clip in any folder — or, for a summary without them, by the folder)."""
+    from tasks.dataset import INDEX
+
+    _model, _config, meta = mapper.load_checkpoint(checkpoint)
+    training = meta.get("training") or {}
+    names = {e["name"] for e in json.loads((data / INDEX).read_text())["clips"]
+             if e["split"] == "train"}
+    seen = names & set(training.get("clips_seen", []))
+    same_folder = training.get("data") and Path(training["data"]).resolve() == data.resolve()
+    if seen or same_folder:
+        which = (f"{len(seen)} of its clips ({', '.join(sorted(seen)[:3])}"
+                 f"{', …' if len(seen) > 3 else ''}) are" if seen else "it is")
+        raise ValueError(f"{data}: {which} what {checkpoint} was trained on; calibrate on clips "
+                         "it never saw (e.g. `foley dataset procedural CAL --seed 100000`, "
+                         "beyond the training seeds)")
+
+
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print
                          ) -> dict[str, Any]:
     """Fit the contact scorer of an existing checkpoint on every clip of the "train" split of
     `data` (a calibration set the checkpoint never trained on) and write the checkpoint with
     it to `out` (weights unchanged). Returns the selection report."""
+    check_calibration_data(checkpoint, data)
     model, config, meta = mapper.load_checkpoint(checkpoint)
-    trained_on = (meta.get("training") or {}).get("data")
-    if trained_on and Path(trained_on).resolve() == data.resolve():
-        raise ValueError(f"{data} is the data {checkpoint} was trained on: calibrate on clips "
-                         "it never saw (build a set with `foley dataset procedural --seed` "
-                         "beyond the training seeds)")
     clips = load_examples(data, "train", config.contact_inputs, all_features=True)
     if len(clips) < 4:
         raise ValueError(f"{data}: only {len(clips)} clips; a calibration set needs at least "
@@ -355,6 +371,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
         fitted["selection_report"]["data"] = str(calibration) if calibration else "validation"
     summary = {
         "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
+        "clips_seen": sorted(e.name for e in trn + val),
         "epochs_run": len(history), "best_val_loss": best,
         "best_val_e_l1": meta["val_e_l1"], "best_epoch": meta["epoch"], "detection": detection,
         "selection": fitted.get("selection_report"),
@@ -416,12 +433,40 @@ def train_envelope_flow() -> Any:
             f"# RMS-Mapper `{preset}`\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "
             f"after {summary['epochs_run']} epochs ({summary['train_minutes']} min) on "
             f"{summary['train_clips']} clips; onset offset "
-            f"{summary['detection']['onset_offset_s'] * 1000:.1f} ms.\n\nCheckpoint: "
+            f"{summary['detection']['onset_offset_s'] * 1000:.1f} ms.\n\n"
+            + selection_markdown(summary.get("selection")) + "\n\nCheckpoint: "
             f"`{Path(out) / checkpoint_name(preset)}`; curves: `{Path(out) / 'curves.png'}`",
             key=f"train-envelope-{preset}-summary", description="Training summary")
         return {k: v for k, v in summary.items() if k != "history"}
 
     return train_envelope
+
+
+def selection_markdown(report: dict[str, Any] | None) -> str:
+    """The contact scorer's fit, for a Prefect artifact."""
+    if not report:
+        return "Contact scorer: none (no clips to fit on); the onset head's thresholds decide."
+    return (f"Contact scorer fitted on {report['clips']} clips of {report.get('data', '?')} "
+            f"(per frame-rate band: {report.get('band_clips')}): out-of-fold onset F1 @ ±50 ms "
+            f"{report['oof_onset_f1']:.3f} (P {report['oof_onset_precision']:.3f} / "
+            f"R {report['oof_onset_recall']:.3f}).")
+
+
+def calibrate_flow() -> Any:
+    """The Prefect flow around `calibrate_checkpoint` (built on demand)."""
+    from prefect import flow
+    from prefect.artifacts import create_markdown_artifact
+
+    @flow(name="calibrate-envelope", log_prints=True)
+    def calibrate_envelope(checkpoint: str, data: str, out: str) -> dict[str, Any]:
+        """Fit a checkpoint's contact scorer on a calibration set (weights unchanged)."""
+        report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out), log=print)
+        create_markdown_artifact(f"# RMS-Mapper calibration\n\n{selection_markdown(report)}"
+                                 f"\n\nCheckpoint: `{out}`", key="calibrate-envelope",
+                                 description="Contact scorer fit")
+        return report
+
+    return calibrate_envelope
 
 
 def summary_of(checkpoint: Path) -> dict[str, Any]:

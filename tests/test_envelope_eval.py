@@ -189,6 +189,7 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     model, config, meta = rms_mapper.load_checkpoint(ckpt)
     assert config.preset == "tiny" and "onset_offset_s" in meta and meta["training"]["seed"] == 0
     assert set(meta["selection"]) >= {"contacts", "peaks", "thresholds", "band_edges"}
+    assert meta["training"]["clips_seen"] == [f"clip_{i:05d}" for i in range(10)]
     assert (out / "curves.png").stat().st_size > 1000
     # recalibrating a trained checkpoint: never on its own training data; weights unchanged
     from typer.testing import CliRunner
@@ -198,6 +199,11 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     runner = CliRunner()
     res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(data)])
     assert res.exit_code == 2 and "was trained on" in res.output, res.output
+    import shutil  # the same clips in another folder are still the clips it trained on
+
+    shutil.copytree(data, tmp_path / "copy")
+    res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(tmp_path / "copy")])
+    assert res.exit_code == 2 and "10 of its clips" in res.output, res.output
     recal = tmp_path / "recalibrated.safetensors"
     res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(cal), "--out", str(recal)])
     assert res.exit_code == 0, res.output
