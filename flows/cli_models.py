@@ -18,6 +18,12 @@ eval_app = typer.Typer(help="Evaluate: the envelope model against the motion bas
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 
 
+def _need_dataset(folder: Path) -> None:
+    if not (folder / "index.json").is_file():
+        _fail(f"{folder} is not a dataset folder (no index.json): build one with "
+              "`foley dataset procedural`")
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -110,9 +116,8 @@ def train_envelope(
     if preset not in ("tiny", "base"):
         _fail(f"--preset must be tiny or base, not {preset!r}")
     for folder in (data, calibration):
-        if folder is not None and not (folder / "index.json").is_file():
-            _fail(f"{folder} is not a dataset folder (no index.json): build one with "
-                  "`foley dataset procedural`")
+        if folder is not None:
+            _need_dataset(folder)
     _prefect_defaults()
     from flows.train import train_envelope_flow
 
@@ -145,15 +150,14 @@ def train_calibrate(
 
     from flows.cli import _prefect_defaults
 
+    from flows.train import calibrate_flow, check_calibration_data
+    from models.rms_mapper import load_checkpoint
+
     if not checkpoint.is_file():
         _fail(f"no checkpoint at {checkpoint}")
-    if not (data / "index.json").is_file():
-        _fail(f"{data} is not a dataset folder (no index.json): build one with "
-              "`foley dataset procedural`")
-    from flows.train import calibrate_flow, check_calibration_data
-
-    try:
-        check_calibration_data(checkpoint, data)
+    _need_dataset(data)
+    try:  # before Prefect starts: a refusal is one line, not a failed flow run
+        check_calibration_data(load_checkpoint(checkpoint)[2], data, checkpoint)
     except ValueError as exc:
         _fail(str(exc))
     torch.set_num_threads(threads)
@@ -181,8 +185,7 @@ def eval_envelope(
 
     if not checkpoint.is_file():
         _fail(f"no checkpoint at {checkpoint}")
-    if not (data / "index.json").is_file():
-        _fail(f"{data} is not a dataset folder (no index.json)")
+    _need_dataset(data)
     result = evaluate(data, checkpoint, split=split,
                       log=(lambda _m: None) if as_json else typer.echo)
     if as_json:

@@ -65,10 +65,10 @@ def load_examples(data: Path, split: str, contacts: bool, all_features: bool = F
     from rich.progress import track
 
     from models import motion_baseline
-    from tasks.dataset import count_clips, iter_clips
+    from tasks.dataset import clip_entries, iter_clips
 
     out = []
-    for clip in track(iter_clips(data, split=split), total=count_clips(data, split),
+    for clip in track(iter_clips(data, split=split), total=len(clip_entries(data, split)),
                       description=f"reading {data.name} ({split})",
                       console=Console(stderr=True)):
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
@@ -213,8 +213,8 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
     return best
 
 
-def fit_selection(model: Any, clips: list[Example], offset_s: float,
-                  log: Any = None) -> dict[str, Any]:
+def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
+                    log: Any = None) -> dict[str, Any]:
     """The contact scorer (`models.contact_scorer`) of `model`, fitted on `clips` — clips the
     network never trained on (a calibration set, or the validation clips) — as checkpoint
     metadata: {"selection": ..., "selection_report": out-of-fold onset P / R / F1}."""
@@ -230,16 +230,15 @@ def fit_selection(model: Any, clips: list[Example], offset_s: float,
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
-def check_calibration_data(checkpoint: Path, data: Path) -> None:
-    """ValueError if `data` holds clips `checkpoint` was trained or validated on (by the clip
-    names its training summary lists — a procedural clip's name is its seed, so the same name
-    is the same clip in any folder — or, for a summary without them, by the folder)."""
-    from tasks.dataset import INDEX
+def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path) -> None:
+    """ValueError if `data` holds clips the checkpoint (`meta`, its metadata) was trained or
+    validated on (by the clip names its training summary lists — a procedural clip's name is
+    its seed, so the same name is the same clip in any folder — or, for a summary without
+    them, by the folder)."""
+    from tasks.dataset import clip_entries
 
-    _model, _config, meta = mapper.load_checkpoint(checkpoint)
     training = meta.get("training") or {}
-    names = {e["name"] for e in json.loads((data / INDEX).read_text())["clips"]
-             if e["split"] == "train"}
+    names = {e["name"] for e in clip_entries(data, "train")}
     seen = names & set(training.get("clips_seen", []))
     same_folder = training.get("data") and Path(training["data"]).resolve() == data.resolve()
     if seen or same_folder:
@@ -255,8 +254,8 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
     """Fit the contact scorer of an existing checkpoint on every clip of the "train" split of
     `data` (a calibration set the checkpoint never trained on) and write the checkpoint with
     it to `out` (weights unchanged). Returns the selection report."""
-    check_calibration_data(checkpoint, data)
     model, config, meta = mapper.load_checkpoint(checkpoint)
+    check_calibration_data(meta, data, checkpoint)
     clips = load_examples(data, "train", config.contact_inputs, all_features=True)
     if len(clips) < 4:
         raise ValueError(f"{data}: only {len(clips)} clips; a calibration set needs at least "
@@ -264,7 +263,7 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
     log(f"calibrating on {len(clips)} clips of {data}"
         + (" — few: expect noisy thresholds; a few hundred clips fit well"
            if len(clips) < 100 else ""))
-    fitted = fit_selection(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log)
+    fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log)
     fitted["selection_report"]["data"] = str(data)
     _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
@@ -367,7 +366,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
         + (f" of {calibration}" if calibration is not None else " (validation)"))
     fitted: dict[str, Any] = {}
     if cal:  # else the thresholds of `calibrate` read the head (no clips to fit on)
-        fitted = fit_selection(best_model, cal, detection["onset_offset_s"], log=log)
+        fitted = scorer_metadata(best_model, cal, detection["onset_offset_s"], log=log)
         fitted["selection_report"]["data"] = str(calibration) if calibration else "validation"
     summary = {
         "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),

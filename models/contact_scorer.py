@@ -49,10 +49,6 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _db(curve: np.ndarray) -> np.ndarray:
-    return 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
-
-
 def _rise(db: np.ndarray, k: int) -> tuple[float, float]:
     w = int(round(RISE_S * rms_targets.RATE_HZ))
     k = min(max(k, 0), len(db) - 1)
@@ -71,7 +67,7 @@ def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[di
                      fps: float) -> np.ndarray:
     """One row of CONTACT_FEATURES per tracked contact (`motion_baseline` events)."""
     rate, w = rms_targets.RATE_HZ, int(round(HEAR_S * rms_targets.RATE_HZ))
-    db = _db(curve)
+    db = curve_events.level_db(curve)
     heads = [_head_max(onset, c["t"]) for c in contacts]
     rows = []
     for i, c in enumerate(contacts):
@@ -99,7 +95,7 @@ def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[di
 def peak_features(onset: np.ndarray, curve: np.ndarray, peaks: Sequence[dict[str, float]],
                   contacts: Sequence[dict[str, Any]], fps: float) -> np.ndarray:
     """One row of PEAK_FEATURES per onset-head peak (`curve_events.onset_peaks`)."""
-    db = _db(curve)
+    db = curve_events.level_db(curve)
     rows = []
     for m in peaks:
         rise, post = _rise(db, int(round(m["t"] * rms_targets.RATE_HZ)))

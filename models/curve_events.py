@@ -21,6 +21,11 @@ STRENGTH_RANGE_DB = 48.0
 FLOOR = 10 ** (-60 / 20)
 
 
+def level_db(curve: np.ndarray) -> np.ndarray:
+    """The curve in dB, floored at FLOOR (−60 dB)."""
+    return 20 * np.log10(np.maximum(curve, FLOOR))
+
+
 def events_from_curve(
     curve: np.ndarray,
     rate_hz: float,

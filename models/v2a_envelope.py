@@ -71,7 +71,7 @@ def fuse_onset_head(onset: np.ndarray, curve: np.ndarray, base_events: list[dict
     confidence), plus the head's own peaks of at least `own_threshold` with no kept contact
     within MATCH_S (peak time minus the calibrated offset)."""
     rate = rms_targets.RATE_HZ
-    db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+    db = curve_events.level_db(curve)
     w = int(round(ONSET_HEAR_S * rate))
     out: list[dict[str, Any]] = []
     for b in base_events:
@@ -97,7 +97,7 @@ def fuse_scored(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str
     c = contact_scorer.candidates(onset, curve, base_events, fps, selection.offset_s)
     kept = contact_scorer.select(c, selection.contacts(c.contact_x), selection.peaks(c.peak_x),
                                  *selection.thresholds_for(fps))
-    db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+    db = curve_events.level_db(curve)
     return [{**e, "strength": _strength_at(db, min(int(round(e["t"] * rms_targets.RATE_HZ)),
                                                     len(db) - 1))} for e in kept]
 
@@ -121,7 +121,7 @@ def fuse_onsets(onsets: list[dict[str, float]], curve: np.ndarray, conf: np.ndar
     model's loudness and confidence; plus the model's own onsets where the tracker saw no
     contact (an occluded hit, an object the tracker lost). Contacts the model does not hear
     (a silent mover, a tracking glitch) are dropped."""
-    db = 20 * np.log10(np.maximum(curve, curve_events.FLOOR))
+    db = curve_events.level_db(curve)
     w = int(round(HEAR_S * rms_targets.RATE_HZ))
     out: list[dict[str, Any]] = []
     for b in base_events:

@@ -203,21 +203,21 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
     return out_dir / INDEX
 
 
-def iter_clips(data: Path, split: str | None = None) -> Iterator[Clip]:
-    """The clips listed in data/index.json (of `split`, if given), read one at a time."""
+def clip_entries(data: Path, split: str | None = None) -> list[dict]:
+    """The index entries (name, file, split, seed, …) of data/index.json, of `split` if given;
+    nothing else is read."""
     data = Path(data)
     if not (data / INDEX).exists():
         raise ValueError(f"{data} is not a dataset folder (no {INDEX}): build one with "
                          "`foley dataset procedural` or `foley dataset videos`")
-    for entry in json.loads((data / INDEX).read_text())["clips"]:
-        if split is None or entry["split"] == split:
-            yield read_clip(data / entry["file"])
+    return [e for e in json.loads((data / INDEX).read_text())["clips"]
+            if split is None or e["split"] == split]
 
 
-def count_clips(data: Path, split: str | None = None) -> int:
-    """How many clips `iter_clips(data, split)` yields (from the index, nothing read)."""
-    entries = json.loads((Path(data) / INDEX).read_text())["clips"]
-    return sum(1 for e in entries if split is None or e["split"] == split)
+def iter_clips(data: Path, split: str | None = None) -> Iterator[Clip]:
+    """The clips listed in data/index.json (of `split`, if given), read one at a time."""
+    for entry in clip_entries(data, split):
+        yield read_clip(Path(data) / entry["file"])
 
 
 # ---------------------------------------------------------------- workers
