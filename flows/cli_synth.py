@@ -16,8 +16,9 @@ DEFAULT_TRAIN_OUT = Path(".foley/train/synth")
 MAX_DURATION_S = 3600.0
 
 
-def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float]:
-    """The ControlNet input of an envelope JSON file and its duration (clear errors)."""
+def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float, dict]:
+    """The ControlNet input of an envelope JSON file, its duration and the envelope itself
+    (clear errors)."""
     from models.synth_pipeline import envelope_control
     from tasks.decisions import read_envelope, validate_envelope
 
@@ -32,7 +33,7 @@ def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, f
     if duration is not None and not math.isclose(duration, length, abs_tol=1e-3):
         _fail(f"--duration {duration:g} s differs from the envelope's duration_s {length:g} s "
               f"in {path}: leave --duration out to follow the envelope")
-    return envelope_control(env)[0], length
+    return envelope_control(env)[0], length, env
 
 
 def _semantic(synth, prompt: str | None, like: Path | None, cache: Path) -> np.ndarray | None:
@@ -81,6 +82,12 @@ def generate(
                                                  "something that sounds like it.")] = None,
     steps: Annotated[int, typer.Option(help="Sampler steps (Euler, rectified flow).")] = 16,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none).")] = 3.0,
+    follow: Annotated[bool, typer.Option(help="With --envelope: hold the rendering to the "
+                                         "envelope's curve and events (level, attacks on "
+                                         "the events, other attacks softened; "
+                                         "models/envelope_follow.py), as the pass does. "
+                                         "--no-follow: the ControlNet's rendering "
+                                         "as it comes.")] = True,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same audio.")] = 0,
     checkpoints: Annotated[Path, typer.Option(help="Folder of synth_*.safetensors (default: "
                                               "the shipped tiny model; or a `foley train "
@@ -98,7 +105,7 @@ def generate(
 
     from models import synth_pipeline
     from models.audio_repr import SR
-    from models.sampler import soft_limit
+    from models.envelope_follow import Follow
     from tasks.bwf import write_bwf
 
     torch.set_num_threads(threads)
@@ -106,9 +113,9 @@ def generate(
         _fail(f"--out {out}: write a .wav file")
     if steps < 1 or guidance <= 0:
         _fail("--steps must be at least 1 and --guidance positive")
-    control, length = (None, duration if duration is not None else 4.0)
+    control, length, env = (None, duration if duration is not None else 4.0, None)
     if envelope is not None:
-        control, length = _envelope_control(envelope, duration)
+        control, length, env = _envelope_control(envelope, duration)
     if not 0 < length <= MAX_DURATION_S:
         _fail(f"--duration must lie in (0, {MAX_DURATION_S:g}] seconds, not {length:g}")
     need = ("vocoder", "base") + (("control",) if envelope else ()) + (("encoder",) if like else ())
@@ -127,8 +134,10 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     description = json.dumps({"prompt": prompt, "like": str(like) if like else None,
                               "envelope": str(envelope) if envelope else None, "steps": steps,
-                              "guidance": guidance, "seed": seed, "model": synth.version[:16]})
-    write_bwf(out, soft_limit(audio, SR), SR, time_reference=0, description=description[:256])
+                              "guidance": guidance, "seed": seed, "model": synth.version[:16],
+                              "follow": bool(env is not None and follow)})
+    audio = synth_pipeline.finish(audio, env, Follow() if follow else None)
+    write_bwf(out, audio, SR, time_reference=0, description=description[:256])
     typer.echo(str(out))
 
 

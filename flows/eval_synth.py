@@ -31,8 +31,13 @@ recordings (the library it would have; the held-out ones are the truth). Metrics
   recording, other draws than the judge's training segments; mean over classes);
 - **real-time factor**: render seconds / audio seconds on this CPU with `threads` torch threads.
 
-A third column, `vocoder`, puts each real scene's own log-mel through the vocoder alone: the
-figures a perfect denoiser would reach with this vocoder (its share of what is lost).
+Columns: `diffusion` is the backend as the pass delivers it (`render_envelope`: the
+ControlNet's rendering, then the envelope follow stage `models.envelope_follow`, then the
+limiter); `diffusion_controlnet` is the same rendering without the follow stage (what the
+ControlNet alone achieves); `sampler` is the pass's sampler stem and `sampler_follow` that
+stem through the same follow stage. The `vocoder` column puts each real scene's own log-mel
+through the vocoder alone: the figures a perfect denoiser would reach with this vocoder (its
+share of what is lost).
 
 `split="val"` builds the same kind of scenes from the **validation** recordings instead (the
 ones `foley train synth` picks checkpoints with; never trained on): the figures to make
@@ -56,6 +61,7 @@ import torch
 from flows.synth_data import Clip, make_segment
 from models.audio_env import detect_onsets, rms_envelope
 from models.audio_repr import ENVELOPE_RATE_HZ, SR, log_mel
+from models.envelope_follow import Follow
 from models.envelope_metrics import OnsetCounts, e_l1_tfoley, onset_scores
 from models.rms_targets import rms_target
 
@@ -293,6 +299,17 @@ def render_all(scenes: Sequence[Scene], render: Callable[[Scene], np.ndarray],
     return out, time.perf_counter() - t0
 
 
+def finish_all(scenes: Sequence[Scene], audio: Sequence[np.ndarray], seconds: float,
+               follow: Any) -> tuple[list[np.ndarray], float]:
+    """Renderings through `models.synth_pipeline.finish` (the envelope follow stage when
+    `follow` is set, then the limiter), with the seconds that took added to `seconds`."""
+    from models.synth_pipeline import finish
+
+    t0 = time.perf_counter()
+    out = [finish(a, s.envelope, follow) for s, a in zip(scenes, audio)]
+    return out, seconds + time.perf_counter() - t0
+
+
 SPLITS = ("heldout", "val")
 
 
@@ -347,13 +364,24 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
     def tick(stage: str) -> Callable[[], None] | None:
         return None if progress is None else (lambda: progress(stage, len(scenes)))
 
+    def controlnet(scene: Scene) -> np.ndarray:
+        control, n = synth_pipeline.envelope_control(scene.envelope)
+        return synth_pipeline.generate(synth, n_samples=n, semantic=semantic[scene.prompt],
+                                       control=control, steps=steps, guidance=guidance,
+                                       seed=shot_seed(seed, "eval", scene.name))
+
+    follow = Follow()
+    # one diffusion rendering per scene, scored as the pass delivers it (follow stage, then
+    # the limiter: `synth_pipeline.render_envelope`) and as the ControlNet left it
+    raw, generate_s = render_all(scenes, controlnet, tick("diffusion"))
+    sampler = render_all(scenes, lambda s: render_shot(
+        s.envelope, sampler_pool(train, s), [], sr=SR,
+        seed=shot_seed(seed, "eval", s.name)), tick("sampler"))
     rendered = {
-        "diffusion": render_all(scenes, lambda s: synth_pipeline.render_envelope(
-            synth, s.envelope, semantic[s.prompt], steps=steps, guidance=guidance,
-            seed=shot_seed(seed, "eval", s.name)), tick("diffusion")),
-        "sampler": render_all(scenes, lambda s: render_shot(
-            s.envelope, sampler_pool(train, s), [], sr=SR,
-            seed=shot_seed(seed, "eval", s.name)), tick("sampler")),
+        "diffusion": finish_all(scenes, raw, generate_s, follow),
+        "diffusion_controlnet": finish_all(scenes, raw, generate_s, None),
+        "sampler": sampler,
+        "sampler_follow": finish_all(scenes, *sampler, follow),
         "vocoder": render_all(scenes, lambda s: resynthesize(synth, s.audio), tick("vocoder")),
     }
     if keep_audio is not None:
@@ -371,6 +399,7 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
                                        (rms_target(s.audio, SR) for s in scenes)])),
         "judge": {**cv, "segments_per_recording": JUDGE_SEGMENTS, "embedding_dim": EMBED_DIM},
         "params": {"preset": preset, "steps": steps, "guidance": guidance, "seed": seed,
+                   "follow": follow.params(),
                    "threads": torch.get_num_threads(), "model": synth.version[:16],
                    "checkpoints": synth.checkpoints},
         "backends": backends, "targets": TARGETS,
@@ -399,15 +428,20 @@ ROWS = (("E-L1 (T-Foley)", "e_l1", "≤ 0.0137", "{:.4f}"),
         ("real-time factor (CPU)", "rtf", "", "{:.3f}"))
 
 
+COLUMNS = (("diffusion", "diffusion"), ("diffusion_controlnet", "diffusion, ControlNet only"),
+           ("sampler", "sampler"), ("sampler_follow", "sampler + follow"))
+
+
 def table(report: dict[str, Any]) -> str:
-    """The report as a Markdown table: diffusion against sampler, and the vocoder bound."""
+    """The report as a Markdown table: diffusion (as the pass renders it, and its ControlNet's
+    rendering before the follow stage) against the sampler (as the pass renders it, and
+    through the same follow stage), and the vocoder bound."""
     b = report["backends"]
-    lines = ["| metric | diffusion | sampler | target | vocoder resynthesis (bound) |",
-             "|---|---|---|---|---|"]
+    lines = ["| metric | " + " | ".join(label for _k, label in COLUMNS)
+             + " | target | vocoder resynthesis (bound) |", "|---" * (len(COLUMNS) + 3) + "|"]
     for label, key, target, fmt in ROWS:
-        lines.append(f"| {label} | {fmt.format(b['diffusion'][key])} | "
-                     f"{fmt.format(b['sampler'][key])} | {target} | "
-                     f"{fmt.format(b['vocoder'][key])} |")
+        cells = " | ".join(fmt.format(b[k][key]) for k, _label in COLUMNS)
+        lines.append(f"| {label} | {cells} | {target} | {fmt.format(b['vocoder'][key])} |")
     j = report["judge"]
     lines.append("")
     per_class = ", ".join(f"{c} {v:.2f} ({j['recordings_per_class'][c]} rec.)"

@@ -4,11 +4,12 @@
                        ▼                                                   ▼
     x_0 ~ N(0, I) ─ Euler steps of guided v(x, t) = Denoiser(x, t, s, residuals) ─▶ mel x_1
                                                                    ─▶ Vocoder ─▶ audio
-per window of `models.synth_windows`, joined with equal-power crossfades. Without a semantic
-vector the null (zero) vector is used (envelope-only generation); without a control the
-ControlNet is skipped (text-only generation). Guidance contrasts the full condition with the
-null one (zero semantic, no control). Noise comes only from generators seeded with
-(seed, window index).
+per window of `models.synth_windows`, joined with equal-power crossfades; an envelope's
+rendering then goes through the envelope follow stage (`models.envelope_follow`) and the
+limiter (`finish`). Without a semantic vector the null (zero) vector is used (envelope-only
+generation); without a control the ControlNet is skipped (text-only generation). Guidance
+contrasts the full condition with the null one (zero semantic, no control). Noise comes only
+from generators seeded with (seed, window index).
 
 Checkpoints live in one folder as synth_<stage>_<preset>.safetensors (`checkpoint_path`);
 `load` says which `foley train synth` command makes the ones that are missing.
@@ -25,6 +26,7 @@ import torch
 
 from models import audio_encoder, controlnet, diffusion, synth_ckpt, vocoder
 from models.audio_repr import HOP, N_MELS, SR, control_from_envelope, n_frames
+from models.envelope_follow import Follow, follow_envelope
 from models.flow_sampler import guided, sample
 from models.synth_windows import render_windowed
 
@@ -146,14 +148,25 @@ def envelope_control(env: dict) -> tuple[np.ndarray, int]:
 
 def render_envelope(synth: Synthesizer, env: dict, semantic: np.ndarray | None, *,
                     steps: int = 16, guidance: float = 3.0, seed: int = 0,
+                    follow: Follow | None = Follow(),
                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """An envelope rendered by the diffusion synthesizer: (round(duration_s · SR),) float32,
-    peaks kept under -1 dBFS by the sampler's look-ahead limiter (the same ceiling)."""
-    from models.sampler import soft_limit
-
+    """An envelope rendered by the diffusion synthesizer: (round(duration_s · SR),) float32.
+    The ControlNet's rendering goes through `finish`: the envelope follow stage
+    (`models.envelope_follow`; `follow=None` skips it) and the limiter."""
     control, n = envelope_control(env)
     audio = generate(synth, n_samples=n, semantic=semantic, control=control, steps=steps,
                      guidance=guidance, seed=seed, progress=progress)
+    return finish(audio, env, follow)
+
+
+def finish(audio: np.ndarray, env: dict | None, follow: Follow | None = Follow()) -> np.ndarray:
+    """The last steps of every rendering: the envelope follow stage when there is an envelope
+    and `follow` is set, then peaks kept under -1 dBFS by the sampler's look-ahead limiter
+    (the same ceiling)."""
+    from models.sampler import soft_limit
+
+    if env is not None and follow is not None:
+        audio = follow_envelope(audio, env, SR, follow)
     return soft_limit(audio, SR)
 
 

@@ -8,8 +8,9 @@ Two backends:
 - `diffusion`: the trained diffusion synthesizer (`models.synth_pipeline`, docs/SYNTHESIS.md)
   renders the envelope through its ControlNet, prompted with the envelope's prompt, else the
   shot's marker, else the library category chosen in review, else its events' most common
-  kind (`diffusion_prompt`). Its checkpoints' hash, steps, guidance, prompt and seed are the
-  stage's cache parameters and provenance.
+  kind (`diffusion_prompt`), then holds the rendering to the approved curve and events with
+  the envelope follow stage (`models.envelope_follow`). Its checkpoints' hash, steps,
+  guidance, follow settings, prompt and seed are the stage's cache parameters and provenance.
 """
 from __future__ import annotations
 
@@ -137,7 +138,8 @@ def diffusion_model(folder: Path = DIFFUSION_CHECKPOINTS, preset: str = DIFFUSIO
 
 def _synthesize_diffusion(shot_id: int, seed: int, *, steps: int = DIFFUSION_STEPS,
                           guidance: float = DIFFUSION_GUIDANCE) -> dict[str, Any]:
-    from models import audio_repr, controlnet, diffusion, flow_sampler, synth_pipeline, vocoder
+    from models import (audio_repr, controlnet, diffusion, envelope_follow, flow_sampler,
+                        synth_pipeline, vocoder)
 
     with runtime.db().session() as s:
         env_row = api.approved_envelope(s, shot_id)
@@ -162,8 +164,10 @@ def _synthesize_diffusion(shot_id: int, seed: int, *, steps: int = DIFFUSION_STE
         inputs={"envelope": env_ref},
         params={"backend": "diffusion", "seed": rng_seed, "hint": hint, "prompt": prompt,
                 "model": synth.version, "checkpoints": synth.checkpoints,
-                "preset": DIFFUSION_PRESET, "steps": steps, "guidance": guidance},
-        code=[synth_pipeline, flow_sampler, diffusion, controlnet, vocoder, audio_repr],
+                "preset": DIFFUSION_PRESET, "steps": steps, "guidance": guidance,
+                "follow": envelope_follow.Follow().params()},
+        code=[synth_pipeline, flow_sampler, diffusion, controlnet, vocoder, audio_repr,
+              envelope_follow],
         compute=compute,
         shot_id=shot_id,
         seed=rng_seed,

@@ -145,12 +145,13 @@ def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
     assert seen.count(("vocoder", 4)) == 4
     assert report["classes"] == ["footsteps", "impacts"] and len(report["scenes"]) == 4
     assert 0.0 <= report["judge"]["accuracy"] <= 1.0 and report["judge"]["recordings"] == 12
-    for name in ("diffusion", "sampler", "vocoder"):
-        b = report["backends"][name]
+    assert set(report["backends"]) == {"diffusion", "diffusion_controlnet", "sampler",
+                                       "sampler_follow", "vocoder"}
+    for b in report["backends"].values():
         assert b["audio_s"] == pytest.approx(4 * es.SCENE_S) and b["rtf"] > 0
         assert 0 <= b["onset_f1@25ms"] <= 1 and 0 <= b["semantic_accuracy"] <= 1
         assert np.isfinite(b["e_l1"]) and np.isfinite(b["frechet_distance"])
-    assert len(list((tmp_path / "audio").glob("*.wav"))) == 16
+    assert len(list((tmp_path / "audio").glob("*.wav"))) == 4 * 6  # the real scene + 5 columns
     assert report["e_l1_silence"] > 0
     text = es.table(report)
     assert "| onset F1 @ ±25 ms |" in text and "cross-validated accuracy" in text
@@ -227,3 +228,35 @@ def test_shipping_in_float16_halves_the_file_and_keeps_the_output(tmp_path):
     with torch.no_grad():
         a, b = full(mel), half(mel)
     assert float((a - b).norm() / a.norm()) < 1e-2
+
+
+def test_generate_with_an_envelope_hits_its_events(tmp_path):
+    """`foley generate --envelope`: the rendering follows the envelope (models.envelope_follow),
+    so its attacks are the envelope's events, each within 2 ms, and no others; --no-follow
+    leaves the ControlNet's rendering as it is (on this envelope it puts one event 16 ms late
+    and adds nine attacks)."""
+    from flows.cli import app
+    from models.audio_env import detect_onsets
+
+    events = [0.30, 0.95, 1.60]
+    t = np.arange(200) / 100.0
+    curve = np.full(200, 10 ** (-60 / 20))
+    for e in events:
+        curve = np.maximum(curve, np.where(t >= e, 0.1 * np.exp(-(t - e) / 0.12), 0))
+    env = {"version": 1, "shot": "g", "rate_hz": 100.0, "duration_s": 2.0,
+           "curve": curve.tolist(), "prompt": "a door close",
+           "events": [{"t": e, "strength": 1.0, "x": 0.5, "y": 0.5, "kind": "impact",
+                       "confidence": 1.0} for e in events]}
+    (tmp_path / "env.json").write_text(json.dumps(env))
+    outs = {}
+    for flag in ("--follow", "--no-follow"):
+        out = tmp_path / f"{flag}.wav"
+        res = CliRunner().invoke(app, ["generate", "--envelope", str(tmp_path / "env.json"),
+                                       "--steps", "4", "--threads", "1", flag,
+                                       "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        outs[flag], sr = sf.read(out)
+        assert sr == SR and len(outs[flag]) == 2 * SR
+    got = detect_onsets(outs["--follow"], SR)
+    assert len(got) == len(events) and np.max(np.abs(got - events)) < 0.002, got
+    assert not np.allclose(outs["--follow"], outs["--no-follow"])

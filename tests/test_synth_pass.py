@@ -1,6 +1,6 @@
 """`foley run --backend diffusion`: a two-shot reel synthesized by the shipped diffusion model,
-the model's hash, steps, guidance, prompt and seed in the synth stage's cache key and
-provenance; an unknown backend is refused before anything is written."""
+the model's hash, steps, guidance, envelope-follow settings, prompt and seed in the synth
+stage's cache key and provenance; an unknown backend is refused before anything is written."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ import soundfile as sf
 
 from flows.demo import DEMO_SHOTS, make_demo_reel
 from models import synth_pipeline
+from models.envelope_follow import Follow
 from tasks.synth import DIFFUSION_CHECKPOINTS, DIFFUSION_GUIDANCE, DIFFUSION_PRESET, DIFFUSION_STEPS
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,7 @@ def test_the_pass_synthesizes_with_the_diffusion_backend(tmp_path: Path) -> None
     for params, checkpoint in rows:
         assert params["backend"] == "diffusion" and params["model"] == synth.version
         assert (params["steps"], params["guidance"]) == (DIFFUSION_STEPS, DIFFUSION_GUIDANCE)
+        assert params["follow"] == Follow().params()
         assert checkpoint == synth.version
     assert sorted(p["prompt"] for p, _c in rows) == sorted(s.foley for s in DEMO_SHOTS[:2])
 
