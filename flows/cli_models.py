@@ -118,8 +118,14 @@ def train_envelope(
     for folder in (data, calibration):
         if folder is not None:
             _need_dataset(folder)
+    from flows.train import check_training_calibration, train_envelope_flow
+
+    if calibration is not None:
+        try:
+            check_training_calibration(data, calibration)
+        except ValueError as exc:
+            _fail(str(exc))
     _prefect_defaults()
-    from flows.train import train_envelope_flow
 
     summary = train_envelope_flow()(str(data), str(out), preset=preset, epochs=epochs,
                                     batch_size=batch_size, lr=lr, seed=seed,

@@ -230,11 +230,11 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
-def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path) -> None:
+def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path | str) -> None:
     """ValueError if `data` holds clips the checkpoint (`meta`, its metadata) was trained or
     validated on (by the clip names its training summary lists — a procedural clip's name is
     its seed, so the same name is the same clip in any folder — or, for a summary without
-    them, by the folder)."""
+    them, by the folder). `checkpoint` names it in the message."""
     from tasks.dataset import clip_entries
 
     training = meta.get("training") or {}
@@ -247,6 +247,17 @@ def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path) -
         raise ValueError(f"{data}: {which} what {checkpoint} was trained on; calibrate on clips "
                          "it never saw (e.g. `foley dataset procedural CAL --seed 100000`, "
                          "beyond the training seeds)")
+
+
+def check_training_calibration(data: Path, calibration: Path) -> None:
+    """ValueError if the calibration set holds clips of the training set `data` (its "train"
+    split: the training and validation clips), as `check_calibration_data` for a checkpoint."""
+    from tasks.dataset import clip_entries
+
+    check_calibration_data(
+        {"training": {"data": str(data),
+                      "clips_seen": [e["name"] for e in clip_entries(data, "train")]}},
+        calibration, f"this run (the training set {data})")
 
 
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print
@@ -278,6 +289,8 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
     given, else on the validation clips."""
     import torch
 
+    if calibration is not None:  # before an hour of training, not after it
+        check_training_calibration(data, calibration)
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()

@@ -176,6 +176,9 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     cal = tmp_path / "cal"  # clips it never trains on, for the contact scorer
     build_procedural(cal, n_clips=4, split="train", seed=1000, workers=2, sfx_dir=sfx_dir)
     out = tmp_path / "run"
+    with pytest.raises(ValueError, match="10 of its clips .* this run"):  # before training
+        train(data, tmp_path / "never", epochs=1, threads=1, calibration=data)
+    assert not (tmp_path / "never").exists()
     first = train(data, out, epochs=3, batch_size=4, threads=1, max_minutes=0)  # interrupted
     assert first["epochs_run"] == 1
     resumed = train(data, out, epochs=3, batch_size=4, threads=1,  # continues at epoch 2
@@ -199,6 +202,10 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     runner = CliRunner()
     res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(data)])
     assert res.exit_code == 2 and "was trained on" in res.output, res.output
+    res = runner.invoke(app, ["train", "envelope", str(data), "--out", str(tmp_path / "never"),
+                              "--calibration", str(data)])
+    assert res.exit_code == 2 and "this run" in res.output, res.output
+    assert not (tmp_path / "never").exists()
     import shutil  # the same clips in another folder are still the clips it trained on
 
     shutil.copytree(data, tmp_path / "copy")
