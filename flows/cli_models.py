@@ -10,7 +10,8 @@ import typer
 
 from models import SHIPPED  # the shipped checkpoints: the default of every --checkpoint(s)
 
-dataset_app = typer.Typer(help="Build training / evaluation data for the envelope model.",
+dataset_app = typer.Typer(help="Build training / evaluation data: paired scenes and reels for "
+                          "the envelope model, the judge corpus for `foley eval synth`.",
                           no_args_is_help=True)
 train_app = typer.Typer(help="Train models (Prefect flows; resumable).", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate: the envelope model against the motion baseline (envelope), the directions in a delivery or on rendered scenes (spatial).", no_args_is_help=True)
@@ -87,6 +88,38 @@ def dataset_videos(
         _fail(f"{videos} is not a folder")
     build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split)
     typer.echo(f"dataset: {out}")
+
+
+@dataset_app.command("judge")
+def dataset_judge(
+    out: Annotated[Path, typer.Argument(help="Folder to write the judge corpus to (recordings "
+                                        "+ catalog.csv; a rerun fetches only what is "
+                                        "missing).")],
+    manifest: Annotated[Optional[Path], typer.Option(
+        help="Curated list of package files (default: models/judge_corpus.csv).")] = None,
+    debs: Annotated[Optional[Path], typer.Option(
+        help="Folder holding the manifest's .deb files, for a machine without the Debian "
+             "mirror (default: fetch them with apt-get download).")] = None,
+    sfx: Annotated[Path, typer.Option(help="The synthesizer's training folder: files "
+                                      "identical to one of its recordings are left "
+                                      "out.")] = DEFAULT_SFX,
+) -> None:
+    """Build the corpus `foley eval synth --judge-corpus` trains its judge on: real recordings
+    of footsteps, impacts, breaks and doors from Debian packages of free games, none of them in
+    the synthesizer's training data (flows/judge_corpus.py). Each file is checked against the
+    manifest's sha256; the packages' copyright files are kept under CREDITS/."""
+    from flows.judge_corpus import MANIFEST, CorpusError, build
+
+    if not (sfx / "catalog.csv").is_file():
+        _fail(f"{sfx} has no catalog.csv: point --sfx at the synthesizer's training folder")
+    if debs is not None and not debs.is_dir():
+        _fail(f"--debs {debs} is not a folder")
+    try:
+        report = build(out, manifest=manifest or MANIFEST, sfx=sfx, debs=debs,
+                       log=lambda m: typer.echo(m, err=True))
+    except CorpusError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(report, indent=1))
 
 
 @train_app.command("envelope")

@@ -210,6 +210,9 @@ def eval_synth(
     keep_audio: Annotated[Optional[Path], typer.Option(help="Also write every envelope's "
                                                        "real scene and both renderings "
                                                        "here (WAV) to listen to.")] = None,
+    judge_corpus: Annotated[Optional[Path], typer.Option(
+        help="A folder built by `foley dataset judge`: its recordings (none the generator "
+             "trained on) train the judge too, next to the held-out sfx recordings.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Score the diffusion synthesizer against the sampler on the same envelopes, measured on
@@ -243,8 +246,8 @@ def eval_synth(
         try:
             report = evaluate(sfx, checkpoints, work, preset=preset, steps=steps,
                               guidance=guidance, seed=seed, split=split, per_class=scenes,
-                              progress=tick,
-                              keep_audio=keep_audio)
+                              progress=tick, keep_audio=keep_audio,
+                              judge_corpus=judge_corpus)
         except (MissingCheckpoint, ValueError) as exc:
             _fail(str(exc))
     if as_json:

@@ -23,7 +23,10 @@ recordings (the library it would have; the held-out ones are the truth). Metrics
 - **onsets**: `detect_onsets` of the rendering against the envelope's events, matched one to
   one (`OnsetCounts`), precision / recall / F1 at ±25 ms (also 50 and 100 ms) over all scenes;
 - **semantic accuracy**: a small classifier (`Judge`) trained on the held-out recordings ONLY
-  (augmented segments; the generator never saw them) names the category of each rendering;
+  (augmented segments; the generator never saw them) — plus, with `judge_corpus`, the
+  recordings of a corpus built by `foley dataset judge` (flows/judge_corpus.py: real
+  recordings from Debian game packages, none in the sfx folder) — names the category of each
+  rendering;
   its own accuracy is measured first by cross-validation grouped by recording (a recording's
   segments never sit on both sides), so the judge's reliability is known;
 - **Fréchet distance** between the judge's embeddings (its hidden layer) of the renderings of
@@ -46,7 +49,8 @@ judge's (held-out) classes that have at least one validation recording; the samp
 plays training recordings only; the judge is the same (trained on held-out recordings).
 
 The judge trains as part of the evaluation (seeded; ~10 s): it needs nothing but the sfx
-folder, and the figures always come with its cross-validated accuracy.
+folder (and the judge corpus when given), and the figures always come with its
+cross-validated accuracy.
 """
 from __future__ import annotations
 
@@ -121,7 +125,7 @@ def make_scenes(heldout: Sequence[Clip], classes: Sequence[str], *, per_class: i
     return scenes
 
 
-# --- the judge: a small audio classifier trained on held-out recordings only -------------
+# --- the judge: a small audio classifier trained on recordings the generator never saw ---
 
 def judge_features(audio: np.ndarray) -> np.ndarray:
     """(241,) spectral statistics of a recording's log-mel: per band mean and std over the
@@ -327,11 +331,14 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
              steps: int = 16, guidance: float = 3.0, seed: int = 0, split: str = "heldout",
              per_class: int = SCENES_PER_CLASS, paths: list[str] | None = None,
              progress: Callable[[str, int], None] | None = None,
-             keep_audio: Path | None = None) -> dict[str, Any]:
+             keep_audio: Path | None = None, judge_corpus: Path | None = None
+             ) -> dict[str, Any]:
     """Everything `foley eval synth` reports (see module doc). `progress(stage, total)` is
     called once per rendered scene; `keep_audio`: write each rendering there as a WAV;
-    `split`: where the scenes come from (see module doc)."""
-    from flows.synth_data import load_corpus
+    `split`: where the scenes come from (see module doc); `judge_corpus`: a folder built by
+    `foley dataset judge` whose recordings (of the judge's classes, none the generator trained
+    on) the judge also learns from."""
+    from flows.synth_data import load_corpus, load_recordings
     from models import synth_pipeline
     from models.sampler import render_shot
     from models.text_embed import TextEmbedder
@@ -349,10 +356,19 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
                          f"{MIN_RECORDINGS}+ held-out recordings; nothing to classify")
     scenes = make_scenes(splits[split], classes, per_class=per_class, seed=seed)
     judge_clips = [c for c in heldout if c.category in judge_classes]
-    feats, cats, names = judge_segments(judge_clips, JUDGE_SEGMENTS, seed + 1)
+    corpus = []
+    if judge_corpus is not None:
+        if not (Path(judge_corpus) / "catalog.csv").is_file():
+            raise ValueError(f"{judge_corpus} has no catalog.csv: build the judge corpus with "
+                             "`foley dataset judge DIR`")
+        trained = {c.sha256 for c in splits["train"] + splits["val"]}
+        corpus = [c for c in load_recordings(judge_corpus, work / "library" / "judge")
+                  if c.category in judge_classes and c.sha256 not in trained]
+    feats, cats, names = judge_segments(judge_clips + corpus, JUDGE_SEGMENTS, seed + 1)
     cv = cross_validate(feats, cats, names, judge_classes, seed)
     judge = train_judge(feats, cats, judge_classes, seed)
-    ref_feats, ref_cats, _ = judge_segments(judge_clips, REFERENCE_PER_RECORDING, seed + 2)
+    ref_feats, ref_cats, _ = judge_segments(judge_clips + corpus, REFERENCE_PER_RECORDING,
+                                            seed + 2)
     ref_emb = judge.embedding(ref_feats)
     reference = {c: ref_emb[[k == c for k in ref_cats]] for c in classes}
 
@@ -397,7 +413,9 @@ def evaluate(sfx: Path, checkpoints: Path, work: Path, *, preset: str = "tiny",
                                                               for s in scenes),
         "e_l1_silence": float(np.mean([e_l1_tfoley(np.zeros_like(t), t) for t in
                                        (rms_target(s.audio, SR) for s in scenes)])),
-        "judge": {**cv, "segments_per_recording": JUDGE_SEGMENTS, "embedding_dim": EMBED_DIM},
+        "judge": {**cv, "segments_per_recording": JUDGE_SEGMENTS, "embedding_dim": EMBED_DIM,
+                  "corpus": str(judge_corpus) if judge_corpus is not None else None,
+                  "corpus_recordings": len(corpus)},
         "params": {"preset": preset, "steps": steps, "guidance": guidance, "seed": seed,
                    "follow": follow.params(),
                    "threads": torch.get_num_threads(), "model": synth.version[:16],
@@ -450,6 +468,9 @@ def table(report: dict[str, Any]) -> str:
                  f"split ({', '.join(report['classes'])}; "
                  f"{report['events']} events); judge: cross-validated accuracy "
                  f"{j['accuracy']:.3f} (balanced {j['balanced_accuracy']:.3f}; {per_class}) "
-                 f"on {j['recordings']} held-out recordings ({j['folds']} folds by recording); "
+                 f"on {j['recordings']} recordings the generator never saw ("
+                 f"{j['recordings'] - j.get('corpus_recordings', 0)} held-out sfx"
+                 f"{', ' + str(j['corpus_recordings']) + ' of the judge corpus' if j.get('corpus_recordings') else ''}; "
+                 f"{j['folds']} folds by recording); "
                  f"E-L1 of silence on these envelopes {report['e_l1_silence']:.4f}")
     return "\n".join(lines)

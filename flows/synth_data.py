@@ -51,7 +51,9 @@ def split_of(clip: Clip, own: bool) -> str:
     return "val" if _fraction(clip.sha256, 1) < VAL_FRACTION else "train"
 
 
-def _load_index(root: Path, cache: Path, paths: list[str] | None) -> list[Clip]:
+def load_recordings(root: Path, cache: Path, paths: list[str] | None = None) -> list[Clip]:
+    """Every recording of a folder with a catalog.csv (the sfx folder's layout), indexed into
+    `cache` (48 kHz mono)."""
     from tasks.library import index_library
 
     clips = []
@@ -70,13 +72,13 @@ def load_corpus(sfx: Path, work: Path, *, with_kit: bool = True,
     if not (Path(sfx) / "catalog.csv").is_file():
         raise FileNotFoundError(f"{sfx} has no catalog.csv: point --sfx at the shared sfx folder")
     splits: dict[str, list[Clip]] = {"train": [], "val": [], "heldout": []}
-    for clip in _load_index(Path(sfx), Path(work) / "library" / "sfx", paths):
+    for clip in load_recordings(Path(sfx), Path(work) / "library" / "sfx", paths):
         splits[split_of(clip, own=False)].append(clip)
     if with_kit:
         kit = Path(work) / "kit"
         if not (kit / "catalog.csv").is_file():
             synthesize_kit(kit, sr=SR)
-        for clip in _load_index(kit, Path(work) / "library" / "kit", None):
+        for clip in load_recordings(kit, Path(work) / "library" / "kit", None):
             splits[split_of(clip, own=True)].append(clip)
     doc = {k: [{"name": c.name, "sha256": c.sha256, "caption": c.caption} for c in v]
            for k, v in splits.items()}

@@ -181,6 +181,40 @@ def test_validation_scenes_come_from_validation_recordings_only(corpus, tmp_path
         es.evaluate(SFX, tmp_path / "ckpt", work, split="train", paths=paths)
 
 
+def test_the_judge_also_learns_from_a_judge_corpus(corpus, tmp_path):
+    """--judge-corpus: its recordings of the judge's classes train the judge too (two other
+    recordings here); one byte-identical to a training recording of the generator is not
+    used, nor one of a class the judge does not have; a folder without a catalog is refused."""
+    work, paths, splits = corpus
+    folder = tmp_path / "judge"
+    rows = []
+    for i, (clip, cat) in enumerate([(splits["heldout"][0], "footsteps"),
+                                     (splits["heldout"][-1], "impacts")]):
+        rel = f"{cat}/x/other_{i}.wav"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / rel, clip.audio * 0.5, SR)  # another recording (other bytes)
+        rows.append((rel, cat))
+    trained = next(c for c in splits["train"] if c.category == "footsteps")
+    (folder / "footsteps/y").mkdir(parents=True)
+    (folder / "footsteps/y/copy.ogg").write_bytes((SFX / trained.name).read_bytes())
+    rows.append(("footsteps/y/copy.ogg", "footsteps"))
+    sf.write(folder / "whoosh.wav", splits["heldout"][0].audio, SR)
+    rows.append(("whoosh.wav", "whooshes"))
+    with open(folder / "catalog.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "category", "material", "action", "caption"])
+        w.writerows([(rel, cat, "", "", cat) for rel, cat in rows])
+    _untrained_checkpoints(tmp_path / "ckpt")
+    report = es.evaluate(SFX, tmp_path / "ckpt", work, steps=1, per_class=2, paths=paths,
+                         split="val", judge_corpus=folder)
+    assert report["judge"]["corpus_recordings"] == 2
+    assert report["judge"]["recordings"] == 12 + 2
+    assert "2 of the judge corpus" in es.table(report)
+    with pytest.raises(ValueError, match="foley dataset judge"):
+        es.evaluate(SFX, tmp_path / "ckpt", work, steps=1, per_class=2, paths=paths,
+                    split="val", judge_corpus=tmp_path)
+
+
 def test_eval_cli_errors(tmp_path):
     from flows.cli import app
 

@@ -1,0 +1,250 @@
+"""`foley dataset judge`: recordings the synthesizer never saw, for the evaluation's judge.
+
+`foley eval synth` names the category of every rendering with a classifier (the judge) that
+must learn from recordings the generator never trained on. The held-out fifth of
+`../shared/sfx` gives it 39 recordings (two breaks, two doors): too few to learn a category
+from, so its own cross-validated accuracy was 0.54 and it could not measure a semantic
+accuracy of 0.8. This module builds a larger judge corpus from Debian packages of free games
+whose sound effects are real recordings, listed file by file in a curated manifest
+(`models/judge_corpus.csv`: package, version, member — `archive.pk3!inner/path` for a member
+of a zip archive inside the package —, category, material, licence, duration, sha256).
+
+`build(out, …)` fetches each package with `apt-get download PKG=VERSION` (or takes the .deb
+from `debs`, for a machine without the mirror), reads the listed members straight from the
+package's data archive (nothing else is unpacked), checks each file's sha256 against the
+manifest, leaves out any row whose sha256 is that of a recording in the sfx folder (the
+generator's data; such rows are never fetched) and writes `out/CATEGORY/MATERIAL/PACKAGE_NAME` with a `catalog.csv` in
+the sfx folder's format (so `tasks.library.index_library` reads it) and each package's
+copyright file under `out/CREDITS/`. Files already in place with the right hash are kept, so
+a rerun only fetches what is missing; the catalog is written last, atomically. The recordings
+stay outside the repository (third-party, like ../shared/sfx): the manifest says where they
+come from and the builder makes the folder on any machine that reaches the Debian mirror.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import subprocess
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+MANIFEST = Path(__file__).resolve().parents[1] / "models" / "judge_corpus.csv"
+CATALOG_FIELDS = ("path", "category", "material", "action", "caption", "package", "original",
+                  "license_ref")
+CAPTIONS = {"footsteps": "a footstep", "impacts": "an impact", "breaks": "something breaking",
+            "doors": "a door"}
+
+
+class CorpusError(ValueError):
+    """The manifest, a package or a file is not what it should be (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    package: str
+    version: str
+    member: str
+    category: str
+    material: str
+    license: str
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        """The file name it is written under: package + the member's base name."""
+        base = self.member.split("!")[-1].rsplit("/", 1)[-1]
+        return f"{self.package}_{base}"
+
+    @property
+    def rel_path(self) -> str:
+        return f"{self.category}/{self.material or 'misc'}/{self.name}"
+
+
+def read_manifest(path: Path = MANIFEST) -> list[Entry]:
+    """The manifest's rows (CorpusError naming the row and field when one is malformed)."""
+    if not Path(path).is_file():
+        raise CorpusError(f"{path}: no such manifest")
+    entries = []
+    with open(path, newline="") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            missing = [k for k in ("package", "version", "member", "category", "sha256")
+                       if not (row.get(k) or "").strip()]
+            if missing:
+                raise CorpusError(f"{path}, line {i}: empty {', '.join(missing)}")
+            if len(row["sha256"].strip()) != 64:
+                raise CorpusError(f"{path}, line {i}: sha256 must be 64 hex digits")
+            entries.append(Entry(row["package"].strip(), row["version"].strip(),
+                                 row["member"].strip(), row["category"].strip(),
+                                 (row.get("material") or "").strip(),
+                                 (row.get("license") or "").strip(),
+                                 row["sha256"].strip().lower()))
+    names = [e.rel_path for e in entries]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise CorpusError(f"{path}: two rows write the same file: {', '.join(dup[:3])}")
+    return entries
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sfx_hashes(sfx: Path) -> set[str]:
+    """sha256 of every file under the sfx folder (the generator's recordings)."""
+    return {sha256_bytes(p.read_bytes()) for p in Path(sfx).rglob("*")
+            if p.is_file() and p.suffix.lower() in (".ogg", ".wav", ".flac", ".mp3")}
+
+
+def fetch_deb(package: str, version: str, cache: Path, debs: Path | None) -> Path:
+    """The package's .deb: from `debs`, from `cache`, else `apt-get download` into `cache`."""
+    pattern = f"{package}_{version.split(':')[-1]}_*.deb"
+    for folder in [d for d in (debs, cache) if d is not None]:
+        found = sorted(Path(folder).glob(pattern))
+        if found:
+            return found[0]
+    if debs is not None:
+        raise CorpusError(f"{debs}: no {pattern}; put the package's .deb there or leave "
+                          "--debs out to fetch it with apt-get")
+    cache.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=cache,
+                          capture_output=True, text=True)
+    found = sorted(cache.glob(pattern))
+    if proc.returncode != 0 or not found:
+        why = (proc.stderr or proc.stdout).strip().splitlines()
+        raise CorpusError(f"cannot fetch {package}={version} with apt-get"
+                          f"{': ' + why[-1] if why else ''}; download the .deb where the Debian "
+                          "mirror is reachable and pass its folder with --debs")
+    return found[0]
+
+
+def _iter_package(deb: Path) -> Iterable[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """The package's files, streamed (dpkg-deb decompresses whatever the format; nothing is
+    held but the member being read)."""
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for info in tar:
+                yield tar, info
+    except tarfile.TarError as exc:
+        proc.kill()
+        raise CorpusError(f"{deb}: not a readable Debian package ({exc}; "
+                          f"{proc.stderr.read().decode(errors='replace').strip()})") from None
+    finally:
+        proc.stdout.close()
+        if proc.wait() not in (0, -9):
+            raise CorpusError(f"{deb}: not a readable Debian package "
+                              f"({proc.stderr.read().decode(errors='replace').strip()})")
+        proc.stderr.close()
+
+
+def _norm(member: str) -> str:
+    return member[2:] if member.startswith("./") else member.lstrip("/")
+
+
+def read_members(deb: Path, members: Iterable[str]) -> tuple[dict[str, bytes], bytes | None]:
+    """The bytes of `members` of the package (`a.pk3!x/y.ogg`: y.ogg inside the zip a.pk3) and
+    its copyright file (None if it has none). CorpusError for a member it lacks."""
+    wanted = list(members)
+    outer = {_norm(m.split("!")[0]) for m in wanted}
+    files: dict[str, bytes] = {}
+    copyright_ = None
+    for tar, info in _iter_package(deb):
+        name = _norm(info.name)
+        if not info.isfile():
+            continue
+        if name in outer:
+            files[name] = tar.extractfile(info).read()
+        elif name.startswith("usr/share/doc/") and name.endswith("/copyright"):
+            copyright_ = tar.extractfile(info).read()
+    out: dict[str, bytes] = {}
+    archives: dict[str, zipfile.ZipFile] = {}
+    for m in wanted:
+        head, _, inner = m.partition("!")
+        data = files.get(_norm(head))
+        if data is None:
+            raise CorpusError(f"{deb.name}: no {head} in the package")
+        if inner:
+            if head not in archives:
+                archives[head] = zipfile.ZipFile(io.BytesIO(data))
+            try:
+                data = archives[head].read(inner)
+            except KeyError:
+                raise CorpusError(f"{deb.name}: no {inner} in {head}") from None
+        out[m] = data
+    return out, copyright_
+
+
+def build(out: Path, *, manifest: Path = MANIFEST, sfx: Path, debs: Path | None = None,
+          log: Callable[[str], Any] = print,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the judge corpus to `out` (see module doc). Returns {recordings, per_category,
+    excluded (rows whose bytes are an sfx recording), packages}."""
+    entries = read_manifest(manifest)
+    out = Path(out)
+    cache = out / ".debs"
+    known = sfx_hashes(sfx)
+    kept: list[Entry] = []
+    excluded: list[str] = []
+    packages = sorted({(e.package, e.version) for e in entries})
+    for i, (package, version) in enumerate(packages):
+        rows = [e for e in entries if (e.package, e.version) == (package, version)]
+        excluded += [f"{package}:{e.member}" for e in rows if e.sha256 in known]
+        rows = [e for e in rows if e.sha256 not in known]
+        todo = [e for e in rows if not _in_place(out / e.rel_path, e.sha256)]
+        if todo:
+            deb = fetch_deb(package, version, cache, debs)
+            data, copyright_ = read_members(deb, [e.member for e in todo])
+            for e in todo:
+                got = sha256_bytes(data[e.member])
+                if got != e.sha256:
+                    raise CorpusError(f"{package} {version}: {e.member} has sha256 {got[:12]}…, "
+                                      f"the manifest says {e.sha256[:12]}…: the package changed; "
+                                      "fix the manifest row")
+                _write_atomic(out / e.rel_path, data[e.member])
+            if copyright_ is not None:
+                _write_atomic(out / "CREDITS" / f"{package}.copyright", copyright_)
+        kept += rows
+        log(f"{package} {version}: {len(rows)} recordings ({len(todo)} fetched)")
+        if progress is not None:
+            progress(i + 1, len(packages))
+    if excluded:
+        log(f"left out {len(excluded)} file(s) identical to sfx recordings: "
+            f"{', '.join(excluded[:3])}{', …' if len(excluded) > 3 else ''}")
+    _write_catalog(out / "catalog.csv", kept)
+    per_category: dict[str, int] = {}
+    for e in kept:
+        per_category[e.category] = per_category.get(e.category, 0) + 1
+    return {"recordings": len(kept), "per_category": dict(sorted(per_category.items())),
+            "excluded": excluded, "packages": [f"{p}={v}" for p, v in packages]}
+
+
+def _in_place(path: Path, sha256: str) -> bool:
+    return path.is_file() and sha256_bytes(path.read_bytes()) == sha256
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _write_catalog(path: Path, entries: list[Entry]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".catalog.csv.partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CATALOG_FIELDS)
+        w.writeheader()
+        for e in sorted(entries, key=lambda e: e.rel_path):
+            what = CAPTIONS.get(e.category, e.category)
+            w.writerow({"path": e.rel_path, "category": e.category, "material": e.material,
+                        "action": "", "caption": f"{what}{' (' + e.material + ')' if e.material else ''}",
+                        "package": e.package, "original": e.member.split("!")[-1].rsplit("/", 1)[-1],
+                        "license_ref": f"CREDITS/{e.package}.copyright"})
+    tmp.replace(path)
