@@ -55,9 +55,10 @@ class Entry:
 
     @property
     def name(self) -> str:
-        """The file name it is written under: package + the member's base name."""
+        """The file name it is written under: package, the first 8 hex digits of its sha256
+        (games reuse base names in different folders), the member's base name."""
         base = self.member.split("!")[-1].rsplit("/", 1)[-1]
-        return f"{self.package}_{base}"
+        return f"{self.package}_{self.sha256[:8]}_{base}"
 
     @property
     def rel_path(self) -> str:
@@ -101,9 +102,16 @@ def sfx_hashes(sfx: Path) -> set[str]:
 
 def fetch_deb(package: str, version: str, cache: Path, debs: Path | None) -> Path:
     """The package's .deb: from `debs`, from `cache`, else `apt-get download` into `cache`."""
-    pattern = f"{package}_{version.split(':')[-1]}_*.deb"
+    # apt-get writes an epoch as %3a (warmux-data_1%3a11.04…); other tools drop it
+    patterns = [f"{package}_{version.replace(':', '%3a')}_*.deb",
+                f"{package}_{version.split(':')[-1]}_*.deb"]
+    pattern = patterns[-1]
+
+    def find(folder: Path) -> list[Path]:
+        return sorted(p for pat in patterns for p in Path(folder).glob(pat))
+
     for folder in [d for d in (debs, cache) if d is not None]:
-        found = sorted(Path(folder).glob(pattern))
+        found = find(folder)
         if found:
             return found[0]
     if debs is not None:
@@ -112,7 +120,7 @@ def fetch_deb(package: str, version: str, cache: Path, debs: Path | None) -> Pat
     cache.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=cache,
                           capture_output=True, text=True)
-    found = sorted(cache.glob(pattern))
+    found = find(cache)
     if proc.returncode != 0 or not found:
         why = (proc.stderr or proc.stdout).strip().splitlines()
         raise CorpusError(f"cannot fetch {package}={version} with apt-get"
@@ -143,13 +151,113 @@ def _iter_package(deb: Path) -> Iterable[tuple[tarfile.TarFile, tarfile.TarInfo]
         proc.stderr.close()
 
 
+# --- archives inside packages: games keep their sounds in their own container formats ------
+
+def _zip_members(data: bytes) -> dict[str, Callable[[], bytes]]:
+    """A zip archive (Quake .pk3, LÖVE .love, .zip)."""
+    z = zipfile.ZipFile(io.BytesIO(data))
+    return {n: (lambda n=n: z.read(n)) for n in z.namelist()}
+
+
+def _c4group_members(data: bytes) -> dict[str, Callable[[], bytes]]:
+    """An OpenClonk group (.ocg / .c4g): a gzip stream whose magic reads 1e 8c instead of
+    1f 8b; in it a 204-byte header and 316-byte entries scrambled (bytes 0 and 2 of every
+    3-byte block swapped, then each byte XOR 237); sub-groups are stored inline and named
+    here as folders (`Hits.ocg/Wood1.ogg`)."""
+    import gzip
+    import struct
+
+    header, entry = 204, 316
+
+    def unscramble(b: bytes) -> bytes:
+        x = bytearray(b)
+        for i in range(0, len(x) - 2, 3):
+            x[i], x[i + 2] = x[i + 2], x[i]
+        return bytes(v ^ 237 for v in x)
+
+    buf = gzip.decompress(b"\x1f\x8b" + data[2:])
+    out: dict[str, Callable[[], bytes]] = {}
+
+    def walk(base: int, prefix: str) -> None:
+        h = unscramble(buf[base:base + header])
+        if not h.startswith(b"RedWolf Design G"):
+            raise CorpusError("not an OpenClonk group (bad header)")
+        (count,) = struct.unpack("<i", h[36:40])
+        table, start = base + header, base + header + count * entry
+        for i in range(count):
+            e = buf[table + i * entry:table + (i + 1) * entry]
+            name = e[:260].split(b"\0")[0].decode("latin-1")
+            _packed, child, size, _r, offset = struct.unpack("<iiiii", e[260:280])
+            if child:
+                walk(start + offset, f"{prefix}{name}/")
+            else:
+                lo = start + offset
+                out[prefix + name] = lambda lo=lo, size=size: buf[lo:lo + size]
+
+    walk(0, "")
+    return out
+
+
+def _rcc_members(data: bytes) -> dict[str, Callable[[], bytes]]:
+    """A Qt binary resource file (.rcc, "qres"): a tree of nodes over a name table and a data
+    table; a file's bytes are stored raw or zlib-compressed (qCompress: 4-byte length first)."""
+    import struct
+    import zlib
+
+    if data[:4] != b"qres":
+        raise CorpusError("not a Qt resource file (no qres magic)")
+    version, tree, table, names = struct.unpack(">IIII", data[4:20])
+    node = 14 if version == 1 else 22
+    out: dict[str, Callable[[], bytes]] = {}
+
+    def name(offset: int) -> str:
+        (n,) = struct.unpack(">H", data[names + offset:names + offset + 2])
+        return data[names + offset + 6:names + offset + 6 + 2 * n].decode("utf-16-be")
+
+    def read(offset: int, flags: int) -> bytes:
+        (size,) = struct.unpack(">I", data[table + offset:table + offset + 4])
+        raw = data[table + offset + 4:table + offset + 4 + size]
+        if flags & 4:
+            raise CorpusError("a zstd-compressed Qt resource: not supported")
+        return zlib.decompress(raw[4:]) if flags & 1 else raw
+
+    def walk(i: int, prefix: str) -> None:
+        o = tree + i * node
+        name_offset, flags = struct.unpack(">IH", data[o:o + 6])
+        here = name(name_offset) if i > 0 else ""
+        if flags & 2:
+            count, first = struct.unpack(">II", data[o + 6:o + 14])
+            for c in range(first, first + count):
+                walk(c, f"{prefix}{here}/" if i > 0 else "")
+        else:
+            (offset,) = struct.unpack(">I", data[o + 10:o + 14])
+            out[prefix + here] = lambda offset=offset, flags=flags: read(offset, flags)
+
+    walk(0, "")
+    return out
+
+
+ARCHIVES = {".pk3": _zip_members, ".pk4": _zip_members, ".love": _zip_members,
+            ".zip": _zip_members, ".ocg": _c4group_members, ".c4g": _c4group_members,
+            ".rcc": _rcc_members}
+
+
+def _archive(path: str, data: bytes) -> dict[str, Callable[[], bytes]]:
+    kind = ARCHIVES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise CorpusError(f"{path}: no reader for {Path(path).suffix or 'this'} archives "
+                          f"(known: {', '.join(sorted(ARCHIVES))})")
+    return kind(data)
+
+
 def _norm(member: str) -> str:
     return member[2:] if member.startswith("./") else member.lstrip("/")
 
 
 def read_members(deb: Path, members: Iterable[str]) -> tuple[dict[str, bytes], bytes | None]:
-    """The bytes of `members` of the package (`a.pk3!x/y.ogg`: y.ogg inside the zip a.pk3) and
-    its copyright file (None if it has none). CorpusError for a member it lacks."""
+    """The bytes of `members` of the package (`a.pk3!x/y.ogg`: x/y.ogg inside the archive a.pk3,
+    see ARCHIVES) and its copyright file (None if it has none). CorpusError for a member it
+    lacks."""
     wanted = list(members)
     outer = {_norm(m.split("!")[0]) for m in wanted}
     files: dict[str, bytes] = {}
@@ -163,7 +271,7 @@ def read_members(deb: Path, members: Iterable[str]) -> tuple[dict[str, bytes], b
         elif name.startswith("usr/share/doc/") and name.endswith("/copyright"):
             copyright_ = tar.extractfile(info).read()
     out: dict[str, bytes] = {}
-    archives: dict[str, zipfile.ZipFile] = {}
+    archives: dict[str, dict[str, Callable[[], bytes]]] = {}
     for m in wanted:
         head, _, inner = m.partition("!")
         data = files.get(_norm(head))
@@ -171,11 +279,10 @@ def read_members(deb: Path, members: Iterable[str]) -> tuple[dict[str, bytes], b
             raise CorpusError(f"{deb.name}: no {head} in the package")
         if inner:
             if head not in archives:
-                archives[head] = zipfile.ZipFile(io.BytesIO(data))
-            try:
-                data = archives[head].read(inner)
-            except KeyError:
-                raise CorpusError(f"{deb.name}: no {inner} in {head}") from None
+                archives[head] = _archive(head, data)
+            if inner not in archives[head]:
+                raise CorpusError(f"{deb.name}: no {inner} in {head}")
+            data = archives[head][inner]()
         out[m] = data
     return out, copyright_
 
@@ -209,6 +316,8 @@ def build(out: Path, *, manifest: Path = MANIFEST, sfx: Path, debs: Path | None 
                 _write_atomic(out / e.rel_path, data[e.member])
             if copyright_ is not None:
                 _write_atomic(out / "CREDITS" / f"{package}.copyright", copyright_)
+            if deb.parent == cache:  # fetched here: its files are out, the package can go
+                deb.unlink()
         kept += rows
         log(f"{package} {version}: {len(rows)} recordings ({len(todo)} fetched)")
         if progress is not None:
