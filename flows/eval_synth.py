@@ -304,7 +304,7 @@ def render_all(scenes: Sequence[Scene], render: Callable[[Scene], np.ndarray],
 
 
 def finish_all(scenes: Sequence[Scene], audio: Sequence[np.ndarray], seconds: float,
-               follow: Any) -> tuple[list[np.ndarray], float]:
+               follow: Follow | None) -> tuple[list[np.ndarray], float]:
     """Renderings through `models.synth_pipeline.finish` (the envelope follow stage when
     `follow` is set, then the limiter), with the seconds that took added to `seconds`."""
     from models.synth_pipeline import finish
