@@ -351,9 +351,11 @@ def _write_catalog(path: Path, entries: list[Entry]) -> None:
         w = csv.DictWriter(f, fieldnames=CATALOG_FIELDS)
         w.writeheader()
         for e in sorted(entries, key=lambda e: e.rel_path):
-            what = CAPTIONS.get(e.category, e.category)
+            caption = CAPTIONS.get(e.category, e.category)
+            if e.material:
+                caption += f" ({e.material})"
             w.writerow({"path": e.rel_path, "category": e.category, "material": e.material,
-                        "action": "", "caption": f"{what}{' (' + e.material + ')' if e.material else ''}",
-                        "package": e.package, "original": e.member.split("!")[-1].rsplit("/", 1)[-1],
+                        "action": "", "caption": caption, "package": e.package,
+                        "original": e.member.split("!")[-1].rsplit("/", 1)[-1],
                         "license_ref": f"CREDITS/{e.package}.copyright"})
     tmp.replace(path)
