@@ -114,11 +114,20 @@ def dataset_judge(
         _fail(f"{sfx} has no catalog.csv: point --sfx at the synthesizer's training folder")
     if debs is not None and not debs.is_dir():
         _fail(f"--debs {debs} is not a folder")
-    try:
-        report = build(out, manifest=manifest or MANIFEST, sfx=sfx, debs=debs,
-                       log=lambda m: typer.echo(m, err=True))
-    except CorpusError as exc:
-        _fail(str(exc))
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("packages"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("packages", total=None)
+        try:
+            report = build(out, manifest=manifest or MANIFEST, sfx=sfx, debs=debs,
+                           log=lambda m: console.print(m, markup=False, highlight=False),
+                           progress=lambda done, total: bar.update(task, completed=done,
+                                                                   total=total))
+        except CorpusError as exc:
+            _fail(str(exc))
     typer.echo(json.dumps(report, indent=1))
 
 
