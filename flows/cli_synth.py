@@ -218,8 +218,10 @@ def eval_synth(
     """Score the diffusion synthesizer against the sampler on the same envelopes, measured on
     scenes of held-out recordings (never trained on): E-L1 (T-Foley) between the control and
     the rendering, onset precision/recall/F1 at ±25/50/100 ms against the control's events,
-    semantic accuracy and Fréchet distance with a classifier trained on the held-out
-    recordings only (its cross-validated accuracy is reported), real-time factor on this CPU.
+    semantic accuracy and Fréchet distance with a classifier trained on recordings the
+    generator never saw (the held-out ones, plus --judge-corpus; its cross-validated accuracy
+    is reported), real-time factor on this CPU. Each backend is scored as the pass delivers it
+    and, next to it, the diffusion before the envelope follow stage and the sampler through it.
     Method: flows/eval_synth.py; figures: docs/BENCHMARKS.md."""
     import torch
     from rich.console import Console
