@@ -204,9 +204,11 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         return sorted({snd.category for snd in api.library_sounds(s, library)
                        if snd.kind == "oneshot"})
 
-    def library_of(reel_row: api.Reel) -> tuple[str, int]:
+    def library_of(reel_row: api.Reel) -> tuple[str, int, str]:
+        """The library, seed and synthesis backend the reel was passed with."""
         params = reel_row.pass_params or {}
-        return params.get("library") or settings.library, int(params.get("seed", 0))
+        return (params.get("library") or settings.library, int(params.get("seed", 0)),
+                params.get("backend") or "sampler")
 
     def shot_payload(s: Session, sh: api.Shot) -> dict[str, Any]:
         reel_row = sh.reel
@@ -234,7 +236,7 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         doc = env_of(latest)
         doc.setdefault("category", None)
         doc.setdefault("position", None)
-        library, _seed = library_of(reel_row)
+        library, _seed, _backend = library_of(reel_row)
         stem = (api.latest_outputs(s, "synth", sh.id) or {}).get("mono") is not None
         return {
             "reel": reel_row.name, "shot": sh.name, "record_in": tc(frame, rate,
@@ -519,8 +521,8 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             with runtime.db().session() as s:
                 sh = find_shot(s, reel, shot)
                 env = edited_envelope(s, sh, body.get("envelope"))
-                shot_id, (library, seed) = sh.id, library_of(sh.reel)
-            return wav_response(_render(shot_id, env, library, seed), f"{shot}_preview")
+                shot_id, how = sh.id, library_of(sh.reel)
+            return wav_response(_render(shot_id, env, *how), f"{shot}_preview")
 
         return await _in_thread(render)
 
@@ -531,14 +533,15 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             with runtime.db().session() as s:
                 sh = find_shot(s, reel, shot)
                 env = env_of(_version_row(s, sh, version))
-                shot_id, (library, seed) = sh.id, library_of(sh.reel)
-            return wav_response(_render(shot_id, env, library, seed), f"{shot}_v{version}")
+                shot_id, how = sh.id, library_of(sh.reel)
+            return wav_response(_render(shot_id, env, *how), f"{shot}_v{version}")
 
         return await _in_thread(render)
 
-    def _render(shot_id: int, env: dict[str, Any], library: str, seed: int) -> np.ndarray:
+    def _render(shot_id: int, env: dict[str, Any], library: str, seed: int,
+                backend: str) -> np.ndarray:
         try:
-            return synth.preview(shot_id, env, library=library, seed=seed)
+            return synth.preview(shot_id, env, library=library, seed=seed, backend=backend)
         except ValueError as exc:
             raise ApiError(422, "invalid", str(exc)) from None
 

@@ -148,13 +148,11 @@ def _synthesize_diffusion(shot_id: int, seed: int, *, steps: int = DIFFUSION_STE
         hint, reel_name, shot_name = shot.foley_hint, shot.reel.name, shot.name
     env = load_envelope(env_ref)
     prompt = diffusion_prompt(env, hint)
-    synth, embedder = diffusion_model()
+    synth, _embedder = diffusion_model()
     rng_seed = shot_seed(seed, reel_name, shot_name)
 
     def compute(paths: dict[str, Path], work: Path) -> StageOutput:
-        semantic = embedder.embed([prompt])[0]
-        audio = synth_pipeline.render_envelope(synth, env, semantic, steps=steps,
-                                               guidance=guidance, seed=rng_seed)
+        audio = render_diffusion(env, prompt, rng_seed, steps=steps, guidance=guidance)
         out = work / "stem_mono.wav"
         write_float_wav(out, audio, SR)
         return StageOutput(files={"mono": (out, "audio/wav")}, result={"prompt": prompt})
@@ -178,25 +176,45 @@ def _synthesize_diffusion(shot_id: int, seed: int, *, steps: int = DIFFUSION_STE
             "cached": res.cached}
 
 
+def render_diffusion(env: dict[str, Any], prompt: str, rng_seed: int, *,
+                     steps: int = DIFFUSION_STEPS, guidance: float = DIFFUSION_GUIDANCE) -> Any:
+    """An envelope rendered by the diffusion backend as the pass delivers it (the shipped
+    model, `prompt`, the shot's seed, the envelope follow stage): 48 kHz mono float32."""
+    from models import synth_pipeline
+
+    synth, embedder = diffusion_model()
+    return synth_pipeline.render_envelope(synth, env, embedder.embed([prompt])[0], steps=steps,
+                                          guidance=guidance, seed=rng_seed)
+
+
 def sound_hint(env: dict[str, Any], marker: str | None) -> str | None:
     """What to look for in the library: the envelope's prompt (starts as the clip's `FOLEY:`
     marker and may be edited in review), else the marker itself."""
     return env.get("prompt") or marker
 
 
-def preview(shot_id: int, env: dict[str, Any], *, library: str, seed: int = 0) -> Any:
+def preview(shot_id: int, env: dict[str, Any], *, library: str, seed: int = 0,
+            backend: str = "sampler") -> Any:
     """The shot rendered from an envelope that need not be saved or approved (the review
-    app's "preview edit" and A/B listening): the same sound choice and sampler as the stem,
-    nothing stored. Returns 48 kHz mono float32."""
+    app's "preview edit" and A/B listening) by the backend its reel was passed with: the same
+    sound choice and renderer as the stem, nothing stored. Returns 48 kHz mono float32."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown synthesis backend {backend!r}; choose from {BACKENDS}")
     with runtime.db().session() as s:
         shot = s.get(api.Shot, shot_id)
         assert shot is not None, f"shot id {shot_id} does not exist"
-        sounds = api.library_sounds(s, library)
-        if not sounds:
-            raise ValueError(f"sound library {library!r} is empty")
-        oneshots, textures = choose_sounds(sounds, sound_hint(env, shot.foley_hint), env)
-        refs = [(r.artifact.ref(), r.rel_path) for r in oneshots + textures]
-        n_one, rng_seed = len(oneshots), shot_seed(seed, shot.reel.name, shot.name)
+        rng_seed = shot_seed(seed, shot.reel.name, shot.name)
+        if backend == "diffusion":  # no library: the prompt is all it needs
+            prompt = diffusion_prompt(env, shot.foley_hint)
+        else:
+            sounds = api.library_sounds(s, library)
+            if not sounds:
+                raise ValueError(f"sound library {library!r} is empty")
+            oneshots, textures = choose_sounds(sounds, sound_hint(env, shot.foley_hint), env)
+            refs = [(r.artifact.ref(), r.rel_path) for r in oneshots + textures]
+            n_one = len(oneshots)
+    if backend == "diffusion":
+        return render_diffusion(env, prompt, rng_seed)
     store = runtime.store()
     loaded = [load_sample(store.local_path(ref), name, sr=SR) for ref, name in refs]
     return sampler.render_shot(env, loaded[:n_one], loaded[n_one:], sr=SR, seed=rng_seed)

@@ -357,7 +357,11 @@ def test_a_position_set_in_review_is_where_the_delivered_foa_puts_the_sound(
     assert report["summary"]["w_vs_mono_ok"]
 
 
-def test_preview_and_ab_audio_render_the_edit(clients: dict[str, TestClient]) -> None:
+@pytest.mark.parametrize("backend", ["sampler", "diffusion"])
+def test_preview_and_ab_audio_render_the_edit(clients: dict[str, TestClient],
+                                              backend: str) -> None:
+    """Preview and A/B audio come from the backend the reel was passed with (the diffusion
+    one through its envelope follow stage, as delivered), and a moved event moves the hit."""
     import io
 
     import numpy as np
@@ -365,6 +369,9 @@ def test_preview_and_ab_audio_render_the_edit(clients: dict[str, TestClient]) ->
 
     from models.audio_env import detect_onsets
 
+    with runtime.db().session() as s:  # as if the pass had run with --backend diffusion
+        reel = api.get_reel(s, REEL)
+        reel.pass_params = {**(reel.pass_params or {}), "backend": backend}
     ed = clients["ed"]
     shot = ed.get(SHOT).json()
     env = _moved(shot, 0.5)
@@ -380,6 +387,15 @@ def test_preview_and_ab_audio_render_the_edit(clients: dict[str, TestClient]) ->
 
     assert near(v1, t0) and not near(v1, t0 + 0.5)
     assert near(edit, t0 + 0.5) and not near(edit, t0)  # the hit moved with the event
+    from tasks import synth
+
+    with runtime.db().session() as s:
+        sh = next(x for x in api.get_reel(s, REEL).shots if x.name == "SH010")
+        library, shot_id = (sh.reel.pass_params or {}).get("library"), sh.id
+    other = "diffusion" if backend == "sampler" else "sampler"
+    assert not np.allclose(v1[:, 0], synth.preview(shot_id, shot["envelope"], library=library
+                                                   or get_settings().library, backend=other),
+                           atol=1e-3)  # the backend is not ignored
 
 
 def test_decisions_survive_a_restart_of_the_app_and_the_flow(home: Path) -> None:
