@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tasks.library import atomic_write
+
 MANIFEST = Path(__file__).resolve().parents[1] / "models" / "judge_corpus.csv"
 CATALOG_FIELDS = ("path", "category", "material", "action", "caption", "package", "original",
                   "license_ref")
@@ -132,8 +134,12 @@ def fetch_deb(package: str, version: str, cache: Path, debs: Path | None) -> Pat
 def _iter_package(deb: Path) -> Iterable[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     """The package's files, streamed (dpkg-deb decompresses whatever the format; nothing is
     held but the member being read)."""
-    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    try:
+        proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise CorpusError("dpkg-deb is not installed: install the dpkg package (Debian and "
+                          "Ubuntu have it) to read .deb files") from None
     assert proc.stdout is not None and proc.stderr is not None
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
@@ -313,9 +319,9 @@ def build(out: Path, *, manifest: Path = MANIFEST, sfx: Path, debs: Path | None 
                     raise CorpusError(f"{package} {version}: {e.member} has sha256 {got[:12]}…, "
                                       f"the manifest says {e.sha256[:12]}…: the package changed; "
                                       "fix the manifest row")
-                _write_atomic(out / e.rel_path, data[e.member])
+                _write_bytes(out / e.rel_path, data[e.member])
             if copyright_ is not None:
-                _write_atomic(out / "CREDITS" / f"{package}.copyright", copyright_)
+                _write_bytes(out / "CREDITS" / f"{package}.copyright", copyright_)
             if deb.parent == cache:  # fetched here: its files are out, the package can go
                 deb.unlink()
         kept += rows
@@ -337,25 +343,25 @@ def _in_place(path: Path, sha256: str) -> bool:
     return path.is_file() and sha256_bytes(path.read_bytes()) == sha256
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def _write_catalog(path: Path, entries: list[Entry]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CATALOG_FIELDS)
+            w.writeheader()
+            for e in sorted(entries, key=lambda e: e.rel_path):
+                caption = CAPTIONS.get(e.category, e.category)
+                if e.material:
+                    caption += f" ({e.material})"
+                w.writerow({"path": e.rel_path, "category": e.category,
+                            "material": e.material, "action": "", "caption": caption,
+                            "package": e.package,
+                            "original": e.member.split("!")[-1].rsplit("/", 1)[-1],
+                            "license_ref": f"CREDITS/{e.package}.copyright"})
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".catalog.csv.partial")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CATALOG_FIELDS)
-        w.writeheader()
-        for e in sorted(entries, key=lambda e: e.rel_path):
-            caption = CAPTIONS.get(e.category, e.category)
-            if e.material:
-                caption += f" ({e.material})"
-            w.writerow({"path": e.rel_path, "category": e.category, "material": e.material,
-                        "action": "", "caption": caption, "package": e.package,
-                        "original": e.member.split("!")[-1].rsplit("/", 1)[-1],
-                        "license_ref": f"CREDITS/{e.package}.copyright"})
-    tmp.replace(path)
+    atomic_write(path, write)

@@ -21,9 +21,9 @@ STRENGTH_RANGE_DB = 48.0
 FLOOR = 10 ** (-60 / 20)
 
 
-def level_db(curve: np.ndarray) -> np.ndarray:
-    """The curve in dB, floored at FLOOR (−60 dB)."""
-    return 20 * np.log10(np.maximum(curve, FLOOR))
+def level_db(curve: np.ndarray, floor: float = FLOOR) -> np.ndarray:
+    """The curve in dB, floored at `floor` (default FLOOR, −60 dB)."""
+    return 20 * np.log10(np.maximum(curve, floor))
 
 
 def events_from_curve(

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.audio_env import detect_onsets, rms_envelope
+from models.curve_events import level_db
 
 EPS = 1e-6
 
@@ -56,7 +57,8 @@ class Follow:
 
 
 def _db(x: np.ndarray) -> np.ndarray:
-    return 20.0 * np.log10(np.maximum(np.asarray(x, dtype=np.float64), EPS))
+    """Levels in dB down to −120 dB (the gain is bounded anyway; −60 would clip real tails)."""
+    return level_db(np.asarray(x, dtype=np.float64), EPS)
 
 
 def level_gain_db(audio: np.ndarray, curve: np.ndarray, rate_hz: float,

@@ -245,7 +245,7 @@ def _find_audio(root: Path, exclude: Path) -> list[Path]:
 # ---------------------------------------------------------------- the index
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a unique temporary sibling and rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
     try:
@@ -271,8 +271,8 @@ def _index_one(path: Path, rel: str, row: dict[str, str] | None, out_dir: Path,
     else:
         processed, figures = prepare(_to_mono_at(audio, src_sr, sr), sr, kind)
         wav.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(wav, lambda p: write_float_wav(p, processed, sr))
-        _atomic_write(sidecar, lambda p: p.write_text(json.dumps(figures, indent=1)))
+        atomic_write(wav, lambda p: write_float_wav(p, processed, sr))
+        atomic_write(sidecar, lambda p: p.write_text(json.dumps(figures, indent=1)))
     return LibrarySound(
         rel_path=rel, **meta, processed_path=str(wav), source_sha256=sha,
         duration_s=figures["duration_s"], loudness_db=figures["loudness_db"], kind=kind,
@@ -306,7 +306,7 @@ def index_library(root: Path, out_dir: Path, *, sr: int = 48000,
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"root": str(root), "samplerate": sr, "process_version": PROCESS_VERSION,
                 "sounds": [asdict(s) for s in sounds], "skipped": skipped}
-    _atomic_write(out_dir / MANIFEST,
+    atomic_write(out_dir / MANIFEST,
                         lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return sounds
 

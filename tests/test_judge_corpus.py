@@ -23,7 +23,6 @@ from flows.judge_corpus import read_manifest, CorpusError
 
 SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 PKG, VER = "foley-test-sounds", "1.0-1"
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 
 
 def _reencoded(src: Path, dst: Path, gain: float) -> bytes:
