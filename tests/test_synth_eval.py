@@ -67,6 +67,27 @@ def test_a_scene_against_its_own_envelope_scores_perfectly(corpus):
     assert late["e_l1"] > 0.001 and late["onset_f1@25ms"] < 0.5
 
 
+def test_the_judges_temporal_descriptors_tell_one_hit_from_a_shatter_and_a_long_ring():
+    """temporal_features on signals whose answer is known: the onset count and the share of
+    close onsets (a burst of debris), an event's length and its decay profile (a ring)."""
+    one = clicks([1.0], dur=es.SCENE_S)
+    shatter = clicks([1.0 + 0.06 * k for k in range(6)], dur=es.SCENE_S)
+    ring = one.copy()
+    n = int(1.5 * SR)
+    ring[int(SR):int(SR) + n] += (0.3 * np.sin(2 * np.pi * 900 * np.arange(n) / SR)
+                                  * np.exp(-np.arange(n) / (0.5 * SR))).astype(np.float32)
+    f = {k: es.temporal_features(x) for k, x in (("one", one), ("shatter", shatter),
+                                                   ("ring", ring))}
+    assert all(v.shape == (37,) and np.isfinite(v).all() for v in f.values())
+    n_prof = len(es.PROFILE_MS)
+    count, close, length = 3 * n_prof + 4, 3 * n_prof + 5, 3 * n_prof  # timing block
+    assert f["one"][count] == 1 and f["shatter"][count] == 6
+    assert f["one"][close] == 0 and f["shatter"][close] == 1.0
+    assert f["ring"][length] > 1.0 > 0.2 > f["one"][length]  # seconds within 25 dB of the peak
+    assert f["ring"][n_prof - 1] > -25 > f["one"][n_prof - 1]  # level 640 ms after the peak
+    assert es.judge_features(one).shape == (241 + 37,)
+
+
 def test_the_sampler_rendering_of_an_envelope_reproduces_its_onsets():
     from models.sampler import Sample, render_shot
 
@@ -153,8 +174,12 @@ def test_evaluate_both_backends_table_and_json(corpus, tmp_path):
         assert np.isfinite(b["e_l1"]) and np.isfinite(b["frechet_distance"])
     assert len(list((tmp_path / "audio").glob("*.wav"))) == 4 * 6  # the real scene + 5 columns
     assert report["e_l1_silence"] > 0
+    domain = report["judge"]["generator_domain"]  # real scenes of the training recordings
+    assert domain["scenes"] == 4 * es.DOMAIN_SCENES_FACTOR and set(domain["per_class_accuracy"]) == {"footsteps", "impacts"}
     text = es.table(report)
     assert "| onset F1 @ ±25 ms |" in text and "cross-validated accuracy" in text
+    assert f"real scenes of the generator's training recordings (the judge never saw them) " \
+           f"it reads {domain['accuracy']:.3f}" in text
     json.dumps(report)  # the --json output is plain JSON
 
 
