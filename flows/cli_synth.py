@@ -221,8 +221,9 @@ def eval_synth(
     semantic accuracy and Fréchet distance with a classifier trained on recordings the
     generator never saw (the held-out ones, plus --judge-corpus; its cross-validated accuracy
     is reported, and how it reads real scenes of the generator's own training recordings: the
-    ceiling a semantic accuracy is read against), real-time factor on this CPU. Each backend is scored as the pass delivers it
-    and, next to it, the diffusion before the envelope follow stage and the sampler through it.
+    ceiling a semantic accuracy is read against), real-time factor on this CPU. Each backend
+    is scored as the pass delivers it and, next to it, the diffusion before the envelope
+    follow stage and the sampler through it.
     Method: flows/eval_synth.py; figures: docs/BENCHMARKS.md."""
     import torch
     from rich.console import Console

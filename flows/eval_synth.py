@@ -134,8 +134,11 @@ def make_scenes(heldout: Sequence[Clip], classes: Sequence[str], *, per_class: i
 
 # --- the judge: a small audio classifier trained on recordings the generator never saw ---
 
+SPECTRAL_DIM = 241  # judge_features = spectral_features (these first) + temporal_features
+
+
 def spectral_features(audio: np.ndarray) -> np.ndarray:
-    """(241,) spectral statistics of a recording's log-mel: per band mean and std over the
+    """(SPECTRAL_DIM,) statistics of a recording's log-mel: per band mean and std over the
     frames within 30 dB of the loudest, per band max, and the share of such frames."""
     m = log_mel(torch.from_numpy(np.asarray(audio, dtype=np.float32))).numpy()  # (80, T)
     level = m.mean(axis=0)
@@ -180,8 +183,9 @@ def temporal_features(audio: np.ndarray) -> np.ndarray:
     prof = np.array(profiles) if profiles else np.full((1, len(PROFILE_MS)), -60.0)
     length = np.array(lengths) if lengths else np.zeros(1)
     ioi = np.diff(onsets) if len(onsets) > 1 else np.array([SCENE_S])
-    timing = [length.mean(), np.median(length), length.max(), float(np.mean(db > top - 30)),
-              len(onsets), float(np.mean(ioi < 0.3)), float(np.median(ioi))]
+    active = float(np.mean(db > top - EVENT_FLOOR_DB))
+    timing = [length.mean(), np.median(length), length.max(), active, len(onsets),
+              float(np.mean(ioi < 0.3)), float(np.median(ioi))]
 
     y = librosa.resample(a, orig_sr=SR, target_sr=TEMPORAL_SR)
     s = np.abs(librosa.stft(y, n_fft=512, hop_length=160))  # 32 ms window, 10 ms hop
@@ -552,16 +556,17 @@ def table(report: dict[str, Any]) -> str:
     lines.append("")
     per_class = ", ".join(f"{c} {v:.2f} ({j['recordings_per_class'][c]} rec.)"
                           for c, v in j["per_class_accuracy"].items())
+    n_corpus = j.get("corpus_recordings", 0)
+    sources = f"{j['recordings'] - n_corpus} held-out sfx" + (
+        f", {n_corpus} of the judge corpus" if n_corpus else "")
+    domain = j.get("generator_domain")
+    reads = (f"; on {domain['scenes']} real scenes of the generator's training recordings "
+             f"(the judge never saw them) it reads {domain['accuracy']:.3f}" if domain else "")
     lines.append(f"{len(report['scenes'])} envelopes of the {report.get('split', 'heldout')} "
                  f"split ({', '.join(report['classes'])}; "
                  f"{report['events']} events); judge: cross-validated accuracy "
                  f"{j['accuracy']:.3f} (balanced {j['balanced_accuracy']:.3f}; {per_class}) "
-                 f"on {j['recordings']} recordings the generator never saw ("
-                 f"{j['recordings'] - j.get('corpus_recordings', 0)} held-out sfx"
-                 f"{', ' + str(j['corpus_recordings']) + ' of the judge corpus' if j.get('corpus_recordings') else ''}; "
-                 f"{j['folds']} folds by recording)"
-                 + (f"; on {j['generator_domain']['scenes']} real scenes of the generator's "
-                    f"training recordings (the judge never saw them) it reads "
-                    f"{j['generator_domain']['accuracy']:.3f}" if j.get("generator_domain") else "")
-                 + f"; E-L1 of silence on these envelopes {report['e_l1_silence']:.4f}")
+                 f"on {j['recordings']} recordings the generator never saw ({sources}; "
+                 f"{j['folds']} folds by recording){reads}; "
+                 f"E-L1 of silence on these envelopes {report['e_l1_silence']:.4f}")
     return "\n".join(lines)

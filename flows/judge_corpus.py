@@ -13,10 +13,11 @@ of a zip archive inside the package —, category, material, licence, duration, 
 from `debs`, for a machine without the mirror), reads the listed members straight from the
 package's data archive (nothing else is unpacked), checks each file's sha256 against the
 manifest, leaves out any row whose sha256 is that of a recording in the sfx folder (the
-generator's data; such rows are never fetched) and writes `out/CATEGORY/MATERIAL/PACKAGE_NAME` with a `catalog.csv` in
-the sfx folder's format (so `tasks.library.index_library` reads it) and each package's
-copyright file under `out/CREDITS/`. Files already in place with the right hash are kept, so
-a rerun only fetches what is missing; the catalog is written last, atomically. The recordings
+generator's data; such rows are never fetched) and writes `out/CATEGORY/MATERIAL/PACKAGE_NAME`
+with a `catalog.csv` in the sfx folder's format (so `tasks.library.index_library` reads it)
+and each package's copyright file under `out/CREDITS/`. Files already in place with the right
+hash are kept, so a rerun only fetches what is missing; the catalog is written last,
+atomically. The recordings
 stay outside the repository (third-party, like ../shared/sfx): the manifest says where they
 come from and the builder makes the folder on any machine that reaches the Debian mirror.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tasks.library import atomic_write
+from tasks.store import sha256_file
 
 MANIFEST = Path(__file__).resolve().parents[1] / "models" / "judge_corpus.csv"
 CATALOG_FIELDS = ("path", "category", "material", "action", "caption", "package", "original",
@@ -98,7 +100,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def sfx_hashes(sfx: Path) -> set[str]:
     """sha256 of every file under the sfx folder (the generator's recordings)."""
-    return {sha256_bytes(p.read_bytes()) for p in Path(sfx).rglob("*")
+    return {sha256_file(p) for p in Path(sfx).rglob("*")
             if p.is_file() and p.suffix.lower() in (".ogg", ".wav", ".flac", ".mp3")}
 
 
@@ -340,7 +342,7 @@ def build(out: Path, *, manifest: Path = MANIFEST, sfx: Path, debs: Path | None 
 
 
 def _in_place(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256_bytes(path.read_bytes()) == sha256
+    return path.is_file() and sha256_file(path) == sha256
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -24,12 +24,10 @@ import torch
 from flows import eval_synth as es
 from flows.synth_data import load_corpus, load_recordings
 
-SPECTRAL = 241  # judge_features = spectral (241) + temporal
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sfx", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "sfx")
+    ap.add_argument("--sfx", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared" / "sfx")
     ap.add_argument("--judge-corpus", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=Path(".foley/eval/synth"))
     ap.add_argument("--segments", type=int, default=12, help="augmented segments per recording")
@@ -51,12 +49,14 @@ def main() -> None:
     print(f"classes {classes}; judge may learn from {len(allowed)} recordings "
           f"({len(allowed) - len(corpus)} held-out sfx + {len(corpus)} corpus); sfx folder "
           f"{len(sfx)}; {len(scenes)} domain scenes from {len(own)} training recordings")
-    for name, cols in (("spectral only", slice(0, SPECTRAL)), ("spectral + temporal", slice(None))):
+    for name, cols in (("spectral only", slice(0, es.SPECTRAL_DIM)),
+                       ("spectral + temporal", slice(None))):
         cv = es.cross_validate(f_allowed[:, cols], c_allowed, n_allowed, classes, a.seed)
         ceiling = es.cross_validate(f_sfx[:, cols], c_sfx, n_sfx, classes, a.seed)
         judge = es.train_judge(f_allowed[:, cols], c_allowed, classes, a.seed)
         pred = judge.predict(f_scenes[:, cols])
-        per = {c: np.mean([p == c for p, s in zip(pred, scenes) if s.category == c]) for c in classes}
+        per = {c: np.mean([p == c for p, s in zip(pred, scenes) if s.category == c])
+               for c in classes}
         print(f"{name}: 1. CV {cv['accuracy']:.3f} (balanced {cv['balanced_accuracy']:.3f}) | "
               f"2. sfx-folder CV {ceiling['accuracy']:.3f} (balanced "
               f"{ceiling['balanced_accuracy']:.3f}) | 3. domain scenes "

@@ -306,8 +306,7 @@ def index_library(root: Path, out_dir: Path, *, sr: int = 48000,
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"root": str(root), "samplerate": sr, "process_version": PROCESS_VERSION,
                 "sounds": [asdict(s) for s in sounds], "skipped": skipped}
-    atomic_write(out_dir / MANIFEST,
-                        lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    atomic_write(out_dir / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
     return sounds
 
 
