@@ -55,7 +55,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         audio_s += duration
         t0 = time.perf_counter()  # the model's envelope needs the tracker: both are timed
         base = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
-                                                 duration_s=duration)
+                                                 duration_s=duration, motion=True)
         env, curve, probs = v2a_envelope.estimate(model, meta, clip.features, shot=clip.name,
                                                   duration_s=duration, base=base)
         infer_s += time.perf_counter() - t0

@@ -74,7 +74,7 @@ def load_examples(data: Path, split: str, contacts: bool, all_features: bool = F
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
         tracked = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
-                                                    duration_s=duration)["events"]
+                                                    duration_s=duration, motion=True)["events"]
         inputs = v2a_inputs.model_inputs(clip.features, tracked if contacts else None)
         out.append(Example(clip.name, inputs.astype(np.float32),
                            rms_targets.mu_encode(rms).astype(np.int64), rms.astype(np.float32),
@@ -214,7 +214,7 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
 
 
 def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
-                    log: Any = None) -> dict[str, Any]:
+                    log: Any = None, prefer_recall: bool = False) -> dict[str, Any]:
     """The contact scorer (`models.contact_scorer`) of `model`, fitted on `clips` — clips the
     network never trained on (a calibration set, or the validation clips) — as checkpoint
     metadata: {"selection": ..., "selection_report": out-of-fold onset P / R / F1}."""
@@ -226,7 +226,8 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
         _probs, curve, _conf, onset = v2a_envelope.model_outputs(model, e.features, e.tracked)
         cands.append((contact_scorer.candidates(onset, curve, e.tracked, float(e.features["fps"]),
                                                 offset_s), combine_onsets(e.onsets)))
-    selection, report = contact_scorer.fit_selection(cands, offset_s, log=log)
+    selection, report = contact_scorer.fit_selection(cands, offset_s, log=log,
+                                                     prefer_recall=prefer_recall)
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
@@ -260,11 +261,12 @@ def check_training_calibration(data: Path, calibration: Path) -> None:
         calibration, f"this run (the training set {data})")
 
 
-def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print
-                         ) -> dict[str, Any]:
+def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print,
+                         prefer_recall: bool = False) -> dict[str, Any]:
     """Fit the contact scorer of an existing checkpoint on every clip of the "train" split of
     `data` (a calibration set the checkpoint never trained on) and write the checkpoint with
-    it to `out` (weights unchanged). Returns the selection report."""
+    it to `out` (weights unchanged); `prefer_recall`: thresholds by the recall rule
+    (`contact_scorer.fit_selection`). Returns the selection report."""
     model, config, meta = mapper.load_checkpoint(checkpoint)
     check_calibration_data(meta, data, checkpoint)
     clips = load_examples(data, "train", config.contact_inputs, all_features=True)
@@ -274,7 +276,8 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
     log(f"calibrating on {len(clips)} clips of {data}"
         + (" — few: expect noisy thresholds; a few hundred clips fit well"
            if len(clips) < 100 else ""))
-    fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log)
+    fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log,
+                             prefer_recall=prefer_recall)
     fitted["selection_report"]["data"] = str(data)
     _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
@@ -458,10 +461,26 @@ def selection_markdown(report: dict[str, Any] | None) -> str:
     """The contact scorer's fit, for a Prefect artifact."""
     if not report:
         return "Contact scorer: none (no clips to fit on); the onset head's thresholds decide."
-    return (f"Contact scorer fitted on {report['clips']} clips of {report.get('data', '?')} "
+    text = (f"Contact scorer fitted on {report['clips']} clips of {report.get('data', '?')} "
             f"(per frame-rate band: {report.get('band_clips')}): out-of-fold onset F1 @ ±50 ms "
             f"{report['oof_onset_f1']:.3f} (P {report['oof_onset_precision']:.3f} / "
             f"R {report['oof_onset_recall']:.3f}).")
+    choices = report.get("band_choices")
+    if not choices:
+        return text
+    from models.contact_scorer import BAND_EDGES
+
+    names = ([f"under {BAND_EDGES[0]:g} fps"]
+             + [f"{a:g}–{b:g} fps" for a, b in zip(BAND_EDGES, BAND_EDGES[1:])]
+             + [f"{BAND_EDGES[-1]:g} fps and over"])
+    rows = [f"| {name} | {n} | {c['thresholds'][0]:.2f} / {c['thresholds'][1]:.2f} | "
+            f"{c['f1']:.3f} / {c['recall']:.3f} | {c['best_f1']:.3f} / {c['best_f1_recall']:.3f}"
+            f" | {c['f1_se']:.3f} |"
+            for name, n, c in zip(names, report.get("band_clips", []), choices)]
+    return "\n".join([text, "", f"Thresholds per frame-rate band: {report['threshold_rule']}.",
+                      "",
+                      "| band | clips | contact / peak threshold | F1 / recall | best F1 / its "
+                      "recall | standard error |", "|---|---|---|---|---|---|", *rows])
 
 
 def calibrate_flow() -> Any:
@@ -470,9 +489,11 @@ def calibrate_flow() -> Any:
     from prefect.artifacts import create_markdown_artifact
 
     @flow(name="calibrate-envelope", log_prints=True)
-    def calibrate_envelope(checkpoint: str, data: str, out: str) -> dict[str, Any]:
+    def calibrate_envelope(checkpoint: str, data: str, out: str,
+                           prefer_recall: bool = False) -> dict[str, Any]:
         """Fit a checkpoint's contact scorer on a calibration set (weights unchanged)."""
-        report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out), log=print)
+        report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out), log=print,
+                                      prefer_recall=prefer_recall)
         create_markdown_artifact(f"# RMS-Mapper calibration\n\n{selection_markdown(report)}"
                                  f"\n\nCheckpoint: `{out}`", key="calibrate-envelope",
                                  description="Contact scorer fit")

@@ -7,8 +7,11 @@ among them, but so are turns in mid-air, bounces too soft to hear and contacts o
 the picture. The RMS-Mapper's onset head hears most of the difference; a threshold on its
 peak alone leaves information unused that decides the hard cases: how sharply its loudness
 curve rises there, where in the frame the contact is, what the tracker says of it (kind,
-confidence, speed), how finely the frame rate lets the tracker resolve it, and how the
-candidate compares with its neighbours (two proposals of one bounce). This module turns each
+confidence, speed, and how the object moved before and after: a bounce falls and rises, a
+turn in mid-air keeps its speed, a footfall stops), how finely the frame rate lets the
+tracker resolve it, and how the candidate compares with its neighbours (two proposals of one
+bounce); for an untracked peak, also whether it falls in the rhythm of the tracked contacts
+around it (a footfall the tracker lost between two it saw). This module turns each
 candidate into those numbers (`contact_features`, `peak_features`) and scores them — contacts
 with a bag of five one-hidden-layer networks (`Bag`, `Scorer`), untracked peaks with a
 logistic — whose weights live in the checkpoint's metadata, fitted (`fit_selection`) on clips
@@ -29,19 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from models import curve_events, rms_targets
+from models import curve_events, motion_baseline, rms_targets
 
 TOL_S = 0.05
 HEAR_S = 0.05      # the onset head's response is read this far either side of a candidate
 RISE_S = 0.08      # the loudness curve's rise, this far
 NEIGHBOUR_S = 0.15
+RHYTHM_S = (0.2, 1.2)  # intervals between tracked contacts that can be a walker's stride
 KINDS = ("impact", "step", "scrape")
-CONTACT_FEATURES = (
+BASE_CONTACT_FEATURES = (
     "head_max_logit", "head_at_logit", "head_mean", "head_peak_offset", "rise_db", "post_db",
     "tracker_confidence", "tracker_strength", "y", "edge", "kind_impact", "kind_step",
     "kind_scrape", "frame_interval", "neighbour_gap", "neighbour_head_margin")
-PEAK_FEATURES = ("peak_logit", "rise_db", "post_db", "frame_interval", "candidate_gap",
-                 "candidate_head_logit")
+CONTACT_FEATURES = BASE_CONTACT_FEATURES + motion_baseline.MOTION_FIELDS
+BASE_PEAK_FEATURES = ("peak_logit", "rise_db", "post_db", "frame_interval", "candidate_gap",
+                      "candidate_head_logit")
+PEAK_FEATURES = BASE_PEAK_FEATURES + ("rhythm_gap", "steps_in_shot")
 
 
 def _logit(p: float) -> float:
@@ -63,9 +69,17 @@ def _head_max(onset: np.ndarray, t: float) -> float:
     return float(near.max()) if len(near) else 0.0
 
 
+def _motion_of(c: dict[str, Any]) -> list[float]:
+    if "motion" not in c:
+        raise ValueError(f"the tracked contact at {c['t']:.3f} s carries no motion descriptors: "
+                         "track with motion_baseline.estimate_envelope(..., motion=True)")
+    return [float(c["motion"][k]) for k in motion_baseline.MOTION_FIELDS]
+
+
 def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[dict[str, Any]],
                      fps: float) -> np.ndarray:
-    """One row of CONTACT_FEATURES per tracked contact (`motion_baseline` events)."""
+    """One row of CONTACT_FEATURES per tracked contact (`motion_baseline` events tracked with
+    `motion=True`)."""
     rate, w = rms_targets.RATE_HZ, int(round(HEAR_S * rms_targets.RATE_HZ))
     db = curve_events.level_db(curve)
     heads = [_head_max(onset, c["t"]) for c in contacts]
@@ -88,21 +102,40 @@ def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[di
             _logit(heads[i]), _logit(at), float(near.mean()), peak_off, rise, post,
             float(c.get("confidence", 0.0)), float(c.get("strength", 0.0)), y,
             min(x, 1 - x, y, 1 - y), *(float(c.get("kind") == q) for q in KINDS),
-            24.0 / fps, min(gap, 1.0), float(np.clip(margin, -10, 10)) / 10])
+            24.0 / fps, min(gap, 1.0), float(np.clip(margin, -10, 10)) / 10, *_motion_of(c)])
     return np.asarray(rows, np.float32).reshape(-1, len(CONTACT_FEATURES))
+
+
+def rhythm_gap(t: float, times: Sequence[float]) -> float:
+    """How far (s, at most 0.5) time t is from where the rhythm of `times` puts a beat: one
+    stride on from two contacts (2a − b) or midway between two a stride apart each way (a
+    footfall the tracker lost between two it saw)."""
+    lo, hi = RHYTHM_S
+    near = [u for u in times if abs(u - t) <= 2 * hi + 0.1]
+    best = 0.5
+    for a in near:
+        for b in near:
+            if lo < abs(a - b) < hi:
+                best = min(best, abs(t - (2 * a - b)))
+            if 2 * lo < b - a < 2 * hi:
+                best = min(best, abs(t - (a + b) / 2))
+    return best
 
 
 def peak_features(onset: np.ndarray, curve: np.ndarray, peaks: Sequence[dict[str, float]],
                   contacts: Sequence[dict[str, Any]], fps: float) -> np.ndarray:
     """One row of PEAK_FEATURES per onset-head peak (`curve_events.onset_peaks`)."""
     db = curve_events.level_db(curve)
+    times = [c["t"] for c in contacts]
+    steps = min(sum(c.get("kind") == "step" for c in contacts), 6) / 6
     rows = []
     for m in peaks:
         rise, post = _rise(db, int(round(m["t"] * rms_targets.RATE_HZ)))
         gaps = [abs(c["t"] - m["t"]) for c in contacts]
         j = int(np.argmin(gaps)) if gaps else -1
         rows.append([_logit(m["p"]), rise, post, 24.0 / fps, min(gaps[j], 1.0) if gaps else 1.0,
-                     _logit(_head_max(onset, contacts[j]["t"])) if gaps else -10.0])
+                     _logit(_head_max(onset, contacts[j]["t"])) if gaps else -10.0,
+                     rhythm_gap(m["t"], times) * 10, steps])
     return np.asarray(rows, np.float32).reshape(-1, len(PEAK_FEATURES))
 
 
@@ -238,26 +271,44 @@ def band_of(fps: float, edges: Sequence[float] = BAND_EDGES) -> int:
 @dataclass(frozen=True)
 class Selection:
     """How a checkpoint's outputs become events: both scorers, and a (contact, peak)
-    threshold pair per frame-rate band (`band_of`)."""
+    threshold pair per frame-rate band (`band_of`). The scorers read the features named in
+    `contact_features` / `peak_features` (a selection fitted before the motion and rhythm
+    features reads the BASE_ ones)."""
     contacts: Bag | Scorer
     peaks: Bag | Scorer
     thresholds: tuple[tuple[float, float], ...]
     offset_s: float
     band_edges: tuple[float, ...] = BAND_EDGES
+    contact_features: tuple[str, ...] = CONTACT_FEATURES
+    peak_features: tuple[str, ...] = PEAK_FEATURES
 
     def thresholds_for(self, fps: float) -> tuple[float, float]:
         return self.thresholds[band_of(fps, self.band_edges)]
 
+    def score(self, c: Candidates) -> tuple[np.ndarray, np.ndarray]:
+        """(contact probabilities, peak probabilities) of one clip's candidates."""
+        cols = [CONTACT_FEATURES.index(n) for n in self.contact_features]
+        pcols = [PEAK_FEATURES.index(n) for n in self.peak_features]
+        return self.contacts(c.contact_x[:, cols]), self.peaks(c.peak_x[:, pcols])
+
+    def events(self, c: Candidates) -> list[dict[str, Any]]:
+        """The kept events of one clip (`select` at the thresholds of its frame rate)."""
+        return select(c, *self.score(c), *self.thresholds_for(c.fps))
+
     def to_dict(self) -> dict[str, Any]:
         return {"contacts": self.contacts.to_dict(), "peaks": self.peaks.to_dict(),
                 "thresholds": [list(t) for t in self.thresholds],
-                "band_edges": list(self.band_edges), "offset_s": self.offset_s}
+                "band_edges": list(self.band_edges), "offset_s": self.offset_s,
+                "contact_features": list(self.contact_features),
+                "peak_features": list(self.peak_features)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Selection:
         return cls(Bag.from_dict(d["contacts"]), Bag.from_dict(d["peaks"]),
                    tuple((float(a), float(b)) for a, b in d["thresholds"]),
-                   float(d["offset_s"]), tuple(float(e) for e in d["band_edges"]))
+                   float(d["offset_s"]), tuple(float(e) for e in d["band_edges"]),
+                   tuple(d.get("contact_features", BASE_CONTACT_FEATURES)),
+                   tuple(d.get("peak_features", BASE_PEAK_FEATURES)))
 
 
 @dataclass
@@ -313,15 +364,42 @@ def _stack(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
 
+BOOTSTRAP = 200
+
+
+def _f1(sums: np.ndarray) -> np.ndarray:
+    """Onset F1 of (matched, predicted, true) rows."""
+    m, p, t = sums[..., 0], sums[..., 1], sums[..., 2]
+    return np.where(p + t > 0, 2 * m / np.maximum(p + t, 1), 0.0)
+
+
+def _f1_standard_error(rows: np.ndarray, seed: int) -> float:
+    """The bootstrap standard error (BOOTSTRAP resamplings of the clips) of the F1 of
+    per-clip (matched, predicted, true) rows."""
+    if len(rows) < 2:
+        return 0.0
+    draws = np.random.default_rng(seed).integers(0, len(rows), (BOOTSTRAP, len(rows)))
+    return float(np.std(_f1(rows[draws].sum(1))))
+
+
 def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s: float, *,
                   members: int = 5, hidden: int = 8, l2: float = 1e-3, folds: int = 5,
-                  seed: int = 0, log: Any = None) -> tuple[Selection, dict[str, float]]:
+                  seed: int = 0, prefer_recall: bool = False,
+                  contact_features: Sequence[str] = CONTACT_FEATURES,
+                  peak_features: Sequence[str] = PEAK_FEATURES, log: Any = None
+                  ) -> tuple[Selection, dict[str, Any]]:
     """Fit both scorers on `clips` ((candidates, true onsets) of clips the network never
-    trained on) and choose both thresholds, per frame-rate band, for the best onset F1 at
-    ±50 ms of the *out-of-fold* scores (each clip scored by scorers fitted without it, `folds`
-    folds by clip), so the thresholds are not chosen on the scorers' own training data; a band
-    with fewer than MIN_BAND_CLIPS clips takes the pair chosen on all clips. Returns the
-    selection (scorers refitted on every clip) and its out-of-fold onset P / R / F1."""
+    trained on) and choose both thresholds, per frame-rate band, on the *out-of-fold* scores
+    (each clip scored by scorers fitted without it, `folds` folds by clip), so the thresholds
+    are not chosen on the scorers' own training data; a band with fewer than MIN_BAND_CLIPS
+    clips takes the pair chosen on all clips. The pair chosen has the best onset F1 at ±50 ms;
+    with `prefer_recall`, of the pairs whose F1 is within one standard error (bootstrap over
+    clips) of the best, the one that misses fewest onsets — for a studio that would rather
+    delete false events in review than place missed ones by hand (pairs that close are the
+    same on this many clips; measured in models/README.md, round 6: it trades about 0.015 of
+    F1 for 0.025 of recall). The scorers read the features named (a subset of
+    CONTACT_FEATURES / PEAK_FEATURES, for studies). Returns the selection (scorers refitted
+    on every clip) and its out-of-fold onset P / R / F1 with each band's choice."""
     from models.envelope_metrics import OnsetCounts, onset_scores
 
     if not clips:
@@ -331,13 +409,16 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     order = np.random.default_rng(seed).permutation(len(clips))
     fold_of = np.empty(len(clips), int)
     fold_of[order] = np.arange(len(clips)) % folds
-    nc, npk = len(CONTACT_FEATURES), len(PEAK_FEATURES)
+    ccols = [CONTACT_FEATURES.index(n) for n in contact_features]
+    pcols = [PEAK_FEATURES.index(n) for n in peak_features]
+    xs = [(c.contact_x[:, ccols], c.peak_x[:, pcols]) for c, _ in clips]
+    nc, npk = len(ccols), len(pcols)
 
     def fit_pair(idx: Sequence[int]) -> tuple[Bag, Scorer]:
-        sc = fit_bag(_stack([clips[i][0].contact_x for i in idx], nc),
+        sc = fit_bag(_stack([xs[i][0] for i in idx], nc),
                      np.concatenate([lab[i][0] for i in idx] + [np.zeros(0, np.float32)]),
                      members=members, hidden=hidden, l2=l2, seed=seed)
-        sp = fit(_stack([clips[i][0].peak_x for i in idx], npk),
+        sp = fit(_stack([xs[i][1] for i in idx], npk),
                  np.concatenate([lab[i][1] for i in idx] + [np.zeros(0, np.float32)]),
                  hidden=0, l2=1e-2, seed=seed)  # few positives: a regularized logistic
         return sc, sp
@@ -347,9 +428,18 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         rest = [i for i in range(len(clips)) if fold_of[i] != f] or list(range(len(clips)))
         sc, sp = fit_pair(rest)
         for i in np.flatnonzero(fold_of == f):
-            oof[i] = (sc(clips[i][0].contact_x), sp(clips[i][0].peak_x))
+            oof[i] = (sc(xs[i][0]), sp(xs[i][1]))
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
+
+    def per_clip(which: Sequence[int], tc: float, tp: float) -> np.ndarray:
+        """(matched at ±TOL_S, predicted, true) of each clip in `which`."""
+        rows = []
+        for i in which:
+            (c, truth), (pc, pp) = clips[i], oof[i]
+            k = OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
+            rows.append((k.matched[TOL_S], k.predicted, k.true))
+        return np.asarray(rows, np.float64).reshape(-1, 3)
 
     def counts(which: Sequence[int], tc: float, tp: float) -> Any:
         total = None
@@ -359,23 +449,28 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
             total = k if total is None else total + k
         return total
 
-    def best_pair(which: Sequence[int]) -> tuple[float, float]:
-        best = (-1.0, 0.5, 1.01)
-        for tc in THRESHOLDS:
-            for tp in PEAK_THRESHOLDS:
-                f1 = onset_scores(counts(which, tc, tp))["onset_f1@50ms"]
-                if f1 > best[0]:
-                    best = (f1, tc, tp)
-        return best[1], best[2]
+    def best_pair(which: Sequence[int]) -> dict[str, Any]:
+        pairs = [(tc, tp) for tc in THRESHOLDS for tp in PEAK_THRESHOLDS]
+        sums = np.array([per_clip(which, tc, tp).sum(0) for tc, tp in pairs])
+        f1 = _f1(sums)
+        best = int(np.argmax(f1))
+        se = _f1_standard_error(per_clip(which, *pairs[best]), seed) if prefer_recall else 0.0
+        recall = sums[:, 0] / np.maximum(sums[:, 2], 1)
+        near = np.flatnonzero(f1 >= f1[best] - se)
+        k = int(near[np.lexsort((-f1[near], -recall[near]))[0]])
+        return {"thresholds": list(pairs[k]), "f1": round(float(f1[k]), 4),
+                "recall": round(float(recall[k]), 4), "best_f1": round(float(f1[best]), 4),
+                "best_f1_recall": round(float(recall[best]), 4), "f1_se": round(se, 4)}
 
     everyone = list(range(len(clips)))
     pooled = best_pair(everyone)
-    bands: list[tuple[float, float]] = []
+    choices: list[dict[str, Any]] = []
     band = [band_of(c.fps) for c, _ in clips]
     for b in range(len(BAND_EDGES) + 1):
         in_band = [i for i in everyone if band[i] == b]
         # a band with few clips to choose on takes the pooled pair
-        bands.append(best_pair(in_band) if len(in_band) >= MIN_BAND_CLIPS else pooled)
+        choices.append(best_pair(in_band) if len(in_band) >= MIN_BAND_CLIPS else pooled)
+    bands = [(float(c["thresholds"][0]), float(c["thresholds"][1])) for c in choices]
     total = None
     for b, (tc, tp) in enumerate(bands):
         k = counts([i for i in everyone if band[i] == b], tc, tp)
@@ -386,5 +481,9 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
               "oof_onset_precision": round(s["onset_precision@50ms"], 4),
               "oof_onset_recall": round(s["onset_recall@50ms"], 4),
               "band_clips": [sum(1 for x in band if x == b) for b in range(len(bands))],
-              "members": members, "hidden": hidden, "l2": l2, "folds": folds}
-    return Selection(sc, sp, tuple(bands), offset_s), report
+              "band_choices": choices,
+              "members": members, "hidden": hidden, "l2": l2, "folds": folds,
+              "threshold_rule": "fewest misses within one standard error of the best F1"
+              if prefer_recall else "best F1"}
+    return Selection(sc, sp, tuple(bands), offset_s, contact_features=tuple(contact_features),
+                     peak_features=tuple(peak_features)), report

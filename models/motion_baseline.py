@@ -42,6 +42,12 @@ Method
 7. Confidence. min(1, velocity loss / speed) · (1 − exp(−pairs tracked before / 4)),
    × 0.8 for stops and starts (a track can also end by occlusion).
 8. Duplicates. Events closer than 2 frames keep the more confident one.
+   With `motion=True` each event also carries the tracker's view of its motion
+   (`MOTION_FIELDS`: the velocity before and after the contact in frame heights per second,
+   vertical positive down and horizontal unsigned, whether the object stopped, how long it
+   was tracked before, its size) — what the contact scorer of the learned model
+   (`models.contact_scorer`) reads to tell a floor contact from a turn in mid-air. The
+   envelope the pass stores never carries it.
 9. Curve at rate_hz. Each event adds a transient, a linear 10 ms attack to its strength then
    exp(−t / 80 ms); transients add in power. A sliding track adds a sustained
    0.3 · (1 − exp(−s / 1 H/s)) · (a / 0.01)^¼ (at most 0.3) over the pairs it slides. The
@@ -65,6 +71,8 @@ A_REF, S_REF = 0.01, 2.0
 ATTACK_S, DECAY_S = 0.010, 0.080
 SLIDE_GAIN = 0.3
 DUP_FRAMES = 2.0
+MOTION_FIELDS = ("vy_before", "vx_before", "vy_after", "vx_after", "stop", "tracked_before_s",
+                 "size")
 
 
 @dataclass
@@ -90,6 +98,16 @@ class Contact:
     confidence: float
     stop: bool = False
     forward: bool = False
+    motion: tuple[float, ...] = ()   # MOTION_FIELDS
+
+
+def _motion(v_b: np.ndarray, v_a: np.ndarray, stop: bool, pairs_before: int, area: float,
+            h: float, fps: float) -> tuple[float, ...]:
+    """MOTION_FIELDS of a contact from its velocities before / after (proxy px per frame)."""
+    hs = fps / h
+    return (float(v_b[1] * hs), float(abs(v_b[0]) * hs), float(v_a[1] * hs),
+            float(abs(v_a[0]) * hs), float(stop), min(pairs_before / fps, 1.0),
+            math.sqrt(max(area, 0.0)))
 
 
 def _regions(features: dict[str, np.ndarray], k: int, w: float, h: float) -> list[tuple]:
@@ -286,10 +304,12 @@ def track_contacts(track: Track, n_pairs: int, w: float, h: float, fps: float) -
         is_stop = not np.any(seen[int(t) + 1:])
         n_before = int(sum(seen[seg:int(t) + 1]))
         conf = min(1.0, float(np.linalg.norm(v_b - v_a)) / max(speed, 1e-9)) * (1 - math.exp(-n_before / 4))
+        area = max(track.area[max(0, near - 3):near + 1])
         out.append(Contact(
-            t=(first + t) / fps, strength=strength_curve(speed / h * fps, max(track.area[max(0, near - 3):near + 1])),
+            t=(first + t) / fps, strength=strength_curve(speed / h * fps, area),
             x=x, y=y, kind="impact", confidence=conf * (0.8 if is_stop else 1.0), stop=is_stop,
-            forward=bool(is_stop and v_b[1] > 0 and abs(v_b[0]) >= 0.5 * abs(v_b[1]) and y > 0.5)))
+            forward=bool(is_stop and v_b[1] > 0 and abs(v_b[0]) >= 0.5 * abs(v_b[1]) and y > 0.5),
+            motion=_motion(v_b, v_a, is_stop, n_before, area, h, fps)))
         seg, cut = int(t) + 1, False
         m = seg + 3
     return out
@@ -320,8 +340,10 @@ def _start(track: Track, n_pairs: int, w: float, h: float, fps: float) -> Contac
     speed = float(np.linalg.norm(_at(after, t)))
     x, y = _position(track, first, t, h, w)
     conf = 0.8 * (1 - math.exp(-len(track.pairs) / 4))
-    return Contact(t=(first + t) / fps, strength=strength_curve(speed / h * fps, max(track.area[:4])),
-                   x=x, y=y, kind="scrape", confidence=conf)
+    area = max(track.area[:4])
+    return Contact(t=(first + t) / fps, strength=strength_curve(speed / h * fps, area),
+                   x=x, y=y, kind="scrape", confidence=conf,
+                   motion=_motion(np.zeros(2), _at(after, t), False, 0, area, h, fps))
 
 
 def _dedupe(contacts: list[Contact], window_s: float) -> list[Contact]:
@@ -351,8 +373,9 @@ def envelope_curve(events: list[dict], sustain: list[tuple[float, float, float]]
 
 
 def estimate_envelope(features: dict[str, np.ndarray], *, shot: str, duration_s: float,
-                      rate_hz: int = 100) -> dict:
-    """Envelope v1 of a shot from its features (see the module docstring for the method)."""
+                      rate_hz: int = 100, motion: bool = False) -> dict:
+    """Envelope v1 of a shot from its features (see the module docstring for the method);
+    with `motion`, each event also carries its "motion" (MOTION_FIELDS, step 8)."""
     fps = float(features["fps"])
     w, h = (float(v) for v in features["size"])
     n_pairs = len(features["regions"])
@@ -373,6 +396,8 @@ def estimate_envelope(features: dict[str, np.ndarray], *, shot: str, duration_s:
     contacts = [c for c in _dedupe(contacts, DUP_FRAMES / fps) if 0.0 <= c.t < duration_s]
     events = [{"t": round(c.t, 4), "strength": round(c.strength, 3), "x": round(c.x, 3),
                "y": round(c.y, 3), "kind": c.kind, "confidence": round(c.confidence, 3)}
+              | ({"motion": dict(zip(MOTION_FIELDS, (round(v, 4) for v in c.motion)))}
+                 if motion else {})
               for c in contacts]
     curve = envelope_curve(events, sustain, int(round(duration_s * rate_hz)), rate_hz)
     return {"version": 1, "parent": None, "shot": shot, "rate_hz": rate_hz,

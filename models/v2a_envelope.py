@@ -94,9 +94,8 @@ def fuse_scored(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str
     """The events of the shot by the checkpoint's contact scorer (`models.contact_scorer`):
     tracked contacts it scores as sounding (tracker time, its probability as confidence) and
     the onset head's untracked peaks it scores as real, with strength from the curve."""
-    c = contact_scorer.candidates(onset, curve, base_events, fps, selection.offset_s)
-    kept = contact_scorer.select(c, selection.contacts(c.contact_x), selection.peaks(c.peak_x),
-                                 *selection.thresholds_for(fps))
+    kept = selection.events(contact_scorer.candidates(onset, curve, base_events, fps,
+                                                      selection.offset_s))
     db = curve_events.level_db(curve)
     return [{**e, "strength": _strength_at(db, min(int(round(e["t"] * rms_targets.RATE_HZ)),
                                                     len(db) - 1))} for e in kept]
@@ -143,10 +142,11 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
              ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(envelope, the 125 Hz curve, class probabilities) — the envelope is what the pass
     stores; the curve and probabilities are what the evaluation scores. `base` is the motion
-    baseline's envelope of the same features, if the caller has it already."""
-    if base is None:
+    baseline's envelope of the same features tracked with `motion=True`, if the caller has it
+    already (without the motion descriptors it is tracked again)."""
+    if base is None or any("motion" not in e for e in base["events"]):
         base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
-                                                 rate_hz=rate_hz)
+                                                 rate_hz=rate_hz, motion=True)
     probs, curve, conf, onset = model_outputs(model, features, base["events"])
     if onset is not None and "selection" in meta:
         fused = fuse_scored(onset, curve, base["events"], float(features["fps"]),

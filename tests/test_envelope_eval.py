@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import curve_events, envelope_metrics as em, rms_targets, v2a_envelope
+from models import curve_events, envelope_metrics as em, motion_baseline, rms_targets
+from models import v2a_envelope
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,15 @@ def test_scorer_learns_an_interaction_and_survives_its_json() -> None:
     assert np.allclose(cs.fit(x, np.ones(400))(x), 1.0, atol=1e-3)  # one class: its prior
 
 
+def _motion(bounce: bool, rng: np.random.Generator) -> dict[str, float]:
+    """The tracker's motion descriptors of a floor bounce (falls, then rises) or of a turn in
+    mid-air (keeps falling, slower)."""
+    vy = float(rng.uniform(1.0, 3.0))
+    return dict(zip(motion_baseline.MOTION_FIELDS, (
+        vy, float(rng.uniform(0, 0.5)), -0.6 * vy if bounce else 0.3 * vy,
+        float(rng.uniform(0, 0.5)), 0.0, 0.5, 0.1)))
+
+
 def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
     """On clips where the tracker proposes every hit and as many silent turns, the fitted
     selection keeps the hits (out-of-fold, thresholds never chosen on the scorers' own data)
@@ -111,7 +121,8 @@ def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
         onset = np.maximum(onset, rms_targets.onset_target(turns, 500) * rng.uniform(0.05, 0.5))
         curve = rms_targets.rms_target(clicks(hits, seed=i), 48000)[:500]
         base = [{"t": t + rng.normal(0, 0.002), "x": 0.5, "y": 0.8, "kind": "impact",
-                 "confidence": 0.7, "strength": 0.5} for t in sorted(hits + turns)]
+                 "confidence": 0.7, "strength": 0.5, "motion": _motion(t in hits, rng)}
+                for t in sorted(hits + turns)]
         c = cs.candidates(onset, curve, base, 24.0, 0.0)
         clips.append((c, hits))
         raw.append((onset, curve, base, hits))
@@ -212,10 +223,13 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(tmp_path / "copy")])
     assert res.exit_code == 2 and "10 of its clips" in res.output, res.output
     recal = tmp_path / "recalibrated.safetensors"
-    res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(cal), "--out", str(recal)])
+    res = runner.invoke(app, ["train", "calibrate", str(ckpt), str(cal), "--out", str(recal),
+                              "--prefer-recall"])
     assert res.exit_code == 0, res.output
     again, _cfg, meta2 = rms_mapper.load_checkpoint(recal)
     assert meta2["selection_report"]["clips"] == 4 and meta2["training"] == meta["training"]
+    assert meta2["selection_report"]["threshold_rule"].startswith("fewest misses")
+    assert meta["selection_report"]["threshold_rule"] == "best F1"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  again.state_dict().values()))
     result = evaluate(data, ckpt, split="heldout")
@@ -272,3 +286,57 @@ def test_the_pass_predicts_with_the_shipped_model(tmp_path: Path) -> None:
     import hashlib
 
     assert rows == [(hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest(),)]
+
+
+def test_rhythm_gap_finds_the_footfall_between_two_the_tracker_saw() -> None:
+    """An onset-head peak where a walker's lost footfall belongs is on the rhythm (gap 0);
+    one far from any stride is not (capped at 0.5 s), nor is any peak in a shot without
+    contacts."""
+    from models import contact_scorer as cs
+
+    steps = [1.0, 1.5, 2.0, 3.0]                     # the footfall at 2.5 s was lost
+    assert cs.rhythm_gap(2.5, steps) == pytest.approx(0.0, abs=1e-9)
+    assert cs.rhythm_gap(9.0, steps) == 0.5
+    assert cs.rhythm_gap(2.5, []) == 0.5
+
+
+def test_thresholds_prefer_recall_among_ties_and_old_selections_still_read() -> None:
+    """Per band, the thresholds chosen with prefer_recall are within one standard error of the
+    best out-of-fold F1 and recall at least as much as the best F1's pair (the default takes
+    that pair); a selection fitted before the
+    motion features (no feature names in its JSON) scores on the columns it was fitted on."""
+    from models import contact_scorer as cs
+
+    rng = np.random.default_rng(3)
+    clips = []
+    for i in range(40):
+        hits = sorted(rng.uniform(0.3, 3.6, 3))
+        turns = [t + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) for t in hits]
+        # overlapping cues: the choice of threshold matters
+        onset = np.maximum(0.02, rms_targets.onset_target(hits, 500) * rng.uniform(0.2, 0.9))
+        onset = np.maximum(onset, rms_targets.onset_target(turns, 500) * rng.uniform(0.05, 0.6))
+        curve = rms_targets.rms_target(clicks(hits, seed=i), 48000)[:500]
+        base = [{"t": t, "x": 0.5, "y": 0.8, "kind": "impact", "confidence": 0.7,
+                 "strength": 0.5, "motion": _motion(bool(rng.random() < 0.5), rng)}
+                for t in sorted(hits + turns)]
+        clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
+    selection, report = cs.fit_selection(clips, 0.0, folds=4, members=2, prefer_recall=True)
+    chosen = report["band_choices"][cs.band_of(24.0)]
+    assert chosen["f1"] >= chosen["best_f1"] - chosen["f1_se"] - 1e-9
+    assert chosen["recall"] >= chosen["best_f1_recall"]
+    assert 0 < chosen["f1_se"] < 0.2
+    assert selection.thresholds_for(24.0) == tuple(chosen["thresholds"])
+    assert selection.to_dict()["contact_features"] == list(cs.CONTACT_FEATURES)
+
+    best, best_report = cs.fit_selection(clips, 0.0, folds=4, members=2)
+    assert best_report["band_choices"][0]["f1"] == best_report["band_choices"][0]["best_f1"]
+
+    legacy, _ = cs.fit_selection(clips, 0.0, folds=4, members=2,
+                                 contact_features=cs.BASE_CONTACT_FEATURES,
+                                 peak_features=cs.BASE_PEAK_FEATURES)
+    stored = legacy.to_dict()
+    del stored["contact_features"], stored["peak_features"]   # as written before them
+    old = cs.Selection.from_dict(json.loads(json.dumps(stored)))
+    assert old.contact_features == cs.BASE_CONTACT_FEATURES
+    for c, _ in clips[:5]:
+        assert [e["t"] for e in old.events(c)] == [e["t"] for e in legacy.events(c)]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.motion_baseline import SOURCE, estimate_envelope
+from models.motion_baseline import MOTION_FIELDS, SOURCE, estimate_envelope
 from models.scenes import SceneSpec, SceneTruth, render_scene
 from tasks.features import GRID, MAX_REGIONS, REGION_FIELDS, compute_features
 from tasks.media import make_proxy
@@ -92,6 +92,29 @@ def test_envelope_follows_the_contract(tmp_path: Path) -> None:
         assert max(env["curve"][peak:peak + 3]) > 0.5 * e["strength"]
     first = env["events"][0]
     assert abs(first["x"] - truth.events[0]["x"]) < 0.05 and first["y"] > 0.7
+
+
+def test_motion_descriptors_tell_a_bounce_from_a_stop(tmp_path: Path) -> None:
+    """With motion=True each contact carries how the object moved (frame heights per second,
+    down positive): a ball falls into each bounce and rises out of it, a walker's foot comes
+    down forward and stops; the same events and times as without it."""
+    for kind in ("bounce", "steps"):
+        src, proxy = tmp_path / f"{kind}.mp4", tmp_path / f"{kind}_proxy.mp4"
+        truth = render_scene(SceneSpec(kind=kind, duration_s=2.5), src)
+        make_proxy(src, 0.0, truth.duration_s, truth.fps, proxy)
+        feats = compute_features(proxy, truth.fps)
+        plain = estimate_envelope(feats, shot="SH010", duration_s=truth.duration_s)
+        env = estimate_envelope(feats, shot="SH010", duration_s=truth.duration_s, motion=True)
+        assert [{k: v for k, v in e.items() if k != "motion"} for e in env["events"]] \
+            == plain["events"]
+        motion = [e["motion"] for e in env["events"]]
+        assert motion and all(set(m) == set(MOTION_FIELDS) for m in motion)
+        assert all(m["vy_before"] > 0.2 for m in motion), motion      # coming down
+        if kind == "bounce":
+            assert all(m["vy_after"] < 0 and not m["stop"] for m in motion[:-1]), motion
+        else:
+            assert all(m["vx_before"] > 0.1 for m in motion), motion  # a foot swings forward
+        assert all(0 < m["size"] < 1 and 0 < m["tracked_before_s"] <= 1 for m in motion)
 
 
 def test_sliding_gives_a_scrape_and_a_sustained_curve(tmp_path: Path) -> None:
