@@ -106,6 +106,25 @@ def _motion(bounce: bool, rng: np.random.Generator) -> dict[str, float]:
         float(rng.uniform(0, 0.5)), 0.0, 0.5, 0.1)))
 
 
+def _hits_and_turns(rng: np.random.Generator, seed: int, hit_p: tuple[float, float],
+                    turn_p: tuple[float, float], honest_motion: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray, list[dict], list[float]]:
+    """A 4 s clip of three hits, each with a silent turn 0.25–0.4 s away that the tracker
+    also proposes: (onset head, curve, tracked contacts, hits). The head's response scales by
+    a draw from `hit_p` at hits and `turn_p` at turns; the contacts' motion tells a bounce
+    from a turn when `honest_motion`, else it is drawn at random."""
+    hits = sorted(rng.uniform(0.3, 3.6, 3))
+    turns = [t + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) for t in hits]
+    onset = np.maximum(0.02, rms_targets.onset_target(hits, 500) * rng.uniform(*hit_p))
+    onset = np.maximum(onset, rms_targets.onset_target(turns, 500) * rng.uniform(*turn_p))
+    curve = rms_targets.rms_target(clicks(hits, seed=seed), 48000)[:500]
+    base = [{"t": t + rng.normal(0, 0.002), "x": 0.5, "y": 0.8, "kind": "impact",
+             "confidence": 0.7, "strength": 0.5,
+             "motion": _motion(t in hits if honest_motion else bool(rng.random() < 0.5), rng)}
+            for t in sorted(hits + turns)]
+    return onset, curve, base, hits
+
+
 def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
     """On clips where the tracker proposes every hit and as many silent turns, the fitted
     selection keeps the hits (out-of-fold, thresholds never chosen on the scorers' own data)
@@ -115,14 +134,7 @@ def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
     rng = np.random.default_rng(1)
     clips, raw = [], []
     for i in range(32):
-        hits = sorted(rng.uniform(0.3, 3.6, 3))
-        turns = [t + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) for t in hits]
-        onset = np.maximum(0.02, rms_targets.onset_target(hits, 500) * rng.uniform(0.5, 0.95))
-        onset = np.maximum(onset, rms_targets.onset_target(turns, 500) * rng.uniform(0.05, 0.5))
-        curve = rms_targets.rms_target(clicks(hits, seed=i), 48000)[:500]
-        base = [{"t": t + rng.normal(0, 0.002), "x": 0.5, "y": 0.8, "kind": "impact",
-                 "confidence": 0.7, "strength": 0.5, "motion": _motion(t in hits, rng)}
-                for t in sorted(hits + turns)]
+        onset, curve, base, hits = _hits_and_turns(rng, i, (0.5, 0.95), (0.05, 0.5))
         c = cs.candidates(onset, curve, base, 24.0, 0.0)
         clips.append((c, hits))
         raw.append((onset, curve, base, hits))
@@ -303,22 +315,16 @@ def test_rhythm_gap_finds_the_footfall_between_two_the_tracker_saw() -> None:
 def test_thresholds_prefer_recall_among_ties_and_old_selections_still_read() -> None:
     """Per band, the thresholds chosen with prefer_recall are within one standard error of the
     best out-of-fold F1 and recall at least as much as the best F1's pair (the default takes
-    that pair); a selection fitted before the
-    motion features (no feature names in its JSON) scores on the columns it was fitted on."""
+    that pair); a selection fitted before the motion features (no feature names in its JSON)
+    scores on the columns it was fitted on."""
     from models import contact_scorer as cs
 
     rng = np.random.default_rng(3)
     clips = []
     for i in range(40):
-        hits = sorted(rng.uniform(0.3, 3.6, 3))
-        turns = [t + rng.choice([-1, 1]) * rng.uniform(0.25, 0.4) for t in hits]
-        # overlapping cues: the choice of threshold matters
-        onset = np.maximum(0.02, rms_targets.onset_target(hits, 500) * rng.uniform(0.2, 0.9))
-        onset = np.maximum(onset, rms_targets.onset_target(turns, 500) * rng.uniform(0.05, 0.6))
-        curve = rms_targets.rms_target(clicks(hits, seed=i), 48000)[:500]
-        base = [{"t": t, "x": 0.5, "y": 0.8, "kind": "impact", "confidence": 0.7,
-                 "strength": 0.5, "motion": _motion(bool(rng.random() < 0.5), rng)}
-                for t in sorted(hits + turns)]
+        # overlapping cues and uninformative motion: the choice of threshold matters
+        onset, curve, base, hits = _hits_and_turns(rng, i, (0.2, 0.9), (0.05, 0.6),
+                                                   honest_motion=False)
         clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
     selection, report = cs.fit_selection(clips, 0.0, folds=4, members=2, prefer_recall=True)
     chosen = report["band_choices"][cs.band_of(24.0)]
