@@ -468,15 +468,12 @@ def selection_markdown(report: dict[str, Any] | None) -> str:
     choices = report.get("band_choices")
     if not choices:
         return text
-    from models.contact_scorer import BAND_EDGES
+    from models.contact_scorer import band_names
 
-    names = ([f"under {BAND_EDGES[0]:g} fps"]
-             + [f"{a:g}–{b:g} fps" for a, b in zip(BAND_EDGES, BAND_EDGES[1:])]
-             + [f"{BAND_EDGES[-1]:g} fps and over"])
     rows = [f"| {name} | {n} | {c['thresholds'][0]:.2f} / {c['thresholds'][1]:.2f} | "
             f"{c['f1']:.3f} / {c['recall']:.3f} | {c['best_f1']:.3f} / {c['best_f1_recall']:.3f}"
             f" | {c['f1_se']:.3f} |"
-            for name, n, c in zip(names, report.get("band_clips", []), choices)]
+            for name, n, c in zip(band_names(), report.get("band_clips", []), choices)]
     return "\n".join([text, "", f"Thresholds per frame-rate band: {report['threshold_rule']}.",
                       "",
                       "| band | clips | contact / peak threshold | F1 / recall | best F1 / its "

@@ -268,6 +268,12 @@ def band_of(fps: float, edges: Sequence[float] = BAND_EDGES) -> int:
     return int(sum(fps >= e for e in edges))
 
 
+def band_names(edges: Sequence[float] = BAND_EDGES) -> list[str]:
+    """What a reader calls each band of `band_of`: "under 20 fps", "20–40 fps", …"""
+    return ([f"under {edges[0]:g} fps"] + [f"{a:g}–{b:g} fps" for a, b in zip(edges, edges[1:])]
+            + [f"{edges[-1]:g} fps and over"])
+
+
 @dataclass(frozen=True)
 class Selection:
     """How a checkpoint's outputs become events: both scorers, and a (contact, peak)
@@ -432,29 +438,20 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
 
-    def per_clip(which: Sequence[int], tc: float, tp: float) -> np.ndarray:
-        """(matched at ±TOL_S, predicted, true) of each clip in `which`."""
-        rows = []
-        for i in which:
-            (c, truth), (pc, pp) = clips[i], oof[i]
-            k = OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
-            rows.append((k.matched[TOL_S], k.predicted, k.true))
-        return np.asarray(rows, np.float64).reshape(-1, 3)
-
-    def counts(which: Sequence[int], tc: float, tp: float) -> Any:
-        total = None
-        for i in which:
-            (c, truth), (pc, pp) = clips[i], oof[i]
-            k = OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
-            total = k if total is None else total + k
-        return total
+    def clip_counts(i: int, tc: float, tp: float) -> Any:
+        (c, truth), (pc, pp) = clips[i], oof[i]
+        return OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
 
     def best_pair(which: Sequence[int]) -> dict[str, Any]:
         pairs = [(tc, tp) for tc in THRESHOLDS for tp in PEAK_THRESHOLDS]
-        sums = np.array([per_clip(which, tc, tp).sum(0) for tc, tp in pairs])
+        # (pair, clip, (matched at ±TOL_S, predicted, true))
+        rows = np.array([[(k.matched[TOL_S], k.predicted, k.true)
+                          for k in (clip_counts(i, tc, tp) for i in which)] for tc, tp in pairs],
+                        np.float64).reshape(len(pairs), len(which), 3)
+        sums = rows.sum(1)
         f1 = _f1(sums)
         best = int(np.argmax(f1))
-        se = _f1_standard_error(per_clip(which, *pairs[best]), seed) if prefer_recall else 0.0
+        se = _f1_standard_error(rows[best], seed) if prefer_recall else 0.0
         recall = sums[:, 0] / np.maximum(sums[:, 2], 1)
         near = np.flatnonzero(f1 >= f1[best] - se)
         k = int(near[np.lexsort((-f1[near], -recall[near]))[0]])
@@ -472,9 +469,9 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         choices.append(best_pair(in_band) if len(in_band) >= MIN_BAND_CLIPS else pooled)
     bands = [(float(c["thresholds"][0]), float(c["thresholds"][1])) for c in choices]
     total = None
-    for b, (tc, tp) in enumerate(bands):
-        k = counts([i for i in everyone if band[i] == b], tc, tp)
-        total = k if total is None else (total + k if k is not None else total)
+    for i in everyone:
+        k = clip_counts(i, *bands[band[i]])
+        total = k if total is None else total + k
     s = onset_scores(total)
     sc, sp = fit_pair(everyone)
     report = {"clips": len(clips), "oof_onset_f1": round(s["onset_f1@50ms"], 4),
