@@ -83,7 +83,9 @@ class Studio:
     def out(self) -> Path:
         return self.root / "delivery"
 
-    def env(self) -> dict[str, str]:
+    def env(self, **settings: str) -> dict[str, str]:
+        """The pass's environment; `settings` override FOLEY_* settings (e.g. shorter retry
+        budgets where a test waits one out)."""
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("AWS_", "FOLEY_", "PREFECT_API"))}
         env.update(
@@ -93,12 +95,13 @@ class Studio:
             AWS_SECRET_ACCESS_KEY=self.s3.secret_key, AWS_REGION=self.s3.region,
             PREFECT_API_URL=self.prefect_api, PREFECT_LOGGING_LEVEL="WARNING",
             PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        env.update({f"FOLEY_{k.upper()}": v for k, v in settings.items()})
         return env
 
-    def start(self, timeline: Path) -> subprocess.Popen[str]:
-        """`foley run` in the background."""
+    def start(self, timeline: Path, **settings: str) -> subprocess.Popen[str]:
+        """`foley run` in the background (`settings`: FOLEY_* overrides, see `env`)."""
         return subprocess.Popen([*FOLEY, "run", str(timeline), "--out", str(self.out)],
-                                cwd=self.root, env=self.env(), stdout=subprocess.PIPE,
+                                cwd=self.root, env=self.env(**settings), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
     def run(self, timeline: Path) -> subprocess.CompletedProcess[str]:
@@ -476,7 +479,10 @@ def test_a_service_restart_mid_pass_is_waited_out(service: str, studio: Studio, 
 def test_a_service_that_stays_away_fails_clearly_then_a_rerun_completes(
         service: str, studio: Studio, reel: Path, clean: dict[str, Any]) -> None:
     server = studio.pg if service == "postgres" else studio.s3
-    proc = studio.start(reel)
+    # the same give-up path as the defaults (tries with backoff, then the stage's retries),
+    # on a shorter budget: 4 tries (3.5 s of backoff) and 1 s before a stage retries, instead
+    # of 15.5 s and 10 s — the defaults would spend about a minute waiting here
+    proc = studio.start(reel, retry_attempts="4", task_retry_delay_s="1")
     wait_until(proxies_done(studio), proc, "the proxy wave finished")
     take_down(server)
     t0 = time.monotonic()
