@@ -198,9 +198,13 @@ def train_calibrate(
     also whether they fall in the rhythm of the contacts around them). It is fitted on every
     clip of DATA's train split. Its two thresholds are chosen per frame-rate band on
     out-of-fold scores (5 folds by clip) for the best onset F1 at ±50 ms, or with
-    --prefer-recall for the fewest misses among pairs within one standard error of it. Prints
-    the fit: out-of-fold P / R / F1 and, per band, the pair chosen with its F1 and recall next
-    to the best F1's. Build the set from seeds the
+    --prefer-recall for the fewest misses among pairs within one standard error of it. It
+    also learns how late true onsets fall after the tracker's contact times (the median, in
+    frames, per frame-rate band and tracker kind: a foot settling into a step looks stopped a
+    little before it lands) and moves kept contacts by it. Prints the fit: out-of-fold P / R /
+    F1; per band, the pair chosen with its F1 and recall next to the best F1's; the lags and
+    the onset error of the timed contacts before and after the correction, out of fold. Build
+    the set from seeds the
     model never saw, e.g. `foley dataset procedural CAL --clips 400 --split train --seed
     100000`, and for 40 fps material and over add clips at 60 fps (`--rates 60`)."""
     import torch

@@ -477,7 +477,25 @@ def selection_markdown(report: dict[str, Any] | None) -> str:
     return "\n".join([text, "", f"Thresholds per frame-rate band: {report['threshold_rule']}.",
                       "",
                       "| band | clips | contact / peak threshold | F1 / recall | best F1 / its "
-                      "recall | standard error |", "|---|---|---|---|---|---|", *rows])
+                      "recall | standard error |", "|---|---|---|---|---|---|", *rows,
+                      *timing_markdown(report.get("timing"))])
+
+
+def timing_markdown(timing: dict[str, Any] | None) -> list[str]:
+    """The contact-time correction of a calibration report, as markdown lines."""
+    if not timing:
+        return []
+    from models.contact_scorer import band_names
+
+    names = band_names()
+    lags = ", ".join(f"{names[b]} {kind} {lag:+.3f}" for b, kind, lag in timing["lags_frames"])
+    rows = [f"| {name} | {b['contacts']} | {b['median_ms']:.2f} / {b['p90_ms']:.2f} | "
+            f"{b['oof_median_ms']:.2f} / {b['oof_p90_ms']:.2f} |"
+            for name, b in zip(names, timing["bands"]) if b["contacts"]]
+    return ["", f"Contact times: true onsets fall after the tracker's by (frames) "
+            f"{lags or 'nothing measurable'}; corrected by these lags, per band, the onset "
+            "error (ms, median / 90th percentile) of the timed contacts:", "",
+            "| band | contacts | tracker | corrected, out of fold |", "|---|---|---|---|", *rows]
 
 
 def calibrate_flow() -> Any:

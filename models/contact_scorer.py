@@ -17,7 +17,9 @@ with a bag of five one-hidden-layer networks (`Bag`, `Scorer`), untracked peaks 
 logistic — whose weights live in the checkpoint's metadata, fitted (`fit_selection`) on clips
 the RMS-Mapper never trained on, so its outputs there are what the pass sees. Thresholds are
 chosen per frame-rate band (`BAND_EDGES`): how many contacts the tracker resolves, and so
-what an onset-head peak away from them means, depends on it.
+what an onset-head peak away from them means, depends on it. The same fit learns how late
+true onsets fall after the tracker's contact times, per band and kind (`Timing`), and kept
+contacts move by it.
 
 Labels (`labels`): a candidate is positive when it is the candidate nearest to a true onset
 within ±`TOL_S` (the metric's ±50 ms), so a second proposal of the same sound is a negative,
@@ -274,10 +276,83 @@ def band_names(edges: Sequence[float] = BAND_EDGES) -> list[str]:
             + [f"{edges[-1]:g} fps and over"])
 
 
+TIMING_TOL_S = 0.025    # a tracked contact this close to a true onset times it
+MIN_TIMING_ROWS = 10    # a (band, kind) cell with fewer timed contacts is not corrected
+MAX_LAG_FRAMES = 0.5    # a correction is never more than half a frame
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How late the true onsets fall after the tracker's contact times, in frames, per
+    frame-rate band (`band_of`) and tracker kind: the median of (true − tracked) · fps over
+    the calibration clips' timed contacts. The tracker times a contact as the instant the
+    velocity switches from its trend before to its trend after; where the picture eases into
+    a contact (a foot settling, the flow grid smoothing a small region), the switch it sees
+    comes early by a steady fraction of a frame, which this learns and removes."""
+    lags: tuple[tuple[int, str, float], ...] = ()      # (band, kind, frames)
+    band_edges: tuple[float, ...] = BAND_EDGES
+
+    def shift_s(self, kind: str, fps: float) -> float:
+        """Seconds to add to a tracked contact of `kind` at `fps`."""
+        band = band_of(fps, self.band_edges)
+        return next((lag for b, k, lag in self.lags if b == band and k == kind), 0.0) / fps
+
+    def apply(self, contacts: Sequence[dict[str, Any]], fps: float) -> list[dict[str, Any]]:
+        return [{**c, "t": c["t"] + self.shift_s(str(c.get("kind", "impact")), fps)}
+                for c in contacts]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lags_frames": [[b, k, lag] for b, k, lag in self.lags],
+                "band_edges": list(self.band_edges)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Timing:
+        return cls(tuple((int(b), str(k), float(lag)) for b, k, lag in d["lags_frames"]),
+                   tuple(float(e) for e in d["band_edges"]))
+
+
+def timed_contacts(c: Candidates, truth: Sequence[float], tol: float = TIMING_TOL_S
+                   ) -> list[tuple[int, str, float]]:
+    """(band, kind, (true − tracked) · fps) of each tracked contact that is the contact nearest
+    to a true onset within ±tol."""
+    rows = []
+    times = np.asarray([b["t"] for b in c.contacts], np.float64)
+    for u in truth:
+        if not len(times):
+            break
+        j = int(np.argmin(np.abs(times - u)))
+        if abs(times[j] - u) <= tol:
+            rows.append((band_of(c.fps), str(c.contacts[j].get("kind", "impact")),
+                         (u - times[j]) * c.fps))
+    return rows
+
+
+def fit_timing(rows: Sequence[tuple[int, str, float]]) -> Timing:
+    """The median lag of every (band, kind) cell with at least MIN_TIMING_ROWS timed contacts
+    (`timed_contacts`), clipped to ±MAX_LAG_FRAMES, in 1e-5 frames (as stored)."""
+    cells: dict[tuple[int, str], list[float]] = {}
+    for b, k, r in rows:
+        cells.setdefault((b, k), []).append(r)
+    return Timing(tuple((b, k, round(float(np.clip(np.median(v), -MAX_LAG_FRAMES,
+                                                   MAX_LAG_FRAMES)), 5))
+                        for (b, k), v in sorted(cells.items()) if len(v) >= MIN_TIMING_ROWS))
+
+
+def timing_errors(rows: Sequence[tuple[int, str, float]], timing: Timing | None,
+                  fps: Sequence[float]) -> np.ndarray:
+    """|true − corrected| in ms of timed contacts `rows` whose clips run at `fps` (one each)."""
+    out = []
+    for (b, k, r), f in zip(rows, fps):
+        lag = timing.shift_s(k, f) * f if timing else 0.0
+        out.append(abs(r - lag) / f * 1000)
+    return np.asarray(out, np.float64)
+
+
 @dataclass(frozen=True)
 class Selection:
-    """How a checkpoint's outputs become events: both scorers, and a (contact, peak)
-    threshold pair per frame-rate band (`band_of`). The scorers read the features named in
+    """How a checkpoint's outputs become events: both scorers, a (contact, peak) threshold
+    pair per frame-rate band (`band_of`) and the correction of the tracker's contact times
+    (`timing`; none in a selection fitted before it). The scorers read the features named in
     `contact_features` / `peak_features` (a selection fitted before the motion and rhythm
     features reads the BASE_ ones)."""
     contacts: Bag | Scorer
@@ -287,6 +362,7 @@ class Selection:
     band_edges: tuple[float, ...] = BAND_EDGES
     contact_features: tuple[str, ...] = CONTACT_FEATURES
     peak_features: tuple[str, ...] = PEAK_FEATURES
+    timing: Timing | None = None
 
     def thresholds_for(self, fps: float) -> tuple[float, float]:
         return self.thresholds[band_of(fps, self.band_edges)]
@@ -298,15 +374,21 @@ class Selection:
         return self.contacts(c.contact_x[:, cols]), self.peaks(c.peak_x[:, pcols])
 
     def events(self, c: Candidates) -> list[dict[str, Any]]:
-        """The kept events of one clip (`select` at the thresholds of its frame rate)."""
-        return select(c, *self.score(c), *self.thresholds_for(c.fps))
+        """The kept events of one clip (`select` at the thresholds of its frame rate), tracked
+        contacts at their times corrected by `timing` (if the selection has one)."""
+        scores = self.score(c)
+        if self.timing is not None:
+            c = Candidates(self.timing.apply(c.contacts, c.fps), c.contact_x, c.peaks, c.peak_x,
+                           c.fps)
+        return select(c, *scores, *self.thresholds_for(c.fps))
 
     def to_dict(self) -> dict[str, Any]:
         return {"contacts": self.contacts.to_dict(), "peaks": self.peaks.to_dict(),
                 "thresholds": [list(t) for t in self.thresholds],
                 "band_edges": list(self.band_edges), "offset_s": self.offset_s,
                 "contact_features": list(self.contact_features),
-                "peak_features": list(self.peak_features)}
+                "peak_features": list(self.peak_features)} | (
+                    {"timing": self.timing.to_dict()} if self.timing is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Selection:
@@ -314,7 +396,8 @@ class Selection:
                    tuple((float(a), float(b)) for a, b in d["thresholds"]),
                    float(d["offset_s"]), tuple(float(e) for e in d["band_edges"]),
                    tuple(d.get("contact_features", BASE_CONTACT_FEATURES)),
-                   tuple(d.get("peak_features", BASE_PEAK_FEATURES)))
+                   tuple(d.get("peak_features", BASE_PEAK_FEATURES)),
+                   Timing.from_dict(d["timing"]) if "timing" in d else None)
 
 
 @dataclass
@@ -404,8 +487,10 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     delete false events in review than place missed ones by hand (pairs that close are the
     same on this many clips; measured in models/README.md, round 6: it trades about 0.015 of
     F1 for 0.025 of recall). The scorers read the features named (a subset of
-    CONTACT_FEATURES / PEAK_FEATURES, for studies). Returns the selection (scorers refitted
-    on every clip) and its out-of-fold onset P / R / F1 with each band's choice."""
+    CONTACT_FEATURES / PEAK_FEATURES, for studies). The contact-time correction (`fit_timing`)
+    is fitted per fold too, and thresholds are chosen with it in place. Returns the selection
+    (scorers and correction refitted on every clip) and its out-of-fold onset P / R / F1 with
+    each band's choice and the correction's out-of-fold effect (`timing_report`)."""
     from models.envelope_metrics import OnsetCounts, onset_scores
 
     if not clips:
@@ -429,18 +514,24 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
                  hidden=0, l2=1e-2, seed=seed)  # few positives: a regularized logistic
         return sc, sp
 
+    timed = [timed_contacts(c, truth) for c, truth in clips]
     oof: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(clips)
+    oof_timing: list[Timing] = [Timing()] * len(clips)
     for f in range(folds):
         rest = [i for i in range(len(clips)) if fold_of[i] != f] or list(range(len(clips)))
         sc, sp = fit_pair(rest)
+        tm = fit_timing([r for i in rest for r in timed[i]])
         for i in np.flatnonzero(fold_of == f):
-            oof[i] = (sc(xs[i][0]), sp(xs[i][1]))
+            oof[i], oof_timing[i] = (sc(xs[i][0]), sp(xs[i][1])), tm
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
+    timed_c = [(clips[i][0], oof_timing[i]) for i in range(len(clips))]
+    timed_c = [Candidates(tm.apply(c.contacts, c.fps), c.contact_x, c.peaks, c.peak_x, c.fps)
+               for c, tm in timed_c]
 
     def clip_counts(i: int, tc: float, tp: float) -> Any:
-        (c, truth), (pc, pp) = clips[i], oof[i]
-        return OnsetCounts.of([e["t"] for e in select(c, pc, pp, tc, tp)], truth)
+        (_c, truth), (pc, pp) = clips[i], oof[i]
+        return OnsetCounts.of([e["t"] for e in select(timed_c[i], pc, pp, tc, tp)], truth)
 
     def best_pair(which: Sequence[int]) -> dict[str, Any]:
         pairs = [(tc, tp) for tc in THRESHOLDS for tp in PEAK_THRESHOLDS]
@@ -474,6 +565,7 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         total = k if total is None else total + k
     s = onset_scores(total)
     sc, sp = fit_pair(everyone)
+    timing = fit_timing([r for rows in timed for r in rows])
     report = {"clips": len(clips), "oof_onset_f1": round(s["onset_f1@50ms"], 4),
               "oof_onset_precision": round(s["onset_precision@50ms"], 4),
               "oof_onset_recall": round(s["onset_recall@50ms"], 4),
@@ -481,6 +573,29 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
               "band_choices": choices,
               "members": members, "hidden": hidden, "l2": l2, "folds": folds,
               "threshold_rule": "fewest misses within one standard error of the best F1"
-              if prefer_recall else "best F1"}
+              if prefer_recall else "best F1",
+              "timing": timing_report(timed, [c.fps for c, _ in clips], oof_timing, timing)}
     return Selection(sc, sp, tuple(bands), offset_s, contact_features=tuple(contact_features),
-                     peak_features=tuple(peak_features)), report
+                     peak_features=tuple(peak_features), timing=timing), report
+
+
+def timing_report(timed: Sequence[Sequence[tuple[int, str, float]]], fps: Sequence[float],
+                  oof: Sequence[Timing], timing: Timing) -> dict[str, Any]:
+    """The fitted lags, and per band the median / 90th-percentile |onset error| (ms) of the
+    timed contacts at the tracker's times and corrected out of fold (each clip by the lags
+    fitted without it)."""
+    bands = []
+    for b in range(len(timing.band_edges) + 1):
+        idx = [(i, r) for i, rows in enumerate(timed) for r in rows if r[0] == b]
+        if not idx:
+            bands.append({"contacts": 0})
+            continue
+        f = [fps[i] for i, _ in idx]
+        raw = timing_errors([r for _, r in idx], None, f)
+        fixed = np.concatenate([timing_errors([r], oof[i], [fps[i]]) for i, r in idx])
+        bands.append({"contacts": len(idx),
+                      "median_ms": round(float(np.median(raw)), 3),
+                      "p90_ms": round(float(np.percentile(raw, 90)), 3),
+                      "oof_median_ms": round(float(np.median(fixed)), 3),
+                      "oof_p90_ms": round(float(np.percentile(fixed, 90)), 3)})
+    return {"lags_frames": timing.to_dict()["lags_frames"], "bands": bands}
