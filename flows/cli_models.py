@@ -188,6 +188,10 @@ def train_calibrate(
         "--prefer-recall", help="Of the threshold pairs within one standard error of the best "
         "F1, take the one that misses fewest onsets (more false events to delete in review, "
         "fewer missed ones to place by hand).")] = False,
+    timing_correction: Annotated[bool, typer.Option(
+        "--timing-correction", help="Move kept contacts by the lag learned per frame-rate "
+        "band and kind (times footfalls at 40 fps and over better; the median error of all "
+        "onsets was higher on validation and held-out clips, see models/README.md).")] = False,
 ) -> None:
     """Fit a checkpoint's contact scorer on a calibration set, weights unchanged.
 
@@ -199,12 +203,12 @@ def train_calibrate(
     clip of DATA's train split. Its two thresholds are chosen per frame-rate band on
     out-of-fold scores (5 folds by clip) for the best onset F1 at ±50 ms, or with
     --prefer-recall for the fewest misses among pairs within one standard error of it. It
-    also learns how late true onsets fall after the tracker's contact times (the median, in
-    frames, per frame-rate band and tracker kind: a foot settling into a step looks stopped a
-    little before it lands) and moves kept contacts by it. Prints the fit: out-of-fold P / R /
-    F1; per band, the pair chosen with its F1 and recall next to the best F1's; the lags and
-    the onset error of the timed contacts before and after the correction, out of fold. Build
-    the set from seeds the
+    also measures how late true onsets fall after the tracker's contact times, in frames, per
+    frame-rate band and tracker kind (a foot settling into a step looks stopped a little
+    before it lands), and with --timing-correction moves kept contacts by it. Prints the fit:
+    out-of-fold P / R / F1; per band, the pair chosen with its F1 and recall next to the best
+    F1's; the lags and the onset error of the timed contacts before and after correcting
+    them, out of fold. Build the set from seeds the
     model never saw, e.g. `foley dataset procedural CAL --clips 400 --split train --seed
     100000`, and for 40 fps material and over add clips at 60 fps (`--rates 60`)."""
     import torch
@@ -225,7 +229,7 @@ def train_calibrate(
     _prefect_defaults()
     try:
         report = calibrate_flow()(str(checkpoint), str(data), str(out or checkpoint),
-                                  prefer_recall)
+                                  prefer_recall, timing_correction)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=1))

@@ -214,7 +214,8 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
 
 
 def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
-                    log: Any = None, prefer_recall: bool = False) -> dict[str, Any]:
+                    log: Any = None, prefer_recall: bool = False,
+                    correct_timing: bool = False) -> dict[str, Any]:
     """The contact scorer (`models.contact_scorer`) of `model`, fitted on `clips` — clips the
     network never trained on (a calibration set, or the validation clips) — as checkpoint
     metadata: {"selection": ..., "selection_report": out-of-fold onset P / R / F1}."""
@@ -227,7 +228,8 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
         cands.append((contact_scorer.candidates(onset, curve, e.tracked, float(e.features["fps"]),
                                                 offset_s), combine_onsets(e.onsets)))
     selection, report = contact_scorer.fit_selection(cands, offset_s, log=log,
-                                                     prefer_recall=prefer_recall)
+                                                     prefer_recall=prefer_recall,
+                                                     correct_timing=correct_timing)
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
@@ -262,11 +264,13 @@ def check_training_calibration(data: Path, calibration: Path) -> None:
 
 
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print,
-                         prefer_recall: bool = False) -> dict[str, Any]:
+                         prefer_recall: bool = False,
+                         correct_timing: bool = False) -> dict[str, Any]:
     """Fit the contact scorer of an existing checkpoint on every clip of the "train" split of
     `data` (a calibration set the checkpoint never trained on) and write the checkpoint with
-    it to `out` (weights unchanged); `prefer_recall`: thresholds by the recall rule
-    (`contact_scorer.fit_selection`). Returns the selection report."""
+    it to `out` (weights unchanged); `prefer_recall`: thresholds by the recall rule;
+    `correct_timing`: kept contacts move by the lags learned (`contact_scorer.fit_selection`).
+    Returns the selection report."""
     model, config, meta = mapper.load_checkpoint(checkpoint)
     check_calibration_data(meta, data, checkpoint)
     clips = load_examples(data, "train", config.contact_inputs, all_features=True)
@@ -277,7 +281,7 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
         + (" — few: expect noisy thresholds; a few hundred clips fit well"
            if len(clips) < 100 else ""))
     fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log,
-                             prefer_recall=prefer_recall)
+                             prefer_recall=prefer_recall, correct_timing=correct_timing)
     fitted["selection_report"]["data"] = str(data)
     _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
@@ -492,9 +496,11 @@ def timing_markdown(timing: dict[str, Any] | None) -> list[str]:
     rows = [f"| {name} | {b['contacts']} | {b['median_ms']:.2f} / {b['p90_ms']:.2f} | "
             f"{b['oof_median_ms']:.2f} / {b['oof_p90_ms']:.2f} |"
             for name, b in zip(names, timing["bands"]) if b["contacts"]]
+    use = ("kept contacts move by them" if timing.get("applied")
+           else "not applied (foley train calibrate --timing-correction applies them)")
     return ["", f"Contact times: true onsets fall after the tracker's by (frames) "
-            f"{lags or 'nothing measurable'}; corrected by these lags, per band, the onset "
-            "error (ms, median / 90th percentile) of the timed contacts:", "",
+            f"{lags or 'nothing measurable'}; {use}. Corrected by these lags, per band, the "
+            "onset error (ms, median / 90th percentile) of the timed contacts:", "",
             "| band | contacts | tracker | corrected, out of fold |", "|---|---|---|---|", *rows]
 
 
@@ -504,11 +510,12 @@ def calibrate_flow() -> Any:
     from prefect.artifacts import create_markdown_artifact
 
     @flow(name="calibrate-envelope", log_prints=True)
-    def calibrate_envelope(checkpoint: str, data: str, out: str,
-                           prefer_recall: bool = False) -> dict[str, Any]:
+    def calibrate_envelope(checkpoint: str, data: str, out: str, prefer_recall: bool = False,
+                           correct_timing: bool = False) -> dict[str, Any]:
         """Fit a checkpoint's contact scorer on a calibration set (weights unchanged)."""
         report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out), log=print,
-                                      prefer_recall=prefer_recall)
+                                      prefer_recall=prefer_recall,
+                                      correct_timing=correct_timing)
         create_markdown_artifact(f"# RMS-Mapper calibration\n\n{selection_markdown(report)}"
                                  f"\n\nCheckpoint: `{out}`", key="calibrate-envelope",
                                  description="Contact scorer fit")

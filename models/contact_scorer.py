@@ -17,9 +17,9 @@ with a bag of five one-hidden-layer networks (`Bag`, `Scorer`), untracked peaks 
 logistic — whose weights live in the checkpoint's metadata, fitted (`fit_selection`) on clips
 the RMS-Mapper never trained on, so its outputs there are what the pass sees. Thresholds are
 chosen per frame-rate band (`BAND_EDGES`): how many contacts the tracker resolves, and so
-what an onset-head peak away from them means, depends on it. The same fit learns how late
-true onsets fall after the tracker's contact times, per band and kind (`Timing`), and kept
-contacts move by it.
+what an onset-head peak away from them means, depends on it. The same fit measures how late
+true onsets fall after the tracker's contact times, per band and kind (`Timing`); on request
+kept contacts move by it.
 
 Labels (`labels`): a candidate is positive when it is the candidate nearest to a true onset
 within ±`TOL_S` (the metric's ±50 ms), so a second proposal of the same sound is a negative,
@@ -276,16 +276,18 @@ def band_names(edges: Sequence[float] = BAND_EDGES) -> list[str]:
             + [f"{edges[-1]:g} fps and over"])
 
 
+BOOTSTRAP = 200         # resamplings for standard errors (thresholds, lags)
 TIMING_TOL_S = 0.025    # a tracked contact this close to a true onset times it
 MIN_TIMING_ROWS = 10    # a (band, kind) cell with fewer timed contacts is not corrected
 MAX_LAG_FRAMES = 0.5    # a correction is never more than half a frame
+LAG_Z = 2.0             # a cell's median lag is used when this many standard errors from 0
 
 
 @dataclass(frozen=True)
 class Timing:
     """How late the true onsets fall after the tracker's contact times, in frames, per
-    frame-rate band (`band_of`) and tracker kind: the median of (true − tracked) · fps over
-    the calibration clips' timed contacts. The tracker times a contact as the instant the
+    frame-rate band (`band_of`) and tracker kind: the typical (true − tracked) · fps of the
+    calibration clips' timed contacts (`fit_timing`). The tracker times a contact as the instant the
     velocity switches from its trend before to its trend after; where the picture eases into
     a contact (a foot settling, the flow grid smoothing a small region), the switch it sees
     comes early by a steady fraction of a frame, which this learns and removes."""
@@ -327,15 +329,41 @@ def timed_contacts(c: Candidates, truth: Sequence[float], tol: float = TIMING_TO
     return rows
 
 
-def fit_timing(rows: Sequence[tuple[int, str, float]]) -> Timing:
-    """The median lag of every (band, kind) cell with at least MIN_TIMING_ROWS timed contacts
-    (`timed_contacts`), clipped to ±MAX_LAG_FRAMES, in 1e-5 frames (as stored)."""
-    cells: dict[tuple[int, str], list[float]] = {}
-    for b, k, r in rows:
-        cells.setdefault((b, k), []).append(r)
-    return Timing(tuple((b, k, round(float(np.clip(np.median(v), -MAX_LAG_FRAMES,
-                                                   MAX_LAG_FRAMES)), 5))
-                        for (b, k), v in sorted(cells.items()) if len(v) >= MIN_TIMING_ROWS))
+def shorth(x: np.ndarray) -> float:
+    """The midpoint of the shortest interval holding half of `x`: the shift that leaves the
+    smallest median |x − shift| (a median would follow a one-sided tail of badly timed
+    contacts away from the well-timed bulk)."""
+    x = np.sort(np.asarray(x, np.float64))
+    h = (len(x) + 1) // 2
+    i = int(np.argmin(x[h - 1:] - x[:len(x) - h + 1]))
+    return float(0.5 * (x[i] + x[i + h - 1]))
+
+
+def fit_timing(clips: Sequence[Sequence[tuple[int, str, float]]], seed: int = 0) -> Timing:
+    """The lag (`shorth`) of each (band, kind) cell of timed contacts (`timed_contacts`, one
+    list per clip) that holds at least MIN_TIMING_ROWS of them and whose lag is at least LAG_Z
+    standard errors from zero — a lag the clips agree on, not their noise; the error is
+    bootstrapped over clips, as one clip's contacts share its walker, its object, its
+    noise — clipped to ±MAX_LAG_FRAMES, in 1e-5 frames (as stored)."""
+    cells: dict[tuple[int, str], list[np.ndarray]] = {}
+    for rows in clips:
+        mine: dict[tuple[int, str], list[float]] = {}
+        for b, k, r in rows:
+            mine.setdefault((b, k), []).append(r)
+        for key, v in mine.items():
+            cells.setdefault(key, []).append(np.asarray(v, np.float64))
+    rng = np.random.default_rng(seed)
+    lags = []
+    for (b, k), per_clip in sorted(cells.items()):
+        x = np.concatenate(per_clip)
+        if len(x) < MIN_TIMING_ROWS:
+            continue
+        lag = shorth(x)
+        draws = rng.integers(0, len(per_clip), (BOOTSTRAP, len(per_clip)))
+        se = float(np.std([shorth(np.concatenate([per_clip[i] for i in d])) for d in draws]))
+        if abs(lag) >= LAG_Z * se:
+            lags.append((b, k, round(float(np.clip(lag, -MAX_LAG_FRAMES, MAX_LAG_FRAMES)), 5)))
+    return Timing(tuple(lags))
 
 
 def timing_errors(rows: Sequence[tuple[int, str, float]], timing: Timing | None,
@@ -453,9 +481,6 @@ def _stack(parts: Sequence[np.ndarray], width: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
 
-BOOTSTRAP = 200
-
-
 def _f1(sums: np.ndarray) -> np.ndarray:
     """Onset F1 of (matched, predicted, true) rows."""
     m, p, t = sums[..., 0], sums[..., 1], sums[..., 2]
@@ -473,7 +498,7 @@ def _f1_standard_error(rows: np.ndarray, seed: int) -> float:
 
 def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s: float, *,
                   members: int = 5, hidden: int = 8, l2: float = 1e-3, folds: int = 5,
-                  seed: int = 0, prefer_recall: bool = False,
+                  seed: int = 0, prefer_recall: bool = False, correct_timing: bool = False,
                   contact_features: Sequence[str] = CONTACT_FEATURES,
                   peak_features: Sequence[str] = PEAK_FEATURES, log: Any = None
                   ) -> tuple[Selection, dict[str, Any]]:
@@ -487,10 +512,13 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     delete false events in review than place missed ones by hand (pairs that close are the
     same on this many clips; measured in models/README.md, round 6: it trades about 0.015 of
     F1 for 0.025 of recall). The scorers read the features named (a subset of
-    CONTACT_FEATURES / PEAK_FEATURES, for studies). The contact-time correction (`fit_timing`)
-    is fitted per fold too, and thresholds are chosen with it in place. Returns the selection
-    (scorers and correction refitted on every clip) and its out-of-fold onset P / R / F1 with
-    each band's choice and the correction's out-of-fold effect (`timing_report`)."""
+    CONTACT_FEATURES / PEAK_FEATURES, for studies). The contact-time lags (`fit_timing`) are
+    fitted per fold too and their out-of-fold effect reported (`timing_report`); with
+    `correct_timing` the selection applies them and thresholds are chosen with them in place
+    (not the default: it times footfalls at 40 fps and over better, yet leaves the median
+    error of all onsets higher on the validation and held-out clips; models/README.md, round
+    7). Returns the selection (scorers, and lags if applied, refitted on every clip) and its
+    out-of-fold onset P / R / F1 with each band's choice and the lags' report."""
     from models.envelope_metrics import OnsetCounts, onset_scores
 
     if not clips:
@@ -520,18 +548,17 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     for f in range(folds):
         rest = [i for i in range(len(clips)) if fold_of[i] != f] or list(range(len(clips)))
         sc, sp = fit_pair(rest)
-        tm = fit_timing([r for i in rest for r in timed[i]])
+        tm = fit_timing([timed[i] for i in rest], seed)
         for i in np.flatnonzero(fold_of == f):
             oof[i], oof_timing[i] = (sc(xs[i][0]), sp(xs[i][1])), tm
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
-    timed_c = [(clips[i][0], oof_timing[i]) for i in range(len(clips))]
-    timed_c = [Candidates(tm.apply(c.contacts, c.fps), c.contact_x, c.peaks, c.peak_x, c.fps)
-               for c, tm in timed_c]
+    chosen_on = [Candidates(tm.apply(c.contacts, c.fps), c.contact_x, c.peaks, c.peak_x, c.fps)
+                 if correct_timing else c for (c, _), tm in zip(clips, oof_timing)]
 
     def clip_counts(i: int, tc: float, tp: float) -> Any:
         (_c, truth), (pc, pp) = clips[i], oof[i]
-        return OnsetCounts.of([e["t"] for e in select(timed_c[i], pc, pp, tc, tp)], truth)
+        return OnsetCounts.of([e["t"] for e in select(chosen_on[i], pc, pp, tc, tp)], truth)
 
     def best_pair(which: Sequence[int]) -> dict[str, Any]:
         pairs = [(tc, tp) for tc in THRESHOLDS for tp in PEAK_THRESHOLDS]
@@ -565,7 +592,7 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         total = k if total is None else total + k
     s = onset_scores(total)
     sc, sp = fit_pair(everyone)
-    timing = fit_timing([r for rows in timed for r in rows])
+    timing = fit_timing(timed, seed)
     report = {"clips": len(clips), "oof_onset_f1": round(s["onset_f1@50ms"], 4),
               "oof_onset_precision": round(s["onset_precision@50ms"], 4),
               "oof_onset_recall": round(s["onset_recall@50ms"], 4),
@@ -574,9 +601,11 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
               "members": members, "hidden": hidden, "l2": l2, "folds": folds,
               "threshold_rule": "fewest misses within one standard error of the best F1"
               if prefer_recall else "best F1",
-              "timing": timing_report(timed, [c.fps for c, _ in clips], oof_timing, timing)}
+              "timing": {**timing_report(timed, [c.fps for c, _ in clips], oof_timing, timing),
+                         "applied": correct_timing}}
     return Selection(sc, sp, tuple(bands), offset_s, contact_features=tuple(contact_features),
-                     peak_features=tuple(peak_features), timing=timing), report
+                     peak_features=tuple(peak_features),
+                     timing=timing if correct_timing else None), report
 
 
 def timing_report(timed: Sequence[Sequence[tuple[int, str, float]]], fps: Sequence[float],
