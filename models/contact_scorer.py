@@ -280,17 +280,18 @@ BOOTSTRAP = 200         # resamplings for standard errors (thresholds, lags)
 TIMING_TOL_S = 0.025    # a tracked contact this close to a true onset times it
 MIN_TIMING_ROWS = 10    # a (band, kind) cell with fewer timed contacts is not corrected
 MAX_LAG_FRAMES = 0.5    # a correction is never more than half a frame
-LAG_Z = 2.0             # a cell's median lag is used when this many standard errors from 0
+LAG_Z = 2.0             # a cell's lag is used when this many standard errors from 0
 
 
 @dataclass(frozen=True)
 class Timing:
     """How late the true onsets fall after the tracker's contact times, in frames, per
     frame-rate band (`band_of`) and tracker kind: the typical (true − tracked) · fps of the
-    calibration clips' timed contacts (`fit_timing`). The tracker times a contact as the instant the
-    velocity switches from its trend before to its trend after; where the picture eases into
-    a contact (a foot settling, the flow grid smoothing a small region), the switch it sees
-    comes early by a steady fraction of a frame, which this learns and removes."""
+    calibration clips' timed contacts (`fit_timing`). The tracker times a contact as the
+    instant the velocity switches from its trend before to its trend after; where the picture
+    eases into a contact (a foot settling, the flow grid smoothing a small region), the switch
+    it sees comes early by a steady fraction of a frame, which this measures and `moved`
+    removes."""
     lags: tuple[tuple[int, str, float], ...] = ()      # (band, kind, frames)
     band_edges: tuple[float, ...] = BAND_EDGES
 
@@ -299,9 +300,11 @@ class Timing:
         band = band_of(fps, self.band_edges)
         return next((lag for b, k, lag in self.lags if b == band and k == kind), 0.0) / fps
 
-    def apply(self, contacts: Sequence[dict[str, Any]], fps: float) -> list[dict[str, Any]]:
-        return [{**c, "t": c["t"] + self.shift_s(str(c.get("kind", "impact")), fps)}
-                for c in contacts]
+    def moved(self, c: Candidates) -> Candidates:
+        """One clip's candidates with the tracked contacts moved by their lag."""
+        contacts = [{**b, "t": b["t"] + self.shift_s(str(b.get("kind", "impact")), c.fps)}
+                    for b in c.contacts]
+        return Candidates(contacts, c.contact_x, c.peaks, c.peak_x, c.fps)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lags_frames": [[b, k, lag] for b, k, lag in self.lags],
@@ -404,11 +407,8 @@ class Selection:
     def events(self, c: Candidates) -> list[dict[str, Any]]:
         """The kept events of one clip (`select` at the thresholds of its frame rate), tracked
         contacts at their times corrected by `timing` (if the selection has one)."""
-        scores = self.score(c)
-        if self.timing is not None:
-            c = Candidates(self.timing.apply(c.contacts, c.fps), c.contact_x, c.peaks, c.peak_x,
-                           c.fps)
-        return select(c, *scores, *self.thresholds_for(c.fps))
+        moved = self.timing.moved(c) if self.timing is not None else c
+        return select(moved, *self.score(c), *self.thresholds_for(c.fps))
 
     def to_dict(self) -> dict[str, Any]:
         return {"contacts": self.contacts.to_dict(), "peaks": self.peaks.to_dict(),
@@ -553,8 +553,7 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
             oof[i], oof_timing[i] = (sc(xs[i][0]), sp(xs[i][1])), tm
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
-    chosen_on = [Candidates(tm.apply(c.contacts, c.fps), c.contact_x, c.peaks, c.peak_x, c.fps)
-                 if correct_timing else c for (c, _), tm in zip(clips, oof_timing)]
+    chosen_on = [tm.moved(c) if correct_timing else c for (c, _), tm in zip(clips, oof_timing)]
 
     def clip_counts(i: int, tc: float, tp: float) -> Any:
         (_c, truth), (pc, pp) = clips[i], oof[i]
