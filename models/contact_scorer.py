@@ -295,10 +295,13 @@ class Timing:
     lags: tuple[tuple[int, str, float], ...] = ()      # (band, kind, frames)
     band_edges: tuple[float, ...] = BAND_EDGES
 
+    def lag(self, band: int, kind: str) -> float:
+        """Frames to add to a tracked contact of `kind` in frame-rate band `band`."""
+        return next((lag for b, k, lag in self.lags if b == band and k == kind), 0.0)
+
     def shift_s(self, kind: str, fps: float) -> float:
         """Seconds to add to a tracked contact of `kind` at `fps`."""
-        band = band_of(fps, self.band_edges)
-        return next((lag for b, k, lag in self.lags if b == band and k == kind), 0.0) / fps
+        return self.lag(band_of(fps, self.band_edges), kind) / fps
 
     def moved(self, c: Candidates) -> Candidates:
         """One clip's candidates with the tracked contacts moved by their lag."""
@@ -367,16 +370,6 @@ def fit_timing(clips: Sequence[Sequence[tuple[int, str, float]]], seed: int = 0)
         if abs(lag) >= LAG_Z * se:
             lags.append((b, k, round(float(np.clip(lag, -MAX_LAG_FRAMES, MAX_LAG_FRAMES)), 5)))
     return Timing(tuple(lags))
-
-
-def timing_errors(rows: Sequence[tuple[int, str, float]], timing: Timing | None,
-                  fps: Sequence[float]) -> np.ndarray:
-    """|true − corrected| in ms of timed contacts `rows` whose clips run at `fps` (one each)."""
-    out = []
-    for (b, k, r), f in zip(rows, fps):
-        lag = timing.shift_s(k, f) * f if timing else 0.0
-        out.append(abs(r - lag) / f * 1000)
-    return np.asarray(out, np.float64)
 
 
 @dataclass(frozen=True)
@@ -613,15 +606,16 @@ def timing_report(timed: Sequence[Sequence[tuple[int, str, float]]], fps: Sequen
     timed contacts at the tracker's times and corrected out of fold (each clip by the lags
     fitted without it)."""
     bands = []
-    for b in range(len(timing.band_edges) + 1):
-        idx = [(i, r) for i, rows in enumerate(timed) for r in rows if r[0] == b]
-        if not idx:
+    for band in range(len(timing.band_edges) + 1):
+        # (lag in frames, its correction out of fold, fps) of the band's timed contacts
+        rows = np.array([(r, oof[i].lag(b, k), fps[i]) for i, clip in enumerate(timed)
+                         for b, k, r in clip if b == band], np.float64).reshape(-1, 3)
+        if not len(rows):
             bands.append({"contacts": 0})
             continue
-        f = [fps[i] for i, _ in idx]
-        raw = timing_errors([r for _, r in idx], None, f)
-        fixed = np.concatenate([timing_errors([r], oof[i], [fps[i]]) for i, r in idx])
-        bands.append({"contacts": len(idx),
+        raw = np.abs(rows[:, 0]) / rows[:, 2] * 1000
+        fixed = np.abs(rows[:, 0] - rows[:, 1]) / rows[:, 2] * 1000
+        bands.append({"contacts": len(rows),
                       "median_ms": round(float(np.median(raw)), 3),
                       "p90_ms": round(float(np.percentile(raw, 90)), 3),
                       "oof_median_ms": round(float(np.median(fixed)), 3),

@@ -153,9 +153,9 @@ def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
 def test_contact_times_move_by_the_lag_learned_per_band_and_kind() -> None:
     """Where the tracker sees footfalls a steady fraction of a frame early, the selection
     learns that lag for steps in their frame-rate band (impacts, timed as noisily but without
-    a lag: none), reports the onset
-    error before and after out of fold, and moves kept steps by it; a selection written
-    before the correction reads as having none."""
+    a lag: none), reports the onset error before and after out of fold, and — asked to —
+    moves kept steps by it; by default, and in a selection written before the correction,
+    there is none."""
     from models import contact_scorer as cs
 
     rng = np.random.default_rng(5)
