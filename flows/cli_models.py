@@ -246,7 +246,11 @@ def eval_envelope(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Score the model and the motion baseline side by side: E-L1 (T-Foley and Video-Foley),
-    acc@1/5/10, onset precision/recall/F1 at ±25/50/100 ms, onset error median and p90."""
+    acc@1/5/10, onset precision/recall/F1 at ±25/50/100 ms, onset error median and p90.
+
+    Each metric also gets the model's difference from the baseline with its 95 % interval
+    over 1,000 resamplings of the clips (the same clips for both) and a verdict: better,
+    worse, or no clear difference — whether the clips are enough to tell the two apart."""
     from flows.evaluate import evaluate
 
     if not checkpoint.is_file():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -125,3 +126,89 @@ def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     n = min(len(a), len(b))
     return a[:n], b[:n]
+
+
+@dataclass
+class ClipScores:
+    """One estimator's scores of one clip: its frame-averaged metrics (E-L1, acc@k) and its
+    onset counts — what `paired_bootstrap` resamples."""
+
+    means: dict[str, float]
+    onsets: OnsetCounts
+
+
+def pooled_scores(clips: Sequence[ClipScores]) -> dict[str, float]:
+    """The scores of a set of clips as `foley eval envelope` reports them: frame-averaged
+    metrics as the mean over clips, onset metrics on the pooled counts."""
+    out = {k: float(np.mean([c.means[k] for c in clips])) for k in clips[0].means}
+    total = clips[0].onsets
+    for c in clips[1:]:
+        total = total + c.onsets
+    return out | onset_scores(total)
+
+
+LOWER_IS_BETTER = ("e_l1", "onset_error")
+BOOTSTRAP_DRAWS = 1000
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.startswith(LOWER_IS_BETTER)
+
+
+def paired_bootstrap(a: Sequence[ClipScores], b: Sequence[ClipScores], *,
+                     draws: int = BOOTSTRAP_DRAWS, seed: int = 0, level: float = 0.95
+                     ) -> dict[str, dict[str, object]]:
+    """Per metric, the difference a − b of two estimators scored on the same clips (a[i] and
+    b[i] are clip i) with its percentile interval over `draws` resamplings of the clips, the
+    same clips for both (a paired bootstrap: a hard clip is hard for both, so the interval is
+    the one of the difference, not of either score), and a verdict: "better" when the whole
+    interval lies on a's better side, "worse" on its worse side, else "no clear difference".
+    Clips are the unit because a clip's onsets share its objects, walker and frame rate."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError("paired_bootstrap needs the two estimators' scores of the same clips")
+    n = len(a)
+    tols = sorted(a[0].onsets.matched)
+    keys = list(a[0].means)
+
+    def arrays(rows: Sequence[ClipScores]) -> dict[str, Any]:
+        return {"means": np.array([[r.means[k] for k in keys] for r in rows], np.float64),
+                "matched": np.array([[r.onsets.matched[t] for t in tols] for r in rows], float),
+                "pt": np.array([(r.onsets.predicted, r.onsets.true) for r in rows], float),
+                "errors": [np.asarray(r.onsets.errors, np.float64) for r in rows]}
+
+    def scores(x: dict[str, Any], idx: np.ndarray) -> dict[str, float]:
+        out = dict(zip(keys, x["means"][idx].mean(0)))
+        m, (p, t) = x["matched"][idx].sum(0), x["pt"][idx].sum(0)
+        for tol, mt in zip(tols, m):
+            ms = int(round(tol * 1000))
+            prec = mt / p if p else (1.0 if not t else 0.0)
+            rec = mt / t if t else (1.0 if not p else 0.0)
+            out |= {f"onset_precision@{ms}ms": prec, f"onset_recall@{ms}ms": rec,
+                    f"onset_f1@{ms}ms": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+        errs = np.concatenate([x["errors"][i] for i in idx]) * 1000.0
+        out["onset_error_median_ms"] = float(np.median(errs)) if len(errs) else float("nan")
+        out["onset_error_p90_ms"] = float(np.percentile(errs, 90)) if len(errs) else float("nan")
+        return out
+
+    xa, xb = arrays(a), arrays(b)
+    everyone = np.arange(n)
+    sa, sb = scores(xa, everyone), scores(xb, everyone)
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {k: [] for k in sa}
+    for _ in range(draws):
+        idx = rng.integers(0, n, n)
+        da, db = scores(xa, idx), scores(xb, idx)
+        for k in sa:
+            diffs[k].append(da[k] - db[k])
+    out: dict[str, dict[str, object]] = {}
+    tail = (1 - level) / 2 * 100
+    for k in sa:
+        d = np.asarray(diffs[k])
+        d = d[np.isfinite(d)]
+        lo, hi = (np.percentile(d, [tail, 100 - tail]) if len(d) else (np.nan, np.nan))
+        sign = -1.0 if lower_is_better(k) else 1.0  # > 0: a is better
+        least, most = sorted((sign * lo, sign * hi))  # how much better a is, at the ends
+        verdict = "better" if least > 0 else "worse" if most < 0 else "no clear difference"
+        out[k] = {"difference": float(sa[k] - sb[k]),
+                  "ci95": [round(float(lo), 6), round(float(hi), 6)], "verdict": verdict}
+    return out

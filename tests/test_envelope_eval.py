@@ -231,6 +231,40 @@ def test_metrics_by_their_definitions() -> None:
     assert math.isnan(em.onset_scores(em.OnsetCounts.of([], []))["onset_error_median_ms"])
 
 
+def _clip(t_true: list[float], t_pred: list[float], l1: float) -> em.ClipScores:
+    return em.ClipScores({"e_l1_tfoley": l1}, em.OnsetCounts.of(t_pred, t_true))
+
+
+def test_paired_bootstrap_tells_a_real_difference_from_a_clip_or_two() -> None:
+    """The same clips scored by two estimators: one that is better on every clip is 'better'
+    with an interval that excludes zero; one onset apart on a single clip of forty is 'no
+    clear difference', though the point estimates differ; the pooled scores are the ones the
+    evaluation reports."""
+    rng = np.random.default_rng(0)
+    truths = [sorted(rng.uniform(0.2, 3.8, 3).tolist()) for _ in range(40)]
+    good = [_clip(t, [u + 0.001 for u in t], 0.01) for t in truths]
+    noisy = [_clip(t, [u + 0.004 for u in t] + [0.1], 0.05 + 0.01 * i % 3)
+             for i, t in enumerate(truths)]
+    cmp = em.paired_bootstrap(good, noisy, draws=300)
+    assert cmp["e_l1_tfoley"]["verdict"] == "better"
+    assert cmp["e_l1_tfoley"]["ci95"][1] < 0
+    assert cmp["onset_precision@50ms"]["verdict"] == "better"
+    assert cmp["onset_error_median_ms"]["verdict"] == "better"  # 1 ms against 4 ms
+    assert cmp["onset_recall@50ms"]["verdict"] == "no clear difference"  # both find all
+    assert cmp["onset_recall@50ms"]["difference"] == 0.0
+    back = em.paired_bootstrap(noisy, good, draws=300)
+    assert back["e_l1_tfoley"]["verdict"] == "worse"
+    one_less = [_clip(t, t[:-1] if i == 0 else t, 0.01) for i, t in enumerate(truths)]
+    cmp = em.paired_bootstrap(one_less, good, draws=300)
+    assert cmp["onset_recall@50ms"]["difference"] < 0
+    assert cmp["onset_recall@50ms"]["verdict"] == "no clear difference"
+    pooled = em.pooled_scores(one_less)
+    onsets = sum(c.onsets.true for c in good)  # 120 drawn, a few closer than 30 ms merge
+    assert pooled["onset_recall@50ms"] == pytest.approx((onsets - 1) / onsets)
+    assert pooled["e_l1_tfoley"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="same clips"):
+        em.paired_bootstrap(good, good[:-1])
+
 @pytest.mark.slow
 def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: Path) -> None:
     """A few procedural clips, a few epochs: the flow writes a loadable checkpoint with its
@@ -303,6 +337,11 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
                                      "onset_error_p90_ms"}
         assert 0.0 <= result[name]["e_l1_tfoley"] < 1.0
     assert result["model_inference_x_realtime"] > 1.0
+    assert set(result["model_minus_baseline"]) == set(result["model"])
+    for k, d in result["model_minus_baseline"].items():  # a paired interval around the gap
+        assert d["difference"] == pytest.approx(result["model"][k] - result["baseline"][k],
+                                                nan_ok=True)
+        assert d["verdict"] in ("better", "worse", "no clear difference")
     json.dumps(result)  # the CLI prints it as JSON
     # the pass's estimator: an envelope of the contract, events with confidence, from the model
     from models import v2a_envelope
