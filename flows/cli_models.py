@@ -244,6 +244,9 @@ def eval_envelope(
                                        "dataset videos`), or val (the validation clips of the "
                                        "train split, what training chooses on).")] = "heldout",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the model − baseline "
+                                              "differences with their intervals as a forest "
+                                              "plot (PNG) here.")] = None,
 ) -> None:
     """Score the model and the motion baseline side by side: E-L1 (T-Foley and Video-Foley),
     acc@1/5/10, onset precision/recall/F1 at ±25/50/100 ms, onset error median and p90.
@@ -256,7 +259,17 @@ def eval_envelope(
     if not checkpoint.is_file():
         _fail(f"no checkpoint at {checkpoint}")
     _need_dataset(data)
+    if plot is not None and not plot.parent.is_dir():
+        _fail(f"--plot {plot}: folder {plot.parent} does not exist; create it or pick another")
     result = evaluate(data, checkpoint, split=split,
                       log=(lambda _m: None) if as_json else typer.echo)
+    if plot is not None:
+        from tasks.plots import plot_comparison
+
+        plot_comparison(result["model_minus_baseline"], plot,
+                        title=f"{checkpoint.name} − motion baseline, {result['clips']} clips "
+                        f"of {data.name} ({split})")
+        if not as_json:
+            typer.echo(f"forest plot: {plot}")
     if as_json:
         typer.echo(json.dumps(result, indent=1))

@@ -54,3 +54,46 @@ def plot_stage_times(times: Mapping[str, float], out: Path, *, title: str) -> Pa
     fig.savefig(out, metadata={"Software": None})
     plt.close(fig)
     return out
+
+
+VERDICT_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "no clear difference": "#7f7f7f"}
+
+
+def plot_comparison(diff: Mapping[str, Mapping[str, Any]], out: Path, *, title: str) -> Path:
+    """A forest plot of one estimator against another (`envelope_metrics.paired_bootstrap`):
+    per metric the difference as a dot with its 95 % interval as a bar, coloured by verdict,
+    in three panels of comparable units — onset precision / recall / F1, the loudness
+    metrics (E-L1, acc@k), onset error in ms. Right of zero is better in every panel (the
+    lower-is-better metrics are drawn negated and labelled so)."""
+    from models.envelope_metrics import lower_is_better
+
+    groups = [("onsets: precision / recall / F1", lambda k: k.startswith("onset_")
+               and not k.startswith("onset_error")),
+              ("loudness: E-L1, acc@k", lambda k: k.startswith(("e_l1", "acc@"))),
+              ("onset error (ms)", lambda k: k.startswith("onset_error"))]
+    panels = [(name, [k for k in diff if pick(k)]) for name, pick in groups]
+    panels = [(name, keys) for name, keys in panels if keys]
+    heights = [len(keys) + 1.2 for _, keys in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 0.28 * sum(heights) + 1.0), dpi=100,
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (name, keys) in zip(axes[:, 0], panels):
+        for i, k in enumerate(keys):
+            s = -1.0 if lower_is_better(k) else 1.0
+            d, (lo, hi) = s * float(diff[k]["difference"]), sorted(
+                s * float(v) for v in diff[k]["ci95"])
+            c = VERDICT_COLOURS.get(str(diff[k]["verdict"]), "#7f7f7f")
+            ax.plot([lo, hi], [i, i], color=c, lw=2)
+            ax.plot([d], [i], "o", color=c, ms=5)
+        ax.axvline(0.0, color="#444444", lw=0.8)
+        ax.set_yticks(range(len(keys)),
+                      [f"−{k}" if lower_is_better(k) else k for k in keys], fontsize=8)
+        ax.set_ylim(len(keys) - 0.4, -0.6)
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=8)
+    axes[-1, 0].set_xlabel("difference (right of 0: the first estimator is better); "
+                           "green better, grey no clear difference, red worse", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, metadata={"Software": None})
+    plt.close(fig)
+    return out

@@ -235,7 +235,7 @@ def _clip(t_true: list[float], t_pred: list[float], l1: float) -> em.ClipScores:
     return em.ClipScores({"e_l1_tfoley": l1}, em.OnsetCounts.of(t_pred, t_true))
 
 
-def test_paired_bootstrap_tells_a_real_difference_from_a_clip_or_two() -> None:
+def test_paired_bootstrap_tells_a_real_difference_from_a_clip_or_two(tmp_path: Path) -> None:
     """The same clips scored by two estimators: one that is better on every clip is 'better'
     with an interval that excludes zero; one onset apart on a single clip of forty is 'no
     clear difference', though the point estimates differ; the pooled scores are the ones the
@@ -254,6 +254,10 @@ def test_paired_bootstrap_tells_a_real_difference_from_a_clip_or_two() -> None:
     assert cmp["onset_recall@50ms"]["difference"] == 0.0
     back = em.paired_bootstrap(noisy, good, draws=300)
     assert back["e_l1_tfoley"]["verdict"] == "worse"
+    from tasks.plots import plot_comparison  # the forest plot of `foley eval envelope --plot`
+
+    png = plot_comparison(back, tmp_path / "forest.png", title="noisy − good")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     one_less = [_clip(t, t[:-1] if i == 0 else t, 0.01) for i, t in enumerate(truths)]
     cmp = em.paired_bootstrap(one_less, good, draws=300)
     assert cmp["onset_recall@50ms"]["difference"] < 0
