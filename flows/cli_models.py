@@ -192,6 +192,10 @@ def train_calibrate(
         "--timing-correction", help="Move kept contacts by the lag learned per frame-rate "
         "band and kind (times footfalls at 40 fps and over better; the median error of all "
         "onsets was higher on validation and held-out clips, see models/README.md).")] = False,
+    recall_floor: Annotated[bool, typer.Option(
+        "--recall-floor/--no-recall-floor", help="Only threshold pairs that find, out of "
+        "fold, at least as many onsets as the tracker alone (every contact kept) in the "
+        "band: the scorer removes false events without missing more.")] = True,
 ) -> None:
     """Fit a checkpoint's contact scorer on a calibration set, weights unchanged.
 
@@ -201,8 +205,9 @@ def train_calibrate(
     decides which of them sound and which of the onset head's own peaks to add (for those,
     also whether they fall in the rhythm of the contacts around them). It is fitted on every
     clip of DATA's train split. Its two thresholds are chosen per frame-rate band on
-    out-of-fold scores (5 folds by clip) for the best onset F1 at ±50 ms, or with
-    --prefer-recall for the fewest misses among pairs within one standard error of it. It
+    out-of-fold scores (5 folds by clip) for the best onset F1 at ±50 ms among the pairs
+    whose recall is at least the tracker's own (--no-recall-floor: among all pairs), or with
+    --prefer-recall for the fewest misses among those within one standard error of it. It
     also measures how late true onsets fall after the tracker's contact times, in frames, per
     frame-rate band and tracker kind (a foot settling into a step looks stopped a little
     before it lands), and with --timing-correction moves kept contacts by it. Prints the fit:
@@ -229,7 +234,7 @@ def train_calibrate(
     _prefect_defaults()
     try:
         report = calibrate_flow()(str(checkpoint), str(data), str(out or checkpoint),
-                                  prefer_recall, timing_correction)
+                                  prefer_recall, timing_correction, recall_floor)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=1))

@@ -215,7 +215,7 @@ def calibrate(model: Any, trn: list[Example], val: list[Example]) -> dict[str, f
 
 def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
                     log: Any = None, prefer_recall: bool = False,
-                    correct_timing: bool = False) -> dict[str, Any]:
+                    correct_timing: bool = False, recall_floor: bool = True) -> dict[str, Any]:
     """The contact scorer (`models.contact_scorer`) of `model`, fitted on `clips` — clips the
     network never trained on (a calibration set, or the validation clips) — as checkpoint
     metadata: {"selection": ..., "selection_report": out-of-fold onset P / R / F1}."""
@@ -229,7 +229,8 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
                                                 offset_s), combine_onsets(e.onsets)))
     selection, report = contact_scorer.fit_selection(cands, offset_s, log=log,
                                                      prefer_recall=prefer_recall,
-                                                     correct_timing=correct_timing)
+                                                     correct_timing=correct_timing,
+                                                     recall_floor=recall_floor)
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
@@ -264,12 +265,13 @@ def check_training_calibration(data: Path, calibration: Path) -> None:
 
 
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print,
-                         prefer_recall: bool = False,
-                         correct_timing: bool = False) -> dict[str, Any]:
+                         prefer_recall: bool = False, correct_timing: bool = False,
+                         recall_floor: bool = True) -> dict[str, Any]:
     """Fit the contact scorer of an existing checkpoint on every clip of the "train" split of
     `data` (a calibration set the checkpoint never trained on) and write the checkpoint with
     it to `out` (weights unchanged); `prefer_recall`: thresholds by the recall rule;
-    `correct_timing`: kept contacts move by the lags learned (`contact_scorer.fit_selection`).
+    `correct_timing`: kept contacts move by the lags learned; `recall_floor`: only thresholds
+    that find at least as many onsets as the tracker alone (`contact_scorer.fit_selection`).
     Returns the selection report."""
     model, config, meta = mapper.load_checkpoint(checkpoint)
     check_calibration_data(meta, data, checkpoint)
@@ -281,7 +283,8 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
         + (" — few: expect noisy thresholds; a few hundred clips fit well"
            if len(clips) < 100 else ""))
     fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log,
-                             prefer_recall=prefer_recall, correct_timing=correct_timing)
+                             prefer_recall=prefer_recall, correct_timing=correct_timing,
+                             recall_floor=recall_floor)
     fitted["selection_report"]["data"] = str(data)
     _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
@@ -476,12 +479,14 @@ def selection_markdown(report: dict[str, Any] | None) -> str:
 
     rows = [f"| {name} | {n} | {c['thresholds'][0]:.2f} / {c['thresholds'][1]:.2f} | "
             f"{c['f1']:.3f} / {c['recall']:.3f} | {c['best_f1']:.3f} / {c['best_f1_recall']:.3f}"
-            f" | {c['f1_se']:.3f} |"
+            f" | {c['f1_se']:.3f} | "
+            + (f"{c['tracker_recall']:.3f} |" if "tracker_recall" in c else "— |")
             for name, n, c in zip(band_names(), report.get("band_clips", []), choices)]
     return "\n".join([text, "", f"Thresholds per frame-rate band: {report['threshold_rule']}.",
                       "",
                       "| band | clips | contact / peak threshold | F1 / recall | best F1 / its "
-                      "recall | standard error |", "|---|---|---|---|---|---|", *rows,
+                      "recall | standard error | the tracker's recall |",
+                      "|---|---|---|---|---|---|---|", *rows,
                       *timing_markdown(report.get("timing"))])
 
 
@@ -511,11 +516,12 @@ def calibrate_flow() -> Any:
 
     @flow(name="calibrate-envelope", log_prints=True)
     def calibrate_envelope(checkpoint: str, data: str, out: str, prefer_recall: bool = False,
-                           correct_timing: bool = False) -> dict[str, Any]:
+                           correct_timing: bool = False, recall_floor: bool = True
+                           ) -> dict[str, Any]:
         """Fit a checkpoint's contact scorer on a calibration set (weights unchanged)."""
         report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out), log=print,
                                       prefer_recall=prefer_recall,
-                                      correct_timing=correct_timing)
+                                      correct_timing=correct_timing, recall_floor=recall_floor)
         create_markdown_artifact(f"# RMS-Mapper calibration\n\n{selection_markdown(report)}"
                                  f"\n\nCheckpoint: `{out}`", key="calibrate-envelope",
                                  description="Contact scorer fit")

@@ -494,6 +494,7 @@ def _f1_standard_error(rows: np.ndarray, seed: int) -> float:
 def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s: float, *,
                   members: int = 5, hidden: int = 8, l2: float = 1e-3, folds: int = 5,
                   seed: int = 0, prefer_recall: bool = False, correct_timing: bool = False,
+                  recall_floor: bool = True,
                   contact_features: Sequence[str] = CONTACT_FEATURES,
                   peak_features: Sequence[str] = PEAK_FEATURES, log: Any = None
                   ) -> tuple[Selection, dict[str, Any]]:
@@ -501,8 +502,13 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     trained on) and choose both thresholds, per frame-rate band, on the *out-of-fold* scores
     (each clip scored by scorers fitted without it, `folds` folds by clip), so the thresholds
     are not chosen on the scorers' own training data; a band with fewer than MIN_BAND_CLIPS
-    clips takes the pair chosen on all clips. The pair chosen has the best onset F1 at ±50 ms;
-    with `prefer_recall`, of the pairs whose F1 is within one standard error (bootstrap over
+    clips takes the pair chosen on all clips. With `recall_floor` (the default) only pairs
+    whose out-of-fold recall is at least the tracker's own on the same clips — every contact
+    it proposes kept, what the motion baseline sounds — are candidates (if none is, the pair
+    with the best recall): the scorer removes false events, never at the cost of finding
+    fewer onsets than the tracker alone (models/README.md, round 8: at 40 fps and over it
+    lowers both thresholds, for 0.005 of out-of-fold F1). Of those, the pair chosen has the
+    best onset F1 at ±50 ms; with `prefer_recall`, of the pairs whose F1 is within one standard error (bootstrap over
     clips) of the best, the one that misses fewest onsets — for a studio that would rather
     delete false events in review than place missed ones by hand (pairs that close are the
     same on this many clips; measured in models/README.md, round 6: it trades about 0.015 of
@@ -562,14 +568,23 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
                         np.float64).reshape(len(pairs), len(which), 3)
         sums = rows.sum(1)
         f1 = _f1(sums)
-        best = int(np.argmax(f1))
-        se = _f1_standard_error(rows[best], seed) if prefer_recall else 0.0
         recall = sums[:, 0] / np.maximum(sums[:, 2], 1)
-        near = np.flatnonzero(f1 >= f1[best] - se)
+        tracked = [OnsetCounts.of([b["t"] for b in clips[i][0].contacts], clips[i][1], (TOL_S,))
+                   for i in which]  # the tracker alone: every contact kept
+        n_true = sum(k.true for k in tracked)
+        floor = sum(k.matched[TOL_S] for k in tracked) / n_true if n_true else 0.0
+        allowed = np.flatnonzero(recall >= floor - 1e-12) if recall_floor else np.arange(len(f1))
+        if not len(allowed):
+            allowed = np.flatnonzero(recall == recall.max())
+        best = int(allowed[np.argmax(f1[allowed])])
+        se = _f1_standard_error(rows[best], seed) if prefer_recall else 0.0
+        near = allowed[f1[allowed] >= f1[best] - se]
         k = int(near[np.lexsort((-f1[near], -recall[near]))[0]])
         return {"thresholds": list(pairs[k]), "f1": round(float(f1[k]), 4),
                 "recall": round(float(recall[k]), 4), "best_f1": round(float(f1[best]), 4),
-                "best_f1_recall": round(float(recall[best]), 4), "f1_se": round(se, 4)}
+                "best_f1_recall": round(float(recall[best]), 4), "f1_se": round(se, 4),
+                "tracker_recall": round(float(floor), 4),
+                "unconstrained_f1": round(float(f1.max()), 4)}
 
     everyone = list(range(len(clips)))
     pooled = best_pair(everyone)
@@ -593,8 +608,9 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
               "band_clips": [sum(1 for x in band if x == b) for b in range(len(bands))],
               "band_choices": choices,
               "members": members, "hidden": hidden, "l2": l2, "folds": folds,
-              "threshold_rule": "fewest misses within one standard error of the best F1"
-              if prefer_recall else "best F1",
+              "threshold_rule": ("fewest misses within one standard error of the best F1"
+                                 if prefer_recall else "best F1")
+              + (", recall at least the tracker's" if recall_floor else ""),
               "timing": {**timing_report(timed, [c.fps for c, _ in clips], oof_timing, timing),
                          "applied": correct_timing}}
     return Selection(sc, sp, tuple(bands), offset_s, contact_features=tuple(contact_features),

@@ -150,6 +150,30 @@ def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
     assert em.onset_scores(total)["onset_f1@50ms"] > 0.95
 
 
+def test_thresholds_never_find_fewer_onsets_than_the_tracker_alone() -> None:
+    """Where some hits sound as faint to the head as the turns, the best-F1 pair drops them
+    though the tracker proposed them; by default the thresholds are chosen only among pairs
+    whose out-of-fold recall is at least the tracker's (every contact kept), and the report
+    says what that cost."""
+    from models import contact_scorer as cs
+
+    rng = np.random.default_rng(3)
+    clips = []
+    for i in range(40):
+        onset, curve, base, hits = _hits_and_turns(rng, i, (0.02, 0.9), (0.05, 0.4),
+                                                   honest_motion=False)
+        clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
+    _free, free = cs.fit_selection(clips, 0.0, folds=4, members=2, recall_floor=False)
+    floored, report = cs.fit_selection(clips, 0.0, folds=4, members=2)
+    before, after = free["band_choices"][0], report["band_choices"][0]
+    assert after["tracker_recall"] == 1.0                   # it proposes every hit
+    assert before["recall"] < after["tracker_recall"] <= after["recall"]
+    assert after["f1"] <= after["unconstrained_f1"] == before["f1"]
+    assert report["threshold_rule"] == "best F1, recall at least the tracker's"
+    assert free["threshold_rule"] == "best F1"
+    assert floored.thresholds_for(24.0) == tuple(after["thresholds"])
+
+
 def test_thresholds_reach_below_a_tenth_where_sounding_contacts_are_rare() -> None:
     """A film's mix: one proposal in twenty sounds and nothing tells which. Keeping every
     contact is then the best F1 there is, and the scorer's probability is the share that
@@ -350,7 +374,7 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     again, _cfg, meta2 = rms_mapper.load_checkpoint(recal)
     assert meta2["selection_report"]["clips"] == 4 and meta2["training"] == meta["training"]
     assert meta2["selection_report"]["threshold_rule"].startswith("fewest misses")
-    assert meta["selection_report"]["threshold_rule"] == "best F1"
+    assert meta["selection_report"]["threshold_rule"] == "best F1, recall at least the tracker's"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  again.state_dict().values()))
     result = evaluate(data, ckpt, split="heldout")
