@@ -115,6 +115,7 @@ def run(
     approve: Annotated[str, typer.Option(help="auto: policy:auto approves every envelope. queue: envelopes wait for a supervisor.")] = "auto",
     approve_threshold: Annotated[float, typer.Option(help="With --approve auto: approve a shot only if every event's confidence reaches this (0–1); the others wait in the queue.")] = 0.0,
     envelope: Annotated[str, typer.Option(help="How envelopes are predicted: baseline (motion tracking) or model (the trained RMS-Mapper, models/README.md).")] = "baseline",
+    envelope_checkpoint: Annotated[Optional[Path], typer.Option(help="With --envelope model: the RMS-Mapper checkpoint to use, e.g. one whose contact scorer was refitted on your reels (`foley train calibrate … --out`). Default FOLEY_ENVELOPE_CHECKPOINT, else the shipped one.")] = None,
     library: Annotated[Optional[str], typer.Option(help="Indexed sound library to draw from (default: the built-in kit).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthesis variations (recorded in provenance).")] = 0,
     hfov: Annotated[Optional[float], typer.Option(help="Camera's horizontal field of view in degrees: where the picture's edges sit around the listener (default: the edit's metadata foleyflow.hfov_deg, else 60). docs/SPATIAL.md")] = None,
@@ -137,6 +138,18 @@ def run(
         fail(f"--envelope must be baseline or model, not {envelope!r}")
     if backend not in ("sampler", "diffusion"):
         fail(f"--backend must be sampler or diffusion, not {backend!r}")
+    if envelope_checkpoint is not None and envelope != "model":
+        fail(f"--envelope-checkpoint {envelope_checkpoint} is the model estimator's: add "
+             "--envelope model")
+    if envelope == "model":  # a bad checkpoint is one clear error, not a reel of failed shots
+        from flows.settings import get_settings
+        from tasks.envelope import check_checkpoint
+
+        try:
+            envelope_checkpoint = check_checkpoint(
+                envelope_checkpoint or get_settings().envelope_checkpoint).resolve()
+        except ValueError as exc:
+            fail(str(exc))
     if backend == "diffusion":  # a missing checkpoint is one clear error, not a failed reel
         from models.synth_pipeline import MissingCheckpoint
         from tasks.synth import diffusion_model
@@ -160,6 +173,7 @@ def run(
         str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
         approve=approve, library=library, seed=seed, envelope_estimator=envelope,
         approve_threshold=approve_threshold, spatial_options=spatial_options, backend=backend,
+        envelope_checkpoint=str(envelope_checkpoint) if envelope_checkpoint else None,
     )
     m = report.manifest
     delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")

@@ -160,12 +160,15 @@ def foley_pass(
     spatial_options: dict[str, Any] | None = None,
     shots_per_run: int | None = None,
     backend: str = "sampler",
+    envelope_checkpoint: str | None = None,
 ) -> PassReport:
     """Ingest the edit, analyse every shot, hold envelopes for approval, synthesize the approved
     ones, and conform the reel into the delivery folder `out`. `spatial_options`: the reel's
     camera and B-format settings (`tasks.spatial.reel_spatial_params`); `shots_per_run` > 0
     hands the shots to `foley-shots` flow runs on the work pool (default FOLEY_SHOTS_PER_RUN);
-    `backend`: the synthesis backend, sampler or diffusion (`tasks.synth`)."""
+    `backend`: the synthesis backend, sampler or diffusion (`tasks.synth`);
+    `envelope_checkpoint`: the RMS-Mapper checkpoint of the model estimator (default
+    FOLEY_ENVELOPE_CHECKPOINT, else the shipped one)."""
     started = time.perf_counter()
     if approve not in APPROVE_MODES:
         raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
@@ -185,7 +188,7 @@ def foley_pass(
             report = _run(spec, timeline, out, approve, library, seed, times, started,
                           envelope_estimator, approve_threshold, placement,
                           settings.shots_per_run if shots_per_run is None else shots_per_run,
-                          backend)
+                          backend, envelope_checkpoint or settings.envelope_checkpoint)
     except OUTAGES as exc:
         raise PassAborted(str(exc)) from exc
     except DBAPIError as exc:
@@ -199,7 +202,8 @@ def foley_pass(
 def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: str, seed: int,
          times: dict[str, float], started: float, estimator: str = "baseline",
          threshold: float = 0.0, placement: dict[str, Any] | None = None,
-         shots_per_run: int = 0, backend: str = "sampler") -> PassReport:
+         shots_per_run: int = 0, backend: str = "sampler",
+         checkpoint: str | None = None) -> PassReport:
     """The pass proper, under the reel's lock."""
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -219,9 +223,10 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
 
     scaleout.distribute(spec.name, shots, times, per_run=shots_per_run, params={
         "approve": approve, "library": library, "seed": seed,
-        "envelope_estimator": estimator, "approve_threshold": threshold, "backend": backend})
+        "envelope_estimator": estimator, "approve_threshold": threshold, "backend": backend,
+        "envelope_checkpoint": checkpoint})
     work_shots(shots, approve=approve, library=library, seed=seed, estimator=estimator,
-               threshold=threshold, times=times, backend=backend)
+               threshold=threshold, times=times, backend=backend, checkpoint=checkpoint)
 
     t0 = time.perf_counter()
     deliveries = [delivery(sh) for sh in shots]
@@ -239,7 +244,7 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
 
 def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: int,
                estimator: str, threshold: float, times: dict[str, float],
-               backend: str = "sampler") -> None:
+               backend: str = "sampler", checkpoint: str | None = None) -> None:
     """Every stage of every live shot, wave by wave: proxy, features, envelope, approval (with
     --approve auto), synthesis and spatialization of the approved ones. Each stage retries a
     transient failure on its own (`scaleout.stage`); envelope model inference is GPU work."""
@@ -262,7 +267,8 @@ def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: 
             sh.shot_id, sh.refs["proxy"], sh.fps), keep("features"), times, progress)
         _wave("envelope", shots, lambda sh: predict.submit(
             sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
-            prompt=sh.hint, estimator=estimator), keep("envelope"), times, progress)
+            prompt=sh.hint, estimator=estimator, checkpoint=checkpoint), keep("envelope"),
+              times, progress)
         if approve == "auto":
             _wave("approve", shots, lambda sh: approve_task.submit(sh.shot_id,
                                                                    threshold=threshold),

@@ -86,6 +86,10 @@ def nightly(inbox: str | None = None, deliveries: str | None = None, approve: st
     approve = approve or settings.nightly_approve
     if approve not in foley_pass.APPROVE_MODES:
         raise ValueError(f"approve must be one of {foley_pass.APPROVE_MODES}, not {approve!r}")
+    if (envelope_estimator or settings.nightly_envelope) == "model":
+        from tasks.envelope import check_checkpoint  # once, not in every shot of every reel
+
+        check_checkpoint(settings.envelope_checkpoint)
     retry_db(settings.configure_runtime, url=settings.resolved_db_url())
     logger = get_run_logger()
     started = time.perf_counter()

@@ -201,7 +201,8 @@ def shot_states(shot_ids: Sequence[int]) -> list[ShotState]:
 @flow(name="foley-shots", flow_run_name="{reel}: {shot_ids}", log_prints=True)
 def shot_batch(reel: str, shot_ids: list[int], approve: str = "auto", library: str = "kit",
                seed: int = 0, envelope_estimator: str = "baseline",
-               approve_threshold: float = 0.0, backend: str = "sampler") -> dict[str, Any]:
+               approve_threshold: float = 0.0, backend: str = "sampler",
+               envelope_checkpoint: str | None = None) -> dict[str, Any]:
     """Work a batch of one reel's shots through every stage on this worker (scale-out)."""
     from flows.foley_pass import work_shots
     from prefect.runtime import flow_run
@@ -212,7 +213,7 @@ def shot_batch(reel: str, shot_ids: list[int], approve: str = "auto", library: s
     t0, times = time.perf_counter(), {}
     work_shots(shots, approve=approve, library=library, seed=seed,
                estimator=envelope_estimator, threshold=approve_threshold, times=times,
-               backend=backend)
+               backend=backend, checkpoint=envelope_checkpoint)
     seconds = (time.perf_counter() - t0) / max(1, len(shots))
     worker = settings.resolved_worker_name()
     inbox_db.record_shot_runs(runtime.db(), [

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         "morning) or auto (policy:auto approves every envelope).")
     nightly_envelope: Literal["baseline", "model"] = Field(
         "baseline", description="Envelope estimator of the nightly pass.")
+    envelope_checkpoint: str | None = Field(
+        None, description="RMS-Mapper checkpoint of every pass run with the model estimator "
+        "(default: the shipped one, models/checkpoints/rms_mapper_tiny.safetensors) — e.g. "
+        "one whose contact scorer was refitted on your own reels (`foley train calibrate "
+        "CHECKPOINT data/reels --out mine.safetensors`). Workers must see the same path.")
     nightly_backend: Literal["sampler", "diffusion"] = Field(
         "sampler", description="Synthesis backend of the nightly pass (tasks.synth).")
     webhook_url: str | None = Field(None, description="POSTed the morning summary as JSON "

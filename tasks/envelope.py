@@ -23,7 +23,8 @@ from tasks.stage import StageOutput, run_stage
 from tasks.store import ArtifactRef
 
 ESTIMATORS = ("baseline", "model")
-# The shipped RMS-Mapper (models/README.md has its card); FOLEY_ENVELOPE_CHECKPOINT overrides.
+# The shipped RMS-Mapper (models/README.md has its card); a pass takes another from
+# FOLEY_ENVELOPE_CHECKPOINT or `foley run --envelope-checkpoint` (flows.foley_pass).
 CHECKPOINT = SHIPPED / "rms_mapper_tiny.safetensors"
 
 
@@ -38,12 +39,28 @@ def _load_model(path: str, sha256: str) -> tuple[Any, dict[str, Any]]:
     return model, meta
 
 
-def checkpoint_ref(path: Path | None = None) -> tuple[Path, str]:
+def checkpoint_ref(path: Path | str | None = None) -> tuple[Path, str]:
+    """(the checkpoint file, its sha256): `path`, or the shipped one."""
     path = Path(path or CHECKPOINT)
     if not path.is_file():
         raise ValueError(f"no envelope model checkpoint at {path}: train one with "
                          "`foley train envelope` or use --envelope baseline")
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_checkpoint(path: Path | str | None = None) -> Path:
+    """The checkpoint the model estimator will use, read once to prove it is one: a
+    ValueError naming the file and what to do if it is missing or not an RMS-Mapper
+    checkpoint — before a pass, not in every shot of it."""
+    from models import rms_mapper
+
+    ckpt, _sha = checkpoint_ref(path)
+    try:
+        rms_mapper.load_checkpoint(ckpt)
+    except Exception as exc:  # whatever stops it loading stops every shot
+        raise ValueError(f"{ckpt} is not a readable RMS-Mapper checkpoint ({exc}); write one "
+                         "with `foley train envelope` or `foley train calibrate … --out`") from exc
+    return ckpt
 
 
 @task(name="envelope", cache_policy=NO_CACHE, retries=0)

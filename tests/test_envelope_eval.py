@@ -437,6 +437,43 @@ def test_the_pass_predicts_with_the_shipped_model(tmp_path: Path) -> None:
 
     assert rows == [(hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest(),)]
 
+    # a studio's own calibration: another checkpoint, by option or FOLEY_ENVELOPE_CHECKPOINT
+    from models import rms_mapper
+
+    model, config, meta = rms_mapper.load_checkpoint(CHECKPOINT)
+    strict = json.loads(json.dumps(meta["selection"]))
+    strict["thresholds"] = [[1.0, 1.01]] * len(strict["thresholds"])  # keeps next to nothing
+    mine = tmp_path / "mine.safetensors"
+    rms_mapper.save_checkpoint(model, config, mine, {**meta, "selection": strict})
+    reel = str(tmp_path / "demo" / "demo_reel.otio")
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.cli", "run", reel, *args],
+                              env={**env, **extra}, capture_output=True, text=True,
+                              timeout=900)
+
+    bad = tmp_path / "not_a_checkpoint.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    for args, extra, says in (
+            (["--envelope-checkpoint", str(mine)], {}, "add --envelope model"),
+            (["--envelope", "model", "--envelope-checkpoint", str(tmp_path / "none.st")], {},
+             "no envelope model checkpoint at"),
+            (["--envelope", "model"], {"FOLEY_ENVELOPE_CHECKPOINT": str(bad)},
+             "not a readable RMS-Mapper checkpoint")):
+        proc = run("--out", str(tmp_path / "never"), *args, **extra)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stdout + proc.stderr
+        assert not (tmp_path / "never").exists()
+    proc = run("--out", str(tmp_path / "mine"), "--envelope", "model",
+               FOLEY_ENVELOPE_CHECKPOINT=str(mine))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shas = {r[0] for r in sqlite3.connect(tmp_path / "home" / "foley.db").execute(
+        "SELECT DISTINCT checkpoint_sha256 FROM activities WHERE task = 'envelope-predict'")}
+    assert hashlib.sha256(mine.read_bytes()).hexdigest() in shas and len(shas) == 2
+    manifest = json.loads((tmp_path / "mine" / "manifest.json").read_text())
+    events = [len(json.loads((tmp_path / "mine" / s["envelope"]["uri"]).read_text())["events"])
+              for s in manifest["shots"] if s.get("envelope")]
+    assert events and max(events) == 0  # its thresholds, not the shipped ones
+
 
 def test_rhythm_gap_finds_the_footfall_between_two_the_tracker_saw() -> None:
     """An onset-head peak where a walker's lost footfall belongs is on the rhythm (gap 0);
