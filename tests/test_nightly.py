@@ -214,3 +214,18 @@ def test_an_s3_inbox_is_mirrored_and_versioned_like_a_folder(
     again = inbox.scan(url, settle_s=0, home=home, s3=s3)
     assert not mirrored.exists() and again.ready[0].media_files == 1
     assert again.ready[0].content_sha256 != a.content_sha256
+
+
+def test_a_missing_model_checkpoint_stops_the_night_before_any_reel(
+        night: Path, tmp_path: Path, prefect_harness: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model estimator with a checkpoint that is not there: one error naming it, before
+    a reel is claimed or a shot worked (not a night of failed shots)."""
+    from flows.nightly import nightly
+
+    monkeypatch.setenv("FOLEY_NIGHTLY_ENVELOPE", "model")
+    monkeypatch.setenv("FOLEY_ENVELOPE_CHECKPOINT", str(tmp_path / "gone.safetensors"))
+    with pytest.raises(ValueError, match="no envelope model checkpoint at .*gone.safetensors"):
+        nightly()
+    assert inbox_db.history(runtime.db(), str(night)) == []
+    assert not (tmp_path / "deliveries").exists()
