@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,6 +126,19 @@ def _hits_and_turns(rng: np.random.Generator, seed: int, hit_p: tuple[float, flo
     return onset, curve, base, hits
 
 
+def _uninformative_motion_clips(hit_p: tuple[float, float], turn_p: tuple[float, float]
+                                ) -> list[tuple[Any, list[float]]]:
+    """40 clips of `_hits_and_turns` at 24 fps whose motion tells nothing, as candidates."""
+    from models import contact_scorer as cs
+
+    rng = np.random.default_rng(3)
+    clips = []
+    for i in range(40):
+        onset, curve, base, hits = _hits_and_turns(rng, i, hit_p, turn_p, honest_motion=False)
+        clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
+    return clips
+
+
 def test_fitted_selection_keeps_the_contacts_that_sound() -> None:
     """On clips where the tracker proposes every hit and as many silent turns, the fitted
     selection keeps the hits (out-of-fold, thresholds never chosen on the scorers' own data)
@@ -157,12 +171,7 @@ def test_thresholds_never_find_fewer_onsets_than_the_tracker_alone() -> None:
     says what that cost."""
     from models import contact_scorer as cs
 
-    rng = np.random.default_rng(3)
-    clips = []
-    for i in range(40):
-        onset, curve, base, hits = _hits_and_turns(rng, i, (0.02, 0.9), (0.05, 0.4),
-                                                   honest_motion=False)
-        clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
+    clips = _uninformative_motion_clips((0.02, 0.9), (0.05, 0.4))
     _free, free = cs.fit_selection(clips, 0.0, folds=4, members=2, recall_floor=False)
     floored, report = cs.fit_selection(clips, 0.0, folds=4, members=2)
     before, after = free["band_choices"][0], report["band_choices"][0]
@@ -494,13 +503,8 @@ def test_thresholds_prefer_recall_among_ties_and_old_selections_still_read() -> 
     scores on the columns it was fitted on."""
     from models import contact_scorer as cs
 
-    rng = np.random.default_rng(3)
-    clips = []
-    for i in range(40):
-        # overlapping cues and uninformative motion: the choice of threshold matters
-        onset, curve, base, hits = _hits_and_turns(rng, i, (0.2, 0.9), (0.05, 0.6),
-                                                   honest_motion=False)
-        clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
+    # overlapping cues and uninformative motion: the choice of threshold matters
+    clips = _uninformative_motion_clips((0.2, 0.9), (0.05, 0.6))
     selection, report = cs.fit_selection(clips, 0.0, folds=4, members=2, prefer_recall=True)
     chosen = report["band_choices"][cs.band_of(24.0)]
     assert chosen["f1"] >= chosen["best_f1"] - chosen["f1_se"] - 1e-9
