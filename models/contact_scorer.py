@@ -508,9 +508,10 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     with the best recall): the scorer removes false events, never at the cost of finding
     fewer onsets than the tracker alone (models/README.md, round 8: at 40 fps and over it
     lowers both thresholds, for 0.005 of out-of-fold F1). Of those, the pair chosen has the
-    best onset F1 at ±50 ms; with `prefer_recall`, of the pairs whose F1 is within one standard error (bootstrap over
-    clips) of the best, the one that misses fewest onsets — for a studio that would rather
-    delete false events in review than place missed ones by hand (pairs that close are the
+    best onset F1 at ±50 ms; with `prefer_recall`, of the pairs whose F1 is within one
+    standard error (bootstrap over clips) of the best, the one that misses fewest onsets —
+    for a studio that would rather delete false events in review than place missed ones by
+    hand (pairs that close are the
     same on this many clips; measured in models/README.md, round 6: it trades about 0.015 of
     F1 for 0.025 of recall). The scorers read the features named (a subset of
     CONTACT_FEATURES / PEAK_FEATURES, for studies). The contact-time lags (`fit_timing`) are

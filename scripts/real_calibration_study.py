@@ -32,7 +32,8 @@ from flows.evaluate import evaluate
 from flows.train import calibrate_checkpoint
 from tasks.plots import plot_comparison
 
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "rms_mapper_tiny.safetensors"
+SHIPPED = (Path(__file__).resolve().parents[1] / "models" / "checkpoints"
+           / "rms_mapper_tiny.safetensors")
 ROWS = ("e_l1_tfoley", "acc@5", "onset_precision@50ms", "onset_recall@50ms", "onset_f1@50ms",
         "onset_f1@25ms", "onset_f1@100ms", "onset_error_median_ms", "onset_error_p90_ms")
 
@@ -94,8 +95,8 @@ def main() -> None:
     print("| metric | shipped scorer | refitted on the first half | motion baseline |")
     print("|---|---|---|---|")
     for k in ROWS:
-        cells = [f"{results[n]['model'][k]:.4f} ({results[n]['model_minus_baseline'][k]['verdict']})"
-                 for n in results]
+        cells = [f"{r['model'][k]:.4f} ({r['model_minus_baseline'][k]['verdict']})"
+                 for r in results.values()]
         print(f"| {k} | {' | '.join(cells)} | {results['shipped']['baseline'][k]:.4f} |")
     print(f"\n(verdict: against the baseline, 95 % paired interval over the {n_test} windows; "
           f"results and forest plots in {args.work})")

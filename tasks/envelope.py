@@ -58,8 +58,9 @@ def check_checkpoint(path: Path | str | None = None) -> Path:
     try:
         rms_mapper.load_checkpoint(ckpt)
     except Exception as exc:  # whatever stops it loading stops every shot
-        raise ValueError(f"{ckpt} is not a readable RMS-Mapper checkpoint ({exc}); write one "
-                         "with `foley train envelope` or `foley train calibrate … --out`") from exc
+        raise ValueError(f"{ckpt} is not a readable RMS-Mapper checkpoint ({exc}); write "
+                         "one with `foley train envelope` or `foley train calibrate … --out`"
+                         ) from exc
     return ckpt
 
 
