@@ -126,14 +126,14 @@ def _hits_and_turns(rng: np.random.Generator, seed: int, hit_p: tuple[float, flo
     return onset, curve, base, hits
 
 
-def _uninformative_motion_clips(hit_p: tuple[float, float], turn_p: tuple[float, float]
-                                ) -> list[tuple[Any, list[float]]]:
-    """40 clips of `_hits_and_turns` at 24 fps whose motion tells nothing, as candidates."""
+def _uninformative_motion_clips(hit_p: tuple[float, float], turn_p: tuple[float, float],
+                                n: int = 40) -> list[tuple[Any, list[float]]]:
+    """n clips of `_hits_and_turns` at 24 fps whose motion tells nothing, as candidates."""
     from models import contact_scorer as cs
 
     rng = np.random.default_rng(3)
     clips = []
-    for i in range(40):
+    for i in range(n):
         onset, curve, base, hits = _hits_and_turns(rng, i, hit_p, turn_p, honest_motion=False)
         clips.append((cs.candidates(onset, curve, base, 24.0, 0.0), hits))
     return clips
@@ -171,7 +171,7 @@ def test_thresholds_never_find_fewer_onsets_than_the_tracker_alone() -> None:
     says what that cost."""
     from models import contact_scorer as cs
 
-    clips = _uninformative_motion_clips((0.02, 0.9), (0.05, 0.4))
+    clips = _uninformative_motion_clips((0.02, 0.9), (0.05, 0.4), n=28)  # one pooled band
     _free, free = cs.fit_selection(clips, 0.0, folds=4, members=2, recall_floor=False)
     floored, report = cs.fit_selection(clips, 0.0, folds=4, members=2)
     before, after = free["band_choices"][0], report["band_choices"][0]
@@ -192,7 +192,7 @@ def test_thresholds_reach_below_a_tenth_where_sounding_contacts_are_rare() -> No
 
     rng = np.random.default_rng(5)
     clips = []
-    for _ in range(40):
+    for _ in range(24):  # under MIN_BAND_CLIPS: one pooled choice, half the work
         times = [0.2 + 0.15 * k for k in range(20)]
         contacts = [{"t": t, "kind": "impact"} for t in times]
         x = np.zeros((20, len(cs.CONTACT_FEATURES)), np.float32)  # no cue at all
