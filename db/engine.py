@@ -85,11 +85,29 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     return engine
 
 
+SQLITE_WAL_WAIT_S = 60.0
+
+
 def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+    """Foreign keys on, WAL journal (kept in the file: set once, by whichever process gets
+    there first), 60 s busy timeout. Switching a new file to WAL needs it alone: processes
+    opening one fresh database at once can be refused that switch at once, with no busy
+    wait ("database is locked"), so it is retried until one of them made it."""
+    import sqlite3
+
     cur = conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    deadline = time.monotonic() + SQLITE_WAL_WAIT_S
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     cur.close()
 
 
