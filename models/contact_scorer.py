@@ -556,6 +556,9 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         if log:
             log(f"scorer fold {f + 1}/{folds} fitted")
     chosen_on = [tm.moved(c) if correct_timing else c for (c, _), tm in zip(clips, oof_timing)]
+    # what the tracker alone finds, every contact kept: the recall floor
+    tracker_alone = [OnsetCounts.of([b["t"] for b in c.contacts], truth, (TOL_S,))
+                     for c, truth in clips]
 
     def clip_counts(i: int, tc: float, tp: float) -> Any:
         (_c, truth), (pc, pp) = clips[i], oof[i]
@@ -570,10 +573,8 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
         sums = rows.sum(1)
         f1 = _f1(sums)
         recall = sums[:, 0] / np.maximum(sums[:, 2], 1)
-        tracked = [OnsetCounts.of([b["t"] for b in clips[i][0].contacts], clips[i][1], (TOL_S,))
-                   for i in which]  # the tracker alone: every contact kept
-        n_true = sum(k.true for k in tracked)
-        floor = sum(k.matched[TOL_S] for k in tracked) / n_true if n_true else 0.0
+        n_true = sum(tracker_alone[i].true for i in which)
+        floor = sum(tracker_alone[i].matched[TOL_S] for i in which) / n_true if n_true else 0.0
         allowed = np.flatnonzero(recall >= floor - 1e-12) if recall_floor else np.arange(len(f1))
         if not len(allowed):
             allowed = np.flatnonzero(recall == recall.max())

@@ -177,18 +177,12 @@ def paired_bootstrap(a: Sequence[ClipScores], b: Sequence[ClipScores], *,
                 "errors": [np.asarray(r.onsets.errors, np.float64) for r in rows]}
 
     def scores(x: dict[str, Any], idx: np.ndarray) -> dict[str, float]:
-        out = dict(zip(keys, x["means"][idx].mean(0)))
+        """`pooled_scores` of the clips `idx`, from the arrays (a draw is summed, not added
+        one OnsetCounts at a time)."""
         m, (p, t) = x["matched"][idx].sum(0), x["pt"][idx].sum(0)
-        for tol, mt in zip(tols, m):
-            ms = int(round(tol * 1000))
-            prec = mt / p if p else (1.0 if not t else 0.0)
-            rec = mt / t if t else (1.0 if not p else 0.0)
-            out |= {f"onset_precision@{ms}ms": prec, f"onset_recall@{ms}ms": rec,
-                    f"onset_f1@{ms}ms": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
-        errs = np.concatenate([x["errors"][i] for i in idx]) * 1000.0
-        out["onset_error_median_ms"] = float(np.median(errs)) if len(errs) else float("nan")
-        out["onset_error_p90_ms"] = float(np.percentile(errs, 90)) if len(errs) else float("nan")
-        return out
+        counts = OnsetCounts(dict(zip(tols, m)), p, t,
+                             np.concatenate([x["errors"][i] for i in idx]).tolist())
+        return dict(zip(keys, x["means"][idx].mean(0))) | onset_scores(counts)
 
     xa, xb = arrays(a), arrays(b)
     everyone = np.arange(n)

@@ -30,10 +30,9 @@ from typing import Any
 
 from flows.evaluate import evaluate
 from flows.train import calibrate_checkpoint
+from tasks.envelope import CHECKPOINT
 from tasks.plots import plot_comparison
 
-SHIPPED = (Path(__file__).resolve().parents[1] / "models" / "checkpoints"
-           / "rms_mapper_tiny.safetensors")
 ROWS = ("e_l1_tfoley", "acc@5", "onset_precision@50ms", "onset_recall@50ms", "onset_f1@50ms",
         "onset_f1@25ms", "onset_f1@100ms", "onset_error_median_ms", "onset_error_p90_ms")
 
@@ -71,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="real paired clips (foley dataset videos)")
     ap.add_argument("--work", type=Path, required=True, help="folder for the halves and results")
-    ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
+    ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
     args = ap.parse_args()
     if not (args.data / "index.json").is_file():
         raise SystemExit(f"{args.data}: no index.json; build it with `foley dataset videos`")
