@@ -18,6 +18,12 @@ Point estimates on a few dozen clips differ by an onset or two by chance, so eac
 gets the model's difference from the baseline with its 95 % interval from a paired bootstrap
 over clips (`envelope_metrics.paired_bootstrap`) and a verdict: better, worse, or no clear
 difference. `model_wins_every_metric` stays the strict reading of the point estimates.
+
+`onset_timing` says where the model's onset error comes from (`envelope_metrics.OnsetTiming`):
+its matched onsets at the tracker's contact times and those its onset head adds on its own,
+each with its median, and the median of both estimators on the onsets both find. The pooled
+median mixes the two sources, so an onset only the model finds (timed on its 125 Hz curve)
+raises it even where the onsets both find are timed alike.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     torch.set_num_threads(threads)
     model, config, meta = mapper.load_checkpoint(checkpoint)
     per_clip: dict[str, list[em.ClipScores]] = {k: [] for k in ESTIMATORS}
+    timing = em.OnsetTiming([], [], [])
     infer_s = audio_s = 0.0
     n = 0
     from flows.train import is_validation
@@ -76,6 +83,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
                      "e_l1_videofoley": em.e_l1_videofoley(c, rms)}
             means |= {f"acc@{k}": em.acc_at_k(cls, true_cls, k) for k in (1, 5, 10)}
             per_clip[name].append(em.ClipScores(means, em.OnsetCounts.of(ons, true_onsets)))
+        timing = timing + em.OnsetTiming.of(preds["model"][2], preds["baseline"][2], true_onsets)
     if n == 0:
         raise ValueError(f"{data}: no clips of split {split!r}")
     result: dict[str, Any] = {"split": split, "clips": n, "audio_s": round(audio_s, 1),
@@ -85,6 +93,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     result["model_inference_x_realtime"] = round(audio_s / infer_s, 1) if infer_s else None
     result["model_wins_every_metric"] = wins(result["model"], result["baseline"])
     result["model_minus_baseline"] = em.paired_bootstrap(per_clip["model"], per_clip["baseline"])
+    result["onset_timing"] = timing.summary()
     log(format_table(result))
     return result
 
@@ -118,6 +127,18 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{cell:<34}{d['verdict'] if d else ''}")
     lines.append(f"model inference: {result['model_inference_x_realtime']}× real time "
                  "(one thread, features excluded)")
+    timing = result.get("onset_timing")
+    if timing:
+        def ms(v: float | None) -> str:
+            return "—" if v is None else f"{v:.3f} ms"
+
+        tr, un, both = timing["tracked"], timing["untracked"], timing["found_by_both"]
+        lines.append(f"model's onset error by source: {tr['onsets']} at the tracker's contact "
+                     f"times, median {ms(tr['median_ms'])}; {un['onsets']} from the onset head "
+                     f"only, median {ms(un['median_ms'])}")
+        lines.append(f"on the {both['onsets']} onsets both find: model {ms(both['median_ms'])}, "
+                     f"baseline {ms(both['reference_median_ms'])} "
+                     f"({both['timed_alike']} timed alike)")
     if diff:
         lines.append("CI: the 2.5–97.5 percentiles of the difference over "
                      f"{em.BOOTSTRAP_DRAWS} resamplings of the clips, the same clips for both "

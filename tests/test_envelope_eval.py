@@ -285,6 +285,27 @@ def test_metrics_by_their_definitions() -> None:
     assert math.isnan(em.onset_scores(em.OnsetCounts.of([], []))["onset_error_median_ms"])
 
 
+def test_onset_timing_splits_the_error_by_where_the_time_comes_from() -> None:
+    tracker = [0.100, 0.700, 1.300]           # the reference's times, one of them false
+    model = [0.100, 0.400, 1.012]             # keeps one contact, adds two of its own
+    true = [0.101, 0.410, 1.000, 1.600]
+    timing = em.OnsetTiming.of(model, tracker, true)
+    assert timing.tracked == pytest.approx([0.001])
+    assert sorted(timing.untracked) == pytest.approx([0.010, 0.012])
+    # only 0.101 is found by both (alike): the tracker's 0.700 and 1.300 are more than
+    # ±100 ms from every true onset; 1.600 nobody finds
+    assert timing.shared == [pytest.approx((0.001, 0.001))]
+    both = (timing + em.OnsetTiming.of([2.0], [2.05], [2.02])).summary()
+    assert both["tracked"] == {"onsets": 1, "median_ms": pytest.approx(1.0)}
+    assert both["untracked"]["onsets"] == 3 and both["untracked"]["median_ms"] == \
+        pytest.approx(12.0)
+    assert both["found_by_both"] == {"onsets": 2, "median_ms": pytest.approx(10.5),
+                                     "reference_median_ms": pytest.approx(15.5),
+                                     "timed_alike": 1}
+    empty = em.OnsetTiming.of([], [], [0.5]).summary()
+    assert empty["tracked"] == {"onsets": 0, "median_ms": None}
+
+
 def _clip(t_true: list[float], t_pred: list[float], l1: float) -> em.ClipScores:
     return em.ClipScores({"e_l1_tfoley": l1}, em.OnsetCounts.of(t_pred, t_true))
 
@@ -400,10 +421,18 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
         assert d["difference"] == pytest.approx(result["model"][k] - result["baseline"][k],
                                                 nan_ok=True)
         assert d["verdict"] in ("better", "worse", "no clear difference")
+    # the model's matched onsets, split by where their time comes from, are all of them
+    from tasks.dataset import iter_clips
+
+    timing = result["onset_timing"]
+    matched = result["model"]["onset_recall@100ms"] * sum(
+        len(em.combine_onsets([e["t"] for e in c.onsets]))
+        for c in iter_clips(data, split="heldout"))
+    assert timing["tracked"]["onsets"] + timing["untracked"]["onsets"] == round(matched)
+    assert timing["found_by_both"]["timed_alike"] <= timing["found_by_both"]["onsets"]
     json.dumps(result)  # the CLI prints it as JSON
     # the pass's estimator: an envelope of the contract, events with confidence, from the model
     from models import v2a_envelope
-    from tasks.dataset import iter_clips
     from tasks.decisions import validate_envelope
 
     clip = next(iter_clips(data, split="heldout"))
