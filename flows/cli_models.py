@@ -258,7 +258,10 @@ def eval_envelope(
 
     Each metric also gets the model's difference from the baseline with its 95 % interval
     over 1,000 resamplings of the clips (the same clips for both) and a verdict: better,
-    worse, or no clear difference — whether the clips are enough to tell the two apart."""
+    worse, or no clear difference — whether the clips are enough to tell the two apart.
+    Then where the model's onset error comes from: its onsets at the tracker's contact times
+    and those its onset head adds alone, each with its median, and both estimators' median on
+    the onsets both find."""
     from flows.evaluate import evaluate
 
     if not checkpoint.is_file():
