@@ -147,14 +147,13 @@ class OnsetTiming:
     def of(cls, pred: Sequence[float], ref: Sequence[float], true: Sequence[float],
            tol: float = max(TOLERANCES_S)) -> OnsetTiming:
         true = combine_onsets(true)
-        raw = np.sort(np.asarray(ref, np.float64))
+        raw = np.asarray(ref, np.float64)
         mine = {t: p for p, t in match_onsets(combine_onsets(pred), true, tol)}
         theirs = {t: p for p, t in match_onsets(combine_onsets(ref), true, tol)}
         tracked, untracked = [], []
         for t, p in mine.items():
-            j = int(np.searchsorted(raw, p))
-            near = min((abs(raw[k] - p) for k in (j - 1, j) if 0 <= k < len(raw)), default=1.0)
-            (tracked if near <= SAME_TIME_S else untracked).append(abs(p - t))
+            timed_by_ref = len(raw) > 0 and np.abs(raw - p).min() <= SAME_TIME_S
+            (tracked if timed_by_ref else untracked).append(abs(p - t))
         shared = [(abs(mine[t] - t), abs(theirs[t] - t)) for t in mine if t in theirs]
         return cls(tracked, untracked, shared)
 

@@ -39,12 +39,18 @@ def _load_model(path: str, sha256: str) -> tuple[Any, dict[str, Any]]:
     return model, meta
 
 
-def checkpoint_ref(path: Path | str | None = None) -> tuple[Path, str]:
-    """(the checkpoint file, its sha256): `path`, or the shipped one."""
+def _checkpoint_file(path: Path | str | None) -> Path:
+    """`path`, or the shipped checkpoint; a ValueError naming it if there is no such file."""
     path = Path(path or CHECKPOINT)
     if not path.is_file():
         raise ValueError(f"no envelope model checkpoint at {path}: train one with "
                          "`foley train envelope` or use --envelope baseline")
+    return path
+
+
+def checkpoint_ref(path: Path | str | None = None) -> tuple[Path, str]:
+    """(the checkpoint file, its sha256): `path`, or the shipped one."""
+    path = _checkpoint_file(path)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -54,7 +60,7 @@ def check_checkpoint(path: Path | str | None = None) -> Path:
     checkpoint — before a pass, not in every shot of it."""
     from models import rms_mapper
 
-    ckpt, _sha = checkpoint_ref(path)
+    ckpt = _checkpoint_file(path)
     try:
         rms_mapper.load_checkpoint(ckpt)
     except Exception as exc:  # whatever stops it loading stops every shot
