@@ -50,8 +50,12 @@ $(SAMPLES)/.done: scripts/fetch_adapter_samples.sh
 	PIP=$(BIN)/pip bash scripts/fetch_adapter_samples.sh $(SAMPLES)
 	touch $@
 
+# Two test processes (pytest-xdist), one per core of a 2-core CI machine: each starts its own
+# Postgres, S3 server and Prefect server on free loopback ports. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: venv
 	$(BIN)/foley bench
