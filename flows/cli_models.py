@@ -191,7 +191,8 @@ def train_calibrate(
     timing_correction: Annotated[bool, typer.Option(
         "--timing-correction", help="Move kept contacts by the lag learned per frame-rate "
         "band and kind (times footfalls at 40 fps and over better; the median error of all "
-        "onsets was higher on validation and held-out clips, see models/README.md).")] = False,
+        "onsets was higher on validation and held-out clips, see "
+        "models/rms_mapper_rounds.md, round 7).")] = False,
     recall_floor: Annotated[bool, typer.Option(
         "--recall-floor/--no-recall-floor", help="Only threshold pairs that find, out of "
         "fold, at least as many onsets as the tracker alone (every contact kept) in the "

@@ -465,7 +465,7 @@ def select(c: Candidates, contact_p: np.ndarray, peak_p: np.ndarray, contact_thr
 
 
 # 0.02–0.08 for material where sounding contacts are rare and scored low (a film's mix,
-# models/README.md round 8), then every 0.05 from 0.1 to 0.9
+# models/rms_mapper_rounds.md, round 8), then every 0.05 from 0.1 to 0.9
 THRESHOLDS = (0.02, 0.04, 0.06, 0.08) + tuple(round(0.05 * i, 2) for i in range(2, 19))
 PEAK_THRESHOLDS = THRESHOLDS + (1.01,)   # 1.01: never add an untracked peak
 MIN_BAND_CLIPS = 30
@@ -506,20 +506,20 @@ def fit_selection(clips: Sequence[tuple[Candidates, Sequence[float]]], offset_s:
     whose out-of-fold recall is at least the tracker's own on the same clips — every contact
     it proposes kept, what the motion baseline sounds — are candidates (if none is, the pair
     with the best recall): the scorer removes false events, never at the cost of finding
-    fewer onsets than the tracker alone (models/README.md, round 8: at 40 fps and over it
-    lowers both thresholds, for 0.005 of out-of-fold F1). Of those, the pair chosen has the
-    best onset F1 at ±50 ms; with `prefer_recall`, of the pairs whose F1 is within one
+    fewer onsets than the tracker alone (models/rms_mapper_rounds.md, round 8: at 40 fps and
+    over it lowers both thresholds, for 0.005 of out-of-fold F1). Of those, the pair chosen
+    has the best onset F1 at ±50 ms; with `prefer_recall`, of the pairs whose F1 is within one
     standard error (bootstrap over clips) of the best, the one that misses fewest onsets —
     for a studio that would rather delete false events in review than place missed ones by
-    hand (pairs that close are the
-    same on this many clips; measured in models/README.md, round 6: it trades about 0.015 of
-    F1 for 0.025 of recall). The scorers read the features named (a subset of
-    CONTACT_FEATURES / PEAK_FEATURES, for studies). The contact-time lags (`fit_timing`) are
-    fitted per fold too and their out-of-fold effect reported (`timing_report`); with
-    `correct_timing` the selection applies them and thresholds are chosen with them in place
-    (not the default: it times footfalls at 40 fps and over better, yet leaves the median
-    error of all onsets higher on the validation and held-out clips; models/README.md, round
-    7). Returns the selection (scorers, and lags if applied, refitted on every clip) and its
+    hand (pairs that close are the same on this many clips; measured in
+    models/rms_mapper_rounds.md, round 6: it trades about 0.015 of F1 for 0.025 of recall).
+    The scorers read the features named (a subset of CONTACT_FEATURES / PEAK_FEATURES, for
+    studies). The contact-time lags (`fit_timing`) are fitted per fold too and their
+    out-of-fold effect reported (`timing_report`); with `correct_timing` the selection applies
+    them and thresholds are chosen with them in place (not the default: it times footfalls at
+    40 fps and over better, yet leaves the median error of all onsets higher on the
+    validation and held-out clips; models/rms_mapper_rounds.md, round 7). Returns the
+    selection (scorers, and lags if applied, refitted on every clip) and its
     out-of-fold onset P / R / F1 with each band's choice and the lags' report."""
     from models.envelope_metrics import OnsetCounts, onset_scores
 

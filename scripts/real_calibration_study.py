@@ -1,5 +1,5 @@
 """Does calibrating the contact scorer on a studio's own material pay on more of that material?
-(models/README.md, RMS-Mapper round 8; issue 5.)
+(models/README.md, "Real footage"; issue 5.)
 
 The shipped scorer is fitted on procedural scenes; on a film's mix it keeps few contacts and
 loses to the motion baseline on onset recall. A studio can refit it on its own past reels

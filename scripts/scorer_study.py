@@ -1,4 +1,4 @@
-"""What the contact scorer's inputs and threshold rule are worth (models/README.md, RMS-Mapper
+"""What the contact scorer's inputs and threshold rule are worth (models/rms_mapper_rounds.md,
 round 6; issue 5). For one checkpoint, the scorer is fitted on the calibration set four ways —
 the round-5 inputs (`BASE_CONTACT_FEATURES`, `BASE_PEAK_FEATURES`) or with the tracker's
 motion descriptors and the rhythm of the contacts added (`CONTACT_FEATURES`, `PEAK_FEATURES`),
