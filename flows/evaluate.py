@@ -24,6 +24,11 @@ its matched onsets at the tracker's contact times and those its onset head adds 
 each with its median, and the median of both estimators on the onsets both find. The pooled
 median mixes the two sources, so an onset only the model finds (timed on its 125 Hz curve)
 raises it even where the onsets both find are timed alike.
+
+`by_frame_rate` pools the onset figures of each frame-rate band of the contact scorer
+(`contact_scorer.band_of`: under 20, 20–40, 40 fps and over): how much the tracker alone
+resolves, and so where the model can add onsets, depends on the frame rate, and a split's
+overall figures are its mix of rates.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from models import envelope_metrics as em
-from models import motion_baseline, rms_targets, v2a_envelope
+from models import contact_scorer, motion_baseline, rms_targets, v2a_envelope
 from models import rms_mapper as mapper
 
 ESTIMATORS = ("model", "baseline")
@@ -50,6 +55,8 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     model, config, meta = mapper.load_checkpoint(checkpoint)
     per_clip: dict[str, list[em.ClipScores]] = {k: [] for k in ESTIMATORS}
     timing = em.OnsetTiming([], [], [])
+    edges = tuple(meta.get("selection", {}).get("band_edges", contact_scorer.BAND_EDGES))
+    bands: list[int] = []
     infer_s = audio_s = 0.0
     n = 0
     from flows.train import is_validation
@@ -64,6 +71,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         true_onsets = [float(e["t"]) for e in clip.onsets]
         duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
         audio_s += duration
+        bands.append(contact_scorer.band_of(float(clip.features["fps"]), edges))
         t0 = time.perf_counter()  # the model's envelope needs the tracker: both are timed
         base = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
                                                  duration_s=duration, motion=True)
@@ -94,8 +102,33 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     result["model_wins_every_metric"] = wins(result["model"], result["baseline"])
     result["model_minus_baseline"] = em.paired_bootstrap(per_clip["model"], per_clip["baseline"])
     result["onset_timing"] = timing.summary()
+    result["by_frame_rate"] = by_frame_rate(per_clip, bands, edges)
     log(format_table(result))
     return result
+
+
+BAND_METRICS = ("onset_f1@50ms", "onset_recall@100ms", "onset_error_median_ms")
+
+
+def by_frame_rate(per_clip: dict[str, list[em.ClipScores]], bands: list[int],
+                  edges: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Per frame-rate band that holds clips: its clips and true onsets, and each estimator's
+    pooled BAND_METRICS there."""
+    rows = []
+    for b, name in enumerate(contact_scorer.band_names(edges)):
+        idx = [i for i, x in enumerate(bands) if x == b]
+        if not idx:
+            continue
+        row: dict[str, Any] = {"frame_rate": name, "clips": len(idx)}
+        for est in ESTIMATORS:
+            counts = per_clip[est][idx[0]].onsets
+            for i in idx[1:]:
+                counts = counts + per_clip[est][i].onsets
+            scores = em.onset_scores(counts)
+            row["true_onsets"] = counts.true
+            row[est] = {k: scores[k] for k in BAND_METRICS}
+        rows.append(row)
+    return rows
 
 
 def wins(model: dict[str, float], baseline: dict[str, float]) -> bool:
@@ -139,6 +172,14 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"on the {both['onsets']} onsets both find: model {ms(both['median_ms'])}, "
                      f"baseline {ms(both['reference_median_ms'])} "
                      f"({both['timed_alike']} timed alike)")
+    if result.get("by_frame_rate"):
+        lines.append(f"{'by frame rate':<24}{'clips':>6}{'onsets':>8}   "
+                     "F1@50ms model / baseline   recall@100ms model / baseline")
+        for r in result["by_frame_rate"]:
+            m, b = r["model"], r["baseline"]
+            lines.append(f"{r['frame_rate']:<24}{r['clips']:>6}{r['true_onsets']:>8}   "
+                         f"{m['onset_f1@50ms']:.3f} / {b['onset_f1@50ms']:.3f}{'':<14}"
+                         f"{m['onset_recall@100ms']:.3f} / {b['onset_recall@100ms']:.3f}")
     if diff:
         lines.append("CI: the 2.5–97.5 percentiles of the difference over "
                      f"{em.BOOTSTRAP_DRAWS} resamplings of the clips, the same clips for both "

@@ -285,6 +285,28 @@ def test_metrics_by_their_definitions() -> None:
     assert math.isnan(em.onset_scores(em.OnsetCounts.of([], []))["onset_error_median_ms"])
 
 
+def test_onset_figures_by_frame_rate_pool_each_band_on_its_own() -> None:
+    from flows.evaluate import by_frame_rate
+
+    def clip(pred: list[float], true: list[float]) -> em.ClipScores:
+        return em.ClipScores({}, em.OnsetCounts.of(pred, true))
+
+    # two clips at 12 and 15 fps, one at 60; the 20–40 fps band holds none and is left out
+    per_clip = {"model": [clip([0.5, 1.0], [0.5, 1.0]), clip([2.0], [2.0, 3.0]),
+                          clip([0.2, 0.9], [0.2])],
+                "baseline": [clip([0.5], [0.5, 1.0]), clip([], [2.0, 3.0]),
+                             clip([0.25], [0.2])]}
+    rows = by_frame_rate(per_clip, [0, 0, 2], (20.0, 40.0))
+    assert [(r["frame_rate"], r["clips"], r["true_onsets"]) for r in rows] == [
+        ("under 20 fps", 2, 4), ("40 fps and over", 1, 1)]
+    low, high = rows
+    assert low["model"]["onset_recall@100ms"] == pytest.approx(3 / 4)
+    assert low["model"]["onset_f1@50ms"] == pytest.approx(2 * 1 * 0.75 / 1.75)
+    assert low["baseline"]["onset_recall@100ms"] == pytest.approx(1 / 4)
+    assert high["model"]["onset_f1@50ms"] == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert high["baseline"]["onset_error_median_ms"] == pytest.approx(50.0)
+
+
 def test_onset_timing_splits_the_error_by_where_the_time_comes_from() -> None:
     tracker = [0.100, 0.700, 1.300]           # the reference's times, one of them false
     model = [0.100, 0.400, 1.012]             # keeps one contact, adds two of its own
@@ -350,7 +372,7 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     card data, resumes where it stopped, and the evaluation scores both estimators."""
     import torch
 
-    from flows.evaluate import evaluate
+    from flows.evaluate import evaluate, format_table
     from flows.train import checkpoint_name, train
     from models import rms_mapper
     from tasks.dataset import build_procedural
@@ -430,6 +452,15 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
         for c in iter_clips(data, split="heldout"))
     assert timing["tracked"]["onsets"] + timing["untracked"]["onsets"] == round(matched)
     assert timing["found_by_both"]["timed_alike"] <= timing["found_by_both"]["onsets"]
+    # the frame-rate bands share out the clips, their onsets and the onsets each finds
+    rows = result["by_frame_rate"]
+    n_true = sum(len(em.combine_onsets([e["t"] for e in c.onsets]))
+                 for c in iter_clips(data, split="heldout"))
+    assert sum(r["clips"] for r in rows) == 3 and sum(r["true_onsets"] for r in rows) == n_true
+    for name in ("model", "baseline"):
+        assert sum(r[name]["onset_recall@100ms"] * r["true_onsets"] for r in rows) == \
+            pytest.approx(result[name]["onset_recall@100ms"] * n_true)
+    assert "by frame rate" in format_table(result)
     json.dumps(result)  # the CLI prints it as JSON
     # the pass's estimator: an envelope of the contract, events with confidence, from the model
     from models import v2a_envelope
