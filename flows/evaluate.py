@@ -69,9 +69,10 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         true_cls = rms_targets.mu_encode(rms)
         true_onsets = [float(e["t"]) for e in clip.onsets]
-        duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
+        fps = float(clip.features["fps"])
+        duration = float(clip.features["n_frames"]) / fps
         audio_s += duration
-        bands.append(contact_scorer.band_of(float(clip.features["fps"]), edges))
+        bands.append(contact_scorer.band_of(fps, edges))
         t0 = time.perf_counter()  # the model's envelope needs the tracker: both are timed
         base = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
                                                  duration_s=duration, motion=True)
@@ -119,13 +120,10 @@ def by_frame_rate(per_clip: dict[str, list[em.ClipScores]], bands: list[int],
         idx = [i for i, x in enumerate(bands) if x == b]
         if not idx:
             continue
-        row: dict[str, Any] = {"frame_rate": name, "clips": len(idx)}
+        row: dict[str, Any] = {"frame_rate": name, "clips": len(idx), "true_onsets": sum(
+            per_clip[ESTIMATORS[0]][i].onsets.true for i in idx)}
         for est in ESTIMATORS:
-            counts = per_clip[est][idx[0]].onsets
-            for i in idx[1:]:
-                counts = counts + per_clip[est][i].onsets
-            scores = em.onset_scores(counts)
-            row["true_onsets"] = counts.true
+            scores = em.pooled_scores([per_clip[est][i] for i in idx])
             row[est] = {k: scores[k] for k in BAND_METRICS}
         rows.append(row)
     return rows

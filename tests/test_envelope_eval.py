@@ -447,15 +447,13 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     from tasks.dataset import iter_clips
 
     timing = result["onset_timing"]
-    matched = result["model"]["onset_recall@100ms"] * sum(
-        len(em.combine_onsets([e["t"] for e in c.onsets]))
-        for c in iter_clips(data, split="heldout"))
+    n_true = sum(len(em.combine_onsets([e["t"] for e in c.onsets]))
+                 for c in iter_clips(data, split="heldout"))
+    matched = result["model"]["onset_recall@100ms"] * n_true
     assert timing["tracked"]["onsets"] + timing["untracked"]["onsets"] == round(matched)
     assert timing["found_by_both"]["timed_alike"] <= timing["found_by_both"]["onsets"]
     # the frame-rate bands share out the clips, their onsets and the onsets each finds
     rows = result["by_frame_rate"]
-    n_true = sum(len(em.combine_onsets([e["t"] for e in c.onsets]))
-                 for c in iter_clips(data, split="heldout"))
     assert sum(r["clips"] for r in rows) == 3 and sum(r["true_onsets"] for r in rows) == n_true
     for name in ("model", "baseline"):
         assert sum(r[name]["onset_recall@100ms"] * r["true_onsets"] for r in rows) == \
