@@ -25,6 +25,12 @@ each with its median, and the median of both estimators on the onsets both find.
 median mixes the two sources, so an onset only the model finds (timed on its 125 Hz curve)
 raises it even where the onsets both find are timed alike.
 
+`onset_chance` is the control for onset figures that chance alone would reach: each
+estimator's events scored against its clips' true onsets moved by ¼, ½ and ¾ of each clip
+(`envelope_metrics.chance_scores`). On sparse procedural clips it is near zero; on a film's
+mix, dense with onsets the picture does not cause, it is most of the F1, and only the F1 above
+it is read from the picture.
+
 `by_frame_rate` pools the onset figures of each frame-rate band of the contact scorer
 (`contact_scorer.band_of`: under 20, 20–40, 40 fps and over): how much the tracker alone
 resolves, and so where the model can add onsets, depends on the frame rate, and a split's
@@ -57,6 +63,9 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     timing = em.OnsetTiming([], [], [])
     edges = tuple(meta.get("selection", {}).get("band_edges", contact_scorer.BAND_EDGES))
     bands: list[int] = []
+    onset_lists: dict[str, list[list[float]]] = {k: [] for k in ESTIMATORS}
+    truths: list[list[float]] = []
+    durations: list[float] = []
     infer_s = audio_s = 0.0
     n = 0
     from flows.train import is_validation
@@ -92,6 +101,9 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
                      "e_l1_videofoley": em.e_l1_videofoley(c, rms)}
             means |= {f"acc@{k}": em.acc_at_k(cls, true_cls, k) for k in (1, 5, 10)}
             per_clip[name].append(em.ClipScores(means, em.OnsetCounts.of(ons, true_onsets)))
+            onset_lists[name].append(list(ons))
+        truths.append(true_onsets)
+        durations.append(duration)
         timing = timing + em.OnsetTiming.of(preds["model"][2], preds["baseline"][2], true_onsets)
     if n == 0:
         raise ValueError(f"{data}: no clips of split {split!r}")
@@ -104,6 +116,8 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     result["model_minus_baseline"] = em.paired_bootstrap(per_clip["model"], per_clip["baseline"])
     result["onset_timing"] = timing.summary()
     result["by_frame_rate"] = by_frame_rate(per_clip, bands, edges)
+    result["onset_chance"] = {name: em.chance_scores(onset_lists[name], truths, durations)
+                              for name in ESTIMATORS}
     log(format_table(result))
     return result
 
@@ -170,6 +184,13 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"on the {both['onsets']} onsets both find: model {ms(both['median_ms'])}, "
                      f"baseline {ms(both['reference_median_ms'])} "
                      f"({both['timed_alike']} timed alike)")
+    chance = result.get("onset_chance")
+    if chance:
+        m, b = (result[k]["onset_f1@50ms"] for k in ESTIMATORS)
+        cm, cb = (chance[k]["onset_f1@50ms"] for k in ESTIMATORS)
+        lines.append(f"onset F1@50ms out of sync (true onsets moved ¼, ½, ¾ of each clip): "
+                     f"model {cm:.3f}, baseline {cb:.3f}; above it: model {m - cm:+.3f}, "
+                     f"baseline {b - cb:+.3f}")
     if result.get("by_frame_rate"):
         lines.append(f"{'by frame rate':<24}{'clips':>6}{'onsets':>8}   "
                      "F1@50ms model / baseline   recall@100ms model / baseline")

@@ -12,7 +12,13 @@ there. The best epoch's model is OUT/rms_mapper_<preset>.safetensors (config, in
 statistics, onset calibration, the contact scorer and the training summary embedded). The
 contact scorer (`models.contact_scorer`: which tracked contacts sound) is fitted after the last
 epoch on a calibration set of clips the network never trained on (`calibration`), else on the
-validation clips; `calibrate_checkpoint` refits it on an existing checkpoint. Curves are published as
+validation clips; `calibrate_checkpoint` refits it on an existing checkpoint.
+
+Fine-tuning (`init`): the run starts from an existing checkpoint — the shipped one, say — and
+adapts it to a studio's own material (`foley dataset videos` over its past reels with their
+Foley or production tracks), with a lower peak learning rate and fewer epochs
+(models/README.md, "Real footage": 30 epochs at 5e-4, batch 8, on 39 five-second windows of a
+film take under a minute). Curves are published as
 Prefect artifacts (a table per epoch, the summary as markdown) and drawn to OUT/curves.png.
 """
 from __future__ import annotations
@@ -234,6 +240,24 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
+def fine_tune_start(init: Path, config: mapper.MapperConfig) -> tuple[Any, dict[str, Any]]:
+    """The network a fine-tuning run starts from — `init`, an RMS-Mapper checkpoint of the
+    run's preset — and what the run records of it: the file, its sha256, the data it was
+    trained on and the clips it saw (a fine-tuned checkpoint has seen those too, so
+    `foley train calibrate` refuses them). ValueError naming the file if it is missing, not a
+    checkpoint, or another preset's."""
+    from tasks.envelope import checkpoint_ref
+
+    path, sha = checkpoint_ref(init)
+    base, base_config, meta = mapper.load_checkpoint(path)
+    if base_config != config:
+        raise ValueError(f"{path} is a {base_config.preset!r} RMS-Mapper; fine-tune it with "
+                         f"--preset {base_config.preset}")
+    training = meta.get("training") or {}
+    return base, {"checkpoint": str(path), "sha256": sha, "data": training.get("data"),
+                  "clips_seen": list(training.get("clips_seen", []))}
+
+
 def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path | str) -> None:
     """ValueError if `data` holds clips the checkpoint (`meta`, its metadata) was trained or
     validated on (by the clip names its training summary lists — a procedural clip's name is
@@ -244,7 +268,8 @@ def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path | 
     training = meta.get("training") or {}
     names = {e["name"] for e in clip_entries(data, "train")}
     seen = names & set(training.get("clips_seen", []))
-    same_folder = training.get("data") and Path(training["data"]).resolve() == data.resolve()
+    folders = [training.get("data"), (training.get("init") or {}).get("data")]
+    same_folder = any(f and Path(f).resolve() == data.resolve() for f in folders)
     if seen or same_folder:
         which = (f"{len(seen)} of its clips ({', '.join(sorted(seen)[:3])}"
                  f"{', …' if len(seen) > 3 else ''}) are" if seen else "it is")
@@ -293,28 +318,42 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
 def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
           batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0, seed: int = 0,
           max_minutes: float | None = None, threads: int = 2, calibration: Path | None = None,
-          log: Any = print, publish: Any = None) -> dict[str, Any]:
+          init: Path | None = None, log: Any = print, publish: Any = None) -> dict[str, Any]:
     """Train (or resume) and return the summary (also embedded in the checkpoint). The
     contact scorer is fitted on `calibration` (a dataset folder of clips never trained on) when
-    given, else on the validation clips."""
+    given, else on the validation clips. With `init` (an RMS-Mapper checkpoint of `preset`) the
+    run fine-tunes it: its weights and input statistics are the start, and the summary records
+    it (`fine_tune_start`)."""
     import torch
 
     if calibration is not None:  # before an hour of training, not after it
         check_training_calibration(data, calibration)
     torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     config = mapper.get_config(preset)
+    base, started_from = None, None
+    if init is not None:
+        if init.resolve() == (out / checkpoint_name(preset)).resolve():
+            raise ValueError(f"{init} is where this run writes its checkpoint: fine-tune into "
+                             "another --out")
+        base, started_from = fine_tune_start(init, config)
     examples = load_examples(data, "train", config.contact_inputs)
     if len(examples) < 4:
         raise ValueError(f"{data}: only {len(examples)} training clips; build a dataset with "
                          "`foley dataset procedural` first")
     val = [e for e in examples if is_validation(e.name)]
     trn = [e for e in examples if not is_validation(e.name)]
-    mean, std = input_stats(trn)
+    if not val or not trn:
+        raise ValueError(f"{data}: its {len(examples)} training clips leave "
+                         f"{'no validation clip' if not val else 'nothing to train on'} (a "
+                         f"fixed {VAL_FRACTION:.0%} is chosen by name hash); add clips — a few "
+                         "dozen at least")
     torch.manual_seed(seed)
     model = mapper.build(config)
-    mapper.set_input_stats(model, mean, std)
+    if base is None:
+        mapper.set_input_stats(model, *input_stats(trn))
+    else:   # fine-tune: the checkpoint's weights and the input statistics they were fitted to
+        model.load_state_dict(base.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = max(1, math.ceil(len(trn) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
@@ -323,6 +362,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
     history: list[dict[str, float]] = []
     best = math.inf
     start_epoch = 0
+    out.mkdir(parents=True, exist_ok=True)   # only once the inputs are known to be good
     state_path = out / STATE
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
@@ -330,6 +370,11 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             raise ValueError(f"{out} holds a run of {st.get('epochs')} epochs of preset "
                              f"{st.get('preset')!r}: resume it with the same --epochs and "
                              "--preset, or train into another --out")
+        if st.get("init") != (started_from or {}).get("sha256"):
+            raise ValueError(f"{out} holds a run that started from "
+                             + (f"the checkpoint with sha256 {st['init'][:12]}…" if st.get("init")
+                                else "scratch")
+                             + ": resume it with the same --init, or train into another --out")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
@@ -374,7 +419,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "history": history, "best": best, "epoch": epoch, "epochs": epochs,
-            "preset": preset}, p))
+            "preset": preset, "init": (started_from or {}).get("sha256")}, p))
         plot_curves(history, out / "curves.png")
         if publish is not None:
             publish(history)
@@ -393,7 +438,10 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
         fitted["selection_report"]["data"] = str(calibration) if calibration else "validation"
     summary = {
         "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
-        "clips_seen": sorted(e.name for e in trn + val),
+        "clips_seen": sorted({e.name for e in trn + val}
+                             | set((started_from or {}).get("clips_seen", []))),
+        "init": {k: v for k, v in started_from.items() if k != "clips_seen"}
+        if started_from else None,
         "epochs_run": len(history), "best_val_loss": best,
         "best_val_e_l1": meta["val_e_l1"], "best_epoch": meta["epoch"], "detection": detection,
         "selection": fitted.get("selection_report"),
@@ -439,7 +487,8 @@ def train_envelope_flow() -> Any:
     def train_envelope(data: str, out: str, preset: str = "tiny", epochs: int = 60,
                        batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0,
                        seed: int = 0, max_minutes: float | None = None,
-                       threads: int = 2, calibration: str | None = None) -> dict[str, Any]:
+                       threads: int = 2, calibration: str | None = None,
+                       init: str | None = None) -> dict[str, Any]:
         """Train the RMS-Mapper on a dataset folder; resumable from OUT/train_state.pt."""
         def publish(history: list[dict[str, float]]) -> None:
             create_table_artifact([{k: round(v, 5) for k, v in h.items()} for h in history],
@@ -449,10 +498,12 @@ def train_envelope_flow() -> Any:
         summary = train(Path(data), Path(out), preset=preset, epochs=epochs,
                         batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
                         max_minutes=max_minutes, threads=threads,
-                        calibration=Path(calibration) if calibration else None, log=print,
+                        calibration=Path(calibration) if calibration else None,
+                        init=Path(init) if init else None, log=print,
                         publish=publish)
         create_markdown_artifact(
-            f"# RMS-Mapper `{preset}`\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "
+            f"# RMS-Mapper `{preset}`"
+            + (f", fine-tuned from `{init}`" if init else "") + "\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "
             f"after {summary['epochs_run']} epochs ({summary['train_minutes']} min) on "
             f"{summary['train_clips']} clips; onset offset "
             f"{summary['detection']['onset_offset_s'] * 1000:.1f} ms.\n\n"

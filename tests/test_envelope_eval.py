@@ -2,8 +2,10 @@
 real (small) procedural data: rendered pictures, real recordings, the pass's own features."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +287,24 @@ def test_metrics_by_their_definitions() -> None:
     assert math.isnan(em.onset_scores(em.OnsetCounts.of([], []))["onset_error_median_ms"])
 
 
+def test_chance_moves_the_true_onsets_out_of_step_and_keeps_their_number() -> None:
+    """Worked by hand: a 4 s clip with onsets at 0.5 and 2.1 s, moved by ¼ (1 s), ½ and ¾."""
+    assert em.shifted_onsets([0.5, 2.1], 4.0, 0.25) == pytest.approx([1.5, 3.1])
+    assert em.shifted_onsets([0.5, 2.1], 4.0, 0.75) == pytest.approx([1.1, 3.5])  # 5.1 wraps
+    # events on the true onsets: in sync F1 1, out of sync 0 (no moved onset within 50 ms)
+    sync = em.chance_scores([[0.5, 2.1]], [[0.5, 2.1]], [4.0])
+    assert sync["onset_f1@50ms"] == 0.0
+    # a grid of events every 0.1 s finds a moved onset anywhere: chance recall 1 at any shift,
+    # precision 2 of 40 — what density alone scores
+    grid = [round(0.1 * k, 2) for k in range(40)]
+    dense = em.chance_scores([grid], [[0.5, 2.1]], [4.0])
+    assert dense["onset_recall@50ms"] == 1.0
+    assert dense["onset_precision@50ms"] == pytest.approx(2 / 40)
+    # shifts averaged: one shift of three lands the single onset on the single event
+    one = em.chance_scores([[1.5]], [[0.5]], [4.0])
+    assert one["onset_f1@50ms"] == pytest.approx(1 / 3)
+
+
 def test_onset_figures_by_frame_rate_pool_each_band_on_its_own() -> None:
     from flows.evaluate import by_frame_rate
 
@@ -429,6 +449,35 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     assert meta["selection_report"]["threshold_rule"] == "best F1, recall at least the tracker's"
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  again.state_dict().values()))
+    # fine-tuning starts from the checkpoint (weights, input statistics) on a studio's clips:
+    # six of the ten here, in their own folder; it has seen all ten, and says what it started from
+    sub = tmp_path / "studio"
+    sub.mkdir()
+    index = json.loads((data / "index.json").read_text())
+    index["clips"] = [c for c in index["clips"] if c["split"] == "train"][:6]
+    for c in index["clips"]:
+        os.link(data / c["file"], sub / c["file"])
+    (sub / "index.json").write_text(json.dumps(index))
+    tuned_dir = tmp_path / "tuned"
+    with pytest.raises(ValueError, match="is a 'tiny' RMS-Mapper; fine-tune it with --preset tiny"):
+        train(sub, tuned_dir, preset="base", epochs=1, threads=1, init=ckpt)
+    tuned = train(sub, tuned_dir, epochs=1, lr=1e-9, batch_size=4, threads=1, init=ckpt,
+                  calibration=cal)
+    assert tuned["init"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert tuned["clips_seen"] == meta["training"]["clips_seen"]
+    start, _cfg, _meta = rms_mapper.load_checkpoint(tuned_dir / checkpoint_name("tiny"))
+    assert torch.equal(start.in_mean, model.in_mean) and torch.equal(start.in_std, model.in_std)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(start.parameters(),
+                                                                 model.parameters()))
+    with pytest.raises(ValueError, match="started from the checkpoint .* same --init"):
+        train(sub, tuned_dir, epochs=1, threads=1)
+    res = runner.invoke(app, ["train", "envelope", str(sub), "--init", str(tmp_path / "x.st")])
+    assert res.exit_code == 2 and "x.st" in res.output, res.output
+    with pytest.raises(ValueError, match="no validation clip"):  # clip_01000–03: none is
+        train(cal, tmp_path / "never", epochs=1, threads=1)
+    with pytest.raises(ValueError, match="is where this run writes"):
+        train(sub, tuned_dir, epochs=1, threads=1, init=tuned_dir / checkpoint_name("tiny"))
+    assert not (tmp_path / "never").exists()
     result = evaluate(data, ckpt, split="heldout")
     assert result["clips"] == 3
     for name in ("model", "baseline"):
@@ -459,6 +508,9 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
         assert sum(r[name]["onset_recall@100ms"] * r["true_onsets"] for r in rows) == \
             pytest.approx(result[name]["onset_recall@100ms"] * n_true)
     assert "by frame rate" in format_table(result)
+    chance = result["onset_chance"]  # out of sync, the tracker's events score far lower
+    assert chance["baseline"]["onset_f1@50ms"] < 0.5 * result["baseline"]["onset_f1@50ms"]
+    assert "out of sync" in format_table(result)
     json.dumps(result)  # the CLI prints it as JSON
     # the pass's estimator: an envelope of the contract, events with confidence, from the model
     from models import v2a_envelope
