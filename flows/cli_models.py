@@ -152,7 +152,7 @@ def train_envelope(
         help="Fine-tune: start from this RMS-Mapper checkpoint (its weights and input "
              "statistics), e.g. models/checkpoints/rms_mapper_tiny.safetensors, instead of "
              "from scratch. For a studio's own reels; use a lower --lr and fewer --epochs "
-             "(on 40 windows of a film: --lr 5e-4 --epochs 30 --batch-size 8).")] = None,
+             "(on 39 windows of a film: --lr 5e-4 --epochs 30 --batch-size 8).")] = None,
 ) -> None:
     """Train the RMS-Mapper (video → 125 Hz loudness classes) on a dataset folder. Running the
     same command again resumes where it stopped (and, once every epoch is done, only

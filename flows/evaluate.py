@@ -101,7 +101,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
                      "e_l1_videofoley": em.e_l1_videofoley(c, rms)}
             means |= {f"acc@{k}": em.acc_at_k(cls, true_cls, k) for k in (1, 5, 10)}
             per_clip[name].append(em.ClipScores(means, em.OnsetCounts.of(ons, true_onsets)))
-            onset_lists[name].append(list(ons))
+            onset_lists[name].append(ons)
         truths.append(true_onsets)
         durations.append(duration)
         timing = timing + em.OnsetTiming.of(preds["model"][2], preds["baseline"][2], true_onsets)

@@ -337,6 +337,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             raise ValueError(f"{init} is where this run writes its checkpoint: fine-tune into "
                              "another --out")
         base, started_from = fine_tune_start(init, config)
+    init_sha = started_from["sha256"] if started_from else None
     examples = load_examples(data, "train", config.contact_inputs)
     if len(examples) < 4:
         raise ValueError(f"{data}: only {len(examples)} training clips; build a dataset with "
@@ -370,7 +371,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             raise ValueError(f"{out} holds a run of {st.get('epochs')} epochs of preset "
                              f"{st.get('preset')!r}: resume it with the same --epochs and "
                              "--preset, or train into another --out")
-        if st.get("init") != (started_from or {}).get("sha256"):
+        if st.get("init") != init_sha:
             raise ValueError(f"{out} holds a run that started from "
                              + (f"the checkpoint with sha256 {st['init'][:12]}…" if st.get("init")
                                 else "scratch")
@@ -419,7 +420,7 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
             "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "history": history, "best": best, "epoch": epoch, "epochs": epochs,
-            "preset": preset, "init": (started_from or {}).get("sha256")}, p))
+            "preset": preset, "init": init_sha}, p))
         plot_curves(history, out / "curves.png")
         if publish is not None:
             publish(history)
@@ -501,11 +502,11 @@ def train_envelope_flow() -> Any:
                         calibration=Path(calibration) if calibration else None,
                         init=Path(init) if init else None, log=print,
                         publish=publish)
+        tuned = f", fine-tuned from `{init}`" if init else ""
         create_markdown_artifact(
-            f"# RMS-Mapper `{preset}`"
-            + (f", fine-tuned from `{init}`" if init else "") + "\n\nbest validation E-L1 {summary['best_val_e_l1']:.4f} "
-            f"after {summary['epochs_run']} epochs ({summary['train_minutes']} min) on "
-            f"{summary['train_clips']} clips; onset offset "
+            f"# RMS-Mapper `{preset}`{tuned}\n\nbest validation E-L1 "
+            f"{summary['best_val_e_l1']:.4f} after {summary['epochs_run']} epochs "
+            f"({summary['train_minutes']} min) on {summary['train_clips']} clips; onset offset "
             f"{summary['detection']['onset_offset_s'] * 1000:.1f} ms.\n\n"
             + selection_markdown(summary.get("selection")) + "\n\nCheckpoint: "
             f"`{Path(out) / checkpoint_name(preset)}`; curves: `{Path(out) / 'curves.png'}`",
