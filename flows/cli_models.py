@@ -66,9 +66,8 @@ def dataset_procedural(
             wanted = split_rates(split, numbers)
         except ValueError as exc:
             _fail(f"--rates {rates}: {exc}")
-    build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers, sfx_dir=sfx,
-                     rates=wanted)
-    typer.echo(f"dataset: {out}")
+    _report_build(build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers,
+                                   sfx_dir=sfx, rates=wanted), out)
 
 
 @dataset_app.command("videos")
@@ -79,15 +78,53 @@ def dataset_videos(
     clip_s: Annotated[float, typer.Option(help="Window length in seconds.")] = 5.0,
     split: Annotated[str, typer.Option(help="Split to label the clips with.")] = "train",
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+    audio_stream: Annotated[int, typer.Option(
+        help="Which audio stream of each video is the sound to learn from, counting from 0: "
+             "a QuickTime of a past reel often carries the mix first and the Foley or effects "
+             "on a later track (ffprobe lists them). Videos without it are skipped.")] = 0,
+    stems: Annotated[Optional[str], typer.Option(
+        help="Learn from sidecar stems instead of the video's audio: WAV / BWF files next to "
+             "each video, named after it, then . _ - or a space, then anything holding this "
+             "word (--stems foley takes R1_FOLEY_FS.wav and R1_FOLEY_PROPS.wav for R1.mov, "
+             "summed, and leaves R1_MX.wav). A stem with a BWF time stamp is placed by it "
+             "against the picture's start timecode; without one it starts with the picture.")] = None,
 ) -> None:
-    """Turn videos with sound into training pairs (picture features + the sound of the same
-    span); windows without sound are skipped and listed."""
+    """Turn past reels into training pairs: the picture's features and the sound of the same
+    span, in windows of --clip-s. The sound is the video's own (its first audio stream, or
+    --audio-stream N), or its sidecar stems (--stems foley). A Foley or effects stem is the
+    better teacher: the onsets of a full mix are partly music and dialogue, which the picture
+    does not cause. Windows without sound are skipped, unreadable files fail alone; both are
+    listed in the folder's index.json. Running it again resumes; with another sound source it
+    remakes the windows."""
     from tasks.dataset import build_from_videos
 
     if not videos.is_dir():
         _fail(f"{videos} is not a folder")
-    build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split)
-    typer.echo(f"dataset: {out}")
+    if stems is not None and audio_stream:
+        _fail("--stems and --audio-stream both choose the sound: give one")
+    try:
+        summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split,
+                                    audio_stream=audio_stream, stems=stems)
+    except ValueError as exc:
+        _fail(f"--stems / --audio-stream: {exc}")
+    _report_build(summary, out)
+
+
+def _report_build(summary: dict, out: Path) -> None:
+    """One line of counts, a line per skipped / failed file or window (at most 10 each); exit
+    2 when the folder ends up with nothing to train on."""
+    typer.echo(f"dataset: {out}: {summary['written']} written, {summary['existing']} already "
+               f"there, {len(summary['skipped'])} skipped, {len(summary['failed'])} failed "
+               f"({summary['wall_s']:.0f} s)")
+    for key in ("failed", "skipped"):
+        rows = summary[key]
+        for r in rows[:10]:
+            typer.echo(f"  {key}: {r['source']} ({r['name']}): {r['reason']}")
+        if len(rows) > 10:
+            typer.echo(f"  … {len(rows) - 10} more {key}: see {summary['index']}")
+    if not summary["written"] and not summary["existing"]:
+        _fail(f"nothing to train on in {out}: every video or window was skipped or failed "
+              "(reasons above)")
 
 
 @dataset_app.command("judge")

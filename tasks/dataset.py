@@ -8,11 +8,16 @@ builder per folder at a time):
   scene's own rate), computes `tasks.features.compute_features` on it and renders the audio.
   Clip n of a build (n = seed … seed + n_clips − 1) is drawn from default_rng([n, split
   index]); train clips are `clip_NNNNN.npz`, held-out ones `clip_heldout_NNNNN.npz`.
-- `build_from_videos` cuts every video with sound under a folder into windows of clip_s
-  (rounded to whole frames; a last partial window is dropped), proxies + features per window
-  and the window's sound (`tasks.media.extract_audio` at 16 kHz, mixed to mono). A video
-  without an audio stream, or a window whose sound is below SILENCE_DBFS RMS, is skipped with
-  its reason; a file that cannot be read fails alone. Names: `clip_<path slug>-<hash>_KKKK.npz`.
+- `build_from_videos` cuts every video under a folder into windows of clip_s (rounded to
+  whole frames; a last partial window is dropped), proxies + features per window and the
+  window's sound at 16 kHz mono: the video's audio stream N (`tasks.media.extract_audio`,
+  default the first) or its sidecar stems (`match_stems`: WAV / BWF files named after the
+  video and holding a tag such as foley; `align_stems` places each by its BWF TimeReference
+  against the picture's start timecode; `stem_window` reads the span by seeking). A video
+  without that sound, or a window whose sound is below SILENCE_DBFS RMS, is skipped with its
+  reason; a file that cannot be read, or a stem that misses the picture, fails alone. Names:
+  `clip_<path slug>-<hash>_KKKK.npz`; meta `sound_source` ("stream:N" / "stems:TAG") and
+  `sound` (the stream, or each stem's file, offset and how it was placed).
 
 npz layout (DATASET_VERSION 1; strings are 0-d unicode arrays, no pickles):
 | key | type | meaning |
@@ -53,6 +58,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -155,8 +161,9 @@ def read_clip(path: Path) -> Clip:
     return clip
 
 
-def _existing(path: Path, **expect: Any) -> bool:
-    """True if `path` is a complete clip whose meta matches `expect` (resume skips it)."""
+def _existing(path: Path, defaults: dict[str, Any] | None = None, **expect: Any) -> bool:
+    """True if `path` is a complete clip whose meta matches `expect` (resume skips it); a key
+    the clip's meta lacks (written before the key existed) reads as its `defaults` value."""
     if not path.exists():
         return False
     try:
@@ -164,7 +171,7 @@ def _existing(path: Path, **expect: Any) -> bool:
     except ValueError as exc:
         log.warning("dataset: remaking %s", exc)
         return False
-    return all(meta.get(k) == v for k, v in expect.items())
+    return all(meta.get(k, (defaults or {}).get(k)) == v for k, v in expect.items())
 
 
 def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = ()) -> Path:
@@ -430,10 +437,156 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
 
 # ---------------------------------------------------------------- clips from videos
 
+STEM_EXTENSIONS = {".wav", ".bwf"}
+STEM_SEPARATORS = "._- "
+STEM_MARGIN_S = 0.1     # a stem window is resampled with this much either side (clean edges)
+DEFAULT_SOUND = "stream:0"
+
+
+@dataclass(frozen=True)
+class Stem:
+    """A sidecar recording of a video's sound (a Foley stem next to its reel), placed on the
+    video's time: its first sample plays at offset_s from the video's first frame."""
+
+    path: str
+    rel: str
+    sr: int
+    channels: int
+    frames: int
+    offset_s: float
+    aligned_by: str           # "timecode" (BWF TimeReference against the picture's) or "start"
+
+
+def sound_source(audio_stream: int = 0, stems: str | None = None) -> str:
+    """The clip meta's `sound_source`: "stream:N" (the video's audio stream N) or "stems:TAG"."""
+    return f"stems:{stems.lower()}" if stems else f"stream:{audio_stream}"
+
+
+def match_stems(videos: Sequence[Path], tag: str) -> dict[Path, list[Path]]:
+    """Each video's sidecar stems: the WAV / BWF files in its folder named after it, then a
+    separator (. _ - or space), then anything holding `tag` (case-insensitive): for `R1.mov`
+    and tag foley, `R1_FOLEY.wav`, `R1.foley.fs.wav` and `R1 - Foley Props.wav`, not
+    `R1_MX.wav` nor `R10_FOLEY.wav`. A file named after two videos (`R1.mov`, `R1_alt.mov`)
+    goes to the longer name."""
+    tag = tag.lower()
+    found: dict[Path, list[Path]] = {v: [] for v in videos}
+    by_folder: dict[Path, list[Path]] = {}
+    for v in videos:
+        by_folder.setdefault(v.parent, []).append(v)
+    for folder, vids in by_folder.items():
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() not in STEM_EXTENSIONS or f.name.startswith(".") or not f.is_file():
+                continue
+            name = f.stem.lower()
+            owners = [v for v in vids if name.startswith(v.stem.lower())
+                      and len(name) > len(v.stem) and name[len(v.stem)] in STEM_SEPARATORS]
+            if not owners:
+                continue
+            longest = max(len(v.stem) for v in owners)
+            for v in owners:
+                if len(v.stem) == longest and tag in name[longest + 1:]:
+                    found[v].append(f)
+    return found
+
+
+def _seconds_since_midnight(timecode: str, fps: float) -> float:
+    from tasks.bwf import time_reference_from_timecode
+
+    return time_reference_from_timecode(timecode, fps, sr=48000) / 48000.0
+
+
+def _timecode(seconds: float, fps: float) -> str:
+    import opentimelineio as otio
+
+    return otio.opentime.to_timecode(
+        otio.opentime.RationalTime(round(seconds % 86400 * fps), fps), fps)
+
+
+def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> list[Stem]:
+    """Place each stem on the video's time. When the picture has a start timecode and the stem a
+    BWF TimeReference (what Pro Tools stamps on an exported stem), the stem starts at their
+    difference; otherwise it is taken to start with the picture. ValueError naming the stem
+    when it holds no sound over the picture's span or cannot be read."""
+    picture_s = _seconds_since_midnight(info.timecode, info.fps) if info.timecode else None
+    stems = []
+    for path in paths:
+        rel = path.relative_to(root).as_posix()
+        try:
+            sfi = sf.info(str(path))
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            raise ValueError(f"stem {rel}: not a readable WAV ({exc})") from exc
+        ref = None
+        try:
+            from tasks.bwf import read_bwf_info
+
+            ref = read_bwf_info(path)["time_reference"]
+        except (ValueError, OSError, struct.error):
+            ref = None                      # RF64 / W64 or no bext: aligned at the start
+        if picture_s is not None and ref is not None:
+            offset = ref / sfi.samplerate - picture_s
+            if offset > 43200:              # the picture starts just before midnight
+                offset -= 86400
+            elif offset < -43200:
+                offset += 86400
+            how = "timecode"
+        else:
+            offset, how = 0.0, "start"
+        length = sfi.frames / sfi.samplerate
+        if offset >= info.duration_s or offset + length <= 0:
+            span = (f"stamped {_timecode(ref / sfi.samplerate, info.fps)}–"
+                    f"{_timecode(ref / sfi.samplerate + length, info.fps)}" if how == "timecode"
+                    else f"{length:.3f} s long")
+            raise ValueError(f"stem {rel} ({span}) holds no sound over the picture "
+                             f"({_timecode(picture_s or 0.0, info.fps)}–"
+                             f"{_timecode((picture_s or 0.0) + info.duration_s, info.fps)} at "
+                             f"{info.fps:g} fps): check that the stem belongs to this reel and "
+                             "that its BWF time stamp is the reel's")
+        stems.append(Stem(str(path), rel, int(sfi.samplerate), int(sfi.channels), int(sfi.frames),
+                          float(offset), how))
+    return stems
+
+
+def stem_window(stems: Sequence[Stem], start_s: float, duration_s: float,
+                sr: int = AUDIO_SR) -> np.ndarray:
+    """The stems' sound over [start_s, start_s + duration_s) of the video's time, each folded to
+    mono, resampled to `sr` and summed (silence where a stem has no sample); read by seeking,
+    never whole."""
+    import soxr
+
+    n = int(round(duration_s * sr))
+    out = np.zeros(n)
+    for st in stems:
+        t0 = start_s - st.offset_s - STEM_MARGIN_S           # on the stem's own time
+        s0, count = int(round(t0 * st.sr)), int(round((duration_s + 2 * STEM_MARGIN_S) * st.sr))
+        lo, hi = max(s0, 0), min(s0 + count, st.frames)
+        if hi <= lo:
+            continue
+        buf = np.zeros(count)
+        with sf.SoundFile(st.path) as fh:
+            fh.seek(lo)
+            data = fh.read(hi - lo, dtype="float64", always_2d=True)
+        buf[lo - s0:lo - s0 + len(data)] = data.mean(axis=1)
+        if st.sr != sr:
+            buf = soxr.resample(buf, st.sr, sr, quality="HQ")
+        first = int(round((t0 + STEM_MARGIN_S - s0 / st.sr) * sr))   # start_s, resampled
+        part = buf[first:first + n]
+        out[:len(part)] += part
+    return out.astype(np.float32)
+
 
 def _slug(rel: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9]+", "-", str(Path(rel).with_suffix(""))).strip("-")[:40]
     return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:6]}"
+
+
+def _window_sound(job: dict, work: Path) -> np.ndarray | None:
+    """The window's training sound, mono at AUDIO_SR (None: the video has no such stream)."""
+    if job["stems"]:
+        return stem_window([Stem(**st) for st in job["stems"]], job["start_s"], job["duration_s"])
+    if not media.extract_audio(job["src"], job["start_s"], job["duration_s"], work / "audio.wav",
+                               sr=AUDIO_SR, stream=job["audio_stream"]):
+        return None
+    return sf.read(work / "audio.wav", dtype="float32", always_2d=True)[0].mean(axis=1)
 
 
 def _video_job(job: dict) -> dict:
@@ -445,9 +598,9 @@ def _video_job(job: dict) -> dict:
     try:
         work.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        if not media.extract_audio(src, start, span, work / "audio.wav", sr=AUDIO_SR):
-            return row | {"status": "skipped", "reason": "no audio stream"}
-        audio = sf.read(work / "audio.wav", dtype="float32", always_2d=True)[0].mean(axis=1)
+        audio = _window_sound(job, work)
+        if audio is None:
+            return row | {"status": "skipped", "reason": f"no audio stream {job['audio_stream']}"}
         level = 10 * np.log10(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-20)
         timings["audio"] = time.perf_counter() - t
         if level < SILENCE_DBFS:
@@ -455,10 +608,14 @@ def _video_job(job: dict) -> dict:
                           "reason": f"silent ({level:.1f} dBFS RMS < {SILENCE_DBFS})"}
         feats, proxy = _features_of(src, start, span, fps, work, timings)
         n_frames = int(feats["n_frames"])
+        sound = ({"stems": [{"file": st["rel"], "offset_s": st["offset_s"],
+                             "aligned_by": st["aligned_by"]} for st in job["stems"]]}
+                 if job["stems"] else {"stream": job["audio_stream"]})
         meta = {"version": DATASET_VERSION, "source": job["rel"], "name": name, "split": job["split"],
                 "kind": "video", "material": "", "materials": [], "fps": fps, "n_frames": n_frames,
                 "duration_s": span, "n_audio": len(audio), "audio_sr": AUDIO_SR, "seed": -1,
-                "window": job["window"], "start_s": start, "clip_s": job["clip_s"]}
+                "window": job["window"], "start_s": start, "clip_s": job["clip_s"],
+                "sound_source": job["sound_source"], "sound": sound}
         onsets = [{"t": float(t)} for t in detect_onsets(audio, AUDIO_SR)]
         t = time.perf_counter()
         write_clip(out_dir / f"{name}.npz", feats, audio, events=[], sustained=[], onsets=onsets,
@@ -474,37 +631,70 @@ def _video_job(job: dict) -> dict:
 
 
 def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, workers: int = 2, *,
-                      split: str = "train", keep_media: bool = False) -> dict[str, Any]:
-    """Cut every video with sound under video_dir into clip_s windows of the same npz format
-    (resumable); unreadable files and windows without sound are reported, never fatal."""
+                      split: str = "train", keep_media: bool = False, audio_stream: int = 0,
+                      stems: str | None = None) -> dict[str, Any]:
+    """Cut every video under video_dir into clip_s windows of the same npz format (resumable);
+    unreadable files and windows without sound are reported, never fatal.
+
+    The windows' sound is the video's audio stream `audio_stream` (0 = the first), or with
+    `stems` the video's sidecar stems whose names hold that tag (`match_stems`, placed by
+    `align_stems`): a past reel's Foley stems, whose onsets are caused by the picture, where
+    the mix also carries music and dialogue. A video with none of that sound is skipped; the
+    picture of a video read with stems needs no audio stream. Changing the sound source
+    remakes a folder's windows on the next run (meta `sound_source`)."""
+    if stems is not None and (not stems.strip() or re.search(r"[/\\*?]", stems)):
+        raise ValueError(f"stems tag {stems!r}: give a word of the stems' names, such as foley")
+    if audio_stream < 0:
+        raise ValueError(f"audio stream {audio_stream}: streams count from 0")
     t0 = time.perf_counter()
     video_dir, out_dir = Path(video_dir).resolve(), _prepare_folder(out_dir)
-    jobs, early, existing = [], [], 0
+    source = sound_source(audio_stream, stems)
+    paths = []
     for path in sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS):
         rel = path.relative_to(video_dir).as_posix()
         hidden = any(part.startswith(".") for part in Path(rel).parts)
-        if hidden or path.resolve().is_relative_to(out_dir.resolve()):
-            continue
+        if not (hidden or path.resolve().is_relative_to(out_dir.resolve())):
+            paths.append(path)
+    sidecars = match_stems(paths, stems) if stems else {}
+    jobs, early, existing = [], [], 0
+    for path in paths:
+        rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
+        entry = {"name": name, "source": rel}
         try:
             info = media.probe(path)
-        except media.MediaError as exc:
-            early.append({"name": name, "source": rel, "status": "failed", "reason": str(exc)})
+            placed = align_stems(info, sidecars[path], video_dir) if stems else []
+        except (media.MediaError, ValueError) as exc:
+            early.append(entry | {"status": "failed", "reason": str(exc)})
             continue
-        if not info.has_video or not info.has_audio:
-            early.append({"name": name, "source": rel, "status": "skipped",
-                          "reason": "no audio stream" if info.has_video else "no video stream"})
+        if not info.has_video:
+            early.append(entry | {"status": "skipped", "reason": "no video stream"})
+            continue
+        if stems and not placed:
+            early.append(entry | {"status": "skipped", "reason": (
+                f"no stem next to it named {path.stem}, a separator, then {stems} "
+                f"(e.g. {path.stem}_{stems.upper()}.wav)")})
+            continue
+        if not stems and audio_stream >= len(info.audio_streams):
+            have = len(info.audio_streams)
+            early.append(entry | {"status": "skipped", "reason": (
+                "no audio stream" if not have and audio_stream == 0 else
+                f"no audio stream {audio_stream} (it has {have}: 0–{have - 1})" if have else
+                f"no audio stream {audio_stream} (it has none)")})
             continue
         n = max(1, int(round(clip_s * info.fps)))
         span = n / info.fps
         for k in range(int((info.duration_s + 0.25 / info.fps) // span)):
             wname = f"{name}_{k:04d}"
-            if _existing(out_dir / f"{wname}.npz", source=rel, window=k, split=split):
+            if _existing(out_dir / f"{wname}.npz", {"sound_source": DEFAULT_SOUND}, source=rel,
+                         window=k, split=split, sound_source=source):
                 existing += 1
                 continue
             jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
                          "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
-                         "clip_s": clip_s, "split": split, "keep_media": keep_media})
+                         "clip_s": clip_s, "split": split, "keep_media": keep_media,
+                         "audio_stream": audio_stream, "sound_source": source,
+                         "stems": [st.__dict__ for st in placed]})
     results = early + _run(_video_job, jobs, workers, "video windows")
     return _summary(out_dir, results, existing, t0)
 

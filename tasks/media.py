@@ -55,6 +55,7 @@ class MediaInfo:
     video_codec: str | None = None
     audio_rate: int | None = None
     audio_channels: int | None = None
+    audio_streams: tuple[int | None, ...] = ()   # channels of each audio stream, in file order
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,15 @@ def _header(path: Path) -> dict:
     err = proc.stderr.decode(errors="replace")
     if "Input #0" not in err:
         raise MediaError(f"{path}: not readable media: {_last_error(err)}")
-    head: dict = {"duration": None, "start": 0.0, "video": None, "audio": None, "timecode": None}
+    head: dict = {"duration": None, "start": 0.0, "video": None, "audio": None, "timecode": None,
+                  "audio_streams": []}
     m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)(?:, start: (-?[\d.]+))?", err)
     if m:
         hh, mm, ss = int(m[1]), int(m[2]), float(m[3])
         head["duration"] = hh * 3600 + mm * 60 + ss
         head["start"] = float(m[4] or 0.0)
-    for line in err.splitlines():
+    inputs = re.split(r"\n(?:Stream mapping:|Output #0)", err, maxsplit=1)[0]   # not the null output's
+    for line in inputs.splitlines():
         s = re.search(r"Stream #\d+:\d+\S*: (Video|Audio): (\w+)(.*)", line)
         if not s:
             continue
@@ -118,10 +121,12 @@ def _header(path: Path) -> dict:
             head["video"] = {"codec": s[2], "w": int(dims[1]) if dims else 0,
                              "h": int(dims[2]) if dims else 0,
                              "fps": float(fps[1]) * (1000 if fps[2] else 1) if fps else 0.0}
-        elif s[1] == "Audio" and head["audio"] is None:
+        elif s[1] == "Audio":
             sr = re.search(r"(\d+) Hz, ([^,]+)", s[3])
-            head["audio"] = {"codec": s[2], "sr": int(sr[1]) if sr else None,
-                             "channels": _channels(sr[2].strip() if sr else "")}
+            stream = {"codec": s[2], "sr": int(sr[1]) if sr else None,
+                      "channels": _channels(sr[2].strip() if sr else "")}
+            head["audio_streams"].append(stream["channels"])
+            head["audio"] = head["audio"] or stream
     rot = re.search(r"rotation of (-?[\d.]+) degrees", err)
     if head["video"] and rot and round(abs(float(rot[1]))) % 180 == 90:   # decoded upright
         head["video"]["w"], head["video"]["h"] = head["video"]["h"], head["video"]["w"]
@@ -212,6 +217,7 @@ def probe(path: Path | str, *, scan_packets: bool = True) -> MediaInfo:
         video_codec=video["codec"] if video else None,
         audio_rate=audio["sr"] if audio else None,
         audio_channels=audio["channels"] if audio else None,
+        audio_streams=tuple(head["audio_streams"]),
     )
 
 
@@ -322,24 +328,27 @@ def iter_frames(path: Path | str, *, width: int | None = None, height: int | Non
 
 
 def extract_audio(src: Path | str, start_s: float, duration_s: float, out_path: Path | str,
-                  sr: int = 48000) -> bool:
+                  sr: int = 48000, stream: int = 0) -> bool:
     """Cut the shot's production audio to a 24-bit WAV of exactly round(duration·sr) samples.
 
-    Returns False (and writes nothing) when the source has no audio stream. More than two
-    channels are folded down to stereo.
+    `stream` picks the file's audio stream (0 = the first; a QuickTime of a past reel may
+    carry the mix on one track and the Foley on another). Returns False (and writes nothing)
+    when the source has no such audio stream. More than two channels are folded down to
+    stereo.
     """
     src, out_path = Path(src), Path(out_path)
     info = probe(src, scan_packets=False)
-    if not info.has_audio:
+    if stream >= len(info.audio_streams):
         return False
     _check_range(info, start_s, duration_s, 0.02)
     n = int(round(duration_s * sr))
     tmp = _atomic_target(out_path, ".wav")
     try:
         args = (
-            ffmpeg.input(str(src), ss=f"{max(start_s, 0.0):.6f}")
-            .audio.filter("aresample", sr).filter("apad", whole_len=n).filter("atrim", end_sample=n)
-            .output(tmp, acodec="pcm_s24le", ac=1 if info.audio_channels == 1 else 2, ar=sr, f="wav")
+            ffmpeg.input(str(src), ss=f"{max(start_s, 0.0):.6f}")[f"a:{stream}"]
+            .filter("aresample", sr).filter("apad", whole_len=n).filter("atrim", end_sample=n)
+            .output(tmp, acodec="pcm_s24le", ac=1 if info.audio_streams[stream] == 1 else 2, ar=sr,
+                    f="wav")
             .global_args("-hide_banner", "-nostdin", "-v", "error")
             .compile(cmd=ffmpeg_exe(), overwrite_output=True)
         )

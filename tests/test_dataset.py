@@ -230,3 +230,105 @@ def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path) -> None
         np.testing.assert_allclose(clip.audio16k[inner], whole[k * SR:(k + 1) * SR][inner], atol=2e-3)
     again = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
     assert again["written"] == 0 and again["existing"] == 3
+
+
+def _bursts(times: list[float], n: int, sr: int, hz: float = 660.0) -> np.ndarray:
+    """150 ms tone bursts starting at `times` (s) in n samples of silence."""
+    out = np.zeros(n)
+    t = np.arange(int(0.15 * sr)) / sr
+    for start in times:
+        i = int(round(start * sr))
+        out[i:i + len(t)] += 0.4 * np.sin(2 * np.pi * hz * t)[:n - i]
+    return out
+
+
+def _reel(path: Path, timecode: str | None = "01:00:00:00") -> Path:
+    """3 s of picture at 25 fps; audio stream 0 a mix (bursts 0.4 s into each second), stream 1
+    a Foley track (bursts 0.7 s into each second); a start timecode when given."""
+    foley = "if(between(mod(t,1),0.7,0.85),0.5*sin(2*PI*880*t),0)"
+    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+            "testsrc2=size=320x180:rate=25:duration=3",
+            "-f", "lavfi", "-i", f"aevalsrc='{BURST}':s=48000:d=3",
+            "-f", "lavfi", "-i", f"aevalsrc='{foley}':s=48000:d=3",
+            "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            "-c:a", "pcm_s24le"]
+    subprocess.run(args + (["-timecode", timecode] if timecode else []) + [str(path)], check=True)
+    return path
+
+
+def _onsets_by_window(out: Path, source: str) -> dict[int, list[float]]:
+    return {c.meta["window"]: [round(o["t"], 2) for o in c.onsets]
+            for c in dataset.iter_clips(out) if c.meta["source"] == source}
+
+
+def test_build_from_videos_learns_from_a_chosen_track_or_sidecar_stems(tmp_path: Path) -> None:
+    from tasks.bwf import time_reference_from_timecode, write_bwf
+
+    reels = tmp_path / "reels"
+    reels.mkdir()
+    _reel(reels / "R1.mov")
+    _reel(reels / "R10.mov", timecode=None)
+    one_hour = time_reference_from_timecode("01:00:00:00", 25.0, 48000)
+    # R1's Foley, in two stems placed by their BWF time stamps: footsteps start 0.5 s after the
+    # picture (a burst 0.1 s into the stem is at 0.6 s of picture), props at 01:00:00:00 at
+    # 44.1 kHz stereo; the music stem and R10's stem are not R1's Foley
+    write_bwf(reels / "R1_FOLEY_FS.wav", _bursts([0.1, 1.1], 48000 * 3, 48000), 48000,
+              time_reference=one_hour + 24000)
+    props = _bursts([1.3, 2.45], 44100 * 3, 44100, hz=1200.0)
+    write_bwf(reels / "R1 - Foley Props.wav", np.stack([props, props], axis=1), 44100,
+              time_reference=round(one_hour * 44100 / 48000))
+    write_bwf(reels / "R1_MX.wav", _bursts([0.2], 48000 * 3, 48000), 48000, time_reference=one_hour)
+    write_bwf(reels / "R10_FOLEY.wav", _bursts([0.5], 48000 * 3, 48000), 48000, time_reference=0)
+
+    out = tmp_path / "foley"
+    summary = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley")
+    assert summary["written"] == 4 and not summary["failed"], summary
+    assert _onsets_by_window(out, "R1.mov") == {0: [0.6], 1: [0.3, 0.6], 2: [0.45]}
+    # R10 has no timecode: its stem starts with the picture; its last two seconds are silent
+    assert _onsets_by_window(out, "R10.mov") == {0: [0.5]}
+    assert sorted(r["reason"].split(" ")[0] for r in summary["skipped"]) == ["silent", "silent"]
+    r1 = next(c for c in dataset.iter_clips(out) if c.meta["source"] == "R1.mov")
+    assert r1.meta["sound_source"] == "stems:foley"
+    placed = {s["file"]: (round(s["offset_s"], 6), s["aligned_by"]) for s in r1.meta["sound"]["stems"]}
+    assert placed == {"R1 - Foley Props.wav": (0.0, "timecode"), "R1_FOLEY_FS.wav": (0.5, "timecode")}
+    # the 0.1 s burst of the footsteps stem lands within a sample of 0.6 s of picture
+    assert abs(next(o["t"] for o in r1.onsets) - 0.6) < 0.002
+
+    # the reel's second audio track; a third is not there
+    track = tmp_path / "track"
+    assert dataset.build_from_videos(reels, track, clip_s=1.0, workers=1, audio_stream=1)["written"] == 6
+    assert _onsets_by_window(track, "R1.mov") == {0: [0.7], 1: [0.7], 2: [0.7]}
+    mix = dataset.build_from_videos(reels, track, clip_s=1.0, workers=1)   # another source remakes
+    assert mix["written"] == 6 and mix["existing"] == 0
+    assert _onsets_by_window(track, "R1.mov") == {0: [0.4], 1: [0.4], 2: [0.4]}
+    assert dataset.build_from_videos(reels, track, clip_s=1.0, workers=1)["existing"] == 6
+    none = dataset.build_from_videos(reels, tmp_path / "none", clip_s=1.0, workers=1, audio_stream=2)
+    assert none["written"] == 0
+    assert {r["reason"] for r in none["skipped"]} == {"no audio stream 2 (it has 2: 0–1)"}
+
+
+def test_stems_that_miss_the_picture_fail_alone_and_the_cli_says_so(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.bwf import time_reference_from_timecode, write_bwf
+
+    reels = tmp_path / "reels"
+    reels.mkdir()
+    _reel(reels / "R2.mov")
+    _reel(reels / "R3.mov")
+    # stamped at 10:00:00:00: nine hours after R2's picture
+    write_bwf(reels / "R2_foley.wav", _bursts([0.5], 48000 * 3, 48000), 48000,
+              time_reference=time_reference_from_timecode("10:00:00:00", 25.0, 48000))
+    run = CliRunner().invoke(app, ["dataset", "videos", str(reels), str(tmp_path / "d"),
+                                   "--stems", "foley", "--clip-s", "1", "--workers", "1"])
+    assert run.exit_code == 2, run.output
+    assert "failed: R2.mov" in run.output and "R2_foley.wav" in run.output
+    assert ("(stamped 10:00:00:00–10:00:03:00) holds no sound over the picture "
+            "(01:00:00:00–01:00:03:00 at 25 fps)") in run.output
+    assert "skipped: R3.mov" in run.output and "R3_FOLEY.wav" in run.output
+    assert "nothing to train on" in run.output
+    assert not list((tmp_path / "d").glob("clip_*.npz"))
+    both = CliRunner().invoke(app, ["dataset", "videos", str(reels), str(tmp_path / "d"),
+                                    "--stems", "foley", "--audio-stream", "1"])
+    assert both.exit_code == 2 and "give one" in both.output
