@@ -504,8 +504,8 @@ def _timecode(seconds: float, fps: float) -> str:
 
 def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> list[Stem]:
     """Place each stem on the video's time. When the picture has a start timecode and the stem a
-    BWF TimeReference (what Pro Tools stamps on an exported stem), the stem starts at their
-    difference; otherwise it is taken to start with the picture. ValueError naming the stem
+    BWF TimeReference (what Pro Tools stamps on an exported stem; 0 reads as none), the stem
+    starts at their difference; otherwise it is taken to start with the picture. ValueError naming the stem
     when it holds no sound over the picture's span or cannot be read."""
     picture_s = _seconds_since_midnight(info.timecode, info.fps) if info.timecode else None
     stems = []
@@ -522,7 +522,7 @@ def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> lis
             ref = read_bwf_info(path)["time_reference"]
         except (ValueError, OSError, struct.error):
             ref = None                      # RF64 / W64 or no bext: aligned at the start
-        if picture_s is not None and ref is not None:
+        if picture_s is not None and ref:   # 0 is what tools write when nothing was stamped
             offset = ref / sfi.samplerate - picture_s
             if offset > 43200:              # the picture starts just before midnight
                 offset -= 86400

@@ -242,9 +242,9 @@ def _bursts(times: list[float], n: int, sr: int, hz: float = 660.0) -> np.ndarra
     return out
 
 
-def _reel(path: Path, timecode: str | None = "01:00:00:00") -> Path:
-    """3 s of picture at 25 fps; audio stream 0 a mix (bursts 0.4 s into each second), stream 1
-    a Foley track (bursts 0.7 s into each second); a start timecode when given."""
+def _reel(path: Path) -> Path:
+    """3 s of picture at 25 fps starting at 01:00:00:00; audio stream 0 a mix (bursts 0.4 s into
+    each second), stream 1 a Foley track (bursts 0.7 s into each second)."""
     foley = "if(between(mod(t,1),0.7,0.85),0.5*sin(2*PI*880*t),0)"
     args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
             "testsrc2=size=320x180:rate=25:duration=3",
@@ -252,7 +252,7 @@ def _reel(path: Path, timecode: str | None = "01:00:00:00") -> Path:
             "-f", "lavfi", "-i", f"aevalsrc='{foley}':s=48000:d=3",
             "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
             "-c:a", "pcm_s24le"]
-    subprocess.run(args + (["-timecode", timecode] if timecode else []) + [str(path)], check=True)
+    subprocess.run(args + ["-timecode", "01:00:00:00", str(path)], check=True)
     return path
 
 
@@ -267,7 +267,7 @@ def test_build_from_videos_learns_from_a_chosen_track_or_sidecar_stems(tmp_path:
     reels = tmp_path / "reels"
     reels.mkdir()
     _reel(reels / "R1.mov")
-    _reel(reels / "R10.mov", timecode=None)
+    _reel(reels / "R10.mov")
     one_hour = time_reference_from_timecode("01:00:00:00", 25.0, 48000)
     # R1's Foley, in two stems placed by their BWF time stamps: footsteps start 0.5 s after the
     # picture (a burst 0.1 s into the stem is at 0.6 s of picture), props at 01:00:00:00 at
@@ -284,8 +284,12 @@ def test_build_from_videos_learns_from_a_chosen_track_or_sidecar_stems(tmp_path:
     summary = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley")
     assert summary["written"] == 4 and not summary["failed"], summary
     assert _onsets_by_window(out, "R1.mov") == {0: [0.6], 1: [0.3, 0.6], 2: [0.45]}
-    # R10 has no timecode: its stem starts with the picture; its last two seconds are silent
+    # R10's stem carries no time stamp (TimeReference 0): it starts with the picture; its last
+    # two seconds are silent
     assert _onsets_by_window(out, "R10.mov") == {0: [0.5]}
+    r10 = next(c for c in dataset.iter_clips(out) if c.meta["source"] == "R10.mov")
+    assert r10.meta["sound"]["stems"] == [{"file": "R10_FOLEY.wav", "offset_s": 0.0,
+                                           "aligned_by": "start"}]
     assert sorted(r["reason"].split(" ")[0] for r in summary["skipped"]) == ["silent", "silent"]
     r1 = next(c for c in dataset.iter_clips(out) if c.meta["source"] == "R1.mov")
     assert r1.meta["sound_source"] == "stems:foley"
