@@ -16,7 +16,7 @@ batch 8, seed 0, one thread), its scorer fitted on the last third. Both are then
 picture-caused truth: the validation clips of the training set (`--val`, generator onsets),
 with the shipped checkpoint and the motion baseline alongside.
 
-Run (about 20 min on two cores: the arms train one after the other):
+Run (13 min on two cores; the arms train one after the other, one thread each):
     .venv/bin/python scripts/stems_vs_mix_study.py data/cal data/bbb --val data/v2a_1000 \
         --work runs/stems_vs_mix
 """
