@@ -505,8 +505,10 @@ def _timecode(seconds: float, fps: float) -> str:
 def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> list[Stem]:
     """Place each stem on the video's time. When the picture has a start timecode and the stem a
     BWF TimeReference (what Pro Tools stamps on an exported stem; 0 reads as none), the stem
-    starts at their difference; otherwise it is taken to start with the picture. ValueError naming the stem
-    when it holds no sound over the picture's span or cannot be read."""
+    starts at their difference; otherwise it is taken to start with the picture. ValueError
+    naming the stem when it holds no sound over the picture's span or cannot be read."""
+    from tasks.bwf import read_bwf_info
+
     picture_s = _seconds_since_midnight(info.timecode, info.fps) if info.timecode else None
     stems = []
     for path in paths:
@@ -515,10 +517,7 @@ def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> lis
             sfi = sf.info(str(path))
         except (RuntimeError, sf.LibsndfileError) as exc:
             raise ValueError(f"stem {rel}: not a readable WAV ({exc})") from exc
-        ref = None
         try:
-            from tasks.bwf import read_bwf_info
-
             ref = read_bwf_info(path)["time_reference"]
         except (ValueError, OSError, struct.error):
             ref = None                      # RF64 / W64 or no bext: aligned at the start
