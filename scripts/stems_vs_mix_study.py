@@ -58,7 +58,8 @@ def build_arms(clips_data: Path, bed_data: Path, work: Path) -> dict[str, dict]:
 
     clips = sorted(dataset.iter_clips(clips_data), key=lambda c: c.name)
     bed = bed_source(bed_data)
-    level = float(np.median([rms(c.audio16k) for c in clips if rms(c.audio16k) > 1e-4]))
+    levels = np.array([rms(c.audio16k) for c in clips])
+    level = float(np.median(levels[levels > 1e-4]))      # the Foley level of clips that sound
     bed = bed * level / rms(bed)
     rng = np.random.default_rng(0)
     counts = {"stems": em.OnsetCounts({0.05: 0}, 0, 0, []), "mix": em.OnsetCounts({0.05: 0}, 0, 0, [])}

@@ -495,11 +495,12 @@ def _seconds_since_midnight(timecode: str, fps: float) -> float:
     return time_reference_from_timecode(timecode, fps, sr=48000) / 48000.0
 
 
-def _timecode(seconds: float, fps: float) -> str:
-    import opentimelineio as otio
+def _timecode(seconds: float, fps: float, drop_frame: bool) -> str:
+    """`tasks.ingest.timecode` of a time since midnight at the picture's rate."""
+    from tasks.ingest import rational_rate, timecode
 
-    return otio.opentime.to_timecode(
-        otio.opentime.RationalTime(round(seconds % 86400 * fps), fps), fps)
+    num, den = rational_rate(fps)
+    return timecode(round(seconds % 86400 * num / den), num, den, drop_frame)
 
 
 def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> list[Stem]:
@@ -532,14 +533,18 @@ def align_stems(info: media.MediaInfo, paths: Sequence[Path], root: Path) -> lis
             offset, how = 0.0, "start"
         length = sfi.frames / sfi.samplerate
         if offset >= info.duration_s or offset + length <= 0:
-            span = (f"stamped {_timecode(ref / sfi.samplerate, info.fps)}–"
-                    f"{_timecode(ref / sfi.samplerate + length, info.fps)}" if how == "timecode"
-                    else f"{length:.3f} s long")
+            drop = ";" in (info.timecode or "")
+            start = picture_s or 0.0
+
+            def tc(s: float) -> str:
+                return _timecode(s, info.fps, drop)
+
+            span = (f"stamped {tc(start + offset)}–{tc(start + offset + length)}"
+                    if how == "timecode" else f"{length:.3f} s long")
             raise ValueError(f"stem {rel} ({span}) holds no sound over the picture "
-                             f"({_timecode(picture_s or 0.0, info.fps)}–"
-                             f"{_timecode((picture_s or 0.0) + info.duration_s, info.fps)} at "
-                             f"{info.fps:g} fps): check that the stem belongs to this reel and "
-                             "that its BWF time stamp is the reel's")
+                             f"({tc(start)}–{tc(start + info.duration_s)} at {info.fps:g} fps): "
+                             "check that the stem belongs to this reel and that its BWF time "
+                             "stamp is the reel's")
         stems.append(Stem(str(path), rel, int(sfi.samplerate), int(sfi.channels), int(sfi.frames),
                           float(offset), how))
     return stems
@@ -677,9 +682,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         if not stems and audio_stream >= len(info.audio_streams):
             have = len(info.audio_streams)
             early.append(entry | {"status": "skipped", "reason": (
-                "no audio stream" if not have and audio_stream == 0 else
-                f"no audio stream {audio_stream} (it has {have}: 0–{have - 1})" if have else
-                f"no audio stream {audio_stream} (it has none)")})
+                f"no audio stream {audio_stream} (it has {have}: 0–{have - 1})" if have
+                else "no audio stream")})
             continue
         n = max(1, int(round(clip_s * info.fps)))
         span = n / info.fps
