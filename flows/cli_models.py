@@ -88,23 +88,45 @@ def dataset_videos(
              "word (--stems foley takes R1_FOLEY_FS.wav and R1_FOLEY_PROPS.wav for R1.mov, "
              "summed, and leaves R1_MX.wav). A stem with a BWF time stamp is placed by it "
              "against the picture's start timecode; without one it starts with the picture.")] = None,
+    onset_rise_db: Annotated[float, typer.Option(
+        help="The training truth's onsets: an attack counts when its level rises at least "
+             "this many dB above the 21 ms before it. 14 keeps the hits and footfalls the "
+             "picture shows and leaves a rub's grain and a bounce's rattle; 6 is what "
+             "foley eval synth hears as an attack (models/README.md, \"Real footage\"). A rerun "
+             "with other onset settings reads the kept windows' onsets again from their "
+             "stored sound, without recomputing the picture.")] = 14.0,
+    onset_gap_ms: Annotated[float, typer.Option(
+        help="Of attacks closer than this (ms), the training truth keeps the strongest: a heel "
+             "then a toe is one footstep.")] = 150.0,
+    onset_floor_dbfs: Annotated[float, typer.Option(
+        help="Attacks quieter than this level (dBFS) are not onsets.")] = -40.0,
 ) -> None:
     """Turn past reels into training pairs: the picture's features and the sound of the same
     span, in windows of --clip-s. The sound is the video's own (its first audio stream, or
     --audio-stream N), or its sidecar stems (--stems foley). A Foley or effects stem is the
     better teacher: the onsets of a full mix are partly music and dialogue, which the picture
     does not cause. Windows without sound are skipped, unreadable files fail alone; both are
-    listed in the folder's index.json. Running it again resumes; with another sound source it
-    remakes the windows."""
-    from tasks.dataset import build_from_videos
+    listed in the folder's index.json. Each window's onsets, where its sound starts, are read
+    from its sound (--onset-rise-db, --onset-gap-ms, --onset-floor-dbfs): they teach the
+    model's onset head and fit its contact scorer. Running it again resumes; with another
+    sound source it remakes the windows, with other onset settings it reads their onsets again.
+
+    Example, a show's past reels with their Foley stems next to them (R101.mov, R101_FOLEY.wav):
+    foley dataset videos /mnt/show/reels data/show --stems foley"""
+    from tasks.dataset import OnsetTruth, build_from_videos
 
     if not videos.is_dir():
         _fail(f"{videos} is not a folder")
     if stems is not None and audio_stream:
         _fail("--stems and --audio-stream both choose the sound: give one")
     try:
+        truth = OnsetTruth(rise_db=onset_rise_db, min_gap_s=onset_gap_ms / 1000.0,
+                           floor_dbfs=onset_floor_dbfs)
+    except ValueError as exc:
+        _fail(f"--onset-rise-db / --onset-gap-ms / --onset-floor-dbfs: {exc}")
+    try:
         summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split,
-                                    audio_stream=audio_stream, stems=stems)
+                                    audio_stream=audio_stream, stems=stems, onset_truth=truth)
     except ValueError as exc:
         _fail(f"--stems / --audio-stream: {exc}")
     _report_build(summary, out)
@@ -113,16 +135,18 @@ def dataset_videos(
 def _report_build(summary: dict, out: Path) -> None:
     """One line of counts, a line per skipped / failed file or window (at most 10 each); exit
     2 when the folder ends up with nothing to train on."""
-    typer.echo(f"dataset: {out}: {summary['written']} written, {summary['existing']} already "
-               f"there, {len(summary['skipped'])} skipped, {len(summary['failed'])} failed "
-               f"({summary['wall_s']:.0f} s)")
+    relabelled = (f"{summary['relabelled']} with their onsets read again, "
+                  if summary.get("relabelled") else "")
+    typer.echo(f"dataset: {out}: {summary['written']} written, {relabelled}{summary['existing']} "
+               f"already there, {len(summary['skipped'])} skipped, {len(summary['failed'])} "
+               f"failed ({summary['wall_s']:.0f} s)")
     for key in ("failed", "skipped"):
         rows = summary[key]
         for r in rows[:10]:
             typer.echo(f"  {key}: {r['source']} ({r['name']}): {r['reason']}")
         if len(rows) > 10:
             typer.echo(f"  … {len(rows) - 10} more {key}: see {summary['index']}")
-    if not summary["written"] and not summary["existing"]:
+    if not (summary["written"] or summary["existing"] or summary.get("relabelled")):
         _fail(f"nothing to train on in {out}: every video or window was skipped or failed "
               "(reasons above)")
 

@@ -88,13 +88,14 @@ def _refine(x: np.ndarray, sr: int, t_det: int) -> int:
 
 
 def detect_onsets(
-    audio: np.ndarray, sr: int, *, min_gap_s: float = 0.05, threshold_db: float = -40.0
+    audio: np.ndarray, sr: int, *, min_gap_s: float = 0.05, threshold_db: float = -40.0,
+    rise_db: float = _RISE_DB,
 ) -> np.ndarray:
     """Onset times (seconds, ~1 ms precision) of the attacks in `audio`.
 
     Method: a 2 ms RMS envelope at a 0.25 ms hop is compared with the mean power of the
     21 ms that end 4 ms earlier; an onset is a rising crossing where the level is at least
-    6 dB above that reference and above `threshold_db` (dBFS). Each detection is refined at
+    `rise_db` (6 dB) above that reference and above `threshold_db` (dBFS). Each detection is refined at
     sample level to the attack start (first sample within 20 dB of the local peak and above
     the preceding background, see `_refine`), so a one-shot whose leading silence was trimmed
     reports its first audible sample. Of detections closer than `min_gap_s` only the one with
@@ -107,7 +108,7 @@ def detect_onsets(
     env = rms_envelope(x, sr, _FINE_RATE_HZ, _FINE_FRAME_S)
     level = _level_db(env)
     rise = level - _reference_db(env, _FINE_RATE_HZ)
-    rising = (rise >= _RISE_DB) & (level >= threshold_db)
+    rising = (rise >= rise_db) & (level >= threshold_db)
     starts = np.flatnonzero(rising & ~np.concatenate([[False], rising[:-1]]))
     # candidate onsets with their strength: the largest rise within 2 ms of the crossing
     span = int(0.002 * _FINE_RATE_HZ)

@@ -336,3 +336,68 @@ def test_stems_that_miss_the_picture_fail_alone_and_the_cli_says_so(tmp_path: Pa
     both = CliRunner().invoke(app, ["dataset", "videos", str(reels), str(tmp_path / "d"),
                                     "--stems", "foley", "--audio-stream", "1"])
     assert both.exit_code == 2 and "give one" in both.output
+
+
+def _hit(n: int, sr: int, at: float, peak: float, rng: np.random.Generator) -> np.ndarray:
+    """A decaying noise hit (15 ms time constant) starting at `at` s, in n samples."""
+    out = np.zeros(n)
+    i = int(round(at * sr))
+    t = np.arange(n - i) / sr
+    out[i:] = peak * rng.standard_normal(n - i) * np.exp(-t / 0.015)
+    return out
+
+
+def test_the_training_truth_takes_the_hit_and_reads_again_on_a_rerun(tmp_path: Path) -> None:
+    """A window holding a hit, its rattle 80 ms later and a rub whose grain swells by 9 dB: the
+    builder's truth (14 dB, 150 ms) is the hit and the rub's start, detect_onsets' own settings
+    (6 dB, 50 ms) take the rattle and the swell too. Other onset settings on a rerun read the onsets again from the stored sound and
+    leave the picture's features as they were."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    reels = tmp_path / "reels"
+    reels.mkdir()
+    _reel(reels / "R4.mov")
+    rng = np.random.default_rng(4)
+    n = 48000 * 3
+    sound = 10 ** (-70 / 20) * rng.standard_normal(n)              # room tone
+    sound += _hit(n, 48000, 0.2, 0.5, rng) + _hit(n, 48000, 0.28, 0.12, rng)
+    rub = np.zeros(n)
+    rub[24000:48000] = 10 ** (-30 / 20) * rng.standard_normal(24000)
+    rub[int(0.7 * 48000):48000] *= 10 ** (9 / 20)                  # the grain swells at 0.7 s
+    sf.write(reels / "R4_foley.wav", sound + rub, 48000, subtype="PCM_24")   # no bext: at the start
+
+    out = tmp_path / "data"
+    summary = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley")
+    assert summary["written"] == 1, summary                        # windows 1 and 2 are silent
+    (clip,) = dataset.iter_clips(out)
+    assert clip.meta["onset_truth"] == {"rise_db": 14.0, "min_gap_s": 0.15, "floor_dbfs": -40.0}
+    assert [round(o["t"], 2) for o in clip.onsets] == [0.2, 0.5]
+
+    def cli(*extra: str):
+        return CliRunner().invoke(app, ["dataset", "videos", str(reels), str(out), "--stems",
+                                        "foley", "--clip-s", "1", "--workers", "1", *extra])
+
+    loose = cli("--onset-rise-db", "6", "--onset-gap-ms", "50")
+    assert loose.exit_code == 0, loose.output
+    assert "0 written, 1 with their onsets read again, 0 already there" in loose.output
+    (again,) = dataset.iter_clips(out)
+    assert [round(o["t"], 2) for o in again.onsets] == [0.2, 0.28, 0.5, 0.7]
+    assert again.meta["onset_truth"] == {"rise_db": 6.0, "min_gap_s": 0.05, "floor_dbfs": -40.0}
+    assert again.meta | {"onset_truth": None} == clip.meta | {"onset_truth": None}
+    np.testing.assert_array_equal(again.audio16k, clip.audio16k)
+    for key, value in clip.features.items():
+        np.testing.assert_array_equal(again.features[key], value)
+    assert "0 written, 1 already there" in cli("--onset-rise-db", "6", "--onset-gap-ms", "50").output
+
+    # a window written before meta onset_truth existed was read with detect_onsets' settings
+    dataset.write_clip(again.path, again.features, again.audio16k, events=[], sustained=[],
+                       onsets=again.onsets, meta={k: v for k, v in again.meta.items()
+                                                  if k != "onset_truth"})
+    old = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley",
+                                    onset_truth=dataset.DETECTOR_TRUTH)
+    assert (old["existing"], old["relabelled"], old["written"]) == (1, 0, 0)
+
+    bad = cli("--onset-rise-db", "0")
+    assert bad.exit_code == 2 and "--onset-rise-db" in bad.output and "above 0 dB" in bad.output
