@@ -12,14 +12,15 @@ soundtrack, `foley dataset videos … --split real`, at one fixed level: the med
 of the clips) for its mix. Every arm reads its truth the way `foley dataset videos` does —
 the onsets an `OnsetTruth` finds in the sound it is given, no generator truth — with the
 builder's settings (14 dB, 150 ms) or `detect_onsets`' own (6 dB, 50 ms, the builder's
-before session 16). Each goes through the same adaptation as
+before session 16) — and, as the ceiling no studio has, with the generator's own onsets
+("generator": the truth a perfect reading of the sound would give). Each goes through the same adaptation as
 `scripts/real_calibration_study.py`: the shipped network fine-tuned on the first two thirds
 of the clips (30 epochs, peak lr 5e-4, batch 8, seed 0, one thread), its scorer fitted on the
 last third. All are then scored on picture-caused truth: clips with generator onsets that
 neither the shipped network nor the arms saw (`--score`, split `--split`), with the shipped
 checkpoint and the motion baseline alongside.
 
-Run (session 16: 400 calibration clips, 150 fresh clips scored, four arms two at a time,
+Run (session 16: 300 calibration clips, 150 fresh clips scored, six arms two at a time,
 about 15 min on two cores):
     .venv/bin/foley dataset procedural data/fresh --clips 150 --split train --seed 400000
     .venv/bin/python scripts/stems_vs_mix_study.py data/cal data/bbb --score data/fresh \
@@ -42,7 +43,9 @@ from tasks.envelope import CHECKPOINT
 
 ROWS = ("onset_f1@50ms", "onset_precision@50ms", "onset_recall@50ms", "onset_recall@100ms",
         "onset_error_median_ms", "e_l1_tfoley")
-TRUTHS = {"builder": dataset.OnsetTruth(), "detector": dataset.DETECTOR_TRUTH}
+TRUTHS: dict[str, dataset.OnsetTruth | None] = {
+    "builder": dataset.OnsetTruth(), "detector": dataset.DETECTOR_TRUTH,
+    "generator": None}                 # the clip's own onsets: the ceiling
 SOUNDS = ("stems", "mix")
 
 
@@ -87,12 +90,12 @@ def build_arms(clips_data: Path, bed_data: Path, work: Path) -> dict[str, dict]:
         for sound_name, sound in sounds.items():
             for truth_name, truth in TRUTHS.items():
                 arm = f"{sound_name}_{truth_name}"
-                onsets = truth.detect(sound)
+                onsets = truth.detect(sound) if truth else clip.onsets
                 counts[arm] = counts[arm] + em.OnsetCounts.of([o["t"] for o in onsets], true, (0.05,))
                 meta = clip.meta | {"kind": "video", "split": "train", "seed": -1,
                                     "source": f"{clip.name}.{sound_name}",
                                     "sound_source": f"study:{sound_name}",
-                                    "onset_truth": truth.meta()}
+                                    "onset_truth": truth.meta() if truth else "generator"}
                 dataset.write_clip(work / arm / part / f"{clip.name}.npz", clip.features,
                                    sound.astype(np.float32), events=[], sustained=[],
                                    onsets=onsets, meta=meta)
@@ -145,7 +148,8 @@ def main() -> None:
                                        [args.split] * len(arms))))
     results |= {a: r for a, (_s, r) in done.items()}
     (args.work / "results.json").write_text(json.dumps(
-        {"detected_truth": truth, "truths": {k: t.meta() for k, t in TRUTHS.items()},
+        {"detected_truth": truth,
+         "truths": {k: t.meta() if t else "generator" for k, t in TRUTHS.items()},
          "fine_tuning": {a: s for a, (s, _r) in done.items()}, **results}, indent=1))
     print("truth read from the sound each arm learns from, against the generator's onsets "
           "(F1 / P / R at ±50 ms):")
