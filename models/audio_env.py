@@ -95,10 +95,10 @@ def detect_onsets(
 
     Method: a 2 ms RMS envelope at a 0.25 ms hop is compared with the mean power of the
     21 ms that end 4 ms earlier; an onset is a rising crossing where the level is at least
-    `rise_db` (6 dB) above that reference and above `threshold_db` (dBFS). Each detection is refined at
-    sample level to the attack start (first sample within 20 dB of the local peak and above
-    the preceding background, see `_refine`), so a one-shot whose leading silence was trimmed
-    reports its first audible sample. Of detections closer than `min_gap_s` only the one with
+    `rise_db` (6 dB) above that reference and above `threshold_db` (dBFS). Each detection is
+    refined at sample level to the attack start (first sample within 20 dB of the local peak
+    and above the preceding background, see `_refine`), so a one-shot whose leading silence
+    was trimmed reports its first audible sample. Of detections closer than `min_gap_s` only the one with
     the largest rise is kept (so beating in a ringing tail cannot mask the next real hit).
     Silence gives an empty array.
     """

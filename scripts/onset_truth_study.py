@@ -64,7 +64,8 @@ def main() -> None:
                              f"{sc['onset_recall@50ms']:.2f}){marks.get((r, g), '')}")
             print(f"| {r:.0f} dB | " + " | ".join(cells) + " |")
         best = max(grid, key=lambda k: scores[s, k]["onset_f1@50ms"])
-        print(f"\nbest: {best[0]:.0f} dB, {best[1]:.0f} ms: F1 {scores[s, best]['onset_f1@50ms']:.3f}")
+        f1 = scores[s, best]["onset_f1@50ms"]
+        print(f"\nbest: {best[0]:.0f} dB, {best[1]:.0f} ms: F1 {f1:.3f}")
     if args.json:
         args.json.write_text(json.dumps([{"sound": s, "rise_db": k[0], "gap_ms": k[1], **sc}
                                          for (s, k), sc in scores.items()], indent=1))

@@ -13,10 +13,10 @@ of the clips) for its mix. Every arm reads its truth the way `foley dataset vide
 the onsets an `OnsetTruth` finds in the sound it is given, no generator truth — with the
 builder's settings (14 dB, 150 ms) or `detect_onsets`' own (6 dB, 50 ms, the builder's
 before session 16) — and, as the ceiling no studio has, with the generator's own onsets
-("generator": the truth a perfect reading of the sound would give). Each goes through the same adaptation as
-`scripts/real_calibration_study.py`: the shipped network fine-tuned on the first two thirds
-of the clips (30 epochs, peak lr 5e-4, batch 8, seed 0, one thread), its scorer fitted on the
-last third. All are then scored on picture-caused truth: clips with generator onsets that
+("generator": the truth a perfect reading of the sound would give). Each goes through the
+same adaptation as `scripts/real_calibration_study.py`: the shipped network fine-tuned on the
+first two thirds of the clips (30 epochs, peak lr 5e-4, batch 8, seed 0, one thread), its
+scorer fitted on the last third. All are then scored on picture-caused truth: clips with generator onsets that
 neither the shipped network nor the arms saw (`--score`, split `--split`), with the shipped
 checkpoint and the motion baseline alongside.
 
@@ -91,7 +91,8 @@ def build_arms(clips_data: Path, bed_data: Path, work: Path) -> dict[str, dict]:
             for truth_name, truth in TRUTHS.items():
                 arm = f"{sound_name}_{truth_name}"
                 onsets = truth.detect(sound) if truth else clip.onsets
-                counts[arm] = counts[arm] + em.OnsetCounts.of([o["t"] for o in onsets], true, (0.05,))
+                found = [o["t"] for o in onsets]
+                counts[arm] = counts[arm] + em.OnsetCounts.of(found, true, (0.05,))
                 meta = clip.meta | {"kind": "video", "split": "train", "seed": -1,
                                     "source": f"{clip.name}.{sound_name}",
                                     "sound_source": f"study:{sound_name}",

@@ -293,7 +293,8 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float) -> di
 
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed))
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
-            "relabelled": len(relabelled), "existing": existing, "skipped": skipped, "failed": failed, "seconds_per_clip": timings,
+            "relabelled": len(relabelled), "existing": existing, "skipped": skipped,
+            "failed": failed, "seconds_per_clip": timings,
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 
@@ -692,7 +693,8 @@ def _relabel_job(job: dict) -> dict:
         clip = read_clip(path)
         truth = OnsetTruth(**job["onset_truth"])
         write_clip(path, clip.features, clip.audio16k, events=clip.events, sustained=clip.sustained,
-                   onsets=truth.detect(clip.audio16k), meta=clip.meta | {"onset_truth": truth.meta()})
+                   onsets=truth.detect(clip.audio16k),
+                   meta=clip.meta | {"onset_truth": truth.meta()})
         return row | {"status": "relabelled", "timings": {"relabel": time.perf_counter() - t}}
     except Exception as exc:  # noqa: BLE001 - one bad window never stops the build
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
