@@ -89,16 +89,25 @@ _add_serve()
 
 
 def _prefect_defaults() -> None:
-    """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL)."""
+    """Quiet, local Prefect unless the studio configured one (PREFECT_API_URL), its home under
+    the embedded mode's (`.foley/prefect`). Prefect reads its settings once, when it is first
+    imported, and commands import modules that import it before they start work, so this also
+    runs when the CLI is loaded (below); commands call it again before their flows run."""
     from flows.settings import get_settings
 
-    prefect_home = (get_settings().home / "prefect").resolve()
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    os.environ.setdefault("PREFECT_HOME", str((get_settings().home / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Prefect gives its in-process server 20 s to start; a busy 2-core machine needs more.
+    # Prefect gives its in-process server 20 s to start; a busy 2-core machine needs more, and
+    # the first start on a fresh machine builds its database (over 20 s, session 16)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+try:
+    _prefect_defaults()
+except (ValueError, OSError):   # a bad FOLEY_* setting or an unwritable home: the command
+    pass                        # that needs them reports it
 
 
 def fail(message: str, code: int = 2) -> None:
