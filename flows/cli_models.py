@@ -136,7 +136,7 @@ def _report_build(summary: dict, out: Path) -> None:
     """One line of counts, a line per skipped / failed file or window (at most 10 each); exit
     2 when the folder ends up with nothing to train on."""
     relabelled = (f"{summary['relabelled']} with their onsets read again, "
-                  if summary.get("relabelled") else "")
+                  if summary["relabelled"] else "")
     typer.echo(f"dataset: {out}: {summary['written']} written, {relabelled}{summary['existing']} "
                f"already there, {len(summary['skipped'])} skipped, {len(summary['failed'])} "
                f"failed ({summary['wall_s']:.0f} s)")
@@ -146,7 +146,7 @@ def _report_build(summary: dict, out: Path) -> None:
             typer.echo(f"  {key}: {r['source']} ({r['name']}): {r['reason']}")
         if len(rows) > 10:
             typer.echo(f"  … {len(rows) - 10} more {key}: see {summary['index']}")
-    if not (summary["written"] or summary["existing"] or summary.get("relabelled")):
+    if not (summary["written"] or summary["existing"] or summary["relabelled"]):
         _fail(f"nothing to train on in {out}: every video or window was skipped or failed "
               "(reasons above)")
 

@@ -98,8 +98,9 @@ def detect_onsets(
     `rise_db` (6 dB) above that reference and above `threshold_db` (dBFS). Each detection is
     refined at sample level to the attack start (first sample within 20 dB of the local peak
     and above the preceding background, see `_refine`), so a one-shot whose leading silence
-    was trimmed reports its first audible sample. Of detections closer than `min_gap_s` only the one with
-    the largest rise is kept (so beating in a ringing tail cannot mask the next real hit).
+    was trimmed reports its first audible sample. Of detections closer than `min_gap_s` only
+    the one with the largest rise is kept (so beating in a ringing tail cannot mask the next
+    real hit).
     Silence gives an empty array.
     """
     x = _as_mono(audio)

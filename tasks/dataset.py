@@ -163,20 +163,19 @@ def read_clip(path: Path) -> Clip:
     return clip
 
 
-def _existing(path: Path, defaults: dict[str, Any] | None = None,
-              **expect: Any) -> dict[str, Any] | None:
-    """The meta of `path` if it is a complete clip whose meta matches `expect` (resume keeps
-    it), else None; a key the clip's meta lacks (written before the key existed) reads as its
+def _existing(path: Path, defaults: dict[str, Any] | None = None, **expect: Any) -> Clip | None:
+    """The clip at `path` if it is complete and its meta matches `expect` (resume keeps it),
+    else None; a key the clip's meta lacks (written before the key existed) reads as its
     `defaults` value."""
     if not path.exists():
         return None
     try:
-        meta = read_clip(path).meta
+        clip = read_clip(path)
     except ValueError as exc:
         log.warning("dataset: remaking %s", exc)
         return None
     defaults = defaults or {}
-    return meta if all(meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
+    return clip if all(clip.meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
 
 
 def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = ()) -> Path:
@@ -242,7 +241,10 @@ def _init_worker() -> None:
 
 
 def _run(fn: Callable[[dict], dict], jobs: list[dict], workers: int, label: str) -> list[dict]:
-    """Run jobs (in `workers` spawned processes if > 1) with a progress bar on stderr."""
+    """Run jobs (in `workers` spawned processes if > 1) with a progress bar on stderr (none when
+    there is nothing to do)."""
+    if not jobs:
+        return []
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
@@ -684,20 +686,17 @@ def _video_job(job: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _relabel_job(job: dict) -> dict:
-    """Read a kept window's onsets again from its stored sound with another `OnsetTruth`."""
-    path = Path(job["path"])
-    row = {"name": path.stem, "source": job["rel"]}
+def _relabel(clip: Clip, truth: OnsetTruth, rel: str) -> dict:
+    """Rewrite a kept window (as `_existing` read it) with its onsets read again from its stored
+    sound by another `OnsetTruth`; its picture features and sound stay as they are."""
+    row = {"name": clip.name, "source": rel}
     try:
-        t = time.perf_counter()
-        clip = read_clip(path)
-        truth = OnsetTruth(**job["onset_truth"])
-        write_clip(path, clip.features, clip.audio16k, events=clip.events, sustained=clip.sustained,
-                   onsets=truth.detect(clip.audio16k),
+        write_clip(clip.path, clip.features, clip.audio16k, events=clip.events,
+                   sustained=clip.sustained, onsets=truth.detect(clip.audio16k),
                    meta=clip.meta | {"onset_truth": truth.meta()})
-        return row | {"status": "relabelled", "timings": {"relabel": time.perf_counter() - t}}
-    except Exception as exc:  # noqa: BLE001 - one bad window never stops the build
+    except OSError as exc:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    return row | {"status": "relabelled"}
 
 
 def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, workers: int = 2, *,
@@ -730,7 +729,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         if not (hidden or path.resolve().is_relative_to(out_dir.resolve())):
             paths.append(path)
     sidecars = match_stems(paths, stems) if stems else {}
-    jobs, relabel, early, existing = [], [], [], 0
+    jobs, early, existing = [], [], 0
     for path in paths:
         rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
@@ -761,12 +760,11 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             wname = f"{name}_{k:04d}"
             kept = _existing(out_dir / f"{wname}.npz", {"sound_source": DEFAULT_SOUND}, source=rel,
                              window=k, split=split, sound_source=source)
-            if kept and kept.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta():
-                existing += 1
-            elif kept:
-                relabel.append({"path": str(out_dir / f"{wname}.npz"), "rel": rel,
-                                "onset_truth": onset_truth.meta()})
             if kept:
+                if kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta():
+                    existing += 1
+                else:            # cheap, and the clip is read already: here, not in a worker
+                    early.append(_relabel(kept, onset_truth, rel))
                 continue
             jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
                          "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
@@ -774,8 +772,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                          "audio_stream": audio_stream, "sound_source": source,
                          "onset_truth": onset_truth.meta(),
                          "stems": [st.__dict__ for st in placed]})
-    results = early + (_run(_relabel_job, relabel, workers, "onsets read again") if relabel else [])
-    results += _run(_video_job, jobs, workers, "video windows")
+    results = early + _run(_video_job, jobs, workers, "video windows")
     return _summary(out_dir, results, existing, t0)
 
 
