@@ -47,7 +47,8 @@ def dataset_procedural(
 ) -> None:
     """Render paired scenes (picture + physically timed sound from real recordings), compute
     the pass's features on their proxies, and store one npz per clip. Running it again with
-    more --clips extends the set (clips already written are kept)."""
+    more --clips extends the set (clips already written are kept); with other --rates it
+    renders again the clips it asks for, which are other scenes."""
     from models.paired_scenes import split_rates
     from tasks.dataset import build_procedural
 
@@ -109,7 +110,8 @@ def dataset_videos(
     listed in the folder's index.json. Each window's onsets, where its sound starts, are read
     from its sound (--onset-rise-db, --onset-gap-ms, --onset-floor-dbfs): they teach the
     model's onset head and fit its contact scorer. Running it again resumes; with another
-    sound source it remakes the windows, with other onset settings it reads their onsets again.
+    sound source, split or --clip-s it cuts the videos again (no window of the earlier cut
+    stays), with other onset settings it reads the windows' onsets again.
 
     Example, a show's past reels with their Foley stems next to them (R101.mov, R101_FOLEY.wav):
     foley dataset videos /mnt/show/reels data/show --stems foley"""
@@ -137,9 +139,10 @@ def _report_build(summary: dict, out: Path) -> None:
     2 when the folder ends up with nothing to train on."""
     relabelled = (f"{summary['relabelled']} with their onsets read again, "
                   if summary["relabelled"] else "")
+    removed = f", {summary['removed']} of an earlier cut removed" if summary["removed"] else ""
     typer.echo(f"dataset: {out}: {summary['written']} written, {relabelled}{summary['existing']} "
                f"already there, {len(summary['skipped'])} skipped, {len(summary['failed'])} "
-               f"failed ({summary['wall_s']:.0f} s)")
+               f"failed{removed} ({summary['wall_s']:.0f} s)")
     for key in ("failed", "skipped"):
         rows = summary[key]
         for r in rows[:10]:

@@ -34,8 +34,10 @@ npz layout (DATASET_VERSION 1; strings are 0-d unicode arrays, no pickles):
 | fps, duration_s, seed | float64, float64, int64 | copies from meta (seed −1 for videos) |
 | split, kind, material | str | copies from meta (kind "video" and material "" for videos) |
 
-Each npz is written to a temporary name and renamed; a rerun skips clips whose npz exists and
-reads back whole (right version, keys and audio length). `index.json` lists every valid clip
+Each npz is written to a temporary name and renamed; a rerun skips clips whose npz exists,
+reads back whole (right version, keys and audio length) and is what the request makes (the
+scene its seed and --rates draw; the window length, sound and split of a video's cut), and
+remakes the others. `index.json` lists every valid clip
 of the folder (rebuilt from the files after each build) and the skipped / failed windows.
 Work runs in `workers` spawned processes (OpenCV at one thread each) with a progress bar on
 stderr; the mp4 and proxy of a clip are deleted unless keep_media (then in media/). Builders
@@ -78,9 +80,9 @@ import soundfile as sf
 
 from models import scenes
 from models.audio_env import detect_onsets
-from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedTruth, paired_truth,
-                                  render_audio, render_frames, sample_spec, sound_keys, spec_dict,
-                                  split_rates)
+from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedSpec, PairedTruth,
+                                  paired_truth, render_audio, render_frames, sample_spec,
+                                  sound_keys, spec_dict, split_rates)
 from tasks import media
 from tasks.features import KEYS, compute_features
 
@@ -178,9 +180,11 @@ def _existing(path: Path, defaults: dict[str, Any] | None = None, **expect: Any)
     return clip if all(clip.meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
 
 
-def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = ()) -> Path:
+def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = (),
+                forget: Callable[[str], bool] = lambda name: False) -> Path:
     """Rebuild index.json from the folder's clips; skipped / failed entries of earlier builds
-    are kept unless their clip now exists."""
+    are kept unless their clip now exists or `forget(name)` (a window the video no longer
+    has)."""
     out_dir = Path(out_dir)
     clips = []
     for path in sorted(out_dir.glob("clip_*.npz")):
@@ -204,7 +208,7 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
 
     def merge(key: str, new: Iterable[dict]) -> list[dict]:
         rows = {r["name"]: r for r in old.get(key, [])} | {r["name"]: r for r in new}
-        return [r for n, r in sorted(rows.items()) if n not in names]
+        return [r for n, r in sorted(rows.items()) if n not in names and not forget(n)]
 
     index = {"version": DATASET_VERSION, "audio_sr": AUDIO_SR, "feature_prefix": FEATURE_PREFIX,
              "clips": clips, "skipped": merge("skipped", skipped), "failed": merge("failed", failed)}
@@ -275,7 +279,9 @@ def _prepare_folder(out_dir: Path) -> Path:
     return out_dir
 
 
-def _summary(out_dir: Path, results: list[dict], existing: int, t0: float) -> dict[str, Any]:
+def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
+             forget: Callable[[str], bool] = lambda name: False,
+             removed: int = 0) -> dict[str, Any]:
     written = [r for r in results if r["status"] == "written"]
     relabelled = [r for r in results if r["status"] == "relabelled"]
     skipped = [r for r in results if r["status"] == "skipped"]
@@ -293,9 +299,10 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float) -> di
     def rows(found: list[dict]) -> list[dict]:
         return [{k: r[k] for k in ("name", "source", "reason")} for r in found]
 
-    index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed))
+    index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
-            "relabelled": len(relabelled), "existing": existing, "skipped": skipped,
+            "relabelled": len(relabelled), "existing": existing, "removed": removed,
+            "skipped": skipped,
             "failed": failed, "seconds_per_clip": timings,
             "wall_s": round(time.perf_counter() - t0, 2)}
 
@@ -382,9 +389,7 @@ def _paired_job(job: dict) -> dict:
     timings: dict[str, float] = {}
     try:
         work.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng([number, SPLITS.index(split)])
-        spec = sample_spec(rng, split, available=catalog_keys(job["sfx_dir"]),
-                           durations=tuple(job["durations"]), rates=job.get("rates"))
+        spec = _scene_spec(number, split, job["sfx_dir"], job["durations"], job["rates"])
         truth = paired_truth(spec)
         t = time.perf_counter()
         _encode(render_frames(spec), spec.size, truth.fps, work / "scene.mp4")
@@ -408,6 +413,14 @@ def _paired_job(job: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _scene_spec(number: int, split: str, sfx_dir: str | Path, durations: Sequence[float],
+                rates: Sequence[float] | None) -> PairedSpec:
+    """Clip `number`'s scene: drawn from its own seed, so the same request draws the same."""
+    return sample_spec(np.random.default_rng([number, SPLITS.index(split)]), split,
+                       available=catalog_keys(Path(sfx_dir)), durations=tuple(durations),
+                       rates=rates)
+
+
 def _paired_meta(name: str, number: int, truth: PairedTruth, n_audio: int) -> dict:
     spec = truth.spec
     firsts = [e["material"] for e in truth.events] + [s["material"] for s in truth.sustained]
@@ -422,9 +435,10 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
                      workers: int = 2, *, sfx_dir: Path = DEFAULT_SFX, keep_media: bool = False,
                      durations: tuple[float, float] = (3.0, 5.0),
                      rates: Sequence[float] | None = None) -> dict[str, Any]:
-    """Render clips seed … seed + n_clips − 1 of `split` into out_dir (resumable); returns a
-    summary with per-stage seconds per clip. `rates` draws frame rates from those of the
-    split's it lists only (e.g. a calibration set for high-frame-rate material)."""
+    """Render clips seed … seed + n_clips − 1 of `split` into out_dir (resumable: a clip is
+    kept when it is the scene this request draws, else remade); returns a summary with
+    per-stage seconds per clip. `rates` draws frame rates from those of the split's it lists
+    only (e.g. a calibration set for high-frame-rate material)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     rates = list(split_rates(split, rates)) if rates else None
@@ -434,9 +448,12 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
     out_dir = _prepare_folder(out_dir)
     jobs, existing = [], 0
     for number in range(seed, seed + n_clips):
-        if _existing(out_dir / f"{clip_name(number, split)}.npz", clip=number, split=split):
+        path = out_dir / f"{clip_name(number, split)}.npz"
+        spec = _scene_spec(number, split, sfx_dir, durations, rates)   # a few ms
+        if _existing(path, clip=number, split=split, spec=json.loads(json.dumps(spec_dict(spec)))):
             existing += 1
             continue
+        path.unlink(missing_ok=True)     # drawn with other --rates or durations: remade, or gone
         jobs.append({"out_dir": str(out_dir), "number": number, "split": split,
                      "sfx_dir": str(sfx_dir), "durations": list(durations), "keep_media": keep_media,
                      "rates": rates})
@@ -710,8 +727,10 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     `stems` the video's sidecar stems whose names hold that tag (`match_stems`, placed by
     `align_stems`): a past reel's Foley stems, whose onsets are caused by the picture, where
     the mix also carries music and dialogue. A video with none of that sound is skipped; the
-    picture of a video read with stems needs no audio stream. Changing the sound source
-    remakes a folder's windows on the next run (meta `sound_source`). Each window's onsets
+    picture of a video read with stems needs no audio stream. Changing the sound source, the
+    split or `clip_s` cuts a folder's videos again on the next run: no window of the earlier
+    cut stays (summary "removed": those past the end of the new cut, and the windows of a
+    video now skipped for want of the sound asked for). Each window's onsets
     are read from its sound by `onset_truth` (meta `onset_truth`); a rerun with another one
     reads the kept windows' onsets again from their stored sound ("relabelled"), without
     touching their picture features."""
@@ -730,6 +749,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             paths.append(path)
     sidecars = match_stems(paths, stems) if stems else {}
     jobs, early, existing = [], [], 0
+    windows: dict[str, int] = {}       # each video read now: how many windows its cut has
     for path in paths:
         rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
@@ -740,40 +760,55 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         except (media.MediaError, ValueError) as exc:
             early.append(entry | {"status": "failed", "reason": str(exc)})
             continue
+        have = len(info.audio_streams)
         if not info.has_video:
-            early.append(entry | {"status": "skipped", "reason": "no video stream"})
-            continue
-        if stems and not placed:
-            early.append(entry | {"status": "skipped", "reason": (
-                f"no stem next to it named {path.stem}, a separator, then {stems} "
-                f"(e.g. {path.stem}_{stems.upper()}.wav)")})
-            continue
-        if not stems and audio_stream >= len(info.audio_streams):
-            have = len(info.audio_streams)
-            early.append(entry | {"status": "skipped", "reason": (
-                f"no audio stream {audio_stream} (it has {have}: 0–{have - 1})" if have
-                else "no audio stream")})
+            why = "no video stream"
+        elif stems and not placed:
+            why = (f"no stem next to it named {path.stem}, a separator, then {stems} "
+                   f"(e.g. {path.stem}_{stems.upper()}.wav)")
+        elif not stems and audio_stream >= have:
+            why = (f"no audio stream {audio_stream} (it has {have}: 0–{have - 1})" if have
+                   else "no audio stream")
+        else:
+            why = ""
+        if why:          # and its windows of an earlier build go: they are not of this sound
+            windows[name] = 0
+            early.append(entry | {"status": "skipped", "reason": why})
             continue
         n = max(1, int(round(clip_s * info.fps)))
         span = n / info.fps
-        for k in range(int((info.duration_s + 0.25 / info.fps) // span)):
+        windows[name] = int((info.duration_s + 0.25 / info.fps) // span)
+        for k in range(windows[name]):
             wname = f"{name}_{k:04d}"
-            kept = _existing(out_dir / f"{wname}.npz", {"sound_source": DEFAULT_SOUND}, source=rel,
-                             window=k, split=split, sound_source=source)
+            path_k = out_dir / f"{wname}.npz"
+            kept = _existing(path_k, {"sound_source": DEFAULT_SOUND}, source=rel, window=k,
+                             split=split, sound_source=source, clip_s=clip_s)
             if kept:
                 if kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta():
                     existing += 1
                 else:            # cheap, and the clip is read already: here, not in a worker
                     early.append(_relabel(kept, onset_truth, rel))
                 continue
+            # cut with another window length, sound or split (or unreadable): it is remade,
+            # and if this cut of the window is silent or fails, no window of the old cut stays
+            path_k.unlink(missing_ok=True)
             jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
                          "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
                          "clip_s": clip_s, "split": split, "keep_media": keep_media,
                          "audio_stream": audio_stream, "sound_source": source,
                          "onset_truth": onset_truth.meta(),
                          "stems": [st.__dict__ for st in placed]})
+
+    def beyond(window: str) -> bool:
+        """A window past the end of its video's cut (a longer --clip-s, a shorter video)."""
+        video, _, k = window.rpartition("_")
+        return video in windows and k.isdigit() and int(k) >= windows[video]
+
+    stale = [p for p in out_dir.glob("clip_*.npz") if beyond(p.stem)]
+    for path in stale:
+        path.unlink()
     results = early + _run(_video_job, jobs, workers, "video windows")
-    return _summary(out_dir, results, existing, t0)
+    return _summary(out_dir, results, existing, t0, forget=beyond, removed=len(stale))
 
 
 # ---------------------------------------------------------------- Big Buck Bunny

@@ -186,6 +186,13 @@ def test_build_procedural_writes_valid_clips_and_resumes(tmp_path: Path, sfx_dir
                                      sfx_dir=sfx_dir, durations=(1.2, 1.6))
     assert third["written"] == 1 and third["existing"] == 1
     assert dataset.read_clip(files[1]).meta["clip"] == 4
+    # asked for other frame rates, the same numbers are other scenes: kept only where the
+    # request draws the scene the folder holds, remade otherwise
+    stamp = files[1].stat().st_mtime_ns
+    fast = dataset.build_procedural(out, n_clips=1, split="train", seed=3, workers=1,
+                                    sfx_dir=sfx_dir, durations=(1.2, 1.6), rates=[60])
+    assert fast["written"] == 1 and dataset.read_clip(files[0]).meta["fps"] == 60.0
+    assert files[1].stat().st_mtime_ns == stamp                     # not asked for: as it was
 
 
 # a 150 ms 440 Hz burst 0.4 s into each second, none after 3 s
@@ -229,7 +236,50 @@ def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path) -> None
         inner = slice(int(0.3 * SR), int(0.7 * SR))                 # the same span of the film
         np.testing.assert_allclose(clip.audio16k[inner], whole[k * SR:(k + 1) * SR][inner], atol=2e-3)
     again = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
-    assert again["written"] == 0 and again["existing"] == 3
+    assert again["written"] == 0 and again["existing"] == 3 and again["removed"] == 0
+
+
+def test_a_rerun_with_another_window_length_cuts_the_video_again(tmp_path: Path) -> None:
+    """The folder holds one cut of each video: a rerun with another --clip-s remakes every
+    window, a window of the old cut that is silent in the new one does not stay, and the
+    windows past the end of the new cut go, files and index rows alike; a video skipped for
+    want of the sound asked for keeps no window of another sound."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    videos = tmp_path / "reels"
+    videos.mkdir()
+    _video(videos / "burst.mp4")                   # bursts at 0.4, 1.4, 2.4 s; 3–4 s silent
+    out = tmp_path / "data"
+
+    def cut() -> dict[int, tuple[float, float]]:
+        index = json.loads((out / "index.json").read_text())
+        files = sorted(p.stem for p in out.glob("*.npz"))
+        assert sorted(c["name"] for c in index["clips"]) == files
+        return {c.meta["window"]: (c.meta["clip_s"], c.meta["start_s"])
+                for c in dataset.iter_clips(out)}
+
+    first = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
+    assert first["written"] == 3 and cut() == {0: (1.0, 0.0), 1: (1.0, 1.0), 2: (1.0, 2.0)}
+    # 0.6 s: window 1 (0.6–1.2 s) falls between two bursts, where window 1 of the 1 s cut sounded
+    finer = dataset.build_from_videos(videos, out, clip_s=0.6, workers=1)
+    skipped = {r["name"].rsplit("_", 1)[1]: r["reason"] for r in finer["skipped"]}
+    assert skipped["0001"].startswith("silent"), finer["skipped"]
+    assert set(cut()) == {0, 2, 4} - {int(k) for k in skipped}
+    assert {v[0] for v in cut().values()} == {0.6} and cut()[2] == (0.6, pytest.approx(1.2))
+    # 3 s: one window; the rest of the 0.6 s cut and its skipped rows go
+    res = CliRunner().invoke(app, ["dataset", "videos", str(videos), str(out), "--clip-s", "3",
+                                   "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "1 written, 0 already there, 0 skipped, 0 failed, 2 of an earlier cut removed" \
+        in res.output, res.output
+    assert cut() == {0: (3.0, 0.0)}
+    assert json.loads((out / "index.json").read_text())["skipped"] == []
+    # asked for a stream the video lacks: skipped, and its windows of stream 0 go
+    other = dataset.build_from_videos(videos, out, clip_s=3.0, workers=1, audio_stream=1)
+    assert other["removed"] == 1 and "no audio stream 1" in other["skipped"][0]["reason"]
+    assert not list(out.glob("*.npz"))
 
 
 def _bursts(times: list[float], n: int, sr: int, hz: float = 660.0) -> np.ndarray:
