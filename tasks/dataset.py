@@ -37,8 +37,8 @@ npz layout (DATASET_VERSION 1; strings are 0-d unicode arrays, no pickles):
 Each npz is written to a temporary name and renamed; a rerun skips clips whose npz exists,
 reads back whole (right version, keys and audio length) and is what the request makes (the
 scene its seed and --rates draw; the window length, sound and split of a video's cut), and
-remakes the others. `index.json` lists every valid clip
-of the folder (rebuilt from the files after each build) and the skipped / failed windows.
+remakes the others. `index.json` lists every valid clip of the folder (rebuilt from the
+files after each build) and the skipped / failed windows.
 Work runs in `workers` spawned processes (OpenCV at one thread each) with a progress bar on
 stderr; the mp4 and proxy of a clip are deleted unless keep_media (then in media/). Builders
 return a summary: written / existing counts, skipped and failed entries with their reasons,
@@ -302,8 +302,7 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
             "relabelled": len(relabelled), "existing": existing, "removed": removed,
-            "skipped": skipped,
-            "failed": failed, "seconds_per_clip": timings,
+            "skipped": skipped, "failed": failed, "seconds_per_clip": timings,
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 
