@@ -110,8 +110,9 @@ def dataset_videos(
     listed in the folder's index.json. Each window's onsets, where its sound starts, are read
     from its sound (--onset-rise-db, --onset-gap-ms, --onset-floor-dbfs): they teach the
     model's onset head and fit its contact scorer. Running it again resumes; with another
-    sound source, split or --clip-s it cuts the videos again (no window of the earlier cut
-    stays), with other onset settings it reads the windows' onsets again.
+    sound source, split or --clip-s, or for a reel or stem exported again, added or gone, it
+    cuts those videos again (no window of the earlier cut stays), with other onset settings it
+    reads the windows' onsets again.
 
     Example, a show's past reels with their Foley stems next to them (R101.mov, R101_FOLEY.wav):
     foley dataset videos /mnt/show/reels data/show --stems foley"""

@@ -687,7 +687,7 @@ def _video_job(job: dict) -> dict:
                 "duration_s": span, "n_audio": len(audio), "audio_sr": AUDIO_SR, "seed": -1,
                 "window": job["window"], "start_s": start, "clip_s": job["clip_s"],
                 "sound_source": job["sound_source"], "sound": sound,
-                "onset_truth": job["onset_truth"]}
+                "onset_truth": job["onset_truth"], "inputs": job["inputs"]}
         onsets = OnsetTruth(**job["onset_truth"]).detect(audio)
         t = time.perf_counter()
         write_clip(out_dir / f"{name}.npz", feats, audio, events=[], sustained=[], onsets=onsets,
@@ -727,8 +727,9 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     `align_stems`): a past reel's Foley stems, whose onsets are caused by the picture, where
     the mix also carries music and dialogue. A video with none of that sound is skipped; the
     picture of a video read with stems needs no audio stream. Changing the sound source, the
-    split or `clip_s` cuts a folder's videos again on the next run: no window of the earlier
-    cut stays (summary "removed": those past the end of the new cut, and the windows of a
+    split or `clip_s`, or the files (a video or stem of another size, a stem added or gone:
+    meta `inputs`), cuts those videos again on the next run: no window of the earlier cut
+    stays (summary "removed": those past the end of the new cut, and the windows of a
     video now skipped for want of the sound asked for). Each window's onsets
     are read from its sound by `onset_truth` (meta `onset_truth`); a rerun with another one
     reads the kept windows' onsets again from their stored sound ("relabelled"), without
@@ -777,25 +778,31 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         n = max(1, int(round(clip_s * info.fps)))
         span = n / info.fps
         windows[name] = int((info.duration_s + 0.25 / info.fps) // span)
+        # the files a window is made from, by size: a reel or stem exported again, a stem added
+        # or gone, and its windows are made again (a clip from before the key is kept)
+        inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
+                                                for st in placed}
         for k in range(windows[name]):
             wname = f"{name}_{k:04d}"
             path_k = out_dir / f"{wname}.npz"
-            kept = _existing(path_k, {"sound_source": DEFAULT_SOUND}, source=rel, window=k,
-                             split=split, sound_source=source, clip_s=clip_s)
+            kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs},
+                             source=rel, window=k, split=split, sound_source=source,
+                             clip_s=clip_s, inputs=inputs)
             if kept:
                 if kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta():
                     existing += 1
                 else:            # cheap, and the clip is read already: here, not in a worker
                     early.append(_relabel(kept, onset_truth, rel))
                 continue
-            # cut with another window length, sound or split (or unreadable): it is remade,
-            # and if this cut of the window is silent or fails, no window of the old cut stays
+            # cut with another window length, sound or split, from files changed since, or
+            # unreadable: it is remade, and if this cut of the window is silent or fails, no
+            # window of the old cut stays
             path_k.unlink(missing_ok=True)
             jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
                          "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
                          "clip_s": clip_s, "split": split, "keep_media": keep_media,
                          "audio_stream": audio_stream, "sound_source": source,
-                         "onset_truth": onset_truth.meta(),
+                         "onset_truth": onset_truth.meta(), "inputs": inputs,
                          "stems": [st.__dict__ for st in placed]})
 
     def beyond(window: str) -> bool:

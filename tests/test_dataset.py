@@ -3,6 +3,8 @@ from the shared sfx folder, real ffmpeg and the pass's own proxy and feature cod
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -276,6 +278,15 @@ def test_a_rerun_with_another_window_length_cuts_the_video_again(tmp_path: Path)
         in res.output, res.output
     assert cut() == {0: (3.0, 0.0)}
     assert json.loads((out / "index.json").read_text())["skipped"] == []
+    # the reel exported again (here only its metadata differs): cut again; a copy is not
+    src = videos / "burst.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(src), "-c", "copy", "-metadata",
+                    "title=R1 v2", str(tmp_path / "v2.mp4")], check=True)
+    os.replace(tmp_path / "v2.mp4", src)
+    assert dataset.build_from_videos(videos, out, clip_s=3.0, workers=1)["written"] == 1
+    shutil.copy(src, tmp_path / "copy.mp4")
+    os.replace(tmp_path / "copy.mp4", src)
+    assert dataset.build_from_videos(videos, out, clip_s=3.0, workers=1)["existing"] == 1
     # asked for a stream the video lacks: skipped, and its windows of stream 0 go
     other = dataset.build_from_videos(videos, out, clip_s=3.0, workers=1, audio_stream=1)
     assert other["removed"] == 1 and "no audio stream 1" in other["skipped"][0]["reason"]
@@ -347,6 +358,12 @@ def test_build_from_videos_learns_from_a_chosen_track_or_sidecar_stems(tmp_path:
     assert placed == {"R1 - Foley Props.wav": (0.0, "timecode"), "R1_FOLEY_FS.wav": (0.5, "timecode")}
     # the 0.1 s burst of the footsteps stem lands within a sample of 0.6 s of picture
     assert abs(next(o["t"] for o in r1.onsets) - 0.6) < 0.002
+    # a stem added next to R1: R1's windows are made again with it, R10's are kept
+    write_bwf(reels / "R1_FOLEY_BG.wav", _bursts([2.2], 48000 * 3, 48000), 48000,
+              time_reference=one_hour)
+    more = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley")
+    assert more["written"] == 3 and more["existing"] == 1, more
+    assert _onsets_by_window(out, "R1.mov") == {0: [0.6], 1: [0.3, 0.6], 2: [0.2, 0.45]}
 
     # the reel's second audio track; a third is not there
     track = tmp_path / "track"
