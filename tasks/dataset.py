@@ -38,7 +38,9 @@ Each npz is written to a temporary name and renamed; a rerun skips clips whose n
 reads back whole (right version, keys and audio length) and is what the request makes (the
 scene its seed and --rates draw; the window length, sound and split of a video's cut), and
 remakes the others. `index.json` lists every valid clip of the folder (rebuilt from the
-files after each build) and the skipped / failed windows.
+files after each build) and the skipped / failed windows; a window skipped as silent keeps
+the cut it was judged in (source, window, split, sound, clip_s, input sizes, SILENCE_DBFS),
+and a rerun of that cut skips it again without reading its sound.
 Work runs in `workers` spawned processes (OpenCV at one thread each) with a progress bar on
 stderr; the mp4 and proxy of a clip are deleted unless keep_media (then in media/). Builders
 return a summary: written / existing counts, skipped and failed entries with their reasons,
@@ -297,7 +299,7 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
     stages = sorted({k for r in written for k in r["timings"]})
     timings = {k: round(float(np.mean([r["timings"].get(k, 0.0) for r in written])), 3) for k in stages}
     def rows(found: list[dict]) -> list[dict]:
-        return [{k: r[k] for k in ("name", "source", "reason")} for r in found]
+        return [{k: r[k] for k in ("name", "source", "reason", "cut") if k in r} for r in found]
 
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
@@ -674,8 +676,8 @@ def _video_job(job: dict) -> dict:
             return row | {"status": "skipped", "reason": f"no audio stream {job['audio_stream']}"}
         level = 10 * np.log10(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-20)
         timings["audio"] = time.perf_counter() - t
-        if level < SILENCE_DBFS:
-            return row | {"status": "skipped",
+        if level < SILENCE_DBFS:          # with its cut: a rerun of the same cut trusts it
+            return row | {"status": "skipped", "cut": job["cut"],
                           "reason": f"silent ({level:.1f} dBFS RMS < {SILENCE_DBFS})"}
         feats, proxy = _features_of(src, start, span, fps, work, timings)
         n_frames = int(feats["n_frames"])
@@ -700,6 +702,17 @@ def _video_job(job: dict) -> dict:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _silent_earlier(out_dir: Path) -> dict[str, dict]:
+    """The windows an earlier build skipped as silent, by name, with the cut they were judged
+    in (index.json's skipped rows that carry one): a rerun of the same cut skips them again
+    without reading their sound."""
+    try:
+        rows = json.loads((out_dir / INDEX).read_text()).get("skipped", [])
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return {r["name"]: r for r in rows if isinstance(r, dict) and "cut" in r and "name" in r}
 
 
 def _relabel(clip: Clip, truth: OnsetTruth, rel: str) -> dict:
@@ -750,6 +763,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     sidecars = match_stems(paths, stems) if stems else {}
     jobs, early, existing = [], [], 0
     windows: dict[str, int] = {}       # each video read now: how many windows its cut has
+    judged = _silent_earlier(out_dir)
     for path in paths:
         rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
@@ -798,11 +812,16 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
             path_k.unlink(missing_ok=True)
+            cut = {"source": rel, "window": k, "split": split, "sound_source": source,
+                   "clip_s": clip_s, "inputs": inputs, "silence_dbfs": SILENCE_DBFS}
+            if judged.get(wname, {}).get("cut") == json.loads(json.dumps(cut)):
+                early.append(judged[wname] | {"status": "skipped"})   # silent in this very cut
+                continue
             jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
                          "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
                          "clip_s": clip_s, "split": split, "keep_media": keep_media,
                          "audio_stream": audio_stream, "sound_source": source,
-                         "onset_truth": onset_truth.meta(), "inputs": inputs,
+                         "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
                          "stems": [st.__dict__ for st in placed]})
 
     def beyond(window: str) -> bool:

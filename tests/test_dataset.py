@@ -210,7 +210,8 @@ def _video(path: Path, audio: bool = True) -> Path:
     return path
 
 
-def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path) -> None:
+def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     videos = tmp_path / "reels"
     (videos / "r1").mkdir(parents=True)
     src = _video(videos / "r1" / "burst.mp4")
@@ -237,8 +238,24 @@ def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path) -> None
         assert abs(clip.onsets[0]["t"] - 0.4) < 0.005
         inner = slice(int(0.3 * SR), int(0.7 * SR))                 # the same span of the film
         np.testing.assert_allclose(clip.audio16k[inner], whole[k * SR:(k + 1) * SR][inner], atol=2e-3)
+    # a rerun of the same cut reads no sound: the kept windows are checked, and the silent one
+    # keeps the verdict of the cut it was judged in (a counting wrapper around the real call)
+    reads: list[float] = []
+
+    def counted(src, start_s, *args, **kw):
+        reads.append(start_s)
+        return extract_audio(src, start_s, *args, **kw)
+
+    monkeypatch.setattr(dataset.media, "extract_audio", counted)
     again = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
     assert again["written"] == 0 and again["existing"] == 3 and again["removed"] == 0
+    assert [r["reason"] for r in again["skipped"]] == \
+        [r["reason"] for r in summary["skipped"]] and reads == []
+    # judged with another threshold, the window is read again (and now written)
+    monkeypatch.setattr(dataset, "SILENCE_DBFS", -300.0)
+    louder = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
+    assert reads == [3.0] and louder["written"] == 1 and louder["existing"] == 3
+    assert not [r for r in louder["skipped"] if r["source"] == "r1/burst.mp4"]
 
 
 def test_a_rerun_with_another_window_length_cuts_the_video_again(tmp_path: Path) -> None:
