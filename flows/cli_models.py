@@ -101,6 +101,12 @@ def dataset_videos(
              "then a toe is one footstep.")] = 150.0,
     onset_floor_dbfs: Annotated[float, typer.Option(
         help="Attacks quieter than this level (dBFS) are not onsets.")] = -40.0,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Remove the windows cut from VIDEOS of reels no longer in it (taken "
+                        "out or renamed), files and index rows. Windows cut from other "
+                        "folders and procedural clips stay. Off by default: a reel missing "
+                        "from a half-mounted or half-copied folder would take its windows "
+                        "with it.")] = False,
 ) -> None:
     """Turn past reels into training pairs: the picture's features and the sound of the same
     span, in windows of --clip-s. The sound is the video's own (its first audio stream, or
@@ -112,7 +118,10 @@ def dataset_videos(
     model's onset head and fit its contact scorer. Running it again resumes; with another
     sound source, split or --clip-s, or for a reel or stem exported again, added or gone, it
     cuts those videos again (no window of the earlier cut stays), with other onset settings it
-    reads the windows' onsets again.
+    reads the windows' onsets again. One dataset folder may gather the reels of several
+    folders: a reel whose path inside its folder is another folder's (two shows' R1.mov) fails
+    alone rather than replace the other's windows; the folder moved elsewhere is the same
+    reels, and its windows are kept.
 
     Example, a show's past reels with their Foley stems next to them (R101.mov, R101_FOLEY.wav):
     foley dataset videos /mnt/show/reels data/show --stems foley"""
@@ -129,7 +138,8 @@ def dataset_videos(
         _fail(f"--onset-rise-db / --onset-gap-ms / --onset-floor-dbfs: {exc}")
     try:
         summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split,
-                                    audio_stream=audio_stream, stems=stems, onset_truth=truth)
+                                    audio_stream=audio_stream, stems=stems, onset_truth=truth,
+                                    prune=prune)
     except ValueError as exc:
         _fail(f"--stems / --audio-stream: {exc}")
     _report_build(summary, out)
@@ -141,6 +151,8 @@ def _report_build(summary: dict, out: Path) -> None:
     relabelled = (f"{summary['relabelled']} with their onsets read again, "
                   if summary["relabelled"] else "")
     removed = f", {summary['removed']} of an earlier cut removed" if summary["removed"] else ""
+    if summary.get("pruned"):
+        removed += f", {summary['pruned']} of reels no longer in the folder removed"
     typer.echo(f"dataset: {out}: {summary['written']} written, {relabelled}{summary['existing']} "
                f"already there, {len(summary['skipped'])} skipped, {len(summary['failed'])} "
                f"failed{removed} ({summary['wall_s']:.0f} s)")

@@ -283,9 +283,10 @@ def _prepare_folder(out_dir: Path) -> Path:
 
 def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
              forget: Callable[[str], bool] = lambda name: False,
-             removed: int = 0) -> dict[str, Any]:
+             removed: int = 0, pruned: int = 0) -> dict[str, Any]:
     written = [r for r in results if r["status"] == "written"]
     relabelled = [r for r in results if r["status"] == "relabelled"]
+    existing += sum(r["status"] == "moved" for r in results)    # kept; only its folder changed
     skipped = [r for r in results if r["status"] == "skipped"]
     failed = [r for r in results if r["status"] == "failed"]
     for r in skipped:
@@ -304,6 +305,7 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
             "relabelled": len(relabelled), "existing": existing, "removed": removed,
+            "pruned": pruned,
             "skipped": skipped, "failed": failed, "seconds_per_clip": timings,
             "wall_s": round(time.perf_counter() - t0, 2)}
 
@@ -689,7 +691,8 @@ def _video_job(job: dict) -> dict:
                 "duration_s": span, "n_audio": len(audio), "audio_sr": AUDIO_SR, "seed": -1,
                 "window": job["window"], "start_s": start, "clip_s": job["clip_s"],
                 "sound_source": job["sound_source"], "sound": sound,
-                "onset_truth": job["onset_truth"], "inputs": job["inputs"]}
+                "onset_truth": job["onset_truth"], "inputs": job["inputs"],
+                "root": job["root"]}
         onsets = OnsetTruth(**job["onset_truth"]).detect(audio)
         t = time.perf_counter()
         write_clip(out_dir / f"{name}.npz", feats, audio, events=[], sustained=[], onsets=onsets,
@@ -715,23 +718,50 @@ def _silent_earlier(out_dir: Path) -> dict[str, dict]:
     return {r["name"]: r for r in rows if isinstance(r, dict) and "cut" in r and "name" in r}
 
 
-def _relabel(clip: Clip, truth: OnsetTruth, rel: str) -> dict:
+def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str) -> dict:
     """Rewrite a kept window (as `_existing` read it) with its onsets read again from its stored
-    sound by another `OnsetTruth`; its picture features and sound stay as they are."""
+    sound by `truth` if it was read by another, and the folder its video is now read from (the
+    same files, moved); its picture features and sound stay as they are."""
     row = {"name": clip.name, "source": rel}
+    again = clip.meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
     try:
         write_clip(clip.path, clip.features, clip.audio16k, events=clip.events,
-                   sustained=clip.sustained, onsets=truth.detect(clip.audio16k),
-                   meta=clip.meta | {"onset_truth": truth.meta()})
+                   sustained=clip.sustained,
+                   onsets=truth.detect(clip.audio16k) if again else clip.onsets,
+                   meta=clip.meta | {"onset_truth": truth.meta(), "root": root})
     except OSError as exc:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-    return row | {"status": "relabelled"}
+    return row | {"status": "relabelled" if again else "moved"}
+
+
+def _cut_from_elsewhere(out_dir: Path, name: str, root: str, inputs: dict[str, int]) -> str:
+    """Why the video `name` must not be cut into out_dir now ("" if it may): the folder holds
+    windows of that name cut from a video of another folder (meta `root`) and of other files
+    (meta `inputs`) — two shows' R1.mov built into one dataset folder. The same files read from
+    a folder moved elsewhere are the same video; a window from before `root` was recorded is
+    taken as this folder's."""
+    for path in sorted(out_dir.glob(f"{name}_[0-9][0-9][0-9][0-9].npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            continue
+        theirs = meta.get("root", root)
+        if theirs == root or meta.get("inputs", inputs) == inputs:
+            return ""
+        return (f"{out_dir} holds windows of {meta.get('source')} cut from {theirs} "
+                f"({path.name}, …), and this is another file of that path. Build each folder "
+                "into a dataset folder of its own, or cut the folder that holds both: their "
+                f"paths differ there, and the windows cut from {theirs} are made again under "
+                "their new names. If it is the same reel moved and exported again, delete "
+                f"those windows ({out_dir / name}_*.npz) and run again")
+    return ""
 
 
 def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, workers: int = 2, *,
                       split: str = "train", keep_media: bool = False, audio_stream: int = 0,
-                      stems: str | None = None,
-                      onset_truth: OnsetTruth = OnsetTruth()) -> dict[str, Any]:
+                      stems: str | None = None, onset_truth: OnsetTruth = OnsetTruth(),
+                      prune: bool = False) -> dict[str, Any]:
     """Cut every video under video_dir into clip_s windows of the same npz format (resumable);
     unreadable files and windows without sound are reported, never fatal.
 
@@ -746,7 +776,16 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     video now skipped for want of the sound asked for). Each window's onsets
     are read from its sound by `onset_truth` (meta `onset_truth`); a rerun with another one
     reads the kept windows' onsets again from their stored sound ("relabelled"), without
-    touching their picture features."""
+    touching their picture features.
+
+    Each window records the folder its video was read from (meta `root`): the same files read
+    from the folder moved elsewhere are kept (their `root` rewritten), and a video of another
+    folder whose path inside it is the same (two shows' R1.mov built into one dataset) fails
+    alone instead of replacing the other's windows (`_cut_from_elsewhere`). With `prune`, the
+    windows cut from this folder of videos no longer in it (a reel taken out or renamed) are
+    removed, files and index rows ("pruned"); windows of other folders and procedural clips
+    stay. Windows of a video of this run cut before under another path (from a folder inside or
+    around this one) are removed too ("removed"): it is cut again under its new name."""
     if stems is not None and (not stems.strip() or re.search(r"[/\\*?]", stems)):
         raise ValueError(f"stems tag {stems!r}: give a word of the stems' names, such as foley")
     if audio_stream < 0:
@@ -764,6 +803,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     jobs, early, existing = [], [], 0
     windows: dict[str, int] = {}       # each video read now: how many windows its cut has
     judged = _silent_earlier(out_dir)
+    root = str(video_dir)
     for path in paths:
         rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
@@ -773,6 +813,14 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             placed = align_stems(info, sidecars[path], video_dir) if stems else []
         except (media.MediaError, ValueError) as exc:
             early.append(entry | {"status": "failed", "reason": str(exc)})
+            continue
+        # the files a window is made from, by size: a reel or stem exported again, a stem added
+        # or gone, and its windows are made again (a clip from before the key is kept)
+        inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
+                                                for st in placed}
+        other = _cut_from_elsewhere(out_dir, name, root, inputs)
+        if other:        # another folder's video of the same name: its windows are not ours
+            early.append(entry | {"status": "failed", "reason": other})
             continue
         have = len(info.audio_streams)
         if not info.has_video:
@@ -792,10 +840,6 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         n = max(1, int(round(clip_s * info.fps)))
         span = n / info.fps
         windows[name] = int((info.duration_s + 0.25 / info.fps) // span)
-        # the files a window is made from, by size: a reel or stem exported again, a stem added
-        # or gone, and its windows are made again (a clip from before the key is kept)
-        inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
-                                                for st in placed}
         for k in range(windows[name]):
             wname = f"{name}_{k:04d}"
             path_k = out_dir / f"{wname}.npz"
@@ -803,10 +847,11 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                              source=rel, window=k, split=split, sound_source=source,
                              clip_s=clip_s, inputs=inputs)
             if kept:
-                if kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta():
+                if (kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
+                        and kept.meta.get("root", root) == root):
                     existing += 1
                 else:            # cheap, and the clip is read already: here, not in a worker
-                    early.append(_relabel(kept, onset_truth, rel))
+                    early.append(_relabel(kept, onset_truth, rel, root))
                 continue
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
@@ -822,6 +867,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                          "clip_s": clip_s, "split": split, "keep_media": keep_media,
                          "audio_stream": audio_stream, "sound_source": source,
                          "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
+                         "root": root,
                          "stems": [st.__dict__ for st in placed]})
 
     def beyond(window: str) -> bool:
@@ -829,11 +875,49 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         video, _, k = window.rpartition("_")
         return video in windows and k.isdigit() and int(k) >= windows[video]
 
-    stale = [p for p in out_dir.glob("clip_*.npz") if beyond(p.stem)]
+    names = {f"clip_{_slug(p.relative_to(video_dir).as_posix())}": p for p in paths}
+    renamed, absent = _windows_elsewhere(out_dir, set(names),
+                                         {names[v].resolve() for v in windows}, root, prune)
+
+    def forget(window: str) -> bool:
+        return beyond(window) or bool({window, window.rpartition("_")[0]} & (renamed | absent))
+
+    stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem)]
+    pruned = sum(p.stem.rpartition("_")[0] in absent for p in stale)
     for path in stale:
         path.unlink()
     results = early + _run(_video_job, jobs, workers, "video windows")
-    return _summary(out_dir, results, existing, t0, forget=beyond, removed=len(stale))
+    return _summary(out_dir, results, existing, t0, forget=forget,
+                    removed=len(stale) - pruned, pruned=pruned)
+
+
+def _windows_elsewhere(out_dir: Path, now: set[str], cut: set[Path], root: str,
+                       prune: bool) -> tuple[set[str], set[str]]:
+    """The videos (window name prefixes) out_dir holds windows of that a build of the folder
+    `root` must remove. `now`: the names of the videos in the folder; `cut`: the files this
+    run cuts (probed, and not another folder's). Removed: a file of `cut` cut before under
+    another name (from a folder inside or around this one: the same file, another path), and
+    with `prune` the videos cut from this folder (or before the folder was recorded) that are
+    no longer in it. Returns the two sets (renamed, absent); only windows of videos not in
+    `now` are read."""
+    renamed: set[str] = set()
+    absent: set[str] = set()
+    for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
+        video = path.stem.rpartition("_")[0]
+        if video in now or video in renamed or video in absent:
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            continue
+        if meta.get("kind") != "video":
+            continue
+        if "root" in meta and (Path(meta["root"]) / meta["source"]).resolve() in cut:
+            renamed.add(video)                           # this run cuts it under its new name
+        elif prune and meta.get("root", root) == root:
+            absent.add(video)
+    return renamed, absent
 
 
 # ---------------------------------------------------------------- Big Buck Bunny

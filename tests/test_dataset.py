@@ -310,6 +310,57 @@ def test_a_rerun_with_another_window_length_cuts_the_video_again(tmp_path: Path)
     assert not list(out.glob("*.npz"))
 
 
+def test_one_folder_gathers_reels_of_several_folders_and_loses_none(tmp_path: Path) -> None:
+    """Two shows' R1.mp4 built into one dataset folder: the second fails alone instead of
+    replacing the first's windows; the first's folder moved elsewhere keeps its windows; the
+    folder holding both cuts each under its own path (the old names go); --prune removes the
+    windows of a reel taken out of the folder, and only those."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    shows, out = tmp_path / "shows", tmp_path / "data"
+    (shows / "A").mkdir(parents=True)
+    (shows / "B").mkdir()
+    _video(shows / "A" / "R1.mp4")
+    # another show's reel of the same name: another file (here, another title)
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(shows / "A" / "R1.mp4"), "-c", "copy",
+                    "-metadata", "title=show B", str(shows / "B" / "R1.mp4")], check=True)
+
+    def held() -> dict[str, tuple[str, str]]:
+        index = json.loads((out / "index.json").read_text())
+        assert sorted(c["name"] for c in index["clips"]) == sorted(p.stem for p in out.glob("*.npz"))
+        return {c.name: (c.meta["source"], Path(c.meta["root"]).name)
+                for c in dataset.iter_clips(out)}
+
+    assert dataset.build_from_videos(shows / "A", out, clip_s=2.0, workers=1)["written"] == 2
+    before = {p.name: p.read_bytes() for p in out.glob("*.npz")}
+    other = dataset.build_from_videos(shows / "B", out, clip_s=2.0, workers=1)
+    assert other["written"] == 0 and other["removed"] == 0, other
+    assert [r["source"] for r in other["failed"]] == ["R1.mp4"]
+    assert f"cut from {shows / 'A'}" in other["failed"][0]["reason"]
+    assert {p.name: p.read_bytes() for p in out.glob("*.npz")} == before     # A's untouched
+    # show A's folder moved: the same files, kept (their folder rewritten), and no conflict after
+    os.rename(shows / "A", shows / "A2")
+    moved = dataset.build_from_videos(shows / "A2", out, clip_s=2.0, workers=1)
+    assert moved["written"] == 0 and moved["existing"] == 2 and not moved["failed"], moved
+    assert set(held().values()) == {("R1.mp4", "A2")}
+    # the folder that holds both: each reel under its own path, A's old names removed
+    both = dataset.build_from_videos(shows, out, clip_s=2.0, workers=1)
+    assert both["written"] == 4 and both["removed"] == 2 and not both["failed"], both
+    assert sorted(set(held().values())) == [("A2/R1.mp4", "shows"), ("B/R1.mp4", "shows")]
+    # show B's reel taken out: kept without --prune, removed with it (files and index rows)
+    (shows / "B" / "R1.mp4").unlink()
+    assert dataset.build_from_videos(shows, out, clip_s=2.0, workers=1)["existing"] == 2
+    assert len(held()) == 4
+    res = CliRunner().invoke(app, ["dataset", "videos", str(shows), str(out), "--clip-s", "2",
+                                   "--workers", "1", "--prune"])
+    assert res.exit_code == 0, res.output
+    assert "0 written, 2 already there, 0 skipped, 0 failed, 2 of reels no longer in the " \
+        "folder removed" in res.output, res.output
+    assert set(held().values()) == {("A2/R1.mp4", "shows")}
+
+
 def _bursts(times: list[float], n: int, sr: int, hz: float = 660.0) -> np.ndarray:
     """150 ms tone bursts starting at `times` (s) in n samples of silence."""
     out = np.zeros(n)
