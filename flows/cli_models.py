@@ -147,7 +147,8 @@ def dataset_videos(
 
 def _report_build(summary: dict, out: Path) -> None:
     """One line of counts, a line per skipped / failed file or window (at most 10 each); exit
-    2 when the folder ends up with nothing to train on."""
+    2 when the run put nothing into the folder (a folder holding clips of earlier runs says
+    so)."""
     relabelled = (f"{summary['relabelled']} with their onsets read again, "
                   if summary["relabelled"] else "")
     removed = f", {summary['removed']} of an earlier cut removed" if summary["removed"] else ""
@@ -163,8 +164,10 @@ def _report_build(summary: dict, out: Path) -> None:
         if len(rows) > 10:
             typer.echo(f"  … {len(rows) - 10} more {key}: see {summary['index']}")
     if not (summary["written"] or summary["existing"] or summary["relabelled"]):
-        _fail(f"nothing to train on in {out}: every video or window was skipped or failed "
-              "(reasons above)")
+        held = len(json.loads(Path(summary["index"]).read_text())["clips"])
+        what = (f"nothing from this run went into {out} (its {held} clips of earlier runs are "
+                "as they were)" if held else f"nothing to train on in {out}")
+        _fail(f"{what}: every video or window was skipped or failed (reasons above)")
 
 
 @dataset_app.command("judge")

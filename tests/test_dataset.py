@@ -339,6 +339,10 @@ def test_one_folder_gathers_reels_of_several_folders_and_loses_none(tmp_path: Pa
     assert other["written"] == 0 and other["removed"] == 0, other
     assert [r["source"] for r in other["failed"]] == ["R1.mp4"]
     assert f"cut from {shows / 'A'}" in other["failed"][0]["reason"]
+    cli = CliRunner().invoke(app, ["dataset", "videos", str(shows / "B"), str(out),
+                                   "--clip-s", "2", "--workers", "1"])
+    assert cli.exit_code == 2 and "failed: R1.mp4" in cli.output, cli.output
+    assert "its 2 clips of earlier runs are as they were" in cli.output, cli.output
     assert {p.name: p.read_bytes() for p in out.glob("*.npz")} == before     # A's untouched
     # show A's folder moved: the same files, kept (their folder rewritten), and no conflict after
     os.rename(shows / "A", shows / "A2")
