@@ -734,13 +734,14 @@ def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str) -> dict:
     return row | {"status": "relabelled" if again else "moved"}
 
 
-def _cut_from_elsewhere(out_dir: Path, name: str, root: str, inputs: dict[str, int]) -> str:
+def _cut_from_elsewhere(out_dir: Path, name: str, windows: Sequence[Path], root: str,
+                        inputs: dict[str, int]) -> str:
     """Why the video `name` must not be cut into out_dir now ("" if it may): the folder holds
     windows of that name cut from a video of another folder (meta `root`) and of other files
     (meta `inputs`) — two shows' R1.mov built into one dataset folder. The same files read from
     a folder moved elsewhere are the same video; a window from before `root` was recorded is
-    taken as this folder's."""
-    for path in sorted(out_dir.glob(f"{name}_[0-9][0-9][0-9][0-9].npz")):
+    taken as this folder's. `windows`: the files of the video's windows in out_dir."""
+    for path in sorted(windows):
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
@@ -804,6 +805,9 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     windows: dict[str, int] = {}       # each video read now: how many windows its cut has
     judged = _silent_earlier(out_dir)
     root = str(video_dir)
+    held: dict[str, list[Path]] = {}    # the folder's video windows by video, listed once
+    for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
+        held.setdefault(path.stem.rpartition("_")[0], []).append(path)
     for path in paths:
         rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
@@ -818,7 +822,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         # or gone, and its windows are made again (a clip from before the key is kept)
         inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
                                                 for st in placed}
-        other = _cut_from_elsewhere(out_dir, name, root, inputs)
+        other = _cut_from_elsewhere(out_dir, name, held.get(name, []), root, inputs)
         if other:        # another folder's video of the same name: its windows are not ours
             early.append(entry | {"status": "failed", "reason": other})
             continue
