@@ -140,8 +140,8 @@ def dataset_videos(
         summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split,
                                     audio_stream=audio_stream, stems=stems, onset_truth=truth,
                                     prune=prune)
-    except ValueError as exc:
-        _fail(f"--stems / --audio-stream: {exc}")
+    except ValueError as exc:           # the stems tag or stream number: the message names it
+        _fail(str(exc))
     _report_build(summary, out)
 
 
@@ -165,8 +165,8 @@ def _report_build(summary: dict, out: Path) -> None:
             typer.echo(f"  … {len(rows) - 10} more {key}: see {summary['index']}")
     if not (summary["written"] or summary["existing"] or summary["relabelled"]):
         held = len(json.loads(Path(summary["index"]).read_text())["clips"])
-        what = (f"nothing from this run went into {out} (its {held} clips of earlier runs are "
-                "as they were)" if held else f"nothing to train on in {out}")
+        what = (f"nothing from this run went into {out} (it holds {held} clips of earlier runs)"
+                if held else f"nothing to train on in {out}")
         _fail(f"{what}: every video or window was skipped or failed (reasons above)")
 
 

@@ -37,10 +37,14 @@ npz layout (DATASET_VERSION 1; strings are 0-d unicode arrays, no pickles):
 Each npz is written to a temporary name and renamed; a rerun skips clips whose npz exists,
 reads back whole (right version, keys and audio length) and is what the request makes (the
 scene its seed and --rates draw; the window length, sound and split of a video's cut), and
-remakes the others. `index.json` lists every valid clip of the folder (rebuilt from the
-files after each build) and the skipped / failed windows; a window skipped as silent keeps
-the cut it was judged in (source, window, split, sound, clip_s, input sizes, SILENCE_DBFS),
-and a rerun of that cut skips it again without reading its sound.
+remakes the others. A video window records the files it was made from by size and sha256
+(meta `inputs`, `digests`; the digests cached in `.inputs.json` by path, size and time, so a
+rerun reads a source file again only when it changed or was copied) and the folder its video
+was read from (meta `root`): a dataset folder may gather several folders of reels, and one
+folder's R1.mov never replaces another's. `index.json` lists every valid clip of the folder
+(rebuilt from the files after each build) and the skipped / failed windows; a window skipped
+as silent keeps the cut it was judged in (source, window, split, sound, clip_s, the files'
+digests, SILENCE_DBFS), and a rerun of that cut skips it again without reading its sound.
 Work runs in `workers` spawned processes (OpenCV at one thread each) with a progress bar on
 stderr; the mp4 and proxy of a clip are deleted unless keep_media (then in media/). Builders
 return a summary: written / existing counts, skipped and failed entries with their reasons,
@@ -95,6 +99,7 @@ PROXY_WIDTH = 320          # = tasks.prepare.PROXY_WIDTH (a test holds them equa
                            # tasks.prepare would pull Prefect into every worker)
 FEATURE_PREFIX = "feat_"
 INDEX = "index.json"
+DIGESTS = ".inputs.json"   # the source files' content digests, by path, size and mtime
 SILENCE_DBFS = -65.0
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".mpg"}
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
@@ -651,7 +656,7 @@ def stem_window(stems: Sequence[Stem], start_s: float, duration_s: float,
 
 def _slug(rel: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9]+", "-", str(Path(rel).with_suffix(""))).strip("-")[:40]
-    return f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:6]}"
+    return f"{stem}-{hashlib.sha1(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:6]}"
 
 
 def _window_sound(job: dict, work: Path) -> np.ndarray | None:
@@ -669,7 +674,7 @@ def _video_job(job: dict) -> dict:
     start, span, fps = job["start_s"], job["duration_s"], job["fps"]
     work = out_dir / ".work" / name
     timings: dict[str, float] = {}
-    row = {"name": name, "source": job["rel"]}
+    row = {"name": name, "source": job["rel"], "root": job["root"]}
     try:
         work.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
@@ -692,7 +697,7 @@ def _video_job(job: dict) -> dict:
                 "window": job["window"], "start_s": start, "clip_s": job["clip_s"],
                 "sound_source": job["sound_source"], "sound": sound,
                 "onset_truth": job["onset_truth"], "inputs": job["inputs"],
-                "root": job["root"]}
+                "digests": job["digests"], "root": job["root"]}
         onsets = OnsetTruth(**job["onset_truth"]).detect(audio)
         t = time.perf_counter()
         write_clip(out_dir / f"{name}.npz", feats, audio, events=[], sustained=[], onsets=onsets,
@@ -707,6 +712,82 @@ def _video_job(job: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+class Digests:
+    """The sha256 of each source file a build reads (videos, stems), cached in out_dir's
+    DIGESTS by resolved path, size and modification time: a rerun reads a file again only when
+    it changed on disk or was copied (a copy's digest is the same, so its windows are kept). A
+    file exported again differs here where its size alone did not (a stem of the same length
+    with other sound, a BWF stamped again)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / DIGESTS
+        try:
+            self.known: dict[str, list] = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            self.known = {}
+
+    def _key(self, path: Path) -> tuple[str, list]:
+        st = path.stat()
+        return str(path.resolve()), [st.st_size, st.st_mtime_ns]
+
+    def pending_or_unreadable(self, paths: Iterable[Path]) -> list[Path]:
+        """The files whose digest is not known for their present size and time."""
+        out = []
+        for path in paths:
+            try:
+                key, stamp = self._key(path)
+            except OSError:
+                out.append(path)
+                continue
+            if self.known.get(key, [None, None, None])[:2] != stamp:
+                out.append(path)
+        return out
+
+    def compute(self, paths: Sequence[Path]) -> None:
+        """Read the files that need it, with a progress bar in bytes; saved as it goes. A file
+        that cannot be read is left out (its video fails alone when its digest is asked for)."""
+        todo = []
+        for path in self.pending_or_unreadable(dict.fromkeys(paths)):
+            try:
+                todo.append((path, path.stat().st_size))
+            except OSError:
+                continue
+        if not todo:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+            task = bar.add_task("source digests", total=sum(size for _, size in todo))
+            for path, size in todo:
+                try:
+                    key, stamp = self._key(path)
+                    h = hashlib.sha256()
+                    with open(path, "rb") as fh:
+                        while chunk := fh.read(1 << 22):
+                            h.update(chunk)
+                            bar.advance(task, len(chunk))
+                except OSError as exc:
+                    log.warning("dataset: cannot read %s: %s", path, exc)
+                    bar.advance(task, size)
+                    continue
+                self.known[key] = stamp + [h.hexdigest()]
+                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(self.known))
+                os.replace(tmp, self.path)
+
+    def __call__(self, path: Path) -> str:
+        """The file's digest (OSError when it cannot be read)."""
+        key, stamp = self._key(path)
+        if self.known.get(key, [None, None])[:2] != stamp:
+            self.compute([path])
+        if self.known.get(key, [None, None])[:2] != stamp:
+            raise OSError(f"{path}: cannot be read")
+        return self.known[key][2]
+
+
 def _silent_earlier(out_dir: Path) -> dict[str, dict]:
     """The windows an earlier build skipped as silent, by name, with the cut they were judged
     in (index.json's skipped rows that carry one): a rerun of the same cut skips them again
@@ -718,44 +799,55 @@ def _silent_earlier(out_dir: Path) -> dict[str, dict]:
     return {r["name"]: r for r in rows if isinstance(r, dict) and "cut" in r and "name" in r}
 
 
-def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str) -> dict:
+def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
+             digests: dict[str, str]) -> dict:
     """Rewrite a kept window (as `_existing` read it) with its onsets read again from its stored
-    sound by `truth` if it was read by another, and the folder its video is now read from (the
-    same files, moved); its picture features and sound stay as they are."""
-    row = {"name": clip.name, "source": rel}
+    sound by `truth` if it was read by another, and the folder its video is now read from and
+    its files' digests (the same files, moved, or a window from before those keys); its
+    picture features and sound stay as they are."""
+    row = {"name": clip.name, "source": rel, "root": root}
     again = clip.meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
     try:
         write_clip(clip.path, clip.features, clip.audio16k, events=clip.events,
                    sustained=clip.sustained,
                    onsets=truth.detect(clip.audio16k) if again else clip.onsets,
-                   meta=clip.meta | {"onset_truth": truth.meta(), "root": root})
+                   meta=clip.meta | {"onset_truth": truth.meta(), "root": root,
+                                     "digests": digests})
     except OSError as exc:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     return row | {"status": "relabelled" if again else "moved"}
 
 
 def _cut_from_elsewhere(out_dir: Path, name: str, windows: Sequence[Path], root: str,
-                        inputs: dict[str, int]) -> str:
+                        inputs: dict[str, int], digests: dict[str, str]) -> str:
     """Why the video `name` must not be cut into out_dir now ("" if it may): the folder holds
-    windows of that name cut from a video of another folder (meta `root`) and of other files
-    (meta `inputs`) — two shows' R1.mov built into one dataset folder. The same files read from
-    a folder moved elsewhere are the same video; a window from before `root` was recorded is
-    taken as this folder's. `windows`: the files of the video's windows in out_dir."""
+    windows of that name from other files (meta `digests`, or `inputs` sizes before those)
+    read from another folder, or from a folder not recorded (windows from before meta `root`)
+    — two shows' R1.mov built into one dataset folder. The same files read from a folder moved
+    elsewhere are the same video. `windows`: the files of the video's windows in out_dir."""
     for path in sorted(windows):
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             continue
-        theirs = meta.get("root", root)
-        if theirs == root or meta.get("inputs", inputs) == inputs:
+        theirs = meta.get("root")
+        same = (meta["digests"] == digests if "digests" in meta
+                else meta.get("inputs", inputs) == inputs)
+        if theirs == root or same:
             return ""
+        delete = f"delete those windows ({out_dir / name}_*.npz) and run again"
+        if theirs is None:
+            return (f"{out_dir} holds windows of {meta.get('source')} ({path.name}, …) made "
+                    "from other files, before windows recorded the folder they were cut from. "
+                    f"If this reel or its stems were exported again, {delete}; if they are "
+                    "another folder's reel of the same name, build this folder into a dataset "
+                    "folder of its own")
         return (f"{out_dir} holds windows of {meta.get('source')} cut from {theirs} "
                 f"({path.name}, …), and this is another file of that path. Build each folder "
                 "into a dataset folder of its own, or cut the folder that holds both: their "
                 f"paths differ there, and the windows cut from {theirs} are made again under "
-                "their new names. If it is the same reel moved and exported again, delete "
-                f"those windows ({out_dir / name}_*.npz) and run again")
+                f"their new names. If it is the same reel moved and exported again, {delete}")
     return ""
 
 
@@ -771,11 +863,11 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     `align_stems`): a past reel's Foley stems, whose onsets are caused by the picture, where
     the mix also carries music and dialogue. A video with none of that sound is skipped; the
     picture of a video read with stems needs no audio stream. Changing the sound source, the
-    split or `clip_s`, or the files (a video or stem of another size, a stem added or gone:
-    meta `inputs`), cuts those videos again on the next run: no window of the earlier cut
-    stays (summary "removed": those past the end of the new cut, and the windows of a
-    video now skipped for want of the sound asked for). Each window's onsets
-    are read from its sound by `onset_truth` (meta `onset_truth`); a rerun with another one
+    split or `clip_s`, or the files (a video or stem exported again, a stem added or gone:
+    meta `inputs` and `digests`), cuts those videos again on the next run: no window of the
+    earlier cut stays (summary "removed": those past the end of the new cut, and the windows
+    of a video now skipped for want of the sound asked for). Each window's onsets are read
+    from its sound by `onset_truth` (meta `onset_truth`); a rerun with another one
     reads the kept windows' onsets again from their stored sound ("relabelled"), without
     touching their picture features.
 
@@ -801,6 +893,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         if not (hidden or path.resolve().is_relative_to(out_dir.resolve())):
             paths.append(path)
     sidecars = match_stems(paths, stems) if stems else {}
+    digest = Digests(out_dir)
+    digest.compute(paths + [st for found in sidecars.values() for st in found])
     jobs, early, existing = [], [], 0
     windows: dict[str, int] = {}       # each video read now: how many windows its cut has
     judged = _silent_earlier(out_dir)
@@ -811,18 +905,27 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     for path in paths:
         rel = path.relative_to(video_dir).as_posix()
         name = f"clip_{_slug(rel)}"
-        entry = {"name": name, "source": rel}
+        entry = {"name": name, "source": rel, "root": root}
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:        # bytes the file system holds that are not UTF-8
+            shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+            early.append(entry | {"source": shown, "status": "failed",
+                                  "reason": f"its name is not UTF-8 text ({shown}): rename it"})
+            continue
         try:
             info = media.probe(path)
             placed = align_stems(info, sidecars[path], video_dir) if stems else []
-        except (media.MediaError, ValueError) as exc:
+            # the files a window is made from, by size and content: a reel or stem exported
+            # again, a stem added or gone, and its windows are made again (a clip from before
+            # a key is kept)
+            inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
+                                                    for st in placed}
+            digests = {rel: digest(path)} | {st.rel: digest(Path(st.path)) for st in placed}
+        except (media.MediaError, ValueError, OSError) as exc:
             early.append(entry | {"status": "failed", "reason": str(exc)})
             continue
-        # the files a window is made from, by size: a reel or stem exported again, a stem added
-        # or gone, and its windows are made again (a clip from before the key is kept)
-        inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
-                                                for st in placed}
-        other = _cut_from_elsewhere(out_dir, name, held.get(name, []), root, inputs)
+        other = _cut_from_elsewhere(out_dir, name, held.get(name, []), root, inputs, digests)
         if other:        # another folder's video of the same name: its windows are not ours
             early.append(entry | {"status": "failed", "reason": other})
             continue
@@ -847,22 +950,23 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         for k in range(windows[name]):
             wname = f"{name}_{k:04d}"
             path_k = out_dir / f"{wname}.npz"
-            kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs},
+            kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs,
+                                      "digests": digests},
                              source=rel, window=k, split=split, sound_source=source,
-                             clip_s=clip_s, inputs=inputs)
+                             clip_s=clip_s, inputs=inputs, digests=digests)
             if kept:
                 if (kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
-                        and kept.meta.get("root", root) == root):
+                        and kept.meta.get("root") == root and "digests" in kept.meta):
                     existing += 1
                 else:            # cheap, and the clip is read already: here, not in a worker
-                    early.append(_relabel(kept, onset_truth, rel, root))
+                    early.append(_relabel(kept, onset_truth, rel, root, digests))
                 continue
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
             path_k.unlink(missing_ok=True)
             cut = {"source": rel, "window": k, "split": split, "sound_source": source,
-                   "clip_s": clip_s, "inputs": inputs, "silence_dbfs": SILENCE_DBFS}
+                   "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
             if judged.get(wname, {}).get("cut") == json.loads(json.dumps(cut)):
                 early.append(judged[wname] | {"status": "skipped"})   # silent in this very cut
                 continue
@@ -871,7 +975,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                          "clip_s": clip_s, "split": split, "keep_media": keep_media,
                          "audio_stream": audio_stream, "sound_source": source,
                          "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
-                         "root": root,
+                         "digests": digests, "root": root,
                          "stems": [st.__dict__ for st in placed]})
 
     def beyond(window: str) -> bool:
@@ -880,11 +984,15 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         return video in windows and k.isdigit() and int(k) >= windows[video]
 
     names = {f"clip_{_slug(p.relative_to(video_dir).as_posix())}": p for p in paths}
-    renamed, absent = _windows_elsewhere(out_dir, set(names),
-                                         {names[v].resolve() for v in windows}, root, prune)
+    renamed, absent = _windows_elsewhere(
+        out_dir, set(names), {digest(names[v]): names[v].resolve() for v in windows}, root, prune)
 
     def forget(window: str) -> bool:
-        return beyond(window) or bool({window, window.rpartition("_")[0]} & (renamed | absent))
+        """A window of an earlier cut, or an index row no longer true: past the end of its
+        video's cut; the video cut now under another name, or gone (--prune); or a whole
+        video's row (failed, skipped) for a video whose windows are cut now."""
+        return (beyond(window) or windows.get(window, 0) > 0
+                or bool({window, window.rpartition("_")[0]} & (renamed | absent)))
 
     stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem)]
     pruned = sum(p.stem.rpartition("_")[0] in absent for p in stale)
@@ -895,17 +1003,37 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                     removed=len(stale) - pruned, pruned=pruned)
 
 
-def _windows_elsewhere(out_dir: Path, now: set[str], cut: set[Path], root: str,
+def _windows_elsewhere(out_dir: Path, now: set[str], cut: dict[str, Path], root: str,
                        prune: bool) -> tuple[set[str], set[str]]:
-    """The videos (window name prefixes) out_dir holds windows of that a build of the folder
-    `root` must remove. `now`: the names of the videos in the folder; `cut`: the files this
-    run cuts (probed, and not another folder's). Removed: a file of `cut` cut before under
-    another name (from a folder inside or around this one: the same file, another path), and
-    with `prune` the videos cut from this folder (or before the folder was recorded) that are
-    no longer in it. Returns the two sets (renamed, absent); only windows of videos not in
-    `now` are read."""
+    """The videos (window name prefixes) out_dir holds windows or index rows of that a build
+    of the folder `root` must remove. `now`: the names of the videos in the folder; `cut`: the
+    files this run cuts (probed, not another folder's), by digest. Returns (renamed, absent):
+    - renamed: a file of `cut` cut before under another name — from a folder inside or around
+      this one, or from where it was before it moved (its old path gone, the same digest; or,
+      for a window from before digests, the same name and size);
+    - absent, with `prune`: videos cut from this folder that are no longer in it. Windows and
+      rows that do not record their folder are never pruned: they may be another folder's.
+    Only windows and rows of videos not in `now` are read."""
     renamed: set[str] = set()
     absent: set[str] = set()
+    files = set(cut.values())
+    sizes = {(p.name, p.stat().st_size) for p in files}
+
+    def judge(video: str, meta: dict) -> None:
+        theirs, rel = meta.get("root"), meta.get("source", "")
+        old = (Path(theirs) / rel) if theirs else None
+        if old is not None and old.resolve() in files:
+            renamed.add(video)                           # the same file, another path to it
+        elif old is None or not old.exists():            # moved: is it one of this run's?
+            digest = meta.get("digests", {}).get(rel)
+            size = meta.get("inputs", {}).get(rel)
+            if digest in cut if digest else (Path(rel).name, size) in sizes:
+                renamed.add(video)
+            elif prune and theirs == root:
+                absent.add(video)
+        elif prune and theirs == root:
+            absent.add(video)
+
     for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
         video = path.stem.rpartition("_")[0]
         if video in now or video in renamed or video in absent:
@@ -915,12 +1043,19 @@ def _windows_elsewhere(out_dir: Path, now: set[str], cut: set[Path], root: str,
                 meta = json.loads(str(data["meta"]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             continue
-        if meta.get("kind") != "video":
-            continue
-        if "root" in meta and (Path(meta["root"]) / meta["source"]).resolve() in cut:
-            renamed.add(video)                           # this run cuts it under its new name
-        elif prune and meta.get("root", root) == root:
-            absent.add(video)
+        if meta.get("kind") == "video":
+            judge(video, meta)
+    try:
+        index = json.loads((out_dir / INDEX).read_text())
+    except (OSError, json.JSONDecodeError):
+        index = {}
+    for row in index.get("skipped", []) + index.get("failed", []):
+        name = row.get("name", "")
+        head, _, k = name.rpartition("_")
+        video = head if len(k) == 4 and k.isdigit() else name
+        if video.startswith("clip_") and video not in now | renamed | absent and "root" in row:
+            judge(video, {"root": row["root"], "source": row.get("source", "")} |
+                  ({"digests": row["cut"]["digests"]} if "digests" in row.get("cut", {}) else {}))
     return renamed, absent
 
 

@@ -342,7 +342,8 @@ def test_one_folder_gathers_reels_of_several_folders_and_loses_none(tmp_path: Pa
     cli = CliRunner().invoke(app, ["dataset", "videos", str(shows / "B"), str(out),
                                    "--clip-s", "2", "--workers", "1"])
     assert cli.exit_code == 2 and "failed: R1.mp4" in cli.output, cli.output
-    assert "its 2 clips of earlier runs are as they were" in cli.output, cli.output
+    assert "nothing from this run went into" in cli.output, cli.output
+    assert "(it holds 2 clips of earlier runs)" in cli.output, cli.output
     assert {p.name: p.read_bytes() for p in out.glob("*.npz")} == before     # A's untouched
     # show A's folder moved: the same files, kept (their folder rewritten), and no conflict after
     os.rename(shows / "A", shows / "A2")
@@ -363,6 +364,47 @@ def test_one_folder_gathers_reels_of_several_folders_and_loses_none(tmp_path: Pa
     assert "0 written, 2 already there, 0 skipped, 0 failed, 2 of reels no longer in the " \
         "folder removed" in res.output, res.output
     assert set(held().values()) == {("A2/R1.mp4", "shows")}
+
+
+def test_windows_from_before_folders_were_recorded_are_never_taken_for_another_folders(
+        tmp_path: Path) -> None:
+    """Windows written before meta root and digests (simulated by taking them out): another
+    folder's reel of the same name fails alone, --prune from another folder leaves them, and a
+    rerun of their own folder keeps them and records both. A file fixed since it failed loses
+    its failed row; a name that is not UTF-8 fails alone."""
+    a, b, out = tmp_path / "A", tmp_path / "B", tmp_path / "data"
+    a.mkdir()
+    b.mkdir()
+    _video(a / "R1.mp4")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(a / "R1.mp4"), "-c", "copy",
+                    "-metadata", "title=show B", str(b / "R1.mp4")], check=True)
+    (b / "R2.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    assert dataset.build_from_videos(a, out, clip_s=2.0, workers=1)["written"] == 2
+    for path in out.glob("clip_*.npz"):
+        clip = dataset.read_clip(path)
+        meta = {k: v for k, v in clip.meta.items() if k not in ("root", "digests")}
+        dataset.write_clip(path, clip.features, clip.audio16k, events=clip.events,
+                           sustained=clip.sustained, onsets=clip.onsets, meta=meta)
+    before = {p.name: p.read_bytes() for p in out.glob("*.npz")}
+    other = dataset.build_from_videos(b, out, clip_s=2.0, workers=1, prune=True)
+    assert other["written"] == 0 and other["pruned"] == 0, other
+    reasons = {r["source"]: r["reason"] for r in other["failed"]}
+    assert "before windows recorded the folder they were cut from" in reasons["R1.mp4"]
+    assert "R2.mp4" in reasons
+    assert {p.name: p.read_bytes() for p in out.glob("*.npz")} == before
+    own = dataset.build_from_videos(a, out, clip_s=2.0, workers=1)
+    assert own["written"] == 0 and own["existing"] == 2, own
+    assert {c.meta["root"] for c in dataset.iter_clips(out)} == {str(a.resolve())}
+    assert all("digests" in c.meta for c in dataset.iter_clips(out))
+    # B's R2 fixed: cut, and its failed row goes; a name of Latin-1 bytes fails alone
+    _video(b / "R2.mp4")
+    odd = os.fsdecode(bytes(b) + b"/R\xf3lo.mp4")
+    shutil.copy(b / "R2.mp4", odd)
+    fixed = dataset.build_from_videos(b, out, clip_s=2.0, workers=1)
+    assert fixed["written"] == 2, fixed
+    failed = json.loads((out / "index.json").read_text())["failed"]
+    assert sorted(r["source"] for r in failed) == ["R1.mp4", "R\\xf3lo.mp4"], failed
+    assert "not UTF-8" in next(r["reason"] for r in failed if r["source"] != "R1.mp4")
 
 
 def _bursts(times: list[float], n: int, sr: int, hz: float = 660.0) -> np.ndarray:
@@ -436,6 +478,19 @@ def test_build_from_videos_learns_from_a_chosen_track_or_sidecar_stems(tmp_path:
     more = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley")
     assert more["written"] == 3 and more["existing"] == 1, more
     assert _onsets_by_window(out, "R1.mov") == {0: [0.6], 1: [0.3, 0.6], 2: [0.2, 0.45]}
+    # R10's stem exported again at the same length (the same size) with its hit moved, and its
+    # silent seconds now sounding: its windows are made again and its silent verdicts judged anew
+    size = (reels / "R10_FOLEY.wav").stat().st_size
+    write_bwf(reels / "R10_FOLEY.wav", _bursts([0.25, 1.5, 2.5], 48000 * 3, 48000), 48000,
+              time_reference=0)
+    assert (reels / "R10_FOLEY.wav").stat().st_size == size
+    moved = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley")
+    assert moved["written"] == 3 and moved["existing"] == 3 and not moved["skipped"], moved
+    assert _onsets_by_window(out, "R10.mov") == {0: [0.25], 1: [0.5], 2: [0.5]}
+    # copied elsewhere (new modification times, the same bytes): every window kept
+    shutil.copytree(reels, tmp_path / "copy")
+    kept = dataset.build_from_videos(tmp_path / "copy", out, clip_s=1.0, workers=1, stems="foley")
+    assert kept["written"] == 0 and kept["existing"] == 6 and not kept["failed"], kept
 
     # the reel's second audio track; a third is not there
     track = tmp_path / "track"
