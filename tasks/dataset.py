@@ -187,6 +187,19 @@ def _existing(path: Path, defaults: dict[str, Any] | None = None, **expect: Any)
     return clip if all(clip.meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
 
 
+def _old_index(out_dir: Path) -> dict[str, list[dict]]:
+    """The skipped / failed rows of out_dir's index.json as an earlier build left them; an
+    index that cannot be read, or rows without a name, read as none (it is rebuilt)."""
+    try:
+        old = json.loads((Path(out_dir) / INDEX).read_text())
+    except (OSError, ValueError):
+        return {"skipped": [], "failed": []}
+    old = old if isinstance(old, dict) else {}
+    return {key: [r for r in old.get(key) or []
+                  if isinstance(r, dict) and isinstance(r.get("name"), str)]
+            for key in ("skipped", "failed")}
+
+
 def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = (),
                 forget: Callable[[str], bool] = lambda name: False) -> Path:
     """Rebuild index.json from the folder's clips; skipped / failed entries of earlier builds
@@ -206,19 +219,18 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
                       "fps": meta["fps"], "duration_s": meta["duration_s"], "seed": meta["seed"],
                       "n_events": n_events})
     names = {c["name"] for c in clips}
-    old: dict = {}
-    if (out_dir / INDEX).exists():
-        try:
-            old = json.loads((out_dir / INDEX).read_text())
-        except (OSError, json.JSONDecodeError):
-            old = {}
+    old = _old_index(out_dir)
+    new = {"skipped": list(skipped), "failed": list(failed)}
+    now = {r["name"] for rows in new.values() for r in rows}
 
-    def merge(key: str, new: Iterable[dict]) -> list[dict]:
-        rows = {r["name"]: r for r in old.get(key, [])} | {r["name"]: r for r in new}
+    def merge(key: str) -> list[dict]:
+        """Earlier rows, unless this run has a row of that name (in either list)."""
+        rows = {r["name"]: r for r in old[key] if r["name"] not in now}
+        rows |= {r["name"]: r for r in new[key]}
         return [r for n, r in sorted(rows.items()) if n not in names and not forget(n)]
 
     index = {"version": DATASET_VERSION, "audio_sr": AUDIO_SR, "feature_prefix": FEATURE_PREFIX,
-             "clips": clips, "skipped": merge("skipped", skipped), "failed": merge("failed", failed)}
+             "clips": clips, "skipped": merge("skipped"), "failed": merge("failed")}
     tmp = out_dir / f".{INDEX}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(index, indent=1))
     os.replace(tmp, out_dir / INDEX)
@@ -305,7 +317,8 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
     stages = sorted({k for r in written for k in r["timings"]})
     timings = {k: round(float(np.mean([r["timings"].get(k, 0.0) for r in written])), 3) for k in stages}
     def rows(found: list[dict]) -> list[dict]:
-        return [{k: r[k] for k in ("name", "source", "reason", "cut") if k in r} for r in found]
+        return [{k: r[k] for k in ("name", "source", "root", "reason", "cut") if k in r}
+                for r in found]
 
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
@@ -722,13 +735,19 @@ class Digests:
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / DIGESTS
         try:
-            self.known: dict[str, list] = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            self.known = {}
+            known = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        self.known: dict[str, list] = {
+            k: v for k, v in (known.items() if isinstance(known, dict) else ())
+            if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)}
 
     def _key(self, path: Path) -> tuple[str, list]:
         st = path.stat()
-        return str(path.resolve()), [st.st_size, st.st_mtime_ns]
+        try:
+            return str(path.resolve()), [st.st_size, st.st_mtime_ns]
+        except RuntimeError as exc:         # a symlink loop
+            raise OSError(f"{path}: {exc}") from exc
 
     def pending_or_unreadable(self, paths: Iterable[Path]) -> list[Path]:
         """The files whose digest is not known for their present size and time."""
@@ -761,6 +780,7 @@ class Digests:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TimeRemainingColumn(), console=Console(stderr=True)) as bar:
             task = bar.add_task("source digests", total=sum(size for _, size in todo))
+            saved = time.monotonic()
             for path, size in todo:
                 try:
                     key, stamp = self._key(path)
@@ -774,16 +794,22 @@ class Digests:
                     bar.advance(task, size)
                     continue
                 self.known[key] = stamp + [h.hexdigest()]
-                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(self.known))
-                os.replace(tmp, self.path)
+                if time.monotonic() - saved > 10:       # what is read survives an interruption
+                    self._save()
+                    saved = time.monotonic()
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.known))
+        os.replace(tmp, self.path)
 
     def __call__(self, path: Path) -> str:
         """The file's digest (OSError when it cannot be read)."""
         key, stamp = self._key(path)
-        if self.known.get(key, [None, None])[:2] != stamp:
+        if self.known.get(key, [None, None, None])[:2] != stamp:
             self.compute([path])
-        if self.known.get(key, [None, None])[:2] != stamp:
+        if self.known.get(key, [None, None, None])[:2] != stamp:
             raise OSError(f"{path}: cannot be read")
         return self.known[key][2]
 
@@ -792,11 +818,7 @@ def _silent_earlier(out_dir: Path) -> dict[str, dict]:
     """The windows an earlier build skipped as silent, by name, with the cut they were judged
     in (index.json's skipped rows that carry one): a rerun of the same cut skips them again
     without reading their sound."""
-    try:
-        rows = json.loads((out_dir / INDEX).read_text()).get("skipped", [])
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return {}
-    return {r["name"]: r for r in rows if isinstance(r, dict) and "cut" in r and "name" in r}
+    return {r["name"]: r for r in _old_index(out_dir)["skipped"] if isinstance(r.get("cut"), dict)}
 
 
 def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
@@ -890,7 +912,11 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     for path in sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS):
         rel = path.relative_to(video_dir).as_posix()
         hidden = any(part.startswith(".") for part in Path(rel).parts)
-        if not (hidden or path.resolve().is_relative_to(out_dir.resolve())):
+        try:
+            inside = path.resolve().is_relative_to(out_dir.resolve())
+        except (OSError, RuntimeError):   # a symlink loop: it fails alone when probed
+            inside = False
+        if not (hidden or inside):
             paths.append(path)
     sidecars = match_stems(paths, stems) if stems else {}
     digest = Digests(out_dir)
@@ -955,11 +981,17 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                              source=rel, window=k, split=split, sound_source=source,
                              clip_s=clip_s, inputs=inputs, digests=digests)
             if kept:
+                # the window's folder: its own, or the one it was cut from while that still
+                # holds the same bytes (a copy in two folders is not rewritten run after run);
+                # a folder moved away, or no folder recorded, and it becomes this one
+                theirs = kept.meta.get("root")
+                owner = (theirs if theirs and (theirs == root or (Path(theirs) / rel).exists())
+                         else root)
                 if (kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
-                        and kept.meta.get("root") == root and "digests" in kept.meta):
+                        and "digests" in kept.meta and owner == theirs):
                     existing += 1
                 else:            # cheap, and the clip is read already: here, not in a worker
-                    early.append(_relabel(kept, onset_truth, rel, root, digests))
+                    early.append(_relabel(kept, onset_truth, rel, owner, digests))
                 continue
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
@@ -1027,16 +1059,17 @@ def _windows_elsewhere(out_dir: Path, now: set[str], cut: dict[str, Path], root:
         elif old is None or not old.exists():            # moved: is it one of this run's?
             digest = meta.get("digests", {}).get(rel)
             size = meta.get("inputs", {}).get(rel)
-            if digest in cut if digest else (Path(rel).name, size) in sizes:
+            if (digest in cut) if digest else ((Path(rel).name, size) in sizes):
                 renamed.add(video)
             elif prune and theirs == root:
                 absent.add(video)
         elif prune and theirs == root:
             absent.add(video)
 
+    seen: set[str] = set()                 # one window tells of its video
     for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
         video = path.stem.rpartition("_")[0]
-        if video in now or video in renamed or video in absent:
+        if video in now or video in seen:
             continue
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -1044,18 +1077,18 @@ def _windows_elsewhere(out_dir: Path, now: set[str], cut: dict[str, Path], root:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             continue
         if meta.get("kind") == "video":
+            seen.add(video)
             judge(video, meta)
-    try:
-        index = json.loads((out_dir / INDEX).read_text())
-    except (OSError, json.JSONDecodeError):
-        index = {}
-    for row in index.get("skipped", []) + index.get("failed", []):
-        name = row.get("name", "")
+    index = _old_index(out_dir)
+    for row in index["skipped"] + index["failed"]:
+        name = row["name"]
         head, _, k = name.rpartition("_")
         video = head if len(k) == 4 and k.isdigit() else name
-        if video.startswith("clip_") and video not in now | renamed | absent and "root" in row:
-            judge(video, {"root": row["root"], "source": row.get("source", "")} |
-                  ({"digests": row["cut"]["digests"]} if "digests" in row.get("cut", {}) else {}))
+        cut = row.get("cut") if isinstance(row.get("cut"), dict) else {}
+        if (video.startswith("clip_") and video not in now | renamed | absent
+                and isinstance(row.get("root"), str)):
+            judge(video, {"root": row["root"], "source": str(row.get("source", ""))}
+                  | ({"digests": cut["digests"]} if isinstance(cut.get("digests"), dict) else {}))
     return renamed, absent
 
 

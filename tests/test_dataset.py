@@ -407,6 +407,42 @@ def test_windows_from_before_folders_were_recorded_are_never_taken_for_another_f
     assert "not UTF-8" in next(r["reason"] for r in failed if r["source"] != "R1.mp4")
 
 
+def test_a_reel_copied_into_two_folders_stays_with_the_first(tmp_path: Path) -> None:
+    """The same bytes at the same path in two folders: the second folder's runs keep the
+    windows as the first's (not rewritten run after run), and its --prune never takes them;
+    a skipped reel taken out of the folder loses its index row with --prune."""
+    a, b, out = tmp_path / "A", tmp_path / "B", tmp_path / "data"
+    a.mkdir()
+    b.mkdir()
+    _video(a / "R1.mp4")
+    shutil.copy(a / "R1.mp4", b / "R1.mp4")
+    _video(b / "mute.mp4", audio=False)
+    assert dataset.build_from_videos(a, out, clip_s=2.0, workers=1)["written"] == 2
+
+    def stamps() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")}
+
+    first = stamps()
+    for folder in (b, a, b):
+        again = dataset.build_from_videos(folder, out, clip_s=2.0, workers=1)
+        assert again["written"] == 0 and again["existing"] == 2, again
+    assert stamps() == first
+    assert {c.meta["root"] for c in dataset.iter_clips(out)} == {str(a.resolve())}
+    rows = json.loads((out / "index.json").read_text())["skipped"]
+    assert [(r["source"], r["root"]) for r in rows] == [("mute.mp4", str(b.resolve()))]
+    (b / "R1.mp4").unlink()
+    (b / "mute.mp4").unlink()
+    pruned = dataset.build_from_videos(b, out, clip_s=2.0, workers=1, prune=True)
+    assert pruned["pruned"] == 0 and stamps() == first, pruned
+    assert json.loads((out / "index.json").read_text())["skipped"] == []
+    # the digest cache and the index damaged: read as empty, rebuilt, nothing remade
+    for name in (dataset.DIGESTS, dataset.INDEX):
+        (out / name).write_bytes(b"\xff\x00[")
+    kept = dataset.build_from_videos(a, out, clip_s=2.0, workers=1)
+    assert kept["existing"] == 2 and stamps() == first, kept
+    assert len(json.loads((out / "index.json").read_text())["clips"]) == 2
+
+
 def _bursts(times: list[float], n: int, sr: int, hz: float = 660.0) -> np.ndarray:
     """150 ms tone bursts starting at `times` (s) in n samples of silence."""
     out = np.zeros(n)
