@@ -894,7 +894,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     touching their picture features.
 
     Each window records the folder its video was read from (meta `root`): the same files read
-    from the folder moved elsewhere are kept (their `root` rewritten), and a video of another
+    from the folder moved elsewhere are kept (their `root` rewritten; while the first folder
+    still holds them, a copy in a second folder leaves them the first's), and a video of another
     folder whose path inside it is the same (two shows' R1.mov built into one dataset) fails
     alone instead of replacing the other's windows (`_cut_from_elsewhere`). With `prune`, the
     windows cut from this folder of videos no longer in it (a reel taken out or renamed) are
