@@ -21,7 +21,6 @@ there only waits for a reel's other files (uploaded after its edit) to arrive.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -30,7 +29,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from tasks import ingest
-from tasks.store import S3Config, sha256_file
+from tasks.store import HashCache, S3Config
 
 TIMELINES = (".otio", ".otioz", ".edl", ".xml", ".fcpxml", ".aaf")
 BUNDLE_DIR = ".otioz.media"  # where read_timeline unpacks an .otioz: not reels of their own
@@ -59,37 +58,6 @@ class Scan:
     ready: list[Arrival] = field(default_factory=list)
     settling: list[tuple[str, float]] = field(default_factory=list)  # (path, seconds to wait)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
-
-
-class HashCache:
-    """SHA-256 of files by (absolute path, size, mtime), kept in a JSON file (atomic writes)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self.known: dict[str, list] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.known = {}
-        self.changed = False
-
-    def sha256(self, file: Path) -> str:
-        st = file.stat()
-        key, stamp = str(file.resolve()), [st.st_size, st.st_mtime_ns]
-        hit = self.known.get(key)
-        if hit and hit[:2] == stamp:
-            return hit[2]
-        sha = sha256_file(file)
-        self.known[key], self.changed = [*stamp, sha], True
-        return sha
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.known))
-        os.replace(tmp, self.path)
-        self.changed = False
 
 
 def hash_cache(home: Path) -> HashCache:

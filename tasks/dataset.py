@@ -91,6 +91,7 @@ from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedSpec, Pa
                                   sound_keys, spec_dict, split_rates)
 from tasks import media
 from tasks.features import KEYS, compute_features
+from tasks.store import HashCache
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,21 @@ def _existing(path: Path, defaults: dict[str, Any] | None = None, **expect: Any)
         return None
     defaults = defaults or {}
     return clip if all(clip.meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
+
+
+def _read_meta(path: Path) -> dict | None:
+    """A clip's meta alone, without its arrays (None: the npz cannot be read)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def _video_of(name: str) -> str:
+    """The video a window name (`clip_<slug>_KKKK`) or a whole video's row name belongs to."""
+    head, _, k = name.rpartition("_")
+    return head if len(k) == 4 and k.isdigit() else name
 
 
 def _old_index(out_dir: Path) -> dict[str, list[dict]]:
@@ -725,100 +741,43 @@ def _video_job(job: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-class Digests:
-    """The sha256 of each source file a build reads (videos, stems), cached in out_dir's
-    DIGESTS by resolved path, size and modification time: a rerun reads a file again only when
-    it changed on disk or was copied (a copy's digest is the same, so its windows are kept). A
-    file exported again differs here where its size alone did not (a stem of the same length
-    with other sound, a BWF stamped again)."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / DIGESTS
+def _hash_sources(cache: HashCache, files: Iterable[Path]) -> None:
+    """Read the files whose digest `cache` does not know yet, with a progress bar in bytes,
+    saving every 10 s (what is read survives an interruption) and at the end. A file that
+    cannot be read is left out: its video fails alone when its digest is asked for."""
+    todo = []
+    for path in dict.fromkeys(files):
         try:
-            known = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            known = {}
-        self.known: dict[str, list] = {
-            k: v for k, v in (known.items() if isinstance(known, dict) else ())
-            if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)}
-
-    def _key(self, path: Path) -> tuple[str, list]:
-        st = path.stat()
-        try:
-            return str(path.resolve()), [st.st_size, st.st_mtime_ns]
-        except RuntimeError as exc:         # a symlink loop
-            raise OSError(f"{path}: {exc}") from exc
-
-    def pending_or_unreadable(self, paths: Iterable[Path]) -> list[Path]:
-        """The files whose digest is not known for their present size and time."""
-        out = []
-        for path in paths:
-            try:
-                key, stamp = self._key(path)
-            except OSError:
-                out.append(path)
-                continue
-            if self.known.get(key, [None, None, None])[:2] != stamp:
-                out.append(path)
-        return out
-
-    def compute(self, paths: Sequence[Path]) -> None:
-        """Read the files that need it, with a progress bar in bytes; saved as it goes. A file
-        that cannot be read is left out (its video fails alone when its digest is asked for)."""
-        todo = []
-        for path in self.pending_or_unreadable(dict.fromkeys(paths)):
-            try:
+            if cache.cached(path) is None:
                 todo.append((path, path.stat().st_size))
-            except OSError:
-                continue
-        if not todo:
-            return
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        except OSError:
+            continue
+    if not todo:
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True)) as bar:
-            task = bar.add_task("source digests", total=sum(size for _, size in todo))
-            saved = time.monotonic()
-            for path, size in todo:
-                try:
-                    key, stamp = self._key(path)
-                    h = hashlib.sha256()
-                    with open(path, "rb") as fh:
-                        while chunk := fh.read(1 << 22):
-                            h.update(chunk)
-                            bar.advance(task, len(chunk))
-                except OSError as exc:
-                    log.warning("dataset: cannot read %s: %s", path, exc)
-                    bar.advance(task, size)
-                    continue
-                self.known[key] = stamp + [h.hexdigest()]
-                if time.monotonic() - saved > 10:       # what is read survives an interruption
-                    self._save()
-                    saved = time.monotonic()
-        self._save()
-
-    def _save(self) -> None:
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.known))
-        os.replace(tmp, self.path)
-
-    def __call__(self, path: Path) -> str:
-        """The file's digest (OSError when it cannot be read)."""
-        key, stamp = self._key(path)
-        if self.known.get(key, [None, None, None])[:2] != stamp:
-            self.compute([path])
-        if self.known.get(key, [None, None, None])[:2] != stamp:
-            raise OSError(f"{path}: cannot be read")
-        return self.known[key][2]
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task("source digests", total=sum(size for _, size in todo))
+        saved = time.monotonic()
+        for path, size in todo:
+            try:
+                cache.sha256(path, progress=lambda n: bar.advance(task, n))
+            except OSError as exc:
+                log.warning("dataset: cannot read %s: %s", path, exc)
+                bar.advance(task, size)
+            if time.monotonic() - saved > 10:
+                cache.save()
+                saved = time.monotonic()
+    cache.save()
 
 
-def _silent_earlier(out_dir: Path) -> dict[str, dict]:
+def _silent_earlier(old: dict[str, list[dict]]) -> dict[str, dict]:
     """The windows an earlier build skipped as silent, by name, with the cut they were judged
-    in (index.json's skipped rows that carry one): a rerun of the same cut skips them again
-    without reading their sound."""
-    return {r["name"]: r for r in _old_index(out_dir)["skipped"] if isinstance(r.get("cut"), dict)}
+    in (the skipped rows of `_old_index` that carry one): a rerun of the same cut skips them
+    again without reading their sound."""
+    return {r["name"]: r for r in old["skipped"] if isinstance(r.get("cut"), dict)}
 
 
 def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
@@ -848,10 +807,8 @@ def _cut_from_elsewhere(out_dir: Path, name: str, windows: Sequence[Path], root:
     — two shows' R1.mov built into one dataset folder. The same files read from a folder moved
     elsewhere are the same video. `windows`: the files of the video's windows in out_dir."""
     for path in sorted(windows):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        meta = _read_meta(path)
+        if meta is None:
             continue
         theirs = meta.get("root")
         same = (meta["digests"] == digests if "digests" in meta
@@ -920,18 +877,19 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         if not (hidden or inside):
             paths.append(path)
     sidecars = match_stems(paths, stems) if stems else {}
-    digest = Digests(out_dir)
-    digest.compute(paths + [st for found in sidecars.values() for st in found])
+    digest = HashCache(out_dir / DIGESTS)
+    _hash_sources(digest, paths + [st for found in sidecars.values() for st in found])
     jobs, early, existing = [], [], 0
     windows: dict[str, int] = {}       # each video read now: how many windows its cut has
-    judged = _silent_earlier(out_dir)
+    old = _old_index(out_dir)
+    judged = _silent_earlier(old)
     root = str(video_dir)
     held: dict[str, list[Path]] = {}    # the folder's video windows by video, listed once
     for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
-        held.setdefault(path.stem.rpartition("_")[0], []).append(path)
-    for path in paths:
+        held.setdefault(_video_of(path.stem), []).append(path)
+    names = {f"clip_{_slug(p.relative_to(video_dir).as_posix())}": p for p in paths}
+    for name, path in names.items():
         rel = path.relative_to(video_dir).as_posix()
-        name = f"clip_{_slug(rel)}"
         entry = {"name": name, "source": rel, "root": root}
         try:
             rel.encode("utf-8")
@@ -948,7 +906,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             # a key is kept)
             inputs = {rel: path.stat().st_size} | {st.rel: Path(st.path).stat().st_size
                                                     for st in placed}
-            digests = {rel: digest(path)} | {st.rel: digest(Path(st.path)) for st in placed}
+            digests = {rel: digest.sha256(path)} | {st.rel: digest.sha256(Path(st.path))
+                                                     for st in placed}
         except (media.MediaError, ValueError, OSError) as exc:
             early.append(entry | {"status": "failed", "reason": str(exc)})
             continue
@@ -1016,19 +975,20 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         video, _, k = window.rpartition("_")
         return video in windows and k.isdigit() and int(k) >= windows[video]
 
-    names = {f"clip_{_slug(p.relative_to(video_dir).as_posix())}": p for p in paths}
     renamed, absent = _windows_elsewhere(
-        out_dir, set(names), {digest(names[v]): names[v].resolve() for v in windows}, root, prune)
+        held, old, set(names), {digest.sha256(names[v]): names[v].resolve() for v in windows},
+        root, prune)
+    digest.save()
 
     def forget(window: str) -> bool:
         """A window of an earlier cut, or an index row no longer true: past the end of its
         video's cut; the video cut now under another name, or gone (--prune); or a whole
         video's row (failed, skipped) for a video whose windows are cut now."""
         return (beyond(window) or windows.get(window, 0) > 0
-                or bool({window, window.rpartition("_")[0]} & (renamed | absent)))
+                or _video_of(window) in renamed | absent)
 
     stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem)]
-    pruned = sum(p.stem.rpartition("_")[0] in absent for p in stale)
+    pruned = sum(_video_of(p.stem) in absent for p in stale)
     for path in stale:
         path.unlink()
     results = early + _run(_video_job, jobs, workers, "video windows")
@@ -1036,11 +996,13 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                     removed=len(stale) - pruned, pruned=pruned)
 
 
-def _windows_elsewhere(out_dir: Path, now: set[str], cut: dict[str, Path], root: str,
+def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], now: set[str],
+                       cut: dict[str, Path], root: str,
                        prune: bool) -> tuple[set[str], set[str]]:
-    """The videos (window name prefixes) out_dir holds windows or index rows of that a build
-    of the folder `root` must remove. `now`: the names of the videos in the folder; `cut`: the
-    files this run cuts (probed, not another folder's), by digest. Returns (renamed, absent):
+    """The videos the dataset folder holds windows (`held`, by video) or index rows (`old`,
+    `_old_index`) of that a build of the folder `root` must remove. `now`: the names of the
+    videos in the folder; `cut`: the files this run cuts (probed, not another folder's), by
+    digest. Returns (renamed, absent):
     - renamed: a file of `cut` cut before under another name — from a folder inside or around
       this one, or from where it was before it moved (its old path gone, the same digest; or,
       for a window from before digests, the same name and size);
@@ -1049,47 +1011,37 @@ def _windows_elsewhere(out_dir: Path, now: set[str], cut: dict[str, Path], root:
     Only windows and rows of videos not in `now` are read."""
     renamed: set[str] = set()
     absent: set[str] = set()
-    files = set(cut.values())
-    sizes = {(p.name, p.stat().st_size) for p in files}
+    cut_files = set(cut.values())
+    sizes = {(p.name, p.stat().st_size) for p in cut_files}
 
     def judge(video: str, meta: dict) -> None:
         theirs, rel = meta.get("root"), meta.get("source", "")
-        old = (Path(theirs) / rel) if theirs else None
-        if old is not None and old.resolve() in files:
+        was = (Path(theirs) / rel) if theirs else None
+        digest = meta.get("digests", {}).get(rel)
+        moved_here = ((digest in cut) if digest
+                      else ((Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes))
+        if was is not None and was.resolve() in cut_files:
             renamed.add(video)                           # the same file, another path to it
-        elif old is None or not old.exists():            # moved: is it one of this run's?
-            digest = meta.get("digests", {}).get(rel)
-            size = meta.get("inputs", {}).get(rel)
-            if (digest in cut) if digest else ((Path(rel).name, size) in sizes):
-                renamed.add(video)
-            elif prune and theirs == root:
-                absent.add(video)
+        elif (was is None or not was.exists()) and moved_here:
+            renamed.add(video)                           # its old path gone: moved here
         elif prune and theirs == root:
             absent.add(video)
 
-    seen: set[str] = set()                 # one window tells of its video
-    for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
-        video = path.stem.rpartition("_")[0]
-        if video in now or video in seen:
+    for video, windows in held.items():
+        if video in now:
             continue
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            continue
-        if meta.get("kind") == "video":
-            seen.add(video)
+        # one window tells of its video
+        meta = next(filter(None, map(_read_meta, windows)), None)
+        if meta is not None and meta.get("kind") == "video":
             judge(video, meta)
-    index = _old_index(out_dir)
-    for row in index["skipped"] + index["failed"]:
-        name = row["name"]
-        head, _, k = name.rpartition("_")
-        video = head if len(k) == 4 and k.isdigit() else name
-        cut = row.get("cut") if isinstance(row.get("cut"), dict) else {}
+    for row in old["skipped"] + old["failed"]:
+        video = _video_of(row["name"])
+        judged_in = row.get("cut") if isinstance(row.get("cut"), dict) else {}
         if (video.startswith("clip_") and video not in now | renamed | absent
                 and isinstance(row.get("root"), str)):
             judge(video, {"root": row["root"], "source": str(row.get("source", ""))}
-                  | ({"digests": cut["digests"]} if isinstance(cut.get("digests"), dict) else {}))
+                  | ({"digests": judged_in["digests"]}
+                     if isinstance(judged_in.get("digests"), dict) else {}))
     return renamed, absent
 
 

@@ -8,6 +8,7 @@ against the ref's sha256, so a file changed behind the store's back is caught, n
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import os
 import shutil
@@ -69,12 +70,65 @@ def retry_io(fn: Callable[[], T], *, attempts: int = 5, base: float = 0.5,
         endpoint=last.endpoint, reason=last.reason) from last
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) -> str:
+    """The file's SHA-256; `progress(n)` is called with the bytes of each block read."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
             h.update(block)
+            if progress:
+                progress(len(block))
     return h.hexdigest()
+
+
+class HashCache:
+    """SHA-256 of files by (absolute path, size, mtime), kept in a JSON file (atomic writes):
+    a file is read again only when it changed on disk or was copied. A cache file that cannot
+    be read, or entries not of that shape, read as unknown."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        self.known: dict[str, list] = {
+            k: v for k, v in (known.items() if isinstance(known, dict) else ())
+            if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)}
+        self.changed = False
+
+    @staticmethod
+    def _key(file: Path) -> tuple[str, list]:
+        st = file.stat()
+        try:
+            return str(file.resolve()), [st.st_size, st.st_mtime_ns]
+        except RuntimeError as exc:         # a symlink loop
+            raise OSError(f"{file}: {exc}") from exc
+
+    def cached(self, file: Path) -> str | None:
+        """The digest known for the file as it is now, without reading it (None: unknown)."""
+        key, stamp = self._key(file)
+        hit = self.known.get(key)
+        return hit[2] if hit and hit[:2] == stamp else None
+
+    def sha256(self, file: Path, progress: Callable[[int], Any] | None = None) -> str:
+        """The file's digest, read only when not known (OSError when it cannot be read)."""
+        key, stamp = self._key(file)
+        hit = self.known.get(key)
+        if hit and hit[:2] == stamp:
+            return hit[2]
+        sha = sha256_file(file, progress)
+        self.known[key], self.changed = [*stamp, sha], True
+        return sha
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.known))
+        os.replace(tmp, self.path)
+        self.changed = False
 
 
 def guess_mime(path: str | Path) -> str:
