@@ -152,7 +152,7 @@ def _report_build(summary: dict, out: Path) -> None:
     relabelled = (f"{summary['relabelled']} with their onsets read again, "
                   if summary["relabelled"] else "")
     removed = f", {summary['removed']} of an earlier cut removed" if summary["removed"] else ""
-    if summary.get("pruned"):
+    if summary["pruned"]:
         removed += f", {summary['pruned']} of reels no longer in the folder removed"
     typer.echo(f"dataset: {out}: {summary['written']} written, {relabelled}{summary['existing']} "
                f"already there, {len(summary['skipped'])} skipped, {len(summary['failed'])} "
