@@ -121,7 +121,9 @@ def dataset_videos(
     reads the windows' onsets again. One dataset folder may gather the reels of several
     folders: a reel whose path inside its folder is another folder's (two shows' R1.mov) fails
     alone rather than replace the other's windows; the folder moved elsewhere is the same
-    reels, and its windows are kept.
+    reels, and its windows are kept. Cutting a folder inside or around one cut before (a
+    show's folder after one of its reels' folders, or back) keeps the windows already cut,
+    under the reels' paths in the folder cut now: nothing is computed again.
 
     Example, a show's past reels with their Foley stems next to them (R101.mov, R101_FOLEY.wav):
     foley dataset videos /mnt/show/reels data/show --stems foley"""
@@ -151,6 +153,8 @@ def _report_build(summary: dict, out: Path) -> None:
     so)."""
     relabelled = (f"{summary['relabelled']} with their onsets read again, "
                   if summary["relabelled"] else "")
+    if summary["renamed"]:
+        relabelled += f"{summary['renamed']} kept under their reels' new paths, "
     removed = f", {summary['removed']} of an earlier cut removed" if summary["removed"] else ""
     if summary["pruned"]:
         removed += f", {summary['pruned']} of reels no longer in the folder removed"
@@ -163,7 +167,8 @@ def _report_build(summary: dict, out: Path) -> None:
             typer.echo(f"  {key}: {r['source']} ({r['name']}): {r['reason']}")
         if len(rows) > 10:
             typer.echo(f"  … {len(rows) - 10} more {key}: see {summary['index']}")
-    if not (summary["written"] or summary["existing"] or summary["relabelled"]):
+    if not (summary["written"] or summary["existing"] or summary["relabelled"]
+            or summary["renamed"]):
         held = len(json.loads(Path(summary["index"]).read_text())["clips"])
         what = (f"nothing from this run went into {out} (it holds {held} clips of earlier runs)"
                 if held else f"nothing to train on in {out}")

@@ -320,10 +320,15 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
     written = [r for r in results if r["status"] == "written"]
     relabelled = [r for r in results if r["status"] == "relabelled"]
     existing += sum(r["status"] == "moved" for r in results)    # kept; only its folder changed
+    renamed = sum(r["status"] == "renamed" for r in results)    # kept under a new name
     skipped = [r for r in results if r["status"] == "skipped"]
     failed = [r for r in results if r["status"] == "failed"]
-    for r in skipped:
-        log.warning("dataset: skipped %s: %s", r["name"], r["reason"])
+    for r in skipped:            # windows found silent in an earlier run of the cut: one line
+        if not r.get("earlier"):
+            log.warning("dataset: skipped %s: %s", r["name"], r["reason"])
+    if earlier := sum(bool(r.get("earlier")) for r in skipped):
+        log.info("dataset: %d windows skipped as silent in an earlier run of the same cut "
+                 "(index.json)", earlier)
     for r in failed:
         log.error("dataset: failed %s: %s", r["name"], r["reason"])
     try:
@@ -338,7 +343,8 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
 
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
-            "relabelled": len(relabelled), "existing": existing, "removed": removed,
+            "relabelled": len(relabelled), "existing": existing, "renamed": renamed,
+            "removed": removed,
             "pruned": pruned,
             "skipped": skipped, "failed": failed, "seconds_per_clip": timings,
             "wall_s": round(time.perf_counter() - t0, 2)}
@@ -698,6 +704,58 @@ def _window_sound(job: dict, work: Path) -> np.ndarray | None:
     return sf.read(work / "audio.wav", dtype="float32", always_2d=True)[0].mean(axis=1)
 
 
+def _sound_meta(stems: Sequence[dict], audio_stream: int) -> dict:
+    """A window's meta `sound`: the stems its sound was read from (their paths inside the
+    folder, offsets and how each was placed), or the audio stream."""
+    return ({"stems": [{"file": st["rel"], "offset_s": st["offset_s"],
+                        "aligned_by": st["aligned_by"]} for st in stems]}
+            if stems else {"stream": audio_stream})
+
+
+CUT_KEYS = ("window", "split", "sound_source", "clip_s")
+
+
+def _same_cut(a: dict, b: dict, keys: Sequence[str] = CUT_KEYS) -> bool:
+    """Two cuts (a window's meta, or a silent row's `cut`) are the same window of the same
+    files, whatever paths the files were read by: `keys` agree and so do the files' contents
+    (their digests, compared by value)."""
+    da, db = a.get("digests"), b.get("digests")
+    return (isinstance(da, dict) and isinstance(db, dict)
+            and sorted(map(str, da.values())) == sorted(map(str, db.values()))
+            and all(a.get(k) == b.get(k) for k in keys))
+
+
+def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
+           inputs: dict[str, int], sound: dict) -> dict | None:
+    """Keep the window `old`, cut from the same files under another path (from a folder inside
+    or around this one, or before they moved here), as `new`: its meta rewritten to the name,
+    paths and folder it is read by now, its onsets read again if `truth` differs, its kept
+    media renamed with it; picture features and sound stay as they are. None when it is not
+    this cut (another window length, split or sound) or cannot be read: it is made again."""
+    try:
+        clip = read_clip(old)
+    except ValueError:
+        return None
+    meta = clip.meta | {"sound_source": clip.meta.get("sound_source", DEFAULT_SOUND)}
+    if meta.get("kind") != "video" or not _same_cut(meta, cut):
+        return None
+    row = {"name": new.stem, "source": cut["source"], "root": root}
+    again = meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
+    try:
+        write_clip(new, clip.features, clip.audio16k, events=clip.events,
+                   sustained=clip.sustained,
+                   onsets=truth.detect(clip.audio16k) if again else clip.onsets,
+                   meta=meta | {"name": new.stem, "source": cut["source"], "root": root,
+                                "digests": cut["digests"], "inputs": inputs, "sound": sound,
+                                "onset_truth": truth.meta()})
+        old.unlink()                     # after the new file is whole: a crash leaves both,
+        for kept in (old.parent / "media").glob(f"{old.stem}_*"):   # and the rerun keeps `new`
+            os.replace(kept, kept.with_name(new.stem + kept.name[len(old.stem):]))
+    except OSError as exc:
+        return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    return row | {"status": "renamed", "from": old.stem}
+
+
 def _video_job(job: dict) -> dict:
     out_dir, name, src = Path(job["out_dir"]), job["name"], Path(job["src"])
     start, span, fps = job["start_s"], job["duration_s"], job["fps"]
@@ -717,9 +775,7 @@ def _video_job(job: dict) -> dict:
                           "reason": f"silent ({level:.1f} dBFS RMS < {SILENCE_DBFS})"}
         feats, proxy = _features_of(src, start, span, fps, work, timings)
         n_frames = int(feats["n_frames"])
-        sound = ({"stems": [{"file": st["rel"], "offset_s": st["offset_s"],
-                             "aligned_by": st["aligned_by"]} for st in job["stems"]]}
-                 if job["stems"] else {"stream": job["audio_stream"]})
+        sound = _sound_meta(job["stems"], job["audio_stream"])
         meta = {"version": DATASET_VERSION, "source": job["rel"], "name": name, "split": job["split"],
                 "kind": "video", "material": "", "materials": [], "fps": fps, "n_frames": n_frames,
                 "duration_s": span, "n_audio": len(audio), "audio_sr": AUDIO_SR, "seed": -1,
@@ -825,7 +881,7 @@ def _cut_from_elsewhere(out_dir: Path, name: str, windows: Sequence[Path], root:
         return (f"{out_dir} holds windows of {meta.get('source')} cut from {theirs} "
                 f"({path.name}, …), and this is another file of that path. Build each folder "
                 "into a dataset folder of its own, or cut the folder that holds both: their "
-                f"paths differ there, and the windows cut from {theirs} are made again under "
+                f"paths differ there, and the windows cut from {theirs} are kept under "
                 f"their new names. If it is the same reel moved and exported again, {delete}")
     return ""
 
@@ -858,7 +914,10 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     windows cut from this folder of videos no longer in it (a reel taken out or renamed) are
     removed, files and index rows ("pruned"); windows of other folders and procedural clips
     stay. Windows of a video of this run cut before under another path (from a folder inside or
-    around this one) are removed too ("removed"): it is cut again under its new name."""
+    around this one, or before its folder moved here) are kept under its new name when they are
+    of this cut — the same files by content, window length, split and sound (summary
+    "renamed"; their meta rewritten, nothing recomputed, silent verdicts kept too) — and
+    removed otherwise ("removed"): it is cut again."""
     if stems is not None and (not stems.strip() or re.search(r"[/\\*?]", stems)):
         raise ValueError(f"stems tag {stems!r}: give a word of the stems' names, such as foley")
     if audio_stream < 0:
@@ -888,6 +947,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     for path in out_dir.glob("clip_*_[0-9][0-9][0-9][0-9].npz"):
         held.setdefault(_video_of(path.stem), []).append(path)
     names = {f"clip_{_slug(p.relative_to(video_dir).as_posix())}": p for p in paths}
+    plan = []                           # the videos to cut: (name, file, probe, stems, keys)
+    probed: dict[Path, dict[str, str]] = {}    # the files read now, and their files' digests
     for name, path in names.items():
         rel = path.relative_to(video_dir).as_posix()
         entry = {"name": name, "source": rel, "root": root}
@@ -915,6 +976,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         if other:        # another folder's video of the same name: its windows are not ours
             early.append(entry | {"status": "failed", "reason": other})
             continue
+        probed[path.resolve()] = digests
         have = len(info.audio_streams)
         if not info.has_video:
             why = "no video stream"
@@ -931,8 +993,21 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             early.append(entry | {"status": "skipped", "reason": why})
             continue
         n = max(1, int(round(clip_s * info.fps)))
-        span = n / info.fps
-        windows[name] = int((info.duration_s + 0.25 / info.fps) // span)
+        windows[name] = int((info.duration_s + 0.25 / info.fps) // (n / info.fps))
+        plan.append((name, path, rel, info, n / info.fps, placed, inputs, digests))
+
+    # windows of these files cut before under other names (the folder inside or around this
+    # one was built, or the files moved here): kept under the new names when of the same cut,
+    # removed otherwise; with --prune, the windows of this folder's videos no longer in it
+    renamed, absent = _windows_elsewhere(held, old, set(names), probed, root, prune)
+    digest.save()
+    now_of = {path.resolve(): name for name, path, *_ in plan}
+    before: dict[str, str] = {}         # a video of this run → the name it was cut under
+    for video, file in sorted(renamed.items(), key=lambda kv: (kv[0] not in held, kv[0])):
+        if file in now_of:
+            before.setdefault(now_of[file], video)
+    for name, path, rel, info, span, placed, inputs, digests in plan:
+        was = {p.stem.rpartition("_")[2]: p for p in held.get(before.get(name, ""), [])}
         for k in range(windows[name]):
             wname = f"{name}_{k:04d}"
             path_k = out_dir / f"{wname}.npz"
@@ -959,8 +1034,16 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             path_k.unlink(missing_ok=True)
             cut = {"source": rel, "window": k, "split": split, "sound_source": source,
                    "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
-            if judged.get(wname, {}).get("cut") == json.loads(json.dumps(cut)):
-                early.append(judged[wname] | {"status": "skipped"})   # silent in this very cut
+            if f"{k:04d}" in was:          # cut before under its old name: kept, not remade
+                row = _adopt(was[f"{k:04d}"], path_k, cut, root, onset_truth, inputs,
+                             _sound_meta([st.__dict__ for st in placed], audio_stream))
+                if row is not None:
+                    early.append(row)
+                    continue
+            silent = judged.get(wname) or judged.get(f"{before.get(name)}_{k:04d}")
+            if silent and _same_cut(silent["cut"], cut, (*CUT_KEYS, "silence_dbfs")):
+                early.append(silent | {"name": wname, "source": rel, "root": root,   # silent
+                                       "cut": cut, "status": "skipped", "earlier": True})
                 continue
             jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
                          "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
@@ -975,55 +1058,57 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         video, _, k = window.rpartition("_")
         return video in windows and k.isdigit() and int(k) >= windows[video]
 
-    renamed, absent = _windows_elsewhere(
-        held, old, set(names), {digest.sha256(names[v]): names[v].resolve() for v in windows},
-        root, prune)
-    digest.save()
-
     def forget(window: str) -> bool:
         """A window of an earlier cut, or an index row no longer true: past the end of its
         video's cut; the video cut now under another name, or gone (--prune); or a whole
         video's row (failed, skipped) for a video whose windows are cut now."""
         return (beyond(window) or windows.get(window, 0) > 0
-                or _video_of(window) in renamed | absent)
+                or _video_of(window) in renamed.keys() | absent)
 
     stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem)]
     pruned = sum(_video_of(p.stem) in absent for p in stale)
     for path in stale:
         path.unlink()
+        for kept_media in (out_dir / "media").glob(f"{path.stem}_*"):
+            kept_media.unlink(missing_ok=True)
     results = early + _run(_video_job, jobs, workers, "video windows")
     return _summary(out_dir, results, existing, t0, forget=forget,
                     removed=len(stale) - pruned, pruned=pruned)
 
 
 def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], now: set[str],
-                       cut: dict[str, Path], root: str,
-                       prune: bool) -> tuple[set[str], set[str]]:
+                       cut: dict[Path, dict[str, str]], root: str,
+                       prune: bool) -> tuple[dict[str, Path | None], set[str]]:
     """The videos the dataset folder holds windows (`held`, by video) or index rows (`old`,
     `_old_index`) of that a build of the folder `root` must remove. `now`: the names of the
-    videos in the folder; `cut`: the files this run cuts (probed, not another folder's), by
-    digest. Returns (renamed, absent):
+    videos in the folder; `cut`: the files this run cuts (probed, not another folder's), with
+    the digests of the files each window is made from (the video's and its stems'). Returns
+    (renamed, absent):
     - renamed: a file of `cut` cut before under another name — from a folder inside or around
       this one, or from where it was before it moved (its old path gone, the same digest; or,
-      for a window from before digests, the same name and size);
+      for a window from before digests, the same name and size) — with the file of `cut` whose
+      windows those are (the same path, or the same digests of video and stems: two reels of
+      the same picture may have different stems), or None (they are cut again);
     - absent, with `prune`: videos cut from this folder that are no longer in it. Windows and
       rows that do not record their folder are never pruned: they may be another folder's.
     Only windows and rows of videos not in `now` are read."""
-    renamed: set[str] = set()
+    renamed: dict[str, Path | None] = {}
     absent: set[str] = set()
-    cut_files = set(cut.values())
-    sizes = {(p.name, p.stat().st_size) for p in cut_files}
+    sizes = {(p.name, p.stat().st_size) for p in cut}
+    contents = {digest for digests in cut.values() for digest in digests.values()}
 
     def judge(video: str, meta: dict) -> None:
         theirs, rel = meta.get("root"), meta.get("source", "")
         was = (Path(theirs) / rel) if theirs else None
-        digest = meta.get("digests", {}).get(rel)
-        moved_here = ((digest in cut) if digest
+        digests = meta.get("digests", {})
+        moved_here = ((digests[rel] in contents) if rel in digests
                       else ((Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes))
-        if was is not None and was.resolve() in cut_files:
-            renamed.add(video)                           # the same file, another path to it
-        elif (was is None or not was.exists()) and moved_here:
-            renamed.add(video)                           # its old path gone: moved here
+        if was is not None and was.resolve() in cut:
+            renamed[video] = was.resolve()               # the same file, another path to it
+        elif (was is None or not was.exists()) and moved_here:     # its old path gone: moved
+            same = [f for f, d in cut.items() if sorted(d.values()) == sorted(digests.values())]
+            renamed[video] = min(same, key=lambda f: (f.name != Path(rel).name, str(f)),
+                                 default=None)
         elif prune and theirs == root:
             absent.add(video)
 
@@ -1037,7 +1122,7 @@ def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], 
     for row in old["skipped"] + old["failed"]:
         video = _video_of(row["name"])
         judged_in = row.get("cut") if isinstance(row.get("cut"), dict) else {}
-        if (video.startswith("clip_") and video not in now | renamed | absent
+        if (video.startswith("clip_") and video not in now | renamed.keys() | absent
                 and isinstance(row.get("root"), str)):
             judge(video, {"root": row["root"], "source": str(row.get("source", ""))}
                   | ({"digests": judged_in["digests"]}

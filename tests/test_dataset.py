@@ -251,6 +251,25 @@ def test_build_from_videos_windows_carry_their_own_sound(tmp_path: Path,
     assert again["written"] == 0 and again["existing"] == 3 and again["removed"] == 0
     assert [r["reason"] for r in again["skipped"]] == \
         [r["reason"] for r in summary["skipped"]] and reads == []
+
+    # the folder inside it built alone, then the whole again: each time the reel's windows are
+    # kept under its path there (the silent verdict with them), nothing is cut or read again
+    def burst() -> dict[int, tuple[str, str, bytes, bytes]]:
+        return {c.meta["window"]: (c.name, c.meta["source"], c.audio16k.tobytes(),
+                                   c.features[KEYS[0]].tobytes())
+                for c in dataset.iter_clips(out) if c.meta["source"].endswith("burst.mp4")}
+
+    whole_folder = burst()
+    inner = dataset.build_from_videos(videos / "r1", out, clip_s=1.0, workers=1)
+    assert (inner["renamed"], inner["written"], inner["removed"], reads) == (3, 0, 0, []), inner
+    assert [r["reason"].split(" ")[0] for r in inner["skipped"]] == ["silent"]
+    assert {k: (v[1], *v[2:]) for k, v in burst().items()} == \
+        {k: ("burst.mp4", *v[2:]) for k, v in whole_folder.items()}
+    back = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
+    assert (back["renamed"], back["written"], back["removed"], reads) == (3, 0, 0, []), back
+    assert burst() == whole_folder and len(list(out.glob("*.npz"))) == 3
+    index = json.loads((out / "index.json").read_text())
+    assert sorted(r["source"] for r in index["skipped"]) == ["mute.mp4", "r1/burst.mp4"]
     # judged with another threshold, the window is read again (and now written)
     monkeypatch.setattr(dataset, "SILENCE_DBFS", -300.0)
     louder = dataset.build_from_videos(videos, out, clip_s=1.0, workers=1)
@@ -352,7 +371,7 @@ def test_one_folder_gathers_reels_of_several_folders_and_loses_none(tmp_path: Pa
     assert set(held().values()) == {("R1.mp4", "A2")}
     # the folder that holds both: each reel under its own path, A's old names removed
     both = dataset.build_from_videos(shows, out, clip_s=2.0, workers=1)
-    assert both["written"] == 4 and both["removed"] == 2 and not both["failed"], both
+    assert both["written"] == 2 and both["renamed"] == 2 and both["removed"] == 0, both
     assert sorted(set(held().values())) == [("A2/R1.mp4", "shows"), ("B/R1.mp4", "shows")]
     # show B's reel taken out: kept without --prune, removed with it (files and index rows)
     (shows / "B" / "R1.mp4").unlink()
@@ -539,6 +558,22 @@ def test_build_from_videos_learns_from_a_chosen_track_or_sidecar_stems(tmp_path:
     none = dataset.build_from_videos(reels, tmp_path / "none", clip_s=1.0, workers=1, audio_stream=2)
     assert none["written"] == 0
     assert {r["reason"] for r in none["skipped"]} == {"no audio stream 2 (it has 2: 0–1)"}
+    # the reels moved into a show's folder and built from there: every window is kept under
+    # its new name, the stems' paths with it; with another window length they are cut again
+    show = tmp_path / "show"
+    show.mkdir()
+    os.rename(reels, show / "reels")
+    there = dataset.build_from_videos(show, out, clip_s=1.0, workers=1, stems="foley")
+    assert there["renamed"] == 6 and there["written"] == 0 and not there["failed"], there
+    assert _onsets_by_window(out, "reels/R10.mov") == {0: [0.25], 1: [0.5], 2: [0.5]}
+    r1 = next(c for c in dataset.iter_clips(out) if c.meta["source"] == "reels/R1.mov")
+    assert r1.name.startswith("clip_reels-R1-") and r1.meta["root"] == str(show.resolve())
+    assert sorted(s["file"] for s in r1.meta["sound"]["stems"]) == \
+        ["reels/R1 - Foley Props.wav", "reels/R1_FOLEY_BG.wav", "reels/R1_FOLEY_FS.wav"]
+    assert set(r1.meta["digests"]) == {"reels/R1.mov"} | {s["file"] for s in r1.meta["sound"]["stems"]}
+    os.rename(show / "reels", show / "R")
+    longer = dataset.build_from_videos(show, out, clip_s=1.5, workers=1, stems="foley")
+    assert (longer["renamed"], longer["removed"], longer["written"]) == (0, 6, 2), longer
 
 
 def test_stems_that_miss_the_picture_fail_alone_and_the_cli_says_so(tmp_path: Path) -> None:
