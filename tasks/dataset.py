@@ -725,6 +725,13 @@ def _same_cut(a: dict, b: dict, keys: Sequence[str] = CUT_KEYS) -> bool:
             and all(a.get(k) == b.get(k) for k in keys))
 
 
+def _remove_window(path: Path) -> None:
+    """A window's npz and the media kept with it (`--keep-media`) go."""
+    path.unlink(missing_ok=True)
+    for kept in (path.parent / "media").glob(f"{path.stem}_*"):
+        kept.unlink(missing_ok=True)
+
+
 def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
            inputs: dict[str, int], sound: dict) -> dict | None:
     """Keep the window `old`, cut from the same files under another path (from a folder inside
@@ -742,15 +749,17 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
     row = {"name": new.stem, "source": cut["source"], "root": root}
     again = meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
     try:
+        # media, then the new npz, then the old one goes: interrupted anywhere, the rerun
+        # adopts the old npz again or keeps the new, and finds the media by the new name
+        for kept in (old.parent / "media").glob(f"{old.stem}_*"):
+            os.replace(kept, kept.with_name(new.stem + kept.name[len(old.stem):]))
         write_clip(new, clip.features, clip.audio16k, events=clip.events,
                    sustained=clip.sustained,
                    onsets=truth.detect(clip.audio16k) if again else clip.onsets,
                    meta=meta | {"name": new.stem, "source": cut["source"], "root": root,
                                 "digests": cut["digests"], "inputs": inputs, "sound": sound,
                                 "onset_truth": truth.meta()})
-        old.unlink()                     # after the new file is whole: a crash leaves both,
-        for kept in (old.parent / "media").glob(f"{old.stem}_*"):   # and the rerun keeps `new`
-            os.replace(kept, kept.with_name(new.stem + kept.name[len(old.stem):]))
+        old.unlink()
     except OSError as exc:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     return row | {"status": "renamed", "from": old.stem}
@@ -948,7 +957,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         held.setdefault(_video_of(path.stem), []).append(path)
     names = {f"clip_{_slug(p.relative_to(video_dir).as_posix())}": p for p in paths}
     plan = []                           # the videos to cut: (name, file, probe, stems, keys)
-    probed: dict[Path, dict[str, str]] = {}    # the files read now, and their files' digests
+    probed: dict[Path, tuple[str, dict[str, str]]] = {}   # files read now: path, digests
     for name, path in names.items():
         rel = path.relative_to(video_dir).as_posix()
         entry = {"name": name, "source": rel, "root": root}
@@ -976,7 +985,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         if other:        # another folder's video of the same name: its windows are not ours
             early.append(entry | {"status": "failed", "reason": other})
             continue
-        probed[path.resolve()] = digests
+        probed[path.resolve()] = (rel, digests)
         have = len(info.audio_streams)
         if not info.has_video:
             why = "no video stream"
@@ -1031,7 +1040,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
-            path_k.unlink(missing_ok=True)
+            _remove_window(path_k)
             cut = {"source": rel, "window": k, "split": split, "sound_source": source,
                    "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
             if f"{k:04d}" in was:          # cut before under its old name: kept, not remade
@@ -1068,51 +1077,78 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem)]
     pruned = sum(_video_of(p.stem) in absent for p in stale)
     for path in stale:
-        path.unlink()
-        for kept_media in (out_dir / "media").glob(f"{path.stem}_*"):
-            kept_media.unlink(missing_ok=True)
+        _remove_window(path)
     results = early + _run(_video_job, jobs, workers, "video windows")
     return _summary(out_dir, results, existing, t0, forget=forget,
                     removed=len(stale) - pruned, pruned=pruned)
 
 
 def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], now: set[str],
-                       cut: dict[Path, dict[str, str]], root: str,
+                       cut: dict[Path, tuple[str, dict[str, str]]], root: str,
                        prune: bool) -> tuple[dict[str, Path | None], set[str]]:
     """The videos the dataset folder holds windows (`held`, by video) or index rows (`old`,
     `_old_index`) of that a build of the folder `root` must remove. `now`: the names of the
     videos in the folder; `cut`: the files this run cuts (probed, not another folder's), with
-    the digests of the files each window is made from (the video's and its stems'). Returns
-    (renamed, absent):
-    - renamed: a file of `cut` cut before under another name — from a folder inside or around
-      this one, or from where it was before it moved (its old path gone, the same digest; or,
-      for a window from before digests, the same name and size) — with the file of `cut` whose
-      windows those are (the same path, or the same digests of video and stems: two reels of
-      the same picture may have different stems), or None (they are cut again);
+    their paths in the folder and the digests of the files each window is made from (the
+    video's and its stems'). Returns (renamed, absent):
+    - renamed: a file of `cut` cut before under another name, with the file of `cut` whose
+      windows those are, or None when they are to be cut again:
+      - the same file by another path (from a folder inside or around this one);
+      - or its old path gone (moved here, or a disk not mounted): the file of `cut` whose video
+        and stems have the same digests, one old name to each file (two copies of a reel in
+        the folder keep a name each: the one whose path ends the same), and None for the
+        same picture with its stems changed under the same names (exported again) or a
+        window from before digests of the same name and size. The same picture with other
+        stems is another reel's (a temp mix and the Foley of one cut): its windows stay;
     - absent, with `prune`: videos cut from this folder that are no longer in it. Windows and
       rows that do not record their folder are never pruned: they may be another folder's.
     Only windows and rows of videos not in `now` are read."""
     renamed: dict[str, Path | None] = {}
     absent: set[str] = set()
     sizes = {(p.name, p.stat().st_size) for p in cut}
-    contents = {digest for digests in cut.values() for digest in digests.values()}
+    claimed: set[Path] = set()
+
+    def stems_of(rel: str, digests: dict) -> list[str]:
+        """The names of the stems a window was made from besides its video (none: a stream)."""
+        return sorted(Path(k).name for k in digests if k != rel)
+
+    def tail(a: str, b: str) -> int:
+        """How many trailing parts two paths share."""
+        n = 0
+        for x, y in zip(reversed(Path(a).parts), reversed(Path(b).parts)):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    def moved(rel: str, meta: dict) -> tuple[bool, Path | None]:
+        digests = meta.get("digests")
+        if not isinstance(digests, dict) or rel not in digests:   # from before digests
+            return (Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes, None
+        mine = sorted(map(str, digests.values()))
+        same = [f for f, (_, d) in cut.items() if sorted(d.values()) == mine]
+        if same:
+            free = [f for f in same if f not in claimed]
+            best = max(free, key=lambda f: (tail(rel, cut[f][0]), str(f)), default=None)
+            return True, best
+        return any(d.get(r) == digests[rel] and stems_of(r, d) == stems_of(rel, digests)
+                   for r, d in cut.values()), None
 
     def judge(video: str, meta: dict) -> None:
         theirs, rel = meta.get("root"), meta.get("source", "")
         was = (Path(theirs) / rel) if theirs else None
-        digests = meta.get("digests", {})
-        moved_here = ((digests[rel] in contents) if rel in digests
-                      else ((Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes))
         if was is not None and was.resolve() in cut:
             renamed[video] = was.resolve()               # the same file, another path to it
-        elif (was is None or not was.exists()) and moved_here:     # its old path gone: moved
-            same = [f for f, d in cut.items() if sorted(d.values()) == sorted(digests.values())]
-            renamed[video] = min(same, key=lambda f: (f.name != Path(rel).name, str(f)),
-                                 default=None)
-        elif prune and theirs == root:
+            claimed.add(was.resolve())
+        elif was is None or not was.exists():            # its old path gone: moved here?
+            found, file = moved(rel, meta)
+            if found:
+                renamed[video] = file
+                claimed.add(file)
+        if video not in renamed and prune and theirs == root:
             absent.add(video)
 
-    for video, windows in held.items():
+    for video, windows in sorted(held.items()):
         if video in now:
             continue
         # one window tells of its video

@@ -486,6 +486,66 @@ def _reel(path: Path) -> Path:
     return path
 
 
+def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two copies of a reel in a folder moved into another: each keeps its own windows under
+    its new path, media with them, even when the build is killed between writing a window's
+    new file and removing the old; a reel of the same picture with other stems never takes
+    the windows of a folder that is gone (a disk not mounted)."""
+    x, out = tmp_path / "X", tmp_path / "data"
+    (x / "A").mkdir(parents=True)
+    (x / "B").mkdir()
+    _video(x / "A" / "R1.mp4")
+    shutil.copy(x / "A" / "R1.mp4", x / "B" / "R1.mp4")
+    assert dataset.build_from_videos(x, out, clip_s=1.0, workers=1, keep_media=True)["written"] == 6
+    before = {(c.meta["source"], c.meta["window"]): c.audio16k.tobytes()
+              for c in dataset.iter_clips(out)}
+    (tmp_path / "Z").mkdir()
+    os.rename(x, tmp_path / "Z" / "X")
+
+    class Killed(BaseException):
+        """The process dies between writing a window's new npz and removing its old one."""
+
+    unlink = Path.unlink
+
+    def dies_once(self: Path, missing_ok: bool = False) -> None:
+        if self.name.startswith("clip_A-R1-") and self.suffix == ".npz":
+            monkeypatch.setattr(Path, "unlink", unlink)
+            raise Killed(self.name)
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", dies_once)
+    with pytest.raises(Killed):
+        dataset.build_from_videos(tmp_path / "Z", out, clip_s=1.0, workers=1)
+    again = dataset.build_from_videos(tmp_path / "Z", out, clip_s=1.0, workers=1)
+    assert again["written"] == 0 and again["existing"] + again["renamed"] == 6, again
+    assert {(c.meta["source"], c.meta["window"]): c.audio16k.tobytes()
+            for c in dataset.iter_clips(out)} == {("X/" + src, k): a for (src, k), a in before.items()}
+    assert sorted(p.name.rsplit("_", 2)[0] for p in (out / "media").iterdir()) == \
+        sorted(p.stem.rsplit("_", 1)[0] for p in out.glob("*.npz"))
+
+    # show A's reel with its Foley, show B's the same picture with another: A's disk gone
+    from tasks.bwf import time_reference_from_timecode, write_bwf
+
+    hour = time_reference_from_timecode("01:00:00:00", 25.0, 48000)
+    mnt, b, foley = tmp_path / "mnt" / "A", tmp_path / "B", tmp_path / "foley"
+    mnt.mkdir(parents=True)
+    b.mkdir()
+    _reel(mnt / "R1.mov")
+    write_bwf(mnt / "R1_FOLEY.wav", _bursts([0.1, 1.1], 48000 * 3, 48000), 48000,
+              time_reference=hour)
+    shutil.copy(mnt / "R1.mov", b / "R1b.mov")
+    write_bwf(b / "R1b_FOLEY.wav", _bursts([0.3, 2.3], 48000 * 3, 48000), 48000,
+              time_reference=hour)
+    for folder in (mnt, b):
+        assert dataset.build_from_videos(folder, foley, clip_s=1.0, workers=1,
+                                         stems="foley")["written"] == 2
+    os.rename(tmp_path / "mnt", tmp_path / "unmounted")
+    alone = dataset.build_from_videos(b, foley, clip_s=1.0, workers=1, stems="foley")
+    assert (alone["existing"], alone["removed"], alone["renamed"]) == (2, 0, 0), alone
+    assert sorted({c.meta["source"] for c in dataset.iter_clips(foley)}) == ["R1.mov", "R1b.mov"]
+
+
 def _onsets_by_window(out: Path, source: str) -> dict[int, list[float]]:
     return {c.meta["window"]: [round(o["t"], 2) for o in c.onsets]
             for c in dataset.iter_clips(out) if c.meta["source"] == source}
