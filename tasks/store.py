@@ -83,8 +83,10 @@ def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) 
 
 class HashCache:
     """SHA-256 of files by (absolute path, size, mtime), kept in a JSON file (atomic writes):
-    a file is read again only when it changed on disk or was copied. A cache file that cannot
-    be read, or entries not of that shape, read as unknown."""
+    a file is read again only when it changed on disk or was copied. A file moved or renamed
+    on its file system (the same device and inode, size and mtime) keeps its digest, under its
+    new path. A cache file that cannot be read, or entries not of that shape, read as
+    unknown."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -92,33 +94,44 @@ class HashCache:
             known = json.loads(path.read_text())
         except (OSError, ValueError):
             known = {}
+        # path → [size, mtime_ns, sha256, device, inode] (entries of before the inode: 3 long)
         self.known: dict[str, list] = {
             k: v for k, v in (known.items() if isinstance(known, dict) else ())
-            if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)}
+            if isinstance(v, list) and len(v) in (3, 5) and isinstance(v[2], str)}
+        self.nodes = {(v[3], v[4], v[0], v[1]): k for k, v in self.known.items() if len(v) == 5}
         self.changed = False
 
-    @staticmethod
-    def _key(file: Path) -> tuple[str, list]:
+    def _look(self, file: Path) -> tuple[str, list, tuple, str | None]:
+        """The file's key (resolved path), stamp (size, mtime), node (device, inode, size,
+        mtime) and the digest known for it as it is now (None: unknown)."""
         st = file.stat()
         try:
-            return str(file.resolve()), [st.st_size, st.st_mtime_ns]
+            key = str(file.resolve())
         except RuntimeError as exc:         # a symlink loop
             raise OSError(f"{file}: {exc}") from exc
+        stamp, node = [st.st_size, st.st_mtime_ns], (st.st_dev, st.st_ino, st.st_size,
+                                                     st.st_mtime_ns)
+        hit = self.known.get(key)
+        if hit and hit[:2] == stamp:
+            return key, stamp, node, hit[2]
+        was = self.known.get(self.nodes.get(node, ""))        # moved here: the same inode
+        return key, stamp, node, (was[2] if was and was[:2] == stamp else None)
 
     def cached(self, file: Path) -> str | None:
         """The digest known for the file as it is now, without reading it (None: unknown)."""
-        key, stamp = self._key(file)
-        hit = self.known.get(key)
-        return hit[2] if hit and hit[:2] == stamp else None
+        return self._look(file)[3]
 
     def sha256(self, file: Path, progress: Callable[[int], Any] | None = None) -> str:
         """The file's digest, read only when not known (OSError when it cannot be read)."""
-        key, stamp = self._key(file)
-        hit = self.known.get(key)
-        if hit and hit[:2] == stamp:
-            return hit[2]
-        sha = sha256_file(file, progress)
-        self.known[key], self.changed = [*stamp, sha], True
+        key, stamp, node, sha = self._look(file)
+        if sha is None:
+            sha = sha256_file(file, progress)
+        entry = [*stamp, sha, node[0], node[1]]
+        if self.known.get(key) != entry:
+            old = self.nodes.get(node)
+            if old is not None and old != key and not Path(old).exists():
+                del self.known[old]                      # moved: its old path is gone
+            self.known[key], self.nodes[node], self.changed = entry, key, True
         return sha
 
     def save(self) -> None:

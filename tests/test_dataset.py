@@ -486,6 +486,39 @@ def _reel(path: Path) -> Path:
     return path
 
 
+def test_the_digest_cache_follows_a_file_moved_on_its_file_system(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A renamed or moved file (same inode, size, mtime) is not read again, and its old path
+    leaves the cache; a file changed at the same size is; a copy is (another inode)."""
+    from tasks import store
+
+    reads: list[str] = []
+    real = store.sha256_file
+    monkeypatch.setattr(store, "sha256_file",
+                        lambda path, progress=None: reads.append(Path(path).name) or real(path))
+    (tmp_path / "reels").mkdir()
+    first = tmp_path / "reels" / "R1.mov"
+    first.write_bytes(os.urandom(1 << 16))
+    cache = store.HashCache(tmp_path / "cache.json")
+    digest = cache.sha256(first)
+    cache.save()
+    os.rename(tmp_path / "reels", tmp_path / "show")
+    moved = tmp_path / "show" / "R1.mov"
+    cache = store.HashCache(tmp_path / "cache.json")        # a later run
+    assert cache.cached(moved) == digest and cache.sha256(moved) == digest and reads == ["R1.mov"]
+    cache.save()
+    assert list(json.loads((tmp_path / "cache.json").read_text())) == [str(moved.resolve())]
+    shutil.copy(moved, tmp_path / "copy.mov")
+    assert cache.sha256(tmp_path / "copy.mov") == digest and reads[-1] == "copy.mov"
+    stat = moved.stat()
+    moved.write_bytes(os.urandom(1 << 16))                  # exported again in place
+    os.utime(moved, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    moved.rename(tmp_path / "show" / "R2.mov")
+    again = store.HashCache(tmp_path / "cache.json")
+    assert again.cached(tmp_path / "show" / "R2.mov") is None
+    assert again.sha256(tmp_path / "show" / "R2.mov") != digest and reads[-1] == "R2.mov"
+
+
 def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two copies of a reel in a folder moved into another: each keeps its own windows under
