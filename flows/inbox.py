@@ -7,7 +7,8 @@ folder of its own). A reel's *version* is the SHA-256 over the edit's bytes and,
 each media file's path relative to the inbox and content hash: a re-exported edit, a re-rendered
 shot or a file that arrives later makes a new version, which the nightly pass takes again
 (unchanged shots come from the cache). Media hashes are remembered by (path, size, mtime) in
-`<home>/cache/inbox-hashes.json`, so an unchanged camera file is read once, not every night.
+`<home>/cache/inbox-hashes.json`, so an unchanged camera file is read once, not every night;
+a folder moved within the inbox's file system is not read again either (`HashCache`).
 
 A reel still being copied is left alone: it is *settling* until none of its files (edit and
 media) changed for `settle_s` seconds (FOLEY_INBOX_SETTLE_S, default 120). Copy the media first

@@ -725,11 +725,14 @@ def _same_cut(a: dict, b: dict, keys: Sequence[str] = CUT_KEYS) -> bool:
             and all(a.get(k) == b.get(k) for k in keys))
 
 
+WINDOW_MEDIA = ("_proxy.mp4",)    # what --keep-media keeps of a video window, by its name
+
+
 def _remove_window(path: Path) -> None:
     """A window's npz and the media kept with it (`--keep-media`) go."""
     path.unlink(missing_ok=True)
-    for kept in (path.parent / "media").glob(f"{path.stem}_*"):
-        kept.unlink(missing_ok=True)
+    for suffix in WINDOW_MEDIA:
+        (path.parent / "media" / f"{path.stem}{suffix}").unlink(missing_ok=True)
 
 
 def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
@@ -751,8 +754,10 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
     try:
         # media, then the new npz, then the old one goes: interrupted anywhere, the rerun
         # adopts the old npz again or keeps the new, and finds the media by the new name
-        for kept in (old.parent / "media").glob(f"{old.stem}_*"):
-            os.replace(kept, kept.with_name(new.stem + kept.name[len(old.stem):]))
+        for suffix in WINDOW_MEDIA:
+            kept = old.parent / "media" / f"{old.stem}{suffix}"
+            if kept.exists():
+                os.replace(kept, kept.with_name(f"{new.stem}{suffix}"))
         write_clip(new, clip.features, clip.audio16k, events=clip.events,
                    sustained=clip.sustained,
                    onsets=truth.detect(clip.audio16k) if again else clip.onsets,
@@ -798,7 +803,7 @@ def _video_job(job: dict) -> dict:
                    meta=meta)
         timings["write"] = time.perf_counter() - t
         if job["keep_media"]:
-            _keep(out_dir, name, {"_proxy.mp4": proxy})
+            _keep(out_dir, name, {WINDOW_MEDIA[0]: proxy})
         return row | {"status": "written", "timings": timings}
     except Exception as exc:  # noqa: BLE001 - one bad window never stops the build
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
@@ -1040,7 +1045,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
-            _remove_window(path_k)
+            path_k.unlink(missing_ok=True)       # its media stay: an adoption's may be there
             cut = {"source": rel, "window": k, "split": split, "sound_source": source,
                    "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
             if f"{k:04d}" in was:          # cut before under its old name: kept, not remade
@@ -1049,6 +1054,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                 if row is not None:
                     early.append(row)
                     continue
+            _remove_window(path_k)               # cut again: no media of the old cut stay
             silent = judged.get(wname) or judged.get(f"{before.get(name)}_{k:04d}")
             if silent and _same_cut(silent["cut"], cut, (*CUT_KEYS, "silence_dbfs")):
                 early.append(silent | {"name": wname, "source": rel, "root": root,   # silent
@@ -1094,23 +1100,22 @@ def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], 
     - renamed: a file of `cut` cut before under another name, with the file of `cut` whose
       windows those are, or None when they are to be cut again:
       - the same file by another path (from a folder inside or around this one);
-      - or its old path gone (moved here, or a disk not mounted): the file of `cut` whose video
-        and stems have the same digests, one old name to each file (two copies of a reel in
-        the folder keep a name each: the one whose path ends the same), and None for the
-        same picture with its stems changed under the same names (exported again) or a
-        window from before digests of the same name and size. The same picture with other
-        stems is another reel's (a temp mix and the Foley of one cut): its windows stay;
-    - absent, with `prune`: videos cut from this folder that are no longer in it. Windows and
-      rows that do not record their folder are never pruned: they may be another folder's.
+      - or its old path gone (moved here): the file of `cut` whose video and stems have the
+        same digests, one old name to each file (two copies of a reel each keep a name: the
+        one whose path ends the same; a file that holds windows under its own name takes
+        another's only if its path ends with theirs); None for a window from before digests
+        of the same name and size;
+    - absent, with `prune`: videos cut from this folder that are no longer in it, and videos
+      of a folder no longer there whose picture is here with other stems (or a copy of one
+      that has windows of its own). Without `prune` those stay: a folder not there may be a
+      disk not mounted. Windows and rows that do not record their folder are never pruned:
+      they may be another folder's.
     Only windows and rows of videos not in `now` are read."""
     renamed: dict[str, Path | None] = {}
     absent: set[str] = set()
     sizes = {(p.name, p.stat().st_size) for p in cut}
-    claimed: set[Path] = set()
-
-    def stems_of(rel: str, digests: dict) -> list[str]:
-        """The names of the stems a window was made from besides its video (none: a stream)."""
-        return sorted(Path(k).name for k in digests if k != rel)
+    pictures = {digests[rel] for rel, digests in cut.values()}
+    claimed: set[Path | None] = set()
 
     def tail(a: str, b: str) -> int:
         """How many trailing parts two paths share."""
@@ -1121,48 +1126,58 @@ def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], 
             n += 1
         return n
 
-    def moved(rel: str, meta: dict) -> tuple[bool, Path | None]:
-        digests = meta.get("digests")
-        if not isinstance(digests, dict) or rel not in digests:   # from before digests
-            return (Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes, None
-        mine = sorted(map(str, digests.values()))
-        same = [f for f, (_, d) in cut.items() if sorted(d.values()) == mine]
-        if same:
-            free = [f for f in same if f not in claimed]
-            best = max(free, key=lambda f: (tail(rel, cut[f][0]), str(f)), default=None)
-            return True, best
-        return any(d.get(r) == digests[rel] and stems_of(r, d) == stems_of(rel, digests)
-                   for r, d in cut.values()), None
-
-    def judge(video: str, meta: dict) -> None:
+    def judge(video: str, meta: dict, same_path: bool) -> None:
+        """First pass (`same_path`): a window's recorded file is a file of this run. Second:
+        its old path is gone (moved here, or a disk not mounted)."""
         theirs, rel = meta.get("root"), meta.get("source", "")
         was = (Path(theirs) / rel) if theirs else None
-        if was is not None and was.resolve() in cut:
-            renamed[video] = was.resolve()               # the same file, another path to it
-            claimed.add(was.resolve())
-        elif was is None or not was.exists():            # its old path gone: moved here?
-            found, file = moved(rel, meta)
-            if found:
-                renamed[video] = file
-                claimed.add(file)
+        if same_path:
+            if was is not None and was.resolve() in cut:
+                renamed[video] = was.resolve()           # the same file, another path to it
+                claimed.add(was.resolve())
+            return
+        digests = meta.get("digests")
+        if was is not None and was.exists():
+            pass
+        elif not isinstance(digests, dict) or rel not in digests:     # from before digests
+            if (Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes:
+                renamed[video] = None
+        else:
+            mine = sorted(map(str, digests.values()))
+            # a file with windows of its own takes another's only as the same reel moved (its
+            # path ends with the old one: a run stopped while renaming them)
+            free = [f for f, (now_rel, d) in cut.items()
+                    if sorted(d.values()) == mine and f not in claimed
+                    and (f"clip_{_slug(now_rel)}" not in held
+                         or tail(rel, now_rel) == len(Path(rel).parts))]
+            if free:        # the same video and stems: the copy whose path ends the same
+                renamed[video] = max(free, key=lambda f: (tail(rel, cut[f][0]), str(f)))
+                claimed.add(renamed[video])
+            elif prune and digests[rel] in pictures:
+                absent.add(video)   # its folder gone, its picture here with other stems
         if video not in renamed and prune and theirs == root:
             absent.add(video)
 
+    told: list[tuple[str, dict]] = []
     for video, windows in sorted(held.items()):
         if video in now:
             continue
         # one window tells of its video
         meta = next(filter(None, map(_read_meta, windows)), None)
         if meta is not None and meta.get("kind") == "video":
-            judge(video, meta)
+            told.append((video, meta))
     for row in old["skipped"] + old["failed"]:
         video = _video_of(row["name"])
         judged_in = row.get("cut") if isinstance(row.get("cut"), dict) else {}
-        if (video.startswith("clip_") and video not in now | renamed.keys() | absent
+        if (video.startswith("clip_") and video not in now | held.keys()
                 and isinstance(row.get("root"), str)):
-            judge(video, {"root": row["root"], "source": str(row.get("source", ""))}
-                  | ({"digests": judged_in["digests"]}
-                     if isinstance(judged_in.get("digests"), dict) else {}))
+            told.append((video, {"root": row["root"], "source": str(row.get("source", ""))}
+                         | ({"digests": judged_in["digests"]}
+                            if isinstance(judged_in.get("digests"), dict) else {})))
+    for same_path in (True, False):
+        for video, meta in told:
+            if video not in renamed and video not in absent:
+                judge(video, meta, same_path)
     return renamed, absent
 
 

@@ -81,12 +81,27 @@ def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) 
     return h.hexdigest()
 
 
+SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 4096
+
+
+def sample_digest(path: str | Path, size: int) -> str:
+    """A short digest of 16 blocks of 4 KiB spread evenly over the file (64 KiB read): what
+    tells a file moved from another file that took its freed inode, name, size and mtime."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(max(0, size - SAMPLE_BYTES) * i // (SAMPLE_BLOCKS - 1))
+            h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()[:32]
+
+
 class HashCache:
     """SHA-256 of files by (absolute path, size, mtime), kept in a JSON file (atomic writes):
-    a file is read again only when it changed on disk or was copied. A file moved or renamed
-    on its file system (the same device and inode, size and mtime) keeps its digest, under its
-    new path. A cache file that cannot be read, or entries not of that shape, read as
-    unknown."""
+    a file is read again only when it changed on disk or was copied. A file moved on its file
+    system (the same device and inode, file name, size and mtime, and the same bytes at 16
+    places spread over it: `sample_digest`) keeps its digest under its new path, so a show's
+    folder renamed is not read again. A cache file that cannot be read, or entries not of
+    that shape, read as unknown."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -94,44 +109,58 @@ class HashCache:
             known = json.loads(path.read_text())
         except (OSError, ValueError):
             known = {}
-        # path → [size, mtime_ns, sha256, device, inode] (entries of before the inode: 3 long)
+        # path → [size, mtime_ns, sha256] and, since moves are followed, [device, inode, sample]
         self.known: dict[str, list] = {
             k: v for k, v in (known.items() if isinstance(known, dict) else ())
-            if isinstance(v, list) and len(v) in (3, 5) and isinstance(v[2], str)}
-        self.nodes = {(v[3], v[4], v[0], v[1]): k for k, v in self.known.items() if len(v) == 5}
+            if isinstance(v, list) and len(v) in (3, 6)
+            and [type(x) for x in v] == [int, int, str, int, int, str][:len(v)]}
+        self.nodes = {self._node(k, v[3], v[4], v[0], v[1]): k
+                      for k, v in self.known.items() if len(v) == 6}
         self.changed = False
 
-    def _look(self, file: Path) -> tuple[str, list, tuple, str | None]:
-        """The file's key (resolved path), stamp (size, mtime), node (device, inode, size,
-        mtime) and the digest known for it as it is now (None: unknown)."""
+    @staticmethod
+    def _node(key: str, dev: int, ino: int, size: int, mtime_ns: int) -> tuple:
+        return dev, ino, size, mtime_ns, Path(key).name
+
+    def _look(self, file: Path) -> tuple[str, os.stat_result, str | None]:
+        """The file's key (resolved path), stat and the digest known for it as it is now
+        (None: unknown)."""
         st = file.stat()
         try:
             key = str(file.resolve())
         except RuntimeError as exc:         # a symlink loop
             raise OSError(f"{file}: {exc}") from exc
-        stamp, node = [st.st_size, st.st_mtime_ns], (st.st_dev, st.st_ino, st.st_size,
-                                                     st.st_mtime_ns)
         hit = self.known.get(key)
-        if hit and hit[:2] == stamp:
-            return key, stamp, node, hit[2]
-        was = self.known.get(self.nodes.get(node, ""))        # moved here: the same inode
-        return key, stamp, node, (was[2] if was and was[:2] == stamp else None)
+        if hit and hit[:2] == [st.st_size, st.st_mtime_ns]:
+            return key, st, hit[2]
+        was = self.known.get(self.nodes.get(
+            self._node(key, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), ""))
+        if (was and was[:2] == [st.st_size, st.st_mtime_ns]          # moved here, it seems
+                and was[3:5] == [st.st_dev, st.st_ino]
+                and was[5] == sample_digest(file, st.st_size)):
+            return key, st, was[2]
+        return key, st, None
 
     def cached(self, file: Path) -> str | None:
-        """The digest known for the file as it is now, without reading it (None: unknown)."""
-        return self._look(file)[3]
+        """The digest known for the file as it is now, without reading it whole (None:
+        unknown)."""
+        return self._look(file)[2]
 
     def sha256(self, file: Path, progress: Callable[[int], Any] | None = None) -> str:
         """The file's digest, read only when not known (OSError when it cannot be read)."""
-        key, stamp, node, sha = self._look(file)
+        key, st, sha = self._look(file)
         if sha is None:
             sha = sha256_file(file, progress)
-        entry = [*stamp, sha, node[0], node[1]]
-        if self.known.get(key) != entry:
-            old = self.nodes.get(node)
-            if old is not None and old != key and not Path(old).exists():
-                del self.known[old]                      # moved: its old path is gone
-            self.known[key], self.nodes[node], self.changed = entry, key, True
+        hit = self.known.get(key)
+        if hit and hit[:5] == [st.st_size, st.st_mtime_ns, sha, st.st_dev, st.st_ino]:
+            return sha
+        node = self._node(key, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        old = self.nodes.get(node)
+        if old is not None and old != key and not Path(old).exists():
+            self.known.pop(old, None)                    # moved: its old path is gone
+        self.known[key] = [st.st_size, st.st_mtime_ns, sha, st.st_dev, st.st_ino,
+                           sample_digest(file, st.st_size)]
+        self.nodes[node], self.changed = key, True
         return sha
 
     def save(self) -> None:

@@ -488,8 +488,10 @@ def _reel(path: Path) -> Path:
 
 def test_the_digest_cache_follows_a_file_moved_on_its_file_system(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A renamed or moved file (same inode, size, mtime) is not read again, and its old path
-    leaves the cache; a file changed at the same size is; a copy is (another inode)."""
+    """A renamed or moved file (same inode, name, size, mtime and sampled bytes) is not read
+    again, and its old path leaves the cache; a file changed at the same size is, a copy is
+    (another inode), and so is another file that took a deleted one's inode, name, size and
+    mtime."""
     from tasks import store
 
     reads: list[str] = []
@@ -517,6 +519,18 @@ def test_the_digest_cache_follows_a_file_moved_on_its_file_system(
     again = store.HashCache(tmp_path / "cache.json")
     assert again.cached(tmp_path / "show" / "R2.mov") is None
     assert again.sha256(tmp_path / "show" / "R2.mov") != digest and reads[-1] == "R2.mov"
+    # a file deleted and another written with its name, size and mtime, which took its freed
+    # inode (ext4 reuses one at once): made here by recording the file under a gone path and
+    # writing other bytes into it; its digest is read, not taken from the deleted one's
+    again.save()
+    known = json.loads((tmp_path / "cache.json").read_text())
+    here = str((tmp_path / "show" / "R2.mov").resolve())
+    known[str(tmp_path / "gone" / "R2.mov")] = known.pop(here)
+    (tmp_path / "cache.json").write_text(json.dumps(known))
+    stat = (tmp_path / "show" / "R2.mov").stat()
+    (tmp_path / "show" / "R2.mov").write_bytes(os.urandom(1 << 16))
+    os.utime(tmp_path / "show" / "R2.mov", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.HashCache(tmp_path / "cache.json").cached(tmp_path / "show" / "R2.mov") is None
 
 
 def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash(
@@ -524,7 +538,7 @@ def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash
     """Two copies of a reel in a folder moved into another: each keeps its own windows under
     its new path, media with them, even when the build is killed between writing a window's
     new file and removing the old; a reel of the same picture with other stems never takes
-    the windows of a folder that is gone (a disk not mounted)."""
+    the windows of a folder that is gone (a disk not mounted), unless asked to prune."""
     x, out = tmp_path / "X", tmp_path / "data"
     (x / "A").mkdir(parents=True)
     (x / "B").mkdir()
@@ -577,6 +591,10 @@ def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash
     alone = dataset.build_from_videos(b, foley, clip_s=1.0, workers=1, stems="foley")
     assert (alone["existing"], alone["removed"], alone["renamed"]) == (2, 0, 0), alone
     assert sorted({c.meta["source"] for c in dataset.iter_clips(foley)}) == ["R1.mov", "R1b.mov"]
+    # asked to prune, B's build removes them: their folder is gone and their picture is here
+    pruned = dataset.build_from_videos(b, foley, clip_s=1.0, workers=1, stems="foley", prune=True)
+    assert (pruned["existing"], pruned["pruned"]) == (2, 2), pruned
+    assert {c.meta["source"] for c in dataset.iter_clips(foley)} == {"R1b.mov"}
 
 
 def _onsets_by_window(out: Path, source: str) -> dict[int, list[float]]:
