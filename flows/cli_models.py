@@ -104,10 +104,11 @@ def dataset_videos(
     prune: Annotated[bool, typer.Option(
         "--prune", help="Remove the windows cut from VIDEOS of reels no longer in it (taken "
                         "out or renamed), files and index rows, and the windows of a folder "
-                        "no longer there whose picture is a reel of VIDEOS (moved here, its "
-                        "stems exported again). Windows cut from other folders and procedural "
-                        "clips stay. Off by default: a reel missing from a half-mounted or "
-                        "half-copied folder would take its windows with it.")] = False,
+                        "no longer there of a reel that moved into VIDEOS with its stems "
+                        "exported again (the same picture, at a path that ends with its old "
+                        "one). Other folders' windows and procedural clips stay. Off by "
+                        "default: a reel missing from a half-mounted or half-copied folder "
+                        "would take its windows with it.")] = False,
 ) -> None:
     """Turn past reels into training pairs: the picture's features and the sound of the same
     span, in windows of --clip-s. The sound is the video's own (its first audio stream, or

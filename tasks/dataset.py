@@ -740,8 +740,11 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
     """Keep the window `old`, cut from the same files under another path (from a folder inside
     or around this one, or before they moved here), as `new`: its meta rewritten to the name,
     paths and folder it is read by now, its onsets read again if `truth` differs, its kept
-    media renamed with it; picture features and sound stay as they are. None when it is not
-    this cut (another window length, split or sound) or cannot be read: it is made again."""
+    media renamed with it; picture features and sound stay as they are; meta `adopted_from`
+    names the old window (a run stopped while renaming a reel's windows is told from a copy
+    of the reel by it). None when it is not this cut (another window length, split or sound)
+    or cannot be read: it is made again. A window that cannot be written stays where it was
+    (status "failed", `keep`: the old file), to be renamed by the next run."""
     try:
         clip = read_clip(old)
     except ValueError:
@@ -754,19 +757,29 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
     try:
         # media, then the new npz, then the old one goes: interrupted anywhere, the rerun
         # adopts the old npz again or keeps the new, and finds the media by the new name
+        moved = []
         for suffix in WINDOW_MEDIA:
             kept = old.parent / "media" / f"{old.stem}{suffix}"
             if kept.exists():
                 os.replace(kept, kept.with_name(f"{new.stem}{suffix}"))
+                moved.append(suffix)
         write_clip(new, clip.features, clip.audio16k, events=clip.events,
                    sustained=clip.sustained,
                    onsets=truth.detect(clip.audio16k) if again else clip.onsets,
                    meta=meta | {"name": new.stem, "source": cut["source"], "root": root,
                                 "digests": cut["digests"], "inputs": inputs, "sound": sound,
-                                "onset_truth": truth.meta()})
-        old.unlink()
-    except OSError as exc:
-        return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+                                "onset_truth": truth.meta(), "adopted_from": old.stem})
+    except OSError as exc:           # the old window and its media stay as they were
+        for suffix in moved:
+            try:
+                os.replace(old.parent / "media" / f"{new.stem}{suffix}",
+                           old.parent / "media" / f"{old.stem}{suffix}")
+            except OSError:
+                pass
+        return row | {"status": "failed", "keep": str(old),
+                      "reason": f"{type(exc).__name__}: {exc} (kept as {old.name}; the next "
+                                "run renames it)"}
+    old.unlink(missing_ok=True)
     return row | {"status": "renamed", "from": old.stem}
 
 
@@ -926,8 +939,10 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     folder whose path inside it is the same (two shows' R1.mov built into one dataset) fails
     alone instead of replacing the other's windows (`_cut_from_elsewhere`). With `prune`, the
     windows cut from this folder of videos no longer in it (a reel taken out or renamed) are
-    removed, files and index rows ("pruned"); windows of other folders and procedural clips
-    stay. Windows of a video of this run cut before under another path (from a folder inside or
+    removed, files and index rows ("pruned"), and so are the windows of a folder no longer
+    there of a reel that moved here with its stems exported again (the same picture, at a
+    path that ends with its old one); other folders' windows and procedural clips stay.
+    Windows of a video of this run cut before under another path (from a folder inside or
     around this one, or before its folder moved here) are kept under its new name when they are
     of this cut — the same files by content, window length, split and sound (summary
     "renamed"; their meta rewritten, nothing recomputed, silent verdicts kept too) — and
@@ -1045,7 +1060,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
-            path_k.unlink(missing_ok=True)       # its media stay: an adoption's may be there
+            if path_k.exists():                  # another cut's: its media go with it (with
+                _remove_window(path_k)           # no npz, they may be a stopped renaming's)
             cut = {"source": rel, "window": k, "split": split, "sound_source": source,
                    "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
             if f"{k:04d}" in was:          # cut before under its old name: kept, not remade
@@ -1080,7 +1096,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         return (beyond(window) or windows.get(window, 0) > 0
                 or _video_of(window) in renamed.keys() | absent)
 
-    stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem)]
+    unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
+    stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem) and str(p) not in unrenamed]
     pruned = sum(_video_of(p.stem) in absent for p in stale)
     for path in stale:
         _remove_window(path)
@@ -1114,7 +1131,6 @@ def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], 
     renamed: dict[str, Path | None] = {}
     absent: set[str] = set()
     sizes = {(p.name, p.stat().st_size) for p in cut}
-    pictures = {digests[rel] for rel, digests in cut.values()}
     claimed: set[Path | None] = set()
 
     def tail(a: str, b: str) -> int:
@@ -1134,29 +1150,40 @@ def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], 
         if same_path:
             if was is not None and was.resolve() in cut:
                 renamed[video] = was.resolve()           # the same file, another path to it
-                claimed.add(was.resolve())
+                if video in held:
+                    claimed.add(was.resolve())
             return
         digests = meta.get("digests")
         if was is not None and was.exists():
             pass
         elif not isinstance(digests, dict) or rel not in digests:     # from before digests
-            if (Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes:
-                renamed[video] = None
+            if prune and (Path(rel).name, meta.get("inputs", {}).get(rel)) in sizes:
+                absent.add(video)
         else:
             mine = sorted(map(str, digests.values()))
-            # a file with windows of its own takes another's only as the same reel moved (its
-            # path ends with the old one: a run stopped while renaming them)
+            # a file with windows of its own (a copy of the reel, cut apart) takes none of
+            # another's, unless a run stopped while renaming them to it
             free = [f for f, (now_rel, d) in cut.items()
                     if sorted(d.values()) == mine and f not in claimed
-                    and (f"clip_{_slug(now_rel)}" not in held
-                         or tail(rel, now_rel) == len(Path(rel).parts))]
+                    and renaming(f"clip_{_slug(now_rel)}") in (None, video)]
+            moved_here = [now_rel for now_rel, d in cut.values()
+                          if d.get(now_rel) == digests[rel]
+                          and tail(rel, now_rel) == len(Path(rel).parts)]
             if free:        # the same video and stems: the copy whose path ends the same
                 renamed[video] = max(free, key=lambda f: (tail(rel, cut[f][0]), str(f)))
                 claimed.add(renamed[video])
-            elif prune and digests[rel] in pictures:
-                absent.add(video)   # its folder gone, its picture here with other stems
+            elif prune and moved_here:
+                absent.add(video)    # its folder gone, its reel here with other stems
         if video not in renamed and prune and theirs == root:
             absent.add(video)
+
+    def renaming(name: str) -> str | None:
+        """The video whose windows were being renamed to `name` when a run stopped ("" for a
+        name with windows of its own, None for one with none)."""
+        if name not in held:
+            return None
+        meta = _read_meta(sorted(held[name])[0]) or {}
+        return _video_of(meta["adopted_from"]) if meta.get("adopted_from") else ""
 
     told: list[tuple[str, dict]] = []
     for video, windows in sorted(held.items()):

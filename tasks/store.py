@@ -100,8 +100,11 @@ class HashCache:
     a file is read again only when it changed on disk or was copied. A file moved on its file
     system (the same device and inode, file name, size and mtime, and the same bytes at 16
     places spread over it: `sample_digest`) keeps its digest under its new path, so a show's
-    folder renamed is not read again. A cache file that cannot be read, or entries not of
-    that shape, read as unknown."""
+    folder renamed is not read again. Another file put at a known path (another inode) with
+    the same size and mtime is taken for the known one only with the same sampled bytes. What
+    is left trusted: a file changed in place, or replaced, keeping its size and mtime to the
+    nanosecond (a forced mtime) and, if replaced, changed only between the samples. A cache
+    file that cannot be read, or entries not of that shape, read as unknown."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -131,7 +134,9 @@ class HashCache:
         except RuntimeError as exc:         # a symlink loop
             raise OSError(f"{file}: {exc}") from exc
         hit = self.known.get(key)
-        if hit and hit[:2] == [st.st_size, st.st_mtime_ns]:
+        if hit and hit[:2] == [st.st_size, st.st_mtime_ns] and (
+                len(hit) == 3 or hit[3:5] == [st.st_dev, st.st_ino]
+                or hit[5] == sample_digest(file, st.st_size)):   # another file put there
             return key, st, hit[2]
         was = self.known.get(self.nodes.get(
             self._node(key, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), ""))

@@ -486,6 +486,49 @@ def _reel(path: Path) -> Path:
     return path
 
 
+def test_a_backup_copy_cut_apart_never_takes_an_unmounted_shows_windows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A show and a backup copy of its folder, each cut: with the show's disk gone, the
+    backup's rebuild keeps both (the copy has windows of its own); a window whose renaming
+    fails (a full disk) stays under its old name, media and all, and the next run renames it."""
+    show, backup, out = tmp_path / "mnt" / "showA", tmp_path / "backup", tmp_path / "data"
+    show.mkdir(parents=True)
+    _video(show / "R1.mp4")
+    shutil.copytree(show, backup / "showA")
+    for folder in (show, backup):
+        assert dataset.build_from_videos(folder, out, clip_s=2.0, workers=1)["written"] == 2
+    os.rename(tmp_path / "mnt", tmp_path / "unmounted")
+    again = dataset.build_from_videos(backup, out, clip_s=2.0, workers=1)
+    assert (again["existing"], again["removed"], again["renamed"]) == (2, 0, 0), again
+    assert len(list(out.glob("*.npz"))) == 4
+
+    # the folder inside a cut one, built while the disk is full for its second window
+    videos = tmp_path / "videos"
+    (videos / "r1").mkdir(parents=True)
+    _video(videos / "r1" / "R1.mp4")
+    data = tmp_path / "data2"
+    assert dataset.build_from_videos(videos, data, clip_s=2.0, workers=1,
+                                     keep_media=True)["written"] == 2
+    write = dataset.write_clip
+
+    def full_disk(path: Path, *args, **kw) -> None:
+        if path.stem.endswith("_0001"):
+            raise OSError(28, "No space left on device")
+        write(path, *args, **kw)
+
+    monkeypatch.setattr(dataset, "write_clip", full_disk)
+    full = dataset.build_from_videos(videos / "r1", data, clip_s=2.0, workers=1)
+    assert full["renamed"] == 1 and "kept as clip_r1-R1-" in full["failed"][0]["reason"], full
+
+    names = sorted(p.name for p in [*data.glob("*.npz"), *(data / "media").iterdir()])
+    assert [n.split("-")[0] for n in names] == ["clip_R1", "clip_R1", "clip_r1", "clip_r1"], names
+    monkeypatch.setattr(dataset, "write_clip", write)
+    done = dataset.build_from_videos(videos / "r1", data, clip_s=2.0, workers=1)
+    assert (done["renamed"], done["existing"], done["failed"]) == (1, 1, []), done
+    names = sorted(p.name for p in [*data.glob("*.npz"), *(data / "media").iterdir()])
+    assert [n.split("-")[0] for n in names] == ["clip_R1"] * 4, names
+
+
 def test_the_digest_cache_follows_a_file_moved_on_its_file_system(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A renamed or moved file (same inode, name, size, mtime and sampled bytes) is not read
@@ -538,7 +581,8 @@ def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash
     """Two copies of a reel in a folder moved into another: each keeps its own windows under
     its new path, media with them, even when the build is killed between writing a window's
     new file and removing the old; a reel of the same picture with other stems never takes
-    the windows of a folder that is gone (a disk not mounted), unless asked to prune."""
+    the windows of a folder that is gone (a disk not mounted); asked to prune, the build of a
+    folder the reel moved into with its stems exported again removes them."""
     x, out = tmp_path / "X", tmp_path / "data"
     (x / "A").mkdir(parents=True)
     (x / "B").mkdir()
@@ -591,10 +635,17 @@ def test_windows_cut_under_another_path_go_to_their_own_reel_and_survive_a_crash
     alone = dataset.build_from_videos(b, foley, clip_s=1.0, workers=1, stems="foley")
     assert (alone["existing"], alone["removed"], alone["renamed"]) == (2, 0, 0), alone
     assert sorted({c.meta["source"] for c in dataset.iter_clips(foley)}) == ["R1.mov", "R1b.mov"]
-    # asked to prune, B's build removes them: their folder is gone and their picture is here
+    # asked to prune, still: R1b.mov is another reel; but A's R1.mov moved into B with its
+    # stems exported again (the same picture at a path ending with its old one) takes them
+    kept = dataset.build_from_videos(b, foley, clip_s=1.0, workers=1, stems="foley", prune=True)
+    assert (kept["existing"], kept["pruned"], kept["removed"]) == (2, 0, 0), kept
+    (b / "A").mkdir()
+    shutil.copy(b / "R1b.mov", b / "A" / "R1.mov")
+    write_bwf(b / "A" / "R1_FOLEY.wav", _bursts([0.6, 1.6], 48000 * 3, 48000), 48000,
+              time_reference=hour)
     pruned = dataset.build_from_videos(b, foley, clip_s=1.0, workers=1, stems="foley", prune=True)
-    assert (pruned["existing"], pruned["pruned"]) == (2, 2), pruned
-    assert {c.meta["source"] for c in dataset.iter_clips(foley)} == {"R1b.mov"}
+    assert (pruned["existing"], pruned["pruned"], pruned["written"]) == (2, 2, 2), pruned
+    assert {c.meta["source"] for c in dataset.iter_clips(foley)} == {"R1b.mov", "A/R1.mov"}
 
 
 def _onsets_by_window(out: Path, source: str) -> dict[int, list[float]]:
