@@ -1108,30 +1108,31 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
 
 def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], now: set[str],
                        cut: dict[Path, tuple[str, dict[str, str]]], root: str,
-                       prune: bool) -> tuple[dict[str, Path | None], set[str]]:
+                       prune: bool) -> tuple[dict[str, Path], set[str]]:
     """The videos the dataset folder holds windows (`held`, by video) or index rows (`old`,
     `_old_index`) of that a build of the folder `root` must remove. `now`: the names of the
     videos in the folder; `cut`: the files this run cuts (probed, not another folder's), with
     their paths in the folder and the digests of the files each window is made from (the
     video's and its stems'). Returns (renamed, absent):
     - renamed: a file of `cut` cut before under another name, with the file of `cut` whose
-      windows those are, or None when they are to be cut again:
+      windows those are:
       - the same file by another path (from a folder inside or around this one);
-      - or its old path gone (moved here): the file of `cut` whose video and stems have the
+      - or, its old path gone (moved here), the file of `cut` whose video and stems have the
         same digests, one old name to each file (two copies of a reel each keep a name: the
-        one whose path ends the same; a file that holds windows under its own name takes
-        another's only if its path ends with theirs); None for a window from before digests
-        of the same name and size;
-    - absent, with `prune`: videos cut from this folder that are no longer in it, and videos
-      of a folder no longer there whose picture is here with other stems (or a copy of one
-      that has windows of its own). Without `prune` those stay: a folder not there may be a
-      disk not mounted. Windows and rows that do not record their folder are never pruned:
-      they may be another folder's.
+        one whose path ends the same). A file that holds windows under its own name (a copy
+        of the reel, cut apart) takes none, unless a run stopped while renaming these to it
+        (its windows' meta `adopted_from`);
+    - absent, with `prune`: videos cut from this folder that are no longer in it; videos of a
+      folder no longer there whose reel moved here with its stems exported again (the same
+      picture, at a path that ends with its old one); and windows from before digests of a
+      folder no longer there with a file here of the same name and size. Without `prune`
+      those stay: a folder not there may be a disk not mounted. Windows and rows that do not
+      record their folder are never pruned by the first rule: they may be another folder's.
     Only windows and rows of videos not in `now` are read."""
-    renamed: dict[str, Path | None] = {}
+    renamed: dict[str, Path] = {}
     absent: set[str] = set()
     sizes = {(p.name, p.stat().st_size) for p in cut}
-    claimed: set[Path | None] = set()
+    claimed: set[Path] = set()
 
     def tail(a: str, b: str) -> int:
         """How many trailing parts two paths share."""
