@@ -344,8 +344,7 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
     index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
             "relabelled": len(relabelled), "existing": existing, "renamed": renamed,
-            "removed": removed,
-            "pruned": pruned,
+            "removed": removed, "pruned": pruned,
             "skipped": skipped, "failed": failed, "seconds_per_clip": timings,
             "wall_s": round(time.perf_counter() - t0, 2)}
 
@@ -753,7 +752,6 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
     if meta.get("kind") != "video" or not _same_cut(meta, cut):
         return None
     row = {"name": new.stem, "source": cut["source"], "root": root}
-    again = meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
     try:
         # media, then the new npz, then the old one goes: interrupted anywhere, the rerun
         # adopts the old npz again or keeps the new, and finds the media by the new name
@@ -763,12 +761,10 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
             if kept.exists():
                 os.replace(kept, kept.with_name(f"{new.stem}{suffix}"))
                 moved.append(suffix)
-        write_clip(new, clip.features, clip.audio16k, events=clip.events,
-                   sustained=clip.sustained,
-                   onsets=truth.detect(clip.audio16k) if again else clip.onsets,
-                   meta=meta | {"name": new.stem, "source": cut["source"], "root": root,
-                                "digests": cut["digests"], "inputs": inputs, "sound": sound,
-                                "onset_truth": truth.meta(), "adopted_from": old.stem})
+        _rewrite(clip, new, truth, {"sound_source": meta["sound_source"], "name": new.stem,
+                                    "source": cut["source"], "root": root,
+                                    "digests": cut["digests"], "inputs": inputs,
+                                    "sound": sound, "adopted_from": old.stem})
     except OSError as exc:           # the old window and its media stay as they were
         for suffix in moved:
             try:
@@ -863,6 +859,17 @@ def _silent_earlier(old: dict[str, list[dict]]) -> dict[str, dict]:
     return {r["name"]: r for r in old["skipped"] if isinstance(r.get("cut"), dict)}
 
 
+def _rewrite(clip: Clip, dest: Path, truth: OnsetTruth, changes: dict) -> bool:
+    """Write `clip` to `dest` with its meta `changes`, its picture features and sound as they
+    are, its onsets read again from its sound if `truth` is not the one that read them
+    (returned: whether they were)."""
+    again = clip.meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
+    write_clip(dest, clip.features, clip.audio16k, events=clip.events, sustained=clip.sustained,
+               onsets=truth.detect(clip.audio16k) if again else clip.onsets,
+               meta=clip.meta | changes | {"onset_truth": truth.meta()})
+    return again
+
+
 def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
              digests: dict[str, str]) -> dict:
     """Rewrite a kept window (as `_existing` read it) with its onsets read again from its stored
@@ -870,13 +877,8 @@ def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
     its files' digests (the same files, moved, or a window from before those keys); its
     picture features and sound stay as they are."""
     row = {"name": clip.name, "source": rel, "root": root}
-    again = clip.meta.get("onset_truth", DETECTOR_TRUTH.meta()) != truth.meta()
     try:
-        write_clip(clip.path, clip.features, clip.audio16k, events=clip.events,
-                   sustained=clip.sustained,
-                   onsets=truth.detect(clip.audio16k) if again else clip.onsets,
-                   meta=clip.meta | {"onset_truth": truth.meta(), "root": root,
-                                     "digests": digests})
+        again = _rewrite(clip, clip.path, truth, {"root": root, "digests": digests})
     except OSError as exc:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     return row | {"status": "relabelled" if again else "moved"}
@@ -1060,18 +1062,20 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
-            if path_k.exists():                  # another cut's: its media go with it (with
-                _remove_window(path_k)           # no npz, they may be a stopped renaming's)
             cut = {"source": rel, "window": k, "split": split, "sound_source": source,
                    "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
-            if f"{k:04d}" in was:          # cut before under its old name: kept, not remade
-                row = _adopt(was[f"{k:04d}"], path_k, cut, root, onset_truth, inputs,
+            old_k = was.get(f"{k:04d}")          # cut before under its old name
+            if path_k.exists() or old_k is None:     # no media of another cut stay (with no
+                _remove_window(path_k)               # npz, they may be a stopped renaming's)
+            if old_k is not None:
+                row = _adopt(old_k, path_k, cut, root, onset_truth, inputs,
                              _sound_meta([st.__dict__ for st in placed], audio_stream))
-                if row is not None:
+                if row is not None:              # kept, not remade
                     early.append(row)
                     continue
-            _remove_window(path_k)               # cut again: no media of the old cut stay
-            silent = judged.get(wname) or judged.get(f"{before.get(name)}_{k:04d}")
+                _remove_window(path_k)           # cut again
+            silent = judged.get(wname) or (judged.get(f"{before[name]}_{k:04d}")
+                                           if name in before else None)
             if silent and _same_cut(silent["cut"], cut, (*CUT_KEYS, "silence_dbfs")):
                 early.append(silent | {"name": wname, "source": rel, "root": root,   # silent
                                        "cut": cut, "status": "skipped", "earlier": True})
@@ -1167,17 +1171,17 @@ def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], 
             free = [f for f, (now_rel, d) in cut.items()
                     if sorted(d.values()) == mine and f not in claimed
                     and renaming(f"clip_{_slug(now_rel)}") in (None, video)]
-            moved_here = [now_rel for now_rel, d in cut.values()
-                          if d.get(now_rel) == digests[rel]
-                          and tail(rel, now_rel) == len(Path(rel).parts)]
             if free:        # the same video and stems: the copy whose path ends the same
                 renamed[video] = max(free, key=lambda f: (tail(rel, cut[f][0]), str(f)))
                 claimed.add(renamed[video])
-            elif prune and moved_here:
+            elif prune and any(d.get(now_rel) == digests[rel]
+                               and tail(rel, now_rel) == len(Path(rel).parts)
+                               for now_rel, d in cut.values()):
                 absent.add(video)    # its folder gone, its reel here with other stems
         if video not in renamed and prune and theirs == root:
             absent.add(video)
 
+    @lru_cache(maxsize=None)
     def renaming(name: str) -> str | None:
         """The video whose windows were being renamed to `name` when a run stopped ("" for a
         name with windows of its own, None for one with none)."""
