@@ -44,6 +44,12 @@ def dataset_procedural(
              "23.976,24): a calibration set for the material at hand. Default: all of the "
              "split's (train: 12, 15, 23.976, 24, 25, 29.97, 30, 60; heldout: 48, 50, "
              "59.94).")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Read every clip already in the folder whole, checking each byte "
+                         "against its checksum, and make again any that is damaged. Without "
+                         "it a rerun checks each kept clip's keys, version and lengths, which "
+                         "is what an interrupted or older build leaves wrong; damage on disk "
+                         "shows when training reads the clip (it names the file).")] = False,
 ) -> None:
     """Render paired scenes (picture + physically timed sound from real recordings), compute
     the pass's features on their proxies, and store one npz per clip. Running it again with
@@ -68,7 +74,7 @@ def dataset_procedural(
         except ValueError as exc:
             _fail(f"--rates {rates}: {exc}")
     _report_build(build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers,
-                                   sfx_dir=sfx, rates=wanted), out)
+                                   sfx_dir=sfx, rates=wanted, verify=verify), out)
 
 
 @dataset_app.command("videos")
@@ -109,6 +115,12 @@ def dataset_videos(
                         "one). Other folders' windows and procedural clips stay. Off by "
                         "default: a reel missing from a half-mounted or half-copied folder "
                         "would take its windows with it.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Read every clip already in the folder whole, checking each byte "
+                         "against its checksum, and make again any that is damaged. Without "
+                         "it a rerun checks each kept clip's keys, version and lengths, which "
+                         "is what an interrupted or older build leaves wrong; damage on disk "
+                         "shows when training reads the clip (it names the file).")] = False,
 ) -> None:
     """Turn past reels into training pairs: the picture's features and the sound of the same
     span, in windows of --clip-s. The sound is the video's own (its first audio stream, or
@@ -143,7 +155,7 @@ def dataset_videos(
     try:
         summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split,
                                     audio_stream=audio_stream, stems=stems, onset_truth=truth,
-                                    prune=prune)
+                                    prune=prune, verify=verify)
     except ValueError as exc:           # the stems tag or stream number: the message names it
         _fail(str(exc))
     _report_build(summary, out)

@@ -35,11 +35,13 @@ npz layout (DATASET_VERSION 1; strings are 0-d unicode arrays, no pickles):
 | split, kind, material | str | copies from meta (kind "video" and material "" for videos) |
 
 Each npz is written to a temporary name and renamed; a rerun skips clips whose npz exists,
-reads back whole (right version, keys and audio length) and is what the request makes (the
+is whole (right version, keys and audio length, read from the npz's directory and headers;
+`verify` reads every byte) and is what the request makes (the
 scene its seed and --rates draw; the window length, sound and split of a video's cut), and
 remakes the others. A video window records the files it was made from by size and sha256
 (meta `inputs`, `digests`; the digests cached in `.inputs.json` by path, size and time, so a
-rerun reads a source file again only when it changed or was copied) and the folder its video
+rerun reads a source file again only when it changed or was copied; the videos' probes in
+`.probes.json` by digest) and the folder its video
 was read from (meta `root`): a dataset folder may gather several folders of reels, and one
 folder's R1.mov never replaces another's. `index.json` lists every valid clip of the folder
 (rebuilt from the files after each build) and the skipped / failed windows; a window skipped
@@ -75,8 +77,9 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -101,6 +104,9 @@ PROXY_WIDTH = 320          # = tasks.prepare.PROXY_WIDTH (a test holds them equa
 FEATURE_PREFIX = "feat_"
 INDEX = "index.json"
 DIGESTS = ".inputs.json"   # the source files' content digests, by path, size and mtime
+PROBES = ".probes.json"    # what media.probe read of each source video, by its content digest
+PROBE_VERSION = 1          # raise when media.probe reads a file differently: every video is
+                           # probed again
 SILENCE_DBFS = -65.0
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mxf", ".mts", ".mpg"}
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
@@ -163,7 +169,7 @@ def read_clip(path: Path) -> Clip:
                         audio16k=data["audio16k"], events=json.loads(str(data["events"])),
                         sustained=json.loads(str(data["sustained"])),
                         onsets=json.loads(str(data["onsets"])), meta=meta)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable foleyflow dataset clip ({exc}); delete it and "
                          "rerun the build to remake it") from exc
     if meta.get("version") != DATASET_VERSION or len(clip.audio16k) != meta.get("n_audio"):
@@ -173,19 +179,50 @@ def read_clip(path: Path) -> Clip:
     return clip
 
 
-def _existing(path: Path, defaults: dict[str, Any] | None = None, **expect: Any) -> Clip | None:
-    """The clip at `path` if it is complete and its meta matches `expect` (resume keeps it),
-    else None; a key the clip's meta lacks (written before the key existed) reads as its
-    `defaults` value."""
+def _peek(path: Path) -> dict:
+    """A clip's meta, checked without reading its arrays: every key present, this dataset
+    version, the sound as long as its meta says (read from the array's header); ValueError
+    naming the file, as `read_clip` gives, if not. A rerun keeps a clip on this check; the
+    bytes themselves are read (their CRCs checked) when the clip is read whole."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = set(z.namelist())
+            wanted = (*REQUIRED, *(FEATURE_PREFIX + k for k in KEYS))
+            missing = [k for k in wanted if f"{k}.npy" not in members]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            with z.open("meta.npy") as fh:
+                meta = json.loads(str(np.lib.format.read_array(fh, allow_pickle=False)))
+            with z.open("audio16k.npy") as fh:
+                version = np.lib.format.read_magic(fh)
+                shape = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0(fh))[0]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable foleyflow dataset clip ({exc}); delete it and "
+                         "rerun the build to remake it") from exc
+    if not isinstance(meta, dict) or meta.get("version") != DATASET_VERSION \
+            or shape != (meta.get("n_audio"),):
+        got = meta.get("version") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: dataset version {got} / audio shape {shape} ≠ "
+                         f"{DATASET_VERSION} / the meta's n_audio: delete it and rerun the build")
+    return meta
+
+
+def _existing(path: Path, defaults: dict[str, Any] | None = None, *, whole: bool = False,
+              **expect: Any) -> dict | None:
+    """The meta of the clip at `path` if it is complete and its meta matches `expect` (resume
+    keeps it), else None; a key the clip's meta lacks (written before the key existed) reads as
+    its `defaults` value. Complete: `_peek`'s check, or with `whole` the clip read whole (every
+    byte against its CRC: `foley dataset … --verify`)."""
     if not path.exists():
         return None
     try:
-        clip = read_clip(path)
+        meta = read_clip(path).meta if whole else _peek(path)
     except ValueError as exc:
         log.warning("dataset: remaking %s", exc)
         return None
     defaults = defaults or {}
-    return clip if all(clip.meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
+    return meta if all(meta.get(k, defaults.get(k)) == v for k, v in expect.items()) else None
 
 
 def _read_meta(path: Path) -> dict | None:
@@ -193,7 +230,7 @@ def _read_meta(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             return json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
 
 
@@ -217,10 +254,10 @@ def _old_index(out_dir: Path) -> dict[str, list[dict]]:
 
 
 def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = (),
-                forget: Callable[[str], bool] = lambda name: False) -> Path:
-    """Rebuild index.json from the folder's clips; skipped / failed entries of earlier builds
-    are kept unless their clip now exists or `forget(name)` (a window the video no longer
-    has)."""
+                forget: Callable[[dict], bool] = lambda row: False) -> Path:
+    """Rebuild index.json from the folder's clips; skipped / failed rows of earlier builds are
+    kept unless their clip now exists, this build has a row of that name, or `forget(row)` (a
+    window the video no longer has)."""
     out_dir = Path(out_dir)
     clips = []
     for path in sorted(out_dir.glob("clip_*.npz")):
@@ -228,7 +265,7 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 n_events = len(json.loads(str(data["events"])))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
             continue
         clips.append({"name": path.stem, "file": path.name, "split": meta["split"],
                       "source": meta["source"], "kind": meta["kind"], "material": meta["material"],
@@ -237,13 +274,14 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
     names = {c["name"] for c in clips}
     old = _old_index(out_dir)
     new = {"skipped": list(skipped), "failed": list(failed)}
+
     now = {r["name"] for rows in new.values() for r in rows}
 
     def merge(key: str) -> list[dict]:
         """Earlier rows, unless this run has a row of that name (in either list)."""
         rows = {r["name"]: r for r in old[key] if r["name"] not in now}
         rows |= {r["name"]: r for r in new[key]}
-        return [r for n, r in sorted(rows.items()) if n not in names and not forget(n)]
+        return [r for n, r in sorted(rows.items()) if n not in names and not forget(r)]
 
     index = {"version": DATASET_VERSION, "audio_sr": AUDIO_SR, "feature_prefix": FEATURE_PREFIX,
              "clips": clips, "skipped": merge("skipped"), "failed": merge("failed")}
@@ -309,13 +347,24 @@ def _prepare_folder(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out_dir / ".work", ignore_errors=True)
-    for part in out_dir.glob(".clip_*.tmp"):
+    for part in out_dir.glob(".*.tmp"):          # a clip, the index or a cache, half written
         part.unlink(missing_ok=True)
     return out_dir
 
 
+def _write_rows(out_dir: Path, results: list[dict],
+                forget: Callable[[dict], bool] = lambda row: False) -> Path:
+    """index.json rebuilt, with the skipped and failed rows of `results` (name, source, folder,
+    reason, the cut a silent window was judged in)."""
+    def rows(status: str) -> list[dict]:
+        return [{k: r[k] for k in ("name", "source", "root", "reason", "cut") if k in r}
+                for r in results if r["status"] == status]
+
+    return write_index(out_dir, skipped=rows("skipped"), failed=rows("failed"), forget=forget)
+
+
 def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
-             forget: Callable[[str], bool] = lambda name: False,
+             forget: Callable[[dict], bool] = lambda row: False,
              removed: int = 0, pruned: int = 0) -> dict[str, Any]:
     written = [r for r in results if r["status"] == "written"]
     relabelled = [r for r in results if r["status"] == "relabelled"]
@@ -337,11 +386,7 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
         pass
     stages = sorted({k for r in written for k in r["timings"]})
     timings = {k: round(float(np.mean([r["timings"].get(k, 0.0) for r in written])), 3) for k in stages}
-    def rows(found: list[dict]) -> list[dict]:
-        return [{k: r[k] for k in ("name", "source", "root", "reason", "cut") if k in r}
-                for r in found]
-
-    index = write_index(out_dir, skipped=rows(skipped), failed=rows(failed), forget=forget)
+    index = _write_rows(out_dir, results, forget)
     return {"out_dir": str(out_dir), "index": str(index), "written": len(written),
             "relabelled": len(relabelled), "existing": existing, "renamed": renamed,
             "removed": removed, "pruned": pruned,
@@ -476,11 +521,12 @@ def _paired_meta(name: str, number: int, truth: PairedTruth, n_audio: int) -> di
 def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: int = 0,
                      workers: int = 2, *, sfx_dir: Path = DEFAULT_SFX, keep_media: bool = False,
                      durations: tuple[float, float] = (3.0, 5.0),
-                     rates: Sequence[float] | None = None) -> dict[str, Any]:
+                     rates: Sequence[float] | None = None, verify: bool = False) -> dict[str, Any]:
     """Render clips seed … seed + n_clips − 1 of `split` into out_dir (resumable: a clip is
     kept when it is the scene this request draws, else remade); returns a summary with
     per-stage seconds per clip. `rates` draws frame rates from those of the split's it lists
-    only (e.g. a calibration set for high-frame-rate material)."""
+    only (e.g. a calibration set for high-frame-rate material). `verify`: kept clips are read
+    whole (`_existing`), not only checked by `_peek`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     rates = list(split_rates(split, rates)) if rates else None
@@ -492,14 +538,22 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
     for number in range(seed, seed + n_clips):
         path = out_dir / f"{clip_name(number, split)}.npz"
         spec = _scene_spec(number, split, sfx_dir, durations, rates)   # a few ms
-        if _existing(path, clip=number, split=split, spec=json.loads(json.dumps(spec_dict(spec)))):
+        if _existing(path, whole=verify, clip=number, split=split,
+                     spec=json.loads(json.dumps(spec_dict(spec)))):
             existing += 1
             continue
+        removed = path.exists()
         path.unlink(missing_ok=True)     # drawn with other --rates or durations: remade, or gone
         jobs.append({"out_dir": str(out_dir), "number": number, "split": split,
                      "sfx_dir": str(sfx_dir), "durations": list(durations), "keep_media": keep_media,
-                     "rates": rates})
-    results = _run(_paired_job, jobs, workers, f"{split} clips")
+                     "rates": rates, "removed": removed})
+    if any(job["removed"] for job in jobs):    # the index names no clip removed while they run
+        write_index(out_dir)
+    try:
+        results = _run(_paired_job, jobs, workers, f"{split} clips")
+    except BaseException:    # stopped (^C): the clips written so far are listed
+        write_index(out_dir)
+        raise
     return _summary(out_dir, results, existing, t0)
 
 
@@ -820,6 +874,49 @@ def _video_job(job: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+class ProbeCache:
+    """`media.probe` of the source videos by content digest, kept in the dataset folder
+    (PROBES, atomic writes). A probe reads every packet of the picture (its exact frame count,
+    and damage found before any window is cut): a rerun over files probed before, by any
+    path, reads none of them again. Entries are made by this PROBE_VERSION and this ffmpeg;
+    a file that fails to probe is not kept (it is probed again, and fails alone, each run)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        self.known: dict[str, dict] = {k: v for k, v in (known.items() if isinstance(known, dict)
+                                                       else ()) if isinstance(v, dict)}
+        self.made_by = f"{PROBE_VERSION}:{Path(media.ffmpeg_exe()).name}"
+        self.changed = False
+
+    def probe(self, path: Path, sha256: str) -> media.MediaInfo:
+        """The file's MediaInfo (its `path` the one given); MediaError as media.probe."""
+        hit = self.known.get(sha256)
+        if hit and hit.get("made_by") == self.made_by:
+            try:
+                fields = {k: v for k, v in hit.items() if k != "made_by"}
+                return media.MediaInfo(**fields | {"path": str(path),
+                                                   "audio_streams": tuple(fields["audio_streams"])})
+            except (TypeError, KeyError):        # an entry of another shape: probed again
+                pass
+        info = media.probe(path)
+        self.known[sha256] = {k: v for k, v in asdict(info).items() if k != "path"} | {
+            "made_by": self.made_by}
+        self.changed = True
+        return info
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.known))
+        os.replace(tmp, self.path)
+        self.changed = False
+
+
 def _hash_sources(cache: HashCache, files: Iterable[Path]) -> None:
     """Read the files whose digest `cache` does not know yet, with a progress bar in bytes,
     saving every 10 s (what is read survives an interruption) and at the end. A file that
@@ -872,7 +969,7 @@ def _rewrite(clip: Clip, dest: Path, truth: OnsetTruth, changes: dict) -> bool:
 
 def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
              digests: dict[str, str]) -> dict:
-    """Rewrite a kept window (as `_existing` read it) with its onsets read again from its stored
+    """Rewrite a kept window (as `read_clip` read it) with its onsets read again from its stored
     sound by `truth` if it was read by another, and the folder its video is now read from and
     its files' digests (the same files, moved, or a window from before those keys); its
     picture features and sound stay as they are."""
@@ -882,6 +979,19 @@ def _relabel(clip: Clip, truth: OnsetTruth, rel: str, root: str,
     except OSError as exc:
         return row | {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     return row | {"status": "relabelled" if again else "moved"}
+
+
+def _relabel_job(job: dict) -> dict:
+    """`_relabel` in a worker: the kept window read whole and rewritten; one whose arrays
+    cannot be read is cut again (`job["remake"]`, its `_video_job`)."""
+    path = Path(job["path"])
+    try:
+        clip = read_clip(path)
+    except ValueError:
+        _remove_window(path)
+        return _video_job(job["remake"])
+    return _relabel(clip, OnsetTruth(**job["onset_truth"]), job["rel"], job["root"],
+                    job["digests"])
 
 
 def _cut_from_elsewhere(out_dir: Path, name: str, windows: Sequence[Path], root: str,
@@ -918,7 +1028,7 @@ def _cut_from_elsewhere(out_dir: Path, name: str, windows: Sequence[Path], root:
 def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, workers: int = 2, *,
                       split: str = "train", keep_media: bool = False, audio_stream: int = 0,
                       stems: str | None = None, onset_truth: OnsetTruth = OnsetTruth(),
-                      prune: bool = False) -> dict[str, Any]:
+                      prune: bool = False, verify: bool = False) -> dict[str, Any]:
     """Cut every video under video_dir into clip_s windows of the same npz format (resumable);
     unreadable files and windows without sound are reported, never fatal.
 
@@ -948,7 +1058,14 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     around this one, or before its folder moved here) are kept under its new name when they are
     of this cut — the same files by content, window length, split and sound (summary
     "renamed"; their meta rewritten, nothing recomputed, silent verdicts kept too) — and
-    removed otherwise ("removed"): it is cut again."""
+    removed otherwise ("removed"): it is cut again.
+
+    A rerun keeps a window on `_peek`'s check (its keys, version and sound length, read without
+    its arrays; with `verify`, the window read whole) and the files' digests (`.inputs.json`);
+    the videos' probes are kept by digest too (`ProbeCache`), so a rerun that finds nothing to
+    do reads no video. Windows to relabel are rewritten in the workers. The index is rewritten
+    before the workers start when windows went (it never names a removed one while they run)
+    and when a build is stopped."""
     if stems is not None and (not stems.strip() or re.search(r"[/\\*?]", stems)):
         raise ValueError(f"stems tag {stems!r}: give a word of the stems' names, such as foley")
     if audio_stream < 0:
@@ -968,8 +1085,9 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             paths.append(path)
     sidecars = match_stems(paths, stems) if stems else {}
     digest = HashCache(out_dir / DIGESTS)
+    probes = ProbeCache(out_dir / PROBES)
     _hash_sources(digest, paths + [st for found in sidecars.values() for st in found])
-    jobs, early, existing = [], [], 0
+    jobs, relabels, early, existing = [], [], [], 0
     windows: dict[str, int] = {}       # each video read now: how many windows its cut has
     old = _old_index(out_dir)
     judged = _silent_earlier(old)
@@ -991,7 +1109,9 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                                   "reason": f"its name is not UTF-8 text ({shown}): rename it"})
             continue
         try:
-            info = media.probe(path)
+            if not path.is_file():
+                raise media.MediaError(f"{path}: no such media file (a link to nothing?)")
+            info = probes.probe(path, digest.sha256(path))
             placed = align_stems(info, sidecars[path], video_dir) if stems else []
             # the files a window is made from, by size and content: a reel or stem exported
             # again, a stem added or gone, and its windows are made again (a clip from before
@@ -1032,6 +1152,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     # removed otherwise; with --prune, the windows of this folder's videos no longer in it
     renamed, absent = _windows_elsewhere(held, old, set(names), probed, root, prune)
     digest.save()
+    probes.save()
     now_of = {path.resolve(): name for name, path, *_ in plan}
     before: dict[str, str] = {}         # a video of this run → the name it was cut under
     for video, file in sorted(renamed.items(), key=lambda kv: (kv[0] not in held, kv[0])):
@@ -1042,28 +1163,36 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
         for k in range(windows[name]):
             wname = f"{name}_{k:04d}"
             path_k = out_dir / f"{wname}.npz"
+            cut = {"source": rel, "window": k, "split": split, "sound_source": source,
+                   "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
+            job = {"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
+                   "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
+                   "clip_s": clip_s, "split": split, "keep_media": keep_media,
+                   "audio_stream": audio_stream, "sound_source": source,
+                   "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
+                   "digests": digests, "root": root, "stems": [st.__dict__ for st in placed]}
             kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs,
-                                      "digests": digests},
+                                      "digests": digests}, whole=verify,
                              source=rel, window=k, split=split, sound_source=source,
                              clip_s=clip_s, inputs=inputs, digests=digests)
-            if kept:
+            if kept is not None:
                 # the window's folder: its own, or the one it was cut from while that still
                 # holds the same bytes (a copy in two folders is not rewritten run after run);
                 # a folder moved away, or no folder recorded, and it becomes this one
-                theirs = kept.meta.get("root")
+                theirs = kept.get("root")
                 owner = (theirs if theirs and (theirs == root or (Path(theirs) / rel).exists())
                          else root)
-                if (kept.meta.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
-                        and "digests" in kept.meta and owner == theirs):
+                if (kept.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
+                        and "digests" in kept and owner == theirs):
                     existing += 1
-                else:            # cheap, and the clip is read already: here, not in a worker
-                    early.append(_relabel(kept, onset_truth, rel, owner, digests))
+                else:            # rewritten in the workers (read whole there)
+                    relabels.append({"path": str(path_k), "onset_truth": onset_truth.meta(),
+                                     "rel": rel, "root": owner, "digests": digests,
+                                     "remake": job})
                 continue
             # cut with another window length, sound or split, from files changed since, or
             # unreadable: it is remade, and if this cut of the window is silent or fails, no
             # window of the old cut stays
-            cut = {"source": rel, "window": k, "split": split, "sound_source": source,
-                   "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
             old_k = was.get(f"{k:04d}")          # cut before under its old name
             if path_k.exists() or old_k is None:     # no media of another cut stay (with no
                 _remove_window(path_k)               # npz, they may be a stopped renaming's)
@@ -1080,33 +1209,43 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                 early.append(silent | {"name": wname, "source": rel, "root": root,   # silent
                                        "cut": cut, "status": "skipped", "earlier": True})
                 continue
-            jobs.append({"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
-                         "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
-                         "clip_s": clip_s, "split": split, "keep_media": keep_media,
-                         "audio_stream": audio_stream, "sound_source": source,
-                         "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
-                         "digests": digests, "root": root,
-                         "stems": [st.__dict__ for st in placed]})
+            jobs.append(job)
 
     def beyond(window: str) -> bool:
         """A window past the end of its video's cut (a longer --clip-s, a shorter video)."""
         video, _, k = window.rpartition("_")
         return video in windows and k.isdigit() and int(k) >= windows[video]
 
-    def forget(window: str) -> bool:
+    def forget(window: str, whole: bool = True) -> bool:
         """A window of an earlier cut, or an index row no longer true: past the end of its
-        video's cut; the video cut now under another name, or gone (--prune); or a whole
-        video's row (failed, skipped) for a video whose windows are cut now."""
-        return (beyond(window) or windows.get(window, 0) > 0
+        video's cut; the video cut now under another name, or gone (--prune); or (`whole`) a
+        whole video's row (failed, skipped) for a video whose windows are cut now."""
+        return (beyond(window) or (whole and windows.get(window, 0) > 0)
                 or _video_of(window) in renamed.keys() | absent)
+
+    def forget_row(row: dict) -> bool:
+        """`forget` for an index row; a whole video's row of another folder that still holds
+        the video stands (two shows' R1.mov: the other's failure to cut it here is still
+        true while this folder's windows hold the name)."""
+        theirs = row.get("root")
+        other = (isinstance(theirs, str) and theirs != root
+                 and (Path(theirs) / str(row.get("source", ""))).exists())
+        return forget(row["name"], whole=not other)
 
     unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
     stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem) and str(p) not in unrenamed]
     pruned = sum(_video_of(p.stem) in absent for p in stale)
     for path in stale:
         _remove_window(path)
-    results = early + _run(_video_job, jobs, workers, "video windows")
-    return _summary(out_dir, results, existing, t0, forget=forget,
+    if jobs or relabels:     # the index names no window removed or renamed above while the
+        _write_rows(out_dir, early, forget_row)     # workers run: a build stopped reads
+    try:
+        results = (early + _run(_relabel_job, relabels, workers, "windows relabelled")
+                   + _run(_video_job, jobs, workers, "video windows"))
+    except BaseException:    # stopped (^C): the windows written so far are listed
+        _write_rows(out_dir, early, forget_row)
+        raise
+    return _summary(out_dir, results, existing, t0, forget=forget_row,
                     removed=len(stale) - pruned, pruned=pruned)
 
 

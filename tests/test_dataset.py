@@ -369,9 +369,16 @@ def test_one_folder_gathers_reels_of_several_folders_and_loses_none(tmp_path: Pa
     moved = dataset.build_from_videos(shows / "A2", out, clip_s=2.0, workers=1)
     assert moved["written"] == 0 and moved["existing"] == 2 and not moved["failed"], moved
     assert set(held().values()) == {("R1.mp4", "A2")}
+
+    def failed() -> list[tuple[str, str]]:
+        return [(r["source"], Path(r["root"]).name)
+                for r in json.loads((out / "index.json").read_text())["failed"]]
+
+    assert failed() == [("R1.mp4", "B")]       # B's reel still cannot be cut under that name
     # the folder that holds both: each reel under its own path, A's old names removed
     both = dataset.build_from_videos(shows, out, clip_s=2.0, workers=1)
     assert both["written"] == 2 and both["renamed"] == 2 and both["removed"] == 0, both
+    assert failed() == []
     assert sorted(set(held().values())) == [("A2/R1.mp4", "shows"), ("B/R1.mp4", "shows")]
     # show B's reel taken out: kept without --prune, removed with it (files and index rows)
     (shows / "B" / "R1.mp4").unlink()
@@ -829,3 +836,102 @@ def test_the_training_truth_takes_the_hit_and_reads_again_on_a_rerun(tmp_path: P
 
     bad = cli("--onset-rise-db", "0")
     assert bad.exit_code == 2 and "--onset-rise-db" in bad.output and "above 0 dB" in bad.output
+
+
+def _damage(npz: Path, member: str) -> None:
+    """Flip bytes in the middle of one member's stored data: the archive still opens, the
+    member no longer reads."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(npz) as z:
+        info = z.getinfo(member)
+    raw = bytearray(npz.read_bytes())
+    at = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", raw[at + 26:at + 30])
+    mid = at + 30 + name_len + extra_len + info.compress_size // 2
+    raw[mid:mid + 8] = bytes(b ^ 0xFF for b in raw[mid:mid + 8])
+    npz.write_bytes(bytes(raw))
+
+
+def test_a_rerun_reads_no_video_and_verify_remakes_a_damaged_window(tmp_path: Path) -> None:
+    """A rerun keeps windows on their keys and lengths and the videos' probes by digest (the
+    probe cache is what it reads: an entry changed by hand changes the cut, an entry of
+    another probe version is probed again); a window damaged on disk is named when read and
+    made again by --verify."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.store import sha256_file
+
+    reels, out = tmp_path / "reels", tmp_path / "data"
+    reels.mkdir()
+    video = _video(reels / "R1.mp4")
+    first = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)
+    assert first["written"] == 3 and len(first["skipped"]) == 1, first      # 3–4 s is silent
+    probes = json.loads((out / dataset.PROBES).read_text())
+    assert list(probes) == [sha256_file(video)]
+    assert probes[sha256_file(video)]["n_frames"] == 100
+    windows = sorted(out.glob("clip_*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in windows]
+    again = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)
+    assert (again["existing"], again["written"]) == (3, 0)
+    assert [p.stat().st_mtime_ns for p in windows] == stamps
+
+    # the probe is read from the cache: told the reel is 2.5 s, the build cuts 2 windows
+    entry = probes[sha256_file(video)]
+    (out / dataset.PROBES).write_text(json.dumps({sha256_file(video): entry | {"duration_s": 2.5}}))
+    short = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)
+    assert (short["existing"], short["removed"]) == (2, 1), short
+    (out / dataset.PROBES).write_text(json.dumps({sha256_file(video): entry | {
+        "duration_s": 2.5, "made_by": "0:an-older-ffmpeg"}}))
+    whole = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)
+    assert (whole["existing"], whole["written"]) == (2, 1), whole
+    assert json.loads((out / dataset.PROBES).read_text())[sha256_file(video)] == entry
+
+    # a window damaged on disk: a rerun keeps it (its keys and lengths are right), reading it
+    # names it, and --verify makes it again
+    windows = sorted(out.glob("clip_*.npz"))
+    _damage(windows[1], "feat_flow_grid.npy")
+    assert dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)["existing"] == 3
+    with pytest.raises(ValueError, match=windows[1].name):
+        dataset.read_clip(windows[1])
+    res = CliRunner().invoke(app, ["dataset", "videos", str(reels), str(out), "--clip-s", "1",
+                                   "--workers", "1", "--verify"])
+    assert res.exit_code == 0 and "1 written, 2 already there" in res.output, res.output
+    assert len(list(dataset.iter_clips(out))) == 3
+
+
+def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(tmp_path: Path) -> None:
+    """Cut again with another window length and stopped (^C) while the windows are cut: the
+    old windows are gone and index.json names exactly the windows on disk; a rerun
+    finishes."""
+    import signal
+    import sys
+    import time
+
+    reels, out = tmp_path / "reels", tmp_path / "data"
+    reels.mkdir()
+    _video(reels / "R1.mp4")
+    assert dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)["written"] == 3
+    code = ("import sys; from tasks import dataset; "
+            f"dataset.build_from_videos({str(reels)!r}, {str(out)!r}, clip_s=0.5, workers=1)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def cutting() -> bool:
+        """The old windows are gone, and a window of the new cut is written."""
+        metas = [dataset._read_meta(p) for p in out.glob("clip_*.npz")]
+        return bool(metas) and all(m is not None and m["clip_s"] == 0.5 for m in metas)
+
+    deadline = time.monotonic() + 120
+    while not cutting():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) != 0
+    on_disk = sorted(p.name for p in out.glob("clip_*.npz"))
+    index = json.loads((out / "index.json").read_text())
+    assert 1 <= len(on_disk) and sorted(c["file"] for c in index["clips"]) == on_disk
+    done = dataset.build_from_videos(reels, out, clip_s=0.5, workers=1)
+    assert done["written"] >= 1 and not done["failed"], done
+    assert done["written"] + done["existing"] + len(done["skipped"]) == 8, done
