@@ -781,11 +781,21 @@ def _same_cut(a: dict, b: dict, keys: Sequence[str] = CUT_KEYS) -> bool:
 WINDOW_MEDIA = ("_proxy.mp4",)    # what --keep-media keeps of a video window, by its name
 
 
-def _remove_window(path: Path) -> None:
-    """A window's npz and the media kept with it (`--keep-media`) go."""
+def _remove_window(path: Path, heir: Path | None = None) -> None:
+    """A window's npz and the media kept with it (`--keep-media`) go; media that `heir` (the
+    same window under its new name) lacks go to it instead (a run stopped while renaming)."""
+    for suffix in WINDOW_MEDIA:        # the media first: stopped between, the npz tells
+        media_of = path.parent / "media" / f"{path.stem}{suffix}"
+        if heir is not None and media_of.exists() and heir.exists():
+            to = heir.parent / "media" / f"{heir.stem}{suffix}"
+            if not to.exists():
+                try:
+                    os.replace(media_of, to)
+                    continue
+                except OSError:
+                    pass
+        media_of.unlink(missing_ok=True)
     path.unlink(missing_ok=True)
-    for suffix in WINDOW_MEDIA:
-        (path.parent / "media" / f"{path.stem}{suffix}").unlink(missing_ok=True)
 
 
 def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
@@ -807,29 +817,17 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
         return None
     row = {"name": new.stem, "source": cut["source"], "root": root}
     try:
-        # media, then the new npz, then the old one goes: interrupted anywhere, the rerun
-        # adopts the old npz again or keeps the new, and finds the media by the new name
-        moved = []
-        for suffix in WINDOW_MEDIA:
-            kept = old.parent / "media" / f"{old.stem}{suffix}"
-            if kept.exists():
-                os.replace(kept, kept.with_name(f"{new.stem}{suffix}"))
-                moved.append(suffix)
+        # the new npz, then its media, then the old npz goes: stopped anywhere, a rerun of
+        # either folder keeps one of the two and the media go with it (`_remove_window`)
         _rewrite(clip, new, truth, {"sound_source": meta["sound_source"], "name": new.stem,
                                     "source": cut["source"], "root": root,
                                     "digests": cut["digests"], "inputs": inputs,
                                     "sound": sound, "adopted_from": old.stem})
     except OSError as exc:           # the old window and its media stay as they were
-        for suffix in moved:
-            try:
-                os.replace(old.parent / "media" / f"{new.stem}{suffix}",
-                           old.parent / "media" / f"{old.stem}{suffix}")
-            except OSError:
-                pass
         return row | {"status": "failed", "keep": str(old),
                       "reason": f"{type(exc).__name__}: {exc} (kept as {old.name}; the next "
                                 "run renames it)"}
-    old.unlink(missing_ok=True)
+    _remove_window(old, heir=new)
     return row | {"status": "renamed", "from": old.stem}
 
 
@@ -1235,8 +1233,10 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
     stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem) and str(p) not in unrenamed]
     pruned = sum(_video_of(p.stem) in absent for p in stale)
-    for path in stale:
-        _remove_window(path)
+    for path in stale:            # a window kept under its new name takes its media
+        video, _, k = path.stem.rpartition("_")
+        heir = now_of.get(renamed[video]) if video in renamed else None
+        _remove_window(path, out_dir / f"{heir}_{k}.npz" if heir else None)
     if jobs or relabels:     # the index names no window removed or renamed above while the
         _write_rows(out_dir, early, forget_row)     # workers run: a build stopped reads
     try:

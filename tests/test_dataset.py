@@ -935,3 +935,48 @@ def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(tmp_path
     done = dataset.build_from_videos(reels, out, clip_s=0.5, workers=1)
     assert done["written"] >= 1 and not done["failed"], done
     assert done["written"] + done["existing"] + len(done["skipped"]) == 8, done
+
+
+def test_a_build_stopped_while_renaming_leaves_each_window_its_media(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A show's folder cut after one of its reels' folders, with --keep-media, stopped between
+    writing a window under its new name and moving its proxy: whichever folder is cut next,
+    every window keeps its proxy and no proxy is left without its window."""
+    show, out = tmp_path / "S", tmp_path / "data"
+    (show / "show1").mkdir(parents=True)
+    _video(show / "show1" / "R1.mp4")
+    assert dataset.build_from_videos(show / "show1", out, clip_s=1.0, workers=1,
+                                     keep_media=True)["written"] == 3
+
+    def paired() -> None:
+        npz = sorted(p.stem for p in out.glob("clip_*.npz"))
+        assert len(npz) == 3
+        assert sorted(p.name.removesuffix("_proxy.mp4") for p in (out / "media").iterdir()) == npz
+
+    class Killed(BaseException):
+        """The process dies as it writes the first window under its new name, or moves the
+        first proxy."""
+
+    replace = os.replace
+
+    def dies_at(what: str):
+        def once(src, dst) -> None:
+            if str(src if what == "_proxy.mp4" else dst).endswith(what):
+                monkeypatch.setattr(os, "replace", replace)
+                raise Killed(str(src))
+            replace(src, dst)
+        return once
+
+    for folder in (show / "show1", show):       # stopped, then each folder cut next
+        for what in (".npz", "_proxy.mp4"):
+            monkeypatch.setattr(os, "replace", dies_at(what))
+            with pytest.raises(Killed):
+                dataset.build_from_videos(show, out, clip_s=1.0, workers=1, keep_media=True)
+            monkeypatch.setattr(os, "replace", replace)
+            done = dataset.build_from_videos(folder, out, clip_s=1.0, workers=1, keep_media=True)
+            assert done["written"] == 0 and not done["failed"], done
+            paired()
+            assert {c.meta["root"] for c in dataset.iter_clips(out)} == {str(folder)}
+            dataset.build_from_videos(show / "show1", out, clip_s=1.0, workers=1,
+                                      keep_media=True)
+            paired()
