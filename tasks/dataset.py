@@ -367,7 +367,8 @@ def _summary(out_dir: Path, results: list[dict], existing: int, t0: float, *,
              forget: Callable[[dict], bool] = lambda row: False,
              removed: int = 0, pruned: int = 0) -> dict[str, Any]:
     written = [r for r in results if r["status"] == "written"]
-    relabelled = [r for r in results if r["status"] == "relabelled"]
+    relabelled = [r for r in results          # onsets read again (some while renamed)
+                  if r["status"] == "relabelled" or r.get("relabelled")]
     existing += sum(r["status"] == "moved" for r in results)    # kept; only its folder changed
     renamed = sum(r["status"] == "renamed" for r in results)    # kept under a new name
     skipped = [r for r in results if r["status"] == "skipped"]
@@ -819,16 +820,16 @@ def _adopt(old: Path, new: Path, cut: dict, root: str, truth: OnsetTruth,
     try:
         # the new npz, then its media, then the old npz goes: stopped anywhere, a rerun of
         # either folder keeps one of the two and the media go with it (`_remove_window`)
-        _rewrite(clip, new, truth, {"sound_source": meta["sound_source"], "name": new.stem,
-                                    "source": cut["source"], "root": root,
-                                    "digests": cut["digests"], "inputs": inputs,
-                                    "sound": sound, "adopted_from": old.stem})
+        again = _rewrite(clip, new, truth, {
+            "sound_source": meta["sound_source"], "name": new.stem, "source": cut["source"],
+            "root": root, "digests": cut["digests"], "inputs": inputs, "sound": sound,
+            "adopted_from": old.stem})
     except OSError as exc:           # the old window and its media stay as they were
         return row | {"status": "failed", "keep": str(old),
                       "reason": f"{type(exc).__name__}: {exc} (kept as {old.name}; the next "
                                 "run renames it)"}
     _remove_window(old, heir=new)
-    return row | {"status": "renamed", "from": old.stem}
+    return row | {"status": "renamed", "from": old.stem, "relabelled": again}
 
 
 def _video_job(job: dict) -> dict:

@@ -833,6 +833,13 @@ def test_the_training_truth_takes_the_hit_and_reads_again_on_a_rerun(tmp_path: P
     old = dataset.build_from_videos(reels, out, clip_s=1.0, workers=1, stems="foley",
                                     onset_truth=dataset.DETECTOR_TRUTH)
     assert (old["existing"], old["relabelled"], old["written"]) == (1, 0, 0)
+    # the folder around it cut with the builder's own truth: the window is kept under its
+    # path there, and its onsets are read again
+    around = dataset.build_from_videos(tmp_path, out, clip_s=1.0, workers=1, stems="foley")
+    assert (around["renamed"], around["relabelled"], around["written"]) == (1, 1, 0), around
+    (moved,) = dataset.iter_clips(out)
+    assert moved.meta["source"] == "reels/R4.mov"
+    assert [round(o["t"], 2) for o in moved.onsets] == [0.2, 0.5]
 
     bad = cli("--onset-rise-db", "0")
     assert bad.exit_code == 2 and "--onset-rise-db" in bad.output and "above 0 dB" in bad.output
