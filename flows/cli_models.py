@@ -45,7 +45,7 @@ def dataset_procedural(
              "split's (train: 12, 15, 23.976, 24, 25, 29.97, 30, 60; heldout: 48, 50, "
              "59.94).")] = None,
     verify: Annotated[bool, typer.Option(
-        "--verify", help="Read every clip already in the folder whole, checking each byte "
+        "--verify", help="Read whole every clip this run would keep, checking each byte "
                          "against its checksum, and make again any that is damaged. Without "
                          "it a rerun checks each kept clip's keys, version and lengths, which "
                          "is what an interrupted or older build leaves wrong; damage on disk "
@@ -116,7 +116,7 @@ def dataset_videos(
                         "default: a reel missing from a half-mounted or half-copied folder "
                         "would take its windows with it.")] = False,
     verify: Annotated[bool, typer.Option(
-        "--verify", help="Read every clip already in the folder whole, checking each byte "
+        "--verify", help="Read whole every clip this run would keep, checking each byte "
                          "against its checksum, and make again any that is damaged. Without "
                          "it a rerun checks each kept clip's keys, version and lengths, which "
                          "is what an interrupted or older build leaves wrong; damage on disk "

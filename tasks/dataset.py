@@ -317,16 +317,18 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)          # one process per core: OpenCV's own threads only contend
 
 
-def _run(fn: Callable[[dict], dict], jobs: list[dict], workers: int, label: str) -> list[dict]:
+def _run(fn: Callable[[dict], dict], jobs: list[dict], workers: int, label: str,
+         results: list[dict] | None = None) -> list[dict]:
     """Run jobs (in `workers` spawned processes if > 1) with a progress bar on stderr (none when
-    there is nothing to do)."""
+    there is nothing to do); each job's row is appended to `results` as it finishes (what a
+    build stopped part-way has done), which is returned."""
+    results = [] if results is None else results
     if not jobs:
-        return []
+        return results
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    results: list[dict] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=len(jobs))
@@ -350,6 +352,15 @@ def _prepare_folder(out_dir: Path) -> Path:
     for part in out_dir.glob(".*.tmp"):          # a clip, the index or a cache, half written
         part.unlink(missing_ok=True)
     return out_dir
+
+
+def _names_gone(out_dir: Path) -> bool:
+    """Whether out_dir's index.json names a clip file that is not there (a stat a clip)."""
+    try:
+        clips = json.loads((Path(out_dir) / INDEX).read_text()).get("clips") or []
+        return any(not (Path(out_dir) / str(c.get("file", ""))).is_file() for c in clips)
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _write_rows(out_dir: Path, results: list[dict],
@@ -535,25 +546,24 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
         raise ValueError(f"{sfx_dir} has no catalog.csv: point sfx_dir at the sfx recordings")
     t0 = time.perf_counter()
     out_dir = _prepare_folder(out_dir)
-    jobs, existing = [], 0
-    for number in range(seed, seed + n_clips):
-        path = out_dir / f"{clip_name(number, split)}.npz"
-        spec = _scene_spec(number, split, sfx_dir, durations, rates)   # a few ms
-        if _existing(path, whole=verify, clip=number, split=split,
-                     spec=json.loads(json.dumps(spec_dict(spec)))):
-            existing += 1
-            continue
-        removed = path.exists()
-        path.unlink(missing_ok=True)     # drawn with other --rates or durations: remade, or gone
-        jobs.append({"out_dir": str(out_dir), "number": number, "split": split,
-                     "sfx_dir": str(sfx_dir), "durations": list(durations), "keep_media": keep_media,
-                     "rates": rates, "removed": removed})
-    if any(job["removed"] for job in jobs):    # the index names no clip removed while they run
-        write_index(out_dir)
-    try:
-        results = _run(_paired_job, jobs, workers, f"{split} clips")
-    except BaseException:    # stopped (^C): the clips written so far are listed
-        write_index(out_dir)
+    jobs, existing, results = [], 0, []
+    try:          # stopped anywhere (^C): the index lists what is on disk, and the rows so far
+        for number in range(seed, seed + n_clips):
+            path = out_dir / f"{clip_name(number, split)}.npz"
+            spec = _scene_spec(number, split, sfx_dir, durations, rates)   # a few ms
+            if _existing(path, whole=verify, clip=number, split=split,
+                         spec=json.loads(json.dumps(spec_dict(spec)))):
+                existing += 1
+                continue
+            path.unlink(missing_ok=True)   # drawn with other --rates or durations: remade, or gone
+            jobs.append({"out_dir": str(out_dir), "number": number, "split": split,
+                         "sfx_dir": str(sfx_dir), "durations": list(durations),
+                         "keep_media": keep_media, "rates": rates})
+        if _names_gone(out_dir):       # the index names no clip removed while they run
+            write_index(out_dir)
+        _run(_paired_job, jobs, workers, f"{split} clips", results)
+    except BaseException:
+        _write_rows(out_dir, results)
         raise
     return _summary(out_dir, results, existing, t0)
 
@@ -873,12 +883,48 @@ def _video_job(job: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> bool:
+    return _int(v) or isinstance(v, float)
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _maybe(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or ok(v)
+
+
+PROBE_FIELDS: dict[str, Callable[[Any], bool]] = {   # a cached probe's fields and their types
+    "duration_s": _num, "fps": _num, "width": _int, "height": _int, "n_frames": _maybe(_int),
+    "has_video": _bool, "has_audio": _bool, "timecode": _maybe(lambda v: isinstance(v, str)),
+    "is_vfr": _bool, "start_s": _num, "video_codec": _maybe(lambda v: isinstance(v, str)),
+    "audio_rate": _maybe(_int), "audio_channels": _maybe(_int),
+    "audio_streams": lambda v: isinstance(v, list) and all(map(_maybe(_int), v)),
+}
+
+
+@lru_cache(maxsize=1)
+def _prober() -> str:
+    """What makes a probe: PROBE_VERSION and ffmpeg's version and binary."""
+    import imageio_ffmpeg
+
+    return (f"{PROBE_VERSION}:{imageio_ffmpeg.get_ffmpeg_version()}:"
+            f"{Path(media.ffmpeg_exe()).name}")
+
+
 class ProbeCache:
     """`media.probe` of the source videos by content digest, kept in the dataset folder
     (PROBES, atomic writes). A probe reads every packet of the picture (its exact frame count,
     and damage found before any window is cut): a rerun over files probed before, by any
-    path, reads none of them again. Entries are made by this PROBE_VERSION and this ffmpeg;
-    a file that fails to probe is not kept (it is probed again, and fails alone, each run)."""
+    path, reads none of them again. An entry is used only if made by this PROBE_VERSION and
+    ffmpeg (`_prober`) and holding exactly MediaInfo's fields with values of their types
+    (PROBE_FIELDS); any other is probed again. A file that fails to probe is not kept (it is
+    probed again, and fails alone, each run)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -888,26 +934,27 @@ class ProbeCache:
             known = {}
         self.known: dict[str, dict] = {k: v for k, v in (known.items() if isinstance(known, dict)
                                                        else ()) if isinstance(v, dict)}
-        self.made_by = f"{PROBE_VERSION}:{Path(media.ffmpeg_exe()).name}"
         self.changed = False
+        self.saved = time.monotonic()
 
     def probe(self, path: Path, sha256: str) -> media.MediaInfo:
         """The file's MediaInfo (its `path` the one given); MediaError as media.probe."""
-        hit = self.known.get(sha256)
-        if hit and hit.get("made_by") == self.made_by:
-            try:
-                fields = {k: v for k, v in hit.items() if k != "made_by"}
-                return media.MediaInfo(**fields | {"path": str(path),
-                                                   "audio_streams": tuple(fields["audio_streams"])})
-            except (TypeError, KeyError):        # an entry of another shape: probed again
-                pass
+        hit = self.known.get(sha256) or {}
+        fields = {k: v for k, v in hit.items() if k != "made_by"}
+        if (hit.get("made_by") == _prober() and fields.keys() == PROBE_FIELDS.keys()
+                and all(ok(fields[k]) for k, ok in PROBE_FIELDS.items())):
+            return media.MediaInfo(**fields | {"path": str(path),
+                                               "audio_streams": tuple(fields["audio_streams"])})
         info = media.probe(path)
         self.known[sha256] = {k: v for k, v in asdict(info).items() if k != "path"} | {
-            "made_by": self.made_by}
+            "made_by": _prober()}
         self.changed = True
+        if time.monotonic() - self.saved > 10:     # a long first pass keeps what it probed
+            self.save()
         return info
 
     def save(self) -> None:
+        self.saved = time.monotonic()
         if not self.changed:
             return
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -1063,8 +1110,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     its arrays; with `verify`, the window read whole) and the files' digests (`.inputs.json`);
     the videos' probes are kept by digest too (`ProbeCache`), so a rerun that finds nothing to
     do reads no video. Windows to relabel are rewritten in the workers. The index is rewritten
-    before the workers start when windows went (it never names a removed one while they run)
-    and when a build is stopped."""
+    before the workers start when it names a window that went (it never does while they run),
+    and when a build is stopped anywhere, with the rows of the windows done so far."""
     if stems is not None and (not stems.strip() or re.search(r"[/\\*?]", stems)):
         raise ValueError(f"stems tag {stems!r}: give a word of the stems' names, such as foley")
     if audio_stream < 0:
@@ -1157,96 +1204,110 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     for video, file in sorted(renamed.items(), key=lambda kv: (kv[0] not in held, kv[0])):
         if file in now_of:
             before.setdefault(now_of[file], video)
-    for name, path, rel, info, span, placed, inputs, digests in plan:
-        was = {p.stem.rpartition("_")[2]: p for p in held.get(before.get(name, ""), [])}
-        for k in range(windows[name]):
-            wname = f"{name}_{k:04d}"
-            path_k = out_dir / f"{wname}.npz"
-            cut = {"source": rel, "window": k, "split": split, "sound_source": source,
-                   "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
-            job = {"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
-                   "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
-                   "clip_s": clip_s, "split": split, "keep_media": keep_media,
-                   "audio_stream": audio_stream, "sound_source": source,
-                   "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
-                   "digests": digests, "root": root, "stems": [st.__dict__ for st in placed]}
-            kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs,
-                                      "digests": digests}, whole=verify,
-                             source=rel, window=k, split=split, sound_source=source,
-                             clip_s=clip_s, inputs=inputs, digests=digests)
-            if kept is not None:
-                # the window's folder: its own, or the one it was cut from while that still
-                # holds the same bytes (a copy in two folders is not rewritten run after run);
-                # a folder moved away, or no folder recorded, and it becomes this one
-                theirs = kept.get("root")
-                owner = (theirs if theirs and (theirs == root or (Path(theirs) / rel).exists())
-                         else root)
-                if (kept.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
-                        and "digests" in kept and owner == theirs):
-                    existing += 1
-                else:            # rewritten in the workers (read whole there)
-                    relabels.append({"path": str(path_k), "onset_truth": onset_truth.meta(),
-                                     "rel": rel, "root": owner, "digests": digests,
-                                     "remake": job})
-                continue
-            # cut with another window length, sound or split, from files changed since, or
-            # unreadable: it is remade, and if this cut of the window is silent or fails, no
-            # window of the old cut stays
-            old_k = was.get(f"{k:04d}")          # cut before under its old name
-            if path_k.exists() or old_k is None:     # no media of another cut stay (with no
-                _remove_window(path_k)               # npz, they may be a stopped renaming's)
-            if old_k is not None:
-                row = _adopt(old_k, path_k, cut, root, onset_truth, inputs,
-                             _sound_meta([st.__dict__ for st in placed], audio_stream))
-                if row is not None:              # kept, not remade
-                    early.append(row)
+    done: list[dict] = []               # the workers' rows, as they finish
+    sha_of = {name: digests[rel] for name, _, rel, *_, digests in plan}   # each video cut now
+
+    def forget_row(row: dict) -> bool:   # until the cut is planned: no row is forgotten
+        return False
+
+    try:          # stopped anywhere (^C): the index lists what is on disk, and the rows so far
+        for name, path, rel, info, span, placed, inputs, digests in plan:
+            was = {p.stem.rpartition("_")[2]: p for p in held.get(before.get(name, ""), [])}
+            for k in range(windows[name]):
+                wname = f"{name}_{k:04d}"
+                path_k = out_dir / f"{wname}.npz"
+                cut = {"source": rel, "window": k, "split": split, "sound_source": source,
+                       "clip_s": clip_s, "digests": digests, "silence_dbfs": SILENCE_DBFS}
+                job = {"out_dir": str(out_dir), "name": wname, "src": str(path), "rel": rel,
+                       "window": k, "start_s": k * span, "duration_s": span, "fps": info.fps,
+                       "clip_s": clip_s, "split": split, "keep_media": keep_media,
+                       "audio_stream": audio_stream, "sound_source": source,
+                       "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
+                       "digests": digests, "root": root, "stems": [st.__dict__ for st in placed]}
+                kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs,
+                                          "digests": digests}, whole=verify,
+                                 source=rel, window=k, split=split, sound_source=source,
+                                 clip_s=clip_s, inputs=inputs, digests=digests)
+                if kept is not None:
+                    # the window's folder: its own, or the one it was cut from while that still
+                    # holds the same bytes (a copy in two folders is not rewritten run after run);
+                    # a folder moved away, or no folder recorded, and it becomes this one
+                    theirs = kept.get("root")
+                    owner = (theirs if theirs and (theirs == root or (Path(theirs) / rel).exists())
+                             else root)
+                    if (kept.get("onset_truth", DETECTOR_TRUTH.meta()) == onset_truth.meta()
+                            and "digests" in kept and owner == theirs):
+                        existing += 1
+                    else:            # rewritten in the workers (read whole there)
+                        relabels.append({"path": str(path_k), "onset_truth": onset_truth.meta(),
+                                         "rel": rel, "root": owner, "digests": digests,
+                                         "remake": job})
                     continue
-                _remove_window(path_k)           # cut again
-            silent = judged.get(wname) or (judged.get(f"{before[name]}_{k:04d}")
-                                           if name in before else None)
-            if silent and _same_cut(silent["cut"], cut, (*CUT_KEYS, "silence_dbfs")):
-                early.append(silent | {"name": wname, "source": rel, "root": root,   # silent
-                                       "cut": cut, "status": "skipped", "earlier": True})
-                continue
-            jobs.append(job)
+                # cut with another window length, sound or split, from files changed since, or
+                # unreadable: it is remade, and if this cut of the window is silent or fails, no
+                # window of the old cut stays
+                old_k = was.get(f"{k:04d}")          # cut before under its old name
+                if path_k.exists() or old_k is None:     # no media of another cut stay (with no
+                    _remove_window(path_k)               # npz, they may be a stopped renaming's)
+                if old_k is not None:
+                    row = _adopt(old_k, path_k, cut, root, onset_truth, inputs,
+                                 _sound_meta([st.__dict__ for st in placed], audio_stream))
+                    if row is not None:              # kept, not remade
+                        early.append(row)
+                        continue
+                    _remove_window(path_k)           # cut again
+                silent = judged.get(wname) or (judged.get(f"{before[name]}_{k:04d}")
+                                               if name in before else None)
+                if silent and _same_cut(silent["cut"], cut, (*CUT_KEYS, "silence_dbfs")):
+                    early.append(silent | {"name": wname, "source": rel, "root": root,   # silent
+                                           "cut": cut, "status": "skipped", "earlier": True})
+                    continue
+                jobs.append(job)
 
-    def beyond(window: str) -> bool:
-        """A window past the end of its video's cut (a longer --clip-s, a shorter video)."""
-        video, _, k = window.rpartition("_")
-        return video in windows and k.isdigit() and int(k) >= windows[video]
+        def beyond(window: str) -> bool:
+            """A window past the end of its video's cut (a longer --clip-s, a shorter video)."""
+            video, _, k = window.rpartition("_")
+            return video in windows and k.isdigit() and int(k) >= windows[video]
 
-    def forget(window: str, whole: bool = True) -> bool:
-        """A window of an earlier cut, or an index row no longer true: past the end of its
-        video's cut; the video cut now under another name, or gone (--prune); or (`whole`) a
-        whole video's row (failed, skipped) for a video whose windows are cut now."""
-        return (beyond(window) or (whole and windows.get(window, 0) > 0)
-                or _video_of(window) in renamed.keys() | absent)
+        def forget(window: str, whole: bool = True) -> bool:
+            """A window of an earlier cut, or an index row no longer true: past the end of its
+            video's cut; the video cut now under another name, or gone (--prune); or (`whole`) a
+            whole video's row (failed, skipped) for a video whose windows are cut now."""
+            return (beyond(window) or (whole and windows.get(window, 0) > 0)
+                    or _video_of(window) in renamed.keys() | absent)
 
-    def forget_row(row: dict) -> bool:
-        """`forget` for an index row; a whole video's row of another folder that still holds
-        the video stands (two shows' R1.mov: the other's failure to cut it here is still
-        true while this folder's windows hold the name)."""
-        theirs = row.get("root")
-        other = (isinstance(theirs, str) and theirs != root
-                 and (Path(theirs) / str(row.get("source", ""))).exists())
-        return forget(row["name"], whole=not other)
+        def forget_row(row: dict) -> bool:     # noqa: F811 - the cut is planned
+            """`forget` for an index row; a whole video's row of another folder that still holds
+            another file of that path stands (two shows' R1.mov: the other's failure to cut
+            it here is still true while this folder's windows hold the name)."""
+            theirs, src, name = row.get("root"), row.get("source"), row["name"]
+            other = False
+            if (isinstance(theirs, str) and theirs != root and isinstance(src, str) and src
+                    and name in sha_of):
+                try:
+                    file = Path(theirs) / src
+                    other = file.is_file() and digest.sha256(file) != sha_of[name]
+                except OSError:
+                    other = False
+            return forget(name, whole=not other)
 
-    unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
-    stale = [p for p in out_dir.glob("clip_*.npz") if forget(p.stem) and str(p) not in unrenamed]
-    pruned = sum(_video_of(p.stem) in absent for p in stale)
-    for path in stale:            # a window kept under its new name takes its media
-        video, _, k = path.stem.rpartition("_")
-        heir = now_of.get(renamed[video]) if video in renamed else None
-        _remove_window(path, out_dir / f"{heir}_{k}.npz" if heir else None)
-    if jobs or relabels:     # the index names no window removed or renamed above while the
-        _write_rows(out_dir, early, forget_row)     # workers run: a build stopped reads
-    try:
-        results = (early + _run(_relabel_job, relabels, workers, "windows relabelled")
-                   + _run(_video_job, jobs, workers, "video windows"))
-    except BaseException:    # stopped (^C): the windows written so far are listed
-        _write_rows(out_dir, early, forget_row)
+        unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
+        stale = [p for p in out_dir.glob("clip_*.npz")
+                 if forget(p.stem) and str(p) not in unrenamed]
+        pruned = sum(_video_of(p.stem) in absent for p in stale)
+        for path in stale:            # a window kept under its new name takes its media
+            video, _, k = path.stem.rpartition("_")
+            heir = now_of.get(renamed[video]) if video in renamed else None
+            _remove_window(path, out_dir / f"{heir}_{k}.npz" if heir else None)
+        if _names_gone(out_dir):     # the index names no window removed or renamed above while
+            _write_rows(out_dir, early, forget_row)      # the workers run
+        _run(_relabel_job, relabels, workers, "windows relabelled", done)
+        _run(_video_job, jobs, workers, "video windows", done)
+    except BaseException:
+        _write_rows(out_dir, early + done, forget_row)
         raise
-    return _summary(out_dir, results, existing, t0, forget=forget_row,
+    digest.save()
+    return _summary(out_dir, early + done, existing, t0, forget=forget_row,
                     removed=len(stale) - pruned, pruned=pruned)
 
 

@@ -944,6 +944,45 @@ def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(tmp_path
     assert done["written"] + done["existing"] + len(done["skipped"]) == 8, done
 
 
+def test_a_build_stopped_before_cutting_leaves_an_index_of_what_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped (^C) while it goes through the kept windows, a build cutting a reel again with
+    another window length has removed some of the old ones: index.json names what is left."""
+    reels, out = tmp_path / "reels", tmp_path / "data"
+    reels.mkdir()
+    _video(reels / "R1.mp4")
+    assert dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)["written"] == 3
+    existing, calls = dataset._existing, []
+
+    def stops_at_the_third(*args, **kw):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return existing(*args, **kw)
+
+    monkeypatch.setattr(dataset, "_existing", stops_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        dataset.build_from_videos(reels, out, clip_s=0.5, workers=1, verify=True)
+    on_disk = sorted(p.name for p in out.glob("clip_*.npz"))
+    assert on_disk == [calls[-1].name]                  # two removed, the third not reached
+    assert [c["file"] for c in json.loads((out / "index.json").read_text())["clips"]] == on_disk
+
+
+def test_another_folders_row_goes_when_it_is_the_same_reel(tmp_path: Path) -> None:
+    """A reel's row from its folder (skipped: no audio stream 1) goes when a copy of the folder
+    cuts the same reel into the dataset; another reel of that path would keep it."""
+    a, out = tmp_path / "A", tmp_path / "data"
+    a.mkdir()
+    _video(a / "R1.mp4")
+    skipped = dataset.build_from_videos(a, out, clip_s=1.0, workers=1, audio_stream=1)
+    assert [r["reason"] for r in skipped["skipped"]] == ["no audio stream 1 (it has 1: 0–0)"]
+    shutil.copytree(a, tmp_path / "A2")
+    cut = dataset.build_from_videos(tmp_path / "A2", out, clip_s=1.0, workers=1)
+    assert cut["written"] == 3, cut
+    index = json.loads((out / "index.json").read_text())
+    assert [r["name"] for r in index["skipped"]] == [f"{index['clips'][0]['name'][:-5]}_0003"]
+
+
 def test_a_build_stopped_while_renaming_leaves_each_window_its_media(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A show's folder cut after one of its reels' folders, with --keep-media, stopped between
@@ -987,3 +1026,13 @@ def test_a_build_stopped_while_renaming_leaves_each_window_its_media(
             dataset.build_from_videos(show / "show1", out, clip_s=1.0, workers=1,
                                       keep_media=True)
             paired()
+
+
+def test_a_cached_probe_holds_every_field_of_a_probe() -> None:
+    """The probe cache checks each of MediaInfo's fields: one added to MediaInfo must be added
+    to PROBE_FIELDS (and PROBE_VERSION raised), or no cached probe would ever be used."""
+    from dataclasses import fields
+
+    from tasks.media import MediaInfo
+
+    assert dataset.PROBE_FIELDS.keys() == {f.name for f in fields(MediaInfo)} - {"path"}
