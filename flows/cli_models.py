@@ -25,6 +25,14 @@ def _need_dataset(folder: Path) -> None:
               "`foley dataset procedural`")
 
 
+Verify = Annotated[bool, typer.Option(
+    "--verify", help="Read whole every clip this run would keep, checking each byte against "
+                     "its checksum, and make again any that is damaged. Without it a rerun "
+                     "checks each kept clip's keys, version and lengths, which is what an "
+                     "interrupted or older build leaves wrong; damage on disk shows when "
+                     "training reads the clip (it names the file).")]
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -44,12 +52,7 @@ def dataset_procedural(
              "23.976,24): a calibration set for the material at hand. Default: all of the "
              "split's (train: 12, 15, 23.976, 24, 25, 29.97, 30, 60; heldout: 48, 50, "
              "59.94).")] = None,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Read whole every clip this run would keep, checking each byte "
-                         "against its checksum, and make again any that is damaged. Without "
-                         "it a rerun checks each kept clip's keys, version and lengths, which "
-                         "is what an interrupted or older build leaves wrong; damage on disk "
-                         "shows when training reads the clip (it names the file).")] = False,
+    verify: Verify = False,
 ) -> None:
     """Render paired scenes (picture + physically timed sound from real recordings), compute
     the pass's features on their proxies, and store one npz per clip. Running it again with
@@ -115,12 +118,7 @@ def dataset_videos(
                         "one). Other folders' windows and procedural clips stay. Off by "
                         "default: a reel missing from a half-mounted or half-copied folder "
                         "would take its windows with it.")] = False,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Read whole every clip this run would keep, checking each byte "
-                         "against its checksum, and make again any that is damaged. Without "
-                         "it a rerun checks each kept clip's keys, version and lengths, which "
-                         "is what an interrupted or older build leaves wrong; damage on disk "
-                         "shows when training reads the clip (it names the file).")] = False,
+    verify: Verify = False,
 ) -> None:
     """Turn past reels into training pairs: the picture's features and the sound of the same
     span, in windows of --clip-s. The sound is the video's own (its first audio stream, or

@@ -94,7 +94,7 @@ from models.paired_scenes import (AUDIO_SR, SPLITS, TEXTURE_KEYS, PairedSpec, Pa
                                   sound_keys, spec_dict, split_rates)
 from tasks import media
 from tasks.features import KEYS, compute_features
-from tasks.store import HashCache, sha256_file
+from tasks.store import HashCache, JsonCache, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -917,7 +917,7 @@ def _prober() -> str:
             f"{Path(media.ffmpeg_exe()).name}")
 
 
-class ProbeCache:
+class ProbeCache(JsonCache):
     """`media.probe` of the source videos by content digest, kept in the dataset folder
     (PROBES, atomic writes). A probe reads every packet of the picture (its exact frame count,
     and damage found before any window is cut): a rerun over files probed before, by any
@@ -927,15 +927,11 @@ class ProbeCache:
     probed again, and fails alone, each run)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            known = json.loads(path.read_text())
-        except (OSError, ValueError):
-            known = {}
-        self.known: dict[str, dict] = {k: v for k, v in (known.items() if isinstance(known, dict)
-                                                       else ()) if isinstance(v, dict)}
-        self.changed = False
+        super().__init__(path)
         self.saved = time.monotonic()
+
+    def _accept(self, loaded: dict) -> dict[str, dict]:
+        return {k: v for k, v in loaded.items() if isinstance(v, dict)}
 
     def probe(self, path: Path, sha256: str) -> media.MediaInfo:
         """The file's MediaInfo (its `path` the one given); MediaError as media.probe."""
@@ -955,12 +951,7 @@ class ProbeCache:
 
     def save(self) -> None:
         self.saved = time.monotonic()
-        if not self.changed:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.known))
-        os.replace(tmp, self.path)
-        self.changed = False
+        super().save()
 
 
 def _hash_sources(cache: HashCache, files: Iterable[Path]) -> None:

@@ -95,7 +95,34 @@ def sample_digest(path: str | Path, size: int) -> str:
     return h.hexdigest()[:32]
 
 
-class HashCache:
+class JsonCache:
+    """A dict kept in a JSON file next to what it describes: read once (a file that cannot be
+    read holds nothing; `_accept` keeps the entries of the right shape), written by `save`
+    when `changed` (a temporary name, then renamed: never half written)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            loaded = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            loaded = {}
+        self.known: dict[str, Any] = self._accept(loaded if isinstance(loaded, dict) else {})
+        self.changed = False
+
+    def _accept(self, loaded: dict) -> dict[str, Any]:
+        return loaded
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.known))
+        os.replace(tmp, self.path)
+        self.changed = False
+
+
+class HashCache(JsonCache):
     """SHA-256 of files by (absolute path, size, mtime), kept in a JSON file (atomic writes):
     a file is read again only when it changed on disk or was copied. A file moved on its file
     system (the same device and inode, file name, size and mtime, and the same bytes at 16
@@ -107,19 +134,15 @@ class HashCache:
     file that cannot be read, or entries not of that shape, read as unknown."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            known = json.loads(path.read_text())
-        except (OSError, ValueError):
-            known = {}
-        # path → [size, mtime_ns, sha256] and, since moves are followed, [device, inode, sample]
-        self.known: dict[str, list] = {
-            k: v for k, v in (known.items() if isinstance(known, dict) else ())
-            if isinstance(v, list) and len(v) in (3, 6)
-            and [type(x) for x in v] == [int, int, str, int, int, str][:len(v)]}
+        super().__init__(path)
         self.nodes = {self._node(k, v[3], v[4], v[0], v[1]): k
                       for k, v in self.known.items() if len(v) == 6}
-        self.changed = False
+
+    def _accept(self, loaded: dict) -> dict[str, list]:
+        # path → [size, mtime_ns, sha256] and, since moves are followed, [device, inode, sample]
+        return {k: v for k, v in loaded.items()
+                if isinstance(v, list) and len(v) in (3, 6)
+                and [type(x) for x in v] == [int, int, str, int, int, str][:len(v)]}
 
     @staticmethod
     def _node(key: str, dev: int, ino: int, size: int, mtime_ns: int) -> tuple:
@@ -167,16 +190,6 @@ class HashCache:
                            sample_digest(file, st.st_size)]
         self.nodes[node], self.changed = key, True
         return sha
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.known))
-        os.replace(tmp, self.path)
-        self.changed = False
-
 
 def guess_mime(path: str | Path) -> str:
     return mimetypes.guess_type(str(path))[0] or "application/octet-stream"
