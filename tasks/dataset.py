@@ -355,10 +355,13 @@ def _prepare_folder(out_dir: Path) -> Path:
 
 
 def _names_gone(out_dir: Path) -> bool:
-    """Whether out_dir's index.json names a clip file that is not there (a stat a clip)."""
+    """Whether out_dir's index.json names a clip file that is not there (one stat per clip);
+    an index that cannot be read counts as naming one."""
     try:
-        clips = json.loads((Path(out_dir) / INDEX).read_text()).get("clips") or []
-        return any(not (Path(out_dir) / str(c.get("file", ""))).is_file() for c in clips)
+        clips = json.loads((Path(out_dir) / INDEX).read_text()).get("clips")
+        return not isinstance(clips, list) or any(
+            not isinstance(c, dict) or not (Path(out_dir) / str(c.get("file", ""))).is_file()
+            for c in clips)
     except (OSError, ValueError, AttributeError):
         return True
 
@@ -562,10 +565,10 @@ def build_procedural(out_dir: Path, n_clips: int, split: str = "train", seed: in
         if _names_gone(out_dir):       # the index names no clip removed while they run
             write_index(out_dir)
         _run(_paired_job, jobs, workers, f"{split} clips", results)
+        return _summary(out_dir, results, existing, t0)
     except BaseException:
         _write_rows(out_dir, results)
         raise
-    return _summary(out_dir, results, existing, t0)
 
 
 # ---------------------------------------------------------------- clips from videos
@@ -797,7 +800,7 @@ def _remove_window(path: Path, heir: Path | None = None) -> None:
     same window under its new name) lacks go to it instead (a run stopped while renaming)."""
     for suffix in WINDOW_MEDIA:        # the media first: stopped between, the npz tells
         media_of = path.parent / "media" / f"{path.stem}{suffix}"
-        if heir is not None and media_of.exists() and heir.exists():
+        if heir is not None and heir != path and media_of.exists() and heir.exists():
             to = heir.parent / "media" / f"{heir.stem}{suffix}"
             if not to.exists():
                 try:
@@ -913,8 +916,11 @@ def _prober() -> str:
     """What makes a probe: PROBE_VERSION and ffmpeg's version and binary."""
     import imageio_ffmpeg
 
-    return (f"{PROBE_VERSION}:{imageio_ffmpeg.get_ffmpeg_version()}:"
-            f"{Path(media.ffmpeg_exe()).name}")
+    try:
+        version = imageio_ffmpeg.get_ffmpeg_version()
+    except Exception:  # noqa: BLE001 - an ffmpeg that cannot say fails each probe on its own
+        version = "unknown"
+    return f"{PROBE_VERSION}:{version}:{Path(media.ffmpeg_exe()).name}"
 
 
 class ProbeCache(JsonCache):
@@ -946,7 +952,10 @@ class ProbeCache(JsonCache):
             "made_by": _prober()}
         self.changed = True
         if time.monotonic() - self.saved > 10:     # a long first pass keeps what it probed
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:                 # the folder's disk: told at the end
+                log.warning("dataset: cannot save %s yet: %s", self.path, exc)
         return info
 
     def save(self) -> None:
@@ -1197,6 +1206,19 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             before.setdefault(now_of[file], video)
     done: list[dict] = []               # the workers' rows, as they finish
     sha_of = {name: digests[rel] for name, _, rel, *_, digests in plan}   # each video cut now
+    # the file at another folder's path of a video cut now (two shows' R1.mov), for its rows
+    # in the index: its digest, read here once (and cached)
+    theirs_sha: dict[tuple[Any, Any], str | None] = {}
+    for row in old["skipped"] + old["failed"]:
+        theirs, src = row.get("root"), row.get("source")
+        if (isinstance(theirs, str) and theirs != root and isinstance(src, str) and src
+                and row["name"] in sha_of):
+            try:
+                file = Path(theirs) / src
+                theirs_sha[theirs, src] = digest.sha256(file) if file.is_file() else None
+            except OSError:
+                theirs_sha[theirs, src] = None
+    digest.save()
 
     def forget_row(row: dict) -> bool:   # until the cut is planned: no row is forgotten
         return False
@@ -1239,7 +1261,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                 # window of the old cut stays
                 old_k = was.get(f"{k:04d}")          # cut before under its old name
                 if path_k.exists() or old_k is None:     # no media of another cut stay (with no
-                    _remove_window(path_k)               # npz, they may be a stopped renaming's)
+                    _remove_window(path_k)               # npz, a renaming stopped before 2a511c3)
                 if old_k is not None:
                     row = _adopt(old_k, path_k, cut, root, onset_truth, inputs,
                                  _sound_meta([st.__dict__ for st in placed], audio_stream))
@@ -1271,16 +1293,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             """`forget` for an index row; a whole video's row of another folder that still holds
             another file of that path stands (two shows' R1.mov: the other's failure to cut
             it here is still true while this folder's windows hold the name)."""
-            theirs, src, name = row.get("root"), row.get("source"), row["name"]
-            other = False
-            if (isinstance(theirs, str) and theirs != root and isinstance(src, str) and src
-                    and name in sha_of):
-                try:
-                    file = Path(theirs) / src
-                    other = file.is_file() and digest.sha256(file) != sha_of[name]
-                except OSError:
-                    other = False
-            return forget(name, whole=not other)
+            theirs = theirs_sha.get((row.get("root"), row.get("source")))
+            return forget(row["name"], whole=theirs in (None, sha_of.get(row["name"])))
 
         unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
         stale = [p for p in out_dir.glob("clip_*.npz")
@@ -1294,12 +1308,11 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             _write_rows(out_dir, early, forget_row)      # the workers run
         _run(_relabel_job, relabels, workers, "windows relabelled", done)
         _run(_video_job, jobs, workers, "video windows", done)
+        return _summary(out_dir, early + done, existing, t0, forget=forget_row,
+                        removed=len(stale) - pruned, pruned=pruned)
     except BaseException:
         _write_rows(out_dir, early + done, forget_row)
         raise
-    digest.save()
-    return _summary(out_dir, early + done, existing, t0, forget=forget_row,
-                    removed=len(stale) - pruned, pruned=pruned)
 
 
 def _windows_elsewhere(held: dict[str, list[Path]], old: dict[str, list[dict]], now: set[str],

@@ -191,6 +191,7 @@ class HashCache(JsonCache):
         self.nodes[node], self.changed = key, True
         return sha
 
+
 def guess_mime(path: str | Path) -> str:
     return mimetypes.guess_type(str(path))[0] or "application/octet-stream"
 
