@@ -3,6 +3,9 @@ data, training and evaluation (see models/README.md for the model card)."""
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,6 +34,24 @@ Verify = Annotated[bool, typer.Option(
                      "checks each kept clip's keys, version and lengths, which is what an "
                      "interrupted or older build leaves wrong; damage on disk shows when "
                      "training reads the clip (it names the file).")]
+
+
+@contextmanager
+def _stopped_by_term() -> Iterator[None]:
+    """A SIGTERM (a scheduler or `kill` stopping the job) stops a dataset build as ^C does: it
+    leaves an index of what is on disk, and a rerun resumes."""
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        before = signal.signal(signal.SIGTERM, stop)
+    except ValueError:                  # not the main thread: left as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -76,8 +97,10 @@ def dataset_procedural(
             wanted = split_rates(split, numbers)
         except ValueError as exc:
             _fail(f"--rates {rates}: {exc}")
-    _report_build(build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers,
-                                   sfx_dir=sfx, rates=wanted, verify=verify), out)
+    with _stopped_by_term():
+        summary = build_procedural(out, n_clips=clips, split=split, seed=seed, workers=workers,
+                                   sfx_dir=sfx, rates=wanted, verify=verify)
+    _report_build(summary, out)
 
 
 @dataset_app.command("videos")
@@ -151,9 +174,10 @@ def dataset_videos(
     except ValueError as exc:
         _fail(f"--onset-rise-db / --onset-gap-ms / --onset-floor-dbfs: {exc}")
     try:
-        summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers, split=split,
-                                    audio_stream=audio_stream, stems=stems, onset_truth=truth,
-                                    prune=prune, verify=verify)
+        with _stopped_by_term():
+            summary = build_from_videos(videos, out, clip_s=clip_s, workers=workers,
+                                        split=split, audio_stream=audio_stream, stems=stems,
+                                        onset_truth=truth, prune=prune, verify=verify)
     except ValueError as exc:           # the stems tag or stream number: the message names it
         _fail(str(exc))
     _report_build(summary, out)

@@ -909,10 +909,12 @@ def test_a_rerun_reads_no_video_and_verify_remakes_a_damaged_window(tmp_path: Pa
     assert len(list(dataset.iter_clips(out))) == 3
 
 
-def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(tmp_path: Path) -> None:
-    """Cut again with another window length and stopped (^C) while the windows are cut: the
-    old windows are gone and index.json names exactly the windows on disk; a rerun
-    finishes."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(
+        tmp_path: Path, stop: str) -> None:
+    """Cut again with another window length and stopped while the windows are cut — ^C, or
+    `foley dataset videos` sent SIGTERM (a scheduler stopping the job): the old windows are
+    gone and index.json names exactly the windows on disk; a rerun finishes."""
     import signal
     import sys
     import time
@@ -921,10 +923,17 @@ def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(tmp_path
     reels.mkdir()
     _video(reels / "R1.mp4")
     assert dataset.build_from_videos(reels, out, clip_s=1.0, workers=1)["written"] == 3
-    code = ("import sys; from tasks import dataset; "
-            f"dataset.build_from_videos({str(reels)!r}, {str(out)!r}, clip_s=0.5, workers=1)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
+    if stop == "SIGINT":      # ^C as at a terminal (a background job, as CI's may be, ignores it)
+        cmd = [sys.executable, "-c",
+               "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "from tasks import dataset; "
+               f"dataset.build_from_videos({str(reels)!r}, {str(out)!r}, clip_s=0.5, workers=1)"]
+    else:
+        cmd = [str(Path(sys.executable).with_name("foley")), "dataset", "videos", str(reels),
+               str(out), "--clip-s", "0.5", "--workers", "1"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[1],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
     def cutting() -> bool:
         """The old windows are gone, and a window of the new cut is written."""
         metas = [dataset._read_meta(p) for p in out.glob("clip_*.npz")]
@@ -934,7 +943,7 @@ def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(tmp_path
     while not cutting():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     assert proc.wait(60) != 0
     on_disk = sorted(p.name for p in out.glob("clip_*.npz"))
     index = json.loads((out / "index.json").read_text())
