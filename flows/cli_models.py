@@ -38,20 +38,31 @@ Verify = Annotated[bool, typer.Option(
 
 @contextmanager
 def _stopped_by_term() -> Iterator[None]:
-    """A SIGTERM (a scheduler or `kill` stopping the job) stops a dataset build as ^C does: it
-    leaves an index of what is on disk, and a rerun resumes."""
+    """A dataset build stopped by ^C or SIGTERM (a scheduler or `kill` stopping the job) leaves
+    an index of what is on disk (the builders' handler), says so, and exits 130 or 143 as a
+    shell reports those signals; a rerun resumes. A second SIGTERM while the index is written
+    is ignored."""
+    got: list[int] = []
+
     def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        got.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
         before = signal.signal(signal.SIGTERM, stop)
-    except ValueError:                  # not the main thread: left as it is
-        yield
-        return
+        installed = True
+    except ValueError:                  # not the main thread: signals are left as they are
+        before, installed = None, False
     try:
         yield
+    except KeyboardInterrupt:
+        typer.secho("stopped: index.json lists what is on disk; run the same command again "
+                    "to resume", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(128 + (got[0] if got else signal.SIGINT)) from None
     finally:
-        signal.signal(signal.SIGTERM, before)
+        if installed:                   # a handler not set from Python reads as None
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -313,8 +313,17 @@ def iter_clips(data: Path, split: str | None = None) -> Iterator[Clip]:
 
 def _init_worker() -> None:
     import cv2
+    import signal
 
     cv2.setNumThreads(1)          # one process per core: OpenCV's own threads only contend
+    # SIGTERM to the process group (a scheduler stopping the job) unwinds a worker, releasing
+    # the pool's task-queue lock: killed outright while it waits for a task, it would hold it
+    # and the parent's Pool.terminate() would wait for it forever
+    signal.signal(signal.SIGTERM, _exit_on)
+
+
+def _exit_on(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run(fn: Callable[[dict], dict], jobs: list[dict], workers: int, label: str,
@@ -1293,7 +1302,8 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             """`forget` for an index row; a whole video's row of another folder that still holds
             another file of that path stands (two shows' R1.mov: the other's failure to cut
             it here is still true while this folder's windows hold the name)."""
-            theirs = theirs_sha.get((row.get("root"), row.get("source")))
+            key = (row.get("root"), row.get("source"))
+            theirs = theirs_sha.get(key) if all(isinstance(k, str) for k in key) else None
             return forget(row["name"], whole=theirs in (None, sha_of.get(row["name"])))
 
         unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were

@@ -928,10 +928,10 @@ def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(
                "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
                "from tasks import dataset; "
                f"dataset.build_from_videos({str(reels)!r}, {str(out)!r}, clip_s=0.5, workers=1)"]
-    else:
-        cmd = [str(Path(sys.executable).with_name("foley")), "dataset", "videos", str(reels),
-               str(out), "--clip-s", "0.5", "--workers", "1"]
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[1],
+    else:                     # the CLI with two workers, its process group sent SIGTERM
+        cmd = [sys.executable, "-c", "from flows.cli import app; app()", "dataset", "videos",
+               str(reels), str(out), "--clip-s", "0.5", "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[1], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def cutting() -> bool:
@@ -943,8 +943,13 @@ def test_a_build_stopped_while_cutting_leaves_an_index_of_what_is_there(
     while not cutting():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
-    proc.send_signal(getattr(signal, stop))
-    assert proc.wait(60) != 0
+    if stop == "SIGINT":
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) != 0
+    else:                     # the workers too: none is left holding the pool's queue
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM, proc.stderr.read()
+        assert b"run the same command again to resume" in proc.stderr.read()
     on_disk = sorted(p.name for p in out.glob("clip_*.npz"))
     index = json.loads((out / "index.json").read_text())
     assert 1 <= len(on_disk) and sorted(c["file"] for c in index["clips"]) == on_disk
