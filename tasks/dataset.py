@@ -274,7 +274,6 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
     names = {c["name"] for c in clips}
     old = _old_index(out_dir)
     new = {"skipped": list(skipped), "failed": list(failed)}
-
     now = {r["name"] for rows in new.values() for r in rows}
 
     def merge(key: str) -> list[dict]:
@@ -1206,8 +1205,6 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
     # one was built, or the files moved here): kept under the new names when of the same cut,
     # removed otherwise; with --prune, the windows of this folder's videos no longer in it
     renamed, absent = _windows_elsewhere(held, old, set(names), probed, root, prune)
-    digest.save()
-    probes.save()
     now_of = {path.resolve(): name for name, path, *_ in plan}
     before: dict[str, str] = {}         # a video of this run → the name it was cut under
     for video, file in sorted(renamed.items(), key=lambda kv: (kv[0] not in held, kv[0])):
@@ -1228,13 +1225,32 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
             except OSError:
                 theirs_sha[theirs, src] = None
     digest.save()
+    probes.save()
 
-    def forget_row(row: dict) -> bool:   # until the cut is planned: no row is forgotten
-        return False
+    def beyond(window: str) -> bool:
+        """A window past the end of its video's cut (a longer --clip-s, a shorter video)."""
+        video, _, k = window.rpartition("_")
+        return video in windows and k.isdigit() and int(k) >= windows[video]
+
+    def forget(window: str, whole: bool = True) -> bool:
+        """A window of an earlier cut, or an index row no longer true: past the end of its
+        video's cut; the video cut now under another name, or gone (--prune); or (`whole`) a
+        whole video's row (failed, skipped) for a video whose windows are cut now."""
+        return (beyond(window) or (whole and windows.get(window, 0) > 0)
+                or _video_of(window) in renamed.keys() | absent)
+
+    def forget_row(row: dict) -> bool:
+        """`forget` for an index row; a whole video's row of another folder that still holds
+        another file of that path stands (two shows' R1.mov: the other's failure to cut it
+        here is still true while this folder's windows hold the name)."""
+        key = (row.get("root"), row.get("source"))
+        theirs = theirs_sha.get(key) if all(isinstance(k, str) for k in key) else None
+        return forget(row["name"], whole=theirs in (None, sha_of.get(row["name"])))
 
     try:          # stopped anywhere (^C): the index lists what is on disk, and the rows so far
         for name, path, rel, info, span, placed, inputs, digests in plan:
             was = {p.stem.rpartition("_")[2]: p for p in held.get(before.get(name, ""), [])}
+            stems_of = [st.__dict__ for st in placed]
             for k in range(windows[name]):
                 wname = f"{name}_{k:04d}"
                 path_k = out_dir / f"{wname}.npz"
@@ -1245,7 +1261,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                        "clip_s": clip_s, "split": split, "keep_media": keep_media,
                        "audio_stream": audio_stream, "sound_source": source,
                        "onset_truth": onset_truth.meta(), "inputs": inputs, "cut": cut,
-                       "digests": digests, "root": root, "stems": [st.__dict__ for st in placed]}
+                       "digests": digests, "root": root, "stems": stems_of}
                 kept = _existing(path_k, {"sound_source": DEFAULT_SOUND, "inputs": inputs,
                                           "digests": digests}, whole=verify,
                                  source=rel, window=k, split=split, sound_source=source,
@@ -1273,7 +1289,7 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                     _remove_window(path_k)               # npz, a renaming stopped before 2a511c3)
                 if old_k is not None:
                     row = _adopt(old_k, path_k, cut, root, onset_truth, inputs,
-                                 _sound_meta([st.__dict__ for st in placed], audio_stream))
+                                 _sound_meta(stems_of, audio_stream))
                     if row is not None:              # kept, not remade
                         early.append(row)
                         continue
@@ -1285,26 +1301,6 @@ def build_from_videos(video_dir: Path, out_dir: Path, clip_s: float = 5.0, worke
                                            "cut": cut, "status": "skipped", "earlier": True})
                     continue
                 jobs.append(job)
-
-        def beyond(window: str) -> bool:
-            """A window past the end of its video's cut (a longer --clip-s, a shorter video)."""
-            video, _, k = window.rpartition("_")
-            return video in windows and k.isdigit() and int(k) >= windows[video]
-
-        def forget(window: str, whole: bool = True) -> bool:
-            """A window of an earlier cut, or an index row no longer true: past the end of its
-            video's cut; the video cut now under another name, or gone (--prune); or (`whole`) a
-            whole video's row (failed, skipped) for a video whose windows are cut now."""
-            return (beyond(window) or (whole and windows.get(window, 0) > 0)
-                    or _video_of(window) in renamed.keys() | absent)
-
-        def forget_row(row: dict) -> bool:     # noqa: F811 - the cut is planned
-            """`forget` for an index row; a whole video's row of another folder that still holds
-            another file of that path stands (two shows' R1.mov: the other's failure to cut
-            it here is still true while this folder's windows hold the name)."""
-            key = (row.get("root"), row.get("source"))
-            theirs = theirs_sha.get(key) if all(isinstance(k, str) for k in key) else None
-            return forget(row["name"], whole=theirs in (None, sha_of.get(row["name"])))
 
         unrenamed = {r["keep"] for r in early if r.get("keep")}     # kept where they were
         stale = [p for p in out_dir.glob("clip_*.npz")
