@@ -103,6 +103,8 @@ PROXY_WIDTH = 320          # = tasks.prepare.PROXY_WIDTH (a test holds them equa
                            # tasks.prepare would pull Prefect into every worker)
 FEATURE_PREFIX = "feat_"
 INDEX = "index.json"
+INDEX_FIELDS = {"name", "file", "split", "source", "kind", "material", "fps", "duration_s",
+                "seed", "n_events", "stat"}   # a clip's entry in index.json
 DIGESTS = ".inputs.json"   # the source files' content digests, by path, size and mtime
 PROBES = ".probes.json"    # what media.probe read of each source video, by its content digest
 PROBE_VERSION = 1          # raise when media.probe reads a file differently: every video is
@@ -253,24 +255,50 @@ def _old_index(out_dir: Path) -> dict[str, list[dict]]:
             for key in ("skipped", "failed")}
 
 
+def _old_entries(out_dir: Path) -> dict[str, dict]:
+    """The clip entries of out_dir's index.json by file name, each as complete as write_index
+    makes it (with the size, mtime and inode of the file it was read from, `stat`); an
+    index of another DATASET_VERSION, or one that cannot be read, lists none."""
+    try:
+        old = json.loads((Path(out_dir) / INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(old, dict) or old.get("version") != DATASET_VERSION:
+        return {}
+    return {e["file"]: e for e in old.get("clips") or []
+            if isinstance(e, dict) and e.keys() == INDEX_FIELDS and isinstance(e["file"], str)
+            and e["name"] == Path(e["file"]).stem and isinstance(e["stat"], list)}
+
+
 def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable[dict] = (),
                 forget: Callable[[dict], bool] = lambda row: False) -> Path:
     """Rebuild index.json from the folder's clips; skipped / failed rows of earlier builds are
     kept unless their clip now exists, this build has a row of that name, or `forget(row)` (a
-    window the video no longer has)."""
+    window the video no longer has). A clip whose file has the size, mtime and inode its
+    entry was read from keeps the entry without being opened (clips are only ever replaced
+    whole, so a changed clip is a new inode)."""
     out_dir = Path(out_dir)
+    listed = _old_entries(out_dir)
     clips = []
     for path in sorted(out_dir.glob("clip_*.npz")):
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                n_events = len(json.loads(str(data["events"])))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+            st = path.stat()
+        except OSError:
             continue
-        clips.append({"name": path.stem, "file": path.name, "split": meta["split"],
-                      "source": meta["source"], "kind": meta["kind"], "material": meta["material"],
-                      "fps": meta["fps"], "duration_s": meta["duration_s"], "seed": meta["seed"],
-                      "n_events": n_events})
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = listed.get(path.name)
+        if entry is None or entry.get("stat") != stamp:
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    meta = json.loads(str(data["meta"]))
+                    n_events = len(json.loads(str(data["events"])))
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+                continue
+            entry = {"name": path.stem, "file": path.name, "split": meta["split"],
+                     "source": meta["source"], "kind": meta["kind"], "material": meta["material"],
+                     "fps": meta["fps"], "duration_s": meta["duration_s"], "seed": meta["seed"],
+                     "n_events": n_events, "stat": stamp}
+        clips.append(entry)
     names = {c["name"] for c in clips}
     old = _old_index(out_dir)
     new = {"skipped": list(skipped), "failed": list(failed)}

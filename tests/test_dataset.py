@@ -195,6 +195,26 @@ def test_build_procedural_writes_valid_clips_and_resumes(tmp_path: Path, sfx_dir
                                     sfx_dir=sfx_dir, durations=(1.2, 1.6), rates=[60])
     assert fast["written"] == 1 and dataset.read_clip(files[0]).meta["fps"] == 60.0
     assert files[1].stat().st_mtime_ns == stamp                     # not asked for: as it was
+    entries = {c["file"]: c for c in json.loads((out / "index.json").read_text())["clips"]}
+    assert entries[files[0].name]["fps"] == 60.0                    # remade: read again
+
+    # the index rebuild opens only clips whose file changed since their entry was read
+    def rebuilt() -> dict[str, dict]:
+        dataset.write_index(out)
+        return {c["file"]: c for c in json.loads((out / "index.json").read_text())["clips"]}
+
+    index = json.loads((out / "index.json").read_text())
+    for c in index["clips"]:
+        c["n_events"] = 999                                         # what only the index says
+    index["clips"][0].pop("kind")                                   # an incomplete entry
+    (out / "index.json").write_text(json.dumps(index))
+    true_events = len(dataset.read_clip(files[0]).events)
+    assert {k: c["n_events"] for k, c in rebuilt().items()} == {
+        files[0].name: true_events, files[1].name: 999}
+    tmp = out / "copy.tmp"
+    tmp.write_bytes(files[1].read_bytes())
+    os.replace(tmp, files[1])                                       # the same bytes, replaced
+    assert rebuilt()[files[1].name]["n_events"] == len(dataset.read_clip(files[1]).events)
 
 
 # a 150 ms 440 Hz burst 0.4 s into each second, none after 3 s
