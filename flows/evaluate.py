@@ -31,6 +31,12 @@ estimator's events scored against its clips' true onsets moved by ¼, ½ and ¾ 
 mix, dense with onsets the picture does not cause, it is most of the F1, and only the F1 above
 it is read from the picture.
 
+`curve_references` are what E-L1 and acc@k give for nothing (`curve_references`): an
+all-zero curve, and the motion baseline with its gain and floor fitted on the evaluated clips
+themselves. The baseline's curve is a strength on a scale of its own, so against the true RMS
+its E-L1 and acc@k mostly read its level; the fitted baseline reads its shape, and the model's
+difference from it is bootstrapped as against the baseline.
+
 `by_frame_rate` pools the onset figures of each frame-rate band of the contact scorer
 (`contact_scorer.band_of`: under 20, 20–40, 40 fps and over): how much the tracker alone
 resolves, and so where the model can add onsets, depends on the frame rate, and a split's
@@ -66,6 +72,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     onset_lists: dict[str, list[list[float]]] = {k: [] for k in ESTIMATORS}
     truths: list[list[float]] = []
     durations: list[float] = []
+    curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # true RMS, classes, baseline
     infer_s = audio_s = 0.0
     n = 0
     from flows.train import is_validation
@@ -90,18 +97,17 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         infer_s += time.perf_counter() - t0
         events = env["events"]
         base_curve = rms_targets.resample_curve(np.asarray(base["curve"], np.float64),
-                                                base["rate_hz"], rms_targets.RATE_HZ)
+                                                base["rate_hz"], rms_targets.RATE_HZ, len(rms))
         preds = {
             "model": (curve, np.argmax(probs, axis=1), [e["t"] for e in events]),
             "baseline": (base_curve, rms_targets.mu_encode(base_curve),
                          [e["t"] for e in base["events"]]),
         }
         for name, (c, cls, ons) in preds.items():
-            means = {"e_l1_tfoley": em.e_l1_tfoley(c, rms),
-                     "e_l1_videofoley": em.e_l1_videofoley(c, rms)}
-            means |= {f"acc@{k}": em.acc_at_k(cls, true_cls, k) for k in (1, 5, 10)}
+            means = em.curve_means(c, cls, rms, true_cls)
             per_clip[name].append(em.ClipScores(means, em.OnsetCounts.of(ons, true_onsets)))
             onset_lists[name].append(ons)
+        curves.append((rms, true_cls, base_curve))
         truths.append(true_onsets)
         durations.append(duration)
         timing = timing + em.OnsetTiming.of(preds["model"][2], preds["baseline"][2], true_onsets)
@@ -118,8 +124,30 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     result["by_frame_rate"] = by_frame_rate(per_clip, bands, edges)
     result["onset_chance"] = {name: em.chance_scores(onset_lists[name], truths, durations)
                               for name in ESTIMATORS}
+    result["curve_references"] = curve_references(per_clip["model"], curves)
     log(format_table(result))
     return result
+
+
+def curve_references(model: list[em.ClipScores],
+                     curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """What the curve metrics (E-L1, acc@k) give for nothing: silence (an all-zero curve), and
+    the motion baseline with its gain and floor fitted on these very clips to the true RMS
+    (`envelope_metrics.fit_level`: an oracle, the most its curve's shape is worth once its
+    level is right — its own curve is a strength on a scale of its own). The model's
+    difference from the fitted baseline is bootstrapped as against the baseline."""
+    g, f = em.fit_level([b for _, _, b in curves], [r for r, _, _ in curves])
+    rows: dict[str, list[em.ClipScores]] = {"silence": [], "level_fitted_baseline": []}
+    for (rms, true_cls, base), m in zip(curves, model):
+        for name, c in (("silence", np.zeros_like(rms)), ("level_fitted_baseline", g * base + f)):
+            rows[name].append(em.ClipScores(
+                em.curve_means(c, rms_targets.mu_encode(c), rms, true_cls), m.onsets))
+    out: dict[str, Any] = {name: {k: float(np.mean([c.means[k] for c in clips]))
+                                  for k in em.CURVE_METRICS} for name, clips in rows.items()}
+    out["level_fitted_baseline"] |= {"gain": round(g, 6), "floor": round(f, 6)}
+    diff = em.paired_bootstrap(model, rows["level_fitted_baseline"])
+    out["model_minus_level_fitted_baseline"] = {k: diff[k] for k in em.CURVE_METRICS}
+    return out
 
 
 BAND_METRICS = ("onset_f1@50ms", "onset_recall@100ms", "onset_error_median_ms")
@@ -167,7 +195,7 @@ def format_table(result: dict[str, Any]) -> str:
     for k in result["model"]:
         d = diff.get(k)
         cell = (f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-                if d else "")
+                if d and d["ci95"] else "")
         lines.append(f"{k:<24}{result['model'][k]:>9.4f}{result['baseline'][k]:>10.4f}   "
                      f"{cell:<34}{d['verdict'] if d else ''}")
     lines.append(f"model inference: {result['model_inference_x_realtime']}× real time "
@@ -191,6 +219,19 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"onset F1@50ms out of sync (true onsets moved ¼, ½, ¾ of each clip): "
                      f"model {cm:.3f}, baseline {cb:.3f}; above it: model {m - cm:+.3f}, "
                      f"baseline {b - cb:+.3f}")
+    refs = result.get("curve_references")
+    if refs:
+        def row(x: dict[str, float]) -> str:
+            return (f"E-L1 {x['e_l1_tfoley']:.4f} / {x['e_l1_videofoley']:.4f}, acc@1/5/10 "
+                    f"{x['acc@1']:.3f} / {x['acc@5']:.3f} / {x['acc@10']:.3f}")
+
+        fit = refs["level_fitted_baseline"]
+        lines.append(f"curve references (E-L1 T-Foley / Video-Foley): silence {row(refs['silence'])}")
+        lines.append(f"  baseline with gain {fit['gain']:.4g} and floor {fit['floor']:.4g} fitted "
+                     f"on these clips (an oracle): {row(fit)}")
+        lines.append("  model − it: " + ", ".join(
+            f"{k} {d['difference']:+.4f} {d['verdict']}"
+            for k, d in refs["model_minus_level_fitted_baseline"].items()))
     if result.get("by_frame_rate"):
         lines.append(f"{'by frame rate':<24}{'clips':>6}{'onsets':>8}   "
                      "F1@50ms model / baseline   recall@100ms model / baseline")

@@ -7,16 +7,24 @@ in docs/BENCHMARKS.md means one thing):
 - **E-L1, T-Foley** (Chung et al. 2024): mean over frames of |RMS_pred − RMS_true| on the
   linear RMS curves as they are (level errors count).
 - **E-L1, Video-Foley** (Lee et al. 2024): the same after min–max normalizing each curve of a
-  clip to [0, 1] (shape only: a gain error does not count; a silent curve normalizes to 0).
+  clip to [0, 1] (shape only: a gain error does not count). A curve whose range is under
+  FLAT_RANGE (−60 dBFS RMS: room tone, a silent scene) normalizes to 0: stretched to [0, 1],
+  its noise would be scored as a shape.
 - **acc@k**: the share of frames whose predicted µ-law class lies within k − 1 classes of the
-  true class (acc@1 = exact class), on the 64 classes of `models.rms_targets`.
-- **Onsets**: in each list, onsets closer than 30 ms are first merged into one at their mean
-  (two feet landing 20 ms apart are one onset to a listener and to any detector: the
-  convention of madmom's `OnsetEvaluation(combine=0.03)`, Böck et al., ISMIR 2012); then
-  predicted and true onsets are matched one to one, nearest first, within a tolerance;
-  precision = matched / predicted, recall = matched / true, F1 their harmonic mean (1.0 when
-  both lists are empty: a silent clip predicted silent is right). Onset errors (median, 90th
-  percentile) are taken over the pairs matched at the widest tolerance.
+  true class (acc@1 = exact class), on the 64 classes of `models.rms_targets`. A classifier
+  (the RMS-Mapper) is scored on its most probable class per frame; an estimator of a curve
+  (the motion baseline) on its curve's class.
+- **Onsets**: in each list, onsets within 30 ms of each other are first combined, each pair
+  into its mean as madmom's `combine_events` does (two feet landing 20 ms apart are one onset
+  to a listener and to any detector; madmom's `OnsetEvaluation(combine=0.03)`, Böck et al.,
+  ISMIR 2012, combines the annotations — here the predictions are combined the same way, so
+  an estimator is not charged a false onset for sounding one contact twice). Then predicted
+  and true onsets are matched one to one within a tolerance: the most pairs there can be (as
+  mir_eval's `match_events`), and of those the pairing with the least total error. Precision =
+  matched / predicted (1.0 with nothing predicted: nothing is wrong), recall = matched / true
+  (1.0 with no true onset: nothing is missed), F1 their harmonic mean — madmom's conventions.
+  Onset errors (median, 90th percentile) are taken over the pairs matched at the widest
+  tolerance (undefined, NaN, with none).
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import numpy as np
 
 TOLERANCES_S = (0.025, 0.05, 0.1)
 COMBINE_S = 0.03
+FLAT_RANGE = 1e-3   # linear RMS (−60 dBFS): a curve that varies less is flat (Video-Foley E-L1)
 
 
 def e_l1_tfoley(pred: np.ndarray, true: np.ndarray) -> float:
@@ -37,7 +46,7 @@ def e_l1_tfoley(pred: np.ndarray, true: np.ndarray) -> float:
 
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(np.min(x)), float(np.max(x))
-    return (x - lo) / (hi - lo) if hi - lo > 1e-9 else np.zeros_like(x)
+    return (x - lo) / (hi - lo) if hi - lo >= FLAT_RANGE else np.zeros_like(x)
 
 
 def e_l1_videofoley(pred: np.ndarray, true: np.ndarray) -> float:
@@ -55,32 +64,41 @@ def acc_at_k(pred_classes: np.ndarray, true_classes: np.ndarray, k: int) -> floa
 
 
 def combine_onsets(times: Sequence[float], window: float = COMBINE_S) -> list[float]:
-    """Sorted onsets with each run of onsets within `window` of the run's first merged into
-    one at the run's mean."""
+    """Sorted onsets, each within `window` of the one before it (as combined so far) replaced
+    with their mean — madmom's `combine_events(..., combine="mean")`, with its 1e-12 of slack
+    so a gap of exactly `window` combines whatever the times' magnitude."""
     out: list[float] = []
-    run: list[float] = []
     for t in sorted(float(v) for v in times):
-        if run and t - run[0] > window:
-            out.append(float(np.mean(run)))
-            run = []
-        run.append(t)
-    if run:
-        out.append(float(np.mean(run)))
+        if out and t - out[-1] <= window + 1e-12:
+            out[-1] = 0.5 * (out[-1] + t)
+        else:
+            out.append(t)
     return out
 
 
 def match_onsets(pred: Sequence[float], true: Sequence[float], tol: float
                  ) -> list[tuple[float, float]]:
-    """One-to-one pairs (pred, true) within `tol`, closest pairs first."""
-    cands = sorted((abs(p - t), i, j) for i, p in enumerate(pred) for j, t in enumerate(true)
-                   if abs(p - t) <= tol)
-    used_p, used_t, pairs = set(), set(), []
-    for _d, i, j in cands:
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-            pairs.append((float(pred[i]), float(true[j])))
-    return pairs
+    """One-to-one pairs (pred, true) within `tol`: as many as there can be, and of those the
+    pairing with the least total |error| (an assignment where a pair outside `tol` costs more
+    than every pair inside could together), in the order of the true onsets."""
+    from scipy.optimize import linear_sum_assignment
+
+    p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    if not len(p) or not len(t):
+        return []
+    dist = np.abs(p[:, None] - t[None, :])
+    tol = tol + 1e-12                                     # 0.14 − 0.09 is 0.05 at ±50 ms
+    near = dist <= tol
+    rows, cols = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
+    if not len(rows):
+        return []
+    sub = dist[np.ix_(rows, cols)]
+    far = 1.0 + tol * 2 * min(len(rows), len(cols))      # > any sum of in-tolerance errors
+    cost = np.where(sub <= tol, sub, far)
+    r, c = linear_sum_assignment(cost)
+    keep = cost[r, c] <= tol
+    pairs = sorted(zip(cols[c[keep]], rows[r[keep]]))
+    return [(float(p[i]), float(t[j])) for j, i in pairs]
 
 
 @dataclass
@@ -111,8 +129,8 @@ def onset_scores(counts: OnsetCounts) -> dict[str, float]:
     out: dict[str, float] = {}
     for tol, m in counts.matched.items():
         ms = int(round(tol * 1000))
-        p = m / counts.predicted if counts.predicted else (1.0 if not counts.true else 0.0)
-        r = m / counts.true if counts.true else (1.0 if not counts.predicted else 0.0)
+        p = m / counts.predicted if counts.predicted else 1.0   # nothing predicted wrongly
+        r = m / counts.true if counts.true else 1.0             # nothing missed
         out[f"onset_precision@{ms}ms"] = p
         out[f"onset_recall@{ms}ms"] = r
         out[f"onset_f1@{ms}ms"] = 2 * p * r / (p + r) if p + r else 0.0
@@ -201,6 +219,52 @@ def pooled_scores(clips: Sequence[ClipScores]) -> dict[str, float]:
     return out | onset_scores(total)
 
 
+CURVE_METRICS = ("e_l1_tfoley", "e_l1_videofoley", "acc@1", "acc@5", "acc@10")
+
+
+def curve_means(curve: np.ndarray, classes: np.ndarray, true: np.ndarray,
+                true_classes: np.ndarray) -> dict[str, float]:
+    """One clip's frame-averaged metrics (CURVE_METRICS) of a curve and its classes."""
+    return {"e_l1_tfoley": e_l1_tfoley(curve, true), "e_l1_videofoley": e_l1_videofoley(
+        curve, true)} | {f"acc@{k}": acc_at_k(classes, true_classes, k) for k in (1, 5, 10)}
+
+
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    order = np.argsort(x)
+    cum = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cum, cum[-1] / 2)])
+
+
+def fit_level(curves: Sequence[np.ndarray], truths: Sequence[np.ndarray]
+              ) -> tuple[float, float]:
+    """The gain g ≥ 0 and floor f ≥ 0 that make g · curve + f closest to the true RMS in T-Foley
+    E-L1 (the mean over clips of each clip's mean |error|): for each gain on a log grid, then
+    on a finer one around the best, the floor is the weighted median of the residuals, the
+    L1-optimal constant. What an estimator whose curve is on a scale of its own (the motion
+    baseline's strength) would score with its level set by someone who knew the answers."""
+    pairs = [_same_length(c, t) for c, t in zip(curves, truths)]
+    pairs = [(c, t) for c, t in pairs if len(t)]
+    if not pairs:
+        return 1.0, 0.0
+    x = np.concatenate([c for c, _ in pairs])
+    y = np.concatenate([t for _, t in pairs])
+    w = np.concatenate([np.full(len(t), 1.0 / len(t)) for _, t in pairs])
+
+    def best(gains: np.ndarray) -> tuple[float, float, float]:
+        out = []
+        for g in gains:
+            f = max(_weighted_median(y - g * x, w), 0.0)
+            out.append((float(np.sum(w * np.abs(g * x + f - y))), float(g), f))
+        return min(out)
+
+    coarse = np.r_[0.0, np.geomspace(1e-4, 1e2, 121)]
+    _, g0, _ = best(coarse)
+    i = int(np.searchsorted(coarse, g0))
+    lo, hi = coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)]
+    _, g, f = best(np.linspace(lo, hi, 41))
+    return g, f
+
+
 CHANCE_SHIFTS = (0.25, 0.5, 0.75)   # of each clip's duration
 
 
@@ -248,7 +312,9 @@ def paired_bootstrap(a: Sequence[ClipScores], b: Sequence[ClipScores], *,
     b[i] are clip i) with its percentile interval over `draws` resamplings of the clips, the
     same clips for both (a paired bootstrap: a hard clip is hard for both, so the interval is
     the one of the difference, not of either score), and a verdict: "better" when the whole
-    interval lies on a's better side, "worse" on its worse side, else "no clear difference".
+    interval lies on a's better side, "worse" on its worse side, else "no clear difference";
+    "undefined" (no interval) where the difference itself is (an onset error with no matched
+    onset) or fewer than half the draws define it. `draws` counts the draws that do.
     Clips are the unit because a clip's onsets share its objects, walker and frame rate."""
     if len(a) != len(b) or not len(a):
         raise ValueError("paired_bootstrap needs the two estimators' scores of the same clips")
@@ -284,11 +350,28 @@ def paired_bootstrap(a: Sequence[ClipScores], b: Sequence[ClipScores], *,
     tail = (1 - level) / 2 * 100
     for k in sa:
         d = np.asarray(diffs[k])
-        d = d[np.isfinite(d)]
-        lo, hi = (np.percentile(d, [tail, 100 - tail]) if len(d) else (np.nan, np.nan))
+        d = d[np.isfinite(d)]   # a draw of clips without a matched onset has no onset error
+        point = float(sa[k] - sb[k])
+        if not np.isfinite(point) or len(d) < draws / 2:
+            out[k] = {"difference": point if np.isfinite(point) else None, "ci95": None,
+                      "verdict": "undefined", "draws": int(len(d))}
+            continue
+        lo, hi = np.percentile(d, [tail, 100 - tail])
         sign = -1.0 if lower_is_better(k) else 1.0  # > 0: a is better
         least, most = sorted((sign * lo, sign * hi))  # how much better a is, at the ends
         verdict = "better" if least > 0 else "worse" if most < 0 else "no clear difference"
-        out[k] = {"difference": float(sa[k] - sb[k]),
-                  "ci95": [round(float(lo), 6), round(float(hi), 6)], "verdict": verdict}
+        out[k] = {"difference": point, "ci95": [round(float(lo), 6), round(float(hi), 6)],
+                  "verdict": verdict, "draws": int(len(d))}
     return out
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float as None (JSON has no NaN: a strict reader of
+    `foley eval envelope --json` would fail on one)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -373,10 +373,22 @@ def _run(fn: Callable[[dict], dict], jobs: list[dict], workers: int, label: str,
                 results.append(fn(job))
                 bar.advance(task)
         else:
-            with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+            # at the end the workers are told to stop and are waited for (close, join). The
+            # pool's own exit (terminate) SIGTERMs workers already leaving on their own (each
+            # printed "Exception ignored … SystemExit: 143"), and a worker left waiting for the
+            # queue's lock, which terminate takes, kept Pool.terminate() waiting forever (seen
+            # twice under load). A build stopped part-way still terminates them.
+            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker)
+            try:
                 for res in pool.imap_unordered(fn, jobs):
                     results.append(res)
                     bar.advance(task)
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
     return results
 
 

@@ -78,6 +78,8 @@ def plot_comparison(diff: Mapping[str, Mapping[str, Any]], out: Path, *, title: 
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (name, keys) in zip(axes[:, 0], panels):
         for i, k in enumerate(keys):
+            if diff[k]["ci95"] is None:                 # undefined: the row stays empty
+                continue
             s = -1.0 if lower_is_better(k) else 1.0
             d, (lo, hi) = s * float(diff[k]["difference"]), sorted(
                 s * float(v) for v in diff[k]["ci95"])

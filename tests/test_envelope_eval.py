@@ -279,7 +279,34 @@ def test_metrics_by_their_definitions() -> None:
     # one prediction cannot match two truths; a silent clip predicted silent is perfect
     assert em.match_onsets([0.5], [0.49, 0.51], 0.05) == [(0.5, 0.49)] or \
         em.match_onsets([0.5], [0.49, 0.51], 0.05) == [(0.5, 0.51)]
-    assert em.combine_onsets([0.52, 0.10, 0.50, 0.525, 0.90]) == pytest.approx([0.10, 0.515, 0.90])
+    # madmom's combine_events: each onset within 30 ms of the one before, as combined so far,
+    # into their mean (0.50 and 0.52 → 0.51, then 0.525 → 0.5175); a gap of exactly 30 ms
+    # combines at any magnitude
+    assert em.combine_onsets([0.52, 0.10, 0.50, 0.525, 0.90]) == pytest.approx(
+        [0.10, 0.5175, 0.90])
+    assert em.combine_onsets([0.0, 0.02, 0.04]) == pytest.approx([0.025])
+    assert em.combine_onsets([1000.0, 1000.03]) == pytest.approx([1000.015])
+    # as many pairs as there can be (mir_eval's maximum matching; nearest-first pairs 0.09
+    # with 0.05 and leaves the rest unmatched), then the least total error among them
+    assert em.match_onsets([0.0, 0.09], [0.05, 0.14], 0.05) == [(0.0, 0.05), (0.09, 0.14)]
+    assert em.match_onsets([0.10, 0.16], [0.12, 0.15], 0.05) == [(0.10, 0.12), (0.16, 0.15)]
+    lagging = [0.065 + 0.12 * k for k in range(17)]                 # a walker heard 65 ms late
+    steps = [0.12 * k for k in range(17)]
+    assert len(em.match_onsets(lagging, steps, 0.1)) == 17
+    # madmom's conventions for empty lists: nothing predicted is nothing wrong, no onset to
+    # find is nothing missed — so a false event on a silent clip costs precision, not recall
+    silent_fp = em.onset_scores(em.OnsetCounts.of([0.3], []))
+    assert (silent_fp["onset_precision@50ms"], silent_fp["onset_recall@50ms"],
+            silent_fp["onset_f1@50ms"]) == (0.0, 1.0, 0.0)
+    missed = em.onset_scores(em.OnsetCounts.of([], [0.3]))
+    assert (missed["onset_precision@50ms"], missed["onset_recall@50ms"],
+            missed["onset_f1@50ms"]) == (1.0, 0.0, 0.0)
+    # Video-Foley E-L1: a curve flatter than −60 dBFS is silence, not a shape to stretch
+    rng = np.random.default_rng(0)
+    room_tone = 2e-4 + 1e-4 * rng.random(200)
+    assert em.e_l1_videofoley(np.zeros(200), room_tone) == 0.0
+    assert em.e_l1_videofoley(room_tone, np.zeros(200)) == 0.0
+    assert em.e_l1_videofoley(np.r_[np.zeros(100), np.full(100, 0.3)], room_tone) == 0.5
     two_feet = em.OnsetCounts.of([0.505], [0.50, 0.52])  # 20 ms apart: one onset, found
     assert two_feet.true == 1 and two_feet.matched[0.025] == 1
     assert em.OnsetCounts.of([0.50], [0.50, 0.54]).true == 2  # 40 ms apart: two onsets
@@ -385,6 +412,27 @@ def test_paired_bootstrap_tells_a_real_difference_from_a_clip_or_two(tmp_path: P
     assert pooled["e_l1_tfoley"] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="same clips"):
         em.paired_bootstrap(good, good[:-1])
+    # silent clips: no onset matched, so no onset error to compare — said, not NaN in JSON
+    silent = [_clip([], [], 0.01) for _ in range(6)]
+    hushed = em.paired_bootstrap(silent, silent, draws=50)
+    assert hushed["onset_error_median_ms"] == {"difference": None, "ci95": None,
+                                               "verdict": "undefined", "draws": 0}
+    assert hushed["onset_recall@50ms"]["verdict"] == "no clear difference"
+    assert json.loads(json.dumps(em.json_safe(hushed), allow_nan=False)) == em.json_safe(hushed)
+    assert plot_comparison(hushed, tmp_path / "hushed.png", title="silent").is_file()
+
+
+def test_a_curve_on_its_own_scale_is_fitted_to_the_true_level() -> None:
+    """`fit_level`: the gain and floor that put a strength curve on the RMS scale, as the
+    oracle reference of `foley eval envelope` does for the motion baseline."""
+    rng = np.random.default_rng(1)
+    strengths = [np.clip(rng.normal(0.2, 0.3, 300), 0, 1) for _ in range(5)]
+    truths = [0.05 * s + 0.002 for s in strengths]
+    g, f = em.fit_level(strengths, truths)
+    assert g == pytest.approx(0.05, rel=0.02) and f == pytest.approx(0.002, abs=2e-4)
+    fitted = np.mean([em.e_l1_tfoley(g * s + f, t) for s, t in zip(strengths, truths)])
+    assert fitted < 1e-4 < np.mean([em.e_l1_tfoley(s, t) for s, t in zip(strengths, truths)])
+    assert em.fit_level([np.zeros(10)], [np.full(10, 0.01)])[1] == pytest.approx(0.01)
 
 @pytest.mark.slow
 def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: Path) -> None:
@@ -511,7 +559,12 @@ def test_train_then_evaluate_then_predict_in_the_pass(tmp_path: Path, sfx_dir: P
     chance = result["onset_chance"]  # out of sync, the tracker's events score far lower
     assert chance["baseline"]["onset_f1@50ms"] < 0.5 * result["baseline"]["onset_f1@50ms"]
     assert "out of sync" in format_table(result)
-    json.dumps(result)  # the CLI prints it as JSON
+    refs = result["curve_references"]       # what level alone scores, beside the model
+    assert set(refs["silence"]) == set(em.CURVE_METRICS)
+    assert refs["level_fitted_baseline"]["e_l1_tfoley"] <= result["baseline"]["e_l1_tfoley"]
+    assert set(refs["model_minus_level_fitted_baseline"]) == set(em.CURVE_METRICS)
+    assert "an oracle" in format_table(result)
+    json.dumps(em.json_safe(result), allow_nan=False)  # the CLI prints it as strict JSON
     # the pass's estimator: an envelope of the contract, events with confidence, from the model
     from models import v2a_envelope
     from tasks.decisions import validate_envelope
