@@ -407,11 +407,11 @@ def lock_shot(s: Session, shot_id: int) -> None:
     s.expire_all()
 
 
-def has_envelope_content(s: Session, shot_id: int, content_sha256: str) -> bool:
-    """Whether any version of the shot ever had this content."""
-    return s.scalar(select(Envelope.id).where(Envelope.shot_id == shot_id,
-                                              Envelope.content_sha256 == content_sha256)
-                    .limit(1)) is not None
+def latest_prediction(s: Session, shot_id: int) -> Envelope | None:
+    """The shot's newest version made by the pass (no person created it), if any."""
+    return s.scalar(select(Envelope).where(Envelope.shot_id == shot_id,
+                                           Envelope.created_by.is_(None))
+                    .order_by(Envelope.version.desc()).limit(1))
 
 
 def latest_envelope(s: Session, shot_id: int) -> Envelope | None:

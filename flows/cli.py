@@ -121,8 +121,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Delivery folder to write.")],
     fps: Annotated[Optional[float], typer.Option(help="Frame rate of an EDL (EDLs carry none); 23.976 means 24000/1001.")] = None,
     media_root: Annotated[Optional[Path], typer.Option(help="Folder searched (recursively) for media the edit names.")] = None,
-    approve: Annotated[str, typer.Option(help="auto: policy:auto approves every envelope. queue: envelopes wait for a supervisor.")] = "auto",
-    approve_threshold: Annotated[float, typer.Option(help="With --approve auto: approve a shot only if every event's confidence reaches this (0–1); the others wait in the queue.")] = 0.0,
+    approve: Annotated[str, typer.Option(help="auto: policy:auto approves each new prediction that meets --approve-threshold, on shots no person has edited or decided on (those wait for a supervisor). queue: every envelope waits for a supervisor.")] = "auto",
+    approve_threshold: Annotated[float, typer.Option(help="With --approve auto (0–1): approve a prediction only if every event's confidence reaches this and, for the model's, its doubt (the highest score among the candidates its contact scorer dropped) is at most 1 − this; the others wait in the queue. 0 approves every prediction. docs/REVIEW.md")] = 0.0,
     envelope: Annotated[str, typer.Option(help="How envelopes are predicted: baseline (motion tracking) or model (the trained RMS-Mapper, models/README.md).")] = "baseline",
     envelope_checkpoint: Annotated[Optional[Path], typer.Option(help="With --envelope model: the RMS-Mapper checkpoint to use, e.g. one whose contact scorer was refitted on your reels (`foley train calibrate … --out`). Default FOLEY_ENVELOPE_CHECKPOINT, else the shipped one.")] = None,
     library: Annotated[Optional[str], typer.Option(help="Indexed sound library to draw from (default: the built-in kit).")] = None,
@@ -141,8 +141,12 @@ def run(
     from tasks.ingest import TimelineError, read_timeline
     from tasks.spatial import reel_spatial_params
 
-    if approve not in ("auto", "queue"):
-        fail(f"--approve must be auto or queue, not {approve!r}")
+    from flows.foley_pass import check_approval
+
+    try:
+        check_approval(approve, approve_threshold)
+    except ValueError as exc:
+        fail(str(exc))
     if envelope not in ("baseline", "model"):
         fail(f"--envelope must be baseline or model, not {envelope!r}")
     if backend not in ("sampler", "diffusion"):
@@ -192,6 +196,9 @@ def run(
         if s["status"] != "delivered":
             typer.echo(f"  {s['name']} @ {s['record_in']}: {s['status']}"
                        f"{' — ' + s['skipped_reason'] if s['skipped_reason'] else ''}")
+    for sh in report.shots:
+        if sh.note:
+            typer.echo(f"  {sh.note}")
     waiting = [s for s in m["shots"] if s["status"] in ("pending_review", "retake_requested")]
     if waiting:
         typer.echo(f"{len(waiting)} shot(s) wait for review: `foley review serve` (the app) or "

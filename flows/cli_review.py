@@ -46,9 +46,11 @@ def review_list(
     status: Annotated[str, typer.Option(help=STATUS_HELP)] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """The queue: one line per shot with its record-in timecode, state, version and age."""
+    """The queue: one line per shot with its record-in timecode, state, version, length, the
+    lowest event confidence of its latest version and the model's doubt (– when it has none)."""
     from db import api, review
     from tasks import ingest, runtime
+    from tasks.decisions import confidence_of, load_envelope
 
     if status != "all" and status not in api.REVIEW_STATES:
         _fail(f"--status must be one of {STATUS_HELP}, not {status!r}")
@@ -57,18 +59,27 @@ def review_list(
         if reel is not None and reel not in review.reel_names(s):
             _fail(f"no reel {reel!r}; reels: {', '.join(review.reel_names(s)) or '(none)'}")
         rows = review.queue(s, reel=reel, status=None if status == "all" else status)
+        sure = [confidence_of(load_envelope(api.find_artifact(s, r.envelope_sha256).ref()))
+                for r in rows]
     out = [{"reel": r.reel, "shot": r.shot,
             "record_in": ingest.timecode(r.record_in_frame, *r.rate, r.drop_frame),
             "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
-            "since": r.since.isoformat()} for r in rows]
+            "since": r.since.isoformat(),
+            **{k: None if v is None else round(v, 3) for k, v in c.items()}}
+           for r, c in zip(rows, sure)]
     if as_json:
         typer.echo(json.dumps(out, indent=1))
         return
     if not out:
         typer.echo("nothing in the queue" + (f" with status {status}" if status != "all" else ""))
+
+    def num(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
     for r in out:
         typer.echo(f"{r['reel']}\t{r['shot']}\t{r['record_in']}\t{r['state']}\tv{r['version']}"
-                   f"\t{r['duration_s']:.2f}s")
+                   f"\t{r['duration_s']:.2f}s\tconfidence {num(r['confidence'])}"
+                   f"\tdoubt {num(r['doubt'])}")
 
 
 @review_app.command("show")
@@ -103,7 +114,7 @@ def review_show(
                 "version": env.version, "parent": env.parent_version, "source": env.source,
                 "state": env.state, "created_by": creator.name if creator else None,
                 "created_at": env.created_at.isoformat(), "prompt": doc.get("prompt"),
-                "category": doc.get("category"),
+                "category": doc.get("category"), "doubt": doc.get("doubt"),
                 "events": [{**e, "timecode": tc(e["t"])} for e in doc["events"]],
                 "decisions": [{"decision": d.decision, "by": d.agent.name,
                                "at": d.created_at.isoformat(), "comment": d.comment}
@@ -126,9 +137,12 @@ def review_show(
     if latest:
         typer.echo(f"  events of v{latest['version']} (sound: "
                    f"{latest['prompt'] or 'from the events'}"
-                   f"{', category ' + latest['category'] if latest['category'] else ''}):")
+                   f"{', category ' + latest['category'] if latest['category'] else ''}"
+                   f"{', doubt %.2f' % latest['doubt'] if latest['doubt'] is not None else ''}):")
         for e in latest["events"]:
-            typer.echo(f"    {e['timecode']}  {e['kind']:<7} strength {e['strength']:.2f}")
+            conf = e.get("confidence")
+            typer.echo(f"    {e['timecode']}  {e['kind']:<7} strength {e['strength']:.2f}"
+                       f"{'  confidence %.2f' % conf if conf is not None else ''}")
 
 
 def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,

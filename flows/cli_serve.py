@@ -46,8 +46,10 @@ def serve(
     edit plus its media) and FOLEY_DELIVERIES (where `<reel>/` delivery folders go). Each run
     takes every reel whose files have not changed for FOLEY_INBOX_SETTLE_S (still copying
     otherwise), once per version (content hash of edit and media), runs the pass with
-    FOLEY_NIGHTLY_APPROVE (queue: supervisors approve in `foley review serve`), and writes the
-    morning summary (Prefect UI artifact `foley-nightly-summary`; JSON to FOLEY_WEBHOOK_URL).
+    FOLEY_NIGHTLY_APPROVE (queue: supervisors approve in `foley review serve`; auto: the
+    predictions that meet FOLEY_NIGHTLY_APPROVE_THRESHOLD are approved, the rest wait), and
+    writes the morning summary (Prefect UI artifact `foley-nightly-summary`; JSON to
+    FOLEY_WEBHOOK_URL).
 
     Examples: `foley serve` (01:00 local every night); `foley serve --cron "30 22 * * 1-5"
     --timezone Europe/London --run-now`. Stop with Ctrl-C; the schedule stays active.
@@ -64,6 +66,10 @@ def serve(
     cron = cron or settings.nightly_cron
     try:
         _check_schedule(cron, tz)
+        from flows.foley_pass import check_approval
+
+        check_approval(settings.nightly_approve, settings.nightly_approve_threshold,
+                       names=("FOLEY_NIGHTLY_APPROVE", "FOLEY_NIGHTLY_APPROVE_THRESHOLD"))
     except ValueError as exc:
         fail(str(exc))
     if not settings.inbox:

@@ -44,6 +44,23 @@ APPROVE_MODES = ("auto", "queue")
 OUTAGES = (DatabaseUnavailable, StoreUnavailable)
 
 
+def check_approval(approve: str, threshold: float, *,
+                   names: tuple[str, str] = ("--approve", "--approve-threshold")) -> None:
+    """Raise ValueError naming the options (`names`: the mode's, the threshold's) unless the
+    mode is known, the threshold lies in [0, 1] and is only set where the policy decides."""
+    mode, limit = names
+    is_ = "=" if mode.startswith("FOLEY_") else " "  # a setting, or a command-line option
+    if approve not in APPROVE_MODES:
+        raise ValueError(f"{mode} must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{limit} must lie between 0 and 1, not {threshold:g} (the lowest "
+                         "event confidence policy:auto approves)")
+    if threshold and approve != "auto":
+        raise ValueError(f"{limit}{is_}{threshold:g} is the threshold of {mode}{is_}auto; "
+                         f"with {mode}{is_}{approve} no envelope is approved automatically — "
+                         f"drop {limit} or use {mode}{is_}auto")
+
+
 class PassAborted(RuntimeError):
     """The pass cannot go on: its database or artifact store stayed unreachable. The message
     names the service and says to rerun; what completed is kept and reused by the rerun."""
@@ -60,6 +77,7 @@ class ShotState:
     status: str = "pending"
     reason: str | None = None
     refs: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None  # a new prediction went over a person's work
 
     def fail(self, stage: str, exc: BaseException) -> None:
         self.status = "failed"
@@ -170,8 +188,7 @@ def foley_pass(
     `envelope_checkpoint`: the RMS-Mapper checkpoint of the model estimator (default
     FOLEY_ENVELOPE_CHECKPOINT, else the shipped one)."""
     started = time.perf_counter()
-    if approve not in APPROVE_MODES:
-        raise ValueError(f"--approve must be one of {', '.join(APPROVE_MODES)}, not {approve!r}")
+    check_approval(approve, approve_threshold)
     settings = get_settings()
     try:
         retry_db(settings.configure_runtime, url=settings.resolved_db_url())
@@ -269,6 +286,11 @@ def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: 
             sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
             prompt=sh.hint, estimator=estimator, checkpoint=checkpoint), keep("envelope"),
               times, progress)
+        for sh in shots:  # said once per shot and pass: in its log, report and summary
+            sh.note = (sh.refs.get("envelope") or {}).get("superseded") if sh.status == \
+                "pending" else None
+            if sh.note:
+                _logger().warning("%s", sh.note, extra={"in_report": True})
         if approve == "auto":
             _wave("approve", shots, lambda sh: approve_task.submit(sh.shot_id,
                                                                    threshold=threshold),
@@ -304,13 +326,16 @@ def configured_pass() -> Callable[..., PassReport]:
 class _OutageFilter(logging.Filter):
     """Keeps the console to one message when a service is away: the tracebacks and state lines
     Prefect and SQLAlchemy log for tasks that hit the outage are left to the Prefect UI / API
-    log; the pass reports the outage itself (PassAborted)."""
+    log; the pass reports the outage itself (PassAborted). Likewise a message the command prints
+    in its own report (logged with `extra={"in_report": True}`) is not printed twice."""
 
     NAMES = ("PassAborted", "DatabaseUnavailable", "StoreUnavailable")
     DISCONNECT = ("server closed the connection", "terminating connection", "connection refused",
                   "could not connect", "connection to server", "connection already closed")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "in_report", False):
+            return False
         if record.exc_info and record.exc_info[1] is not None and _is_outage(record.exc_info[1]):
             return False
         if record.levelno < logging.WARNING:
@@ -391,6 +416,9 @@ def publish(report: PassReport) -> None:
     if report.failed or report.skipped:
         lines += ["", "## Not delivered", ""]
         lines += [f"- **{n}**: {r}" for n, r in report.failed + report.skipped]
+    if any(sh.note for sh in shots):
+        lines += ["", "## New predictions over a person's work", ""]
+        lines += [f"- {sh.note}" for sh in shots if sh.note]
     create_markdown_artifact("\n".join(lines), key=f"{key}-delivery", description="Delivery summary")
     if any(sh.status in ("pending_review", "retake_requested") for sh in shots):
         from flows.review import publish_queue

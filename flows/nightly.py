@@ -2,11 +2,12 @@
 
 One run scans the inbox (`flows.inbox`), and for every reel version not processed yet runs the
 Foley pass into `<deliveries>/<reel>/` — review-gated by default (FOLEY_NIGHTLY_APPROVE=queue:
-envelopes wait for the supervisors; auto: policy:auto approves them). Each version is taken once
-across runs and workers (`db.inbox.claim`, in the database, so it survives restarts); an edit
-that cannot be read is recorded as rejected and not retried until it changes; a pass that
-could not finish (a service away) is taken again by the next run. One bad reel never sinks the
-night: the others still run.
+envelopes wait for the supervisors; auto: policy:auto approves the predictions that meet
+FOLEY_NIGHTLY_APPROVE_THRESHOLD). Each version is taken once across runs and workers
+(`db.inbox.claim`, in the database, so it survives restarts); an edit that cannot be read is
+recorded as rejected and not retried until it changes; a pass that could not finish (a service
+away) is taken again by the next run. One bad reel never sinks the night: the others still
+run.
 
 It ends with the **morning summary**: a Prefect markdown artifact (`foley-nightly-summary`) —
 per reel the shots, how many are delivered (approved), wait for review, failed or were skipped,
@@ -75,7 +76,8 @@ class NightlyReport:
 @flow(name="foley-nightly", log_prints=True)
 def nightly(inbox: str | None = None, deliveries: str | None = None, approve: str | None = None,
             envelope_estimator: str | None = None, library: str | None = None,
-            fps: float | None = None) -> dict[str, Any]:
+            fps: float | None = None, approve_threshold: float | None = None
+            ) -> dict[str, Any]:
     """Scan the inbox, pass every new or changed reel, publish the morning summary. Unset
     parameters come from the settings (FOLEY_INBOX, FOLEY_DELIVERIES, FOLEY_NIGHTLY_*)."""
     settings = get_settings()
@@ -84,8 +86,10 @@ def nightly(inbox: str | None = None, deliveries: str | None = None, approve: st
         raise ValueError("no inbox: set FOLEY_INBOX to the folder (or s3://bucket/prefix) "
                          "reels are dropped into, or pass inbox=...")
     approve = approve or settings.nightly_approve
-    if approve not in foley_pass.APPROVE_MODES:
-        raise ValueError(f"approve must be one of {foley_pass.APPROVE_MODES}, not {approve!r}")
+    threshold = settings.nightly_approve_threshold if approve_threshold is None \
+        else approve_threshold
+    foley_pass.check_approval(approve, threshold, names=(  # before any reel is claimed
+        "FOLEY_NIGHTLY_APPROVE", "FOLEY_NIGHTLY_APPROVE_THRESHOLD"))
     if (envelope_estimator or settings.nightly_envelope) == "model":
         from tasks.envelope import check_checkpoint  # once, not in every shot of every reel
 
@@ -104,6 +108,7 @@ def nightly(inbox: str | None = None, deliveries: str | None = None, approve: st
     out_root = Path(deliveries) if deliveries else settings.resolved_deliveries()
     for arrival in found.ready:
         outcome = _process(settings, where, arrival, out_root, approve=approve,
+                           threshold=threshold,
                            estimator=envelope_estimator or settings.nightly_envelope,
                            library=library)
         if outcome is None:
@@ -121,7 +126,8 @@ def nightly(inbox: str | None = None, deliveries: str | None = None, approve: st
 
 
 def _process(settings: Settings, where: str, arrival: inboxes.Arrival, out_root: Path, *,
-             approve: str, estimator: str, library: str | None) -> ReelOutcome | None:
+             approve: str, threshold: float, estimator: str, library: str | None
+             ) -> ReelOutcome | None:
     """Pass one reel version unless it was processed already (None then)."""
     db = runtime.db()
     with inbox_db.claim(db, inbox=where, path=arrival.path,
@@ -138,8 +144,8 @@ def _process(settings: Settings, where: str, arrival: inboxes.Arrival, out_root:
             run = foley_pass.foley_pass.with_options(
                 task_runner=scaleout.task_runner(settings))
             result = run(str(arrival.timeline), str(out), media_root=str(arrival.timeline.parent),
-                         approve=approve, library=library, envelope_estimator=estimator,
-                         backend=settings.nightly_backend)
+                         approve=approve, approve_threshold=threshold, library=library,
+                         envelope_estimator=estimator, backend=settings.nightly_backend)
             outcome.shots = _shot_counts(result.manifest)
         except TimelineError as exc:
             outcome.status, outcome.error = "rejected", str(exc)

@@ -77,7 +77,12 @@ class Settings(BaseSettings):
         "machine's local zone.")
     nightly_approve: Literal["auto", "queue"] = Field(
         "queue", description="Approval in the nightly pass: queue (supervisors decide in the "
-        "morning) or auto (policy:auto approves every envelope).")
+        "morning) or auto (policy:auto approves the predictions that meet "
+        "nightly_approve_threshold).")
+    nightly_approve_threshold: float = Field(
+        0.0, ge=0.0, le=1.0, description="With FOLEY_NIGHTLY_APPROVE=auto: the policy's "
+        "threshold, as `foley run --approve-threshold` (every event's confidence at least "
+        "this, the model's doubt at most 1 − this); 0 approves every prediction.")
     nightly_envelope: Literal["baseline", "model"] = Field(
         "baseline", description="Envelope estimator of the nightly pass.")
     envelope_checkpoint: str | None = Field(

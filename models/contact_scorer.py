@@ -400,8 +400,19 @@ class Selection:
     def events(self, c: Candidates) -> list[dict[str, Any]]:
         """The kept events of one clip (`select` at the thresholds of its frame rate), tracked
         contacts at their times corrected by `timing` (if the selection has one)."""
+        return self.decide(c)[0]
+
+    def decide(self, c: Candidates) -> tuple[list[dict[str, Any]], float]:
+        """(`events`, doubt): the doubt is the highest probability of a candidate scored under
+        its threshold (0.0 if none was) — how near the scorer came to keeping a sound it
+        dropped. A peak kept by its score but within MATCH_S of a kept event is the same
+        sound, not a doubt."""
         moved = self.timing.moved(c) if self.timing is not None else c
-        return select(moved, *self.score(c), *self.thresholds_for(c.fps))
+        contact_p, peak_p = self.score(c)
+        tc, tp = self.thresholds_for(c.fps)
+        dropped = [float(p) for p in contact_p if p < tc] + (
+            [float(p) for p in peak_p if p < tp] if tp <= 1.0 else [])  # > 1: peaks never kept
+        return select(moved, contact_p, peak_p, tc, tp), max(dropped, default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"contacts": self.contacts.to_dict(), "peaks": self.peaks.to_dict(),

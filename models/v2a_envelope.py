@@ -12,7 +12,11 @@ it threshold the head alone (`fuse_onset_head`): a tracked contact is kept where
 probability within ±50 ms reaches `track_threshold`, an untracked peak above `own_threshold`.
 Older checkpoints decide from the loudness curve (`fuse_onsets`). Loudness always comes from
 the curve (decoded from µ-law class probabilities); positions of untracked onsets from the
-largest moving region. The curve is resampled to the contract's 100 Hz.
+largest moving region; their kind is the walker's `step` when they fall on the rhythm of
+the shot's tracked footfalls (`untracked_kind`), else `impact`. With a contact scorer the
+envelope carries its `doubt`: the highest score among the candidates it dropped (the
+auto-approval policy reads it, `tasks.decisions.auto_approve`). The curve is resampled to the
+contract's 100 Hz, its last value held if the features end before the shot.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from models import rms_mapper as mapper
 MATCH_S = 0.1
 HEAR_S = 0.08        # the curve's rise is looked for this far either side of a contact
 ONSET_HEAR_S = 0.05  # the onset head's peak, this far
+RHYTHM_KIND_S = 0.1  # an untracked onset this near the walker's beat is a footfall
 
 
 def detection_params(meta: dict[str, Any]) -> dict[str, float]:
@@ -94,11 +99,28 @@ def fuse_scored(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str
     """The events of the shot by the checkpoint's contact scorer (`models.contact_scorer`):
     tracked contacts it scores as sounding (tracker time, its probability as confidence) and
     the onset head's untracked peaks it scores as real, with strength from the curve."""
-    kept = selection.events(contact_scorer.candidates(onset, curve, base_events, fps,
-                                                      selection.offset_s))
+    return scored_events(onset, curve, base_events, fps, selection)[0]
+
+
+def scored_events(onset: np.ndarray, curve: np.ndarray, base_events: list[dict[str, Any]],
+                  fps: float, selection: contact_scorer.Selection
+                  ) -> tuple[list[dict[str, Any]], float]:
+    """(`fuse_scored`'s events, the scorer's doubt: `contact_scorer.Selection.decide`)."""
+    kept, doubt = selection.decide(contact_scorer.candidates(onset, curve, base_events, fps,
+                                                             selection.offset_s))
     db = curve_events.level_db(curve)
     return [{**e, "strength": _strength_at(db, min(int(round(e["t"] * rms_targets.RATE_HZ)),
-                                                    len(db) - 1))} for e in kept]
+                                                    len(db) - 1))} for e in kept], doubt
+
+
+def untracked_kind(t: float, contacts: list[dict[str, Any]]) -> str:
+    """The kind of an onset the tracker did not see at `t`: `step` when the shot has at least
+    two tracked footfalls and `t` falls on their rhythm (`contact_scorer.rhythm_gap` within
+    RHYTHM_KIND_S: a footfall the tracker lost), else `impact`."""
+    steps = [c["t"] for c in contacts if c.get("kind") == "step"]
+    if len(steps) >= 2 and contact_scorer.rhythm_gap(t, steps) <= RHYTHM_KIND_S:
+        return "step"
+    return "impact"
 
 
 def _region_at(features: dict[str, np.ndarray], t: float) -> tuple[float, float] | None:
@@ -148,9 +170,10 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
         base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
                                                  rate_hz=rate_hz, motion=True)
     probs, curve, conf, onset = model_outputs(model, features, base["events"])
+    doubt = None  # only a contact scorer weighs the candidates it drops
     if onset is not None and "selection" in meta:
-        fused = fuse_scored(onset, curve, base["events"], float(features["fps"]),
-                            contact_scorer.Selection.from_dict(meta["selection"]))
+        fused, doubt = scored_events(onset, curve, base["events"], float(features["fps"]),
+                                     contact_scorer.Selection.from_dict(meta["selection"]))
     elif onset is not None:
         fused = fuse_onset_head(onset, curve, base["events"], head_params(meta))
     else:
@@ -159,23 +182,27 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
         fused = fuse_onsets(onsets, curve, conf, base["events"], reading["rise_db"])
     events = []
     for ev in fused:
-        if ev["t"] >= duration_s:
+        if not 0.0 <= ev["t"] < duration_s:  # e.g. a contact the timing moved before the shot
             continue
         if "kind" in ev:  # a tracked contact: position and kind from the tracker
             x, y, kind = ev["x"], ev["y"], ev["kind"]
         else:
             x, y = _region_at(features, ev["t"]) or (0.5, 0.5)
-            kind = "impact"
+            kind = untracked_kind(ev["t"], base["events"])
         events.append({"t": round(ev["t"], 4), "strength": round(ev["strength"], 3),
                        "x": round(float(np.clip(x, 0, 1)), 3),
                        "y": round(float(np.clip(y, 0, 1)), 3), "kind": kind,
                        "confidence": round(ev["confidence"], 3)})
     n = int(round(duration_s * rate_hz))
     out_curve = rms_targets.resample_curve(curve, rms_targets.RATE_HZ, rate_hz)
-    out_curve = np.clip(np.pad(out_curve, (0, max(0, n - len(out_curve))))[:n], 0.0, 1.0)
+    # features a frame short of the shot: hold the last level (a pad with 0 drops the sound)
+    out_curve = np.clip(np.pad(out_curve, (0, max(0, n - len(out_curve))), mode="edge")[:n],
+                        0.0, 1.0)
     env = {"version": 1, "parent": None, "shot": shot, "rate_hz": rate_hz,
            "duration_s": duration_s, "curve": [round(float(v), 5) for v in out_curve],
            "events": events, "source": f"rms-mapper:{meta.get('preset', 'tiny')}"}
+    if doubt is not None:
+        env["doubt"] = round(doubt, 3)
     return env, curve, probs
 
 

@@ -76,6 +76,11 @@ CONTACT_KINDS = ("impact", "step", "scrape")
 CONTACT_DIM = 5 + len(CONTACT_KINDS)
 
 
+def input_dim(*, contacts: bool) -> int:
+    """Values per step `model_inputs` builds: INPUT_DIM, plus block D with the contacts."""
+    return INPUT_DIM + (CONTACT_DIM if contacts else 0)
+
+
 def n_steps(duration_s: float) -> int:
     """Input steps for a clip of `duration_s` seconds: ceil(d · 31.25) (model output: 4×)."""
     return max(1, math.ceil(round(duration_s * IN_RATE_HZ, 6)))

@@ -1,15 +1,18 @@
 """Envelope versions and review decisions: the bookkeeping of the approval queue.
 
-An envelope is the human-editable JSON of DESIGN.md. The same content never becomes a second
-version; a changed envelope (a new prediction, a person's edit) becomes a new version whose
-parent is the latest one, pending review. Decisions move a version's state; the automatic
-policy is an agent (`policy:auto`) like any person and never overrides a person's decision.
+An envelope is the human-editable JSON of DESIGN.md. Content equal to the latest version's is
+never saved again; a changed envelope (a new prediction, a person's edit) becomes a new version
+whose parent is the latest one, pending review — except that a prediction never replaces a
+person's edit (`save_version(prediction=True)`). Decisions move a version's state; the
+automatic policy is an agent (`policy:auto`) like any person, decides only on the pass's own
+predictions and never overrides a person's decision.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,8 @@ def content_sha256(envelope: dict[str, Any]) -> str:
         doc["category"] = envelope["category"]
     if envelope.get("position"):  # where a person placed the sound (absent = follow the picture)
         doc["position"] = envelope["position"]
+    if envelope.get("doubt") is not None:  # the model's: the policy reads it
+        doc["doubt"] = envelope["doubt"]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -78,6 +83,40 @@ def position_of(env: dict[str, Any], *, where: str) -> dict[str, float] | None:
     return validate_override(env.get("position"), where=where) or None
 
 
+POLICY = "policy:auto"
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """A person's work — an edit, or a person's decision on the version — that a new
+    prediction of the pass was saved on top of (it stays in the shot's history)."""
+    reel: str
+    shot: str
+    version: int
+    by: str
+    what: str          # "an edit" or the decision's state ("approved", "omitted", …)
+    new_version: int
+
+    def message(self) -> str:
+        """What the pass says about it: the shot, the work it went over, and what to do."""
+        return (f"{self.shot}: the new prediction v{self.new_version} went over v{self.version}, "
+                f"{self.what} by {self.by} (it stays in the history). It waits for a "
+                f"supervisor — the policy never decides on a shot a person has worked on: "
+                f"`foley review show {self.reel} {self.shot}` lists both")
+
+
+def held_by(s: Any, env: Any) -> tuple[str, str] | None:
+    """(who, what) if the version is a person's work: an edit a person saved ("an edit"), or
+    a version a person (not `policy:auto`) decided on (its state); None for the pass's own
+    prediction, pending or decided by the policy."""
+    if env.created_by is not None:
+        return s.get(api.Agent, env.created_by).name, "an edit"
+    who = review.last_actor(s, env) if env.decisions else None
+    if who is not None and who != POLICY:
+        return who, f"{env.state.replace('_', ' ')}"
+    return None
+
+
 def save_version(
     shot_id: int,
     env: dict[str, Any],
@@ -86,7 +125,8 @@ def save_version(
     derived_from: ArtifactRef | None = None,
     created_by: str | None = None,
     base_version: int | None = None,
-    once: bool = False,
+    prediction: bool = False,
+    superseded: list[Superseded] | None = None,
 ) -> tuple[int, ArtifactRef, bool]:
     """Make `env` the shot's newest version unless its content already is the newest.
 
@@ -94,15 +134,20 @@ def save_version(
     person edited); the link is recorded as an `envelope-version` activity.
     `base_version` (a person's edit): the version the edit started from; if another version
     was saved since, `db.review.StaleReview` is raised and nothing is written.
-    `once` (a model's prediction): if any version of the shot ever had this content, nothing
-    is added — a rerun of the pass never buries a person's edits under the old prediction.
+    `prediction` (the pass's estimate): nothing is added when it is what the pass predicted
+    last (a rerun: the edits and decisions people made since stand). A prediction that
+    differs from that — another estimator or checkpoint, a recut shot — becomes the next
+    version, pending review, even if an older version had its content (switching estimators
+    back and forth delivers the one asked for), and over a person's work (`held_by`) too: that
+    work stays in the history, is appended to `superseded` (a list the caller passes) for the
+    pass to report, and `auto_approve` leaves the shot to a supervisor from then on.
     Returns (version, artifact ref, created)."""
     db, store = runtime.db(), runtime.store()
     digest = content_sha256(env)
     for _ in range(VERSION_ATTEMPTS):
         try:
             return _save_once(db, store, shot_id, env, digest, source, derived_from, created_by,
-                              base_version, once)
+                              base_version, prediction, superseded)
         except api.VersionConflict:
             continue  # another writer took the number we stamped: read the latest again
     raise api.VersionConflict(f"shot id {shot_id}: could not save a new envelope version")
@@ -118,7 +163,8 @@ def _save_once(
     derived_from: ArtifactRef | None,
     created_by: str | None,
     base_version: int | None,
-    once: bool,
+    prediction: bool,
+    superseded: list[Superseded] | None,
 ) -> tuple[int, ArtifactRef, bool]:
     """One attempt, in one transaction: read the latest version, stamp the next number into the
     file, store it (artifact before the row naming it), insert exactly that version."""
@@ -127,8 +173,12 @@ def _save_once(
         latest = api.latest_envelope(s, shot_id)
         if latest is not None and latest.content_sha256 == digest:
             return latest.version, latest.artifact.ref(), False
-        if once and latest is not None and api.has_envelope_content(s, shot_id, digest):
-            return latest.version, latest.artifact.ref(), False
+        held = None
+        if prediction and latest is not None:
+            before = api.latest_prediction(s, shot_id)
+            if before is not None and before.content_sha256 == digest:
+                return latest.version, latest.artifact.ref(), False   # a rerun
+            held = held_by(s, latest)
         if base_version is not None and (latest is None or latest.version != base_version):
             shot = s.get(api.Shot, shot_id)
             by = review.last_actor(s, latest) if latest else None
@@ -155,29 +205,51 @@ def _save_once(
         )
         api.finish_activity(s, act.id, used={"from": derived_from} if derived_from else {},
                             generated={"envelope": ref})
+        if held is not None and superseded is not None:
+            shot = s.get(api.Shot, shot_id)
+            superseded.append(Superseded(shot.reel.name, shot.name, latest.version, *held,
+                                         new_version=version))
     return version, ref, True
+
+
+def confidence_of(env: dict[str, Any]) -> dict[str, float | None]:
+    """What the envelope says of its own certainty: `confidence`, the lowest of its events'
+    (None without events or confidences), and `doubt`, the highest score among the candidates
+    the model's contact scorer dropped (None when the envelope does not carry one)."""
+    confs = [float(e["confidence"]) for e in env.get("events", [])
+             if e.get("confidence") is not None]
+    doubt = env.get("doubt")
+    return {"confidence": min(confs) if confs else None,
+            "doubt": float(doubt) if doubt is not None else None}
 
 
 @task(name="auto-approve", cache_policy=NO_CACHE)
 def auto_approve(shot_id: int, *, threshold: float = 0.0) -> str:
-    """The `policy:auto` decision: approve the latest version if it is pending and every
-    event's confidence reaches `threshold`; leave human decisions alone. Returns the state."""
+    """The `policy:auto` decision: approve the latest version if it is one of the pass's own
+    predictions, pending, every event's confidence reaches `threshold` and its doubt (if it
+    carries one) is at most 1 − `threshold`, on a shot no person has worked on (no version is
+    `held_by` a person): once someone has edited or decided on a shot, a supervisor decides
+    its new versions too. Human decisions are left alone. Returns the state."""
     with runtime.db().session() as s:
         env = api.latest_envelope(s, shot_id)
         if env is None:
             raise ValueError(f"shot id {shot_id} has no envelope to approve")
-        if env.state != "pending_review":
+        if env.state != "pending_review" or env.created_by is not None:
             return env.state
+        if any(held_by(s, e) for e in review.versions(s, shot_id)):
+            return env.state   # a person has worked on the shot: a person decides
         doc = json.loads(runtime.store().local_path(env.artifact.ref()).read_text())
-        low = [e for e in doc["events"] if e.get("confidence", 1.0) < threshold]
-        if low:
-            return env.state
+        sure = confidence_of(doc)
+        if (sure["confidence"] is not None and sure["confidence"] < threshold) or \
+                (sure["doubt"] is not None and sure["doubt"] > round(1.0 - threshold, 9)):
+            return env.state  # not sure enough: it waits for a supervisor
         api.decide(
             s,
             env.id,
-            agent="policy:auto",
+            agent=POLICY,
             decision="approved",
             comment="approved automatically (foley run --approve auto)",
-            params={"threshold": threshold, "events": len(doc["events"])},
+            params={"threshold": threshold, "events": len(doc["events"]),
+                    "lowest_confidence": sure["confidence"], "doubt": sure["doubt"]},
         )
         return "approved"

@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 
 import models.motion_baseline as motion_baseline
 import models.v2a_envelope as v2a_envelope
-from models import SHIPPED
+from models import SHIPPED, contact_scorer, curve_events, rms_mapper, rms_targets, v2a_inputs
 from tasks import features as features_mod
-from tasks.decisions import load_envelope, save_version
+from tasks.decisions import Superseded, load_envelope, save_version
 from tasks.stage import StageOutput, run_stage
 from tasks.store import ArtifactRef
 
@@ -26,13 +26,17 @@ ESTIMATORS = ("baseline", "model")
 # The shipped RMS-Mapper (models/README.md has its card); a pass takes another from
 # FOLEY_ENVELOPE_CHECKPOINT or `foley run --envelope-checkpoint` (flows.foley_pass).
 CHECKPOINT = SHIPPED / "rms_mapper_tiny.safetensors"
+# Every module each estimator runs (the stage's cache key hashes their source): the model
+# estimator tracks with the baseline, builds inputs, runs the network, decodes its curve and
+# scores the candidates (tests/test_rms_mapper.py checks this against sys.modules).
+CODE = {"baseline": (motion_baseline,),
+        "model": (motion_baseline, v2a_envelope, contact_scorer, rms_mapper, v2a_inputs,
+                  curve_events, rms_targets)}
 
 
 @functools.lru_cache(maxsize=4)
 def _load_model(path: str, sha256: str) -> tuple[Any, dict[str, Any]]:
     import torch
-
-    from models import rms_mapper
 
     torch.set_num_threads(1)  # one shot per worker thread; the pass runs shots in parallel
     model, _config, meta = rms_mapper.load_checkpoint(Path(path))
@@ -57,16 +61,23 @@ def checkpoint_ref(path: Path | str | None = None) -> tuple[Path, str]:
 def check_checkpoint(path: Path | str | None = None) -> Path:
     """The checkpoint the model estimator will use, read once to prove it is one: a
     ValueError naming the file and what to do if it is missing or not an RMS-Mapper
-    checkpoint — before a pass, not in every shot of it."""
-    from models import rms_mapper
-
+    checkpoint, or one whose network takes another input layout than `models.v2a_inputs`
+    builds — before a pass, not in every shot of it."""
     ckpt = _checkpoint_file(path)
     try:
-        rms_mapper.load_checkpoint(ckpt)
+        _model, config, _meta = rms_mapper.load_checkpoint(ckpt)
     except Exception as exc:  # whatever stops it loading stops every shot
         raise ValueError(f"{ckpt} is not a readable RMS-Mapper checkpoint ({exc}); write "
                          "one with `foley train envelope` or `foley train calibrate … --out`"
                          ) from exc
+    built = v2a_inputs.input_dim(contacts=config.contact_inputs)
+    if config.in_dim != built:
+        raise ValueError(
+            f"{ckpt} takes {config.in_dim} inputs per step, but this foleyflow builds {built} "
+            f"(models/v2a_inputs.py{', with the tracker contacts' if config.contact_inputs else ''}"
+            "): it was trained for another input layout. Retrain it on this version with "
+            "`foley train envelope`, or leave out --envelope-checkpoint / "
+            "FOLEY_ENVELOPE_CHECKPOINT to use the shipped one")
     return ckpt
 
 
@@ -75,7 +86,8 @@ def predict_envelope(
     shot_id: int, features: ArtifactRef, *, shot: str, duration_s: float, prompt: str | None,
     estimator: str = "baseline", checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Predict the shot's envelope from its features and hold it for review as a new version."""
+    """Predict the shot's envelope from its features and hold it for review as a new version
+    (`superseded` says so when it went over a person's work: `decisions.save_version`)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown envelope estimator {estimator!r}; choose from {ESTIMATORS}")
 
@@ -99,17 +111,19 @@ def predict_envelope(
         inputs={"features": features},
         params={"estimator": estimator, "shot": shot, "duration_s": duration_s, "prompt": prompt,
                 **({"checkpoint": ckpt_sha} if ckpt_sha else {})},
-        code=[motion_baseline] + ([v2a_envelope] if estimator == "model" else []),
+        code=list(CODE[estimator]),
         compute=compute,
         shot_id=shot_id,
         agent=f"model:rms-mapper@{ckpt_sha[:12]}" if ckpt_sha else f"model:{estimator}",
         checkpoint_sha256=ckpt_sha,
     )
     env = load_envelope(res.outputs["envelope"])
+    over: list[Superseded] = []
     version, ref, created = save_version(
         shot_id, env, source=env.get("source", estimator), derived_from=res.outputs["envelope"],
-        once=True,  # a rerun never buries a person's edit under the same prediction again
+        prediction=True, superseded=over,  # a rerun adds nothing; a new prediction is said
     )
-    return {"version": version, "ref": ref, "created": created, "cached": res.cached}
+    return {"version": version, "ref": ref, "created": created, "cached": res.cached,
+            "superseded": over[0].message() if over else None}
 
 

@@ -229,3 +229,34 @@ def test_a_missing_model_checkpoint_stops_the_night_before_any_reel(
         nightly()
     assert inbox_db.history(runtime.db(), str(night)) == []
     assert not (tmp_path / "deliveries").exists()
+
+
+def test_the_nightly_policy_takes_its_threshold_from_the_settings(
+        night: Path, tmp_path: Path, prefect_harness: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FOLEY_NIGHTLY_APPROVE_THRESHOLD is the nightly pass's --approve-threshold: with
+    FOLEY_NIGHTLY_APPROVE=auto the shot whose events all reach it is approved and delivered,
+    the other waits for review. Set with the queue, or outside [0, 1], it stops the night
+    before any reel is claimed."""
+    from db import api
+    from flows.nightly import nightly
+
+    shutil.rmtree(night / "reel_b")
+    shutil.rmtree(night / "broken")
+    monkeypatch.setenv("FOLEY_NIGHTLY_APPROVE_THRESHOLD", "0.8")
+    with pytest.raises(ValueError, match="FOLEY_NIGHTLY_APPROVE_THRESHOLD=0.8 is the threshold "
+                       "of FOLEY_NIGHTLY_APPROVE=auto; with FOLEY_NIGHTLY_APPROVE=queue"):
+        nightly()  # the default approval is the queue
+    monkeypatch.setenv("FOLEY_NIGHTLY_APPROVE", "auto")
+    monkeypatch.setenv("FOLEY_NIGHTLY_APPROVE_THRESHOLD", "1.5")
+    with pytest.raises(ValueError, match="nightly_approve_threshold"):
+        nightly()
+    assert inbox_db.history(runtime.db(), str(night)) == []
+    monkeypatch.setenv("FOLEY_NIGHTLY_APPROVE_THRESHOLD", "0.8")
+    [reel] = nightly()["reels"]
+    assert reel["status"] == "done" and (reel["shots"]["delivered"],
+                                         reel["shots"]["pending_review"]) == (1, 1), reel
+    with runtime.db().session() as s:
+        [decision] = s.query(api.Decision).all()
+        assert decision.agent.name == "policy:auto" and decision.params["threshold"] == 0.8
+        assert decision.params["lowest_confidence"] >= 0.8

@@ -215,6 +215,36 @@ def test_bad_timeline_is_rejected_and_nothing_written(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--approve-threshold", "1.5"], "--approve-threshold must lie between 0 and 1, not 1.5"),
+    (["--approve-threshold", "-0.1"], "--approve-threshold must lie between 0 and 1"),
+    (["--approve", "queue", "--approve-threshold", "0.8"],
+     "--approve-threshold 0.8 is the threshold of --approve auto; with --approve queue no "
+     "envelope is approved automatically"),
+    (["--envelope", "model", "--envelope-checkpoint", "WIDER"],
+     "wider.safetensors takes 773 inputs per step, but this foleyflow builds 765"),
+])
+def test_bad_approval_and_checkpoint_options_are_one_clear_error(
+        tmp_path: Path, args: list[str], says: str) -> None:
+    """A threshold outside [0, 1], a threshold where nothing is approved automatically, a
+    checkpoint built for another input layout: one message, exit 2, nothing written."""
+    from models import rms_mapper
+    from models.v2a_inputs import CONTACT_DIM, INPUT_DIM
+
+    edit = tmp_path / "edit.otio"
+    otio.adapters.write_to_file(otio.schema.Timeline(name="reel"), str(edit))
+    if "WIDER" in args:
+        config = rms_mapper.get_config("tiny", in_dim=INPUT_DIM + CONTACT_DIM + 8)
+        rms_mapper.save_checkpoint(rms_mapper.build(config), config,
+                                   tmp_path / "wider.safetensors", {})
+        args = [str(tmp_path / "wider.safetensors") if a == "WIDER" else a for a in args]
+    proc = foley("run", str(edit), "--out", str(tmp_path / "out"), *args,
+                 home=tmp_path / "home", cwd=tmp_path)
+    assert proc.returncode == 2 and says in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()
+
+
 def test_bad_shots_are_reported_and_the_rest_delivers(reel: dict, tmp_path: Path) -> None:
     """Missing media, a truncated file and a range beyond the media: exit 1, reasons listed."""
     edit = tmp_path / "edit"

@@ -149,8 +149,10 @@ def test_only_supervisors_decide_and_a_retake_needs_a_comment(home: Path) -> Non
 
 
 def test_a_rerun_of_the_pass_never_buries_an_edit(home: Path) -> None:
-    """The pass re-predicts the same envelope on a rerun; an edit made since stays latest."""
-    from tasks.decisions import load_envelope, save_version
+    """The pass re-predicts the same envelope on a rerun: an edit made since stays latest. A
+    different prediction (another estimator, a recut) goes over it, and says so, naming the
+    edit; the edit stays in the history."""
+    from tasks.decisions import Superseded, load_envelope, save_version
 
     with runtime.db().session() as s:
         sh = api.get_shot(s, REEL, "SH010")
@@ -159,11 +161,162 @@ def test_a_rerun_of_the_pass_never_buries_an_edit(home: Path) -> None:
     edited = {**doc, "events": doc["events"][1:]}
     assert save_version(sid, edited, source="edit", derived_from=ref, created_by="user:ed",
                         base_version=1)[0] == 2
+    over: list[Superseded] = []
     version, _ref, created = save_version(sid, doc, source="baseline", derived_from=ref,
-                                          once=True)
-    assert (version, created) == (2, False)
-    with pytest.raises(review.StaleReview, match="v2 was saved .*after v1"):
+                                          prediction=True, superseded=over)
+    assert (version, created, over) == (2, False, [])  # the prediction the edit started from
+    other = {**doc, "curve": [min(1.0, v * 2) for v in doc["curve"]]}
+    version, _ref, created = save_version(sid, other, source="model", prediction=True,
+                                          superseded=over)
+    assert (version, created) == (3, True)
+    assert over == [Superseded(REEL, "SH010", 2, "user:ed", "an edit", 3)]
+    assert "v3 went over v2, an edit by user:ed" in over[0].message()
+    with pytest.raises(review.StaleReview, match="v3 was saved .*after v1"):
         save_version(sid, {**doc, "prompt": "glass"}, source="edit", base_version=1)
+
+
+# ---------------------------------------------------------------- reruns of the pass
+
+BASELINE, MODEL = "baseline:motion@1", "rms-mapper:tiny"
+
+
+def rerun(home: Path, **options: Any) -> Any:
+    """The pass again on the home's reel (its copy of the edit, into its delivery folder)."""
+    from flows.foley_pass import foley_pass
+
+    return foley_pass(str(home / "edit" / f"{REEL}.otio"), str(home / "delivery"), **options)
+
+
+def versions_of(shot: str) -> list[tuple[int, str, str | None, str]]:
+    """(version, source, the person who made it or None for the pass, state) of each version."""
+    with runtime.db().session() as s:
+        sh = api.get_shot(s, REEL, shot)
+        return [(e.version, e.source, s.get(api.Agent, e.created_by).name if e.created_by
+                 else None, e.state) for e in review.versions(s, sh.id)]
+
+
+def delivered_sources(home: Path) -> list[tuple[str, str, int]]:
+    """(shot, source of its delivered envelope, its version) in the delivery's manifest."""
+    manifest = json.loads((home / "delivery" / "manifest.json").read_text())
+    return [(sh["name"], json.loads((home / "delivery" / sh["envelope"]["uri"]).read_text())[
+        "source"], sh["envelope"]["version"]) for sh in manifest["shots"]]
+
+
+async def latest_artifact(key: str) -> Any:
+    """The newest Prefect artifact under `key`, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        found = await client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return found[0] if found else None
+
+
+def test_switching_the_estimator_delivers_the_one_asked_for(home: Path) -> None:
+    """baseline (v1) → model → baseline: each switch is a new version of its estimator's
+    envelope, pending review as any new prediction, and the delivery sounds the estimator
+    asked for last — although v1 had the same content. A rerun with the same estimator adds
+    nothing."""
+    rerun(home, approve="queue", envelope_estimator="model")
+    for shot in ("SH010", "SH020"):
+        assert versions_of(shot) == [(1, BASELINE, None, "pending_review"),
+                                     (2, MODEL, None, "pending_review")]
+    report = rerun(home, approve="auto", envelope_estimator="baseline")
+    for shot in ("SH010", "SH020"):
+        assert versions_of(shot)[-1] == (3, BASELINE, None, "approved")
+    assert report.exit_code == 0 and not any(sh.note for sh in report.shots)
+    assert delivered_sources(home) == [("SH010", BASELINE, 3), ("SH020", BASELINE, 3)]
+    with runtime.db().session() as s:
+        rows = review.versions(s, api.get_shot(s, REEL, "SH010").id)
+        assert rows[2].content_sha256 == rows[0].content_sha256 and rows[2].parent_version == 2
+        decisions = s.query(api.Decision).count()
+    again = rerun(home, approve="auto", envelope_estimator="baseline")
+    assert again.exit_code == 0
+    assert [len(versions_of(shot)) for shot in ("SH010", "SH020")] == [3, 3]
+    with runtime.db().session() as s:
+        assert s.query(api.Decision).count() == decisions
+    assert delivered_sources(home) == [("SH010", BASELINE, 3), ("SH020", BASELINE, 3)]
+
+
+def test_a_new_prediction_over_a_persons_work_waits_for_a_supervisor(home: Path) -> None:
+    """ed edits SH010. Reruns with --approve auto leave the edit latest and waiting for a
+    supervisor (policy:auto decides only on predictions). The model's prediction goes over
+    the edit, and over anna's approval of SH020's model version when the baseline is asked
+    for again: each is said once for its shot, naming the work, and waits for a supervisor —
+    the policy never decides on a shot a person has worked on (ed's SH010 stays a
+    supervisor's after the pass's own v3 too); it approves over its own."""
+    import asyncio
+
+    from tasks.decisions import load_envelope, save_version
+
+    with runtime.db().session() as s:
+        v1 = api.latest_envelope(s, api.get_shot(s, REEL, "SH010").id)
+        doc, ref, sid = load_envelope(v1.artifact.ref()), v1.artifact.ref(), v1.shot_id
+    save_version(sid, {**doc, "events": doc["events"][:1]}, source="edit", derived_from=ref,
+                 created_by="user:ed", base_version=1)
+    report = rerun(home, approve="auto")  # the same prediction as v1: nothing new to say
+    assert versions_of("SH010") == [(1, BASELINE, None, "pending_review"),
+                                    (2, "edit", "user:ed", "pending_review")]
+    assert [(sh.name, sh.status, sh.note) for sh in report.shots] == [
+        ("SH010", "pending_review", None), ("SH020", "pending", None)]  # SH020 delivered
+    report = rerun(home, approve="auto", envelope_estimator="model")
+    assert versions_of("SH010") == [(1, BASELINE, None, "pending_review"),
+                                    (2, "edit", "user:ed", "pending_review"),
+                                    (3, MODEL, None, "pending_review")]   # not the policy's
+    assert versions_of("SH020")[-1] == (2, MODEL, None, "approved")     # over its own: yes
+    [note] = [sh.note for sh in report.shots if sh.note]
+    assert note.startswith("SH010: ") and "v3 went over v2, an edit by user:ed" in note
+    assert f"foley review show {REEL} SH010" in note
+    summary = asyncio.run(latest_artifact("review-reel-delivery")).data
+    assert f"## New predictions over a person's work\n\n- {note}" in summary
+    with runtime.db().session() as s:
+        policy = [d.envelope.version for d in s.query(api.Decision)
+                  if d.agent.name == "policy:auto" and d.envelope.shot_id == sid]
+        assert policy == []
+        review.take_decision(s, api.get_shot(s, REEL, "SH020"), version=2,
+                             decision="approved", user=review.get_user(s, "anna"),
+                             comment="the model's hits, good")
+    report = rerun(home, approve="auto")   # the baseline again: over anna's approval
+    assert versions_of("SH020")[-1] == (3, BASELINE, None, "pending_review")
+    notes = {sh.name: sh.note for sh in report.shots if sh.note}
+    assert "v3 went over v2, approved by user:anna" in notes["SH020"]
+    assert "SH010" not in notes                       # v4 went over the pass's own v3 …
+    assert versions_of("SH010")[-1] == (4, BASELINE, None, "pending_review")  # … ed's shot
+    again = rerun(home, approve="auto")   # a rerun: nothing new, nothing said
+    assert not any(sh.note for sh in again.shots)
+    assert [versions_of(shot)[-1][0] for shot in ("SH010", "SH020")] == [4, 3]
+
+
+def test_the_threshold_doubts_a_model_envelope_that_dropped_every_candidate(
+        home: Path, tmp_path: Path) -> None:
+    """A checkpoint whose scorer keeps nothing: the envelopes have no events to fall under the
+    threshold, but their doubt (the best score dropped) says how near the scorer came to
+    keeping one — with --approve-threshold 0.9 they wait for a supervisor; the policy
+    approves once the threshold allows that doubt, recording both."""
+    from models import rms_mapper
+    from tasks.decisions import auto_approve, load_envelope
+    from tasks.envelope import CHECKPOINT
+
+    model, config, meta = rms_mapper.load_checkpoint(CHECKPOINT)
+    strict = {**meta["selection"], "thresholds": [[1.0, 1.01]] * len(
+        meta["selection"]["thresholds"])}
+    ckpt = tmp_path / "strict.safetensors"
+    rms_mapper.save_checkpoint(model, config, ckpt, {**meta, "selection": strict})
+    report = rerun(home, approve="auto", approve_threshold=0.9, envelope_estimator="model",
+                   envelope_checkpoint=str(ckpt))
+    assert [sh.status for sh in report.shots] == ["pending_review", "pending_review"]
+    with runtime.db().session() as s:
+        sid = api.get_shot(s, REEL, "SH010").id
+        doc = load_envelope(api.latest_envelope(s, sid).artifact.ref())
+        assert s.query(api.Decision).count() == 0
+    assert doc["source"] == MODEL and doc["events"] == [] and doc["doubt"] > 0.1, doc
+    assert auto_approve.fn(sid, threshold=0.9) == "pending_review"
+    assert auto_approve.fn(sid, threshold=round(1 - doc["doubt"], 3)) == "approved"
+    with runtime.db().session() as s:
+        [decision] = s.query(api.Decision).all()
+        assert decision.params == {"threshold": round(1 - doc["doubt"], 3), "events": 0,
+                                   "lowest_confidence": None, "doubt": doc["doubt"]}
 
 
 # ---------------------------------------------------------------- people and requests
@@ -476,6 +629,49 @@ def test_cli_lists_shows_and_decides_with_the_same_rules(home: Path) -> None:
                        ("user:bo", "decision:approved", "cli"),
                        ("user:anna", "decision:omitted", "cli"),
                        ("user:anna", "decision:approved", "cli")]
+
+
+def test_confidence_and_doubt_are_listed_shown_and_published(home: Path) -> None:
+    """`foley review list` (text and --json) gives each shot's lowest event confidence and the
+    model's doubt (– / null for an envelope without one), `foley review show` each event's
+    confidence, and the Prefect queue artifact both."""
+    import asyncio
+
+    from flows.review import apply_decisions
+    from tasks.decisions import load_envelope, save_version
+
+    docs = {}
+    with runtime.db().session() as s:
+        for shot in ("SH010", "SH020"):
+            env = api.latest_envelope(s, api.get_shot(s, REEL, shot).id)
+            docs[shot] = (load_envelope(env.artifact.ref()), env.shot_id)
+    doc, sid = docs["SH020"]
+    weighed = {**doc, "events": doc["events"][1:], "doubt": 0.25}  # as the model's carry it
+    assert save_version(sid, weighed, source=MODEL)[0] == 2
+
+    def lowest(env: dict[str, Any]) -> float:
+        return round(min(e["confidence"] for e in env["events"]), 3)
+
+    listed = foley("review", "list", "--reel", REEL, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["shot"], r["version"], r["confidence"], r["doubt"]) for r in
+            json.loads(listed.stdout)] == [("SH010", 1, lowest(docs["SH010"][0]), None),
+                                           ("SH020", 2, lowest(weighed), 0.25)]
+    text = foley("review", "list", "--reel", REEL).stdout.splitlines()
+    assert text[0].endswith(f"\tconfidence {lowest(docs['SH010'][0]):.2f}\tdoubt –"), text
+    assert text[1].endswith(f"\tconfidence {lowest(weighed):.2f}\tdoubt 0.25"), text
+    shown = foley("review", "show", REEL, "SH020")
+    assert "doubt 0.25" in shown.stdout, shown.stdout
+    lines = [ln for ln in shown.stdout.splitlines() if " strength " in ln]
+    assert len(lines) == len(weighed["events"]) and all(
+        ln.endswith(f"  confidence {e['confidence']:.2f}")
+        for ln, e in zip(lines, weighed["events"])), shown.stdout
+
+    apply_decisions(REEL, reason="the queue, published")  # nothing to apply: publishes it
+    queue_md = asyncio.run(latest_artifact("review-reel-review")).data
+    assert "| version | lowest confidence | doubt |" in queue_md
+    assert f"| v1 | {lowest(docs['SH010'][0]):.2f} | – |" in queue_md, queue_md
+    assert f"| v2 | {lowest(weighed):.2f} | 0.25 |" in queue_md, queue_md
 
 
 def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -306,3 +307,178 @@ def test_frame_inputs_of_a_real_bouncing_ball(tmp_path: Path) -> None:
         near = np.abs(t - event["t"]) <= 1 / 24.0 + 1 / IN_RATE_HZ
         assert vy_change[near].min() < -0.5, f"no velocity reversal read near the bounce at {event['t']:.3f} s"
     assert vy_change.argmin() in np.flatnonzero(np.abs(t - truth.events[0]["t"]) <= 1 / 24.0 + 1 / IN_RATE_HZ)
+
+
+# ---------------------------------------------------------------- the envelope the pass stores
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, np.ndarray]]:
+    """Features of rendered 3 s scenes at 24 fps, as the pass computes them: a bouncing ball
+    and a walker (footfalls at 0.63, 1.13, … 2.63 s)."""
+    from models.scenes import SceneSpec, render_scene
+    from tasks.features import compute_features
+    from tasks.media import make_proxy
+
+    root = tmp_path_factory.mktemp("scenes")
+    out = {}
+    for kind in ("bounce", "steps"):
+        truth = render_scene(SceneSpec(kind=kind, fps=24.0, duration_s=3.0), root / f"{kind}.mp4")
+        make_proxy(root / f"{kind}.mp4", 0.0, truth.duration_s, 24.0, root / f"{kind}_proxy.mp4")
+        out[kind] = compute_features(root / f"{kind}_proxy.mp4", 24.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[Any, dict[str, Any]]:
+    """The shipped RMS-Mapper and its metadata (contact scorer included)."""
+    from tasks.envelope import CHECKPOINT
+
+    model, _config, meta = load_checkpoint(CHECKPOINT)
+    return model, meta
+
+
+def _duration(features: dict[str, np.ndarray]) -> float:
+    return float(features["n_frames"]) / float(features["fps"])
+
+
+def _with_selection(meta: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**meta, "selection": {**meta["selection"], **changes}}
+
+
+def test_the_model_envelope_carries_the_doubt_it_resolved(
+        scenes: dict[str, dict[str, np.ndarray]], shipped: tuple[Any, dict[str, Any]]) -> None:
+    """`doubt` is the highest score among the candidates the contact scorer dropped (0 when it
+    dropped none); a scorer that keeps nothing leaves no events and the best score as doubt;
+    a checkpoint without a scorer makes no claim."""
+    from models import contact_scorer, motion_baseline, v2a_envelope
+    from tasks.decisions import validate_envelope
+
+    model, meta = shipped
+    feats, d = scenes["bounce"], _duration(scenes["bounce"])
+    base = motion_baseline.estimate_envelope(feats, shot="X", duration_s=d, motion=True)
+    _probs, curve, _conf, onset = v2a_envelope.model_outputs(model, feats, base["events"])
+    selection = contact_scorer.Selection.from_dict(meta["selection"])
+    contact_p, peak_p = selection.score(contact_scorer.candidates(
+        onset, curve, base["events"], 24.0, selection.offset_s))
+    scores = [float(p) for p in (*contact_p, *peak_p)]
+    assert scores, "the scene gives the scorer nothing to weigh"
+    tc, tp = selection.thresholds_for(24.0)
+    dropped = [float(p) for p in contact_p if p < tc] + [float(p) for p in peak_p if p < tp]
+    env = v2a_envelope.estimate_envelope(model, meta, feats, shot="X", duration_s=d)
+    validate_envelope(env, where="model envelope")
+    assert env["doubt"] == round(max(dropped, default=0.0), 3)
+    assert all(e["confidence"] >= min(tc, tp) for e in env["events"])
+    keeps_nothing = _with_selection(meta, thresholds=[[1.0, 1.01]] * len(
+        meta["selection"]["thresholds"]))
+    empty = v2a_envelope.estimate_envelope(model, keeps_nothing, feats, shot="X", duration_s=d)
+    assert empty["events"] == [] and empty["doubt"] == round(max(scores), 3) > 0.1
+    headless = {k: v for k, v in meta.items() if k != "selection"}  # calibrated before it
+    assert "doubt" not in v2a_envelope.estimate_envelope(model, headless, feats, shot="X",
+                                                         duration_s=d)
+
+
+def test_the_model_envelope_stage_hashes_every_module_it_runs(
+        scenes: dict[str, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    """The envelope stage's cache key covers the source of every models.* module the model
+    estimator imports and runs (read from sys.modules of a fresh interpreter)."""
+    import json
+    import subprocess
+    import sys
+
+    from tasks.envelope import CHECKPOINT, CODE
+
+    np.savez(tmp_path / "features.npz", **scenes["bounce"])
+    script = f"""
+import json, sys
+import numpy as np
+from pathlib import Path
+from models import rms_mapper, v2a_envelope
+model, _config, meta = rms_mapper.load_checkpoint(Path({str(CHECKPOINT)!r}))
+feats = dict(np.load({str(tmp_path / "features.npz")!r}))
+v2a_envelope.estimate_envelope(model, meta, feats, shot="X", duration_s=3.0)
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("models."))))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    ran = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert ran == {m.__name__ for m in CODE["model"]}, ran ^ {m.__name__ for m in CODE["model"]}
+
+
+def test_a_checkpoint_of_another_input_layout_is_refused_before_the_pass(tmp_path: Path) -> None:
+    """A network built for more (or fewer) inputs per step than models.v2a_inputs makes fails
+    every shot; check_checkpoint says so once, naming the file and what to do."""
+    from tasks.envelope import CHECKPOINT, check_checkpoint
+
+    assert check_checkpoint(CHECKPOINT) == CHECKPOINT
+    config = get_config("tiny", in_dim=INPUT_DIM + CONTACT_DIM + 8)  # e.g. a wider block D
+    other = tmp_path / "wider.safetensors"
+    save_checkpoint(build(config), config, other, {})
+    with pytest.raises(ValueError, match=r"wider.safetensors takes 773 inputs per step, but this "
+                       r"foleyflow builds 765 .*`foley train envelope`"):
+        check_checkpoint(other)
+
+
+def test_the_curve_holds_its_last_level_when_the_features_end_before_the_shot(
+        scenes: dict[str, dict[str, np.ndarray]], shipped: tuple[Any, dict[str, Any]]) -> None:
+    """A shot a few frames longer than its features (a proxy a frame short): the tail of the
+    100 Hz curve holds the last predicted level instead of dropping to silence."""
+    from models import v2a_envelope
+
+    model, meta = shipped
+    feats = scenes["steps"]
+    longer = _duration(feats) + 3 / 24
+    env, curve, _probs = v2a_envelope.estimate(model, meta, feats, shot="X", duration_s=longer)
+    predicted = resample_curve(curve, RATE_HZ, 100)
+    assert len(predicted) < len(env["curve"]) == round(longer * 100)
+    last = round(float(predicted[-1]), 5)
+    assert last > 0 and env["curve"][len(predicted):] == [last] * (len(env["curve"]) -
+                                                                    len(predicted))
+
+
+def test_a_contact_timed_before_the_shot_is_not_an_event(
+        scenes: dict[str, dict[str, np.ndarray]], shipped: tuple[Any, dict[str, Any]]) -> None:
+    """A timing correction (`--timing-correction` checkpoints) that moves the first bounce
+    before the shot's first frame drops it, as the baseline drops contacts outside the shot;
+    the envelope stays valid."""
+    from models import motion_baseline, v2a_envelope
+    from tasks.decisions import validate_envelope
+
+    model, meta = shipped
+    feats = scenes["bounce"]
+    d = _duration(feats)
+    first = min(e["t"] for e in motion_baseline.estimate_envelope(
+        feats, shot="X", duration_s=d)["events"] if e["kind"] == "impact")
+    lag = -(first + 0.02) * 24.0  # frames: the first impact lands 20 ms before the shot
+    keep_all = _with_selection(meta, thresholds=[[0.0, 1.01]] * 3, timing={
+        "lags_frames": [[1, "impact", lag]], "band_edges": [20.0, 40.0]})
+    env = v2a_envelope.estimate_envelope(model, keep_all, feats, shot="X", duration_s=d)
+    validate_envelope(env, where="model envelope")
+    assert env["events"] and all(e["t"] >= 0.0 for e in env["events"])
+
+
+def test_an_untracked_onset_on_the_walkers_rhythm_is_a_footfall(
+        scenes: dict[str, dict[str, np.ndarray]], shipped: tuple[Any, dict[str, Any]]) -> None:
+    """An onset the tracker missed takes the kind `step` where it falls on the rhythm of the
+    shot's tracked footfalls (a footfall the tracker lost), else `impact`."""
+    from models import motion_baseline, v2a_envelope
+    from models.v2a_envelope import untracked_kind
+
+    steps = [{"t": t, "kind": "step"} for t in (1.0, 1.5, 2.0, 3.0)]  # the one at 2.5 lost
+    assert untracked_kind(2.5, steps) == "step"
+    assert untracked_kind(0.52, steps) == "step"   # a stride before the first two
+    assert untracked_kind(2.75, steps) == "impact"  # off the beat
+    assert untracked_kind(2.5, [{**c, "kind": "impact"} for c in steps]) == "impact"
+    assert untracked_kind(2.5, steps[:1]) == "impact"  # one footfall is no rhythm
+
+    model, meta = shipped
+    feats = scenes["steps"]
+    d = _duration(feats)
+    base = motion_baseline.estimate_envelope(feats, shot="X", duration_s=d, motion=True)
+    assert [e["kind"] for e in base["events"]] == ["step"] * 5
+    lost = base["events"][2]  # the tracker loses the third footfall
+    seen = {**base, "events": [e for e in base["events"] if e is not lost]}
+    env = v2a_envelope.estimate(model, meta, feats, shot="X", duration_s=d, base=seen)[0]
+    [heard] = [e for e in env["events"] if abs(e["t"] - lost["t"]) <= 0.05]
+    assert heard["kind"] == "step" and heard["t"] != lost["t"]  # the head's own peak
