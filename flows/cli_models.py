@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -37,11 +37,11 @@ Verify = Annotated[bool, typer.Option(
 
 
 @contextmanager
-def _stopped_by_term() -> Iterator[None]:
+def _stopped_by_term(said: Callable[[], str] | None = None) -> Iterator[None]:
     """A dataset build stopped by ^C or SIGTERM (a scheduler or `kill` stopping the job) leaves
     an index of what is on disk (the builders' handler), says so, and exits 130 or 143 as a
     shell reports those signals; a rerun resumes. A second SIGTERM while the index is written
-    is ignored."""
+    is ignored. `said`: what to say instead (a training run: the epoch it stopped after)."""
     got: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
@@ -57,8 +57,8 @@ def _stopped_by_term() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        typer.secho("stopped: index.json lists what is on disk; run the same command again "
-                    "to resume", fg=typer.colors.YELLOW, err=True)
+        typer.secho(said() if said else "stopped: index.json lists what is on disk; run the "
+                    "same command again to resume", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(128 + (got[0] if got else signal.SIGINT)) from None
     finally:
         if installed:                   # a handler not set from Python reads as None
@@ -263,6 +263,51 @@ def dataset_judge(
     typer.echo(json.dumps(report, indent=1))
 
 
+class _EpochBar:
+    """The epoch bar of `foley train envelope` on stderr — epochs done, the last epoch's
+    losses, the best epoch, time left — with the run's lines printed above it, and the epoch
+    the run has reached, which a stop reports."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                                 TextColumn("{task.fields[losses]}"), TimeRemainingColumn(),
+                                 console=self.console)
+        self.task: int | None = None
+        self.done, self.total = 0, 0
+
+    def log(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False)
+
+    def update(self, done: int, total: int, row: dict | None, best_epoch: int | None) -> None:
+        self.done, self.total = done, total
+        losses = (f"train {row['train_loss']:.4f} · val {row['val_loss']:.4f} · "
+                  if row else "") + (f"best epoch {best_epoch}" if best_epoch else "")
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("epochs", total=total, completed=done,
+                                               losses=losses)
+        self.progress.update(self.task, completed=done, losses=losses)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def stopped(self) -> str:
+        self.close()
+        if self.task is None:
+            return "stopped before training began: run the same command again"
+        if not self.done:
+            return ("stopped in the first epoch: nothing to resume; run the same command again "
+                    "to start")
+        return (f"stopped after epoch {self.done} of {self.total}: run the same command again "
+                "to resume")
+
+
 @train_app.command("envelope")
 def train_envelope(
     data: Annotated[Path, typer.Argument(help="Dataset folder (foley dataset …).")],
@@ -286,10 +331,14 @@ def train_envelope(
              "from scratch. For a studio's own reels; use a lower --lr and fewer --epochs "
              "(on 39 windows of a film: --lr 5e-4 --epochs 30 --batch-size 8).")] = None,
 ) -> None:
-    """Train the RMS-Mapper (video → 125 Hz loudness classes) on a dataset folder. Running the
-    same command again resumes where it stopped (and, once every epoch is done, only
-    recalibrates). After training, the contact scorer that decides which tracked contacts
-    sound is fitted on --calibration (see `foley train calibrate`).
+    """Train the RMS-Mapper (video → 125 Hz loudness classes) on a dataset folder, showing a
+    bar over the epochs (the last one's losses, the best so far). Running the same command
+    again resumes where it stopped (after ^C, a SIGTERM or --max-minutes) and, once every
+    epoch is done, only recalibrates; a rerun with other options, or other clips in DATA,
+    than the run in --out was started with is refused, naming what differs: train into
+    another --out instead. One run at a time trains into an --out. After training, the
+    contact scorer that decides which tracked contacts sound is fitted on --calibration (see
+    `foley train calibrate`).
 
     Fine-tuning (--init) adapts a trained checkpoint to a studio's material: build pairs from
     past reels with their Foley or production tracks (`foley dataset videos REELS DATA
@@ -306,25 +355,31 @@ def train_envelope(
     for folder in (data, calibration):
         if folder is not None:
             _need_dataset(folder)
-    from flows.train import check_training_calibration, train_envelope_flow
+    from flows.train import TrainingError, prepare_run, quiet_expected_stops_on_console
 
-    try:
-        if calibration is not None:
-            check_training_calibration(data, calibration)
-        if init is not None:
-            from flows.train import fine_tune_start
-            from models.rms_mapper import get_config
-
-            fine_tune_start(init, get_config(preset))
-    except ValueError as exc:
+    try:  # before Prefect starts: a refusal is one line, and nothing is written
+        prepare_run(data, out, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
+                    seed=seed, threads=threads, calibration=calibration, init=init)
+    except TrainingError as exc:
         _fail(str(exc))
     _prefect_defaults()
+    from flows.train import train_envelope_flow
 
-    summary = train_envelope_flow()(str(data), str(out), preset=preset, epochs=epochs,
-                                    batch_size=batch_size, lr=lr, seed=seed,
-                                    max_minutes=max_minutes, threads=threads,
-                                    calibration=str(calibration) if calibration else None,
-                                    init=str(init) if init else None)
+    bar = _EpochBar()
+    run = train_envelope_flow(log=bar.log, progress=bar.update)
+    quiet_expected_stops_on_console()
+    try:
+        with _stopped_by_term(bar.stopped):
+            summary = run(str(data), str(out), preset=preset, epochs=epochs,
+                          batch_size=batch_size, lr=lr, seed=seed,
+                          max_minutes=max_minutes, threads=threads,
+                          calibration=str(calibration) if calibration else None,
+                          init=str(init) if init else None)
+    except TrainingError as exc:   # found only as it reads or trains: a damaged clip, divergence
+        bar.close()
+        _fail(str(exc))
+    finally:
+        bar.close()
     typer.echo(json.dumps(summary, indent=1))
 
 
@@ -368,27 +423,32 @@ def train_calibrate(
     F1's; the lags and the onset error of the timed contacts before and after correcting
     them, out of fold. Build the set from seeds the
     model never saw, e.g. `foley dataset procedural CAL --clips 400 --split train --seed
-    100000`, and for 40 fps material and over add clips at 60 fps (`--rates 60`)."""
+    100000`, and for 40 fps material and over add clips at 60 fps (`--rates 60`).
+
+    Refused: a set of fewer than 4 clips, or holding clips the checkpoint trained on (or the
+    one it was fine-tuned from); and the checkpoint a training run writes at its best epoch
+    before the run has ended (its training record says "complete": false): that run
+    replaces it as it resumes, and fits the scorer itself when it ends — finish it first
+    with the same `foley train envelope` command."""
     import torch
 
     from flows.cli import _prefect_defaults
+    from flows.train import TrainingError, calibrate_flow, prepare_calibration
+    from flows.train import quiet_expected_stops_on_console
 
-    from flows.train import calibrate_flow, check_calibration_data
-    from models.rms_mapper import load_checkpoint
-
-    if not checkpoint.is_file():
-        _fail(f"no checkpoint at {checkpoint}")
-    _need_dataset(data)
+    if threads < 1:
+        _fail(f"--threads {threads}: give 1 or more")
     try:  # before Prefect starts: a refusal is one line, not a failed flow run
-        check_calibration_data(load_checkpoint(checkpoint)[2], data, checkpoint)
-    except ValueError as exc:
+        prepare_calibration(checkpoint, data, out or checkpoint)
+    except TrainingError as exc:
         _fail(str(exc))
     torch.set_num_threads(threads)
     _prefect_defaults()
+    quiet_expected_stops_on_console()
     try:
         report = calibrate_flow()(str(checkpoint), str(data), str(out or checkpoint),
                                   prefer_recall, timing_correction, recall_floor)
-    except ValueError as exc:
+    except ValueError as exc:   # found only as it reads (a damaged clip, TrainingError) or fits
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=1))
 
@@ -439,4 +499,6 @@ def eval_envelope(
         if not as_json:
             typer.echo(f"forest plot: {plot}")
     if as_json:
-        typer.echo(json.dumps(result, indent=1))
+        from models.envelope_metrics import json_safe
+
+        typer.echo(json.dumps(json_safe(result), indent=1, allow_nan=False))

@@ -7,10 +7,14 @@ Training uses random crops of `crop_s` seconds; a fixed 10 % of the training cli
 hash) is the validation set that picks the best epoch. The held-out split is never read here.
 
 Resumable: after every epoch the model, optimizer, scheduler, RNG states and the curves so far
-are written (atomically) to OUT/train_state.pt; running the same command again continues from
-there. The best epoch's model is OUT/rms_mapper_<preset>.safetensors (config, input
-statistics, onset calibration, the contact scorer and the training summary embedded). The
-contact scorer (`models.contact_scorer`: which tracked contacts sound) is fitted after the last
+are written (atomically) to OUT/train_state.pt with what determines the run (the data, its
+clips, the options: flows/train_checks.py); running the same command again continues from
+there, and a rerun that differs is refused before anything is written. One run at a time
+trains into a folder (a lock on OUT). The best epoch's model is
+OUT/rms_mapper_<preset>.safetensors (config, input statistics and the training record
+embedded from the first epoch on, `complete` false until the run ends; then the onset
+calibration, the contact scorer and the training summary). The contact scorer
+(`models.contact_scorer`: which tracked contacts sound) is fitted after the last
 epoch on a calibration set of clips the network never trained on (`calibration`), else on the
 validation clips; `calibrate_checkpoint` refits it on an existing checkpoint.
 
@@ -25,8 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import re
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from flows.train_checks import (
+    CROP_S, STATE, TrainingError, check_resume, checkpoint_name, is_validation, out_lock,
+    prepare_calibration, prepare_run,
+)
 from models import curve_events, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
-
-STATE = "train_state.pt"
-VAL_FRACTION = 0.1
 ONSET_WEIGHT = 3.0  # the onset term is ~20× smaller than the cross-entropy
 
 
@@ -57,10 +65,6 @@ class Example:
         return rms_targets.onset_target(self.onsets, len(self.classes))
 
 
-def checkpoint_name(preset: str) -> str:
-    return f"rms_mapper_{preset}.safetensors"
-
-
 def load_examples(data: Path, split: str, contacts: bool, all_features: bool = False
                   ) -> list[Example]:
     """Every clip of `split` in the dataset folder as model inputs and targets, with the
@@ -74,9 +78,13 @@ def load_examples(data: Path, split: str, contacts: bool, all_features: bool = F
     from tasks.dataset import clip_entries, iter_clips
 
     out = []
-    for clip in track(iter_clips(data, split=split), total=len(clip_entries(data, split)),
-                      description=f"reading {data.name} ({split})",
-                      console=Console(stderr=True)):
+    clips = iter_clips(data, split=split)
+    for _ in track(range(len(clip_entries(data, split))),
+                   description=f"reading {data.name} ({split})", console=Console(stderr=True)):
+        try:  # a clip cut short or damaged on disk: its file and what to do, not a traceback
+            clip = next(clips)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from exc
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         duration = float(clip.features["n_frames"]) / float(clip.features["fps"])
         tracked = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
@@ -88,10 +96,6 @@ def load_examples(data: Path, split: str, contacts: bool, all_features: bool = F
                            clip.features if all_features or is_validation(clip.name) else {},
                            tracked))
     return out
-
-
-def is_validation(name: str) -> bool:
-    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < VAL_FRACTION
 
 
 def input_stats(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +139,14 @@ def total_loss(logits: Any, onset: Any, y: Any, o: Any, m: Any) -> tuple[Any, fl
 
 
 def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    os.replace(tmp, path)
+    """`write(tmp)` to a temporary name of its own next to `path`, then rename it over
+    `path`: a reader sees the old file or the new one, and two writers never share a name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float, float]:
@@ -240,55 +249,6 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
     return {"selection": selection.to_dict(), "selection_report": report}
 
 
-def fine_tune_start(init: Path, config: mapper.MapperConfig) -> tuple[Any, dict[str, Any]]:
-    """The network a fine-tuning run starts from — `init`, an RMS-Mapper checkpoint of the
-    run's preset — and what the run records of it: the file, its sha256, the data it was
-    trained on and the clips it saw (a fine-tuned checkpoint has seen those too, so
-    `foley train calibrate` refuses them). ValueError naming the file if it is missing, not a
-    checkpoint, or another preset's."""
-    from tasks.envelope import checkpoint_ref
-
-    path, sha = checkpoint_ref(init)
-    base, base_config, meta = mapper.load_checkpoint(path)
-    if base_config != config:
-        raise ValueError(f"{path} is a {base_config.preset!r} RMS-Mapper; fine-tune it with "
-                         f"--preset {base_config.preset}")
-    training = meta.get("training") or {}
-    return base, {"checkpoint": str(path), "sha256": sha, "data": training.get("data"),
-                  "clips_seen": list(training.get("clips_seen", []))}
-
-
-def check_calibration_data(meta: dict[str, Any], data: Path, checkpoint: Path | str) -> None:
-    """ValueError if `data` holds clips the checkpoint (`meta`, its metadata) was trained or
-    validated on (by the clip names its training summary lists — a procedural clip's name is
-    its seed, so the same name is the same clip in any folder — or, for a summary without
-    them, by the folder). `checkpoint` names it in the message."""
-    from tasks.dataset import clip_entries
-
-    training = meta.get("training") or {}
-    names = {e["name"] for e in clip_entries(data, "train")}
-    seen = names & set(training.get("clips_seen", []))
-    folders = [training.get("data"), (training.get("init") or {}).get("data")]
-    same_folder = any(f and Path(f).resolve() == data.resolve() for f in folders)
-    if seen or same_folder:
-        which = (f"{len(seen)} of its clips ({', '.join(sorted(seen)[:3])}"
-                 f"{', …' if len(seen) > 3 else ''}) are" if seen else "it is")
-        raise ValueError(f"{data}: {which} what {checkpoint} was trained on; calibrate on clips "
-                         "it never saw (e.g. `foley dataset procedural CAL --seed 100000`, "
-                         "beyond the training seeds)")
-
-
-def check_training_calibration(data: Path, calibration: Path) -> None:
-    """ValueError if the calibration set holds clips of the training set `data` (its "train"
-    split: the training and validation clips), as `check_calibration_data` for a checkpoint."""
-    from tasks.dataset import clip_entries
-
-    check_calibration_data(
-        {"training": {"data": str(data),
-                      "clips_seen": [e["name"] for e in clip_entries(data, "train")]}},
-        calibration, f"this run (the training set {data})")
-
-
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print,
                          prefer_recall: bool = False, correct_timing: bool = False,
                          recall_floor: bool = True) -> dict[str, Any]:
@@ -297,162 +257,180 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
     it to `out` (weights unchanged); `prefer_recall`: thresholds by the recall rule;
     `correct_timing`: kept contacts move by the lags learned; `recall_floor`: only thresholds
     that find at least as many onsets as the tracker alone (`contact_scorer.fit_selection`).
-    Returns the selection report."""
-    model, config, meta = mapper.load_checkpoint(checkpoint)
-    check_calibration_data(meta, data, checkpoint)
+    Returns the selection report. TrainingError (`prepare_calibration`) for a checkpoint of a
+    run that has not ended, a set too small or holding its training clips, an `out` that
+    cannot be written."""
+    model, config, meta = prepare_calibration(checkpoint, data, out)
     clips = load_examples(data, "train", config.contact_inputs, all_features=True)
-    if len(clips) < 4:
-        raise ValueError(f"{data}: only {len(clips)} clips; a calibration set needs at least "
-                         "4 (a few hundred to be useful)")
     log(f"calibrating on {len(clips)} clips of {data}"
         + (" — few: expect noisy thresholds; a few hundred clips fit well"
            if len(clips) < 100 else ""))
     fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log,
                              prefer_recall=prefer_recall, correct_timing=correct_timing,
                              recall_floor=recall_floor)
-    fitted["selection_report"]["data"] = str(data)
+    fitted["selection_report"]["data"] = str(Path(data).resolve())
     _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
 
 
 def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
-          batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0, seed: int = 0,
+          batch_size: int = 16, lr: float = 2e-3, crop_s: float = CROP_S, seed: int = 0,
           max_minutes: float | None = None, threads: int = 2, calibration: Path | None = None,
-          init: Path | None = None, log: Any = print, publish: Any = None) -> dict[str, Any]:
+          init: Path | None = None, log: Any = print, publish: Any = None,
+          progress: Any = None) -> dict[str, Any]:
     """Train (or resume) and return the summary (also embedded in the checkpoint). The
     contact scorer is fitted on `calibration` (a dataset folder of clips never trained on) when
     given, else on the validation clips. With `init` (an RMS-Mapper checkpoint of `preset`) the
     run fine-tunes it: its weights and input statistics are the start, and the summary records
-    it (`fine_tune_start`)."""
+    it (`fine_tune_start`). `progress(epochs done, epochs, the last epoch's row or None, best
+    epoch or None)` is called as the run starts and after each epoch's state is written.
+    TrainingError, before anything is written, for bad options or data, another run's state
+    or lock in `out` (`prepare_run`); after, for a clip that cannot be read or a run that
+    diverges."""
     import torch
 
-    if calibration is not None:  # before an hour of training, not after it
-        check_training_calibration(data, calibration)
+    plan = prepare_run(data, out, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
+                       crop_s=crop_s, seed=seed, threads=threads, calibration=calibration,
+                       init=init)   # before an hour of training, not after it
     torch.set_num_threads(threads)
     t_start = time.monotonic()
-    config = mapper.get_config(preset)
-    base, started_from = None, None
-    if init is not None:
-        if init.resolve() == (out / checkpoint_name(preset)).resolve():
-            raise ValueError(f"{init} is where this run writes its checkpoint: fine-tune into "
-                             "another --out")
-        base, started_from = fine_tune_start(init, config)
-    init_sha = started_from["sha256"] if started_from else None
-    examples = load_examples(data, "train", config.contact_inputs)
-    if len(examples) < 4:
-        raise ValueError(f"{data}: only {len(examples)} training clips; build a dataset with "
-                         "`foley dataset procedural` first")
+    config, started_from = plan.config, plan.started_from
+    examples = load_examples(plan.data, "train", config.contact_inputs)
     val = [e for e in examples if is_validation(e.name)]
     trn = [e for e in examples if not is_validation(e.name)]
-    if not val or not trn:
-        raise ValueError(f"{data}: its {len(examples)} training clips leave "
-                         f"{'no validation clip' if not val else 'nothing to train on'} (a "
-                         f"fixed {VAL_FRACTION:.0%} is chosen by name hash); add clips — a few "
-                         "dozen at least")
     torch.manual_seed(seed)
     model = mapper.build(config)
-    if base is None:
+    if plan.base is None:
         mapper.set_input_stats(model, *input_stats(trn))
     else:   # fine-tune: the checkpoint's weights and the input statistics they were fitted to
-        model.load_state_dict(base.state_dict())
+        model.load_state_dict(plan.base.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = max(1, math.ceil(len(trn) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, epochs=epochs,
-                                                steps_per_epoch=steps_per_epoch)
+                                                steps_per_epoch=plan.steps_per_epoch)
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
-    best = math.inf
-    start_epoch = 0
-    out.mkdir(parents=True, exist_ok=True)   # only once the inputs are known to be good
+    best, best_epoch, start_epoch = math.inf, None, 0
+    record = {  # what every checkpoint of the run says of it (`check_calibration_data` reads it)
+        "preset": preset, "data": str(plan.data), "train_clips": len(trn), "val_clips": len(val),
+        "clips_seen": sorted({e.name for e in trn + val}
+                             | set((started_from or {}).get("clips_seen", []))),
+        "init": {k: v for k, v in started_from.items() if k != "clips_seen"}
+        if started_from else None,
+        "seed": seed, "batch_size": batch_size, "lr": lr, "crop_s": crop_s, "epochs": epochs}
     state_path = out / STATE
-    if state_path.exists():
-        st = torch.load(state_path, weights_only=False)
-        if st.get("epochs", epochs) != epochs or st.get("preset", preset) != preset:
-            raise ValueError(f"{out} holds a run of {st.get('epochs')} epochs of preset "
-                             f"{st.get('preset')!r}: resume it with the same --epochs and "
-                             "--preset, or train into another --out")
-        if st.get("init") != init_sha:
-            raise ValueError(f"{out} holds a run that started from "
-                             + (f"the checkpoint with sha256 {st['init'][:12]}…" if st.get("init")
-                                else "scratch")
-                             + ": resume it with the same --init, or train into another --out")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        rng.bit_generator.state = st["rng"]
-        torch.set_rng_state(st["torch_rng"])
-        history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
-        log(f"resuming after epoch {start_epoch} (best validation loss {best:.4f})")
+    ckpt = out / checkpoint_name(preset)
+    with out_lock(out):   # one run at a time; the folder exists from here on
+        st = check_resume(out, plan)   # again, now that no other run can write it
+        if st is not None:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            rng.bit_generator.state = st["rng"]
+            torch.set_rng_state(st["torch_rng"])
+            history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
+            best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+            log((f"resuming after epoch {start_epoch}" if start_epoch < epochs else
+                 f"all {epochs} epochs done: calibrating again")
+                + f" (best validation loss {best:.4f}, epoch {best_epoch})")
+        if progress is not None:
+            progress(start_epoch, epochs, None, best_epoch)
+        for epoch in range(start_epoch, epochs):
+            t0 = time.monotonic()
+            train_loss = _train_epoch(model, opt, sched, trn, rng, batch_size,
+                                      plan.steps_per_epoch, crop_s)
+            val_loss, val_onset, val_l1 = evaluate_loss(model, val)
+            row = {"epoch": epoch + 1, "train_loss": train_loss,
+                   "val_loss": val_loss, "val_onset_loss": val_onset, "val_e_l1": val_l1,
+                   "lr": float(sched.get_last_lr()[0]), "seconds": time.monotonic() - t0}
+            if not (math.isfinite(row["train_loss"]) and math.isfinite(val_loss)):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch + 1} (training loss "
+                    f"{row['train_loss']:.4g}, validation loss {val_loss:.4g}): lower --lr "
+                    f"(this run's is {lr:g}) and run again"
+                    + (f", into another --out (or remove {out}: it holds this run's first "
+                       f"{epoch} epochs)" if epoch else ""))
+            history.append(row)
+            log(f"epoch {epoch + 1}/{epochs}: train {row['train_loss']:.4f} · val "
+                f"{val_loss:.4f} (onsets {val_onset:.4f}) · val E-L1 {val_l1:.4f} · "
+                f"{row['seconds']:.1f} s")
+            if val_loss < best:  # both heads' objectives; E-L1 alone would ignore the head
+                best, best_epoch = val_loss, epoch + 1
+                _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
+                    model, config, p, {"epoch": epoch + 1, "val_loss": val_loss,
+                                       "val_e_l1": val_l1, "training": {
+                                           **record, "epochs_run": epoch + 1,
+                                           "complete": False}}))
+            _write_atomic(state_path, lambda p: torch.save({
+                "model": model.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "history": history, "best": best,
+                "epoch": epoch, "run": plan.identity}, p))
+            if progress is not None:
+                progress(epoch + 1, epochs, row, best_epoch)
+            plot_curves(history, out / "curves.png")
+            if publish is not None:
+                publish(history)
+            if max_minutes is not None and time.monotonic() - t_start > max_minutes * 60:
+                log(f"stopping after epoch {epoch + 1}: the {max_minutes:g}-minute budget is "
+                    "spent")
+                break
+        return _finish(ckpt, out, record, history, best, trn, val, calibration, log)
+
+
+def _train_epoch(model: Any, opt: Any, sched: Any, trn: list[Example],
+                 rng: np.random.Generator, batch_size: int, steps: int, crop_s: float) -> float:
+    """One epoch over the training clips in a random order, random crops of `crop_s`; the
+    mean training loss."""
+    import torch
+
+    config = model.config
     up = int(round(config.out_rate_hz / config.in_rate_hz))
     crop_steps = int(round(crop_s * config.in_rate_hz))
-    ckpt = out / checkpoint_name(preset)
-    for epoch in range(start_epoch, epochs):
-        t0 = time.monotonic()
-        model.train()
-        order = rng.permutation(len(trn))
-        losses = []
-        for b in range(steps_per_epoch):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            if len(idx) == 0:
-                continue
-            x, y, o, m = _batch([trn[i] for i in idx], rng, crop_steps, up)
-            logits, onset = model(torch.from_numpy(x))
-            loss, _term = total_loss(logits, onset, *map(torch.from_numpy, (y, o, m)))
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        val_loss, val_onset, val_l1 = evaluate_loss(model, val)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-               "val_onset_loss": val_onset, "val_e_l1": val_l1,
-               "lr": float(sched.get_last_lr()[0]), "seconds": time.monotonic() - t0}
-        history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}: train {row['train_loss']:.4f} · val {val_loss:.4f} "
-            f"(onsets {val_onset:.4f}) · val E-L1 {val_l1:.4f} · {row['seconds']:.1f} s")
-        if val_loss < best:  # both heads' objectives; E-L1 alone would ignore the onset head
-            best = val_loss
-            _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
-                model, config, p, {"epoch": epoch + 1, "val_loss": val_loss,
-                                   "val_e_l1": val_l1}))
-        _write_atomic(state_path, lambda p: torch.save({
-            "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "history": history, "best": best, "epoch": epoch, "epochs": epochs,
-            "preset": preset, "init": init_sha}, p))
-        plot_curves(history, out / "curves.png")
-        if publish is not None:
-            publish(history)
-        if max_minutes is not None and time.monotonic() - t_start > max_minutes * 60:
-            log(f"stopping after epoch {epoch + 1}: the {max_minutes:g}-minute budget is spent")
-            break
-    best_model, _cfg, meta = mapper.load_checkpoint(ckpt)
+    model.train()
+    order = rng.permutation(len(trn))
+    losses = []
+    for b in range(steps):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        if len(idx) == 0:
+            continue
+        x, y, o, m = _batch([trn[i] for i in idx], rng, crop_steps, up)
+        logits, onset = model(torch.from_numpy(x))
+        loss, _term = total_loss(logits, onset, *map(torch.from_numpy, (y, o, m)))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def _finish(ckpt: Path, out: Path, record: dict[str, Any], history: list[dict[str, float]],
+            best: float, trn: list[Example], val: list[Example], calibration: Path | None,
+            log: Any) -> dict[str, Any]:
+    """The end of a run: the best epoch's detection calibrated, its contact scorer fitted on
+    `calibration` (else the validation clips), the checkpoint written with them and the
+    summary (`complete`), which training.json also holds."""
+    best_model, config, meta = mapper.load_checkpoint(ckpt)
     detection = calibrate(best_model, trn, val)
     cal = load_examples(calibration, "train", config.contact_inputs, all_features=True) \
         if calibration is not None else val
     log(f"fitting the contact scorer on {len(cal)} clips"
         + (f" of {calibration}" if calibration is not None else " (validation)"))
-    fitted: dict[str, Any] = {}
-    if cal:  # else the thresholds of `calibrate` read the head (no clips to fit on)
-        fitted = scorer_metadata(best_model, cal, detection["onset_offset_s"], log=log)
-        fitted["selection_report"]["data"] = str(calibration) if calibration else "validation"
+    fitted = scorer_metadata(best_model, cal, detection["onset_offset_s"], log=log)
+    fitted["selection_report"]["data"] = (str(calibration.resolve()) if calibration
+                                          else "validation")
     summary = {
-        "preset": preset, "data": str(data), "train_clips": len(trn), "val_clips": len(val),
-        "clips_seen": sorted({e.name for e in trn + val}
-                             | set((started_from or {}).get("clips_seen", []))),
-        "init": {k: v for k, v in started_from.items() if k != "clips_seen"}
-        if started_from else None,
-        "epochs_run": len(history), "best_val_loss": best,
+        **record, "epochs_run": len(history), "complete": True, "best_val_loss": best,
         "best_val_e_l1": meta["val_e_l1"], "best_epoch": meta["epoch"], "detection": detection,
-        "selection": fitted.get("selection_report"),
-        "seed": seed, "batch_size": batch_size, "lr": lr, "crop_s": crop_s,
+        "selection": fitted["selection_report"],
         "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
         "parameters": int(sum(p.numel() for p in best_model.parameters())),
         "history": history}
-    _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
-        best_model, config, p, {**meta, **detection, **fitted, "training": summary}))
-    (out / "training.json").write_text(json.dumps(summary, indent=1))
+    epoch = {k: meta[k] for k in ("epoch", "val_loss", "val_e_l1")}  # not an earlier end's
+    _write_atomic(ckpt, lambda p: mapper.save_checkpoint(   # scorer: this one's, or none
+        best_model, config, p, {**epoch, **detection, **fitted, "training": summary}))
+    _write_atomic(out / "training.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     return summary
 
 
@@ -475,33 +453,68 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     ax[1].set_xlabel("epoch")
     ax[1].set_ylabel("validation E-L1 (T-Foley)")
     fig.tight_layout()
-    fig.savefig(path)
+    _write_atomic(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
 
 
-def train_envelope_flow() -> Any:
-    """The Prefect flow around `train` (built on demand: importing this module stays cheap)."""
+def artifact_key(preset: str, out: Path, what: str) -> str:
+    """The Prefect artifact key of a run's `what` (curves, summary): one per --out folder
+    (its name and a digest of its absolute path), in the lowercase letters, digits and dashes
+    Prefect allows."""
+    where = str(Path(out).resolve())
+    name = re.sub(r"[^a-z0-9]+", "-", Path(where).name.lower()).strip("-")[:40]
+    digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+    return f"train-envelope-{preset}-{name + '-' if name else ''}{digest}-{what}"
+
+
+class _ExpectedStops(logging.Filter):
+    """Keeps the console to the CLI's own line when a run is refused (TrainingError) or
+    stopped (^C, SIGTERM): Prefect's traceback and its "Crash detected!" stay in the flow
+    run's log (the Prefect API / UI)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (TrainingError, KeyboardInterrupt)) \
+                or type(exc).__name__ == "TerminationSignal":
+            return False
+        return not record.getMessage().startswith("Crash detected!")
+
+
+def quiet_expected_stops_on_console() -> None:
+    """Install `_ExpectedStops` on the console handlers (once per process): for the CLI,
+    which reports refusals and stops itself."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and \
+                not isinstance(handler, logging.FileHandler) and \
+                not any(isinstance(f, _ExpectedStops) for f in handler.filters):
+            handler.addFilter(_ExpectedStops())
+
+
+def train_envelope_flow(log: Any = None, progress: Any = None) -> Any:
+    """The Prefect flow around `train` (built on demand: importing this module stays cheap);
+    `log` (else print, into the flow run's log) and `progress` are `train`'s: the CLI's
+    console and epoch bar."""
     from prefect import flow
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     @flow(name="train-envelope", log_prints=True)
     def train_envelope(data: str, out: str, preset: str = "tiny", epochs: int = 60,
-                       batch_size: int = 16, lr: float = 2e-3, crop_s: float = 4.0,
+                       batch_size: int = 16, lr: float = 2e-3, crop_s: float = CROP_S,
                        seed: int = 0, max_minutes: float | None = None,
                        threads: int = 2, calibration: str | None = None,
                        init: str | None = None) -> dict[str, Any]:
         """Train the RMS-Mapper on a dataset folder; resumable from OUT/train_state.pt."""
         def publish(history: list[dict[str, float]]) -> None:
             create_table_artifact([{k: round(v, 5) for k, v in h.items()} for h in history],
-                                  key=f"train-envelope-{preset}-curves",
+                                  key=artifact_key(preset, Path(out), "curves"),
                                   description="Training curves, one row per epoch")
 
         summary = train(Path(data), Path(out), preset=preset, epochs=epochs,
                         batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
                         max_minutes=max_minutes, threads=threads,
                         calibration=Path(calibration) if calibration else None,
-                        init=Path(init) if init else None, log=print,
-                        publish=publish)
+                        init=Path(init) if init else None, log=log or print,
+                        publish=publish, progress=progress)
         tuned = f", fine-tuned from `{init}`" if init else ""
         create_markdown_artifact(
             f"# RMS-Mapper `{preset}`{tuned}\n\nbest validation E-L1 "
@@ -510,7 +523,7 @@ def train_envelope_flow() -> Any:
             f"{summary['detection']['onset_offset_s'] * 1000:.1f} ms.\n\n"
             + selection_markdown(summary.get("selection")) + "\n\nCheckpoint: "
             f"`{Path(out) / checkpoint_name(preset)}`; curves: `{Path(out) / 'curves.png'}`",
-            key=f"train-envelope-{preset}-summary", description="Training summary")
+            key=artifact_key(preset, Path(out), "summary"), description="Training summary")
         return {k: v for k, v in summary.items() if k != "history"}
 
     return train_envelope
