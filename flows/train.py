@@ -31,9 +31,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +45,7 @@ from flows.train_checks import (
 )
 from models import curve_events, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
+from tasks.store import atomic_write
 ONSET_WEIGHT = 3.0  # the onset term is ~20× smaller than the cross-entropy
 
 
@@ -138,15 +137,7 @@ def total_loss(logits: Any, onset: Any, y: Any, o: Any, m: Any) -> tuple[Any, fl
     return loss + ONSET_WEIGHT * term, term.item()
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """`write(tmp)` to a temporary name of its own next to `path`, then rename it over
-    `path`: a reader sees the old file or the new one, and two writers never share a name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+_write_atomic = atomic_write   # the name train_synth and the checks import
 
 
 def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float, float]:

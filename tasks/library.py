@@ -22,11 +22,9 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import re
-import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import soundfile as sf
 
 from models.audio_env import attack_start, rms_envelope
 from models.sampler import Sample
+from tasks.store import atomic_write
 from tasks.wavfloat import write_float_wav
 
 log = logging.getLogger(__name__)
@@ -243,16 +242,6 @@ def _find_audio(root: Path, exclude: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- the index
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a unique temporary sibling and rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _index_one(path: Path, rel: str, row: dict[str, str] | None, out_dir: Path,

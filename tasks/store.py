@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -93,6 +94,17 @@ def sample_digest(path: str | Path, size: int) -> str:
             f.seek(max(0, size - SAMPLE_BYTES) * i // (SAMPLE_BLOCKS - 1))
             h.update(f.read(SAMPLE_BYTES))
     return h.hexdigest()[:32]
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a temporary sibling of its own, then rename it over `path`: a reader sees
+    the old file or the new one, and two writers never share a temporary name."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class JsonCache:
