@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from tasks.library import atomic_write
+from tasks.store import atomic_write
 from tasks.store import sha256_file
 
 MANIFEST = Path(__file__).resolve().parents[1] / "models" / "judge_corpus.csv"

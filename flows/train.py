@@ -46,6 +46,7 @@ from flows.train_checks import (
 from models import curve_events, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
 from tasks.store import atomic_write
+
 ONSET_WEIGHT = 3.0  # the onset term is ~20× smaller than the cross-entropy
 
 
@@ -135,9 +136,6 @@ def total_loss(logits: Any, onset: Any, y: Any, o: Any, m: Any) -> tuple[Any, fl
         return loss, 0.0
     term = mapper.onset_loss(v2a_inputs.align(onset, y.shape[1], axis=1), o, m)
     return loss + ONSET_WEIGHT * term, term.item()
-
-
-_write_atomic = atomic_write   # the name train_synth and the checks import
 
 
 def evaluate_loss(model: Any, examples: list[Example]) -> tuple[float, float, float]:
@@ -260,7 +258,7 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
                              prefer_recall=prefer_recall, correct_timing=correct_timing,
                              recall_floor=recall_floor)
     fitted["selection_report"]["data"] = str(Path(data).resolve())
-    _write_atomic(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
+    atomic_write(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
 
 
@@ -346,12 +344,12 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
                 f"{row['seconds']:.1f} s")
             if val_loss < best:  # both heads' objectives; E-L1 alone would ignore the head
                 best, best_epoch = val_loss, epoch + 1
-                _write_atomic(ckpt, lambda p: mapper.save_checkpoint(
+                atomic_write(ckpt, lambda p: mapper.save_checkpoint(
                     model, config, p, {"epoch": epoch + 1, "val_loss": val_loss,
                                        "val_e_l1": val_l1, "training": {
                                            **record, "epochs_run": epoch + 1,
                                            "complete": False}}))
-            _write_atomic(state_path, lambda p: torch.save({
+            atomic_write(state_path, lambda p: torch.save({
                 "model": model.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(), "history": history, "best": best,
@@ -419,9 +417,9 @@ def _finish(ckpt: Path, out: Path, record: dict[str, Any], history: list[dict[st
         "parameters": int(sum(p.numel() for p in best_model.parameters())),
         "history": history}
     epoch = {k: meta[k] for k in ("epoch", "val_loss", "val_e_l1")}  # not an earlier end's
-    _write_atomic(ckpt, lambda p: mapper.save_checkpoint(   # scorer: this one's, or none
+    atomic_write(ckpt, lambda p: mapper.save_checkpoint(   # scorer: this one's, or none
         best_model, config, p, {**epoch, **detection, **fitted, "training": summary}))
-    _write_atomic(out / "training.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
+    atomic_write(out / "training.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     return summary
 
 
@@ -444,7 +442,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     ax[1].set_xlabel("epoch")
     ax[1].set_ylabel("validation E-L1 (T-Foley)")
     fig.tight_layout()
-    _write_atomic(path, lambda p: fig.savefig(p, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
 
 

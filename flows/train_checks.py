@@ -113,6 +113,7 @@ def fine_tune_start(init: Path, config: Any, out: Path | None = None
     `foley train calibrate` refuses them). TrainingError naming the file if it is missing,
     not a checkpoint, another preset's, or the one this run writes into `out`."""
     from models import SHIPPED
+    from tasks.store import sha256_file
 
     init = Path(init)
     if out is not None and init.resolve() == (out / checkpoint_name(config.preset)).resolve():
@@ -126,7 +127,7 @@ def fine_tune_start(init: Path, config: Any, out: Path | None = None
                             f"--preset {base_config.preset}")
     training = meta.get("training") or {}
     return base, {"checkpoint": str(init.resolve()),
-                  "sha256": hashlib.sha256(init.read_bytes()).hexdigest(),
+                  "sha256": sha256_file(init),
                   "data": training.get("data"),
                   "clips_seen": list(training.get("clips_seen", []))}
 

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from flows.synth_data import SEGMENT_S, Clip, caption_ids, file_hash_list, make_segment
-from flows.train import _write_atomic
 from models import audio_encoder, controlnet, diffusion, synth_ckpt, synth_pipeline, vocoder
 from models.audio_repr import SR, control_from_audio, log_mel
 from models.flow_sampler import flow_loss
 from models.text_embed import TextEmbedder
+from tasks.store import atomic_write
 
 P_DROP_SEMANTIC = 0.1
 VOCODER_SEGMENT_S = 0.64  # the vocoder sees a few frames of context only: short is enough
@@ -209,10 +209,10 @@ def train_stage(stage: Stage, train_clips: list[Clip], val_clips: list[Clip], ou
             f"validation {val:.4f} · {row['seconds']:.1f} s")
         if val < best:
             best = val
-            _write_atomic(ckpt, lambda p: synth_ckpt.save(
+            atomic_write(ckpt, lambda p: synth_ckpt.save(
                 stage.model, stage.config, p, stage.kind,
                 {"step": step, "val_loss": val, "built_on": stage.built_on}))
-        _write_atomic(state_path, lambda p: torch.save({
+        atomic_write(state_path, lambda p: torch.save({
             "model": stage.model.state_dict(), "opt": opt.state_dict(),
             "sched": sched.state_dict(), "rng": rng.bit_generator.state,
             "gen": gen.get_state(), "history": history, "best": best, "step": step,
@@ -232,7 +232,7 @@ def train_stage(stage: Stage, train_clips: list[Clip], val_clips: list[Clip], ou
         "train_minutes": round(sum(h["seconds"] for h in history) / 60, 2), "history": history}
     if ckpt.is_file():  # the best weights, now with the whole summary in the header
         model, config, meta = synth_pipeline.load_stage(out, stage.name, preset)
-        _write_atomic(ckpt, lambda p: synth_ckpt.save(model, config, p, stage.kind,
+        atomic_write(ckpt, lambda p: synth_ckpt.save(model, config, p, stage.kind,
                                                       {**meta, "training": summary}))
     (out / f"training_{stage.name}.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -252,7 +252,7 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None
     ax.set_ylabel(f"{title} loss")
     ax.legend()
     fig.tight_layout()
-    _write_atomic(path, lambda p: fig.savefig(p, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
 
 

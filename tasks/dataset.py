@@ -242,30 +242,32 @@ def _video_of(name: str) -> str:
     return head if len(k) == 4 and k.isdigit() else name
 
 
-def _old_index(out_dir: Path) -> dict[str, list[dict]]:
-    """The skipped / failed rows of out_dir's index.json as an earlier build left them; an
-    index that cannot be read, or rows without a name, read as none (it is rebuilt)."""
+def _index_doc(out_dir: Path) -> dict:
+    """out_dir's index.json as an earlier build left it ({} if it cannot be read)."""
     try:
         old = json.loads((Path(out_dir) / INDEX).read_text())
     except (OSError, ValueError):
-        return {"skipped": [], "failed": []}
-    old = old if isinstance(old, dict) else {}
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def _old_index(out_dir: Path, doc: dict | None = None) -> dict[str, list[dict]]:
+    """The skipped / failed rows of out_dir's index.json (`doc`, if read already) as an
+    earlier build left them; an index that cannot be read, or rows without a name, read as
+    none (it is rebuilt)."""
+    old = _index_doc(out_dir) if doc is None else doc
     return {key: [r for r in old.get(key) or []
                   if isinstance(r, dict) and isinstance(r.get("name"), str)]
             for key in ("skipped", "failed")}
 
 
-def _old_entries(out_dir: Path) -> dict[str, dict]:
-    """The clip entries of out_dir's index.json by file name, each as complete as write_index
-    makes it (with the size, mtime and inode of the file it was read from, `stat`); an
-    index of another DATASET_VERSION, or one that cannot be read, lists none."""
-    try:
-        old = json.loads((Path(out_dir) / INDEX).read_text())
-    except (OSError, ValueError):
+def _old_entries(doc: dict) -> dict[str, dict]:
+    """The clip entries of an index (`_index_doc`) by file name, each as complete as
+    write_index makes it (with the size, mtime and inode of the file it was read from,
+    `stat`); an index of another DATASET_VERSION lists none."""
+    if doc.get("version") != DATASET_VERSION:
         return {}
-    if not isinstance(old, dict) or old.get("version") != DATASET_VERSION:
-        return {}
-    return {e["file"]: e for e in old.get("clips") or []
+    return {e["file"]: e for e in doc.get("clips") or []
             if isinstance(e, dict) and e.keys() == INDEX_FIELDS and isinstance(e["file"], str)
             and e["name"] == Path(e["file"]).stem and isinstance(e["stat"], list)}
 
@@ -278,7 +280,8 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
     entry was read from keeps the entry without being opened (clips are only ever replaced
     whole, so a changed clip is a new inode)."""
     out_dir = Path(out_dir)
-    listed = _old_entries(out_dir)
+    doc = _index_doc(out_dir)
+    listed = _old_entries(doc)
     clips = []
     for path in sorted(out_dir.glob("clip_*.npz")):
         try:
@@ -300,7 +303,7 @@ def write_index(out_dir: Path, *, skipped: Iterable[dict] = (), failed: Iterable
                      "n_events": n_events, "stat": stamp}
         clips.append(entry)
     names = {c["name"] for c in clips}
-    old = _old_index(out_dir)
+    old = _old_index(out_dir, doc)
     new = {"skipped": list(skipped), "failed": list(failed)}
     now = {r["name"] for rows in new.values() for r in rows}
 

@@ -111,10 +111,8 @@ def held_by(s: Any, env: Any) -> tuple[str, str] | None:
     prediction, pending or decided by the policy."""
     if env.created_by is not None:
         return s.get(api.Agent, env.created_by).name, "an edit"
-    who = review.last_actor(s, env) if env.decisions else None
-    if who is not None and who != POLICY:
-        return who, f"{env.state.replace('_', ' ')}"
-    return None
+    who = env.decisions[-1].agent.name if env.decisions else None
+    return (who, env.state.replace("_", " ")) if who not in (None, POLICY) else None
 
 
 def save_version(
