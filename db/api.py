@@ -339,8 +339,12 @@ def add_envelope(
     parent_version: int | None = None,
     created_by: str | None = None,
     version: int | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> Envelope:
     """A new envelope version of the shot, pending review; versions count up from 1.
+
+    `summary` is what the queue shows of the file (`events`, `confidence`, `doubt`, as
+    `tasks.decisions.summary_of` reads them); without it the row's summary stays unread.
 
     With `version` given (the caller stamped it into the envelope file) exactly that number
     is inserted, and VersionConflict is raised if another writer took it first.
@@ -365,6 +369,7 @@ def add_envelope(
             source=source,
             state="pending_review",
             created_by=agent_id,
+            **{k: (summary or {}).get(k) for k in ("events", "confidence", "doubt")},
         )
         if version is not None:
             env.version = version

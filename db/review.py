@@ -207,6 +207,12 @@ class QueueRow:
     version: int
     since: dt.datetime  # when the shot entered its state (latest version or last decision)
     envelope_sha256: str
+    envelope_id: int = 0
+    # The latest version's summary as stored with it (Envelope.events / confidence / doubt);
+    # `events` is None for a version saved before migration 0005 (`decisions.summaries`).
+    events: int | None = None
+    confidence: float | None = None
+    doubt: float | None = None
 
 
 def queue(s: Session, *, reel: str | None = None, status: str | None = None) -> list[QueueRow]:
@@ -233,7 +239,8 @@ def queue(s: Session, *, reel: str | None = None, status: str | None = None) -> 
             record_in_frame=r.start_frame + sh.record_in_frame, rate=(r.rate_num, r.rate_den),
             drop_frame=r.drop_frame, duration_s=sh.duration_s, state=env.state,
             version=env.version, since=_aware(decided_at or env.created_at),
-            envelope_sha256=env.artifact.sha256,
+            envelope_sha256=env.artifact.sha256, envelope_id=env.id, events=env.events,
+            confidence=env.confidence, doubt=env.doubt,
         ))
     return rows
 

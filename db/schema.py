@@ -154,6 +154,13 @@ class Envelope(Base):
     )
     created_by: Mapped[Optional[int]] = mapped_column(ForeignKey("agents.id"))
     created_at: Mapped[created]
+    # What the queue shows of the file, kept with the row so a queue is one query (no store
+    # reads): the number of events, their lowest confidence and the model's doubt (None when
+    # the file has none). `events` is None only on versions saved before migration 0005;
+    # `decisions.summaries` fills those from the file on first read.
+    events: Mapped[Optional[int]]
+    confidence: Mapped[Optional[float]]
+    doubt: Mapped[Optional[float]]
     shot: Mapped[Shot] = relationship(back_populates="envelopes")
     artifact: Mapped[Artifact] = relationship()
     decisions: Mapped[list[Decision]] = relationship(

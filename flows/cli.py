@@ -317,11 +317,47 @@ def db_upgrade(
         fail(f"{redact_url(target)}: {exc}")
 
 
+def service_error(exc: BaseException) -> str | None:
+    """The one line a command prints when the database or the artifact store it needs failed
+    it (away past the retry budget, refusing connections, an artifact missing), else None (a
+    bug: the traceback is worth having). The database is named without its password."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from db.engine import DatabaseUnavailable, reason_of, redact_url
+    from tasks.store import StoreError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DatabaseUnavailable):
+            return str(e)
+        if isinstance(e, (OperationalError, InterfaceError)):
+            try:
+                from flows.settings import get_settings
+                where = f" {redact_url(get_settings().resolved_db_url())}"
+            except Exception:  # the settings themselves are broken: the reason says enough
+                where = ""
+            return (f"the provenance database{where} cannot be used: {reason_of(e)}. Check "
+                    "that it is running and FOLEY_DB_URL names it, then run the command again")
+        if isinstance(e, StoreError):
+            return (f"artifact store: {e}. Check that the store (FOLEY_STORE_URL) is reachable "
+                    "and holds the project's artifacts, then run the command again")
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a service away: one line and exit 1, as the pass reports it
+        message = service_error(exc)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -46,11 +46,12 @@ def review_list(
     status: Annotated[str, typer.Option(help=STATUS_HELP)] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """The queue: one line per shot with its record-in timecode, state, version, length, the
-    lowest event confidence of its latest version and the model's doubt (– when it has none)."""
+    """The queue: one line per shot with its record-in timecode, state, version, length, and of
+    its latest version the number of events, their lowest confidence and the model's doubt
+    (– when it has none). Read from the database alone (no envelope files are fetched)."""
     from db import api, review
     from tasks import ingest, runtime
-    from tasks.decisions import confidence_of, load_envelope
+    from tasks.decisions import summaries
 
     if status != "all" and status not in api.REVIEW_STATES:
         _fail(f"--status must be one of {STATUS_HELP}, not {status!r}")
@@ -58,15 +59,15 @@ def review_list(
     with runtime.db().session() as s:
         if reel is not None and reel not in review.reel_names(s):
             _fail(f"no reel {reel!r}; reels: {', '.join(review.reel_names(s)) or '(none)'}")
-        rows = review.queue(s, reel=reel, status=None if status == "all" else status)
-        sure = [confidence_of(load_envelope(api.find_artifact(s, r.envelope_sha256).ref()))
-                for r in rows]
+        rows = summaries(s, review.queue(s, reel=reel,
+                                         status=None if status == "all" else status))
     out = [{"reel": r.reel, "shot": r.shot,
             "record_in": ingest.timecode(r.record_in_frame, *r.rate, r.drop_frame),
             "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
-            "since": r.since.isoformat(),
-            **{k: None if v is None else round(v, 3) for k, v in c.items()}}
-           for r, c in zip(rows, sure)]
+            "since": r.since.isoformat(), "events": r.events,
+            **{k: None if v is None else round(v, 3)
+               for k, v in (("confidence", r.confidence), ("doubt", r.doubt))}}
+           for r in rows]
     if as_json:
         typer.echo(json.dumps(out, indent=1))
         return
@@ -78,7 +79,8 @@ def review_list(
 
     for r in out:
         typer.echo(f"{r['reel']}\t{r['shot']}\t{r['record_in']}\t{r['state']}\tv{r['version']}"
-                   f"\t{r['duration_s']:.2f}s\tconfidence {num(r['confidence'])}"
+                   f"\t{r['duration_s']:.2f}s\t{r['events']} event{'s' * (r['events'] != 1)}"
+                   f"\tconfidence {num(r['confidence'])}"
                    f"\tdoubt {num(r['doubt'])}")
 
 

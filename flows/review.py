@@ -37,7 +37,7 @@ from flows import library as library_flow
 from flows.settings import get_settings
 from tasks import ingest, runtime, spatial, synth
 from tasks.conform import ShotDelivery, conform, delivered
-from tasks.decisions import confidence_of, load_envelope
+from tasks.decisions import summaries
 from tasks.stage import transaction
 
 log = logging.getLogger("foleyflow.review")
@@ -176,12 +176,7 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
 def publish_queue(reel: str) -> None:
     """Prefect UI artifacts: the reel's review queue (markdown, with links to the review app)
     and, for each shot waiting for a decision, its envelope plot as an image artifact."""
-    def read(s: Any) -> tuple[list[review.QueueRow], list[dict[str, Any]]]:
-        rows = review.queue(s, reel=reel)
-        return rows, [api.find_artifact(s, r.envelope_sha256).ref() for r in rows]
-
-    rows, refs = transaction(read)
-    sure = [confidence_of(load_envelope(ref)) for ref in refs]  # lowest confidence, doubt
+    rows = transaction(lambda s: summaries(s, review.queue(s, reel=reel)))
     key = artifact_key(reel)
     counts: dict[str, int] = {}
     for r in rows:
@@ -190,9 +185,9 @@ def publish_queue(reel: str) -> None:
              " · ".join(f"{state.replace('_', ' ')}: **{n}**" for state, n in counts.items()),
              "", "| shot | record in | state | version | lowest confidence | doubt | review |",
              "|---|---|---|---|---|---|---|"]
-    for r, c in zip(rows, sure):
+    for r in rows:
         tc = ingest.timecode(r.record_in_frame, r.rate[0], r.rate[1], r.drop_frame)
-        conf, doubt = (("–" if v is None else f"{v:.2f}") for v in (c["confidence"], c["doubt"]))
+        conf, doubt = (("–" if v is None else f"{v:.2f}") for v in (r.confidence, r.doubt))
         lines.append(f"| {r.shot} | {tc} | {r.state.replace('_', ' ')} | v{r.version} | "
                      f"{conf} | {doubt} | [open]({review_link(r.reel, r.shot)}) |")
     waiting = [r for r in rows if r.state not in review.SETTLED]

@@ -38,7 +38,8 @@ from flows.review import Applier
 from flows.settings import Settings, get_settings
 from review import auth
 from tasks import ingest, plots, runtime, synth
-from tasks.decisions import load_envelope, position_of, save_version, validate_envelope
+from tasks.decisions import (load_envelope, position_of, save_version, summaries,
+                             validate_envelope)
 from tasks.library_match import KIND_CATEGORY
 
 HERE = Path(__file__).resolve().parent
@@ -167,11 +168,10 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
     def envelope_doc(sha256: str, uri: str, size: int, mime: str) -> dict[str, Any]:
         return load_envelope({"sha256": sha256, "uri": uri, "bytes": size, "mime": mime})
 
-    def env_of_ref(ref: dict[str, Any]) -> dict[str, Any]:
-        return envelope_doc(ref["sha256"], ref["uri"], ref["bytes"], ref["mime"])
-
     def env_of(row: api.Envelope) -> dict[str, Any]:
-        return dict(env_of_ref(row.artifact.ref()))  # a copy: callers may edit it
+        ref = row.artifact.ref()
+        # a copy: callers may edit it
+        return dict(envelope_doc(ref["sha256"], ref["uri"], ref["bytes"], ref["mime"]))
 
     def age(since: dt.datetime) -> str:
         secs = max(0.0, (dt.datetime.now(dt.timezone.utc) - since).total_seconds())
@@ -182,23 +182,18 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
 
     def queue_rows(s: Session, reel: str | None, status: str | None, sort: str
                    ) -> list[dict[str, Any]]:
-        rows = review.queue(s, reel=reel, status=status)
+        rows = summaries(s, review.queue(s, reel=reel, status=status))  # no store reads
         if sort == "age":
             rows.sort(key=lambda r: r.since)
-        out = []
-        for r in rows:
-            art = api.find_artifact(s, r.envelope_sha256)
-            evs = env_of_ref(art.ref())["events"] if art else []
-            confs = [e["confidence"] for e in evs if e.get("confidence") is not None]
-            events = len(evs)
-            out.append({
-                "reel": r.reel, "shot": r.shot, "record_in": tc(r.record_in_frame, r.rate,
-                                                                 r.drop_frame),
-                "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
-                "events": events, "confidence": round(min(confs), 3) if confs else None,
-                "age": age(r.since), "since": r.since.isoformat(),
-                "url": shot_url(r.reel, r.shot)})
-        return out
+        return [{
+            "reel": r.reel, "shot": r.shot, "record_in": tc(r.record_in_frame, r.rate,
+                                                             r.drop_frame),
+            "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
+            "events": r.events,
+            "confidence": None if r.confidence is None else round(r.confidence, 3),
+            "doubt": None if r.doubt is None else round(r.doubt, 3),
+            "age": age(r.since), "since": r.since.isoformat(),
+            "url": shot_url(r.reel, r.shot)} for r in rows]
 
     def categories(s: Session, library: str) -> list[str]:
         return sorted({snd.category for snd in api.library_sounds(s, library)

@@ -2,10 +2,13 @@
 
 An envelope is the human-editable JSON of DESIGN.md. Content equal to the latest version's is
 never saved again; a changed envelope (a new prediction, a person's edit) becomes a new version
-whose parent is the latest one, pending review — except that a prediction never replaces a
-person's edit (`save_version(prediction=True)`). Decisions move a version's state; the
+whose parent is the latest one, pending review. A prediction the pass made before is not
+saved again (`save_version(prediction=True)`); a new one goes over a person's work, which
+stays in the history and is reported (`Superseded`). Decisions move a version's state; the
 automatic policy is an agent (`policy:auto`) like any person, decides only on the pass's own
-predictions and never overrides a person's decision.
+predictions on shots no person has worked on, and never overrides a person's decision.
+Each version's row carries what the queue shows of it (`summary_of`), so a queue is read
+from the database alone.
 """
 from __future__ import annotations
 
@@ -194,7 +197,8 @@ def _save_once(
             path.write_text(json.dumps(stamped, indent=1))
             ref = store.put_file(path, "application/json")
         api.add_envelope(s, shot_id, ref, content_sha256=digest, source=source,
-                         parent_version=parent, created_by=created_by, version=version)
+                         parent_version=parent, created_by=created_by, version=version,
+                         summary=summary_of(env))
         act = api.start_activity(
             s, task="envelope-version", cache_key=ref["sha256"], shot_id=shot_id,
             parameters={"version": version, "parent": parent, "source": source},
@@ -210,15 +214,30 @@ def _save_once(
     return version, ref, True
 
 
-def confidence_of(env: dict[str, Any]) -> dict[str, float | None]:
-    """What the envelope says of its own certainty: `confidence`, the lowest of its events'
-    (None without events or confidences), and `doubt`, the highest score among the candidates
-    the model's contact scorer dropped (None when the envelope does not carry one)."""
-    confs = [float(e["confidence"]) for e in env.get("events", [])
-             if e.get("confidence") is not None]
+def summary_of(env: dict[str, Any]) -> dict[str, Any]:
+    """What the queue shows of an envelope: `events`, how many; `confidence`, the lowest of its
+    events' (None without events or confidences); and `doubt`, the highest score among the
+    candidates the model's contact scorer dropped (None when the envelope carries none)."""
+    evs = env.get("events", [])
+    confs = [float(e["confidence"]) for e in evs if e.get("confidence") is not None]
     doubt = env.get("doubt")
-    return {"confidence": min(confs) if confs else None,
+    return {"events": len(evs), "confidence": min(confs) if confs else None,
             "doubt": float(doubt) if doubt is not None else None}
+
+
+def summaries(s: Any, rows: list[review.QueueRow]) -> list[review.QueueRow]:
+    """`rows` (from `review.queue`), each with its version's summary. The summary is stored
+    with the version when it is saved; a version saved before migration 0005 has none, so its
+    file is read once here and the summary written to its row (later queues read the row):
+    after an upgrade, the first queue of an old reel reads the store, the rest do not."""
+    for r in rows:
+        if r.events is not None:
+            continue
+        env = s.get(api.Envelope, r.envelope_id)
+        got = summary_of(load_envelope(env.artifact.ref()))
+        env.events, env.confidence, env.doubt = got["events"], got["confidence"], got["doubt"]
+        r.events, r.confidence, r.doubt = env.events, env.confidence, env.doubt
+    return rows
 
 
 @task(name="auto-approve", cache_policy=NO_CACHE)
@@ -237,7 +256,7 @@ def auto_approve(shot_id: int, *, threshold: float = 0.0) -> str:
         if any(held_by(s, e) for e in review.versions(s, shot_id)):
             return env.state   # a person has worked on the shot: a person decides
         doc = json.loads(runtime.store().local_path(env.artifact.ref()).read_text())
-        sure = confidence_of(doc)
+        sure = summary_of(doc)
         if (sure["confidence"] is not None and sure["confidence"] < threshold) or \
                 (sure["doubt"] is not None and sure["doubt"] > round(1.0 - threshold, 9)):
             return env.state  # not sure enough: it waits for a supervisor

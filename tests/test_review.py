@@ -654,12 +654,16 @@ def test_confidence_and_doubt_are_listed_shown_and_published(home: Path) -> None
 
     listed = foley("review", "list", "--reel", REEL, "--json")
     assert listed.returncode == 0, listed.stderr
-    assert [(r["shot"], r["version"], r["confidence"], r["doubt"]) for r in
-            json.loads(listed.stdout)] == [("SH010", 1, lowest(docs["SH010"][0]), None),
-                                           ("SH020", 2, lowest(weighed), 0.25)]
+    n = {"SH010": len(docs["SH010"][0]["events"]), "SH020": len(weighed["events"])}
+    assert [(r["shot"], r["version"], r["events"], r["confidence"], r["doubt"]) for r in
+            json.loads(listed.stdout)] == [
+        ("SH010", 1, n["SH010"], lowest(docs["SH010"][0]), None),
+        ("SH020", 2, n["SH020"], lowest(weighed), 0.25)]
     text = foley("review", "list", "--reel", REEL).stdout.splitlines()
-    assert text[0].endswith(f"\tconfidence {lowest(docs['SH010'][0]):.2f}\tdoubt –"), text
-    assert text[1].endswith(f"\tconfidence {lowest(weighed):.2f}\tdoubt 0.25"), text
+    assert text[0].endswith(f"\t{n['SH010']} events\tconfidence "
+                            f"{lowest(docs['SH010'][0]):.2f}\tdoubt –"), text
+    assert text[1].endswith(f"\t{n['SH020']} events\tconfidence {lowest(weighed):.2f}"
+                            "\tdoubt 0.25"), text
     shown = foley("review", "show", REEL, "SH020")
     assert "doubt 0.25" in shown.stdout, shown.stdout
     lines = [ln for ln in shown.stdout.splitlines() if " strength " in ln]
@@ -672,6 +676,62 @@ def test_confidence_and_doubt_are_listed_shown_and_published(home: Path) -> None
     assert "| version | lowest confidence | doubt |" in queue_md
     assert f"| v1 | {lowest(docs['SH010'][0]):.2f} | – |" in queue_md, queue_md
     assert f"| v2 | {lowest(weighed):.2f} | 0.25 |" in queue_md, queue_md
+
+
+def test_the_queue_is_read_from_the_database_alone(home: Path) -> None:
+    """Each version's summary (events, lowest confidence, doubt) is stored with its row when
+    it is saved, so `foley review list` answers with the artifact store gone. A version saved
+    before migration 0005 (no summary) is read from its file once, on the first list, and
+    its row filled: the next list needs no store."""
+    from sqlalchemy import update
+
+    from tasks.decisions import load_envelope, summary_of
+
+    with runtime.db().session() as s:
+        envs = {sh: api.latest_envelope(s, api.get_shot(s, REEL, sh).id)
+                for sh in ("SH010", "SH020")}
+        want = {sh: summary_of(load_envelope(e.artifact.ref())) for sh, e in envs.items()}
+        assert all((e.events, e.confidence, e.doubt) == tuple(want[sh].values())
+                   for sh, e in envs.items())
+        old_id = envs["SH010"].id
+        s.execute(update(api.Envelope).where(api.Envelope.id == old_id)
+                  .values(events=None, confidence=None, doubt=None))   # as saved before 0005
+    files = [runtime.store().local_path(e.artifact.ref()) for e in envs.values()]
+
+    def hide() -> None:   # the envelope files gone from the store, as with a store away
+        for f in files:
+            f.rename(f.with_name(f.name + ".away"))
+
+    def restore() -> None:
+        for f in files:
+            f.with_name(f.name + ".away").rename(f)
+
+    def listed() -> dict[str, tuple[Any, ...]]:
+        out = foley("review", "list", "--reel", REEL, "--json")
+        assert out.returncode == 0, out.stderr
+        return {r["shot"]: (r["events"], r["confidence"], r["doubt"])
+                for r in json.loads(out.stdout)}
+
+    def rounded(sh: str) -> tuple[Any, ...]:
+        w = want[sh]
+        return (w["events"], round(w["confidence"], 3), w["doubt"])
+
+    hide()
+    try:  # the old version needs its file: one clear error, exit 1, no traceback
+        failed = foley("review", "list", "--reel", REEL)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+        assert "artifact store" in failed.stderr and str(old_id) not in failed.stdout
+    finally:
+        restore()
+    assert listed() == {sh: rounded(sh) for sh in envs}        # read once, row filled
+    with runtime.db().session() as s:
+        e = s.get(api.Envelope, old_id)
+        assert (e.events, e.confidence, e.doubt) == tuple(want["SH010"].values())
+    hide()
+    try:
+        assert listed() == {sh: rounded(sh) for sh in envs}    # no store needed now
+    finally:
+        restore()
 
 
 def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:
