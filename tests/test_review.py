@@ -734,6 +734,26 @@ def test_the_queue_is_read_from_the_database_alone(home: Path) -> None:
         restore()
 
 
+def test_a_database_that_is_away_is_one_line_naming_it(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`foley review list / show / approve` with the database down: one line naming the
+    database (password hidden) and what to do, exit 1, no traceback."""
+    import socket
+
+    with socket.socket() as sock:   # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("FOLEY_DB_URL", f"postgresql://foley:s3cret@127.0.0.1:{port}/foley")
+    for args in (("list",), ("show", REEL, "SH010"), ("approve", REEL, "SH010", "--by", "anna")):
+        out = foley("review", *args)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith(
+            f"error: the provenance database postgresql://foley:***@127.0.0.1:{port}/foley "
+            "cannot be used: ") and "FOLEY_DB_URL" in lines[0], (args, out.stderr)
+        assert "s3cret" not in out.stderr + out.stdout
+
+
 def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:
     """`foley review approve` SIGKILLed while its apply run holds the job: the job stays
     claimed by a dead process; the review app's worker takes it over and delivers."""
