@@ -261,10 +261,13 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
 
 def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: int,
                estimator: str, threshold: float, times: dict[str, float],
-               backend: str = "sampler", checkpoint: str | None = None) -> None:
+               backend: str = "sampler", checkpoint: str | None = None,
+               say_notes: bool = True) -> None:
     """Every stage of every live shot, wave by wave: proxy, features, envelope, approval (with
     --approve auto), synthesis and spatialization of the approved ones. Each stage retries a
-    transient failure on its own (`scaleout.stage`); envelope model inference is GPU work."""
+    transient failure on its own (`scaleout.stage`); envelope model inference is GPU work.
+    A new prediction over a person's work becomes the shot's `note`, logged if `say_notes`
+    (the pass; a shot run leaves that to the pass, which sees every shot)."""
     def keep(key: str) -> Callable[[ShotState, Any], None]:
         def collect(sh: ShotState, res: dict[str, Any]) -> None:
             sh.refs[key] = res[key] if isinstance(res, dict) and key in res else res
@@ -287,10 +290,12 @@ def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: 
             prompt=sh.hint, estimator=estimator, checkpoint=checkpoint), keep("envelope"),
               times, progress)
         for sh in shots:  # said once per shot and pass: in its log, report and summary
-            sh.note = (sh.refs.get("envelope") or {}).get("superseded") if sh.status == \
+            fresh = (sh.refs.get("envelope") or {}).get("superseded") if sh.status == \
                 "pending" else None
-            if sh.note:
-                _logger().warning("%s", sh.note, extra={"in_report": True})
+            if fresh:  # else the note a shot run's prediction left (`scaleout.distribute`)
+                sh.note = fresh
+                if say_notes:
+                    _logger().warning("%s", fresh, extra={"in_report": True})
         if approve == "auto":
             _wave("approve", shots, lambda sh: approve_task.submit(sh.shot_id,
                                                                    threshold=threshold),

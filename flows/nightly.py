@@ -11,9 +11,11 @@ run.
 
 It ends with the **morning summary**: a Prefect markdown artifact (`foley-nightly-summary`) —
 per reel the shots, how many are delivered (approved), wait for review, failed or were skipped,
-its picture length and the time the pass took, with links to the review app (FOLEY_REVIEW_URL)
-— and, if FOLEY_WEBHOOK_URL is set, the same as JSON POSTed there (a Slack / Teams / Mattermost
-incoming webhook reads its `text`). A webhook that fails is logged, never fails the run.
+its picture length and the time the pass took, with links to the review app (FOLEY_REVIEW_URL),
+and the shots whose new prediction went over a person's work (an edit, or a supervisor's
+decision: the pass's `note`), which a supervisor re-reviews first — and, if FOLEY_WEBHOOK_URL is
+set, the same as JSON POSTed there (a Slack / Teams / Mattermost incoming webhook reads its
+`text`). A webhook that fails is logged, never fails the run.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from tasks.ingest import TimelineError
 
 SUMMARY_KEY = "foley-nightly-summary"
 SHOT_STATES = ("delivered", "pending_review", "retake_requested", "omitted", "failed", "skipped")
+NOTES_PER_REEL = 10  # the summary lists this many shots over a person's work per reel
 
 
 @dataclass
@@ -55,6 +58,8 @@ class ReelOutcome:
     delivery_dir: str | None = None
     attempt: int = 1
     error: str | None = None
+    # new predictions over a person's work: {"shot", "record_in", "note"} (`ShotState.note`)
+    superseded: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -70,7 +75,12 @@ class NightlyReport:
     def totals(self) -> dict[str, int]:
         out = {k: sum(r.shots.get(k, 0) for r in self.reels) for k in SHOT_STATES}
         out["shots"] = sum(sum(r.shots.values()) for r in self.reels)
+        out["superseded"] = sum(len(r.superseded) for r in self.reels)
         return out
+
+    def superseded(self) -> list[dict[str, str]]:
+        """Every reel's new predictions over a person's work, each naming its reel."""
+        return [{"reel": r.reel, **n} for r in self.reels for n in r.superseded]
 
 
 @flow(name="foley-nightly", log_prints=True)
@@ -147,6 +157,8 @@ def _process(settings: Settings, where: str, arrival: inboxes.Arrival, out_root:
                          approve=approve, approve_threshold=threshold, library=library,
                          envelope_estimator=estimator, backend=settings.nightly_backend)
             outcome.shots = _shot_counts(result.manifest)
+            outcome.superseded = [{"shot": sh.name, "record_in": sh.record_in, "note": sh.note}
+                                  for sh in result.shots if sh.note]
         except TimelineError as exc:
             outcome.status, outcome.error = "rejected", str(exc)
         except foley_pass.PassAborted as exc:  # a service is away: the rest would fail too
@@ -166,7 +178,7 @@ def _finish(db: Any, claim_id: int, outcome: ReelOutcome, seconds: float) -> Non
     inbox_db.finish(db, claim_id, status=outcome.status, reel=outcome.reel,
                     delivery_dir=outcome.delivery_dir, error=outcome.error,
                     summary={"shots": outcome.shots, "picture_s": outcome.picture_s,
-                             "seconds": round(seconds, 3)})
+                             "seconds": round(seconds, 3), "superseded": outcome.superseded})
 
 
 def _reject(settings: Settings, where: str, path: str, local: Path, why: str,
@@ -216,8 +228,9 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
              f"{report.unchanged} unchanged since their last pass, "
              f"{len(report.settling)} still arriving. Time spent {hms(report.seconds)}.", ""]
     if report.reels:
+        over = f" ({t['superseded']} over a person's work)" if t["superseded"] else ""
         lines += [f"**{t['shots']}** shots: {t['delivered']} approved and delivered, "
-                  f"**{t['pending_review']} waiting for review**, {t['failed']} failed, "
+                  f"**{t['pending_review']} waiting for review**{over}, {t['failed']} failed, "
                   f"{t['skipped']} skipped. Review queue: {base}/", "",
                   "| reel | shots | approved | pending review | failed | skipped | picture | "
                   "time | status |", "|---|---|---|---|---|---|---|---|---|"]
@@ -229,6 +242,7 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
                 f"{s.get('pending_review', 0) + s.get('retake_requested', 0)} | "
                 f"{s.get('failed', 0)} | {s.get('skipped', 0)} | {hms(r.picture_s)} | "
                 f"{hms(r.seconds)} | {r.status}{' (attempt %d)' % r.attempt if r.attempt > 1 else ''} |")
+        lines += _superseded_markdown(report, base)
         problems = [r for r in report.reels if r.error]
         if problems:
             lines += ["", "## Needs attention", ""]
@@ -239,15 +253,39 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
     return "\n".join(lines)
 
 
+def _superseded_markdown(report: NightlyReport, base: str) -> list[str]:
+    """The section of the shots to re-review first: per reel, each new prediction that went
+    over a person's work (record in, shot linked to its review page, the pass's note), at most
+    NOTES_PER_REEL, then how many more."""
+    reels = [r for r in report.reels if r.superseded]
+    if not reels:
+        return []
+    q = urllib.parse.quote
+    lines = ["", "## Re-review: new predictions over a person's work", "",
+             "Tonight's prediction went over an edit or a supervisor's decision (which stays in "
+             "the shot's history); the policy never approves these shots.", ""]
+    for r in reels:
+        lines.append(f"- **{r.reel}** ({len(r.superseded)} shot(s))")
+        for n in r.superseded[:NOTES_PER_REEL]:
+            link = f"{base}/reels/{q(r.reel, safe='')}/shots/{q(n['shot'], safe='')}"
+            lines.append(f"  - `{n['record_in']}` [{n['shot']}]({link}): "
+                         f"{n['note'].removeprefix(n['shot'] + ': ')}")
+        if len(r.superseded) > NOTES_PER_REEL:
+            lines.append(f"  - … and {len(r.superseded) - NOTES_PER_REEL} more: "
+                         f"{base}/?reel={q(r.reel)}&status=all")
+    return lines
+
+
 def notify(settings: Settings, report: NightlyReport, text: str) -> str | None:
-    """POST the summary to FOLEY_WEBHOOK_URL (JSON: `text` plus the figures). Returns what
-    happened, for the record; a failure is logged, never raised."""
+    """POST the summary to FOLEY_WEBHOOK_URL (JSON: `text` plus the figures and `superseded`,
+    the new predictions over a person's work). Returns what happened, for the record; a
+    failure is logged, never raised."""
     if not settings.webhook_url:
         return None
     payload = {"text": text, "event": "foley.nightly.summary", "inbox": report.inbox,
                "started": report.started, "seconds": round(report.seconds, 1),
                "totals": report.totals(), "unchanged": report.unchanged,
-               "reels": [asdict(r) for r in report.reels]}
+               "superseded": report.superseded(), "reels": [asdict(r) for r in report.reels]}
     try:
         resp = httpx.post(settings.webhook_url, json=payload, timeout=settings.webhook_timeout_s)
         resp.raise_for_status()

@@ -260,3 +260,92 @@ def test_the_nightly_policy_takes_its_threshold_from_the_settings(
         [decision] = s.query(api.Decision).all()
         assert decision.agent.name == "policy:auto" and decision.params["threshold"] == 0.8
         assert decision.params["lowest_confidence"] >= 0.8
+
+
+def test_a_new_prediction_over_a_persons_edit_is_in_the_morning_summary(
+        night: Path, tmp_path: Path, prefect_harness: None,
+        webhook: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """anna edits SH020 after the first night; the editor then changes its Foley note and
+    sends the reel again. The second night's prediction goes over her edit: the night's
+    report, the summary artifact (reel, shot, record in, the pass's note) and the webhook
+    (`superseded`, and its text) say so, for a supervisor to re-review in the morning."""
+    from prefect.client.orchestration import get_client
+
+    from db import api
+    from flows.nightly import SUMMARY_KEY, nightly
+    from tasks.decisions import load_envelope, save_version
+
+    url, received = webhook
+    monkeypatch.setenv("FOLEY_WEBHOOK_URL", url)
+    monkeypatch.setenv("FOLEY_REVIEW_URL", "https://review.example")
+    shutil.rmtree(night / "reel_b")
+    shutil.rmtree(night / "broken")
+    [first] = nightly()["reels"]
+    assert first["status"] == "done" and first["superseded"] == []
+    assert received[0]["superseded"] == [] and "person's work" not in received[0]["text"]
+    with runtime.db().session() as s:
+        v1 = api.latest_envelope(s, api.get_shot(s, "reel_a", "SH020").id)
+        doc, ref, sid = load_envelope(v1.artifact.ref()), v1.artifact.ref(), v1.shot_id
+    assert save_version(sid, {**doc, "events": doc["events"][:-1]}, source="edit",
+                        derived_from=ref, created_by="user:anna", base_version=1)[0] == 2
+    edit = night / "reel_a" / "reel_a.otio"
+    edit.write_text(edit.read_text().replace("FOLEY: footsteps gravel",
+                                             "FOLEY: footsteps concrete"))
+    age(night / "reel_a", 3600)
+
+    [reel] = nightly()["reels"]
+    manifest = json.loads((tmp_path / "deliveries" / "reel_a" / "manifest.json").read_text())
+    record_in = next(s["record_in"] for s in manifest["shots"] if s["name"] == "SH020")
+    [over] = reel["superseded"]
+    assert (over["shot"], over["record_in"]) == ("SH020", record_in)
+    assert over["note"].startswith("SH020: the new prediction v3 went over v2, an edit by "
+                                   "user:anna")
+    hook = received[1]
+    assert hook["superseded"] == [{"reel": "reel_a", **over}]
+    assert hook["totals"]["superseded"] == 1
+    with get_client(sync_client=True) as client:
+        [art] = [a for a in client.read_latest_artifacts(limit=50) if a.key == SUMMARY_KEY]
+    assert art.data == hook["text"]
+    assert "waiting for review** (1 over a person's work)" in art.data
+    assert ("## Re-review: new predictions over a person's work" in art.data
+            and "- **reel_a** (1 shot(s))\n"
+            f"  - `{record_in}` [SH020](https://review.example/reels/reel_a/shots/SH020): "
+            "the new prediction v3 went over v2, an edit by user:anna" in art.data), art.data
+
+
+def test_the_summary_groups_notes_per_reel_and_caps_them(
+        webhook: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many new predictions over people's work: listed per reel, NOTES_PER_REEL at most, then
+    how many more with the reel's queue; the webhook carries every one of them."""
+    from flows.nightly import NOTES_PER_REEL, NightlyReport, ReelOutcome, notify, summary_markdown
+    from flows.settings import get_settings
+
+    def notes(n: int) -> list[dict[str, str]]:
+        return [{"shot": f"SH{i:03d}0", "record_in": f"01:00:{i:02d}:00",
+                 "note": f"SH{i:03d}0: the new prediction v2 went over v1, an edit by user:anna"}
+                for i in range(1, n + 1)]
+
+    report = NightlyReport(inbox="/in", started="2026-11-22T01:00:00+00:00", reels=[
+        ReelOutcome("r1/r1.otio", "r1", "done", shots={"pending_review": 40},
+                    superseded=notes(NOTES_PER_REEL + 3)),
+        ReelOutcome("r2/r2.otio", "r 2", "done", shots={"pending_review": 5}, superseded=notes(1)),
+        ReelOutcome("r3/r3.otio", "r3", "done", shots={"delivered": 5})])
+    text = summary_markdown(report, "https://review.example/")
+    section = text[text.index("## Re-review"):].splitlines()
+    assert [line for line in section if line.startswith("- ")] == [
+        f"- **r1** ({NOTES_PER_REEL + 3} shot(s))", "- **r 2** (1 shot(s))"]
+    assert sum(line.startswith("  - `") for line in section) == NOTES_PER_REEL + 1
+    assert "  - `01:00:01:00` [SH0010](https://review.example/reels/r1/shots/SH0010): the new " \
+        "prediction v2 went over v1, an edit by user:anna" in section
+    assert "  - … and 3 more: https://review.example/?reel=r1&status=all" in section
+    assert "  - `01:00:01:00` [SH0010](https://review.example/reels/r%202/shots/SH0010): " \
+        "the new prediction v2 went over v1, an edit by user:anna" in section
+    assert f"({NOTES_PER_REEL + 4} over a person's work)" in text
+
+    url, received = webhook
+    monkeypatch.setenv("FOLEY_WEBHOOK_URL", url)
+    assert notify(get_settings(), report, text) == "HTTP 204"
+    [hook] = received
+    assert hook["text"] == text and hook["totals"]["superseded"] == NOTES_PER_REEL + 4
+    assert [(n["reel"], n["shot"]) for n in hook["superseded"]][-2:] == [
+        ("r1", f"SH{NOTES_PER_REEL + 3:03d}0"), ("r 2", "SH0010")]
