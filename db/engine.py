@@ -47,8 +47,12 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def redact_url(url: str | URL) -> str:
-    """A database URL safe to print or store: the password is removed."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A database URL safe to print or store: the password is removed, from the user part
+    and from a `?password=` query parameter (libpq takes either)."""
+    u = make_url(url)
+    if "password" in u.query:
+        u = u.update_query_dict({"password": "***"})
+    return u.render_as_string(hide_password=True)
 
 
 def is_sqlite(url: str | URL) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from db.api import DECISIONS, REVIEW_STATES, decide, get_agent, latest_envelope, lock_shot
 from db.schema import (
     Agent,
+    Artifact,
     AuditEvent,
     Decision,
     Envelope,
@@ -221,10 +222,11 @@ def queue(s: Session, *, reel: str | None = None, status: str | None = None) -> 
               .group_by(Envelope.shot_id).subquery())
     last_decision = (select(Decision.envelope_id, func.max(Decision.created_at).label("at"))
                      .group_by(Decision.envelope_id).subquery())
-    q = (select(Reel, Shot, Envelope, last_decision.c.at)
+    q = (select(Reel, Shot, Envelope, Artifact.sha256, last_decision.c.at)
          .join(Shot, Shot.reel_id == Reel.id)
          .join(latest, latest.c.shot_id == Shot.id)
          .join(Envelope, (Envelope.shot_id == Shot.id) & (Envelope.version == latest.c.v))
+         .join(Artifact, Artifact.id == Envelope.artifact_id)
          .outerjoin(last_decision, last_decision.c.envelope_id == Envelope.id)
          .where(Shot.in_edit.is_(True))
          .order_by(Reel.name, Shot.index))
@@ -233,13 +235,13 @@ def queue(s: Session, *, reel: str | None = None, status: str | None = None) -> 
     if status is not None:
         q = q.where(Envelope.state == status)
     rows = []
-    for r, sh, env, decided_at in s.execute(q):
+    for r, sh, env, sha, decided_at in s.execute(q):   # one query, whatever the shots
         rows.append(QueueRow(
             reel=r.name, shot=sh.name, shot_id=sh.id, index=sh.index,
             record_in_frame=r.start_frame + sh.record_in_frame, rate=(r.rate_num, r.rate_den),
             drop_frame=r.drop_frame, duration_s=sh.duration_s, state=env.state,
             version=env.version, since=_aware(decided_at or env.created_at),
-            envelope_sha256=env.artifact.sha256, envelope_id=env.id, events=env.events,
+            envelope_sha256=sha, envelope_id=env.id, events=env.events,
             confidence=env.confidence, doubt=env.doubt,
         ))
     return rows

@@ -1,6 +1,7 @@
 """`foley`: the command line of foleyflow.
 
-Exit codes: 0 success; 1 the pass ran but some shots were not delivered (they are listed);
+Exit codes: 0 success; 1 the pass ran but some shots were not delivered (they are listed),
+or the database or artifact store a command needs is away (one line naming it: `main`);
 2 bad input or usage (nothing written).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ app = typer.Typer(
         "stems and mixes stamped with the reel's timecode, a preview movie and manifest.json.\n\n"
         "Embedded mode keeps everything under ./.foley (SQLite, artifact folder); set "
         "FOLEY_DB_URL / FOLEY_STORE_URL for a studio. Exit codes: 0 ok, 1 some shots not "
-        "delivered, 2 bad input."
+        "delivered or the database / artifact store away, 2 bad input."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -314,16 +315,51 @@ def db_upgrade(
     except migrate.MigrationError as exc:
         fail(str(exc))
     except Exception as exc:  # cannot connect, bad credentials: say where, never the password
-        fail(f"{redact_url(target)}: {exc}")
+        said = service_error(exc, db_url=target)
+        if said is None:
+            raise
+        fail(said, 1)
 
 
-def service_error(exc: BaseException) -> str | None:
+def _db_trouble(e: BaseException) -> str | None:
+    """What to do about a DBAPI error that is the database's (not a bug): None for the rest —
+    SQL errors, constraint violations, deadlocks, a cancelled query (SQLite calls even a
+    missing column an OperationalError, so it is recognised by its message)."""
+    from db.engine import _PERMANENT, is_transient
+
+    orig = getattr(e, "orig", None)
+    text = str(orig).lower()
+    driver = type(orig).__module__.split(".")[0]
+    if driver in ("psycopg2", "psycopg"):
+        code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+        if code is None or code.startswith(("08", "28", "3D", "57P")):   # never connected,
+            if any(p in text for p in _PERMANENT):      # refused, auth, no such database
+                return "Check FOLEY_DB_URL: its host, user, password and database name"
+            return ("Check that the database server is running and reachable, then run the "
+                    "command again")
+        return None
+    if is_transient(e):
+        return ("Check that the database server is running and reachable, then run the "
+                "command again")
+    if driver == "sqlite3" and any(m in text for m in (
+            "unable to open database file", "database is locked", "disk i/o error",
+            "readonly database", "file is not a database")):
+        return ("Check that the database file and its folder are readable and writable, and "
+                "that no other process holds it for long, then run the command again")
+    return None
+
+
+def service_error(exc: BaseException, *, db_url: str | None = None) -> str | None:
     """The one line a command prints when the database or the artifact store it needs failed
-    it (away past the retry budget, refusing connections, an artifact missing), else None (a
-    bug: the traceback is worth having). The database is named without its password."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    it — away past the retry budget, refusing the connection or the credentials, behind this
+    foleyflow's schema, missing an artifact — else None (a bug: its traceback is worth having).
+    Follows the exception's causes as Python prints them (an exception raised `from None`
+    hides its context). The database — `db_url`, else the one the command connected to, else
+    the settings' — is named without its password."""
+    from sqlalchemy.exc import DBAPIError
 
     from db.engine import DatabaseUnavailable, reason_of, redact_url
+    from db.migrate import MigrationError
     from tasks.store import StoreError
 
     seen: set[int] = set()
@@ -332,18 +368,30 @@ def service_error(exc: BaseException) -> str | None:
         seen.add(id(e))
         if isinstance(e, DatabaseUnavailable):
             return str(e)
-        if isinstance(e, (OperationalError, InterfaceError)):
+        if isinstance(e, MigrationError):
+            return " ".join(str(e).split())
+        if isinstance(e, DBAPIError):
+            advice = _db_trouble(e)
+            if advice is None:
+                return None
+            where = ""
             try:
-                from flows.settings import get_settings
-                where = f" {redact_url(get_settings().resolved_db_url())}"
-            except Exception:  # the settings themselves are broken: the reason says enough
-                where = ""
-            return (f"the provenance database{where} cannot be used: {reason_of(e)}. Check "
-                    "that it is running and FOLEY_DB_URL names it, then run the command again")
+                if db_url is None:
+                    from tasks import runtime
+                    db_url = runtime.db().url
+            except RuntimeError:  # not connected yet: the settings name it
+                try:
+                    from flows.settings import get_settings
+                    db_url = get_settings().resolved_db_url()
+                except ValueError:  # the settings themselves are broken
+                    pass
+            if db_url:
+                where = f" {redact_url(db_url)}"
+            return f"the provenance database{where} cannot be used: {reason_of(e)}. {advice}"
         if isinstance(e, StoreError):
             return (f"artifact store: {e}. Check that the store (FOLEY_STORE_URL) is reachable "
                     "and holds the project's artifacts, then run the command again")
-        e = e.__cause__ or e.__context__
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return None
 
 

@@ -178,7 +178,17 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
         typer.echo("synthesis and re-conform are queued (job left for the review app or "
                    "`foley review apply`)")
         return
-    report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
+    try:
+        report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
+    except Exception as exc:  # the decision stands: deciding again would record it twice
+        from flows.cli import service_error
+
+        said = service_error(exc)
+        if said is None:
+            raise
+        _fail(f"{said} — but the decision is recorded: do not decide again; once it is "
+              f"back, `foley review apply {reel}` synthesizes and re-conforms (so does the "
+              "review app's worker)", 1)
     _print_apply(report)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import bindparam, select, update
 
 from db import api, review
 from models.spatial_render import validate_override
@@ -228,15 +229,22 @@ def summary_of(env: dict[str, Any]) -> dict[str, Any]:
 def summaries(s: Any, rows: list[review.QueueRow]) -> list[review.QueueRow]:
     """`rows` (from `review.queue`), each with its version's summary. The summary is stored
     with the version when it is saved; a version saved before migration 0005 has none, so its
-    file is read once here and the summary written to its row (later queues read the row):
-    after an upgrade, the first queue of an old reel reads the store, the rest do not."""
-    for r in rows:
-        if r.events is not None:
-            continue
-        env = s.get(api.Envelope, r.envelope_id)
-        got = summary_of(load_envelope(env.artifact.ref()))
-        env.events, env.confidence, env.doubt = got["events"], got["confidence"], got["doubt"]
-        r.events, r.confidence, r.doubt = env.events, env.confidence, env.doubt
+    file is read here and the summary written to its row (later queues read the row): after
+    an upgrade, the first queue of an old reel reads the store, the rest do not. Every file is
+    read before anything is written, so no database lock is held while the store answers."""
+    old = [r for r in rows if r.events is None]
+    if not old:
+        return rows
+    refs = {a.sha256: a.ref() for a in s.scalars(
+        select(api.Artifact).where(api.Artifact.sha256.in_({r.envelope_sha256 for r in old})))}
+    for r in old:
+        got = summary_of(load_envelope(refs[r.envelope_sha256]))
+        r.events, r.confidence, r.doubt = got["events"], got["confidence"], got["doubt"]
+    rows_t = api.Envelope.__table__   # core executemany: one statement for every row
+    s.execute(update(rows_t).where(rows_t.c.id == bindparam("row"), rows_t.c.events.is_(None))
+              .values(events=bindparam("n"), confidence=bindparam("c"), doubt=bindparam("d")),
+              [{"row": r.envelope_id, "n": r.events, "c": r.confidence, "d": r.doubt}
+               for r in old])
     return rows
 
 

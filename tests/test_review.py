@@ -678,13 +678,17 @@ def test_confidence_and_doubt_are_listed_shown_and_published(home: Path) -> None
     assert f"| v2 | {lowest(weighed):.2f} | 0.25 |" in queue_md, queue_md
 
 
-def test_the_queue_is_read_from_the_database_alone(home: Path) -> None:
+def test_the_queue_is_read_from_the_database_alone(app: Any, home: Path) -> None:
     """Each version's summary (events, lowest confidence, doubt) is stored with its row when
-    it is saved, so `foley review list` answers with the artifact store gone. A version saved
-    before migration 0005 (no summary) is read from its file once, on the first list, and
-    its row filled: the next list needs no store."""
-    from sqlalchemy import update
+    it is saved, so the queue is one query and answers with the envelope files gone: `foley
+    review list`, the queue page, `/api/queue` and the Prefect queue artifact. A version saved
+    before migration 0005 (no summary) is read from its file once, on the first queue, and its
+    row filled; with its file gone that is one line naming the store, exit 1."""
+    import asyncio
 
+    from sqlalchemy import event, update
+
+    from flows.review import apply_decisions
     from tasks.decisions import load_envelope, summary_of
 
     with runtime.db().session() as s:
@@ -719,17 +723,40 @@ def test_the_queue_is_read_from_the_database_alone(home: Path) -> None:
     hide()
     try:  # the old version needs its file: one clear error, exit 1, no traceback
         failed = foley("review", "list", "--reel", REEL)
-        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
-        assert "artifact store" in failed.stderr and str(old_id) not in failed.stdout
+        lines = [ln for ln in failed.stderr.splitlines() if ln.strip()]
+        assert failed.returncode == 1 and len(lines) == 1, failed.stderr
+        assert lines[0].startswith("error: artifact store: artifact "), failed.stderr
     finally:
         restore()
     assert listed() == {sh: rounded(sh) for sh in envs}        # read once, row filled
     with runtime.db().session() as s:
         e = s.get(api.Envelope, old_id)
         assert (e.events, e.confidence, e.doubt) == tuple(want["SH010"].values())
+        statements: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            statements.append(statement)
+
+        engine = s.get_bind()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert len(review.queue(s, reel=REEL)) == 2
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1, statements                     # one query, whatever the shots
     hide()
-    try:
-        assert listed() == {sh: rounded(sh) for sh in envs}    # no store needed now
+    try:   # no store needed now: the command line, the app's page and API, the artifact
+        assert listed() == {sh: rounded(sh) for sh in envs}
+        c = client_for(app, "vi")
+        rows = c.get("/api/queue", params={"reel": REEL}).json()["rows"]
+        assert {r["shot"]: (r["events"], r["confidence"], r["doubt"]) for r in rows} == \
+            {sh: rounded(sh) for sh in envs}
+        page = c.get("/", params={"reel": REEL, "status": "all"})
+        assert page.status_code == 200 and ">Doubt</th>" in page.text
+        assert page.text.count(f'{rounded("SH010")[1]:.2f}</td>') >= 1
+        apply_decisions(REEL, reason="the queue, published")  # nothing to apply: publishes
+        queue_md = asyncio.run(latest_artifact("review-reel-review")).data
+        assert f"| v1 | {rounded('SH010')[1]:.2f} | – |" in queue_md, queue_md
     finally:
         restore()
 
@@ -750,8 +777,69 @@ def test_a_database_that_is_away_is_one_line_naming_it(
         lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith(
             f"error: the provenance database postgresql://foley:***@127.0.0.1:{port}/foley "
-            "cannot be used: ") and "FOLEY_DB_URL" in lines[0], (args, out.stderr)
+            "cannot be used: ") and "server is running and reachable" in lines[0], (
+            args, out.stderr)
         assert "s3cret" not in out.stderr + out.stdout
+
+
+def test_only_a_service_in_trouble_is_one_line(tmp_path: Path) -> None:
+    """`service_error` names the database or store when it is theirs — a file that cannot be
+    opened, an artifact missing, a database that stayed away, whatever wraps it — and leaves a
+    bug its traceback: SQL errors (SQLite calls a missing column an OperationalError),
+    constraint violations, an error raised `from None` while handling a store error."""
+    import sqlalchemy as sa
+
+    from db.engine import DatabaseUnavailable
+    from flows.cli import service_error
+    from tasks.store import StoreError
+
+    def raised(fn: Any) -> BaseException:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - what the command would see
+            return exc
+        raise AssertionError("nothing raised")
+
+    ok = sa.create_engine(f"sqlite:///{tmp_path / 'ok.db'}")
+    with ok.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+    def run(sql: str, engine: Any = ok) -> Any:
+        return lambda: engine.connect().exec_driver_sql(sql)
+
+    gone = sa.create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}")
+    said = service_error(raised(run("SELECT 1", gone)), db_url=str(gone.url))
+    assert said and said.startswith(f"the provenance database {gone.url} cannot be used: "
+                                    "unable to open database file"), said
+
+    def wrapped() -> None:
+        try:
+            raise StoreError("artifact 0123456789ab is missing from the store (/x)")
+        except StoreError as exc:
+            raise RuntimeError("the stage failed") from exc
+    assert service_error(raised(wrapped)).startswith("artifact store: artifact 0123456789ab")
+    away = _chained(DatabaseUnavailable("the provenance database x did not answer"))
+    assert service_error(away) == "the provenance database x did not answer"
+
+    def hidden() -> None:
+        try:
+            raise StoreError("gone")
+        except StoreError:
+            raise ValueError("bad argument") from None
+    for bug in (raised(run("SELECT nosuch FROM t")), raised(run("SELEC 1")),
+                raised(run("INSERT INTO t VALUES (1)")), raised(hidden), ValueError("x")):
+        assert service_error(bug) is None, bug
+
+
+def _chained(cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise RuntimeError("the flow run crashed") from exc
+    except RuntimeError as outer:
+        return outer
 
 
 def test_an_apply_killed_mid_way_is_finished_by_the_app(home: Path) -> None:
