@@ -429,7 +429,9 @@ def train_calibrate(
     one it was fine-tuned from); and the checkpoint a training run writes at its best epoch
     before the run has ended (its training record says "complete": false): that run
     replaces it as it resumes, and fits the scorer itself when it ends — finish it first
-    with the same `foley train envelope` command."""
+    with the same `foley train envelope` command. Refused too while a training run or another
+    calibration writes into the folder of --out (one at a time writes a folder, as with
+    `foley train envelope`)."""
     import torch
 
     from flows.cli import _prefect_defaults
@@ -444,11 +446,12 @@ def train_calibrate(
         _fail(str(exc))
     torch.set_num_threads(threads)
     _prefect_defaults()
+    run = calibrate_flow(log=lambda line: typer.echo(line, err=True))
     quiet_expected_stops_on_console()
     try:
-        report = calibrate_flow()(str(checkpoint), str(data), str(out or checkpoint),
-                                  prefer_recall, timing_correction, recall_floor)
-    except ValueError as exc:   # found only as it reads (a damaged clip, TrainingError) or fits
+        report = run(str(checkpoint), str(data), str(out or checkpoint), prefer_recall,
+                     timing_correction, recall_floor)
+    except TrainingError as exc:   # found as it runs: a damaged clip, clips it cannot fit on
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=1))
 

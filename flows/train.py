@@ -10,20 +10,22 @@ Resumable: after every epoch the model, optimizer, scheduler, RNG states and the
 are written (atomically) to OUT/train_state.pt with what determines the run (the data, its
 clips, the options: flows/train_checks.py); running the same command again continues from
 there, and a rerun that differs is refused before anything is written. One run at a time
-trains into a folder (a lock on OUT). The best epoch's model is
-OUT/rms_mapper_<preset>.safetensors (config, input statistics and the training record
-embedded from the first epoch on, `complete` false until the run ends; then the onset
-calibration, the contact scorer and the training summary). The contact scorer
-(`models.contact_scorer`: which tracked contacts sound) is fitted after the last
-epoch on a calibration set of clips the network never trained on (`calibration`), else on the
-validation clips; `calibrate_checkpoint` refits it on an existing checkpoint.
+trains into a folder (a lock on OUT, which a calibration writing into the folder also
+takes). The best epoch's model is OUT/rms_mapper_<preset>.safetensors (config, input
+statistics and the training record embedded from the first epoch on, `complete` false
+until the run ends; then the onset calibration, the contact scorer and the training summary).
+The contact scorer (`models.contact_scorer`: which tracked contacts sound) is fitted after
+the last epoch on a calibration set of clips the network never trained on (`calibration`),
+else on the validation clips; `calibrate_checkpoint` refits it on an existing checkpoint.
 
 Fine-tuning (`init`): the run starts from an existing checkpoint — the shipped one, say — and
 adapts it to a studio's own material (`foley dataset videos` over its past reels with their
 Foley or production tracks), with a lower peak learning rate and fewer epochs
 (models/README.md, "Real footage": 30 epochs at 5e-4, batch 8, on 39 five-second windows of a
 film take under a minute). Curves are published as
-Prefect artifacts (a table per epoch, the summary as markdown) and drawn to OUT/curves.png.
+Prefect artifacts (a table per epoch, the summary as markdown) and drawn to OUT/curves.png;
+each finished epoch is a line of the flow run's log (`run_log`), so the Prefect UI shows the
+run's progress as the CLI's bar does.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from flows.train_checks import (
-    CROP_S, STATE, TrainingError, check_resume, checkpoint_name, is_validation, out_lock,
-    prepare_calibration, prepare_run,
+    CROP_S, STATE, TrainingError, calibration_folder, calibration_inputs, check_resume,
+    checkpoint_name, is_validation, out_lock, prepare_calibration, prepare_run,
 )
 from models import curve_events, rms_targets, v2a_inputs
 from models import rms_mapper as mapper
@@ -248,17 +250,28 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
     that find at least as many onsets as the tracker alone (`contact_scorer.fit_selection`).
     Returns the selection report. TrainingError (`prepare_calibration`) for a checkpoint of a
     run that has not ended, a set too small or holding its training clips, an `out` that
-    cannot be written."""
-    model, config, meta = prepare_calibration(checkpoint, data, out)
-    clips = load_examples(data, "train", config.contact_inputs, all_features=True)
-    log(f"calibrating on {len(clips)} clips of {data}"
-        + (" — few: expect noisy thresholds; a few hundred clips fit well"
-           if len(clips) < 100 else ""))
-    fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)), log=log,
-                             prefer_recall=prefer_recall, correct_timing=correct_timing,
-                             recall_floor=recall_floor)
-    fitted["selection_report"]["data"] = str(Path(data).resolve())
-    atomic_write(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
+    cannot be written or whose folder a training run or another calibration is writing into
+    (the lock on it is held from reading the checkpoint to writing `out`); and for a set the
+    scorer cannot be fitted on."""
+    prepare_calibration(checkpoint, data, out)   # before the lock, as the CLI checks
+    with out_lock(calibration_folder(out), "calibration"):
+        # again, now that no run can rewrite the checkpoint before this writes `out`
+        model, config, meta = calibration_inputs(checkpoint, data, out)
+        clips = load_examples(data, "train", config.contact_inputs, all_features=True)
+        log(f"calibrating on {len(clips)} clips of {data}"
+            + (" — few: expect noisy thresholds; a few hundred clips fit well"
+               if len(clips) < 100 else ""))
+        try:
+            fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)),
+                                     log=log, prefer_recall=prefer_recall,
+                                     correct_timing=correct_timing, recall_floor=recall_floor)
+        except ValueError as exc:   # the set's clips, not a bug of the caller's: one line
+            raise TrainingError(
+                f"calibration set {data}: the contact scorer of {checkpoint} cannot be fitted "
+                f"on its clips ({exc}); calibrate on another set (`foley dataset procedural "
+                "CAL --clips 400 --seed 100000`)") from exc
+        fitted["selection_report"]["data"] = str(Path(data).resolve())
+        atomic_write(out, lambda p: mapper.save_checkpoint(model, config, p, {**meta, **fitted}))
     return fitted["selection_report"]
 
 
@@ -271,8 +284,10 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
     contact scorer is fitted on `calibration` (a dataset folder of clips never trained on) when
     given, else on the validation clips. With `init` (an RMS-Mapper checkpoint of `preset`) the
     run fine-tunes it: its weights and input statistics are the start, and the summary records
-    it (`fine_tune_start`). `progress(epochs done, epochs, the last epoch's row or None, best
-    epoch or None)` is called as the run starts and after each epoch's state is written.
+    it (`fine_tune_start`). `log` gets one line per finished epoch (losses, validation E-L1,
+    the best epoch so far) and the run's other news (resuming, the time budget spent, the
+    scorer's fit). `progress(epochs done, epochs, the last epoch's row or None, best epoch or
+    None)` is called as the run starts and after each epoch's state is written.
     TrainingError, before anything is written, for bad options or data, another run's state
     or lock in `out` (`prepare_run`); after, for a clip that cannot be read or a run that
     diverges."""
@@ -339,9 +354,6 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
                     + (f", into another --out (or remove {out}: it holds this run's first "
                        f"{epoch} epochs)" if epoch else ""))
             history.append(row)
-            log(f"epoch {epoch + 1}/{epochs}: train {row['train_loss']:.4f} · val "
-                f"{val_loss:.4f} (onsets {val_onset:.4f}) · val E-L1 {val_l1:.4f} · "
-                f"{row['seconds']:.1f} s")
             if val_loss < best:  # both heads' objectives; E-L1 alone would ignore the head
                 best, best_epoch = val_loss, epoch + 1
                 atomic_write(ckpt, lambda p: mapper.save_checkpoint(
@@ -349,6 +361,9 @@ def train(data: Path, out: Path, *, preset: str = "tiny", epochs: int = 60,
                                        "val_e_l1": val_l1, "training": {
                                            **record, "epochs_run": epoch + 1,
                                            "complete": False}}))
+            log(f"epoch {epoch + 1}/{epochs}: train {row['train_loss']:.4f} · val "
+                f"{val_loss:.4f} (onsets {val_onset:.4f}) · val E-L1 {val_l1:.4f} · best "
+                f"epoch {best_epoch} · {row['seconds']:.1f} s")
             atomic_write(state_path, lambda p: torch.save({
                 "model": model.state_dict(), "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "rng": rng.bit_generator.state,
@@ -399,14 +414,22 @@ def _finish(ckpt: Path, out: Path, record: dict[str, Any], history: list[dict[st
             log: Any) -> dict[str, Any]:
     """The end of a run: the best epoch's detection calibrated, its contact scorer fitted on
     `calibration` (else the validation clips), the checkpoint written with them and the
-    summary (`complete`), which training.json also holds."""
+    summary (`complete`), which training.json also holds. TrainingError for clips the scorer
+    cannot be fitted on."""
     best_model, config, meta = mapper.load_checkpoint(ckpt)
     detection = calibrate(best_model, trn, val)
     cal = load_examples(calibration, "train", config.contact_inputs, all_features=True) \
         if calibration is not None else val
     log(f"fitting the contact scorer on {len(cal)} clips"
         + (f" of {calibration}" if calibration is not None else " (validation)"))
-    fitted = scorer_metadata(best_model, cal, detection["onset_offset_s"], log=log)
+    try:
+        fitted = scorer_metadata(best_model, cal, detection["onset_offset_s"], log=log)
+    except ValueError as exc:   # the clips, not a bug: one line; the epochs stay trained
+        where = calibration or f"the validation clips of {record['data']}"
+        raise TrainingError(
+            f"{where}: the contact scorer cannot be fitted on these clips ({exc}); the "
+            f"{len(history)} epochs are trained: run the same command again with "
+            "--calibration naming another set, and it only fits the scorer") from exc
     fitted["selection_report"]["data"] = (str(calibration.resolve()) if calibration
                                           else "validation")
     summary = {
@@ -456,12 +479,41 @@ def artifact_key(preset: str, out: Path, what: str) -> str:
     return f"train-envelope-{preset}-{name + '-' if name else ''}{digest}-{what}"
 
 
+RUN_LOG = "foleyflow"   # prefect.flow_runs.foleyflow: the lines of `run_log`
+
+
+def run_log(console: Any = None) -> Any:
+    """`log` for `train` / `calibrate_checkpoint` inside a flow run: each line one INFO record
+    of the run's log, which the Prefect API stores with the run (the UI shows a training run's
+    epochs as they end), and printed by `console` if given (the CLI's, above its epoch bar),
+    else by Prefect's console handler. The records come from a child of the run logger held
+    at INFO: the CLI sets PREFECT_LOGGING_LEVEL to WARNING for a quiet console, and at that
+    level the run logger drops INFO records before its API handler sees them. A line
+    `console` prints is marked, and `_ExpectedStops` keeps Prefect's console from printing
+    it again."""
+    from prefect import get_run_logger
+
+    logger = get_run_logger().getChild(RUN_LOG)
+    logger.setLevel(logging.INFO)
+    shown = {"shown_on_console": console is not None}
+
+    def line(message: str) -> None:
+        logger.info(message, extra=shown)
+        if console is not None:
+            console(message)
+
+    return line
+
+
 class _ExpectedStops(logging.Filter):
-    """Keeps the console to the CLI's own line when a run is refused (TrainingError) or
-    stopped (^C, SIGTERM): Prefect's traceback and its "Crash detected!" stay in the flow
-    run's log (the Prefect API / UI)."""
+    """Keeps the console to the CLI's own lines: when a run is refused (TrainingError) or
+    stopped (^C, SIGTERM), Prefect's traceback and its "Crash detected!" stay in the flow
+    run's log (the Prefect API / UI); a line of `run_log` the CLI printed itself is not
+    printed again."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "shown_on_console", False):
+            return False
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, (TrainingError, KeyboardInterrupt)) \
                 or type(exc).__name__ == "TerminationSignal":
@@ -480,9 +532,9 @@ def quiet_expected_stops_on_console() -> None:
 
 
 def train_envelope_flow(log: Any = None, progress: Any = None) -> Any:
-    """The Prefect flow around `train` (built on demand: importing this module stays cheap);
-    `log` (else print, into the flow run's log) and `progress` are `train`'s: the CLI's
-    console and epoch bar."""
+    """The Prefect flow around `train` (built on demand: importing this module stays cheap).
+    `train`'s lines — one per finished epoch — go to the flow run's log (`run_log`) and to
+    `log`, the CLI's console, which prints them above `progress`, its epoch bar."""
     from prefect import flow
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -502,7 +554,7 @@ def train_envelope_flow(log: Any = None, progress: Any = None) -> Any:
                         batch_size=batch_size, lr=lr, crop_s=crop_s, seed=seed,
                         max_minutes=max_minutes, threads=threads,
                         calibration=Path(calibration) if calibration else None,
-                        init=Path(init) if init else None, log=log or print,
+                        init=Path(init) if init else None, log=run_log(log),
                         publish=publish, progress=progress)
         tuned = f", fine-tuned from `{init}`" if init else ""
         create_markdown_artifact(
@@ -563,8 +615,9 @@ def timing_markdown(timing: dict[str, Any] | None) -> list[str]:
             "| band | contacts | tracker | corrected, out of fold |", "|---|---|---|---|", *rows]
 
 
-def calibrate_flow() -> Any:
-    """The Prefect flow around `calibrate_checkpoint` (built on demand)."""
+def calibrate_flow(log: Any = None) -> Any:
+    """The Prefect flow around `calibrate_checkpoint` (built on demand); its lines go to the
+    flow run's log (`run_log`) and to `log`, the CLI's console."""
     from prefect import flow
     from prefect.artifacts import create_markdown_artifact
 
@@ -573,8 +626,8 @@ def calibrate_flow() -> Any:
                            correct_timing: bool = False, recall_floor: bool = True
                            ) -> dict[str, Any]:
         """Fit a checkpoint's contact scorer on a calibration set (weights unchanged)."""
-        report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out), log=print,
-                                      prefer_recall=prefer_recall,
+        report = calibrate_checkpoint(Path(checkpoint), Path(data), Path(out),
+                                      log=run_log(log), prefer_recall=prefer_recall,
                                       correct_timing=correct_timing, recall_floor=recall_floor)
         create_markdown_artifact(f"# RMS-Mapper calibration\n\n{selection_markdown(report)}"
                                  f"\n\nCheckpoint: `{out}`", key="calibrate-envelope",

@@ -1,6 +1,7 @@
 """What `foley train envelope` and `foley train calibrate` (flows/train.py) check before they
 write anything: the options, the dataset's index, the checkpoints they read, the clips a
-calibration set may hold, the resumable state a rerun continues and the lock on --out.
+calibration set may hold, the resumable state a rerun continues and the lock on the folder
+they write into (a run's --out; a calibration's, the folder of its --out).
 
 Every refusal is a `TrainingError` whose message names the file or option, what it holds and
 what to do; the CLI prints it as one line (exit 2). The CLI runs these checks before Prefect
@@ -208,8 +209,23 @@ def check_calibration_out(out: Path) -> None:
 
 def prepare_calibration(checkpoint: Path, data: Path, out: Path
                         ) -> tuple[Any, Any, dict[str, Any]]:
-    """The checks of `foley train calibrate` (the checkpoint, the calibration set, where it
-    writes), in that order; returns the checkpoint (model, config, metadata)."""
+    """The checks of `foley train calibrate` (`calibration_inputs`, then the lock on the
+    folder it writes into: no run or other calibration writing there); returns the checkpoint
+    (model, config, metadata)."""
+    found = calibration_inputs(checkpoint, data, out)
+    check_out_free(calibration_folder(out), "calibration")
+    return found
+
+
+def calibration_folder(out: Path) -> Path:
+    """The folder whose lock a calibration writing `out` takes (absolute: a refusal names it)."""
+    return Path(out).absolute().parent
+
+
+def calibration_inputs(checkpoint: Path, data: Path, out: Path
+                       ) -> tuple[Any, Any, dict[str, Any]]:
+    """The checkpoint, the calibration set and where the calibrated checkpoint goes, checked
+    in that order; returns the checkpoint (model, config, metadata)."""
     model, config, meta = read_checkpoint(
         checkpoint, "checkpoint", "give an RMS-Mapper checkpoint (`foley train envelope` "
         "writes OUT/rms_mapper_<preset>.safetensors)")
@@ -365,12 +381,21 @@ def check_resume(out: Path, plan: RunPlan) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- the lock on --out
 
+# What holds a folder's lock, as a refused command names it, and what the refused one can do
+# instead: a training run holds its --out, a calibration the folder of the checkpoint it writes
+# (which is a training run's --out when it replaces that run's checkpoint).
+HOLDING = {"training": "another run is training into it",
+           "calibration": "a calibration (`foley train calibrate`) is writing into it"}
+INSTEAD = {"training": "train into another --out",
+           "calibration": "give --out a file in another folder"}
+
 
 @contextlib.contextmanager
-def out_lock(out: Path) -> Iterator[None]:
+def out_lock(out: Path, kind: str = "training") -> Iterator[None]:
     """Hold OUT/.train.lock (an exclusive flock the kernel releases when the process ends)
-    while a run trains into `out`, creating the folder; TrainingError if another run holds
-    it."""
+    while a run of `kind` (HOLDING) writes into the folder `out`, creating it; TrainingError
+    if another run or calibration holds it. The lock file says who holds it, for the
+    refusal."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -380,16 +405,18 @@ def out_lock(out: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TrainingError(_held(out, fd)) from None
+            raise TrainingError(_held(out, fd, kind)) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        os.write(fd, f"{kind}: process {os.getpid()} on {socket.gethostname()}".encode())
         yield
     finally:
         os.close(fd)
 
 
-def check_out_free(out: Path) -> None:
-    """TrainingError if a run holds the lock on `out` now (a rerun started while it trains)."""
+def check_out_free(out: Path, kind: str = "training") -> None:
+    """TrainingError if a run or calibration holds the lock on the folder `out` now (a rerun
+    started while it trains, a calibration into a folder a run trains into); `kind` is the
+    one that would write there (what the refusal says to do instead)."""
     path = out / LOCK
     if not path.is_file():
         return
@@ -398,13 +425,19 @@ def check_out_free(out: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TrainingError(_held(out, fd)) from None
+            raise TrainingError(_held(out, fd, kind)) from None
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
 
-def _held(out: Path, fd: int) -> str:
-    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-    return (f"{out}: another run is training into it{f' ({holder})' if holder else ''}; let it "
-            "finish or stop it, or train into another --out")
+def _held(out: Path, fd: int, kind: str) -> str:
+    """The refusal of a `kind` run when the lock on `out` is held: who holds it (the lock
+    file's "kind: process … on host"; a bare "process …", from before calibrations took the
+    lock, is a training run) and what to do."""
+    text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    holding, _, holder = text.partition(": ")
+    if holding not in HOLDING:
+        holding, holder = "training", text
+    return (f"{out}: {HOLDING[holding]}{f' ({holder})' if holder else ''}; let it finish or "
+            f"stop it, or {INSTEAD[kind]}")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from flows.cli_models import SHIPPED  # where `foley generate` and the pass load from
-from flows.train import _write_atomic
+from tasks.store import atomic_write
 from models import synth_ckpt, synth_pipeline
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -16,5 +16,5 @@ args = parser.parse_args()
 for stage in synth_pipeline.STAGES:
     src = synth_pipeline.checkpoint_path(args.run, stage, args.preset)
     dst = synth_pipeline.checkpoint_path(SHIPPED, stage, args.preset)
-    _write_atomic(dst, lambda tmp, src=src: synth_ckpt.save_half(src, tmp))
+    atomic_write(dst, lambda tmp, src=src: synth_ckpt.save_half(src, tmp))
     print(f"{dst}: {dst.stat().st_size / 1e6:.2f} MB, sha256 {synth_ckpt.file_sha256(dst)[:16]}…")

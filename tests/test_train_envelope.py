@@ -1,11 +1,13 @@
 """`foley train envelope` / `foley train calibrate` as a person runs them: refusals before
-anything is written, resuming only the run that is in --out, stopping, one run per folder,
-the training record in every checkpoint. Real (tiny) datasets written as `foley dataset`
+anything is written, resuming only the run that is in --out, stopping, one run or
+calibration per folder, the training record in every checkpoint, each epoch in the flow run's
+Prefect log, errors met as it runs as one line. Real (tiny) datasets written as `foley dataset`
 writes them, from the bouncing-ball features and click sounds of the other model tests; real
 runs of a few epochs of the tiny preset on CPU."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,8 +24,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.train import (
-    STATE, TrainingError, artifact_key, checkpoint_name, is_validation, out_lock, train,
-    train_envelope_flow,
+    STATE, TrainingError, artifact_key, calibrate_checkpoint, checkpoint_name, is_validation,
+    out_lock, train, train_envelope_flow,
 )
 from flows.train_checks import check_calibration_data
 from models import rms_mapper
@@ -263,3 +265,95 @@ def test_the_summary_holds_absolute_paths_and_each_out_its_own_artifacts(
     assert set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
     table = Artifact.get(key)
     assert table is not None and len(json.loads(table.data)) == 1
+
+
+def test_each_epoch_is_a_line_of_the_flow_runs_log_and_printed_once(tmp_path: Path,
+                                                                    data: Path) -> None:
+    """A studio watching a run in the Prefect UI sees each epoch as it ends: one INFO record
+    of the flow run's log (its losses, validation and best epoch), read back here from the
+    Prefect API the command logged to, though the CLI keeps Prefect's own logging at WARNING
+    (before, the epochs reached only the console bar). The console prints each once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId,
+    )
+
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_LEVEL"}  # the CLI's
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *envelope(data, out)], cwd=REPO,
+                          env={**env, "FOLEY_HOME": str(tmp_path / "home"),
+                               "COLUMNS": "200"},   # the console's lines unwrapped
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["train-envelope"])))
+        [run] = [r for r in runs if r.parameters.get("out") == str(out)]
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    epochs = [log for log in logs if log.message.startswith("epoch ")]
+    assert [(log.level, log.message.split(":")[0]) for log in epochs] == [
+        (logging.INFO, f"epoch {n}/3") for n in (1, 2, 3)], [log.message for log in logs]
+    assert all(" · val " in log.message and " · best epoch " in log.message for log in epochs)
+    for log in epochs:
+        assert proc.stderr.count(log.message) == 1, proc.stderr
+
+
+def test_a_calibration_holds_the_folder_it_writes_into_as_a_run_does(
+        tmp_path: Path, data: Path, cal: Path) -> None:
+    """`foley train calibrate` takes the lock `foley train envelope` takes, on the folder of
+    its --out (before, the two could write into one folder at once): while a run trains
+    there it is refused, one line naming the run; while it calibrates, a run or another
+    calibration into that folder is refused, naming it."""
+    out = tmp_path / "run"
+    target = out / "calibrated.safetensors"
+    calibrate = ["train", "calibrate", str(SHIPPED_CHECKPOINT), str(cal), "--out"]
+    with out_lock(out):
+        line = refused([*calibrate, str(target)])
+        assert f"{out}: another run is training into it (process {os.getpid()} on" in line
+        assert line.endswith("let it finish or stop it, or give --out a file in another folder")
+        with pytest.raises(TrainingError, match="another run is training into it"):
+            calibrate_checkpoint(SHIPPED_CHECKPOINT, cal, target)
+    assert not target.exists()
+
+    refusals: list[str] = []
+
+    def meanwhile(_line: str) -> None:   # the calibration's lines, printed as it holds out
+        if not refusals:
+            refusals.extend([refused(envelope(data, out)),
+                             refused([*calibrate, str(out / "other.safetensors")])])
+
+    calibrate_checkpoint(SHIPPED_CHECKPOINT, cal, target, log=meanwhile)
+    assert target.is_file()
+    held = f"{out}: a calibration (`foley train calibrate`) is writing into it (process "
+    assert refusals[0].startswith(f"error: {held}{os.getpid()} on"), refusals[0]
+    assert refusals[0].endswith("or train into another --out"), refusals[0]
+    assert refusals[1].startswith(f"error: {held}"), refusals[1]
+    assert not (out / "other.safetensors").exists() and not (out / STATE).exists()
+
+
+def test_a_set_the_scorer_cannot_be_fitted_on_is_one_line_without_a_traceback(
+        tmp_path: Path, cal: Path) -> None:
+    """A ValueError the contact scorer's fit meets is the CLI's one line naming the set and
+    what to do, exit 2 — not Prefect's traceback before it. No set written here makes the fit
+    fail (it guards the cases it knows), so the command runs with the fit failing as an
+    unforeseen case would."""
+    target = tmp_path / "calibrated.safetensors"
+    failing = ("from models import contact_scorer\n"
+               "def fit_selection(*args, **kwargs):\n"
+               "    raise ValueError('the scorer saw no contact to learn from')\n"
+               "contact_scorer.fit_selection = fit_selection\n"
+               "from flows.cli import main\n"
+               "main()\n")
+    proc = subprocess.run([sys.executable, "-c", failing, "train", "calibrate",
+                           str(SHIPPED_CHECKPOINT), str(cal), "--out", str(target)], cwd=REPO,
+                          env={**os.environ, "FOLEY_HOME": str(tmp_path / "home")},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: calibration set {cal}: the contact scorer of {SHIPPED_CHECKPOINT} "
+                      "cannot be fitted on its clips (the scorer saw no contact to learn "
+                      "from); calibrate on another set (`foley dataset procedural CAL --clips "
+                      "400 --seed 100000`)"], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"calibrating on 6 clips of {cal}" in proc.stderr   # its lines still show
+    assert not target.exists()
