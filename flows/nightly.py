@@ -78,9 +78,10 @@ class NightlyReport:
         out["superseded"] = sum(len(r.superseded) for r in self.reels)
         return out
 
-    def superseded(self) -> list[dict[str, str]]:
-        """Every reel's new predictions over a person's work, each naming its reel."""
-        return [{"reel": r.reel, **n} for r in self.reels for n in r.superseded]
+    def superseded(self, per_reel: int | None = None) -> list[dict[str, str]]:
+        """The reels' new predictions over a person's work, each naming its reel: the first
+        `per_reel` of each reel (all with None)."""
+        return [{"reel": r.reel, **n} for r in self.reels for n in r.superseded[:per_reel]]
 
 
 @flow(name="foley-nightly", log_prints=True)
@@ -285,7 +286,10 @@ def notify(settings: Settings, report: NightlyReport, text: str) -> str | None:
     payload = {"text": text, "event": "foley.nightly.summary", "inbox": report.inbox,
                "started": report.started, "seconds": round(report.seconds, 1),
                "totals": report.totals(), "unchanged": report.unchanged,
-               "superseded": report.superseded(), "reels": [asdict(r) for r in report.reels]}
+               # as the text lists them (a webhook caps its message: a night that re-predicts
+               # every edited shot must not lose the summary); totals count them all
+               "superseded": report.superseded(NOTES_PER_REEL),
+               "reels": [{**asdict(r), "superseded": len(r.superseded)} for r in report.reels]}
     try:
         resp = httpx.post(settings.webhook_url, json=payload, timeout=settings.webhook_timeout_s)
         resp.raise_for_status()

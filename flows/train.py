@@ -233,11 +233,18 @@ def scorer_metadata(model: Any, clips: list[Example], offset_s: float,
         _probs, curve, _conf, onset = v2a_envelope.model_outputs(model, e.features, e.tracked)
         cands.append((contact_scorer.candidates(onset, curve, e.tracked, float(e.features["fps"]),
                                                 offset_s), combine_onsets(e.onsets)))
-    selection, report = contact_scorer.fit_selection(cands, offset_s, log=log,
-                                                     prefer_recall=prefer_recall,
-                                                     correct_timing=correct_timing,
-                                                     recall_floor=recall_floor)
+    try:
+        selection, report = contact_scorer.fit_selection(cands, offset_s, log=log,
+                                                         prefer_recall=prefer_recall,
+                                                         correct_timing=correct_timing,
+                                                         recall_floor=recall_floor)
+    except ValueError as exc:   # the clips' fault (too few contacts, one class): not a bug
+        raise UnfittableSet(str(exc)) from exc
     return {"selection": selection.to_dict(), "selection_report": report}
+
+
+class UnfittableSet(ValueError):
+    """The contact scorer cannot be fitted on these clips (`fit_selection` refused them)."""
 
 
 def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = print,
@@ -265,7 +272,7 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, out: Path, *, log: Any = 
             fitted = scorer_metadata(model, clips, float(meta.get("onset_offset_s", 0.0)),
                                      log=log, prefer_recall=prefer_recall,
                                      correct_timing=correct_timing, recall_floor=recall_floor)
-        except ValueError as exc:   # the set's clips, not a bug of the caller's: one line
+        except UnfittableSet as exc:   # the set's clips, not a bug: one line
             raise TrainingError(
                 f"calibration set {data}: the contact scorer of {checkpoint} cannot be fitted "
                 f"on its clips ({exc}); calibrate on another set (`foley dataset procedural "
@@ -424,12 +431,12 @@ def _finish(ckpt: Path, out: Path, record: dict[str, Any], history: list[dict[st
         + (f" of {calibration}" if calibration is not None else " (validation)"))
     try:
         fitted = scorer_metadata(best_model, cal, detection["onset_offset_s"], log=log)
-    except ValueError as exc:   # the clips, not a bug: one line; the epochs stay trained
+    except UnfittableSet as exc:   # the clips, not a bug: one line; the epochs are kept
         where = calibration or f"the validation clips of {record['data']}"
         raise TrainingError(
             f"{where}: the contact scorer cannot be fitted on these clips ({exc}); the "
-            f"{len(history)} epochs are trained: run the same command again with "
-            "--calibration naming another set, and it only fits the scorer") from exc
+            f"{len(history)} epochs run are kept: run the same command again with "
+            "--calibration naming another set (it continues from them)") from exc
     fitted["selection_report"]["data"] = (str(calibration.resolve()) if calibration
                                           else "validation")
     summary = {

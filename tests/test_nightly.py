@@ -316,7 +316,8 @@ def test_a_new_prediction_over_a_persons_edit_is_in_the_morning_summary(
 def test_the_summary_groups_notes_per_reel_and_caps_them(
         webhook: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
     """Many new predictions over people's work: listed per reel, NOTES_PER_REEL at most, then
-    how many more with the reel's queue; the webhook carries every one of them."""
+    how many more with the reel's queue; the webhook carries what the text lists and
+    counts them all."""
     from flows.nightly import NOTES_PER_REEL, NightlyReport, ReelOutcome, notify, summary_markdown
     from flows.settings import get_settings
 
@@ -347,5 +348,8 @@ def test_the_summary_groups_notes_per_reel_and_caps_them(
     assert notify(get_settings(), report, text) == "HTTP 204"
     [hook] = received
     assert hook["text"] == text and hook["totals"]["superseded"] == NOTES_PER_REEL + 4
+    # the payload lists what the text lists (at most NOTES_PER_REEL a reel), counts them all
     assert [(n["reel"], n["shot"]) for n in hook["superseded"]][-2:] == [
-        ("r1", f"SH{NOTES_PER_REEL + 3:03d}0"), ("r 2", "SH0010")]
+        ("r1", f"SH{NOTES_PER_REEL:03d}0"), ("r 2", "SH0010")]
+    assert len(hook["superseded"]) == NOTES_PER_REEL + 1
+    assert [r["superseded"] for r in hook["reels"]] == [NOTES_PER_REEL + 3, 1, 0]
