@@ -142,14 +142,24 @@ def test_two_workers_share_one_reels_shots(reel: Path, tmp_path: Path,
                                            pg_server: PostgresServer) -> None:
     """`foley run` with FOLEY_SHOTS_PER_RUN=1 hands each shot to a `foley-shots` flow run on
     the pool; two process workers (one run at a time each) both take some; the reel is
-    delivered once and every stage of every shot was computed exactly once."""
+    delivered once and every stage of every shot was computed exactly once.
+
+    Then anna edits SH010 and the editor changes its Foley note: the next pass's shot run
+    predicts it again, over her edit. The pass — which sees every shot, a run only its batch —
+    says so once; the shot run does not. A rerun says nothing."""
     import uuid
 
     import psycopg2
 
+    from db import api
+    from tasks import runtime
+    from tasks.decisions import load_envelope, save_version
+
     db_url = pg_server.create_database(f"foley_{uuid.uuid4().hex[:10]}")
     settings = {"FOLEY_DB_URL": db_url, "FOLEY_STORE_URL": str(tmp_path / "store"),
                 "FOLEY_WORKERS": "1"}
+    edit = tmp_path / "edit" / reel.name
+    shutil.copytree(reel.parent, edit.parent)
     home = tmp_path / "prefect"
     home.mkdir()
     with prefect_server(home) as server:
@@ -157,28 +167,61 @@ def test_two_workers_share_one_reels_shots(reel: Path, tmp_path: Path,
         for name in ("A", "B"):
             server.start_worker(name, {**settings, "FOLEY_WORKER_NAME": name,
                                        "FOLEY_HOME": str(tmp_path / f"home-{name}")})
-        run = subprocess.run(
-            [FOLEY, "run", str(reel), "--out", str(tmp_path / "out"), "--approve", "auto"],
-            cwd=REPO, capture_output=True, text=True, timeout=900,
-            env=server.env(**settings, FOLEY_SHOTS_PER_RUN="1",
-                           FOLEY_HOME=str(tmp_path / "home-pass")))
-        assert run.returncode == 0, (run.stdout, run.stderr[-3000:], server.worker_log("A"),
-                                     server.worker_log("B"))
+
+        def foley_run() -> subprocess.CompletedProcess[str]:
+            run = subprocess.run(
+                [FOLEY, "run", str(edit), "--out", str(tmp_path / "out"), "--approve", "auto"],
+                cwd=REPO, capture_output=True, text=True, timeout=900,
+                env=server.env(**settings, FOLEY_SHOTS_PER_RUN="1",
+                               FOLEY_HOME=str(tmp_path / "home-pass")))
+            assert run.returncode == 0, (run.stdout, run.stderr[-3000:],
+                                         server.worker_log("A"), server.worker_log("B"))
+            return run
+
+        foley_run()
+        manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+        conn = psycopg2.connect(db_url)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT r.worker, s.name FROM shot_runs r "
+                        "JOIN shots s ON s.id = r.shot_id")
+            by_worker: dict[str, set[str]] = {}
+            for worker, shot in cur.fetchall():
+                by_worker.setdefault(worker, set()).add(shot)
+            cur.execute("SELECT task, count(*) FROM activities WHERE status = 'completed' "
+                        "AND shot_id IS NOT NULL GROUP BY task")
+            computed = dict(cur.fetchall())
+        conn.close()
+        runtime.configure(db_url, str(tmp_path / "store"))
+        with runtime.db().session() as s:   # anna's edit: SH010's last event dropped
+            env = api.latest_envelope(s, api.get_shot(s, "workers_reel", "SH010").id)
+            doc, ref, sid = load_envelope(env.artifact.ref()), env.artifact.ref(), env.shot_id
+        assert save_version(sid, {**doc, "events": doc["events"][:-1]}, source="edit",
+                            derived_from=ref, created_by="user:anna", base_version=1)[0] == 2
+        runtime.db().dispose()
+        text = edit.read_text()
+        edit.write_text(text.replace("FOLEY: impacts wood", "FOLEY: impacts metal", 1))
+        over = foley_run()
+        again = foley_run()
+        workers_said = "".join((home / f"worker-{n}.log").read_text(errors="replace")
+                               for n in ("A", "B"))
+    said = [ln.strip() for ln in over.stdout.splitlines() if "went over" in ln]
+    assert len(said) == 1 and said[0].startswith(
+        "SH010: the new prediction v3 went over v2, an edit by user:anna"), over.stdout
+    assert "went over" not in over.stderr + again.stdout + again.stderr + workers_said
     conn = psycopg2.connect(db_url)
-    with conn, conn.cursor() as cur:
-        cur.execute("SELECT r.worker, s.name FROM shot_runs r JOIN shots s ON s.id = r.shot_id")
-        by_worker: dict[str, set[str]] = {}
-        for worker, shot in cur.fetchall():
-            by_worker.setdefault(worker, set()).add(shot)
-        cur.execute("SELECT task, count(*) FROM activities WHERE status = 'completed' "
-                    "AND shot_id IS NOT NULL GROUP BY task")
-        computed = dict(cur.fetchall())
+    with conn, conn.cursor() as cur:   # the shot run made that prediction, not the pass
+        cur.execute("SELECT a.prefect_flow_run_id FROM activities a JOIN shots s ON "
+                    "s.id = a.shot_id WHERE s.name = 'SH010' AND a.task = 'envelope-predict' "
+                    "AND a.status = 'completed' ORDER BY a.ended_at DESC LIMIT 1")
+        [(predicted_by,)] = cur.fetchall()
+        cur.execute("SELECT count(*) FROM shot_runs WHERE prefect_flow_run_id = %s",
+                    (predicted_by,))
+        assert cur.fetchone() == (1,)
     conn.close()
     assert set(by_worker) == {"A", "B"} and all(by_worker.values()), by_worker
     assert set().union(*by_worker.values()) == {"SH010", "SH020", "SH030", "SH040"}
     assert sum(len(v) for v in by_worker.values()) == 4  # each shot worked by one worker
     assert {computed[t] for t in ("proxy", "features", "envelope-predict", "synth")} == {4}
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [s["status"] for s in manifest["shots"]] == ["delivered"] * 4
 
 
