@@ -6,6 +6,7 @@ or the database or artifact store a command needs is away (one line naming it: `
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -374,19 +375,11 @@ def service_error(exc: BaseException, *, db_url: str | None = None) -> str | Non
             advice = _db_trouble(e)
             if advice is None:
                 return None
-            where = ""
-            try:
-                if db_url is None:
-                    from tasks import runtime
-                    db_url = runtime.db().url
-            except RuntimeError:  # not connected yet: the settings name it
-                try:
-                    from flows.settings import get_settings
-                    db_url = get_settings().resolved_db_url()
-                except ValueError:  # the settings themselves are broken
-                    pass
-            if db_url:
-                where = f" {redact_url(db_url)}"
+            if db_url is None:
+                from tasks import runtime
+                with contextlib.suppress(ValueError):  # broken settings: the reason says enough
+                    db_url = runtime.db_url()
+            where = f" {redact_url(db_url)}" if db_url else ""
             return f"the provenance database{where} cannot be used: {reason_of(e)}. {advice}"
         if isinstance(e, StoreError):
             return (f"artifact store: {e}. Check that the store (FOLEY_STORE_URL) is reachable "

@@ -157,11 +157,7 @@ def _logger() -> Any:
 def _db_outage(exc: BaseException) -> DatabaseUnavailable:
     """The outage error for a lost connection that outlasted the retry budget."""
     policy = retry_policy()
-    try:
-        url = runtime.db().url
-    except RuntimeError:  # not configured yet: the database never answered
-        url = get_settings().resolved_db_url()
-    return unavailable(url, policy.attempts, policy.budget_s, reason_of(exc))
+    return unavailable(runtime.db_url(), policy.attempts, policy.budget_s, reason_of(exc))
 
 
 @flow(name="foley-pass", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)

@@ -39,6 +39,17 @@ def db() -> Database:
     return _db
 
 
+def db_url() -> str:
+    """The database this process uses: the one it connected to, else (not connected yet) the
+    one the settings name — what an error about the database names. ValueError if the
+    settings themselves are broken."""
+    if _db is not None:
+        return _db.url
+    from flows.settings import get_settings
+
+    return get_settings().resolved_db_url()
+
+
 def store() -> Store:
     if _store is None:
         raise RuntimeError("foleyflow runtime not configured: call tasks.runtime.configure() first")
