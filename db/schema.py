@@ -161,6 +161,10 @@ class Envelope(Base):
     events: Mapped[Optional[int]]
     confidence: Mapped[Optional[float]]
     doubt: Mapped[Optional[float]]
+    # A prediction (created_by None): when a pass that completed reported it, saying so if it
+    # went over a person's work (`decisions.unreported`); None until then, so a pass that
+    # aborted after saving it leaves the note to the next. Always None on a person's edit.
+    reported_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
     shot: Mapped[Shot] = relationship(back_populates="envelopes")
     artifact: Mapped[Artifact] = relationship()
     decisions: Mapped[list[Decision]] = relationship(

@@ -34,6 +34,7 @@ from db.engine import (DatabaseUnavailable, is_transient, reason_of, retry_db, r
                        unavailable)
 from flows import library as library_flow
 from flows import scaleout
+from flows.artifacts import artifact_key, md
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
 from tasks.conform import ShotDelivery, conform, delivered
@@ -240,11 +241,17 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
         "envelope_checkpoint": checkpoint})
     work_shots(shots, approve=approve, library=library, seed=seed, estimator=estimator,
                threshold=threshold, times=times, backend=backend, checkpoint=checkpoint)
+    said = transaction(lambda s: decisions.unreported(s, [sh.shot_id for sh in shots]))
+    for sh in shots:  # said by the pass that completes: in its log, report and summary
+        if sh.shot_id in said.notes:
+            sh.note = said.notes[sh.shot_id].message()
+            logger.warning("%s", sh.note, extra={"in_report": True})
 
     t0 = time.perf_counter()
     deliveries = [delivery(sh) for sh in shots]
     manifest = conform(reel["reel_id"], deliveries, out)
     times["conform"] = time.perf_counter() - t0
+    transaction(lambda s: decisions.mark_reported(s, said.ids))
     report = PassReport(
         reel=spec.name, out_dir=str(out), manifest=manifest, stage_seconds=times,
         failed=[(sh.name, sh.reason or "") for sh in shots if sh.status == "failed"],
@@ -257,13 +264,10 @@ def _run(spec: ingest.ReelSpec, timeline: str, out: str, approve: str, library: 
 
 def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: int,
                estimator: str, threshold: float, times: dict[str, float],
-               backend: str = "sampler", checkpoint: str | None = None,
-               say_notes: bool = True) -> None:
+               backend: str = "sampler", checkpoint: str | None = None) -> None:
     """Every stage of every live shot, wave by wave: proxy, features, envelope, approval (with
     --approve auto), synthesis and spatialization of the approved ones. Each stage retries a
-    transient failure on its own (`scaleout.stage`); envelope model inference is GPU work.
-    A new prediction over a person's work becomes the shot's `note`, logged if `say_notes`
-    (the pass; a shot run leaves that to the pass, which sees every shot)."""
+    transient failure on its own (`scaleout.stage`); envelope model inference is GPU work."""
     def keep(key: str) -> Callable[[ShotState, Any], None]:
         def collect(sh: ShotState, res: dict[str, Any]) -> None:
             sh.refs[key] = res[key] if isinstance(res, dict) and key in res else res
@@ -285,13 +289,6 @@ def work_shots(shots: Sequence[ShotState], *, approve: str, library: str, seed: 
             sh.shot_id, sh.refs["features"], shot=sh.name, duration_s=sh.duration_s,
             prompt=sh.hint, estimator=estimator, checkpoint=checkpoint), keep("envelope"),
               times, progress)
-        for sh in shots:  # said once per shot and pass: in its log, report and summary
-            fresh = (sh.refs.get("envelope") or {}).get("superseded") if sh.status == \
-                "pending" else None
-            if fresh:  # else the note a shot run's prediction left (`scaleout.distribute`)
-                sh.note = fresh
-                if say_notes:
-                    _logger().warning("%s", fresh, extra={"in_report": True})
         if approve == "auto":
             _wave("approve", shots, lambda sh: approve_task.submit(sh.shot_id,
                                                                    threshold=threshold),
@@ -408,18 +405,19 @@ def publish(report: PassReport) -> None:
          "reason": sh.reason or "", "foley": sh.hint or ""}
         for sh in shots
     ]
-    key = "".join(c if c.isalnum() else "-" for c in report.reel.lower()).strip("-") or "reel"
+    key = artifact_key(report.reel)
     create_table_artifact(rows, key=f"{key}-shots", description=f"Shots of {report.reel}")
-    lines = [f"# Foley delivery: {report.reel}", "",
-             f"Delivered to `{report.out_dir}`; timeline starts {report.manifest['timeline_start']}.",
+    lines = [f"# Foley delivery: {md(report.reel)}", "",
+             f"Delivered to `{report.out_dir}`; timeline starts "
+             f"{report.manifest['timeline_start']}.",
              "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report.stage_seconds.items()]
     if report.failed or report.skipped:
         lines += ["", "## Not delivered", ""]
-        lines += [f"- **{n}**: {r}" for n, r in report.failed + report.skipped]
+        lines += [f"- **{md(n)}**: {md(r)}" for n, r in report.failed + report.skipped]
     if any(sh.note for sh in shots):
         lines += ["", "## New predictions over a person's work", ""]
-        lines += [f"- {sh.note}" for sh in shots if sh.note]
+        lines += [f"- {sh.note}" for sh in shots if sh.note]  # its code span: as written
     create_markdown_artifact("\n".join(lines), key=f"{key}-delivery", description="Delivery summary")
     if any(sh.status in ("pending_review", "retake_requested") for sh in shots):
         from flows.review import publish_queue

@@ -36,6 +36,7 @@ from db import inbox as inbox_db
 from db.engine import retry_db
 from flows import foley_pass, scaleout
 from flows import inbox as inboxes
+from flows.artifacts import md
 from flows.settings import Settings, get_settings
 from tasks import runtime
 from tasks.ingest import TimelineError
@@ -237,7 +238,7 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
                   "time | status |", "|---|---|---|---|---|---|---|---|---|"]
         for r in report.reels:
             s = r.shots
-            link = f"[{r.reel}]({base}/?reel={urllib.parse.quote(r.reel)}&status=all)"
+            link = f"[{md(r.reel)}]({base}/?reel={urllib.parse.quote(r.reel)}&status=all)"
             lines.append(
                 f"| {link} | {sum(s.values())} | {s.get('delivered', 0)} | "
                 f"{s.get('pending_review', 0) + s.get('retake_requested', 0)} | "
@@ -247,10 +248,10 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
         problems = [r for r in report.reels if r.error]
         if problems:
             lines += ["", "## Needs attention", ""]
-            lines += [f"- **{r.path}** ({r.status}): {r.error}" for r in problems]
+            lines += [f"- **{md(r.path)}** ({r.status}): {md(r.error)}" for r in problems]
     if report.settling:
         lines += ["", "## Still arriving (files changed recently; taken once they settle)", ""]
-        lines += [f"- {path}: ready in {hms(wait)}" for path, wait in report.settling]
+        lines += [f"- {md(path)}: ready in {hms(wait)}" for path, wait in report.settling]
     return "\n".join(lines)
 
 
@@ -266,10 +267,10 @@ def _superseded_markdown(report: NightlyReport, base: str) -> list[str]:
              "Tonight's prediction went over an edit or a supervisor's decision (which stays in "
              "the shot's history); the policy never approves these shots.", ""]
     for r in reels:
-        lines.append(f"- **{r.reel}** ({len(r.superseded)} shot(s))")
+        lines.append(f"- **{md(r.reel)}** ({len(r.superseded)} shot(s))")
         for n in r.superseded[:NOTES_PER_REEL]:
             link = f"{base}/reels/{q(r.reel, safe='')}/shots/{q(n['shot'], safe='')}"
-            lines.append(f"  - `{n['record_in']}` [{n['shot']}]({link}): "
+            lines.append(f"  - `{n['record_in']}` [{md(n['shot'])}]({link}): "
                          f"{n['note'].removeprefix(n['shot'] + ': ')}")
         if len(r.superseded) > NOTES_PER_REEL:
             lines.append(f"  - … and {len(r.superseded) - NOTES_PER_REEL} more: "

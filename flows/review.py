@@ -34,6 +34,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from db import api, review
 from flows import library as library_flow
+from flows.artifacts import artifact_key, md
 from flows.settings import get_settings
 from tasks import ingest, runtime, spatial, synth
 from tasks.conform import ShotDelivery, conform, delivered
@@ -52,10 +53,6 @@ class ApplyReport:
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (shot, state)
     conformed: bool = False
     delivery_dir: str | None = None
-
-
-def artifact_key(reel: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in reel.lower()).strip("-") or "reel"
 
 
 def review_link(reel: str, shot: str) -> str:
@@ -181,14 +178,14 @@ def publish_queue(reel: str) -> None:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
-    lines = [f"# Review queue: {reel}", "",
+    lines = [f"# Review queue: {md(reel)}", "",
              " · ".join(f"{state.replace('_', ' ')}: **{n}**" for state, n in counts.items()),
              "", "| shot | record in | state | version | lowest confidence | doubt | review |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         tc = ingest.timecode(r.record_in_frame, r.rate[0], r.rate[1], r.drop_frame)
         conf, doubt = (("–" if v is None else f"{v:.2f}") for v in (r.confidence, r.doubt))
-        lines.append(f"| {r.shot} | {tc} | {r.state.replace('_', ' ')} | v{r.version} | "
+        lines.append(f"| {md(r.shot)} | {tc} | {r.state.replace('_', ' ')} | v{r.version} | "
                      f"{conf} | {doubt} | [open]({review_link(r.reel, r.shot)}) |")
     waiting = [r for r in rows if r.state not in review.SETTLED]
     if not waiting:

@@ -138,7 +138,6 @@ def distribute(reel: str, shots: Sequence[ShotState], times: dict[str, float], *
 
     settings, logger = get_settings(), _logger()
     t0 = time.perf_counter()
-    before = transaction(lambda s: _latest_versions(s, live))
     batches = [live[i:i + per_run] for i in range(0, len(live), per_run)]
     try:
         runs = [run_deployment(settings.shots_deployment, timeout=0, parameters={
@@ -154,44 +153,7 @@ def distribute(reel: str, shots: Sequence[ShotState], times: dict[str, float], *
     states = _wait(runs, settings.shots_timeout_s)
     for name, count in sorted(states.items()):
         logger.info("reel %s: %d shot runs %s", reel, count, name)
-    for sh, note in zip(live, transaction(lambda s: _superseded_since(s, reel, live, before))):
-        if note:  # said once per shot and pass, by the pass: in its log, report and summary
-            sh.note = note
-            logger.warning("%s", note, extra={"in_report": True})
     times["shot runs"] = time.perf_counter() - t0
-
-
-def _latest_versions(s: Any, shots: Sequence[ShotState]) -> dict[int, int]:
-    """{shot id: its latest envelope version} of the shots that have one."""
-    from db import api
-
-    envs = [(sh.shot_id, api.latest_envelope(s, sh.shot_id)) for sh in shots]
-    return {sid: env.version for sid, env in envs if env is not None}
-
-
-def _superseded_since(s: Any, reel: str, shots: Sequence[ShotState],
-                      before: dict[int, int]) -> list[str | None]:
-    """Per shot, the note of a prediction its shot run saved over a person's work, or None.
-    The run's envelope stage knew (`decisions.Superseded`); the pass's own finds that
-    prediction saved already (nothing new to say), so it is read back from the versions saved
-    since `before`: the first the pass made (no person did) on top of a person's work."""
-    from db import review
-    from tasks.decisions import Superseded, held_by
-
-    out: list[str | None] = []
-    for sh in shots:
-        versions = {e.version: e for e in review.versions(s, sh.shot_id)}
-        note = None
-        for v, env in sorted(versions.items()):
-            parent = versions.get(env.parent_version)
-            if v <= before.get(sh.shot_id, 0) or env.created_by is not None or parent is None:
-                continue
-            held = held_by(s, parent)
-            if held is not None:
-                note = Superseded(reel, sh.name, parent.version, *held, new_version=v).message()
-                break
-        out.append(note)
-    return out
 
 
 def _wait(runs: Sequence[Any], timeout_s: float) -> dict[str, int]:
@@ -244,7 +206,7 @@ def shot_batch(reel: str, shot_ids: list[int], approve: str = "auto", library: s
                approve_threshold: float = 0.0, backend: str = "sampler",
                envelope_checkpoint: str | None = None) -> dict[str, Any]:
     """Work a batch of one reel's shots through every stage on this worker (scale-out). A new
-    prediction over a person's work is returned in `notes`, not logged: the pass says it."""
+    prediction over a person's work is left for the pass to say (`decisions.unreported`)."""
     from flows.foley_pass import work_shots
     from prefect.runtime import flow_run
 
@@ -254,14 +216,14 @@ def shot_batch(reel: str, shot_ids: list[int], approve: str = "auto", library: s
     t0, times = time.perf_counter(), {}
     work_shots(shots, approve=approve, library=library, seed=seed,
                estimator=envelope_estimator, threshold=approve_threshold, times=times,
-               backend=backend, checkpoint=envelope_checkpoint, say_notes=False)
+               backend=backend, checkpoint=envelope_checkpoint)
     seconds = (time.perf_counter() - t0) / max(1, len(shots))
     worker = settings.resolved_worker_name()
     inbox_db.record_shot_runs(runtime.db(), [
         {"shot_id": sh.shot_id, "worker": worker, "prefect_flow_run_id": str(flow_run.id),
          "status": _outcome(sh), "seconds": seconds} for sh in shots])
     return {"worker": worker, "shots": {sh.name: _outcome(sh) for sh in shots},
-            "notes": {sh.name: sh.note for sh in shots if sh.note}, "stage_seconds": times}
+            "stage_seconds": times}
 
 
 def _outcome(sh: ShotState) -> str:

@@ -4,7 +4,7 @@ An envelope is the human-editable JSON of DESIGN.md. Content equal to the latest
 never saved again; a changed envelope (a new prediction, a person's edit) becomes a new version
 whose parent is the latest one, pending review. A prediction the pass made before is not
 saved again (`save_version(prediction=True)`); a new one goes over a person's work, which
-stays in the history and is reported (`Superseded`). Decisions move a version's state; the
+stays in the history and is reported by the next pass that completes (`unreported`). Decisions move a version's state; the
 automatic policy is an agent (`policy:auto`) like any person, decides only on the pass's own
 predictions on shots no person has worked on, and never overrides a person's decision.
 Each version's row carries what the queue shows of it (`summary_of`), so a queue is read
@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy.orm import selectinload
 
 from db import api, review
 from models.spatial_render import validate_override
@@ -128,7 +130,6 @@ def save_version(
     created_by: str | None = None,
     base_version: int | None = None,
     prediction: bool = False,
-    superseded: list[Superseded] | None = None,
 ) -> tuple[int, ArtifactRef, bool]:
     """Make `env` the shot's newest version unless its content already is the newest.
 
@@ -141,15 +142,15 @@ def save_version(
     differs from that — another estimator or checkpoint, a recut shot — becomes the next
     version, pending review, even if an older version had its content (switching estimators
     back and forth delivers the one asked for), and over a person's work (`held_by`) too: that
-    work stays in the history, is appended to `superseded` (a list the caller passes) for the
-    pass to report, and `auto_approve` leaves the shot to a supervisor from then on.
+    work stays in the history, the pass reports it (`unreported`), and `auto_approve` leaves
+    the shot to a supervisor from then on.
     Returns (version, artifact ref, created)."""
     db, store = runtime.db(), runtime.store()
     digest = content_sha256(env)
     for _ in range(VERSION_ATTEMPTS):
         try:
             return _save_once(db, store, shot_id, env, digest, source, derived_from, created_by,
-                              base_version, prediction, superseded)
+                              base_version, prediction)
         except api.VersionConflict:
             continue  # another writer took the number we stamped: read the latest again
     raise api.VersionConflict(f"shot id {shot_id}: could not save a new envelope version")
@@ -166,7 +167,6 @@ def _save_once(
     created_by: str | None,
     base_version: int | None,
     prediction: bool,
-    superseded: list[Superseded] | None,
 ) -> tuple[int, ArtifactRef, bool]:
     """One attempt, in one transaction: read the latest version, stamp the next number into the
     file, store it (artifact before the row naming it), insert exactly that version."""
@@ -175,12 +175,10 @@ def _save_once(
         latest = api.latest_envelope(s, shot_id)
         if latest is not None and latest.content_sha256 == digest:
             return latest.version, latest.artifact.ref(), False
-        held = None
         if prediction and latest is not None:
             before = api.latest_prediction(s, shot_id)
             if before is not None and before.content_sha256 == digest:
                 return latest.version, latest.artifact.ref(), False   # a rerun
-            held = held_by(s, latest)
         if base_version is not None and (latest is None or latest.version != base_version):
             shot = s.get(api.Shot, shot_id)
             by = review.last_actor(s, latest) if latest else None
@@ -208,11 +206,50 @@ def _save_once(
         )
         api.finish_activity(s, act.id, used={"from": derived_from} if derived_from else {},
                             generated={"envelope": ref})
-        if held is not None and superseded is not None:
-            shot = s.get(api.Shot, shot_id)
-            superseded.append(Superseded(shot.reel.name, shot.name, latest.version, *held,
-                                         new_version=version))
     return version, ref, True
+
+
+@dataclass
+class Unreported:
+    """The predictions of some shots no completed pass has reported yet (`unreported`)."""
+    notes: dict[int, Superseded]  # shot id → the newest that went over a person's work
+    ids: list[int]                # the envelope rows read: `mark_reported` once reported
+
+
+def unreported(s: Any, shot_ids: Sequence[int]) -> Unreported:
+    """The predictions saved on these shots that no completed pass has reported, and of them,
+    per shot, the newest saved on top of a person's work (`held_by` its parent version).
+
+    Read by the pass after its shots' predictions are saved — by itself or by its shot runs —,
+    and marked by it (`mark_reported`) once its report is written: a prediction saved by a
+    pass that aborted, or by a shot run that outlived its pass, is said by the next pass that
+    completes; a rerun that saved nothing new says nothing. Two queries, whatever the count."""
+    env = api.Envelope
+    rows = list(s.scalars(
+        select(env).where(env.shot_id.in_(list(shot_ids)), env.created_by.is_(None),
+                          env.reported_at.is_(None), env.parent_version.is_not(None))
+        .options(selectinload(env.shot).selectinload(api.Shot.reel))
+        .order_by(env.shot_id, env.version)))
+    keys = {(e.shot_id, e.parent_version) for e in rows}
+    parents = {(p.shot_id, p.version): p for p in s.scalars(
+        select(env).where(tuple_(env.shot_id, env.version).in_(keys))
+        .options(selectinload(env.decisions).selectinload(api.Decision.agent)))} if keys else {}
+    notes: dict[int, Superseded] = {}
+    for e in rows:
+        parent = parents.get((e.shot_id, e.parent_version))
+        held = held_by(s, parent) if parent is not None else None
+        if held is not None:
+            notes[e.shot_id] = Superseded(e.shot.reel.name, e.shot.name, parent.version, *held,
+                                          new_version=e.version)
+    return Unreported(notes, [e.id for e in rows])
+
+
+def mark_reported(s: Any, ids: Sequence[int]) -> None:
+    """Stamp these predictions reported (`unreported`), each once."""
+    if ids:
+        s.execute(update(api.Envelope).where(api.Envelope.id.in_(list(ids)),
+                                             api.Envelope.reported_at.is_(None))
+                  .values(reported_at=func.now()))
 
 
 def summary_of(env: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import models.motion_baseline as motion_baseline
 import models.v2a_envelope as v2a_envelope
 from models import SHIPPED, contact_scorer, curve_events, rms_mapper, rms_targets, v2a_inputs
 from tasks import features as features_mod
-from tasks.decisions import Superseded, load_envelope, save_version
+from tasks.decisions import load_envelope, save_version
 from tasks.stage import StageOutput, run_stage
 from tasks.store import ArtifactRef
 
@@ -87,7 +87,7 @@ def predict_envelope(
     estimator: str = "baseline", checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Predict the shot's envelope from its features and hold it for review as a new version
-    (`superseded` says so when it went over a person's work: `decisions.save_version`)."""
+    (`decisions.save_version`; the pass reports one over a person's work)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown envelope estimator {estimator!r}; choose from {ESTIMATORS}")
 
@@ -118,12 +118,9 @@ def predict_envelope(
         checkpoint_sha256=ckpt_sha,
     )
     env = load_envelope(res.outputs["envelope"])
-    over: list[Superseded] = []
-    version, ref, created = save_version(
+    version, ref, created = save_version(  # a rerun adds nothing
         shot_id, env, source=env.get("source", estimator), derived_from=res.outputs["envelope"],
-        prediction=True, superseded=over,  # a rerun adds nothing; a new prediction is said
-    )
-    return {"version": version, "ref": ref, "created": created, "cached": res.cached,
-            "superseded": over[0].message() if over else None}
+        prediction=True)
+    return {"version": version, "ref": ref, "created": created, "cached": res.cached}
 
 

@@ -81,6 +81,35 @@ def test_downgrade_to_empty_and_back(db_url: str) -> None:
     migrate.check(db_url)
 
 
+def test_0006_stamps_the_predictions_saved_before_it_reported(db_url: str) -> None:
+    """A prediction saved before 0006 was reported by the pass that saved it: the upgrade
+    stamps it (its `created_at`), so the first pass after it says no old note again; a
+    person's edit stays unstamped."""
+    command.upgrade(migrate.alembic_config(db_url), "0005")
+    _sql(db_url,
+         "INSERT INTO agents (id, name, kind) VALUES (1, 'user:ed', 'person')",
+         "INSERT INTO artifacts (id, sha256, uri, bytes, mime) VALUES "
+         "(1, 'a', 'file:a', 1, 'application/json'), (2, 'b', 'file:b', 1, 'application/json')",
+         "INSERT INTO reels (id, name, timeline_path, rate_num, rate_den, drop_frame, "
+         "start_frame, start_timecode) VALUES (1, 'r', 'r.otio', 24, 1, false, 0, '00:00:00:00')",
+         "INSERT INTO shots (id, reel_id, name, \"index\", clip_name, record_in_frame, "
+         "duration_frames, record_in_s, duration_s, source_in_s, source_rate) "
+         "VALUES (1, 1, 'SH010', 0, 'c', 0, 24, 0, 1, 0, 24)",
+         "INSERT INTO envelopes (shot_id, version, parent_version, artifact_id, content_sha256, "
+         "source, created_by) VALUES (1, 1, NULL, 1, 'a', 'baseline', NULL), "
+         "(1, 2, 1, 2, 'b', 'edit', 1)")
+    migrate.upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version, reported_at IS NOT NULL, "
+                                     "reported_at = created_at FROM envelopes "
+                                     "ORDER BY version")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, True, True), (2, False, None)]
+
+
 def test_a_failed_upgrade_leaves_the_database_untouched(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from db import inbox as inbox_db
 from flows import inbox
+from flows.artifacts import artifact_key
 from flows.demo import DemoShot, make_demo_reel
 from models.scenes import SceneSpec
 from tasks import runtime
@@ -32,6 +33,7 @@ SHOTS = (
              "footsteps gravel"),
 )
 DAY = 24 * 3600
+B = "scène 12"  # the second reel: a name no artifact key or markdown may take as it is
 
 
 def age(folder: Path, seconds: float) -> None:
@@ -45,7 +47,7 @@ def age(folder: Path, seconds: float) -> None:
 def reels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two reels rendered once per module; tests copy them into their inbox."""
     root = tmp_path_factory.mktemp("nightly-reels")
-    for name in ("reel_a", "reel_b"):
+    for name in ("reel_a", B):
         make_demo_reel(root / name, name=name, shots=SHOTS)
     return root
 
@@ -83,7 +85,7 @@ def night(tmp_path: Path, reels: Path, foley_home: Path,
           monkeypatch: pytest.MonkeyPatch) -> Path:
     """An inbox with both reels (landed hours ago), a half-copied third and an unreadable edit."""
     box = tmp_path / "inbox"
-    for name in ("reel_a", "reel_b"):
+    for name in ("reel_a", B):
         shutil.copytree(reels / name, box / name)
     (box / "broken").mkdir()
     (box / "broken" / "broken.otio").write_text("{ not an edit")
@@ -97,7 +99,7 @@ def night(tmp_path: Path, reels: Path, foley_home: Path,
 
 def test_scan_versions_settling_and_unreadable(night: Path, foley_home: Path) -> None:
     found = inbox.scan(str(night), settle_s=600, home=foley_home)
-    assert [a.path for a in found.ready] == ["reel_a/reel_a.otio", "reel_b/reel_b.otio"]
+    assert [a.path for a in found.ready] == ["reel_a/reel_a.otio", f"{B}/{B}.otio"]
     assert [p for p, _ in found.settling] == ["reel_c_copying/reel_a.otio"]
     assert [p for p, _ in found.unreadable] == ["broken/broken.otio"]
     a = found.ready[0]
@@ -142,8 +144,8 @@ def test_nightly_passes_new_reels_once_and_summarises(
     first = nightly()
     assert [(r["path"], r["status"]) for r in first["reels"]] == [
         ("broken/broken.otio", "rejected"), ("reel_a/reel_a.otio", "done"),
-        ("reel_b/reel_b.otio", "done")]
-    for reel in ("reel_a", "reel_b"):
+        (f"{B}/{B}.otio", "done")]
+    for reel in ("reel_a", B):
         manifest = json.loads((tmp_path / "deliveries" / reel / "manifest.json").read_text())
         assert [s["status"] for s in manifest["shots"]] == ["pending_review"] * 2  # queue
     assert first["settling"][0][0] == "reel_c_copying/reel_a.otio"
@@ -157,6 +159,9 @@ def test_nightly_passes_new_reels_once_and_summarises(
     [art] = [a for a in summary if a.key == SUMMARY_KEY]
     assert "**4 waiting for review**" in art.data and "broken/broken.otio" in art.data
     assert "/?reel=reel_a&status=all" in art.data
+    assert f"[{B}](" in art.data and "/?reel=sc%C3%A8ne%2012&status=all" in art.data
+    keys = {a.key for a in summary}  # the pass's and the queue's artifacts of scène 12 too
+    assert {f"{artifact_key(B)}-{kind}" for kind in ("shots", "delivery", "review")} <= keys
 
     rows = inbox_db.history(runtime.db(), str(night))
     second = nightly()  # nothing new: nothing passed again, nothing claimed again
@@ -170,7 +175,7 @@ def test_a_webhook_that_fails_never_fails_the_night(
         night: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.nightly import nightly
 
-    shutil.rmtree(night / "reel_b")
+    shutil.rmtree(night / B)
     shutil.rmtree(night / "broken")
     from tests.service_pg import free_port
 
@@ -241,7 +246,7 @@ def test_the_nightly_policy_takes_its_threshold_from_the_settings(
     from db import api
     from flows.nightly import nightly
 
-    shutil.rmtree(night / "reel_b")
+    shutil.rmtree(night / B)
     shutil.rmtree(night / "broken")
     monkeypatch.setenv("FOLEY_NIGHTLY_APPROVE_THRESHOLD", "0.8")
     with pytest.raises(ValueError, match="FOLEY_NIGHTLY_APPROVE_THRESHOLD=0.8 is the threshold "
@@ -278,7 +283,7 @@ def test_a_new_prediction_over_a_persons_edit_is_in_the_morning_summary(
     url, received = webhook
     monkeypatch.setenv("FOLEY_WEBHOOK_URL", url)
     monkeypatch.setenv("FOLEY_REVIEW_URL", "https://review.example")
-    shutil.rmtree(night / "reel_b")
+    shutil.rmtree(night / B)
     shutil.rmtree(night / "broken")
     [first] = nightly()["reels"]
     assert first["status"] == "done" and first["superseded"] == []

@@ -152,7 +152,7 @@ def test_a_rerun_of_the_pass_never_buries_an_edit(home: Path) -> None:
     """The pass re-predicts the same envelope on a rerun: an edit made since stays latest. A
     different prediction (another estimator, a recut) goes over it, and says so, naming the
     edit; the edit stays in the history."""
-    from tasks.decisions import Superseded, load_envelope, save_version
+    from tasks.decisions import Superseded, load_envelope, save_version, unreported
 
     with runtime.db().session() as s:
         sh = api.get_shot(s, REEL, "SH010")
@@ -161,16 +161,18 @@ def test_a_rerun_of_the_pass_never_buries_an_edit(home: Path) -> None:
     edited = {**doc, "events": doc["events"][1:]}
     assert save_version(sid, edited, source="edit", derived_from=ref, created_by="user:ed",
                         base_version=1)[0] == 2
-    over: list[Superseded] = []
     version, _ref, created = save_version(sid, doc, source="baseline", derived_from=ref,
-                                          prediction=True, superseded=over)
-    assert (version, created, over) == (2, False, [])  # the prediction the edit started from
+                                          prediction=True)
+    assert (version, created) == (2, False)  # the prediction the edit started from
+    with runtime.db().session() as s:
+        assert unreported(s, [sid]).notes == {}
     other = {**doc, "curve": [min(1.0, v * 2) for v in doc["curve"]]}
-    version, _ref, created = save_version(sid, other, source="model", prediction=True,
-                                          superseded=over)
+    version, _ref, created = save_version(sid, other, source="model", prediction=True)
     assert (version, created) == (3, True)
-    assert over == [Superseded(REEL, "SH010", 2, "user:ed", "an edit", 3)]
-    assert "v3 went over v2, an edit by user:ed" in over[0].message()
+    with runtime.db().session() as s:
+        over = unreported(s, [sid])
+    assert over.notes == {sid: Superseded(REEL, "SH010", 2, "user:ed", "an edit", 3)}
+    assert "v3 went over v2, an edit by user:ed" in over.notes[sid].message()
     with pytest.raises(review.StaleReview, match="v3 was saved .*after v1"):
         save_version(sid, {**doc, "prompt": "glass"}, source="edit", base_version=1)
 
@@ -286,6 +288,33 @@ def test_a_new_prediction_over_a_persons_work_waits_for_a_supervisor(home: Path)
     again = rerun(home, approve="auto")   # a rerun: nothing new, nothing said
     assert not any(sh.note for sh in again.shots)
     assert [versions_of(shot)[-1][0] for shot in ("SH010", "SH020")] == [4, 3]
+
+
+def test_a_pass_that_aborts_leaves_its_note_to_the_next(home: Path, tmp_path: Path) -> None:
+    """The model's prediction is saved over ed's edit, then the pass cannot write its delivery
+    (the folder given is a file) and aborts: nothing said it. The next pass — a rerun that
+    saves nothing new — says it, once; the one after says nothing."""
+    from flows.foley_pass import foley_pass
+    from tasks.decisions import load_envelope, save_version
+
+    with runtime.db().session() as s:
+        v1 = api.latest_envelope(s, api.get_shot(s, REEL, "SH010").id)
+        doc, ref, sid = load_envelope(v1.artifact.ref()), v1.artifact.ref(), v1.shot_id
+    save_version(sid, {**doc, "events": doc["events"][:1]}, source="edit", derived_from=ref,
+                 created_by="user:ed", base_version=1)
+    blocked = tmp_path / "delivery-is-a-file"
+    blocked.write_text("")
+    with pytest.raises(FileExistsError):
+        foley_pass(str(home / "edit" / f"{REEL}.otio"), str(blocked), approve="auto",
+                   envelope_estimator="model")
+    assert versions_of("SH010")[-1] == (3, MODEL, None, "pending_review")  # saved, unsaid
+    report = rerun(home, approve="auto", envelope_estimator="model")
+    assert versions_of("SH010")[-1][0] == 3                                 # nothing new …
+    notes = {sh.name: sh.note for sh in report.shots if sh.note}
+    assert list(notes) == ["SH010"], notes                                  # … and it is said
+    assert "v3 went over v2, an edit by user:ed" in notes["SH010"]
+    again = rerun(home, approve="auto", envelope_estimator="model")
+    assert not any(sh.note for sh in again.shots)
 
 
 def test_the_threshold_doubts_a_model_envelope_that_dropped_every_candidate(
