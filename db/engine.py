@@ -50,9 +50,10 @@ def redact_url(url: str | URL) -> str:
     """A database URL safe to print or store: the password is removed, from the user part
     and from a `?password=` query parameter (libpq takes either)."""
     u = make_url(url)
-    if "password" in u.query:
-        u = u.update_query_dict({"password": "***"})
-    return u.render_as_string(hide_password=True)
+    if "password" not in u.query:
+        return u.render_as_string(hide_password=True)
+    return (u.update_query_dict({"password": "***"}).render_as_string(hide_password=True)
+            .replace("password=%2A%2A%2A", "password=***"))  # as the user part shows it
 
 
 def is_sqlite(url: str | URL) -> bool:

@@ -166,6 +166,8 @@ def test_urls_are_normalised_and_redacted(db_url: str) -> None:
         assert u.password and u.password not in api.redact_url(db_url)
     assert normalize_url("postgres://u:p@h/d").drivername == "postgresql+psycopg2"
     assert "s3cret" not in redact_url("postgresql://foley:s3cret@db:5432/foley")
+    assert redact_url("postgresql://foley@db/foley?password=s3cret&sslmode=require") == \
+        "postgresql://foley@db/foley?password=***&sslmode=require"
 
 
 def test_store_suite_runs_against_postgres(
