@@ -42,6 +42,7 @@ from db.schema import (
     LibrarySound,
     Reel,
     Shot,
+    ShotStage,
     Usage,
 )
 
@@ -308,15 +309,27 @@ def activity_outputs(s: Session, act: Activity) -> dict[str, dict[str, Any]]:
     return {role: art.ref() for role, art in rows}
 
 
-def latest_outputs(s: Session, task: str, shot_id: int) -> dict[str, dict[str, Any]] | None:
-    """What the shot's most recent completed run of `task` generated, by role (None if never)."""
-    act = s.scalar(
-        select(Activity)
-        .where(Activity.task == task, Activity.shot_id == shot_id, Activity.status == "completed")
-        .order_by(Activity.ended_at.desc(), Activity.id.desc())
-        .limit(1)
-    )
+def shot_outputs(s: Session, task: str, shot_id: int) -> dict[str, dict[str, Any]] | None:
+    """What the shot uses now from `task`, by role (None if the stage never ran for it): the
+    outputs of the run `tasks.stage.run_stage` last gave it (`ShotStage`) — its own, or one
+    the cache gave it from another shot of the same content."""
+    act = s.scalar(select(Activity).join(ShotStage, ShotStage.activity_id == Activity.id)
+                   .where(ShotStage.shot_id == shot_id, ShotStage.task == task))
     return activity_outputs(s, act) if act is not None else None
+
+
+def shot_stage(s: Session, shot_id: int, task: str) -> int | None:
+    """The id of the run of `task` the shot uses now (`shot_outputs`)."""
+    return s.scalar(select(ShotStage.activity_id)
+                    .where(ShotStage.shot_id == shot_id, ShotStage.task == task))
+
+
+def set_shot_stage(s: Session, shot_id: int, task: str, activity_id: int) -> None:
+    """Make `activity_id` the run of `task` the shot uses (one statement, both dialects)."""
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(ShotStage).values(shot_id=shot_id, task=task, activity_id=activity_id)
+    s.execute(stmt.on_conflict_do_update(index_elements=["shot_id", "task"],
+                                         set_={"activity_id": activity_id}))
 
 
 # ---------------------------------------------------------------- envelopes and decisions

@@ -227,6 +227,22 @@ class Activity(Base):
     ended_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
 
 
+class ShotStage(Base):
+    """The run of a stage whose outputs a shot uses now. Runs are cached by content, so this is
+    the shot's own run, or another's the cache gave it: a shot of the same source range, an
+    earlier cut, another reel of the same media — whose `shot_id` is not this shot's. Set by
+    `tasks.stage.run_stage` on every computed or reused run; read by `db.api.shot_outputs`."""
+
+    __tablename__ = "shot_stages"
+    shot_id: Mapped[int] = mapped_column(
+        ForeignKey("shots.id", ondelete="CASCADE"), primary_key=True
+    )
+    task: Mapped[str] = mapped_column(String(100), primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+
+
 class Usage(Base):
     """PROV `used`: an activity read an artifact in a role."""
 

@@ -104,7 +104,7 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
             shots.append({"id": sh.id, "name": sh.name, "skipped": sh.skipped_reason,
                           "state": env.state if env else None,
                           "version": env.version if env else None,
-                          "proxy": (api.latest_outputs(s, "proxy", sh.id) or {}).get("proxy")})
+                          "proxy": (api.shot_outputs(s, "proxy", sh.id) or {}).get("proxy")})
         info = {"delivery_dir": row.delivery_dir, "params": dict(row.pass_params or {})}
         return info, shots, review.reel_settled(s, reel_id)
 

@@ -232,7 +232,7 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         doc.setdefault("category", None)
         doc.setdefault("position", None)
         library, _seed, _backend = library_of(reel_row)
-        stem = (api.latest_outputs(s, "synth", sh.id) or {}).get("mono") is not None
+        stem = (api.shot_outputs(s, "synth", sh.id) or {}).get("mono") is not None
         return {
             "reel": reel_row.name, "shot": sh.name, "record_in": tc(frame, rate,
                                                                     reel_row.drop_frame),
@@ -548,7 +548,7 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         # The names are looked up in the database: nothing from the URL reaches a file path.
         with runtime.db().session() as s:
             sh = find_shot(s, reel, shot)
-            ref = (api.latest_outputs(s, "proxy", sh.id) or {}).get("proxy")
+            ref = (api.shot_outputs(s, "proxy", sh.id) or {}).get("proxy")
         if ref is None:
             raise ApiError(404, "not_found", f"{reel} {shot} has no picture proxy yet")
         store = runtime.store()

@@ -42,7 +42,11 @@ from tasks.store import ArtifactRef
 from tasks.wavfloat import write_float_wav
 
 STEMS = ("mono", "stereo", "foa", "51", "binaural")
-CODE = [spatial, hrtf, spatial_track, spatial_render, motion_baseline]
+# The code that decides the stage's bytes (its cache key): this module (`spatialize`'s
+# compute; it is the one being imported), the models it tracks and renders with, and the float
+# WAV writer of its stems (tasks.wavfloat).
+CODE = [__import__("sys").modules[__name__], spatial, hrtf, spatial_track, spatial_render,
+        motion_baseline, __import__("tasks.wavfloat", fromlist=["write_float_wav"])]
 
 
 def reel_settings(pass_params: dict[str, Any] | None) -> tuple[spatial_render.SpatialSettings,
@@ -94,7 +98,7 @@ def spatialize(shot_id: int, mono: ArtifactRef, envelope: ArtifactRef) -> dict[s
     def read(s: Session) -> tuple[str, str, dict[str, Any], ArtifactRef | None]:
         shot = s.get(api.Shot, shot_id)
         assert shot is not None, f"shot id {shot_id} does not exist"
-        feats = (api.latest_outputs(s, "features", shot_id) or {}).get("features")
+        feats = (api.shot_outputs(s, "features", shot_id) or {}).get("features")
         return shot.reel.name, shot.name, dict(shot.reel.pass_params or {}), feats
 
     reel, name, params, features = transaction(read, shot_id=shot_id)

@@ -6,6 +6,10 @@ source of the code that does the work: if a completed activity with that key exi
 artifacts are still in the store, its outputs are returned without recomputing (reruns are
 idempotent and cheap). Otherwise it records a `running` activity, computes, stores the outputs
 (artifact before the row that names it) and completes the activity in one transaction.
+Either way the shot's pointer for the stage (`shot_stages`) names the run it now uses, which
+`db.api.shot_outputs` reads: a run reused from another shot of the same content (a clip used
+twice, a clip an earlier cut gave another shot) is this shot's too, and a shot whose clip
+changed never finds its previous cut's outputs.
 
 Every transaction goes through `transaction()`, which waits out a database restart with
 bounded backoff (`db.engine.retry_db`) instead of failing the shot; the artifact store retries
@@ -120,12 +124,14 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
     key = cache_key(task, inputs, params, version)
     flow_run_id, task_run_id = _prefect_ids()
 
-    def start(s: Session) -> tuple[api.Activity, dict[str, ArtifactRef] | None]:
-        """The completed run of this key with its outputs, else a new `running` one."""
+    def start(s: Session) -> tuple[api.Activity, dict[str, ArtifactRef] | None, bool]:
+        """The completed run of this key with its outputs, else a new `running` one; and
+        whether the shot uses that run already (`db.api.shot_outputs`)."""
         done = api.find_completed(s, task, key)
         if done is not None:
-            return done, api.activity_outputs(s, done)
-        return _start(s), None
+            used = shot_id is None or api.shot_stage(s, shot_id, task) == done.id
+            return done, api.activity_outputs(s, done), used
+        return _start(s), None, False
 
     def _start(s: Session) -> api.Activity:
         return api.start_activity(
@@ -143,11 +149,15 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
             prefect_task_run_id=task_run_id,
         )
 
-    act, outputs = transaction(start, shot_id=shot_id)
+    act, outputs, used = transaction(start, shot_id=shot_id)
     if outputs is not None:  # a completed run: reuse it if its artifacts are still stored
         with OVERHEAD.timing("store", shot_id):
             reusable = all(store.exists(ref) for ref in outputs.values())
         if reusable:
+            if not used:  # another shot's run (same content), or this shot's earlier one
+                done_id = act.id
+                transaction(lambda s: api.set_shot_stage(s, shot_id, task, done_id),
+                            shot_id=shot_id)
             OVERHEAD.count(cached=True)
             return StageResult(outputs, dict(act.result), act.id, cached=True)
         act = transaction(_start, shot_id=shot_id)
@@ -163,8 +173,12 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
     except BaseException as exc:
         _record_failure(activity_id, exc, shot_id)
         raise
-    transaction(lambda s: api.finish_activity(s, activity_id, used=inputs, generated=refs,
-                                              result=out.result), shot_id=shot_id)
+    def finish(s: Session) -> None:
+        api.finish_activity(s, activity_id, used=inputs, generated=refs, result=out.result)
+        if shot_id is not None:
+            api.set_shot_stage(s, shot_id, task, activity_id)
+
+    transaction(finish, shot_id=shot_id)
     return StageResult(refs, out.result, activity_id, cached=False)
 
 

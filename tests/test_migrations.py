@@ -81,11 +81,9 @@ def test_downgrade_to_empty_and_back(db_url: str) -> None:
     migrate.check(db_url)
 
 
-def test_0006_stamps_the_predictions_saved_before_it_reported(db_url: str) -> None:
-    """A prediction saved before 0006 was reported by the pass that saved it: the upgrade
-    stamps it (its `created_at`), so the first pass after it says no old note again; a
-    person's edit stays unstamped."""
-    command.upgrade(migrate.alembic_config(db_url), "0005")
+def _a_shot_at(db_url: str, revision: str) -> None:
+    """The database at `revision` with a person, two artifacts, a reel and its shot (id 1)."""
+    command.upgrade(migrate.alembic_config(db_url), revision)
     _sql(db_url,
          "INSERT INTO agents (id, name, kind) VALUES (1, 'user:ed', 'person')",
          "INSERT INTO artifacts (id, sha256, uri, bytes, mime) VALUES "
@@ -94,7 +92,38 @@ def test_0006_stamps_the_predictions_saved_before_it_reported(db_url: str) -> No
          "start_frame, start_timecode) VALUES (1, 'r', 'r.otio', 24, 1, false, 0, '00:00:00:00')",
          "INSERT INTO shots (id, reel_id, name, \"index\", clip_name, record_in_frame, "
          "duration_frames, record_in_s, duration_s, source_in_s, source_rate) "
-         "VALUES (1, 1, 'SH010', 0, 'c', 0, 24, 0, 1, 0, 24)",
+         "VALUES (1, 1, 'SH010', 0, 'c', 0, 24, 0, 1, 0, 24)")
+
+
+def test_0007_points_each_shot_at_the_run_it_used(db_url: str) -> None:
+    """Before 0007 a shot's outputs were its latest completed run of the stage: the upgrade
+    points each shot there, so nothing changes until the next pass sets the pointers."""
+    _a_shot_at(db_url, "0006")
+    _sql(db_url,
+         "INSERT INTO activities (id, task, cache_key, code_version, shot_id, status, "
+         "started_at, ended_at) VALUES "
+         "(1, 'features', 'k1', 'v', 1, 'completed', '2026-01-01', '2026-01-01'), "
+         "(2, 'features', 'k2', 'v', 1, 'completed', '2026-01-02', '2026-01-02'), "
+         "(3, 'features', 'k3', 'v', 1, 'failed', '2026-01-03', '2026-01-03'), "
+         "(4, 'proxy', 'k4', 'v', 1, 'completed', '2026-01-01', '2026-01-01'), "
+         "(5, 'proxy', 'k5', 'v', NULL, 'completed', '2026-01-05', '2026-01-05')")
+    migrate.upgrade(db_url)
+    engine = create_engine(normalize_url(db_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT shot_id, task, activity_id FROM shot_stages "
+                                     "ORDER BY task")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, "features", 2), (1, "proxy", 4)]
+
+
+def test_0006_stamps_the_predictions_saved_before_it_reported(db_url: str) -> None:
+    """A prediction saved before 0006 was reported by the pass that saved it: the upgrade
+    stamps it (its `created_at`), so the first pass after it says no old note again; a
+    person's edit stays unstamped."""
+    _a_shot_at(db_url, "0005")
+    _sql(db_url,
          "INSERT INTO envelopes (shot_id, version, parent_version, artifact_id, content_sha256, "
          "source, created_by) VALUES (1, 1, NULL, 1, 'a', 'baseline', NULL), "
          "(1, 2, 1, 2, 'b', 'edit', 1)")

@@ -156,7 +156,7 @@ def test_supervisor_drags_an_event_and_approves(server: tuple[str, Any], page: A
     # the worker synthesizes the shot and re-conforms the reel (both shots are settled now)
     assert app.state.applier.idle(timeout=300), app.state.applier.last_error
     with runtime.db().session() as s:
-        stem = api.latest_outputs(s, "synth", sid)
+        stem = api.shot_outputs(s, "synth", sid)
         assert stem is not None and not review.pending_jobs(s)
     delivery = home / "delivery"
     manifest = json.loads((delivery / "manifest.json").read_text())
