@@ -292,8 +292,8 @@ def test_a_new_prediction_over_a_persons_work_waits_for_a_supervisor(home: Path)
 
 def test_a_pass_that_aborts_leaves_its_note_to_the_next(home: Path, tmp_path: Path) -> None:
     """The model's prediction is saved over ed's edit, then the pass cannot write its delivery
-    (the folder given is a file) and aborts: nothing said it. The next pass — a rerun that
-    saves nothing new — says it, once; the one after says nothing."""
+    (a folder sits where its timeline goes) and aborts: nothing said it. The next pass — a
+    rerun that saves nothing new — says it, once; the one after says nothing."""
     from flows.foley_pass import foley_pass
     from tasks.decisions import load_envelope, save_version
 
@@ -302,9 +302,9 @@ def test_a_pass_that_aborts_leaves_its_note_to_the_next(home: Path, tmp_path: Pa
         doc, ref, sid = load_envelope(v1.artifact.ref()), v1.artifact.ref(), v1.shot_id
     save_version(sid, {**doc, "events": doc["events"][:1]}, source="edit", derived_from=ref,
                  created_by="user:ed", base_version=1)
-    blocked = tmp_path / "delivery-is-a-file"
-    blocked.write_text("")
-    with pytest.raises(FileExistsError):
+    blocked = tmp_path / "blocked"
+    (blocked / f"{REEL}.otio" / "in the way").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
         foley_pass(str(home / "edit" / f"{REEL}.otio"), str(blocked), approve="auto",
                    envelope_estimator="model")
     assert versions_of("SH010")[-1] == (3, MODEL, None, "pending_review")  # saved, unsaid
