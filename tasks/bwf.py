@@ -6,7 +6,12 @@ place (os.replace), so a reel mix never has to fit in memory and a failed write 
 half-written file. Samples are rounded to the nearest 24-bit step (optionally TPDF dithered)
 after clipping to full scale; clipped samples are counted and logged.
 
-Layout: RIFF/WAVE · fmt · bext · [iXML] · data. Files must stay below 4 GiB (no RF64).
+Layout: RIFF/WAVE · JUNK · fmt · bext · [iXML] · data. The JUNK chunk is the 28-byte place
+of a `ds64` chunk (EBU Tech 3306): a file that outgrows the 32-bit sizes of RIFF — a 5.1 mix
+of a reel over 82 minutes, FOA over 124 — is closed as RF64 (`RF64` · `ds64` with the 64-bit
+sizes, the 32-bit fields set to 0xFFFFFFFF): the EBU's large-file Broadcast WAV, which
+libsndfile and ffmpeg read back sample-exact (tests/test_bwf.py; not tried in Pro Tools on
+this machine). Any smaller file stays a plain RIFF, its JUNK chunk skipped by readers.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ BEXT_STRUCT = struct.Struct("<256s32s32s10s8sQH64s5H180s")  # 602 bytes, EBU Tec
 BITS = 24
 _FULL_SCALE = 2 ** (BITS - 1)  # 8388608
 _MAX_CODE = _FULL_SCALE - 1
-_RIFF_LIMIT = 2**32 - 1
+_RIFF_LIMIT = 2**32 - 1  # the largest RIFF; past it the file is closed as RF64
+_DS64 = struct.Struct("<QQQI")  # riff size, data size, sample count, table length (none)
 _WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _KSDATAFORMAT_SUBTYPE_PCM = bytes.fromhex("0100000000001000800000aa00389b71")
@@ -80,7 +86,10 @@ def _bext_payload(
         0, 0, 0, 0, 0,
         b"",
     )
-    return fixed + coding_history.encode("ascii", errors="replace")
+    history = coding_history.encode("ascii", errors="replace")
+    # NUL-terminated to an even size: no pad byte after the chunk, which libsndfile's RF64
+    # reader does not skip ("No 'data' chunk marker")
+    return fixed + history + b"\x00" * (2 - len(history) % 2)
 
 
 def _fmt_payload(sr: int, channels: int, channel_mask: int | None) -> bytes:
@@ -120,7 +129,10 @@ class BwfWriter:
         channel_mask: int | None = None,
         dither: bool = False,
         seed: int = 0,
+        rf64_from: int = _RIFF_LIMIT,
     ) -> None:
+        """`rf64_from`: the file size from which the file is closed as RF64 (the RIFF limit;
+        smaller only to exercise RF64 on small files)."""
         assert channels >= 1 and sr > 0, f"{channels=} {sr=}"
         self.path = Path(path)
         self.sr, self.channels = int(sr), int(channels)
@@ -141,7 +153,8 @@ class BwfWriter:
         header += _chunk(b"bext", bext)
         if ixml is not None:
             header += _chunk(b"iXML", ixml.encode("utf-8"))
-        self._header = b"WAVE" + header + b"data"
+        self._header = b"WAVE" + _chunk(b"JUNK", bytes(_DS64.size)) + header + b"data"
+        self._rf64_from = int(rf64_from)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # a unique sibling (same filesystem, so os.replace is atomic); open() honours the umask
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.part")
@@ -167,8 +180,6 @@ class BwfWriter:
         self.clipped += int(over.sum())
         codes = np.clip(codes, -_FULL_SCALE, _MAX_CODE).astype("<i4")  # (n, ch)
         data = codes.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()  # little-endian 3 bytes
-        if self._fh.tell() + len(data) > _RIFF_LIMIT:
-            raise ValueError(f"{self.path.name}: over 4 GiB; RF64 is not supported")
         self._fh.write(data)
         self.frames += block.shape[0]
 
@@ -182,6 +193,12 @@ class BwfWriter:
             if data_bytes % 2:
                 fh.write(b"\x00")
             riff_size = len(self._header) + 4 + data_bytes + data_bytes % 2
+            if 8 + riff_size > self._rf64_from:  # RF64: the sizes go to ds64, in JUNK's place
+                fh.seek(0)
+                fh.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"ds64"
+                         + struct.pack("<I", _DS64.size)
+                         + _DS64.pack(riff_size, data_bytes, self.frames, 0))
+                riff_size = data_bytes = 0xFFFFFFFF
             fh.seek(4)
             fh.write(struct.pack("<I", riff_size))
             fh.seek(8 + len(self._header))
@@ -267,7 +284,8 @@ def read_bwf_info(path: str | os.PathLike[str]) -> dict:
 
     Keys: samplerate, channels, bits, frames, channel_mask (WAVE_FORMAT_EXTENSIBLE's speaker
     layout, None for plain PCM), time_reference, description, originator,
-    originator_reference, origination_date, origination_time, version, coding_history, ixml.
+    originator_reference, origination_date, origination_time, version, coding_history, ixml,
+    rf64 (True for an RF64 file: its sizes read from `ds64`).
     bext keys are None when the file has no bext chunk.
     """
     info: dict = dict.fromkeys(
@@ -276,19 +294,23 @@ def read_bwf_info(path: str | os.PathLike[str]) -> dict:
     )
     with open(path, "rb") as fh:
         riff, _, wave = struct.unpack("<4sI4s", fh.read(12))
-        if riff != b"RIFF" or wave != b"WAVE":
-            raise ValueError(f"{path}: not a RIFF/WAVE file")
-        data_bytes = None
+        if riff not in (b"RIFF", b"RF64") or wave != b"WAVE":
+            raise ValueError(f"{path}: not a RIFF/WAVE or RF64 file")
+        info["rf64"] = riff == b"RF64"
+        data_bytes = ds64_data = None
         while header := fh.read(8):
             if len(header) < 8:
                 break
             fourcc, size = struct.unpack("<4sI", header)
             if fourcc == b"data":
-                data_bytes = size
+                data_bytes = size if size != 0xFFFFFFFF or ds64_data is None else ds64_data
+                size = data_bytes
                 fh.seek(size + size % 2, os.SEEK_CUR)
                 continue
             payload = fh.read(size + size % 2)[:size]
-            if fourcc == b"fmt ":
+            if fourcc == b"ds64":
+                ds64_data = _DS64.unpack(payload[:_DS64.size])[1]
+            elif fourcc == b"fmt ":
                 tag, channels, sr, _, block_align, bits = struct.unpack("<HHIIHH", payload[:16])
                 mask = struct.unpack("<I", payload[20:24])[0] \
                     if tag == _WAVE_FORMAT_EXTENSIBLE and len(payload) >= 24 else None

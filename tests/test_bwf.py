@@ -131,3 +131,33 @@ def test_dither_is_tpdf_within_one_lsb_and_reproducible(tmp_path: Path) -> None:
     assert np.max(np.abs(error)) <= 1.5
     assert np.std(error) > 0.45  # TPDF (variance 1/6 + 1/12 of rounding) is noisier than rounding
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def test_a_file_past_the_riff_limit_is_closed_as_rf64(tmp_path: Path) -> None:
+    """Every file carries the place of a ds64 chunk (JUNK); one past the RIFF limit is closed
+    as RF64 there (EBU Tech 3306). The 4 GiB limit is lowered to 100 kB so the test writes
+    600 kB, not 4 GiB: the same closing code. libsndfile and ffmpeg read it back as written."""
+    audio = _audio(SR * 2, 2, seed=3)  # 2 s of stereo: 576 kB of 24-bit samples
+    big, small = tmp_path / "mix_rf64.wav", tmp_path / "mix.wav"
+    for path, limit in ((big, 100_000), (small, 1 << 32)):
+        with BwfWriter(path, SR, 2, time_reference=HOUR, description="reel 1 mix",
+                       rf64_from=limit) as w:
+            w.write(audio[: SR])
+            w.write(audio[SR:])
+    head = big.read_bytes()[:48]
+    assert head[:4] == b"RF64" and head[4:8] == b"\xff\xff\xff\xff" and head[12:16] == b"ds64"
+    assert small.read_bytes()[:4] == b"RIFF" and small.read_bytes()[12:16] == b"JUNK"
+    for path in (big, small):
+        info = read_bwf_info(path)
+        assert (info["frames"], info["channels"], info["time_reference"]) == (SR * 2, 2, HOUR)
+        assert info["rf64"] == (path == big)
+        back, sr = sf.read(path, dtype="float64")
+        assert sr == SR and back.shape == audio.shape
+        assert np.abs(back - audio).max() <= LSB
+    raw_big, raw_small = big.read_bytes(), small.read_bytes()
+    size_at = raw_small.index(b"data") + 4  # but the sizes (RIFF, ds64, data), the same file
+    assert raw_big[48:size_at] == raw_small[48:size_at]
+    assert raw_big[size_at:size_at + 4] == b"\xff\xff\xff\xff"
+    assert raw_big[size_at + 4:] == raw_small[size_at + 4:]
+    meta = _ffmpeg_metadata(big)
+    assert "Duration: 00:00:02.00" in meta and "time_reference" in meta, meta
