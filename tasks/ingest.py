@@ -8,13 +8,19 @@
 A shot is a stretch of one picture clip the audience sees: the top-most enabled clip where
 video tracks stack, nothing for gaps or black, the cut at a dissolve's midpoint, generators
 (titles, mattes) only where no photographed clip shows (see `tasks.ingest_flatten`). Shots
-name themselves SH010, SH020, … in record order; a zero-length clip is a skipped shot.
+name themselves SH010, SH020, … in record order; a zero-length clip is a skipped shot. So is a
+retimed clip (speed change, freeze frame, reverse: foleyflow analyses picture at 100 %), with
+the reason. A clip whose range OTIO cannot place (frame rate 0, not a number, a negative
+duration, which would pull every later shot earlier) refuses the edit with one TimelineError.
 
-Media files are found (`tasks.ingest_media`) but never opened: probing is `tasks.media`'s job.
+Media files are found (`tasks.ingest_media`) and only their headers read (`tasks.media.probe`
+without the packet scan): `source_rate` is the picture's own frame rate, which an EDL or AAF
+does not carry (their clip ranges run at the edit's rate), and a file without a video stream
+is a skipped shot. A file that cannot be read keeps the edit's rate; the proxy stage reports it.
 `source_in_s` is seconds into the media file: the clip's source start minus the start of the
 media's available range when the edit declares one (a camera timecode, say). An EDL declares
-none, so there it is the raw source timecode in seconds: the media stage must subtract the
-file's own start timecode (which only probing the file can tell).
+none, so there it is the raw source timecode in seconds (at the edit's rate, as the EDL says):
+the media stage must subtract the file's own start timecode (which only probing can tell).
 """
 from __future__ import annotations
 
@@ -25,9 +31,10 @@ from pathlib import Path
 
 import opentimelineio as otio
 
-from tasks.ingest_flatten import Flat, Hint, Piece, visible_picture
+from tasks.ingest_flatten import Flat, Hint, Piece, media_start_s, visible_picture
 from tasks.ingest_formats import LoadedEdit, TimelineError, load_edit, rational_rate
 from tasks.ingest_media import MediaFinder
+from tasks.media import MediaInfo
 
 __all__ = ["ReelSpec", "ShotSpec", "TimelineError", "read_timeline", "timecode"]
 
@@ -47,7 +54,8 @@ class ShotSpec:
     duration_s: float
     source_path: str | None  # absolute path of the resolved media file, None if not found
     source_in_s: float  # seconds into the media FILE (0 = first frame of the file)
-    source_rate: float  # the clip's source frame rate (e.g. 15, 21.5, 29.97)
+    source_rate: float  # the picture's own frame rate (e.g. 15, 21.5, 29.97) from the media
+    # file's header; the clip's rate in the edit when the file cannot be read
     foley_hint: str | None  # from a "FOLEY: …" marker or metadata["foleyflow"]["foley"]
     skipped_reason: str | None  # why the shot cannot be worked on; None if usable
 
@@ -71,7 +79,8 @@ class ReelSpec:
 def timecode(frames: int, rate_num: int, rate_den: int, drop_frame: bool) -> str:
     """SMPTE timecode of a frame count at rate_num/rate_den ("01:00:00:00", "00:01:00;02").
 
-    Drop-frame applies to 30000/1001 and 60000/1001 only; it is ignored at other rates."""
+    Drop-frame applies to 30000/1001 and 60000/1001 only; it is ignored at other rates.
+    Hours wrap at 24 as SMPTE's do: a day and one second is "00:00:01:00"."""
     nominal = max(1, math.ceil(rate_num / rate_den - 1e-9))
     sign, frames = ("-", -frames) if frames < 0 else ("", frames)
     drop = drop_frame and (rate_num, rate_den) in ((30000, 1001), (60000, 1001))
@@ -84,7 +93,7 @@ def timecode(frames: int, rate_num: int, rate_den: int, drop_frame: bool) -> str
     ff = frames % nominal
     ss = frames // nominal % 60
     mm = frames // (nominal * 60) % 60
-    hh = frames // (nominal * 3600)
+    hh = frames // (nominal * 3600) % 24
     return f"{sign}{hh:02d}:{mm:02d}:{ss:02d}{';' if drop else ':'}{ff:02d}"
 
 
@@ -112,14 +121,16 @@ def read_timeline(
     edit = load_edit(p, fps)
     root = Path(media_root).expanduser().absolute() if media_root else None
     finder = MediaFinder(p.parent, root, edit.bundle_dir)
+    fps_exact = edit.rate_num / edit.rate_den
+    _check_ranges(edit, p)
     try:
-        flat = visible_picture(edit.timeline, edit.rate_num / edit.rate_den, edit.start_frame)
-        shots = _shots(flat, edit, finder)
+        flat = visible_picture(edit.timeline, fps_exact, edit.start_frame)
+        shots = _shots(flat, edit, finder, p.suffix.lower() == ".edl")
+        extent = _round(flat.extent)
     except Exception as exc:  # a structure the adapters accepted but that makes no sense
         raise TimelineError(f"{p}: the edit's structure could not be interpreted "
                             f"({type(exc).__name__}: {exc}) — re-export it, flattening nested "
                             f"sequences if it persists") from exc
-    fps_exact = edit.rate_num / edit.rate_den
     spec = ReelSpec(
         name=reel_name(edit.timeline, p),
         timeline_path=str(p),
@@ -129,7 +140,7 @@ def read_timeline(
         drop_frame=edit.drop_frame,
         start_frame=edit.start_frame,
         start_timecode=timecode(edit.start_frame, edit.rate_num, edit.rate_den, edit.drop_frame),
-        duration_s=_round(flat.extent) / fps_exact,
+        duration_s=extent / fps_exact,
         shots=tuple(shots),
     )
     return edit.timeline, spec
@@ -139,13 +150,134 @@ def _round(frames: float) -> int:
     return math.floor(frames + 0.5 + 1e-9)
 
 
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != math.inf
+
+
+_REEXPORT = ("re-export the edit; if it persists, delete the clip and edit it in again from "
+             "its media in the editing system")
+_FIX_IN_OUT = "fix its in and out points in the editing system and re-export the edit"
+
+
+def _bad_range(r: otio.opentime.TimeRange) -> tuple[str, str] | None:
+    """(what is wrong, what to do) for a range OTIO cannot place on a timeline, if anything."""
+    for t in (r.start_time, r.duration):
+        if not (_finite(t.rate) and t.rate > 0):
+            return f"frame rate {t.rate:g} in its range (a rate must be above 0)", _REEXPORT
+    if not (_finite(r.start_time.value) and _finite(r.duration.value)):
+        return (f"a range that is not a number ({r.start_time.value:g}+{r.duration.value:g})",
+                _REEXPORT)
+    if r.duration.value < 0:
+        return (f"a negative duration ({r.duration.value:g} frames at {r.duration.rate:g} fps: "
+                f"its out point lies before its in point)", _FIX_IN_OUT)
+    return None
+
+
+def _check_ranges(edit: LoadedEdit, path: Path) -> None:
+    """Refuse (one TimelineError naming the item) a range in the picture tracks that OTIO cannot
+    place: a rate of 0, a value that is not a number, a negative duration. Left in, each of
+    them moves or breaks everything after it on the record side."""
+    fps = edit.rate_num / edit.rate_den
+
+    def where(track: otio.schema.Track, i: int, depth: int) -> str:
+        label = f"track '{track.name}'" if track.name else "a track"
+        at = f"{label}, item {i + 1}"
+        if depth == 0:
+            try:  # where the previous item ends (the item's own range is the broken one)
+                prev = [j for j in range(i) if not isinstance(track[j], otio.schema.Transition)]
+                start = (track.range_of_child_at_index(prev[-1]).end_time_exclusive().to_seconds()
+                         if prev else 0.0)
+                if track.source_range is not None:
+                    start -= track.source_range.start_time.to_seconds()
+                at += ", record " + timecode(edit.start_frame + _round(start * fps),
+                                             edit.rate_num, edit.rate_den, edit.drop_frame)
+            except Exception:  # the record position is a courtesy: the name is the point
+                pass
+        return at if depth == 0 else f"{at}, inside a nested sequence"
+
+    def walk(comp: otio.core.Composition, depth: int) -> None:
+        for i, child in enumerate(comp):
+            if isinstance(child, otio.schema.Track) and child.kind != otio.schema.TrackKind.Video:
+                continue
+            if isinstance(child, otio.schema.Transition):
+                what, ranges = f"transition '{child.name or 'dissolve'}'", [
+                    otio.opentime.TimeRange(child.in_offset, child.out_offset)]
+            else:
+                kind = ("clip" if isinstance(child, otio.schema.Clip) else "gap"
+                        if isinstance(child, otio.schema.Gap) else "nested sequence")
+                what = f"{kind} '{child.name}'" if child.name else kind
+                ranges = [child.source_range] if child.source_range is not None else []
+            for r in ranges:
+                bad = _bad_range(r)
+                if bad:
+                    place = where(comp, i, depth) if isinstance(comp, otio.schema.Track) \
+                        else f"nested sequence '{comp.name}'"
+                    raise TimelineError(f"{path}: {what} ({place}) has {bad[0]} — {bad[1]}")
+            if isinstance(child, otio.core.Composition):
+                walk(child, depth + 1)
+
+    for track in edit.timeline.tracks:
+        if isinstance(track, otio.schema.Track) and track.kind == otio.schema.TrackKind.Video \
+                and track.enabled:
+            bad = _bad_range(track.source_range) if track.source_range is not None else None
+            if bad:
+                raise TimelineError(f"{path}: track '{track.name}' has {bad[0]} — {_REEXPORT}")
+            walk(track, 0)
+
+
 def _source_rate(clip: otio.schema.Clip, fps: float) -> float:
+    """The clip's rate as the edit states it (the media's rate in OTIO and FCP7 XML; the edit's
+    own rate in an EDL or AAF)."""
     ranges = [clip.source_range, getattr(clip.media_reference, "available_range", None)]
     for r in ranges:
-        if r is not None and r.duration.rate > 0:
+        if r is not None and _finite(r.duration.rate) and r.duration.rate > 0:
             num, den = rational_rate(r.duration.rate)
             return num / den
     return fps
+
+
+MAX_PICTURE_RATE = 240.0  # above this a header's "rate" is a timebase (1k tbr), not frames
+
+
+def _picture_rate(info: MediaInfo | None, edit_rate: float) -> float:
+    """The media's own frame rate when its header tells it (an EDL's or AAF's clip ranges run at
+    the edit's rate, which decoded a 29.97 picture at 24 drops frames), else the edit's."""
+    if info is not None and info.has_video and _finite(info.fps) \
+            and 0 < info.fps <= MAX_PICTURE_RATE:
+        return info.fps
+    return edit_rate
+
+
+def _retimed(clip: otio.schema.Clip, scalar: float, dur_frames: int, edl: bool) -> str | None:
+    """Why a retimed clip (speed change, freeze frame, reverse) is not analysed, if it is one.
+
+    A speed within half a frame of 100 % over the whole shot (a 23.976/24 conform, say) is
+    analysed as 100 %."""
+    if abs(scalar - 1.0) * max(dur_frames, 1) < 0.5:
+        return None
+    fx = next((f for f in clip.effects if isinstance(f, otio.schema.LinearTimeWarp)), None)
+    how = ("M2" if edl else type(fx).__name__ if fx is not None
+           else "a speed effect on the nested sequence around it")
+    if scalar == 0:
+        return (f"freeze frame ({how}) — foleyflow follows motion and a held frame has none: "
+                f"the hold gets no Foley; add what it needs by hand, or render the freeze to "
+                f"a media file and re-export the edit with that")
+    pct = f"{scalar * 100:.4g} %"
+    if scalar < 0:
+        return (f"reverse clip ({pct}, {how}) — foleyflow analyses clips forwards at 100 %: "
+                f"render the reversed clip to a new media file and re-export the edit with "
+                f"it at 100 %")
+    return (f"speed change {pct} ({how}) — foleyflow analyses clips at 100 %: render the "
+            f"speed change into a new media file (or set the clip to 100 %) and re-export "
+            f"the edit")
+
+
+def _no_picture(info: MediaInfo | None, path: str | None) -> str | None:
+    if info is None or info.has_video:
+        return None
+    return (f"no video stream in {path} (sound only) — a picture clip needs its picture: "
+            f"link the clip to its movie file (or give the movie the same name, with "
+            f"--media-root on its folder) and re-run")
 
 
 def _hint(hints: list[Hint], clip: otio.schema.Clip, lo: float, hi: float) -> str | None:
@@ -164,7 +296,7 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
                    source_rate: float, source_path: str | None) -> str | None:
     """Why the clip's source range does not lie inside its media, if the edit says so."""
     avail = getattr(clip.media_reference, "available_range", None)
-    if avail is None or avail.duration.value <= 0:
+    if avail is None or _bad_range(avail) or avail.duration.value <= 0:
         return None
     media_s = avail.duration.to_seconds()
     slack = 0.5 / fps
@@ -172,7 +304,7 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
     if first >= -slack and last <= media_s + slack:
         return None
     num, den = rational_rate(source_rate)
-    start_s = avail.start_time.to_seconds()
+    start_s = media_start_s(clip)
 
     def tc(seconds: float) -> str:
         return timecode(_round(seconds * num / den), num, den, False)
@@ -185,16 +317,18 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
 
 def _shot(index: int, lo: float, hi: float, clip: otio.schema.Clip, src_lo_s: float,
           scalar: float, edit: LoadedEdit, finder: MediaFinder, hints: list[Hint],
-          reason: str | None) -> ShotSpec:
+          reason: str | None, edl: bool = False) -> ShotSpec:
     fps = edit.rate_num / edit.rate_den
     rec_in = _round(lo)
     dur = max(0, _round(hi) - rec_in)
-    source_rate = _source_rate(clip, fps)
+    edit_rate = _source_rate(clip, fps)
     path, missing = finder.resolve(clip)
-    avail = getattr(clip.media_reference, "available_range", None)
-    file_in_s = src_lo_s - (avail.start_time.to_seconds() if avail is not None else 0.0)
+    info = finder.header(path) if path else None
+    source_rate = _picture_rate(info, edit_rate)
+    file_in_s = src_lo_s - media_start_s(clip)
     if reason is None and missing is None:
-        reason = _outside_media(clip, file_in_s, dur / fps * scalar, fps, source_rate, path)
+        reason = (_retimed(clip, scalar, dur, edl) or _no_picture(info, path)
+                  or _outside_media(clip, file_in_s, dur / fps * scalar, fps, edit_rate, path))
     return ShotSpec(
         index=index,
         name=f"SH{(index + 1) * 10:03d}",
@@ -211,7 +345,7 @@ def _shot(index: int, lo: float, hi: float, clip: otio.schema.Clip, src_lo_s: fl
     )
 
 
-def _shots(flat: Flat, edit: LoadedEdit, finder: MediaFinder) -> list[ShotSpec]:
+def _shots(flat: Flat, edit: LoadedEdit, finder: MediaFinder, edl: bool) -> list[ShotSpec]:
     items: list[tuple[float, float, Piece | None, otio.schema.Clip]] = [
         (p.rec_lo, p.rec_hi, p, p.clip) for p in flat.pieces if _round(p.rec_hi) > _round(p.rec_lo)
     ]
@@ -227,5 +361,5 @@ def _shots(flat: Flat, edit: LoadedEdit, finder: MediaFinder) -> list[ShotSpec]:
             shots.append(_shot(i, lo, lo, clip, src_s, 1.0, edit, finder, flat.hints, reason))
         else:
             shots.append(_shot(i, lo, hi, clip, piece.src_lo_s, piece.scalar, edit, finder,
-                               flat.hints, None))
+                               flat.hints, None, edl))
     return shots

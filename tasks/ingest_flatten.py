@@ -37,7 +37,8 @@ class Piece:
     rec_hi: float
     clip: otio.schema.Clip
     src_lo_s: float  # clip source time (media-reference clock, seconds) shown at rec_lo
-    scalar: float  # source seconds per record second (speed effects; 0 for a freeze frame)
+    scalar: float  # source seconds per record second (speed effects of the clip and of the
+    # compositions it sits in; 0 for a freeze frame, negative when reversed)
 
     def cut(self, lo: float, hi: float, fps: float) -> Piece:
         """The part of this piece between record frames lo and hi."""
@@ -75,12 +76,22 @@ def foley_text(marker: otio.schema.Marker) -> str | None:
     return None
 
 
-def _time_scalar(clip: otio.schema.Clip) -> float:
+def _time_scalar(item: otio.core.Item) -> float:
     scalar = 1.0
-    for fx in clip.effects:
+    for fx in item.effects:
         if isinstance(fx, otio.schema.LinearTimeWarp):  # FreezeFrame is one with scalar 0
             scalar *= fx.time_scalar
     return scalar
+
+
+def media_start_s(clip: otio.schema.Clip) -> float:
+    """Where the clip's media begins on the source clock (its camera timecode), in seconds;
+    0 when the edit declares no usable available range."""
+    avail = getattr(clip.media_reference, "available_range", None)
+    if avail is None or not avail.start_time.rate > 0:
+        return 0.0
+    start = avail.start_time.to_seconds()
+    return start if start == start and abs(start) != float("inf") else 0.0
 
 
 class _Walker:
@@ -96,14 +107,19 @@ class _Walker:
                 clip: otio.schema.Clip | None = None, scalar: float = 1.0) -> None:
         """Hints from `item`'s markers that fall inside [lo, hi) on the record side.
 
-        A clip's markers live in its source time (OTIO's convention); one that lands outside
-        the clip is also tried as a record timecode, which is what Avid EDL locators carry."""
+        A clip's markers live in its source time (OTIO's convention). One before the media's
+        first frame is also tried counted from that frame (what the FCP7 XML reader gives for
+        media with camera timecode), and one that lands outside the clip as a record timecode
+        (what Avid EDL locators carry)."""
+        first_s = media_start_s(clip) if clip is not None else 0.0
         for marker in item.markers:
             text = foley_text(marker)
             if text is None:
                 continue
             t_s = marker.marked_range.start_time.to_seconds()
             candidates = [(t_s - origin_s) / (scalar or 1.0) * self.fps]
+            if clip is not None and first_s > 0 and t_s < first_s:
+                candidates.append((t_s + first_s - origin_s) / (scalar or 1.0) * self.fps)
             if clip is not None:
                 candidates.append(t_s * self.fps - self.start_frame)
             for rec in candidates:
@@ -112,8 +128,11 @@ class _Walker:
                     break
 
     def composition(self, comp: otio.core.Composition, origin_s: float,
-                    lo: float, hi: float) -> None:
-        """Walk `comp`, whose internal time `origin_s` sits at record frame 0, within [lo, hi)."""
+                    lo: float, hi: float, scalar: float = 1.0) -> None:
+        """Walk `comp`, whose internal time `origin_s` sits at record frame 0, within [lo, hi).
+
+        `scalar`: the speed effects of `comp` and the compositions around it (a clip inside a
+        retimed nest plays retimed: its shot is reported as such)."""
         self.markers(comp, origin_s, lo, hi)
         shifts = _midpoint_shifts(comp, self.fps)
         for i, child in enumerate(comp):
@@ -127,13 +146,14 @@ class _Walker:
             move_in, move_out = shifts.get(i, (0.0, 0.0))
             a, b = max(c_lo + move_in, lo), min(c_hi + move_out, hi)
             if isinstance(child, otio.schema.Clip):
-                self.clip(child, c_lo, a, b, lo, hi)
+                self.clip(child, c_lo, a, b, lo, hi, scalar)
             elif isinstance(child, otio.core.Composition) and b > a:
                 start_s = child.trimmed_range().start_time.to_seconds()
-                self.composition(child, start_s - c_lo / self.fps, a, b)
+                self.composition(child, start_s - c_lo / self.fps, a, b,
+                                 scalar * _time_scalar(child))
 
     def clip(self, clip: otio.schema.Clip, c_lo: float, a: float, b: float,
-             lo: float, hi: float) -> None:
+             lo: float, hi: float, outer_scalar: float = 1.0) -> None:
         ref = clip.media_reference
         if isinstance(ref, otio.schema.GeneratorReference) and \
                 (ref.generator_kind or "").lower() in BLACK_GENERATORS:
@@ -143,7 +163,7 @@ class _Walker:
             if lo <= c_lo <= hi:
                 self.flat.zero_length.append((c_lo, clip))
             return
-        scalar = _time_scalar(clip)
+        scalar = outer_scalar * _time_scalar(clip)
         start_s = trimmed.start_time.to_seconds()
         if b > a:
             self.painted.append(Piece(a, b, clip, start_s + (a - c_lo) / self.fps * scalar, scalar))
@@ -223,6 +243,7 @@ def visible_picture(timeline: otio.schema.Timeline, fps: float, start_frame: int
         c_hi = c_lo + r.duration.to_seconds() * fps
         walker.flat.extent = max(walker.flat.extent, c_hi)
         start_s = track.trimmed_range().start_time.to_seconds()
-        walker.composition(track, start_s - c_lo / fps, max(c_lo, 0.0), c_hi)
+        walker.composition(track, start_s - c_lo / fps, max(c_lo, 0.0), c_hi,
+                           _time_scalar(root) * _time_scalar(track))
     walker.flat.pieces = _paint(walker.painted, fps)
     return walker.flat

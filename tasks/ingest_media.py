@@ -8,7 +8,12 @@ Part of `tasks.ingest`. Order of the search, first hit wins:
 4. by name — the clip's name, the EDL reel, the media reference's name — with or without an
    extension, in the timeline's folder and under `media_root`.
 Names are compared after Unicode NFC normalisation (macOS writes NFD), case-sensitively first,
-then ignoring case.
+then ignoring case. Of several files a name finds, a movie file beats a sound-only one (a
+dual-system shoot keeps `video/A001C003.mov` beside `audio/A001C003.wav`: the clips are picture),
+then the one sharing the most folders with the edit's path for it.
+
+`MediaFinder.header` reads a found file's header (`tasks.media.probe` without the packet scan,
+one short ffmpeg call a file): the picture's own frame rate and whether it has video at all.
 """
 from __future__ import annotations
 
@@ -21,11 +26,14 @@ from pathlib import Path
 
 import opentimelineio as otio
 
+from tasks import media
+
 MEDIA_SUFFIXES = frozenset({
     ".mov", ".mp4", ".m4v", ".mxf", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".mts", ".m2ts",
     ".ts", ".dnx", ".dnxhd", ".r3d", ".braw", ".ari", ".wmv", ".flv", ".3gp", ".y4m", ".ogv",
     ".wav", ".aif", ".aiff", ".bwf",
 })
+SOUND_SUFFIXES = frozenset({".wav", ".aif", ".aiff", ".bwf"})  # never picture
 
 
 def _key(name: str) -> str:
@@ -97,20 +105,21 @@ class _Folder:
 
 
 def _closest(hits: list[Path], hint: str) -> Path:
-    """Of several files with one name, the one sharing the most trailing folders with `hint`."""
-    if len(hits) == 1 or not hint:
+    """Of several files with one name, a movie before a sound file (picture clips want
+    picture), then the one sharing the most trailing folders with `hint`."""
+    if len(hits) == 1:
         return hits[0]
     want = [_key(p) for p in re.split(r"[\\/]", hint) if p][::-1]
 
-    def score(p: Path) -> int:
+    def score(p: Path) -> tuple[bool, int]:
         n = 0
         for a, b in zip([_key(x) for x in p.parts[::-1]], want, strict=False):
             if a != b:
                 break
             n += 1
-        return n
+        return p.suffix.lower() not in SOUND_SUFFIXES, n
 
-    return max(hits, key=score)
+    return max(hits, key=score)  # the first of equals: walk order
 
 
 def _exists(p: Path) -> Path | None:
@@ -139,6 +148,17 @@ class MediaFinder:
         self.media_root = media_root
         self.bundle_dir = bundle_dir
         self._folders: dict[tuple[Path, bool], _Folder] = {}
+        self._headers: dict[str, media.MediaInfo | None] = {}
+
+    def header(self, path: str) -> media.MediaInfo | None:
+        """What the file's header says (frame rate, streams), read once per file; None when it
+        cannot be read as media — the proxy stage reports that, with ffmpeg's reason."""
+        if path not in self._headers:
+            try:
+                self._headers[path] = media.probe(path, scan_packets=False)
+            except (media.MediaError, OSError):
+                self._headers[path] = None
+        return self._headers[path]
 
     def _folder(self, root: Path, recursive: bool) -> _Folder:
         if (root, recursive) not in self._folders:
@@ -151,11 +171,13 @@ class MediaFinder:
             roots.append((self.bundle_dir, True))
         if self.media_root:
             roots.append((self.media_root, True))
+        sound = None  # a sound file answers only if no folder has a movie of that name
         for root, recursive in roots:
             hit = self._folder(root, recursive).find(name, hint)
-            if hit:
+            if hit and hit.suffix.lower() not in SOUND_SUFFIXES:
                 return hit
-        return None
+            sound = sound or hit
+        return sound
 
     def places(self, location: str = "") -> str:
         """Where a search looked, for a person reading why a shot was skipped."""

@@ -63,7 +63,10 @@ def ingest_reel(
 
 @task(name="proxy", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def make_proxy(shot_id: int) -> dict[str, Any]:
-    """Decode exactly the shot's source range at its own rate into a small H.264 proxy."""
+    """Decode exactly the shot's source range at its own rate into a small H.264 proxy.
+
+    The rate is the picture's own (`ShotSpec.source_rate`, read from the media's header at
+    ingest), so every frame of the source is one frame of the proxy and of its features."""
     def read(s: Session) -> tuple[Any, ...]:
         shot = s.get(api.Shot, shot_id)
         assert shot is not None
@@ -71,7 +74,7 @@ def make_proxy(shot_id: int) -> dict[str, Any]:
 
     src, start, dur, fps, reel_id = transaction(read, shot_id=shot_id)
     assert src is not None, f"shot {shot_id} has no media"
-    start = file_time(media.probe(src, scan_packets=False), start, dur)
+    start = file_time(media.probe(src, scan_packets=False), start, dur)  # MediaError if no video
     media_ref = register_file(src, copy=False)
 
     def compute(inputs: dict[str, Path], work: Path) -> StageOutput:
@@ -96,10 +99,19 @@ def file_time(info: media.MediaInfo, source_in_s: float, duration_s: float) -> f
 
     An edit that gives no media range (an EDL, a clip without a media reference) leaves the
     source *timecode* in seconds; camera files start at their embedded timecode, so a range
-    that only fits once that timecode is subtracted is moved there."""
-    if source_in_s + duration_s <= info.duration_s + 0.5 / info.fps or not info.timecode:
+    that only fits once that timecode is subtracted is moved there. A file without a video
+    stream (a sound file linked to a picture clip) raises MediaError naming it."""
+    if not info.has_video:
+        raise media.MediaError(
+            f"no video stream in {info.path} (sound only) — a picture clip needs its picture: "
+            f"link the clip to its movie file and re-run")
+    slack = 0.5 / info.fps if info.fps > 0 else 0.0
+    if source_in_s + duration_s <= info.duration_s + slack or not info.timecode or info.fps <= 0:
         return source_in_s
-    tc = otio.opentime.from_timecode(info.timecode, info.fps).to_seconds()
+    try:
+        tc = otio.opentime.from_timecode(info.timecode, info.fps).to_seconds()
+    except ValueError:  # a timecode the file's own rate cannot hold: no shift to make
+        return source_in_s
     shifted = source_in_s - tc
     return shifted if 0.0 <= shifted <= info.duration_s else source_in_s
 
