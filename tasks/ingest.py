@@ -97,9 +97,18 @@ def timecode(frames: int, rate_num: int, rate_den: int, drop_frame: bool) -> str
     return f"{sign}{hh:02d}:{mm:02d}:{ss:02d}{';' if drop else ':'}{ff:02d}"
 
 
+# Names editing systems give a new sequence ("Timeline 1", "Sequence 01", "Untitled
+# Sequence.01"): two shows' reels would share one name — and one reel in the database, each
+# ingest replacing the other's shots — so the file's name is used instead.
+_DEFAULT_NAMES = re.compile(r"(untitled|timeline|sequence|project|untitled sequence)"
+                            r"[ ._-]*\d*", re.IGNORECASE)
+
+
 def reel_name(timeline: otio.schema.Timeline, path: Path) -> str:
-    """The timeline's name (else the file's stem), safe inside a file name."""
-    for raw in (timeline.name or "", path.stem):
+    """The timeline's name, safe inside a file name — else, or when it is a name editing
+    systems give every new sequence ("Timeline 1"), the file's stem."""
+    own = timeline.name or ""
+    for raw in (own if not _DEFAULT_NAMES.fullmatch(own.strip()) else "", path.stem):
         name = _UNSAFE.sub("_", raw).strip(" ._")
         if name:
             return name[:120]

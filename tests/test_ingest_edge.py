@@ -249,3 +249,16 @@ def test_edl_running_past_midnight_reads_as_smpte(tmp_path: Path) -> None:
     _, reel = read_timeline(edl, fps=24)
     assert [timecode(reel.start_frame + s.record_in_frame, 24, 1, False)
             for s in reel.shots] == ["23:59:59:00", "00:00:01:00"]
+
+
+@pytest.mark.parametrize("default", ["Timeline 1", "Sequence 01", "Untitled Sequence.01",
+                                     "untitled", "Project 2"])
+def test_a_default_sequence_name_gives_way_to_the_files(tmp_path: Path, default: str) -> None:
+    """Editing systems name every new sequence "Timeline 1": two shows' reels sent as
+    showA_reel1.otio and showB_reel1.otio must not become one reel in the database."""
+    from tasks.ingest import reel_name
+
+    tl = otio.schema.Timeline(name=default)
+    assert reel_name(tl, tmp_path / "showA_reel1.otio") == "showA_reel1"
+    assert reel_name(otio.schema.Timeline(name="R1 Timeline 3 LOCK"),
+                     tmp_path / "x.otio") == "R1 Timeline 3 LOCK"  # a name someone gave it
