@@ -483,16 +483,26 @@ def eval_envelope(
     (a film's full mix); only the F1 above it is read from the picture. Last, F1 at ±50 ms
     and recall at ±100 ms of both per frame-rate
     band (under 20, 20–40, 40 fps and over): the tracker alone resolves fewer contacts the
-    lower the rate, so that is where the model can find more."""
-    from flows.evaluate import evaluate
+    lower the rate, so that is where the model can find more.
+
+    Bad input is one line naming it, exit code 2: a checkpoint `foley run --envelope model`
+    would refuse (damaged, of another kind, NaN weights, a contact scorer it cannot use), a
+    split with no clips, a damaged clip (with the `foley dataset` command that makes it again)
+    — all checked before any clip is scored, but for damage deep inside a clip's file, found
+    when it is read."""
+    from flows.evaluate import EvalInputError, evaluate
 
     if not checkpoint.is_file():
-        _fail(f"no checkpoint at {checkpoint}")
+        _fail(f"no checkpoint at {checkpoint}: give an RMS-Mapper checkpoint (.safetensors) "
+              "with --checkpoint, or train one with `foley train envelope`")
     _need_dataset(data)
     if plot is not None and not plot.parent.is_dir():
         _fail(f"--plot {plot}: folder {plot.parent} does not exist; create it or pick another")
-    result = evaluate(data, checkpoint, split=split,
-                      log=(lambda _m: None) if as_json else typer.echo)
+    try:  # the checkpoint, the index and every clip's file are checked before any scoring
+        result = evaluate(data, checkpoint, split=split,
+                          log=(lambda _m: None) if as_json else typer.echo)
+    except EvalInputError as exc:
+        _fail(str(exc))
     if plot is not None:
         from tasks.plots import plot_comparison
 

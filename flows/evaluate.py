@@ -41,6 +41,12 @@ difference from it is bootstrapped as against the baseline.
 (`contact_scorer.band_of`: under 20, 20–40, 40 fps and over): how much the tracker alone
 resolves, and so where the model can add onsets, depends on the frame rate, and a split's
 overall figures are its mix of rates.
+
+Bad input is an `EvalInputError` naming it in one line (the CLI exits 2): the checkpoint is
+read through the pass's own check (`tasks.envelope.load_checked`), and DATA's index and every
+clip's file (`clips_to_score`) are checked before any clip is scored; a clip damaged inside
+its file, or whose features hold NaN, is named when it is read, with the `foley dataset`
+command that makes it again.
 """
 from __future__ import annotations
 
@@ -52,19 +58,110 @@ import numpy as np
 
 from models import envelope_metrics as em
 from models import contact_scorer, motion_baseline, rms_targets, v2a_envelope
-from models import rms_mapper as mapper
 
 ESTIMATORS = ("model", "baseline")
 
 
+class EvalInputError(ValueError):
+    """Bad input to the evaluation — the checkpoint, DATA's index, a clip of it, a split it
+    has no clips of — found before or while scoring: the message is one line naming the file
+    and what to do (`foley eval envelope` prints it and exits 2)."""
+
+
+def _rebuild(data: Path, entry: dict[str, Any]) -> str:
+    """The `foley dataset` command that makes a clip of DATA again (it makes only the clips
+    that are missing)."""
+    split = entry.get("split", "heldout")
+    if entry.get("source", "procedural") == "procedural":
+        return (f"`foley dataset procedural {data} --split {split}` with the --clips and --seed "
+                "that built it")
+    return f"`foley dataset videos VIDEOS {data} --split {split}` as it was built"
+
+
+def _damaged(data: Path, entry: dict[str, Any], exc: ValueError) -> EvalInputError:
+    """A clip `tasks.dataset` could not read: named, with the command that makes it again."""
+    path = Path(data) / entry["file"]
+    if exc.__cause__ is not None:  # the file itself: cut short, not a zip, a bad CRC
+        return EvalInputError(f"clip {entry['name']}: {path} is not a readable dataset clip "
+                              f"({_one_line(exc.__cause__)}); delete it and rerun "
+                              f"{_rebuild(data, entry)}")
+    return EvalInputError(f"clip {entry['name']}: {_one_line(exc)} (the build: "
+                          f"{_rebuild(data, entry)})")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def clips_to_score(data: Path, split: str) -> list[dict[str, Any]]:
+    """The index entries of the clips `evaluate` scores (split "val": the validation clips of
+    the train split); EvalInputError naming DATA's index.json if it does not read, or DATA
+    and the splits it has if there are none, or a clip whose file is missing or damaged
+    (checked by its zip directory and header: `tasks.dataset._peek`) — all before anything is
+    scored."""
+    from flows.train import is_validation
+    from tasks.dataset import INDEX, _peek, clip_entries
+
+    index = Path(data) / INDEX
+    if not index.is_file():
+        raise EvalInputError(f"{data} is not a dataset folder (no {INDEX}): build one with "
+                             "`foley dataset procedural` or `foley dataset videos`")
+    try:
+        everything = clip_entries(data)
+        entries = [e for e in everything
+                   if e["split"] == ("train" if split == "val" else split)
+                   and (split != "val" or is_validation(str(e["name"])))]
+        files = [str(e["file"]) for e in entries]  # every entry names its file
+        del files
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise EvalInputError(f"{index}: not a readable dataset index ({_one_line(exc)}); "
+                             "rebuild the folder with the `foley dataset` command that made "
+                             "it") from exc
+    if not entries:
+        have: dict[str, int] = {}
+        for e in everything:
+            have[str(e.get("split"))] = have.get(str(e.get("split")), 0) + 1
+        held = ("holds " + ", ".join(f"{k} ({n} clips)" for k, n in sorted(have.items()))
+                if have else "lists no clips")
+        build = {"val": f"foley dataset procedural {data} --split train",
+                 "train": f"foley dataset procedural {data} --split train",
+                 "heldout": f"foley dataset procedural {data} --split heldout",
+                 "real": f"foley dataset videos VIDEOS {data} --split real"}.get(split)
+        what = ("validation clips of the train split" if split == "val" else
+                f"clips of split {split!r}")
+        raise EvalInputError(
+            f"{data}: no {what} to evaluate (its index.json {held}): choose a split it has "
+            "with --split (or val: the validation clips of its train split)"
+            + (f", or build them with `{build}`" if build else ""))
+    for e in entries:
+        path = Path(data) / e["file"]
+        if not path.is_file():
+            raise EvalInputError(f"clip {e['name']}: its file {path} is missing; make it "
+                                 f"again with {_rebuild(data, e)}")
+        try:
+            _peek(path)
+        except ValueError as exc:
+            raise _damaged(data, e, exc) from exc
+    return entries
+
+
 def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: int = 1,
              log: Any = print) -> dict[str, Any]:
+    """Score the model of `checkpoint` and the motion baseline on DATA's clips of `split` (the
+    module docstring). Bad input — a checkpoint `tasks.envelope.check_checkpoint` refuses, an
+    index that does not read, no clips of the split, a damaged clip — is an EvalInputError
+    naming it; the checkpoint and every clip's file are checked before any clip is scored."""
     import torch
 
-    from tasks.dataset import iter_clips
+    from tasks.dataset import read_clip
+    from tasks.envelope import load_checked
 
     torch.set_num_threads(threads)
-    model, config, meta = mapper.load_checkpoint(checkpoint)
+    try:  # the pass's own check: readable, this input layout, finite, a usable scorer
+        model, config, meta = load_checked(Path(checkpoint))
+    except ValueError as exc:
+        raise EvalInputError(_one_line(exc)) from exc
+    entries = clips_to_score(data, split)
     per_clip: dict[str, list[em.ClipScores]] = {k: [] for k in ESTIMATORS}
     timing = em.OnsetTiming([], [], [])
     edges = tuple(meta.get("selection", {}).get("band_edges", contact_scorer.BAND_EDGES))
@@ -75,12 +172,11 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # true RMS, classes, baseline
     infer_s = audio_s = 0.0
     n = 0
-    from flows.train import is_validation
-
-    clips = iter_clips(data, split="train" if split == "val" else split)
-    for clip in clips:
-        if split == "val" and not is_validation(clip.name):
-            continue  # "val": the validation clips of the train split (training never fits them)
+    for entry in entries:
+        try:  # damage inside the file (its CRCs) shows only when it is read whole
+            clip = read_clip(Path(data) / entry["file"])
+        except ValueError as exc:
+            raise _damaged(data, entry, exc) from exc
         n += 1
         rms = rms_targets.rms_target(clip.audio16k, rms_targets.SR)
         true_cls = rms_targets.mu_encode(rms)
@@ -90,10 +186,19 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         audio_s += duration
         bands.append(contact_scorer.band_of(fps, edges))
         t0 = time.perf_counter()  # the model's envelope needs the tracker: both are timed
+        bad = v2a_envelope.nonfinite_features(clip.features)
+        if bad:  # NaN in, NaN out: the clip is damaged, not the model worse
+            raise EvalInputError(f"clip {clip.name}: its features hold NaN or infinity in "
+                                 f"{', '.join(bad)}; delete {Path(data) / entry['file']} and "
+                                 f"rerun {_rebuild(data, entry)}")
         base = motion_baseline.estimate_envelope(clip.features, shot=clip.name,
                                                  duration_s=duration, motion=True)
-        env, curve, probs = v2a_envelope.estimate(model, meta, clip.features, shot=clip.name,
-                                                  duration_s=duration, base=base)
+        try:
+            env, curve, probs = v2a_envelope.estimate(model, meta, clip.features,
+                                                      shot=clip.name, duration_s=duration,
+                                                      base=base)
+        except v2a_envelope.NonFinite as exc:
+            raise EvalInputError(f"{checkpoint} on clip {clip.name}: {_one_line(exc)}") from exc
         infer_s += time.perf_counter() - t0
         events = env["events"]
         base_curve = rms_targets.resample_curve(np.asarray(base["curve"], np.float64),
@@ -111,8 +216,6 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
         truths.append(true_onsets)
         durations.append(duration)
         timing = timing + em.OnsetTiming.of(preds["model"][2], preds["baseline"][2], true_onsets)
-    if n == 0:
-        raise ValueError(f"{data}: no clips of split {split!r}")
     result: dict[str, Any] = {"split": split, "clips": n, "audio_s": round(audio_s, 1),
                               "checkpoint": str(checkpoint), "preset": config.preset}
     for name in ESTIMATORS:
@@ -185,6 +288,23 @@ def wins(model: dict[str, float], baseline: dict[str, float]) -> bool:
     return True
 
 
+def _signed(v: float | None) -> str:
+    """A difference as the table prints it; "—" where it is undefined (None or NaN: a metric
+    with no value for one of the two, e.g. an onset error without a matched onset)."""
+    return "—" if v is None or not np.isfinite(v) else f"{v:+.4f}"
+
+
+def _difference_cell(d: dict[str, Any] | None) -> str:
+    """"+0.0123 [-0.0100, +0.0300]", the difference alone where it has no interval, "—" where
+    it is undefined."""
+    if not d:
+        return ""
+    ci = d.get("ci95")
+    if ci and d.get("difference") is not None:
+        return f"{_signed(d['difference'])} [{_signed(ci[0])}, {_signed(ci[1])}]"
+    return _signed(d.get("difference"))
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The side-by-side table: each metric for both, the model's difference with its 95 %
     interval over resampled clips and whether the clips tell the two apart."""
@@ -194,8 +314,7 @@ def format_table(result: dict[str, Any]) -> str:
              "verdict"]
     for k in result["model"]:
         d = diff.get(k)
-        cell = (f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-                if d and d["ci95"] else "")
+        cell = _difference_cell(d)
         lines.append(f"{k:<24}{result['model'][k]:>9.4f}{result['baseline'][k]:>10.4f}   "
                      f"{cell:<34}{d['verdict'] if d else ''}")
     lines.append(f"model inference: {result['model_inference_x_realtime']}× real time "
@@ -230,7 +349,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  baseline with gain {fit['gain']:.4g} and floor {fit['floor']:.4g} fitted "
                      f"on these clips (an oracle): {row(fit)}")
         lines.append("  model − it: " + ", ".join(
-            f"{k} {d['difference']:+.4f} {d['verdict']}"
+            f"{k} {_signed(d.get('difference'))} {d['verdict']}"
             for k, d in refs["model_minus_level_fitted_baseline"].items()))
     if result.get("by_frame_rate"):
         lines.append(f"{'by frame rate':<24}{'clips':>6}{'onsets':>8}   "

@@ -17,6 +17,10 @@ the shot's tracked footfalls (`untracked_kind`), else `impact`. With a contact s
 envelope carries its `doubt`: the highest score among the candidates it dropped (the
 auto-approval policy reads it, `tasks.decisions.auto_approve`). The curve is resampled to the
 contract's 100 Hz, its last value held if the features end before the shot.
+
+An envelope is finite or it is not made: features holding NaN or infinity, or a network whose
+output is not finite (damaged weights), raise `NonFinite` naming the shot — never a curve of
+NaN that `np.clip` would pass on and a delivery would play as silence.
 """
 from __future__ import annotations
 
@@ -31,6 +35,59 @@ MATCH_S = 0.1
 HEAR_S = 0.08        # the curve's rise is looked for this far either side of a contact
 ONSET_HEAR_S = 0.05  # the onset head's peak, this far
 RHYTHM_KIND_S = 0.1  # an untracked onset this near the walker's beat is a footfall
+
+
+class NonFinite(ValueError):
+    """A shot's envelope cannot be made: its features or the model's output hold NaN or
+    infinity (the message names the shot and which; `model`: the network's output, from
+    finite features — its checkpoint is at fault)."""
+
+    def __init__(self, message: str, *, model: bool = False) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+def nonfinite_features(features: dict[str, Any]) -> list[str]:
+    """The names of the feature arrays holding NaN or infinity."""
+    out = []
+    for k, v in features.items():
+        a = np.asarray(v)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            out.append(k)
+    return sorted(out)
+
+
+def _count_nonfinite(*arrays: np.ndarray | None) -> tuple[int, int]:
+    """(non-finite values, all values) of the arrays given (None skipped)."""
+    bad = total = 0
+    for a in arrays:
+        if a is None:
+            continue
+        a = np.asarray(a)
+        bad += int(a.size - np.count_nonzero(np.isfinite(a)))
+        total += int(a.size)
+    return bad, total
+
+
+def check_finite(env: dict[str, Any]) -> None:
+    """`NonFinite` naming the shot if the envelope holds NaN or infinity (its curve, an event's
+    number, its doubt): what is written is strict JSON, every number a number."""
+    where = []
+    curve = np.asarray(env.get("curve", []), np.float64)
+    if len(curve) and not np.isfinite(curve).all():
+        where.append(f"{int(np.count_nonzero(~np.isfinite(curve)))} of its {len(curve)} curve "
+                     "values")
+    for i, e in enumerate(env.get("events", [])):
+        bad = [k for k, v in e.items()
+               if isinstance(v, (float, np.floating)) and not np.isfinite(v)]
+        if bad:
+            where.append(f"event {i + 1} ({', '.join(bad)})")
+    doubt = env.get("doubt")
+    if isinstance(doubt, (float, np.floating)) and not np.isfinite(doubt):
+        where.append("its doubt")
+    if where:
+        raise NonFinite(f"shot {env.get('shot')}: the envelope holds NaN or infinity in "
+                        f"{'; '.join(where)}; not written")
 
 
 def detection_params(meta: dict[str, Any]) -> dict[str, float]:
@@ -166,10 +223,20 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
     stores; the curve and probabilities are what the evaluation scores. `base` is the motion
     baseline's envelope of the same features tracked with `motion=True`, if the caller has it
     already (without the motion descriptors it is tracked again)."""
+    bad = nonfinite_features(features)
+    if bad:
+        raise NonFinite(f"shot {shot}: its features hold NaN or infinity in {', '.join(bad)}; "
+                        "no envelope is predicted from them")
     if base is None or any("motion" not in e for e in base["events"]):
         base = motion_baseline.estimate_envelope(features, shot=shot, duration_s=duration_s,
                                                  rate_hz=rate_hz, motion=True)
     probs, curve, conf, onset = model_outputs(model, features, base["events"])
+    n_bad, n_all = _count_nonfinite(probs, onset)
+    if n_bad:  # finite features in: the network itself (NaN or overflowing weights)
+        raise NonFinite(f"shot {shot}: the envelope model's output is not finite ({n_bad} of "
+                        f"{n_all} values NaN or infinite, from finite features): its "
+                        "checkpoint's weights are damaged (retrain it, or use another)",
+                        model=True)
     doubt = None  # only a contact scorer weighs the candidates it drops
     if onset is not None and "selection" in meta:
         fused, doubt = scored_events(onset, curve, base["events"], float(features["fps"]),
@@ -203,6 +270,7 @@ def estimate(model: Any, meta: dict[str, Any], features: dict[str, np.ndarray], 
            "events": events, "source": f"rms-mapper:{meta.get('preset', 'tiny')}"}
     if doubt is not None:
         env["doubt"] = round(doubt, 3)
+    check_finite(env)
     return env, curve, probs
 
 
