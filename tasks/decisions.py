@@ -44,7 +44,9 @@ def content_sha256(envelope: dict[str, Any]) -> str:
         doc["position"] = envelope["position"]
     if envelope.get("doubt") is not None:  # the model's: the policy reads it
         doc["doubt"] = envelope["doubt"]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    # allow_nan=False: a NaN or infinity anywhere (an envelope is strict JSON) is a ValueError
+    # before anything is stored, from the pass or an edit alike
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
 def read_envelope(path: Path) -> dict[str, Any]:
@@ -193,7 +195,7 @@ def _save_once(
         stamped = {**env, "version": version, "parent": parent, "source": source}
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"envelope_v{version}.json"
-            path.write_text(json.dumps(stamped, indent=1))
+            path.write_text(json.dumps(stamped, indent=1, allow_nan=False))
             ref = store.put_file(path, "application/json")
         api.add_envelope(s, shot_id, ref, content_sha256=digest, source=source,
                          parent_version=parent, created_by=created_by, version=version,

@@ -282,3 +282,18 @@ def test_the_table_says_an_undefined_difference_instead_of_crashing() -> None:
         "e_l1_tfoley"]["difference"] is None
     table = format_table(result)
     assert "model − it: e_l1_tfoley — undefined" in table, table
+
+
+def test_no_envelope_with_a_non_finite_number_is_hashed_or_saved() -> None:
+    """The last guard under the pass's and the app's own checks: content_sha256, which every
+    save computes first, refuses NaN and infinity anywhere — a NaN confidence or doubt too."""
+    from tasks.decisions import content_sha256
+
+    env = {"shot": "SH010", "rate_hz": 100, "duration_s": 0.02, "curve": [0.0, 0.1],
+           "events": [{"t": 0.01, "strength": 0.5, "x": 0.5, "y": 0.5, "kind": "impact",
+                       "confidence": 0.9}], "prompt": None}
+    content_sha256(env)
+    for bad in ({**env, "curve": [0.0, float("nan")]}, {**env, "doubt": float("inf")},
+                {**env, "events": [{**env["events"][0], "confidence": float("nan")}]}):
+        with pytest.raises(ValueError):
+            content_sha256(bad)
