@@ -181,6 +181,13 @@ def run(
         fail(str(exc))
     if not spec.shots:
         fail(f"{timeline}: the edit has no picture clips to work on")
+    from tasks.conform import DeliveryFolderError, check_delivery_folder
+
+    try:  # a folder that cannot take the delivery is refused before the pass does any work
+        check_delivery_folder(out, spec.name, edit=timeline,
+                              media=[sh.source_path for sh in spec.shots])
+    except DeliveryFolderError as exc:
+        fail(str(exc))
     _prefect_defaults()
     from flows.foley_pass import configured_pass
 

@@ -37,7 +37,7 @@ from flows import scaleout
 from flows.artifacts import artifact_key, md
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
-from tasks.conform import ShotDelivery, conform, delivered
+from tasks.conform import ShotDelivery, check_delivery_folder, conform, delivered
 from tasks.stage import transaction
 from tasks.store import StoreUnavailable
 
@@ -197,6 +197,8 @@ def foley_pass(
 
         edit, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
         placement = spatial.reel_spatial_params(edit, spec, **(spatial_options or {}))
+        check_delivery_folder(out, spec.name, edit=timeline, option="out",  # before any work
+                              media=[sh.source_path for sh in spec.shots if sh.source_path])
         with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)
             report = _run(spec, timeline, out, approve, library, seed, times, started,

@@ -19,8 +19,10 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,19 +31,29 @@ import opentimelineio as otio
 import soundfile as sf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import api
-from tasks import ingest, mixdown, plots, runtime, timeline_aaf, timeline_io
+from db.schema import Usage
+from tasks import (bwf, ingest, ingest_flatten, ingest_formats, mixdown, plots, runtime,
+                   timeline_aaf, timeline_io, timeline_prep)
 from tasks.decisions import read_envelope
 from tasks.spatial import STEMS, reel_settings, stems_of
 from tasks.bwf import time_reference, write_bwf
 from tasks.stage import StageOutput, run_stage, transaction
-from tasks.store import ArtifactRef
+from tasks.store import ArtifactRef, sha256_file
 
 SR = 48000
 MASK_51 = 0x3F  # FL FR FC LFE BL BR: the 5.1 of WAVE_FORMAT_EXTENSIBLE (ffmpeg "5.1", Pro Tools)
 FORMAT_LABEL = {"ambix": "AmbiX (ACN/SN3D)", "fuma": "FuMa (WXYZ, W -3 dB)"}
+# The code that decides the delivered bytes, part of the conform stage's cache key: this module
+# (`_render`), the BWF writer of stems and mixes, the mixdown and preview, the plots, the
+# timeline writers (and the flattening they use), and the reading of the stored edit that they
+# write out again with its Foley tracks (`ingest.read_timeline`; `ingest.timecode` for the
+# descriptions). Envelope JSON is copied as it is (`decisions.read_envelope` only parses it).
+CODE = [sys.modules[__name__], bwf, mixdown, plots, timeline_io, timeline_prep, timeline_aaf,
+        ingest, ingest_formats, ingest_flatten]
 
 
 @dataclass(frozen=True)
@@ -173,26 +185,66 @@ def mix_name(reel: str, kind: str) -> str:
     return f"{reel}_foley_{kind}.wav"
 
 
-def origination(timeline_path: str) -> str:
+EPOCH_STAMP = "1970-01-01T00:00:00"
+
+
+def origination(s: Session, reel: api.Reel) -> str:
     """The BWF origination stamp: when the locked edit was saved (its file's modification time).
 
-    Derived from the input rather than the clock, so the same edit renders byte-identical files."""
-    p = Path(timeline_path)
-    ts = p.stat().st_mtime if p.exists() else 0.0
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    Derived from the input rather than the clock, so the same edit renders byte-identical files.
+    The stamp is part of the conform stage's parameters, so it must not change while the edit
+    does not: once the file at the reel's `timeline_path` is gone (moved, archived) or holds
+    another edit than the one ingested (the reel's timeline artifact, which is what conform
+    renders), it is the stamp this reel's last conform of that edit used — the file's time back
+    then, so a review re-conform after the edit moved reuses the delivery instead of re-rendering
+    it — else (never conformed) when foleyflow stored that edit at ingest. Never the epoch."""
+    art = s.get(api.Artifact, reel.timeline_artifact_id) if reel.timeline_artifact_id else None
+    p = Path(reel.timeline_path)
+    with contextlib.suppress(OSError):
+        if p.is_file() and (art is None or _same_content(p, art)):
+            return _stamp(dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc))
+    if art is not None:
+        used = (select(api.Activity.parameters)
+                .join(Usage, Usage.activity_id == api.Activity.id)
+                .where(api.Activity.task == "conform", api.Activity.status == "completed",
+                       api.Activity.reel_id == reel.id, Usage.artifact_id == art.id,
+                       Usage.role == "timeline")
+                .order_by(api.Activity.id.desc()))
+        for params in s.scalars(used):
+            stamp = ((params or {}).get("reel") or {}).get("origination")
+            if isinstance(stamp, str) and stamp != EPOCH_STAMP:  # (the epoch: an old fallback)
+                with contextlib.suppress(ValueError):
+                    dt.datetime.fromisoformat(stamp)
+                    return stamp
+        if art.created_at is not None:
+            return _stamp(art.created_at)
+    return _stamp(reel.created_at)
+
+
+def _same_content(path: Path, art: api.Artifact) -> bool:
+    if path.stat().st_size != art.bytes:
+        return False
+    return sha256_file(path) == art.sha256
+
+
+def _stamp(when: dt.datetime) -> str:
+    if when.tzinfo is None:  # SQLite keeps UTC without a zone
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @task(name="conform", cache_policy=NO_CACHE)
 def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[str, Any]:
     """Render the delivery folder for the reel into `out_dir`; returns the manifest."""
-    def read(s: Session) -> tuple[ArtifactRef, dict[str, Any], list[dict[str, Any]], list[int]]:
+    def read(s: Session) -> tuple[ArtifactRef, dict[str, Any], list[dict[str, Any]], list[int],
+                                  str]:
         r = s.get(api.Reel, reel_id)
         assert r is not None
         timeline_ref = s.get(api.Artifact, r.timeline_artifact_id).ref()
         by_id = {sh.id: sh for sh in r.shots}
         reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
                 "drop_frame": r.drop_frame, "start_frame": r.start_frame,
-                "start_timecode": r.start_timecode, "origination": origination(r.timeline_path),
+                "start_timecode": r.start_timecode, "origination": origination(s, r),
                 "spatial": reel_settings(r.pass_params)[0].to_dict()}
         order = sorted(deliveries, key=lambda d: by_id[d.shot_id].index)
         shots = []
@@ -206,9 +258,9 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
                           "foley_hint": sh.foley_hint})
         last = max((s_["record_in_frame"] + s_["duration_frames"] for s_ in shots), default=0)
         reel["duration_s"] = last * r.rate_den / r.rate_num
-        return timeline_ref, reel, shots, [d.shot_id for d in order]
+        return timeline_ref, reel, shots, [d.shot_id for d in order], r.timeline_path
 
-    timeline_ref, reel, shots, order = transaction(read)
+    timeline_ref, reel, shots, order, timeline_path = transaction(read)
     by_shot = {d.shot_id: d for d in deliveries}
     inputs: dict[str, ArtifactRef] = {"timeline": timeline_ref}
     for d, sh in zip((by_shot[i] for i in order), shots):
@@ -224,7 +276,7 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
         "conform",
         inputs=inputs,
         params={"reel": reel, "shots": shots},
-        code=[mixdown, timeline_io, timeline_aaf, plots],
+        code=CODE,
         compute=lambda paths, work: _render(work, paths, reel, [dict(x) for x in shots]),
         reel_id=reel_id,
     )
@@ -240,7 +292,7 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
 
     man = run_stage("manifest", inputs=res.outputs, params={"manifest": manifest}, code=[],
                     compute=write_manifest, reel_id=reel_id)
-    deliver(res.outputs | man.outputs, Path(out_dir))
+    deliver(res.outputs | man.outputs, Path(out_dir), keep=[timeline_path])
     return manifest
 
 
@@ -285,16 +337,126 @@ def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: d
     }
 
 
-def deliver(outputs: dict[str, ArtifactRef], out_dir: Path) -> None:
+class DeliveryFolderError(ValueError):
+    """The delivery folder cannot take this delivery without harming what is there (one line:
+    the folder, why, what to do)."""
+
+
+def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
+                          media: Iterable[str | Path | None] = (), option: str = "--out") -> None:
+    """Raise DeliveryFolderError unless the delivery of `reel` can be written into `out_dir`:
+    it is (or can be made) a folder; no file the delivery writes there is the edit `edit` or
+    one of the shots' `media` (an editor's `<reel>.otio`/`.xml`/`.aaf` beside which the delivery
+    was asked for); and it holds no other reel's delivery (each reel has its own folder: a
+    re-conform replaces what its own previous manifest listed). Reads only, writes nothing —
+    run it before the pass does any work. `option` names the folder in the message."""
+    out = Path(out_dir)
+    where = f"{option} {out}"
+    probe = out
+    while not (probe.exists() or probe.is_symlink()):  # the nearest part that exists
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe == out and out.exists() and not out.is_dir():
+        raise DeliveryFolderError(f"{where} is a file, not a folder: give a folder for the "
+                                  "delivery (it is made if missing)")
+    if probe.is_symlink() and not probe.exists():
+        raise DeliveryFolderError(f"{where}: {probe} is a broken link; choose another {option}")
+    if probe.exists() and not probe.is_dir():
+        raise DeliveryFolderError(f"{where}: {probe} is a file, so the delivery folder cannot "
+                                  f"be made there; choose another {option}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise DeliveryFolderError(f"{where}: {probe} is not writable; choose another {option} "
+                                  "or make it writable")
+    if not out.is_dir():
+        return
+    inputs = [(Path(edit), f"the edit {edit}")]
+    inputs += [(Path(m), f"media of the edit ({m})") for m in media if m]
+    for dest in _would_write(out, reel):
+        for path, what in inputs:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(dest, path):
+                    raise DeliveryFolderError(
+                        f"{where}: the delivery would write {dest.relative_to(out).as_posix()} "
+                        f"over {what} itself; choose another {option} (a folder of the "
+                        "delivery's own)")
+    _previous_files(out, reel, where=where, option=option)
+
+
+def _would_write(out: Path, reel: str) -> Iterator[Path]:
+    """The files already in `out` that a delivery of `reel` writes over (or through the
+    temporary names it copies to)."""
+    top = {f"{reel}.otio", f"{reel}.xml", f"{reel}.aaf", f"{reel}_preview.mp4", "manifest.json",
+           *(mix_name(reel, m.kind) for m in MIXES)}
+    for name in sorted(top):
+        for p in (out / name, out / f".{name}.partial"):
+            if p.exists():
+                yield p
+    shots = out / "shots"
+    if not shots.is_dir():
+        return
+    for folder in sorted(shots.iterdir()):
+        if not folder.is_dir():
+            continue
+        prefix = re.escape(_shot_prefix(reel, folder.name))
+        kinds = "|".join(map(re.escape, STEMS))
+        ours = re.compile(rf"{prefix}_(?:{kinds})\.wav|{prefix}_position\.json"
+                          r"|envelope_v\d+\.(?:json|png)")
+        for p in sorted(folder.iterdir()):
+            name = p.name
+            if name.startswith(".") and name.endswith(".partial"):
+                name = name[1:-len(".partial")]
+            if ours.fullmatch(name) and p.exists():
+                yield p
+
+
+def _previous_files(out: Path, reel: str | None, *, where: str, option: str) -> set[str]:
+    """The files the delivery of `reel` already in `out` lists (its manifest.json), to be
+    replaced; none if there is no manifest. DeliveryFolderError if `out/manifest.json` is another
+    reel's, or not a foleyflow manifest: the delivery would replace it and lose that record."""
+    man = out / "manifest.json"
+    if not (man.exists() or man.is_symlink()):
+        return set()
+    try:
+        doc = json.loads(man.read_text(encoding="utf-8"))
+        other = doc["reel"]
+        files = {str(rel) for rel in doc["files"]}
+        if not isinstance(other, str):
+            raise TypeError(other)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DeliveryFolderError(
+            f"{where}: its manifest.json is not a foleyflow delivery manifest, and the delivery "
+            f"would replace it; choose another {option}") from None
+    if other != reel:
+        raise DeliveryFolderError(f"{where} holds the delivery of reel {other!r}; give each "
+                                  f"reel its own folder (choose another {option})")
+    return files
+
+
+def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
+            keep: Iterable[str | Path] = ()) -> None:
     """Copy the rendered files into `out_dir`, each via a temporary name (manifest last).
 
-    A re-conform (after a retake, an omission) replaces an earlier delivery: files the
-    previous manifest listed and this one does not (an old envelope version, the stems of a
-    shot now omitted) are removed once the new manifest is in place, so nobody imports a stale
-    stem. Files foleyflow did not deliver are never touched."""
+    A re-conform (after a retake, an omission) replaces an earlier delivery of the same reel:
+    files the previous manifest listed and this one does not (an old envelope version, the
+    stems of a shot now omitted) are removed once the new manifest is in place, so nobody
+    imports a stale stem. Files foleyflow did not deliver are never touched. A folder holding
+    another reel's delivery (its manifest.json names that reel), or a manifest.json foleyflow
+    did not write, is refused before anything is copied (DeliveryFolderError), as is writing
+    over a file in `keep` (the reel's edit)."""
     store = runtime.store()
+    where = f"delivery folder {out_dir}"
+    reel = _delivered_reel(store, outputs)
+    before = _previous_files(out_dir, reel, where=where, option="delivery folder") \
+        if out_dir.is_dir() else set()
+    for rel in outputs:
+        dest = out_dir / rel
+        for path in keep:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(dest, path):
+                    raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
+                                              f"the edit {path} itself; deliver elsewhere")
     out_dir.mkdir(parents=True, exist_ok=True)
-    before = _delivered_files(out_dir)
     for rel, ref in sorted(outputs.items(), key=lambda kv: kv[0] == "manifest.json"):
         dest = out_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -309,10 +471,9 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path) -> None:
                 stale.parent.rmdir()
 
 
-def _delivered_files(out_dir: Path) -> set[str]:
-    """The files an earlier delivery's manifest lists (empty if there is none or it is bad)."""
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text())
-        return {str(rel) for rel in manifest.get("files", {})}
-    except (OSError, ValueError, AttributeError):
-        return set()
+def _delivered_reel(store: Any, outputs: dict[str, ArtifactRef]) -> str | None:
+    """The reel whose delivery `outputs` is (as its manifest.json names it)."""
+    ref = outputs.get("manifest.json")
+    if ref is None:
+        return None
+    return json.loads(Path(store.local_path(ref)).read_text(encoding="utf-8")).get("reel")

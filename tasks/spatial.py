@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tasks.features import load_features
 from tasks.ingest import ReelSpec
 from tasks.ingest_flatten import visible_picture
 from tasks.stage import StageOutput, run_stage, transaction
+from tasks import wavfloat
 from tasks.store import ArtifactRef
 from tasks.wavfloat import write_float_wav
 
@@ -45,8 +47,8 @@ STEMS = ("mono", "stereo", "foa", "51", "binaural")
 # The code that decides the stage's bytes (its cache key): this module (`spatialize`'s
 # compute; it is the one being imported), the models it tracks and renders with, and the float
 # WAV writer of its stems (tasks.wavfloat).
-CODE = [__import__("sys").modules[__name__], spatial, hrtf, spatial_track, spatial_render,
-        motion_baseline, __import__("tasks.wavfloat", fromlist=["write_float_wav"])]
+CODE = [sys.modules[__name__], spatial, hrtf, spatial_track, spatial_render, motion_baseline,
+        wavfloat]
 
 
 def reel_settings(pass_params: dict[str, Any] | None) -> tuple[spatial_render.SpatialSettings,

@@ -1,0 +1,269 @@
+"""The delivery folder `foley run EDIT --out DIR` writes: what it refuses before any work, and
+what a delivery never does to what is already there.
+
+Refused up front (one line naming --out and what to do, exit 2, nothing written — no folder,
+no database): a DIR that is a file (or lies under one); a DIR where the delivery would write
+its `<reel>.otio` / `.xml` / `.aaf` over the input edit itself; a DIR holding another reel's
+delivery. Behind that, `deliver()` itself never replaces another reel's delivery (a review
+re-conform into a folder another reel has since taken). A review re-conform after the edit was
+moved reuses the delivery, stamped as before (not 1970). And a change to the code that writes
+the stems (the BWF writer, the spatial stage's float WAV writer) re-renders what it wrote.
+
+A two-shot demo reel is passed once per module (in process, real media); the refusals run the
+real `foley` command.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+
+from flows.demo import DEMO_SHOTS, make_demo_reel
+from tasks import timeline_io
+from tasks.bwf import read_bwf_info
+from tests.fixtures_otio import media_clip
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+FOLEY = [str(Path(sys.executable).with_name("foley"))]
+REEL, OTHER = "reel_a", "reel_b"
+SHOTS = (DEMO_SHOTS[0], DEMO_SHOTS[3])
+
+
+def foley(*args: str, home: Path, cwd: Path, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    """`foley ARGS` with its own home, on the session's Prefect server."""
+    cmd = FOLEY if Path(FOLEY[0]).exists() else [sys.executable, "-m", "flows.cli"]
+    return subprocess.run([*cmd, *args], cwd=cwd, env={**os.environ, "FOLEY_HOME": str(home),
+                                                       **(env or {})},
+                          capture_output=True, text=True, timeout=900)
+
+
+def refused(proc: subprocess.CompletedProcess[str], *says: str) -> None:
+    """Exit 2 with one error line saying `says`, no traceback."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1, proc.stderr
+    for s in says:
+        assert s in proc.stderr, proc.stderr
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones too) by relative path, with its content hash."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as c:
+        return {t: c.execute(f"select count(*) from {t}").fetchone()[0]
+                for t in ("reels", "shots", "activities", "artifacts")}
+
+
+def runs(db: Path, task: str) -> list[tuple[int, str]]:
+    with sqlite3.connect(db) as c:
+        return c.execute("select id, code_version from activities where task = ? and "
+                         "status = 'completed' order by id", (task,)).fetchall()
+
+
+def tiny_edit(path: Path) -> Path:
+    """A one-clip edit named after its file (its media is missing: the shot would be skipped,
+    the pass would still run and deliver)."""
+    tl = otio.schema.Timeline(name=path.stem)
+    track = otio.schema.Track(kind=otio.schema.TrackKind.Video)
+    track.append(media_clip("clip 1", "media/missing.mp4", 0, 48, 24, media_duration=100))
+    tl.tracks.append(track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".otio":
+        otio.adapters.write_to_file(tl, str(path))
+    else:  # FCP7 XML, AAF: as foleyflow delivers them
+        timeline_io.write_timeline(tl, path)
+    return path
+
+
+# ---------------------------------------------------------------- refused before any work
+
+
+def test_out_that_is_a_file_is_refused_before_the_pass(tmp_path: Path) -> None:
+    edit = tiny_edit(tmp_path / "cut" / "tiny.otio")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the editor's notes\n")
+    proc = foley("run", str(edit), "--out", str(notes), home=tmp_path / "home", cwd=tmp_path)
+    refused(proc, f"--out {notes} is a file, not a folder")
+    assert notes.read_text() == "the editor's notes\n"
+    assert not (tmp_path / "home").exists()
+    proc = foley("run", str(edit), "--out", str(notes / "reel1"), home=tmp_path / "home",
+                 cwd=tmp_path)
+    refused(proc, f"{notes} is a file, so the delivery folder cannot be made there")
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("ext", ["otio", "xml", "aaf"])
+def test_out_beside_the_edit_never_overwrites_it(tmp_path: Path, ext: str) -> None:
+    """`foley run cut/tiny.EXT --out cut` would deliver cut/tiny.EXT over the editor's edit."""
+    edit = tiny_edit(tmp_path / "cut" / f"tiny.{ext}")
+    before = snapshot(edit.parent)
+    proc = foley("run", str(edit), "--out", str(edit.parent), home=tmp_path / "home",
+                 cwd=tmp_path)
+    refused(proc, f"the delivery would write tiny.{ext} over the edit", "choose another --out")
+    assert snapshot(edit.parent) == before
+    assert not (tmp_path / "home").exists()
+
+
+def test_the_check_reads_only_and_passes_what_is_safe(tmp_path: Path) -> None:
+    """Beside an edit the delivery does not overwrite (another name), into a folder of the same
+    reel's earlier delivery, or a folder still to be made: no objection, nothing made. A
+    manifest.json foleyflow did not write would be replaced: refused."""
+    from tasks.conform import DeliveryFolderError, check_delivery_folder
+
+    edit = tiny_edit(tmp_path / "cut" / "tiny.otio")
+    check_delivery_folder(edit.parent, "reel 1", edit=edit)
+    check_delivery_folder(tmp_path / "new" / "reel 1", "tiny", edit=edit)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / "manifest.json").write_text(json.dumps({"reel": "tiny", "files": {}}))
+    check_delivery_folder(tmp_path / "same", "tiny", edit=edit)
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "manifest.json").write_text(json.dumps({"name": "stems", "v": 3}))
+    with pytest.raises(DeliveryFolderError, match="not a foleyflow delivery manifest"):
+        check_delivery_folder(tmp_path / "theirs", "tiny", edit=edit)
+    (tmp_path / "same" / "shots" / "SH010").mkdir(parents=True)  # the edit's media, where a
+    media = tmp_path / "same" / "shots" / "SH010" / "tiny_SH010_foley_mono.wav"  # stem goes
+    media.write_bytes(b"RIFF")
+    with pytest.raises(DeliveryFolderError, match="over media of the edit"):
+        check_delivery_folder(tmp_path / "same", "tiny", edit=edit, media=[media])
+
+
+# ---------------------------------------------------------------- a delivered reel
+
+
+@pytest.fixture(scope="module")
+def delivered(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> dict:
+    """Reel A passed once (in process) into its delivery folder; reel B is the same cut under
+    another name, beside it (not passed)."""
+    from flows.foley_pass import foley_pass
+
+    root = tmp_path_factory.mktemp("delivery-folder")
+    edit = make_demo_reel(root / "edit", name=REEL, shots=SHOTS)
+    tl = otio.adapters.read_from_file(str(edit))
+    tl.name = OTHER
+    other = edit.with_name(f"{OTHER}.otio")
+    otio.adapters.write_to_file(tl, str(other))
+    home, out = root / "home", root / "delivery a"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FOLEY_HOME", str(home))
+        mp.delenv("FOLEY_DB_URL", raising=False)
+        mp.delenv("FOLEY_STORE_URL", raising=False)
+        report = foley_pass(str(edit), str(out))
+    assert report.exit_code == 0, report.failed
+    return {"root": root, "edit": edit, "other": other, "home": home, "out": out,
+            "db": home / "foley.db", "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+@pytest.fixture
+def in_home(delivered: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """This process works in the delivered reel's home."""
+    from flows.settings import get_settings
+
+    monkeypatch.setenv("FOLEY_HOME", str(delivered["home"]))
+    monkeypatch.delenv("FOLEY_DB_URL", raising=False)
+    monkeypatch.delenv("FOLEY_STORE_URL", raising=False)
+    get_settings().configure_runtime()
+    yield delivered
+
+
+def delivery_dir(db: Path, reel: str) -> Path:
+    with sqlite3.connect(db) as c:
+        return Path(c.execute("select delivery_dir from reels where name = ?",
+                              (reel,)).fetchone()[0])
+
+
+def test_a_second_reel_into_the_folder_is_refused_before_the_pass(delivered: dict) -> None:
+    out, db = delivered["out"], delivered["db"]
+    before, rows = snapshot(out), counts(db)
+    proc = foley("run", str(delivered["other"]), "--out", str(out), home=delivered["home"],
+                 cwd=delivered["root"])
+    refused(proc, f"--out {out} holds the delivery of reel {REEL!r}",
+            "give each reel its own folder")
+    assert snapshot(out) == before  # reel A's delivery is whole
+    assert counts(db) == rows       # and reel B was not even ingested
+
+
+def test_a_re_conform_after_the_edit_moved_reuses_the_delivery(in_home: dict) -> None:
+    """The editor archives the edit; a review re-conform then renders nothing and stamps the
+    stems as the pass did (the edit's save time), never 1970-01-01."""
+    from flows.review import apply_decisions
+
+    db, edit = in_home["db"], in_home["edit"]
+    out = delivery_dir(db, REEL)
+    stem = out / in_home["manifest"]["shots"][0]["stems"]["stereo"]
+    stamp = read_bwf_info(stem)["origination_date"]
+    assert not stamp.startswith("1970")
+    before, conforms = snapshot(out), runs(db, "conform")
+    archived = edit.with_name(edit.name + ".archived")
+    edit.rename(archived)
+    try:
+        report = apply_decisions(REEL, reason="re-conform after the edit moved")
+    finally:
+        archived.rename(edit)
+    assert report.conformed
+    assert runs(db, "conform") == conforms  # reused: nothing re-rendered
+    assert read_bwf_info(stem)["origination_date"] == stamp
+    assert snapshot(out) == before
+
+
+def test_a_re_conform_never_replaces_another_reels_delivery(in_home: dict) -> None:
+    """Reel A's folder was archived and reel B delivered where it was; A's review re-conform
+    into its recorded folder is refused, B's delivery untouched."""
+    from flows.foley_pass import foley_pass
+    from flows.review import apply_decisions
+
+    db = in_home["db"]
+    out = delivery_dir(db, REEL)
+    archived = out.with_name(out.name + " (archived)")
+    out.rename(archived)
+    try:
+        report = foley_pass(str(in_home["other"]), str(out))
+        assert report.exit_code == 0, report.failed
+        theirs = snapshot(out)
+        assert json.loads((out / "manifest.json").read_text())["reel"] == OTHER
+        with pytest.raises(ValueError, match=f"holds the delivery of reel {OTHER!r}"):
+            apply_decisions(REEL, reason="re-conform into a folder reel B has taken")
+        assert snapshot(out) == theirs
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        archived.rename(out)
+
+
+def test_a_change_to_the_stem_writers_re_renders_what_they_wrote(delivered: dict,
+                                                                 tmp_path: Path) -> None:
+    """The same pass with the code of tasks/bwf.py (every delivered WAV) and tasks/wavfloat.py
+    (the spatial stems) changed: the spatial and conform stages run again (README: cached
+    results are keyed by content, parameters and code version)."""
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "tasks", code / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("bwf.py", "wavfloat.py"):
+        with open(code / "tasks" / name, "a") as f:
+            f.write("\n# a fix to the writer\n")
+    db = delivered["db"]
+    spatial, conforms = runs(db, "spatial"), runs(db, "conform")
+    out = delivered["root"] / "delivery code"
+    proc = foley("run", str(delivered["edit"]), "--out", str(out), home=delivered["home"],
+                 cwd=delivered["root"],
+                 env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                     str(code), os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    new_spatial = [r for r in runs(db, "spatial") if r not in spatial]
+    new_conform = [r for r in runs(db, "conform") if r not in conforms]
+    assert len(new_spatial) == len(SHOTS), (spatial, new_spatial)
+    assert len(new_conform) == 1, (conforms, new_conform)
+    assert new_conform[0][1] not in {v for _, v in conforms}
+    assert (out / "manifest.json").exists()
