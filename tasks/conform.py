@@ -439,8 +439,9 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
 
     A re-conform (after a retake, an omission) replaces an earlier delivery of the same reel:
     files the previous manifest listed and this one does not (an old envelope version, the
-    stems of a shot now omitted) are removed once the new manifest is in place, so nobody
-    imports a stale stem. Files foleyflow did not deliver are never touched. A folder holding
+    stems of a shot now omitted) are removed, then the new manifest is put in place, so nobody
+    imports a stale stem and a delivery killed half-way leaves nothing the next cannot find
+    (the temporary copies of a killed copy are removed first). Files foleyflow did not deliver are never touched. A folder holding
     another reel's delivery (its manifest.json names that reel), or a manifest.json foleyflow
     did not write, is refused before anything is copied (DeliveryFolderError), as is writing
     over a file in `keep` (the reel's edit)."""
@@ -457,18 +458,32 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
                     raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
                                               f"the edit {path} itself; deliver elsewhere")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for rel, ref in sorted(outputs.items(), key=lambda kv: kv[0] == "manifest.json"):
+    for rel in sorted(before | set(outputs)):  # what a copy killed half-way left behind
+        dest = out_dir / rel
+        with contextlib.suppress(OSError):
+            dest.with_name(f".{dest.name}.partial").unlink()
+
+    def put(rel: str, ref: ArtifactRef) -> None:
         dest = out_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial")
         shutil.copyfile(store.local_path(ref), tmp)
         os.replace(tmp, dest)
+
+    for rel, ref in sorted(outputs.items()):
+        if rel != "manifest.json":
+            put(rel, ref)
+    # Stale files go before the new manifest lands: until it does, the old one lists them, so
+    # a delivery killed anywhere in between is finished by the next (no file is left that no
+    # manifest names).
     for rel in sorted(before - set(outputs)):
         stale = (out_dir / rel).resolve()
         if stale.is_relative_to(out_dir.resolve()) and stale.is_file():
             stale.unlink()
             with contextlib.suppress(OSError):  # its shot folder, if now empty
                 stale.parent.rmdir()
+    if "manifest.json" in outputs:
+        put("manifest.json", outputs["manifest.json"])
 
 
 def _delivered_reel(store: Any, outputs: dict[str, ArtifactRef]) -> str | None:

@@ -267,3 +267,62 @@ def test_a_change_to_the_stem_writers_re_renders_what_they_wrote(delivered: dict
     assert len(new_conform) == 1, (conforms, new_conform)
     assert new_conform[0][1] not in {v for _, v in conforms}
     assert (out / "manifest.json").exists()
+
+
+KILLED_DELIVERY = r'''
+import json, os, signal, sys
+from pathlib import Path
+from flows.settings import get_settings
+from tasks import conform, runtime
+
+get_settings().configure_runtime()
+store, out, work = runtime.store(), Path(sys.argv[1]), Path(sys.argv[2])
+
+def put(rel, data):
+    p = work / rel.replace("/", "_")
+    p.write_text(data)
+    return store.put_file(p, "text/plain")
+
+def delivery(files):
+    refs = {rel: put(rel, text) for rel, text in files.items()}
+    man = {"reel": "r1", "files": {rel: ref["sha256"] for rel, ref in refs.items()}}
+    return refs | {"manifest.json": put("manifest.json", json.dumps(man))}
+
+first = delivery({"r1_foley_stereo.wav": "v1", "shots/SH010/envelope_v1.json": "v1"})
+second = delivery({"r1_foley_stereo.wav": "v2", "shots/SH010/envelope_v2.json": "v2"})
+if sys.argv[3] == "first":
+    conform.deliver(first, out)
+elif sys.argv[3] == "killed":  # kill -9 as the stale envelope_v1.json is removed
+    real = Path.unlink
+    def unlink(self, *a, **k):
+        if self.name == "envelope_v1.json":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *a, **k)
+    Path.unlink = unlink
+    conform.deliver(second, out)
+else:
+    conform.deliver(second, out)
+'''
+
+
+def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> None:
+    """A re-conform killed (SIGKILL) while removing a stale file: the folder's manifest is
+    still the previous one, so the next delivery removes what it listed — no stale envelope
+    stays behind that no manifest names (it did when the new manifest went in first)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "FOLEY_HOME": str(tmp_path / "home")}
+    env.pop("FOLEY_DB_URL", None), env.pop("FOLEY_STORE_URL", None)
+
+    def run(step: str) -> int:
+        return subprocess.run([sys.executable, "-c", KILLED_DELIVERY, str(out), str(work), step],
+                              env=env, cwd=REPO, capture_output=True, text=True).returncode
+
+    assert run("first") == 0
+    assert run("killed") == -9
+    assert json.loads((out / "manifest.json").read_text())["files"].keys() == {
+        "r1_foley_stereo.wav", "shots/SH010/envelope_v1.json"}  # the old one, still
+    assert run("again") == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "manifest.json", "r1_foley_stereo.wav", "shots/SH010/envelope_v2.json"]
+    assert (out / "r1_foley_stereo.wav").read_text() == "v2"
