@@ -166,6 +166,7 @@ def _render(
                          description=f"{name} Foley {label} mix @ {reel['start_timecode']}")
     mix = work / mix_name(name, "stereo")
     edit, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
+    timeline_io.relink_picture(edit, reel.get("media", []))
     for m in MIXES:  # each call returns a copy with one more track
         edit = timeline_io.add_foley_track(edit, clips[m.kind], rate_num=num, rate_den=den,
                                            name=m.track)
@@ -245,7 +246,9 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
         reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
                 "drop_frame": r.drop_frame, "start_frame": r.start_frame,
                 "start_timecode": r.start_timecode, "origination": origination(s, r),
-                "spatial": reel_settings(r.pass_params)[0].to_dict()}
+                "spatial": reel_settings(r.pass_params)[0].to_dict(),
+                "media": sorted({sh.source_path for sh in r.shots
+                                 if sh.in_edit and sh.source_path})}
         order = sorted(deliveries, key=lambda d: by_id[d.shot_id].index)
         shots = []
         for d in order:

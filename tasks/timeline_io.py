@@ -5,7 +5,9 @@
     write_timeline(edit, "delivery/reel1.aaf")
 
 Stem paths stay relative to the timeline file (the delivery folder moves as a whole);
-`tasks.ingest.read_timeline` resolves them against the timeline's folder. Every writer gets a
+`tasks.ingest.read_timeline` resolves them against the timeline's folder. Picture clips point
+at the media files the ingest found (`relink_picture`: file:// URLs), which a path relative
+to the edit's own folder would not reach from the delivery folder. Every writer gets a
 copy prepared for its format's limits (`tasks.timeline_prep`, `tasks.timeline_aaf`), and files
 appear atomically.
 """
@@ -64,6 +66,46 @@ def _foley_clip(fc: FoleyClip, rate: float) -> otio.schema.Clip:
     clip = otio.schema.Clip(name=f"{fc.shot} Foley", media_reference=ref, source_range=frames)
     clip.metadata["foleyflow"] = {**dict(fc.metadata), "shot": fc.shot, "channels": fc.channels}
     return clip
+
+
+def relink_picture(timeline: otio.schema.Timeline, media: Sequence[str]) -> int:
+    """Point the edit's picture clips at the media files ingest found (`media`: absolute
+    paths), in place; returns how many were relinked.
+
+    An edit names its media relative to its own folder (`media/A001.mov`), or by a path the
+    ingest resolved with --media-root: written into the delivery folder as it was, every
+    picture clip would be offline there. A clip whose media reference is a relative path, or
+    a path that does not exist, is pointed at the one found file of that name (a file:// URL);
+    names matching no file, or several, are left as the edit has them."""
+    by_name: dict[str, list[str]] = {}
+    for path in media:
+        by_name.setdefault(Path(path).name, []).append(path)
+    done = 0
+    for clip in timeline.find_clips():
+        ref = clip.media_reference
+        if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
+            continue
+        url = ref.target_url
+        local = url_to_path(url)
+        if local is not None and local.is_absolute() and local.exists():
+            continue
+        found = by_name.get(Path(local if local is not None else url).name, [])
+        if len(found) == 1:
+            ref.target_url = Path(found[0]).as_uri()
+            done += 1
+    return done
+
+
+def url_to_path(url: str) -> Path | None:
+    """The local path of a media URL (file://… or a plain path), None for other schemes."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # http, s3 … (a drive letter is one letter)
+        return None
+    return Path(url)
 
 
 def add_foley_track(

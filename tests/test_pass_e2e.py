@@ -107,6 +107,27 @@ def test_conformed_edit_has_foley_track(reel: dict) -> None:
         assert rin == pytest.approx(shot["record_in_s"], abs=1e-6)
 
 
+def test_the_delivered_edits_find_their_picture(reel: dict) -> None:
+    """The edit names its media relative to its own folder (media/…), which is not the
+    delivery folder: each delivered timeline points its picture clips at the files ingest
+    found, so an assistant opening it sees no offline picture, and it reads back whole."""
+    from tasks.ingest import read_timeline
+    from tasks.timeline_io import url_to_path
+
+    media = reel["timeline"].parent / "media"
+    for kind in ("otio", "fcp_xml", "aaf"):
+        path = reel["out"] / reel["manifest"]["timelines"][kind]
+        tl = otio.adapters.read_from_file(str(path))
+        picture = [c.media_reference.target_url for t in tl.tracks
+                   if t.kind == otio.schema.TrackKind.Video for c in t.find_clips()]
+        assert len(picture) == 5, (kind, picture)
+        for url in picture:
+            assert url_to_path(url).parent == media and url_to_path(url).exists(), (kind, url)
+        _, spec = read_timeline(path)
+        assert [(s.name, s.skipped_reason) for s in spec.shots] == [
+            (s["name"], None) for s in reel["manifest"]["shots"]], kind
+
+
 def test_spatial_delivery_stems_mixes_and_tracks(reel: dict) -> None:
     """5.1 (6 ch, mask 0x3F) and binaural stems and mixes, one FOLEY track per format, and the
     delivered FOA passes `foley eval spatial` (DOA, W vs mono, ITD sign, stereo order)."""
