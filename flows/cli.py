@@ -401,6 +401,11 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a service away: one line and exit 1, as the pass reports it
+        from tasks.conform import DeliveryFolderError
+
+        if isinstance(exc, DeliveryFolderError):  # a re-conform's folder (foley review apply)
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
         message = service_error(exc)
         if message is None:
             raise

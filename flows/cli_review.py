@@ -153,7 +153,7 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
     from tasks import runtime
 
     _configure()
-    from flows.review import apply_decisions  # after _configure: Prefect reads its settings once
+    from flows.review import apply_decisions, check_folder  # after _configure (Prefect settings)
 
     try:
         with runtime.db().session() as s:
@@ -179,10 +179,15 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
                    "`foley review apply`)")
         return
     try:
+        check_folder(reel)
         report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
     except Exception as exc:  # the decision stands: deciding again would record it twice
         from flows.cli import service_error
+        from tasks.conform import DeliveryFolderError
 
+        if isinstance(exc, DeliveryFolderError):
+            _fail(f"{exc} — the decision is recorded: do not decide again; once the folder is "
+                  f"sorted out, `foley review apply {reel}` synthesizes and re-conforms", 2)
         said = service_error(exc)
         if said is None:
             raise

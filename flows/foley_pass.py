@@ -197,7 +197,8 @@ def foley_pass(
 
         edit, spec = ingest.read_timeline(timeline, fps=fps, media_root=media_root)
         placement = spatial.reel_spatial_params(edit, spec, **(spatial_options or {}))
-        check_delivery_folder(out, spec.name, edit=timeline, option="out",  # before any work
+        check_delivery_folder(out, spec.name, edit=timeline,  # before any work
+                              option="delivery folder",
                               media=[sh.source_path for sh in spec.shots if sh.source_path])
         with contextlib.ExitStack() as held:  # a second pass of this reel waits its turn
             retry_db(lambda: held.enter_context(api.reel_lock(db, spec.name)), url=db.url)

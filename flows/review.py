@@ -217,8 +217,25 @@ def drain(reel: str | None = None) -> list[ApplyReport]:
                     pass
             except api.LockTimeout:
                 continue  # being applied right now
+        check_folder(name)
         reports.append(apply_decisions(name, reason=_reason(name)))
     return reports
+
+
+def check_folder(reel: str) -> None:
+    """Raise `tasks.conform.DeliveryFolderError` unless the reel's recorded delivery folder
+    can take its re-conform (`check_delivery_folder`: another reel's delivery there, a file in
+    its place …). Run before `apply_decisions` starts, so a refusal is one line, not a failed
+    flow run's traceback; `deliver` refuses the same again."""
+    from tasks.conform import check_delivery_folder
+
+    def read(s: Any) -> tuple[str | None, str | None]:
+        row = api.get_reel(s, reel)
+        return (row.delivery_dir, row.timeline_path) if row is not None else (None, None)
+
+    out, edit = transaction(read)
+    if out:
+        check_delivery_folder(out, reel, edit=edit or "", option="delivery folder")
 
 
 def _reason(reel: str) -> str:

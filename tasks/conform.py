@@ -189,7 +189,20 @@ def mix_name(reel: str, kind: str) -> str:
 EPOCH_STAMP = "1970-01-01T00:00:00"
 
 
-def origination(s: Session, reel: api.Reel) -> str:
+def _saved_at(timeline_path: str, stored: ArtifactRef | None) -> dt.datetime | None:
+    """When the file at the reel's `timeline_path` was saved, if it still holds the edit the
+    reel stored at ingest (`stored`); None if it is gone or holds another edit."""
+    p = Path(timeline_path)
+    try:
+        if not p.is_file() or (stored is not None and (
+                p.stat().st_size != stored["bytes"] or sha256_file(p) != stored["sha256"])):
+            return None
+        return dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc)
+    except OSError:
+        return None
+
+
+def origination(s: Session, reel: api.Reel, saved: dt.datetime | None) -> str:
     """The BWF origination stamp: when the locked edit was saved (its file's modification time).
 
     Derived from the input rather than the clock, so the same edit renders byte-identical files.
@@ -198,19 +211,18 @@ def origination(s: Session, reel: api.Reel) -> str:
     another edit than the one ingested (the reel's timeline artifact, which is what conform
     renders), it is the stamp this reel's last conform of that edit used — the file's time back
     then, so a review re-conform after the edit moved reuses the delivery instead of re-rendering
-    it — else (never conformed) when foleyflow stored that edit at ingest. Never the epoch."""
+    it — else (never conformed) when foleyflow stored that edit at ingest. Never the epoch.
+    `saved`: the file's time when it holds the stored edit (`_saved_at`), else None."""
+    if saved is not None:
+        return _stamp(saved)
     art = s.get(api.Artifact, reel.timeline_artifact_id) if reel.timeline_artifact_id else None
-    p = Path(reel.timeline_path)
-    with contextlib.suppress(OSError):
-        if p.is_file() and (art is None or _same_content(p, art)):
-            return _stamp(dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc))
     if art is not None:
         used = (select(api.Activity.parameters)
                 .join(Usage, Usage.activity_id == api.Activity.id)
                 .where(api.Activity.task == "conform", api.Activity.status == "completed",
                        api.Activity.reel_id == reel.id, Usage.artifact_id == art.id,
                        Usage.role == "timeline")
-                .order_by(api.Activity.id.desc()))
+                .order_by(api.Activity.id.desc()).limit(20))
         for params in s.scalars(used):
             stamp = ((params or {}).get("reel") or {}).get("origination")
             if isinstance(stamp, str) and stamp != EPOCH_STAMP:  # (the epoch: an old fallback)
@@ -222,12 +234,6 @@ def origination(s: Session, reel: api.Reel) -> str:
     return _stamp(reel.created_at)
 
 
-def _same_content(path: Path, art: api.Artifact) -> bool:
-    if path.stat().st_size != art.bytes:
-        return False
-    return sha256_file(path) == art.sha256
-
-
 def _stamp(when: dt.datetime) -> str:
     if when.tzinfo is None:  # SQLite keeps UTC without a zone
         when = when.replace(tzinfo=dt.timezone.utc)
@@ -237,6 +243,13 @@ def _stamp(when: dt.datetime) -> str:
 @task(name="conform", cache_policy=NO_CACHE)
 def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[str, Any]:
     """Render the delivery folder for the reel into `out_dir`; returns the manifest."""
+    def edit(s: Session) -> tuple[str, ArtifactRef | None]:
+        r = s.get(api.Reel, reel_id)
+        art = s.get(api.Artifact, r.timeline_artifact_id) if r.timeline_artifact_id else None
+        return r.timeline_path, art.ref() if art is not None else None
+
+    saved = _saved_at(*transaction(edit))  # the file is hashed outside any transaction
+
     def read(s: Session) -> tuple[ArtifactRef, dict[str, Any], list[dict[str, Any]], list[int],
                                   str]:
         r = s.get(api.Reel, reel_id)
@@ -245,7 +258,7 @@ def conform(reel_id: int, deliveries: list[ShotDelivery], out_dir: str) -> dict[
         by_id = {sh.id: sh for sh in r.shots}
         reel = {"name": r.name, "rate_num": r.rate_num, "rate_den": r.rate_den,
                 "drop_frame": r.drop_frame, "start_frame": r.start_frame,
-                "start_timecode": r.start_timecode, "origination": origination(s, r),
+                "start_timecode": r.start_timecode, "origination": origination(s, r, saved),
                 "spatial": reel_settings(r.pass_params)[0].to_dict(),
                 "media": sorted({sh.source_path for sh in r.shots
                                  if sh.in_edit and sh.source_path})}
@@ -375,7 +388,16 @@ def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
         return
     inputs = [(Path(edit), f"the edit {edit}")]
     inputs += [(Path(m), f"media of the edit ({m})") for m in media if m]
-    for dest in _would_write(out, reel):
+    try:
+        ours = list(_would_write(out, reel))
+    except OSError as exc:
+        raise DeliveryFolderError(f"{where}: cannot be read ({exc.strerror}: {exc.filename}); "
+                                  f"choose another {option} or fix its permissions") from None
+    for dest in ours:
+        if dest.is_dir() and not dest.is_symlink():
+            raise DeliveryFolderError(
+                f"{where}: {dest.relative_to(out).as_posix()} is a folder where the delivery "
+                f"writes a file; move it away or choose another {option}")
         for path, what in inputs:
             with contextlib.suppress(OSError):
                 if os.path.samefile(dest, path):
@@ -461,10 +483,15 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
                     raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
                                               f"the edit {path} itself; deliver elsewhere")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for rel in sorted(before | set(outputs)):  # what a copy killed half-way left behind
-        dest = out_dir / rel
+    # This reel's files in the folder by their names, listed or not: a delivery killed after
+    # its copies and before its manifest leaves files no manifest names, which the next
+    # (another retake, say) must still remove; and what a killed copy left half-way.
+    found = {p.relative_to(out_dir).as_posix() for p in _would_write(out_dir, reel)} \
+        if reel is not None else set()
+    for rel in sorted(r for r in found if Path(r).name.endswith(".partial")):
         with contextlib.suppress(OSError):
-            dest.with_name(f".{dest.name}.partial").unlink()
+            (out_dir / rel).unlink()
+    before |= {r for r in found if not Path(r).name.endswith(".partial")}
 
     def put(rel: str, ref: ArtifactRef) -> None:
         dest = out_dir / rel

@@ -225,7 +225,7 @@ def unreported(s: Any, shot_ids: Sequence[int]) -> Unreported:
     Read by the pass after its shots' predictions are saved — by itself or by its shot runs —,
     and marked by it (`mark_reported`) once its report is written: a prediction saved by a
     pass that aborted, or by a shot run that outlived its pass, is said by the next pass that
-    completes; a rerun that saved nothing new says nothing. Two queries, whatever the count."""
+    completes; a rerun that saved nothing new says nothing. A few queries, whatever the count."""
     env = api.Envelope
     rows = list(s.scalars(
         select(env).where(env.shot_id.in_(list(shot_ids)), env.created_by.is_(None),

@@ -1,4 +1,4 @@
-"""Find the media file behind each clip of an edit, without opening it.
+"""Find the media file behind each clip of an edit, and read its header.
 
 Part of `tasks.ingest`. Order of the search, first hit wins:
 1. the media reference's `target_url` (a `file://` URL, percent-decoded, or a plain path) if
@@ -13,12 +13,14 @@ dual-system shoot keeps `video/A001C003.mov` beside `audio/A001C003.wav`: the cl
 then the one sharing the most folders with the edit's path for it.
 
 `MediaFinder.header` reads a found file's header (`tasks.media.probe` without the packet scan,
-one short ffmpeg call a file): the picture's own frame rate and whether it has video at all.
+one short ffmpeg call a file, once per process while the file is unchanged): the picture's own
+frame rate and whether it has video at all.
 """
 from __future__ import annotations
 
 import os
 import re
+import threading
 import unicodedata
 import urllib.parse
 from collections import defaultdict
@@ -139,6 +141,34 @@ def _exists(p: Path) -> Path | None:
     return cur if cur.is_file() else None
 
 
+_HEADERS: dict[tuple[str, int, int], media.MediaInfo | None] = {}
+_HEADERS_MAX = 4096
+_HEADERS_LOCK = threading.Lock()
+
+
+def _header(path: str) -> media.MediaInfo | None:
+    """`media.probe` of the file's header, once per process while the file is unchanged (its
+    size and modification time): `foley run` reads the edit to check it, then the pass reads
+    it again, and the overnight scan reads every edit in the inbox each time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_size, st.st_mtime_ns)
+    with _HEADERS_LOCK:
+        if key in _HEADERS:
+            return _HEADERS[key]
+    try:
+        info: media.MediaInfo | None = media.probe(path, scan_packets=False)
+    except (media.MediaError, OSError):
+        info = None
+    with _HEADERS_LOCK:
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[key] = info
+    return info
+
+
 class MediaFinder:
     """Resolve clips to media files for one timeline (folder listings are cached)."""
 
@@ -154,10 +184,7 @@ class MediaFinder:
         """What the file's header says (frame rate, streams), read once per file; None when it
         cannot be read as media — the proxy stage reports that, with ffmpeg's reason."""
         if path not in self._headers:
-            try:
-                self._headers[path] = media.probe(path, scan_packets=False)
-            except (media.MediaError, OSError):
-                self._headers[path] = None
+            self._headers[path] = _header(path)
         return self._headers[path]
 
     def _folder(self, root: Path, recursive: bool) -> _Folder:

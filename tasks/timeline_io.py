@@ -25,6 +25,7 @@ from typing import Any
 import opentimelineio as otio
 
 from tasks import timeline_aaf, timeline_prep
+from tasks.ingest_media import url_to_path
 
 __all__ = ["FoleyClip", "TimelineWriteError", "add_foley_track", "write_timeline"]
 log = logging.getLogger(__name__)
@@ -85,27 +86,16 @@ def relink_picture(timeline: otio.schema.Timeline, media: Sequence[str]) -> int:
         ref = clip.media_reference
         if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
             continue
-        url = ref.target_url
-        local = url_to_path(url)
-        if local is not None and local.is_absolute() and local.exists():
+        local = url_to_path(ref.target_url)  # ingest's reading of a media URL
+        if local is None:  # http, s3 …: not ours to relink
             continue
-        found = by_name.get(Path(local if local is not None else url).name, [])
+        if Path(local).is_absolute() and Path(local).exists():
+            continue
+        found = by_name.get(Path(local).name, [])
         if len(found) == 1:
             ref.target_url = Path(found[0]).as_uri()
             done += 1
     return done
-
-
-def url_to_path(url: str) -> Path | None:
-    """The local path of a media URL (file://… or a plain path), None for other schemes."""
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:  # http, s3 … (a drive letter is one letter)
-        return None
-    return Path(url)
 
 
 def add_foley_track(

@@ -85,7 +85,8 @@ def save(timeline: otio.schema.Timeline, path: Path) -> Path:
 
 
 def touch(folder: Path, *names: str) -> list[Path]:
-    """Empty placeholder media files (ingest only finds media, it never opens it)."""
+    """Empty placeholder media files (ingest finds them; their header does not read, so a
+    shot keeps the edit's rate — what these tests check is the finding)."""
     out = []
     for n in names:
         p = folder / n

@@ -28,7 +28,7 @@ import opentimelineio as otio
 import pytest
 
 from flows.demo import DEMO_SHOTS, make_demo_reel
-from tasks import timeline_io
+from tasks import runtime, timeline_io
 from tasks.bwf import read_bwf_info
 from tests.fixtures_otio import media_clip
 
@@ -238,6 +238,16 @@ def test_a_re_conform_never_replaces_another_reels_delivery(in_home: dict) -> No
         with pytest.raises(ValueError, match=f"holds the delivery of reel {OTHER!r}"):
             apply_decisions(REEL, reason="re-conform into a folder reel B has taken")
         assert snapshot(out) == theirs
+        from db import review
+        from review import auth
+
+        with runtime.db().session() as s:
+            review.create_user(s, "anna", "supervisor", auth.hash_password("correct horse"))
+        proc = foley("review", "approve", REEL, "SH010", "--by", "anna", home=in_home["home"],
+                     cwd=in_home["root"])
+        refused(proc, f"holds the delivery of reel {OTHER!r}",  # one line, not a traceback
+                "the decision is recorded: do not decide again")
+        assert snapshot(out) == theirs
     finally:
         shutil.rmtree(out, ignore_errors=True)
         archived.rename(out)
@@ -290,6 +300,7 @@ def delivery(files):
 
 first = delivery({"r1_foley_stereo.wav": "v1", "shots/SH010/envelope_v1.json": "v1"})
 second = delivery({"r1_foley_stereo.wav": "v2", "shots/SH010/envelope_v2.json": "v2"})
+third = delivery({"r1_foley_stereo.wav": "v3", "shots/SH010/envelope_v3.json": "v3"})
 if sys.argv[3] == "first":
     conform.deliver(first, out)
 elif sys.argv[3] == "killed":  # kill -9 as the stale envelope_v1.json is removed
@@ -300,15 +311,16 @@ elif sys.argv[3] == "killed":  # kill -9 as the stale envelope_v1.json is remove
         return real(self, *a, **k)
     Path.unlink = unlink
     conform.deliver(second, out)
-else:
-    conform.deliver(second, out)
+else:  # the next retake
+    conform.deliver(third, out)
 '''
 
 
 def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> None:
-    """A re-conform killed (SIGKILL) while removing a stale file: the folder's manifest is
-    still the previous one, so the next delivery removes what it listed — no stale envelope
-    stays behind that no manifest names (it did when the new manifest went in first)."""
+    """A re-conform killed (SIGKILL) after its copies, while removing a stale file: the next
+    delivery — another retake — removes both the stale file the old manifest lists and the
+    killed delivery's own, which no manifest names; nothing stays behind (the killed one's
+    envelope did, for good, when stale files came from the folder's manifest alone)."""
     out, work = tmp_path / "out", tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "FOLEY_HOME": str(tmp_path / "home")}
@@ -322,7 +334,8 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
     assert run("killed") == -9
     assert json.loads((out / "manifest.json").read_text())["files"].keys() == {
         "r1_foley_stereo.wav", "shots/SH010/envelope_v1.json"}  # the old one, still
-    assert run("again") == 0
+    assert (out / "shots/SH010/envelope_v2.json").exists()  # copied, named by no manifest
+    assert run("third") == 0
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "manifest.json", "r1_foley_stereo.wav", "shots/SH010/envelope_v2.json"]
-    assert (out / "r1_foley_stereo.wav").read_text() == "v2"
+        "manifest.json", "r1_foley_stereo.wav", "shots/SH010/envelope_v3.json"]
+    assert (out / "r1_foley_stereo.wav").read_text() == "v3"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.service_prefect import prefect_server, wait_flow_run
-from tests.test_nightly import age, reels, webhook  # noqa: F401 (fixtures)
+from tests.test_nightly import B, age, reels, webhook  # noqa: F401 (fixtures)
 
 
 def _artifact(server: Any, key: str, flow_run_id: Any) -> str:
@@ -50,7 +50,7 @@ def test_nightly_deployment_on_a_worker(tmp_path: Path, reels: Path,  # noqa: F8
 
     url, received = webhook
     box = tmp_path / "inbox"
-    for name in ("reel_a", "reel_b"):
+    for name in ("reel_a", B):
         shutil.copytree(reels / name, box / name)
     age(box, 3600)
     home = tmp_path / "prefect"
@@ -70,7 +70,7 @@ def test_nightly_deployment_on_a_worker(tmp_path: Path, reels: Path,  # noqa: F8
             "FOLEY_WEBHOOK_URL": url, "FOLEY_WORKERS": "2"})
         first = _trigger(server, "foley-nightly/nightly")
         assert wait_flow_run(server, first.id) == "Completed", server.worker_log("night")
-        for reel in ("reel_a", "reel_b"):
+        for reel in ("reel_a", B):
             manifest = json.loads((tmp_path / "deliveries" / reel / "manifest.json").read_text())
             assert [s["status"] for s in manifest["shots"]] == ["pending_review"] * 2
         summary = _artifact(server, SUMMARY_KEY, first.id)

@@ -112,7 +112,7 @@ def test_the_delivered_edits_find_their_picture(reel: dict) -> None:
     delivery folder: each delivered timeline points its picture clips at the files ingest
     found, so an assistant opening it sees no offline picture, and it reads back whole."""
     from tasks.ingest import read_timeline
-    from tasks.timeline_io import url_to_path
+    from tasks.ingest_media import url_to_path
 
     media = reel["timeline"].parent / "media"
     for kind in ("otio", "fcp_xml", "aaf"):
@@ -122,7 +122,8 @@ def test_the_delivered_edits_find_their_picture(reel: dict) -> None:
                    if t.kind == otio.schema.TrackKind.Video for c in t.find_clips()]
         assert len(picture) == 5, (kind, picture)
         for url in picture:
-            assert url_to_path(url).parent == media and url_to_path(url).exists(), (kind, url)
+            assert Path(url_to_path(url)).parent == media and Path(url_to_path(url)).exists(), \
+                (kind, url)
         _, spec = read_timeline(path)
         assert [(s.name, s.skipped_reason) for s in spec.shots] == [
             (s["name"], None) for s in reel["manifest"]["shots"]], kind

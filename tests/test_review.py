@@ -290,28 +290,29 @@ def test_a_new_prediction_over_a_persons_work_waits_for_a_supervisor(home: Path)
     assert [versions_of(shot)[-1][0] for shot in ("SH010", "SH020")] == [4, 3]
 
 
-def test_a_pass_that_aborts_leaves_its_note_to_the_next(home: Path, tmp_path: Path) -> None:
-    """The model's prediction is saved over ed's edit, then the pass cannot write its delivery
-    (a folder sits where its timeline goes) and aborts: nothing said it. The next pass — a
-    rerun that saves nothing new — says it, once; the one after says nothing."""
-    from flows.foley_pass import foley_pass
+def test_a_prediction_no_pass_reported_is_said_by_the_next(home: Path) -> None:
+    """The model's prediction is saved over ed's edit by the envelope stage alone — as a shot
+    run (scale-out) that finished after its pass stopped waiting leaves it, or a pass that
+    aborted after its envelope wave: no pass said it. The next pass — a rerun that saves
+    nothing new — says it, once; the one after says nothing."""
     from tasks.decisions import load_envelope, save_version
+    from tasks.envelope import predict_envelope
 
     with runtime.db().session() as s:
-        v1 = api.latest_envelope(s, api.get_shot(s, REEL, "SH010").id)
+        sh = api.get_shot(s, REEL, "SH010")
+        v1 = api.latest_envelope(s, sh.id)
         doc, ref, sid = load_envelope(v1.artifact.ref()), v1.artifact.ref(), v1.shot_id
+        features = api.shot_outputs(s, "features", sid)["features"]
+        duration, hint = sh.duration_s, sh.foley_hint
     save_version(sid, {**doc, "events": doc["events"][:1]}, source="edit", derived_from=ref,
                  created_by="user:ed", base_version=1)
-    blocked = tmp_path / "blocked"
-    (blocked / f"{REEL}.otio" / "in the way").mkdir(parents=True)
-    with pytest.raises(IsADirectoryError):
-        foley_pass(str(home / "edit" / f"{REEL}.otio"), str(blocked), approve="auto",
-                   envelope_estimator="model")
-    assert versions_of("SH010")[-1] == (3, MODEL, None, "pending_review")  # saved, unsaid
+    saved = predict_envelope.fn(sid, features, shot="SH010", duration_s=duration, prompt=hint,
+                                estimator="model")
+    assert (saved["version"], saved["created"]) == (3, True)              # saved, unsaid
     report = rerun(home, approve="auto", envelope_estimator="model")
-    assert versions_of("SH010")[-1][0] == 3                                 # nothing new …
+    assert versions_of("SH010")[-1] == (3, MODEL, None, "pending_review")  # nothing new …
     notes = {sh.name: sh.note for sh in report.shots if sh.note}
-    assert list(notes) == ["SH010"], notes                                  # … and it is said
+    assert list(notes) == ["SH010"], notes                                 # … and it is said
     assert "v3 went over v2, an edit by user:ed" in notes["SH010"]
     again = rerun(home, approve="auto", envelope_estimator="model")
     assert not any(sh.note for sh in again.shots)
