@@ -85,6 +85,13 @@ def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[di
     rate, w = rms_targets.RATE_HZ, int(round(HEAR_S * rms_targets.RATE_HZ))
     db = curve_events.level_db(curve)
     heads = [_head_max(onset, c["t"]) for c in contacts]
+    # neighbours by time through the sorted order (a long shot has thousands of contacts): the
+    # same pairs, and the same arithmetic on them, as comparing every contact with every other
+    ts = np.array([float(c["t"]) for c in contacts])
+    order = np.argsort(ts, kind="stable")
+    ranked = ts[order]
+    rank = np.empty(len(ts), int)
+    rank[order] = np.arange(len(ts))
     rows = []
     for i, c in enumerate(contacts):
         k = int(round(c["t"] * rate))
@@ -95,9 +102,12 @@ def contact_features(onset: np.ndarray, curve: np.ndarray, contacts: Sequence[di
         at = float(onset[min(max(k, 0), len(onset) - 1)])
         peak_off = (lo + int(np.argmax(near)) - k) / rate / HEAR_S
         rise, post = _rise(db, k)
-        others = [j for j in range(len(contacts)) if j != i]
-        gap = min((abs(contacts[j]["t"] - c["t"]) for j in others), default=1.0)
-        close = [heads[j] for j in others if abs(contacts[j]["t"] - c["t"]) <= NEIGHBOUR_S]
+        r = rank[i]
+        beside = [int(order[q]) for q in (r - 1, r + 1) if 0 <= q < len(ts)]
+        gap = min((abs(contacts[j]["t"] - c["t"]) for j in beside), default=1.0)
+        lo, hi = np.searchsorted(ranked, [ts[i] - 2 * NEIGHBOUR_S, ts[i] + 2 * NEIGHBOUR_S])
+        close = [heads[j] for j in sorted(int(j) for j in order[lo:hi]) if j != i
+                 and abs(contacts[j]["t"] - c["t"]) <= NEIGHBOUR_S]
         margin = _logit(heads[i]) - (max(_logit(h) for h in close) if close else -10.0)
         x, y = float(c.get("x", 0.5)), float(c.get("y", 0.5))
         rows.append([
