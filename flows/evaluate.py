@@ -58,6 +58,7 @@ import numpy as np
 
 from models import envelope_metrics as em
 from models import contact_scorer, motion_baseline, rms_targets, v2a_envelope
+from tasks.stage import one_line
 
 ESTIMATORS = ("model", "baseline")
 
@@ -83,14 +84,10 @@ def _damaged(data: Path, entry: dict[str, Any], exc: ValueError) -> EvalInputErr
     path = Path(data) / entry["file"]
     if exc.__cause__ is not None:  # the file itself: cut short, not a zip, a bad CRC
         return EvalInputError(f"clip {entry['name']}: {path} is not a readable dataset clip "
-                              f"({_one_line(exc.__cause__)}); delete it and rerun "
+                              f"({one_line(exc.__cause__)}); delete it and rerun "
                               f"{_rebuild(data, entry)}")
-    return EvalInputError(f"clip {entry['name']}: {_one_line(exc)} (the build: "
+    return EvalInputError(f"clip {entry['name']}: {one_line(exc)} (the build: "
                           f"{_rebuild(data, entry)})")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def clips_to_score(data: Path, split: str) -> list[dict[str, Any]]:
@@ -114,7 +111,7 @@ def clips_to_score(data: Path, split: str) -> list[dict[str, Any]]:
         files = [str(e["file"]) for e in entries]  # every entry names its file
         del files
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise EvalInputError(f"{index}: not a readable dataset index ({_one_line(exc)}); "
+        raise EvalInputError(f"{index}: not a readable dataset index ({one_line(exc)}); "
                              "rebuild the folder with the `foley dataset` command that made "
                              "it") from exc
     if not entries:
@@ -160,7 +157,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
     try:  # the pass's own check: readable, this input layout, finite, a usable scorer
         model, config, meta = load_checked(Path(checkpoint))
     except ValueError as exc:
-        raise EvalInputError(_one_line(exc)) from exc
+        raise EvalInputError(one_line(exc)) from exc
     entries = clips_to_score(data, split)
     per_clip: dict[str, list[em.ClipScores]] = {k: [] for k in ESTIMATORS}
     timing = em.OnsetTiming([], [], [])
@@ -198,7 +195,7 @@ def evaluate(data: Path, checkpoint: Path, *, split: str = "heldout", threads: i
                                                       shot=clip.name, duration_s=duration,
                                                       base=base)
         except v2a_envelope.NonFinite as exc:
-            raise EvalInputError(f"{checkpoint} on clip {clip.name}: {_one_line(exc)}") from exc
+            raise EvalInputError(f"{checkpoint} on clip {clip.name}: {one_line(exc)}") from exc
         infer_s += time.perf_counter() - t0
         events = env["events"]
         base_curve = rms_targets.resample_curve(np.asarray(base["curve"], np.float64),

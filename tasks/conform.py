@@ -358,6 +358,14 @@ class DeliveryFolderError(ValueError):
     the folder, why, what to do)."""
 
 
+def _same_file(a: Path, b: str | Path) -> bool:
+    """Whether `a` and `b` are one file (False when either does not exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
                           media: Iterable[str | Path | None] = (), option: str = "--out") -> None:
     """Raise DeliveryFolderError unless the delivery of `reel` can be written into `out_dir`:
@@ -399,12 +407,11 @@ def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
                 f"{where}: {dest.relative_to(out).as_posix()} is a folder where the delivery "
                 f"writes a file; move it away or choose another {option}")
         for path, what in inputs:
-            with contextlib.suppress(OSError):
-                if os.path.samefile(dest, path):
-                    raise DeliveryFolderError(
-                        f"{where}: the delivery would write {dest.relative_to(out).as_posix()} "
-                        f"over {what} itself; choose another {option} (a folder of the "
-                        "delivery's own)")
+            if _same_file(dest, path):
+                raise DeliveryFolderError(
+                    f"{where}: the delivery would write {dest.relative_to(out).as_posix()} "
+                    f"over {what} itself; choose another {option} (a folder of the "
+                    "delivery's own)")
     _previous_files(out, reel, where=where, option=option)
 
 
@@ -478,10 +485,9 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
     for rel in outputs:
         dest = out_dir / rel
         for path in keep:
-            with contextlib.suppress(OSError):
-                if os.path.samefile(dest, path):
-                    raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
-                                              f"the edit {path} itself; deliver elsewhere")
+            if _same_file(dest, path):
+                raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
+                                          f"the edit {path} itself; deliver elsewhere")
     out_dir.mkdir(parents=True, exist_ok=True)
     # This reel's files in the folder by their names, listed or not: a delivery killed after
     # its copies and before its manifest leaves files no manifest names, which the next

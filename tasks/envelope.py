@@ -20,7 +20,7 @@ import models.v2a_envelope as v2a_envelope
 from models import SHIPPED, contact_scorer, curve_events, rms_mapper, rms_targets, v2a_inputs
 from tasks import features as features_mod
 from tasks.decisions import load_envelope, save_version
-from tasks.stage import StageOutput, run_stage
+from tasks.stage import StageOutput, one_line, run_stage
 from tasks.store import ArtifactRef
 
 ESTIMATORS = ("baseline", "model")
@@ -78,8 +78,8 @@ def load_checked(ckpt: Path) -> tuple[Any, Any, dict[str, Any]]:
         model, config, meta = rms_mapper.load_checkpoint(ckpt)
     except Exception as exc:  # whatever stops it loading stops every shot
         if isinstance(exc, ValueError) and str(exc).startswith(f"{ckpt}: not an RMS-Mapper"):
-            raise ValueError(_one_line(exc)) from exc  # another kind: it says what to do
-        raise ValueError(f"{ckpt} is not a readable RMS-Mapper checkpoint ({_one_line(exc)}); "
+            raise ValueError(one_line(exc)) from exc  # another kind: it says what to do
+        raise ValueError(f"{ckpt} is not a readable RMS-Mapper checkpoint ({one_line(exc)}); "
                          "write one with `foley train envelope` or `foley train calibrate … "
                          "--out`") from exc
     built = v2a_inputs.input_dim(contacts=config.contact_inputs)
@@ -101,7 +101,7 @@ def load_checked(ckpt: Path) -> tuple[Any, Any, dict[str, Any]]:
             v2a_envelope.head_params(meta)
             v2a_envelope.detection_params(meta)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{ckpt}: its onset thresholds are unusable ({_one_line(exc)}); "
+            raise ValueError(f"{ckpt}: its onset thresholds are unusable ({one_line(exc)}); "
                              f"{_redo(ckpt, 'them')}") from exc
     return model, config, meta
 
@@ -109,11 +109,6 @@ def load_checked(ckpt: Path) -> tuple[Any, Any, dict[str, Any]]:
 def _redo(ckpt: Path, what: str) -> str:
     return (f"fit {what} again with `foley train calibrate {ckpt} CAL` (CAL: clips it never "
             "trained on; its weights are kept), or retrain it with `foley train envelope`")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "…"
 
 
 def _check_weights(ckpt: Path, model: Any) -> None:
@@ -148,7 +143,7 @@ def _check_selection(ckpt: Path, raw: Any) -> None:
     except KeyError as exc:
         raise refuse(f"lacks the field {exc}", exc) from exc
     except (TypeError, ValueError, AttributeError) as exc:
-        raise refuse(f"does not read ({_one_line(exc)})", exc) from exc
+        raise refuse(f"does not read ({one_line(exc)})", exc) from exc
     for what, names, known, scorer in (
             ("contact", sel.contact_features, contact_scorer.CONTACT_FEATURES, sel.contacts),
             ("peak", sel.peak_features, contact_scorer.PEAK_FEATURES, sel.peaks)):
@@ -180,7 +175,7 @@ def _check_selection(ckpt: Path, raw: Any) -> None:
             contact_p, peak_p = sel.score(c)
             _kept, doubt = sel.decide(c)
         except Exception as exc:  # what fails here fails every shot
-            raise refuse(f"cannot score a candidate ({_one_line(exc)})", exc) from exc
+            raise refuse(f"cannot score a candidate ({one_line(exc)})", exc) from exc
         if not (np.isfinite(contact_p).all() and np.isfinite(peak_p).all()
                 and math.isfinite(doubt)):
             raise refuse("scores NaN (its weights hold NaN or infinity)")

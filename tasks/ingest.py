@@ -159,10 +159,6 @@ def _round(frames: float) -> int:
     return math.floor(frames + 0.5 + 1e-9)
 
 
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != math.inf
-
-
 _REEXPORT = ("re-export the edit; if it persists, delete the clip and edit it in again from "
              "its media in the editing system")
 _FIX_IN_OUT = "fix its in and out points in the editing system and re-export the edit"
@@ -171,9 +167,9 @@ _FIX_IN_OUT = "fix its in and out points in the editing system and re-export the
 def _bad_range(r: otio.opentime.TimeRange) -> tuple[str, str] | None:
     """(what is wrong, what to do) for a range OTIO cannot place on a timeline, if anything."""
     for t in (r.start_time, r.duration):
-        if not (_finite(t.rate) and t.rate > 0):
+        if not (math.isfinite(t.rate) and t.rate > 0):
             return f"frame rate {t.rate:g} in its range (a rate must be above 0)", _REEXPORT
-    if not (_finite(r.start_time.value) and _finite(r.duration.value)):
+    if not (math.isfinite(r.start_time.value) and math.isfinite(r.duration.value)):
         return (f"a range that is not a number ({r.start_time.value:g}+{r.duration.value:g})",
                 _REEXPORT)
     if r.duration.value < 0:
@@ -239,7 +235,7 @@ def _source_rate(clip: otio.schema.Clip, fps: float) -> float:
     own rate in an EDL or AAF)."""
     ranges = [clip.source_range, getattr(clip.media_reference, "available_range", None)]
     for r in ranges:
-        if r is not None and _finite(r.duration.rate) and r.duration.rate > 0:
+        if r is not None and math.isfinite(r.duration.rate) and r.duration.rate > 0:
             num, den = rational_rate(r.duration.rate)
             return num / den
     return fps
@@ -251,7 +247,7 @@ MAX_PICTURE_RATE = 240.0  # above this a header's "rate" is a timebase (1k tbr),
 def _picture_rate(info: MediaInfo | None, edit_rate: float) -> float:
     """The media's own frame rate when its header tells it (an EDL's or AAF's clip ranges run at
     the edit's rate, which decoded a 29.97 picture at 24 drops frames), else the edit's."""
-    if info is not None and info.has_video and _finite(info.fps) \
+    if info is not None and info.has_video and math.isfinite(info.fps) \
             and 0 < info.fps <= MAX_PICTURE_RATE:
         return info.fps
     return edit_rate

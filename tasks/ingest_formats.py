@@ -41,6 +41,8 @@ import opentimelineio as otio
 from otio_cmx3600_adapter.cmx_3600 import channel_map as _EDL_CHANNELS
 from otio_fcpx_xml_adapter import fcpx_xml as _fcpx
 
+from tasks.stage import one_line
+
 ADAPTERS = {
     ".otio": ("otio_json", "OTIO file"),
     ".otioz": ("otioz", "OTIO bundle"),
@@ -53,7 +55,6 @@ ADAPTERS = {
 SUPPORTED = ".otio, .otioz, .edl, FCP7 .xml, .fcpxml or .aaf"
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
 _DF_RATES = ((30000, 1001), (60000, 1001))
-_MAX_DETAIL = 300
 
 
 class TimelineError(ValueError):
@@ -83,11 +84,6 @@ def rational_rate(rate: float) -> tuple[int, int]:
         return round(rate), 1
     f = Fraction(rate).limit_denominator(1001)
     return f.numerator, f.denominator
-
-
-def _detail(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
 
 def _quiet_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -578,7 +574,7 @@ def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | N
                 bundle = _unpack_otioz(path)
             except OSError as exc:
                 raise TimelineError(
-                    f"{path}: could not unpack the bundle's media next to it ({_detail(exc)}) — "
+                    f"{path}: could not unpack the bundle's media next to it ({one_line(exc)}) — "
                     f"unzip it yourself and ingest the content.otio") from exc
         if suffix == ".otiod":
             bundle = path  # its media/ folder sits inside it
@@ -589,17 +585,17 @@ def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | N
     except ValueError as exc:
         if suffix == ".edl" and "beyond" in str(exc):
             raise TimelineError(
-                f"{path}: the EDL's timecodes do not fit {fps:g} fps ({_detail(exc)}) — "
+                f"{path}: the EDL's timecodes do not fit {fps:g} fps ({one_line(exc)}) — "
                 f"pass the EDL's real frame rate with --fps") from exc
         if suffix == ".edl" and "does not support this rate" in str(exc):
             raise TimelineError(
                 f"{path}: --fps {fps:g} has no SMPTE timecode, so no EDL runs at it — pass the "
                 f"EDL's real frame rate (e.g. --fps 24, 25, 29.97 or 23.976)") from exc
-        raise TimelineError(f"{path}: could not read this {label} ({_detail(exc)}) — "
+        raise TimelineError(f"{path}: could not read this {label} ({one_line(exc)}) — "
                             f"check it opens in the editing system and re-export it") from exc
     except Exception as exc:  # adapters raise anything from KeyError to struct.error
         raise TimelineError(f"{path}: could not read this {label} ({type(exc).__name__}: "
-                            f"{_detail(exc)}) — check it opens in the editing system and "
+                            f"{one_line(exc)}) — check it opens in the editing system and "
                             f"re-export it") from exc
 
 
@@ -779,7 +775,7 @@ def load_edit(path: Path, fps: float | None) -> LoadedEdit:
         raise TimelineError(f"{path}: {exc}") from exc
     except Exception as exc:
         raise TimelineError(f"{path}: could not work out the edit's frame rate and start "
-                            f"({type(exc).__name__}: {_detail(exc)}) — re-export it") from exc
+                            f"({type(exc).__name__}: {one_line(exc)}) — re-export it") from exc
     meta = dict(ours)
     meta.update(rate=[num, den], drop_frame=drop, start_frame=start)
     tl.metadata["foleyflow"] = meta

@@ -182,6 +182,13 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
     return StageResult(refs, out.result, activity_id, cached=False)
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line (whitespace runs folded), at most `limit` characters;
+    its type's name when it says nothing: the detail inside a one-line error."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _record_failure(activity_id: int, exc: BaseException, shot_id: int | None) -> None:
     """Mark the run failed (a rerun takes it over); never hide `exc` behind a second error."""
     message = "".join(traceback.format_exception_only(exc)).strip()
