@@ -181,7 +181,7 @@ def run(
         fail(str(exc))
     if not spec.shots:
         fail(f"{timeline}: the edit has no picture clips to work on")
-    from tasks.conform import DeliveryFolderError, check_delivery_folder
+    from tasks.delivery import DeliveryFolderError, check_delivery_folder
 
     try:  # a folder that cannot take the delivery is refused before the pass does any work
         check_delivery_folder(out, spec.name, edit=timeline,
@@ -401,7 +401,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a service away: one line and exit 1, as the pass reports it
-        from tasks.conform import DeliveryFolderError
+        from tasks.delivery import DeliveryFolderError
 
         if isinstance(exc, DeliveryFolderError):  # a re-conform's folder (foley review apply)
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

@@ -183,7 +183,7 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
         report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
     except Exception as exc:  # the decision stands: deciding again would record it twice
         from flows.cli import service_error
-        from tasks.conform import DeliveryFolderError
+        from tasks.delivery import DeliveryFolderError
 
         if isinstance(exc, DeliveryFolderError):
             _fail(f"{exc} — the decision is recorded: do not decide again; once the folder is "

@@ -37,7 +37,8 @@ from flows import scaleout
 from flows.artifacts import artifact_key, md
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
-from tasks.conform import ShotDelivery, check_delivery_folder, conform, delivered
+from tasks.conform import ShotDelivery, conform, delivered
+from tasks.delivery import check_delivery_folder
 from tasks.stage import transaction
 from tasks.store import StoreUnavailable
 

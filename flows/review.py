@@ -223,11 +223,11 @@ def drain(reel: str | None = None) -> list[ApplyReport]:
 
 
 def check_folder(reel: str) -> None:
-    """Raise `tasks.conform.DeliveryFolderError` unless the reel's recorded delivery folder
+    """Raise `tasks.delivery.DeliveryFolderError` unless the reel's recorded delivery folder
     can take its re-conform (`check_delivery_folder`: another reel's delivery there, a file in
     its place …). Run before `apply_decisions` starts, so a refusal is one line, not a failed
     flow run's traceback; `deliver` refuses the same again."""
-    from tasks.conform import check_delivery_folder
+    from tasks.delivery import check_delivery_folder
 
     def read(s: Any) -> tuple[str | None, str | None]:
         row = api.get_reel(s, reel)

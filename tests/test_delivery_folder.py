@@ -122,7 +122,7 @@ def test_the_check_reads_only_and_passes_what_is_safe(tmp_path: Path) -> None:
     """Beside an edit the delivery does not overwrite (another name), into a folder of the same
     reel's earlier delivery, or a folder still to be made: no objection, nothing made. A
     manifest.json foleyflow did not write would be replaced: refused."""
-    from tasks.conform import DeliveryFolderError, check_delivery_folder
+    from tasks.delivery import DeliveryFolderError, check_delivery_folder
 
     edit = tiny_edit(tmp_path / "cut" / "tiny.otio")
     check_delivery_folder(edit.parent, "reel 1", edit=edit)
@@ -283,7 +283,7 @@ KILLED_DELIVERY = r'''
 import json, os, signal, sys
 from pathlib import Path
 from flows.settings import get_settings
-from tasks import conform, runtime
+from tasks import delivery, runtime
 
 get_settings().configure_runtime()
 store, out, work = runtime.store(), Path(sys.argv[1]), Path(sys.argv[2])
@@ -293,16 +293,16 @@ def put(rel, data):
     p.write_text(data)
     return store.put_file(p, "text/plain")
 
-def delivery(files):
+def render(files):
     refs = {rel: put(rel, text) for rel, text in files.items()}
     man = {"reel": "r1", "files": {rel: ref["sha256"] for rel, ref in refs.items()}}
     return refs | {"manifest.json": put("manifest.json", json.dumps(man))}
 
-first = delivery({"r1_foley_stereo.wav": "v1", "shots/SH010/envelope_v1.json": "v1"})
-second = delivery({"r1_foley_stereo.wav": "v2", "shots/SH010/envelope_v2.json": "v2"})
-third = delivery({"r1_foley_stereo.wav": "v3", "shots/SH010/envelope_v3.json": "v3"})
+first = render({"r1_foley_stereo.wav": "v1", "shots/SH010/envelope_v1.json": "v1"})
+second = render({"r1_foley_stereo.wav": "v2", "shots/SH010/envelope_v2.json": "v2"})
+third = render({"r1_foley_stereo.wav": "v3", "shots/SH010/envelope_v3.json": "v3"})
 if sys.argv[3] == "first":
-    conform.deliver(first, out)
+    delivery.deliver(first, out)
 elif sys.argv[3] == "killed":  # kill -9 as the stale envelope_v1.json is removed
     real = Path.unlink
     def unlink(self, *a, **k):
@@ -310,9 +310,9 @@ elif sys.argv[3] == "killed":  # kill -9 as the stale envelope_v1.json is remove
             os.kill(os.getpid(), signal.SIGKILL)
         return real(self, *a, **k)
     Path.unlink = unlink
-    conform.deliver(second, out)
+    delivery.deliver(second, out)
 else:  # the next retake
-    conform.deliver(third, out)
+    delivery.deliver(third, out)
 '''
 
 
@@ -332,10 +332,22 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
 
     assert run("first") == 0
     assert run("killed") == -9
-    assert json.loads((out / "manifest.json").read_text())["files"].keys() == {
-        "r1_foley_stereo.wav", "shots/SH010/envelope_v1.json"}  # the old one, still
+    # Half-way, the folder claims no delivery: the old manifest, which would name the new
+    # stereo mix with the old one's digest, was set aside with this reel's files before the
+    # first copy.
+    assert (out / "r1_foley_stereo.wav").read_text() == "v2"
+    assert not (out / "manifest.json").exists()
+    aside = json.loads((out / ".manifest.json.previous").read_text())
+    assert aside["reel"] == "r1"
+    assert set(aside["files"]) == {"r1_foley_stereo.wav", "shots/SH010/envelope_v1.json"}
     assert (out / "shots/SH010/envelope_v2.json").exists()  # copied, named by no manifest
+    from tasks.delivery import DeliveryFolderError, check_delivery_folder
+    with pytest.raises(DeliveryFolderError, match="holds the delivery of reel 'r1'"):
+        check_delivery_folder(out, "r2", edit=tmp_path / "r2.otio")
     assert run("third") == 0
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "manifest.json", "r1_foley_stereo.wav", "shots/SH010/envelope_v3.json"]
     assert (out / "r1_foley_stereo.wav").read_text() == "v3"
+    man = json.loads((out / "manifest.json").read_text())
+    assert {rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
+            for rel in man["files"]} == man["files"]

@@ -1,0 +1,225 @@
+"""The delivery folder on disk: checking that a reel's delivery may be written there, and
+copying the conform stage's rendered files into it (DESIGN.md, "Delivery folder").
+
+Kept apart from `tasks.conform`, whose source is part of the conform stage's cache key: how
+files are copied into a folder does not change a delivered byte, so a change here re-renders
+nothing.
+
+While files are being copied the folder holds no `manifest.json`: the previous delivery's
+manifest is set aside as `.manifest.json.previous` (with every file it and the folder's own
+names say are this reel's) before the first copy, and the new one lands last. A folder with a
+`manifest.json` is therefore a whole delivery — every file it lists is there with the digest it
+names — and one without it is a delivery in progress or one that was stopped half-way, which
+the next run finishes (`foley run` again, or the review app's re-conform).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tasks import runtime
+from tasks.conform import MIXES, mix_name, shot_prefix
+from tasks.spatial import STEMS
+from tasks.store import ArtifactRef
+
+MANIFEST = "manifest.json"
+PREVIOUS = ".manifest.json.previous"  # the folder's last manifest, while a delivery replaces it
+
+
+class DeliveryFolderError(ValueError):
+    """The delivery folder cannot take this delivery without harming what is there (one line:
+    the folder, why, what to do)."""
+
+
+def _same_file(a: Path, b: str | Path) -> bool:
+    """Whether `a` and `b` are one file (False when either does not exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
+                          media: Iterable[str | Path | None] = (), option: str = "--out") -> None:
+    """Raise DeliveryFolderError unless the delivery of `reel` can be written into `out_dir`:
+    it is (or can be made) a folder; no file the delivery writes there is the edit `edit` or
+    one of the shots' `media` (an editor's `<reel>.otio`/`.xml`/`.aaf` beside which the delivery
+    was asked for); and it holds no other reel's delivery (each reel has its own folder: a
+    re-conform replaces what its own previous manifest listed). Reads only, writes nothing —
+    run it before the pass does any work. `option` names the folder in the message."""
+    out = Path(out_dir)
+    where = f"{option} {out}"
+    probe = out
+    while not (probe.exists() or probe.is_symlink()):  # the nearest part that exists
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe == out and out.exists() and not out.is_dir():
+        raise DeliveryFolderError(f"{where} is a file, not a folder: give a folder for the "
+                                  "delivery (it is made if missing)")
+    if probe.is_symlink() and not probe.exists():
+        raise DeliveryFolderError(f"{where}: {probe} is a broken link; choose another {option}")
+    if probe.exists() and not probe.is_dir():
+        raise DeliveryFolderError(f"{where}: {probe} is a file, so the delivery folder cannot "
+                                  f"be made there; choose another {option}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise DeliveryFolderError(f"{where}: {probe} is not writable; choose another {option} "
+                                  "or make it writable")
+    if not out.is_dir():
+        return
+    inputs = [(Path(edit), f"the edit {edit}")]
+    inputs += [(Path(m), f"media of the edit ({m})") for m in media if m]
+    try:
+        ours = list(_would_write(out, reel))
+    except OSError as exc:
+        raise DeliveryFolderError(f"{where}: cannot be read ({exc.strerror}: {exc.filename}); "
+                                  f"choose another {option} or fix its permissions") from None
+    for dest in ours:
+        if dest.is_dir() and not dest.is_symlink():
+            raise DeliveryFolderError(
+                f"{where}: {dest.relative_to(out).as_posix()} is a folder where the delivery "
+                f"writes a file; move it away or choose another {option}")
+        for path, what in inputs:
+            if _same_file(dest, path):
+                raise DeliveryFolderError(
+                    f"{where}: the delivery would write {dest.relative_to(out).as_posix()} "
+                    f"over {what} itself; choose another {option} (a folder of the "
+                    "delivery's own)")
+    _previous_files(out, reel, where=where, option=option)
+
+
+def _would_write(out: Path, reel: str) -> Iterator[Path]:
+    """The files already in `out` that a delivery of `reel` writes over (or through the
+    temporary names it copies to)."""
+    top = {f"{reel}.otio", f"{reel}.xml", f"{reel}.aaf", f"{reel}_preview.mp4", "manifest.json",
+           *(mix_name(reel, m.kind) for m in MIXES)}
+    for name in sorted(top):
+        for p in (out / name, out / f".{name}.partial"):
+            if p.exists():
+                yield p
+    shots = out / "shots"
+    if not shots.is_dir():
+        return
+    for folder in sorted(shots.iterdir()):
+        if not folder.is_dir():
+            continue
+        prefix = re.escape(shot_prefix(reel, folder.name))
+        kinds = "|".join(map(re.escape, STEMS))
+        ours = re.compile(rf"{prefix}_(?:{kinds})\.wav|{prefix}_position\.json"
+                          r"|envelope_v\d+\.(?:json|png)")
+        for p in sorted(folder.iterdir()):
+            name = p.name
+            if name.startswith(".") and name.endswith(".partial"):
+                name = name[1:-len(".partial")]
+            if ours.fullmatch(name) and p.exists():
+                yield p
+
+
+def _previous_files(out: Path, reel: str | None, *, where: str, option: str) -> set[str]:
+    """The files the delivery of `reel` already in `out` lists — its manifest.json, and the
+    manifest a delivery stopped half-way set aside (PREVIOUS) — to be replaced; none if there is
+    neither. DeliveryFolderError if either is another reel's, or not a foleyflow manifest: the
+    delivery would replace it and lose that record."""
+    files: set[str] = set()
+    for name in (MANIFEST, PREVIOUS):
+        man = out / name
+        if not (man.exists() or man.is_symlink()):
+            continue
+        try:
+            doc = json.loads(man.read_text(encoding="utf-8"))
+            other = doc["reel"]
+            files |= {str(rel) for rel in doc["files"]}
+            if not isinstance(other, str):
+                raise TypeError(other)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise DeliveryFolderError(
+                f"{where}: its {name} is not a foleyflow delivery manifest, and the delivery "
+                f"would replace it; choose another {option}") from None
+        if other != reel:
+            raise DeliveryFolderError(f"{where} holds the delivery of reel {other!r}; give each "
+                                      f"reel its own folder (choose another {option})")
+    return files
+
+
+def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
+            keep: Iterable[str | Path] = ()) -> None:
+    """Copy the rendered files into `out_dir`, each via a temporary name, the manifest last.
+
+    The folder's manifest.json is set aside (PREVIOUS, listing every file of this reel the
+    folder holds) before the first copy, so until the new manifest lands the folder claims no
+    delivery: a copy stopped half-way (killed, disk full) never leaves an old manifest naming
+    files some of which are already the new ones. A re-conform (after a retake, an omission)
+    replaces an earlier delivery of the same reel: files the previous manifest listed and this
+    one does not (an old envelope version, the stems of a shot now omitted) are removed, then
+    the new manifest is put in place and PREVIOUS removed; a delivery stopped anywhere leaves
+    nothing the next cannot find (the temporary copies of a stopped copy are removed first).
+    Files foleyflow did not deliver are never touched. A folder holding another reel's delivery
+    (its manifest names that reel), or a manifest.json foleyflow did not write, is refused
+    before anything is copied (DeliveryFolderError), as is writing over a file in `keep` (the
+    reel's edit)."""
+    store = runtime.store()
+    where = f"delivery folder {out_dir}"
+    reel = _delivered_reel(store, outputs)
+    before = _previous_files(out_dir, reel, where=where, option="delivery folder") \
+        if out_dir.is_dir() else set()
+    for rel in outputs:
+        dest = out_dir / rel
+        for path in keep:
+            if _same_file(dest, path):
+                raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
+                                          f"the edit {path} itself; deliver elsewhere")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # This reel's files in the folder by their names, listed or not: a delivery killed after
+    # its copies and before its manifest leaves files no manifest names, which the next
+    # (another retake, say) must still remove; and what a killed copy left half-way.
+    found = {p.relative_to(out_dir).as_posix() for p in _would_write(out_dir, reel)} \
+        if reel is not None else set()
+    for rel in sorted(r for r in found if Path(r).name.endswith(".partial")):
+        with contextlib.suppress(OSError):
+            (out_dir / rel).unlink()
+    (out_dir / f".{PREVIOUS}.partial").unlink(missing_ok=True)
+    before |= {r for r in found if not Path(r).name.endswith(".partial")} - {MANIFEST}
+
+    man, previous = out_dir / MANIFEST, out_dir / PREVIOUS
+    if reel is not None and (man.exists() or previous.exists()):
+        # Set the old manifest aside with all it and the folder say is this reel's: a copy
+        # stopped from here on is finished by the next, which reads the list back.
+        tmp = out_dir / f".{PREVIOUS}.partial"
+        tmp.write_text(json.dumps({"reel": reel, "files": sorted(before)}, indent=2,
+                                  ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, previous)
+        man.unlink(missing_ok=True)
+
+    def put(rel: str, ref: ArtifactRef) -> None:
+        dest = out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial")
+        shutil.copyfile(store.local_path(ref), tmp)
+        os.replace(tmp, dest)
+
+    for rel, ref in sorted(outputs.items()):
+        if rel != MANIFEST:
+            put(rel, ref)
+    for rel in sorted(before - set(outputs)):
+        stale = (out_dir / rel).resolve()
+        if stale.is_relative_to(out_dir.resolve()) and stale.is_file():
+            stale.unlink()
+            with contextlib.suppress(OSError):  # its shot folder, if now empty
+                stale.parent.rmdir()
+    if MANIFEST in outputs:
+        put(MANIFEST, outputs[MANIFEST])
+        previous.unlink(missing_ok=True)
+
+
+def _delivered_reel(store: Any, outputs: dict[str, ArtifactRef]) -> str | None:
+    """The reel whose delivery `outputs` is (as its manifest.json names it)."""
+    ref = outputs.get("manifest.json")
+    if ref is None:
+        return None
+    return json.loads(Path(store.local_path(ref)).read_text(encoding="utf-8")).get("reel")
