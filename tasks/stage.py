@@ -24,6 +24,9 @@ import hashlib
 import inspect
 import json
 import logging
+import os
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -166,7 +169,7 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
     try:
         with OVERHEAD.timing("store", shot_id):
             local = {role: input_path(store, ref) for role, ref in inputs.items()}
-        with tempfile.TemporaryDirectory(prefix=f"foley-{task}-") as tmp:
+        with work_dir(task) as tmp:
             out = compute(local, Path(tmp))
             with OVERHEAD.timing("store", shot_id):
                 refs = {role: store.put_file(p, mime) for role, (p, mime) in out.files.items()}
@@ -180,6 +183,68 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
 
     transaction(finish, shot_id=shot_id)
     return StageResult(refs, out.result, activity_id, cached=False)
+
+
+WORK_PREFIX = "foley-"
+_WORK_NAME = re.compile(r"foley-[a-z0-9_]+-(\d+)-[a-z0-9_]+")
+STALE_WORK_S = 3600.0  # a dead process's work folder untouched this long is removed
+_swept = False
+
+
+def work_dir(task: str) -> tempfile.TemporaryDirectory[str]:
+    """A stage's temporary work folder, `foley-<task>-<pid>-<random>` in the temp folder, removed
+    when the stage ends. A process killed outright (kill -9, the OOM killer, power loss) cannot
+    remove its own, and a conform's holds every reel-length mix — gigabytes on a feature reel —
+    so the first stage a process runs removes what dead processes left (`sweep_work_dirs`)."""
+    global _swept
+    if not _swept:
+        _swept = True
+        try:
+            sweep_work_dirs()
+        except OSError as exc:  # never fail a stage over someone else's leftovers
+            log.warning("could not sweep old work folders: %s", exc)
+    return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{task}-{os.getpid()}-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_work_dirs(root: Path | None = None, *, stale_s: float = STALE_WORK_S,
+                    now: float | None = None) -> list[Path]:
+    """Remove the stage work folders in `root` (the temp folder) that a dead process left: named
+    by `work_dir`, owned by this user, their process no longer running, and nothing in them
+    written for `stale_s` seconds (so a live stage of another process namespace sharing the
+    folder is never touched). Returns what was removed."""
+    root = Path(tempfile.gettempdir()) if root is None else root
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    for d in root.glob(f"{WORK_PREFIX}*"):
+        m = _WORK_NAME.fullmatch(d.name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
+                continue
+            if _pid_alive(int(m.group(1))):
+                continue
+            newest = max([st.st_mtime] + [e.stat(follow_symlinks=False).st_mtime
+                                          for e in os.scandir(d)])
+        except OSError:  # gone meanwhile, or unreadable: not ours to judge
+            continue
+        if now - newest >= stale_s:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    if removed:
+        log.info("removed %d work folder(s) left by stopped processes", len(removed))
+    return removed
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
