@@ -178,6 +178,11 @@ def read_clip(path: Path) -> Clip:
         raise ValueError(f"{path}: dataset version {meta.get('version')} / audio length "
                          f"{len(clip.audio16k)} ≠ {DATASET_VERSION} / {meta.get('n_audio')}: "
                          "delete it and rerun the build")
+    bad = [k for k, a in (("audio16k", clip.audio16k), *clip.features.items())
+           if np.issubdtype(np.asarray(a).dtype, np.floating) and not np.isfinite(a).all()]
+    if bad:  # one such clip turns a training run's loss or a scorer's weights into NaN
+        raise ValueError(f"{path}: {', '.join(bad)} hold NaN or infinity; delete it and rerun "
+                         "the build to remake it")
     return clip
 
 

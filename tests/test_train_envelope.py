@@ -184,6 +184,46 @@ def test_a_clip_found_damaged_as_the_run_reads_is_one_line_without_a_traceback(
     assert not (tmp_path / "run").exists()
 
 
+def _poison(folder: Path, clip: Path) -> str:
+    """Copy the dataset `folder` to `clip`'s folder with a NaN in one of `clip`'s picture
+    feature arrays; the array's name."""
+    shutil.copytree(folder, clip.parent)
+    with np.load(clip, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    name = next(k for k in sorted(arrays) if k.startswith("feat_") and arrays[k].ndim >= 2
+                and arrays[k].dtype.kind == "f")
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[arrays[name].size // 2] = np.nan
+    np.savez(clip, **arrays)
+    return name.removeprefix("feat_")
+
+
+def test_a_clip_holding_nan_is_one_line_naming_it(tmp_path: Path, data: Path, cal: Path
+                                                  ) -> None:
+    """A clip whose picture features hold NaN (written by another tool, or a bit flip the zip
+    CRC did not catch) is named as the run or the calibration reads it (exit 2): before, a
+    run stopped with Prefect's traceback ("input statistics must be finite") and a calibration
+    fitted on it without a word."""
+    train_clip = tmp_path / "data" / "clip_00005.npz"
+    cal_clip = tmp_path / "cal" / f"{clip_name(1003, 'train')}.npz"
+    (tmp_path / "out").mkdir()
+    for clip, folder, args in (
+            (train_clip, data, envelope(train_clip.parent, tmp_path / "run")),
+            (cal_clip, cal, ["train", "calibrate", str(SHIPPED_CHECKPOINT), str(cal_clip.parent),
+                             "--out", str(tmp_path / "out" / "c.safetensors")])):
+        array = _poison(folder, clip)
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO,
+                              env={**os.environ, "FOLEY_HOME": str(tmp_path / "home")},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+        assert errors == [f"error: {clip}: {array} hold NaN or infinity; delete it and rerun "
+                          "the build to remake it"], proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "out" / "c.safetensors").exists()
+
+
 def test_bad_input_is_one_line_before_anything_is_written(tmp_path: Path, data: Path,
                                                           cal: Path) -> None:
     """Each is refused before the flow starts, as one line naming what is wrong and what to
