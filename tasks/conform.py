@@ -131,12 +131,14 @@ def _render(
         stamp = start_ref + offset
         prefix = f"shots/{sh['name']}/{shot_prefix(name, sh['name'])}"
         desc = f"{name} {sh['name']} Foley @ {tc(sh['record_in_frame'])}"
+        digests = {}
         for kind in STEMS:
             audio, sr = sf.read(paths[f"{sh['name']}/{kind}"], dtype="float32")
             label = FORMAT_LABEL[fmt] if kind == "foa" else kind
-            write_bwf(add(f"{prefix}_{kind}.wav", "audio/wav"), audio, sr, time_reference=stamp,
-                      description=f"{desc} ({label})", origination_datetime=made,
-                      channel_mask=MASK_51 if kind == "51" else None)
+            stem = add(f"{prefix}_{kind}.wav", "audio/wav")
+            write_bwf(stem, audio, sr, time_reference=stamp, description=f"{desc} ({label})",
+                      origination_datetime=made, channel_mask=MASK_51 if kind == "51" else None)
+            digests[kind] = sha256_file(stem)
         pos_rel = f"{prefix}_position.json"
         shutil.copyfile(paths[f"{sh['name']}/position"], add(pos_rel, "application/json"))
         env = read_envelope(paths[f"{sh['name']}/envelope"])
@@ -152,7 +154,8 @@ def _render(
             clips[m.kind].append(timeline_io.FoleyClip(
                 shot=sh["name"], record_in_frame=sh["record_in_frame"],
                 duration_frames=sh["duration_frames"], media_path=f"{prefix}_{m.kind}.wav",
-                channels=m.channels, metadata={"format": fmt} if m.kind == "foa" else {}))
+                channels=m.channels, metadata={"format": fmt} if m.kind == "foa" else {},
+                sha256=digests[m.kind]))
         sh["envelope_file"], sh["position_file"] = env_rel, pos_rel
         sh["stems"] = {k: f"{prefix}_{k}.wav" for k in STEMS}
     total = round(reel["duration_s"] * SR)

@@ -1,8 +1,9 @@
 """Make a timeline the OTIO AAF writer accepts, and a file Pro Tools and Media Composer open.
 
 - Every clip gets a MobID in `metadata["AAF"]["MobID"]` (the adapter's own key, tried before
-  any file lookup) derived from the media it references: the same media always gets the same
-  real, non-empty SMPTE UMID, across clips and across runs.
+  any file lookup) derived from the media it references (for our stems, with their digest):
+  the same media always gets the same real, non-empty SMPTE UMID, across clips and across
+  runs, and a stem's new sound a new one.
 - Every clip and media range is stated at the edit rate (the writer refuses mixed rates);
   a media range that does not hold its clip's range is widened to.
 - Our audio stems are described as 48 kHz / 24-bit PCM with their channel count.
@@ -96,9 +97,16 @@ def mob_id(key: str) -> str:
 
 
 def _media_key(clip: otio.schema.Clip, kind: str) -> str:
+    """What a clip's MobID is derived from: its media's URL (else its names) and, for a stem
+    whose digest the timeline carries, that digest — a re-conform after a retake writes new
+    sound under the same file name, and an AAF naming it with the old MobID would have Media
+    Composer or Pro Tools link the clip to the old sound they already hold."""
     ref = clip.media_reference
     url = getattr(ref, "target_url", None)
-    return f"{kind}|{url}" if url else f"{kind}|name|{clip.name}|{ref.name}"
+    key = f"{kind}|{url}" if url else f"{kind}|name|{clip.name}|{ref.name}"
+    ours = ref.metadata.get("foleyflow")
+    digest = ours.get("sha256") if hasattr(ours, "get") else None
+    return f"{key}|{digest}" if digest else key
 
 
 def _prepare_clip(clip: otio.schema.Clip, rate: float, kind: str) -> None:

@@ -53,6 +53,7 @@ class FoleyClip:
     media_path: str  # relative to the timeline file, e.g. "shots/SH010/SH010_foley_stereo.wav"
     channels: int = 2
     metadata: Mapping[str, Any] = field(default_factory=dict)  # into metadata["foleyflow"]
+    sha256: str | None = None  # the stem file's: a retake's new sound gets a new AAF MobID
 
 
 def _rt(frames: float, rate: float) -> otio.opentime.RationalTime:
@@ -63,7 +64,8 @@ def _foley_clip(fc: FoleyClip, rate: float) -> otio.schema.Clip:
     frames = otio.opentime.TimeRange(_rt(0, rate), _rt(fc.duration_frames, rate))
     ref = otio.schema.ExternalReference(target_url=fc.media_path, available_range=frames)
     ref.name = Path(fc.media_path).name
-    ref.metadata["foleyflow"] = {"channels": fc.channels, "samplerate": 48000, "bit_depth": 24}
+    ref.metadata["foleyflow"] = {"channels": fc.channels, "samplerate": 48000, "bit_depth": 24,
+                                 **({"sha256": fc.sha256} if fc.sha256 else {})}
     clip = otio.schema.Clip(name=f"{fc.shot} Foley", media_reference=ref, source_range=frames)
     clip.metadata["foleyflow"] = {**dict(fc.metadata), "shot": fc.shot, "channels": fc.channels}
     return clip

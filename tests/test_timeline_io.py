@@ -137,6 +137,26 @@ def test_aaf_carries_stable_mob_ids_and_24bit_stereo_stems(tmp_path: Path) -> No
     assert all(mob_id.int != 0 for mob_id in [aaf2.mobid.MobID(u) for u in ids[0]])
 
 
+def test_a_stems_new_sound_gets_a_new_mob_id(tmp_path: Path) -> None:
+    """A re-conform after a retake writes the shot's new sound under the same file name; its
+    AAF clip must not carry the MobID of the sound an editor's bin already holds (it would
+    link to the old one). The other shots' stems, unchanged, keep theirs."""
+    import dataclasses
+
+    timeline, reel = _cut(tmp_path, 24, 86400)
+    first = [dataclasses.replace(c, sha256=f"{i:064x}")
+             for i, c in enumerate(_foley(tmp_path, reel))]
+    retake = [dataclasses.replace(first[0], sha256="f" * 64), *first[1:]]
+    ids = []
+    for name, clips in (("first.aaf", first), ("retake.aaf", retake)):
+        write_timeline(add_foley_track(timeline, clips, rate_num=24, rate_den=1), tmp_path / name)
+        with aaf2.open(str(tmp_path / name), "r") as f:
+            ids.append({m.name: str(m.mob_id) for m in f.content.mastermobs()})
+    assert ids[0].keys() == ids[1].keys()
+    changed = {n for n in ids[0] if ids[0][n] != ids[1][n]}
+    assert changed == {f"{first[0].shot} Foley"}, changed
+
+
 def test_edl_is_picture_only_flattened_with_fcm(tmp_path: Path) -> None:
     timeline, _ = _cut(tmp_path, NTSC, 107892, drop=True, camera_tc=False)
     out = tmp_path / "reel.edl"
