@@ -64,7 +64,7 @@ def generate_foley(
     env["prompt"] = prompt
     with runtime.db().session() as s:
         sounds = api.library_sounds(s, library)
-        oneshots, textures = choose_sounds(sounds, prompt, env)
+        oneshots, textures = choose_sounds(sounds, prompt, env, library=library)
         load = [(r.rel_path, runtime.store().local_path(r.artifact.ref())) for r in oneshots + textures]
     samples = [load_sample(p, n) for n, p in load]
     mono = sampler.render_shot(env, samples[: len(oneshots)], samples[len(oneshots):], sr=SR, seed=seed)

@@ -56,10 +56,12 @@ def main_kind(env: dict[str, Any]) -> str:
 
 
 def choose_sounds(
-    sounds: list[Any], hint: str | None, env: dict[str, Any]
+    sounds: list[Any], hint: str | None, env: dict[str, Any], *, library: str | None = None
 ) -> tuple[list[Any], list[Any]]:
     """One-shot candidates and textures for a shot, best first. A library category chosen in
-    review (`env["category"]`) restricts the one-shots to that category."""
+    review (`env["category"]`) restricts the one-shots to that category. A ValueError when
+    nothing in the library matches an envelope that sounds (no one-shot and no texture: the
+    stem would be digital silence)."""
     if env.get("category"):
         chosen = [snd for snd in sounds if snd.category == env["category"]]
         if not chosen:
@@ -68,6 +70,15 @@ def choose_sounds(
     kind = main_kind(env)
     oneshots = library_match.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
     textures = library_match.match_texture(sounds, hint, kind)[:1]
+    sounding = env["events"] or any(float(v) > 0 for v in env.get("curve", []))
+    if sounding and not oneshots and not textures:
+        where = f"sound library {library!r}" if library else "the sound library"
+        sought = f"{hint!r} ({kind})" if hint else f"its {kind} events" if env["events"] \
+            else f"a sustained {kind}"
+        raise ValueError(
+            f"nothing in {where} matches {sought}, so the shot would be silent: index "
+            "recordings of it (`foley library index DIR --name NAME`, then --library NAME), "
+            "or choose one of the library's categories for the shot in review")
     return oneshots, textures
 
 
@@ -90,7 +101,8 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
                 f"--name {library}`"
             )
         env = load_envelope(env_ref)
-        oneshots, textures = choose_sounds(sounds, sound_hint(env, hint), env)
+        oneshots, textures = choose_sounds(sounds, sound_hint(env, hint), env,
+                                          library=library)
         inputs = {"envelope": env_ref}
         inputs |= {f"oneshot-{i}": r.artifact.ref() for i, r in enumerate(oneshots)}
         inputs |= {f"texture-{i}": r.artifact.ref() for i, r in enumerate(textures)}
@@ -210,7 +222,8 @@ def preview(shot_id: int, env: dict[str, Any], *, library: str, seed: int = 0,
             sounds = api.library_sounds(s, library)
             if not sounds:
                 raise ValueError(f"sound library {library!r} is empty")
-            oneshots, textures = choose_sounds(sounds, sound_hint(env, shot.foley_hint), env)
+            oneshots, textures = choose_sounds(sounds, sound_hint(env, shot.foley_hint), env,
+                                              library=library)
             refs = [(r.artifact.ref(), r.rel_path) for r in oneshots + textures]
             n_one = len(oneshots)
     if backend == "diffusion":

@@ -220,3 +220,23 @@ def test_loud_pileup_stays_under_full_scale(kit: list) -> None:
     limited = soft_limit(hot, SR)
     assert np.max(np.abs(limited)) <= 10 ** (-1 / 20) + 1e-6
     assert np.max(np.abs(np.diff(limited))) < 0.2  # a smooth gain, not a hard clip
+
+
+def test_a_library_with_nothing_for_the_shot_fails_it_rather_than_deliver_silence(
+        kit: list) -> None:
+    """A studio library without the shot's sound (footsteps on gravel, a library of whooshes):
+    the shot fails, naming the library and what was sought; a silent envelope needs nothing,
+    and a texture alone carries a scrape (`test_texture_only_when_no_oneshots_match`)."""
+    from tasks.synth import choose_sounds
+
+    whooshes = [s for s in kit if s.category == "whooshes"]
+    assert whooshes
+    steps = _envelope(2.0, _steps([0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"nothing in sound library 'air' matches 'footsteps "
+                                         r"gravel' \(step\), so the shot would be silent"):
+        choose_sounds(whooshes, "footsteps gravel", steps, library="air")
+    assert choose_sounds(whooshes, "footsteps gravel", _envelope(2.0, []), library="air") \
+        == ([], [])
+    scrape = _envelope(2.0, _steps([0.5], kind="scrape"), np.full(200, 0.02))
+    oneshots, textures = choose_sounds([s for s in kit if s.kind == "texture"], "scrape", scrape)
+    assert not oneshots and textures
