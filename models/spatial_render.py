@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import istft, stft
 
 from models import hrtf, spatial
@@ -154,7 +154,8 @@ def split_layers(mono: np.ndarray, shares: np.ndarray, sr: int) -> list[np.ndarr
 
 
 def render(mono: np.ndarray, paths: list[SourcePath], sr: int, settings: SpatialSettings) -> dict[str, np.ndarray]:
-    """Every stem of the shot: mono (placed), foa (delivery format), stereo, 51, binaural."""
+    """Every stem of the shot: mono (placed), foa (delivery format), stereo, 51, binaural,
+    each kept under −1 dBFS (`limit_linked`)."""
     heard = [p for p in paths if np.any(p.share > 1e-4)] or paths[:1]
     placed = np.zeros(len(mono), np.float64)
     ambix = np.zeros((len(mono), 4), np.float64)
@@ -166,13 +167,39 @@ def render(mono: np.ndarray, paths: list[SourcePath], sr: int, settings: Spatial
     if settings.reverb_db is not None:
         ir = spatial.room_response(sr, settings.rt60_s)
         ambix = ambix + spatial.reverb_send(placed, ir, settings.reverb_db)
-    return {
+    stems = {
         "mono": placed,
         "foa": spatial.to_format(ambix, settings.fmt).astype(np.float32),
         "stereo": spatial.decode_stereo(ambix),
         "51": spatial.decode_51(ambix),
         "binaural": hrtf.decode_binaural(ambix, sr),
     }
+    return {kind: limit_linked(audio, sr) for kind, audio in stems.items()}
+
+
+CEILING_DB = -1.0  # the synthesized stem's own ceiling (`models.sampler.CEILING_DB`)
+
+
+def limit_linked(audio: np.ndarray, sr: int, ceiling_db: float = CEILING_DB) -> np.ndarray:
+    """`audio` (n,) or (n, channels) kept under `ceiling_db` by a look-ahead peak limiter whose
+    one gain (5 ms, as `models.sampler.soft_limit`) follows the loudest channel, so the image
+    holds; untouched where it stays under. The decodes raise a source to one side over the
+    mono stem — the stereo pair up to +3 dB, 5.1 +4 dB, binaural's head shadow up to +6 dB —
+    and a stem limited at −1 dBFS would otherwise clip there."""
+    ceiling = 10 ** (ceiling_db / 20)
+    level = np.abs(audio.astype(np.float64))
+    if level.ndim == 2:
+        level = level.max(axis=1) if level.shape[1] else np.zeros(len(level))
+    need = np.minimum(1.0, ceiling / np.maximum(level, 1e-30))
+    if not len(need) or need.min() >= 1.0:
+        return audio
+    half = max(1, int(0.005 * sr))
+    # min over ±half then a box of ±half/2: every smoothed value at n is <= need[n]
+    gain = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
+    gain = uniform_filter1d(gain, size=half | 1, mode="nearest")
+    if audio.ndim == 2:
+        gain = gain[:, None]
+    return np.clip(audio * gain, -ceiling, ceiling).astype(np.float32)
 
 
 def position_report(sources: SourceScene, camera: spatial.Camera, override: dict[str, float],

@@ -147,3 +147,30 @@ def test_a_moving_source_has_no_zipper_noise() -> None:
     spec = np.abs(np.fft.rfft(y)) ** 2
     f = np.fft.rfftfreq(len(y), 1 / SR)
     assert spec[(f > 1500)].sum() / spec.sum() < 1e-6
+
+
+@pytest.mark.parametrize("az_deg", [90.0, -90.0, 60.0])
+def test_no_format_clips_a_source_to_one_side(az_deg: float) -> None:
+    """The sampler's stem peaks at −1 dBFS; the stereo decode raises a source at the side by
+    3 dB, 5.1 and binaural more. Every stem stays under −1 dBFS, with its image (the louder
+    side stays louder) and untouched where it was under already."""
+    from models.spatial_render import CEILING_DB, SourcePath, SpatialSettings, render
+
+    sr = 48000
+    t = np.arange(sr) / sr
+    mono = (np.sin(2 * np.pi * 440 * t) * np.exp(-4 * t)).astype(np.float32)
+    mono *= 10 ** (CEILING_DB / 20) / np.abs(mono).max()
+    mono[sr // 2:] *= 0.05  # a quiet second half no limiter should touch
+    n = len(mono)
+    path = SourcePath(np.full(n, math.radians(az_deg)), np.zeros(n), np.full(n, 1.0), np.ones(n))
+    stems = render(mono, [path], sr, SpatialSettings(reverb_db=None))
+    ceiling = 10 ** (CEILING_DB / 20) + 1e-6
+    raw = spatial.decode_stereo(spatial.encode_foa(spatial.place(mono, path.distance, sr),
+                                                   path.azimuth, path.elevation))
+    assert np.abs(raw).max() > ceiling  # the decode alone would go over
+    for kind, audio in stems.items():
+        assert np.abs(audio).max() <= ceiling, (kind, 20 * np.log10(np.abs(audio).max()))
+    left, right = np.abs(stems["stereo"]).max(axis=0)
+    assert (left > 2 * right) if az_deg > 0 else (right > 2 * left)
+    quiet = slice(sr // 2 + sr // 10, None)
+    assert np.allclose(stems["stereo"][quiet], raw[quiet], atol=1e-6)
