@@ -12,8 +12,14 @@ mixes to mono, resamples to the project rate and prepares it for the sampler:
   so leading/trailing silence and decays do not dilute it) is set to TARGET_LOUDNESS_DB,
   unless that would put a peak above PEAK_CEILING_DB, in which case the gain stops there.
 Processed files are float WAVs named from the source's sha256 (plus kind, rate and processing
-version): re-indexing reuses them and yields identical results. A file that cannot be decoded
-is skipped and listed in a warning; the index goes on.
+version): re-indexing reuses them and yields identical results. A file that cannot be decoded,
+holds NaN or infinity, holds only silence, or fails to prepare for any other reason is skipped
+and listed, with the reason, in a warning (and in library.json's "skipped"); the index goes on.
+An outage of the artifact store or the database is not a bad file: it stops the index.
+
+catalog.csv (optional) gives category / material / action / caption per path; a row may stop
+early (a spreadsheet export drops empty trailing cells) and an empty cell is filled from the
+path's guess (`caption_from_path`), as is every field of a file the catalog does not list.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -33,7 +41,8 @@ import soundfile as sf
 
 from models.audio_env import attack_start, rms_envelope
 from models.sampler import Sample
-from tasks.store import atomic_write
+from tasks.stage import one_line
+from tasks.store import StoreError, atomic_write
 from tasks.wavfloat import write_float_wav
 
 log = logging.getLogger(__name__)
@@ -72,7 +81,18 @@ class LibrarySound:
 
 
 class UnreadableAudio(Exception):
-    """The file could not be decoded (or holds only silence)."""
+    """The file could not be decoded, holds NaN or infinity, or holds only silence."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The artifact store or the database failed (not the file): the index must stop. The
+    database's error types are looked up only if their modules are loaded: an exception of a
+    class whose module was never imported cannot have been raised."""
+    if isinstance(exc, StoreError):
+        return True
+    engine, sa_exc = sys.modules.get("db.engine"), sys.modules.get("sqlalchemy.exc")
+    return (engine is not None and isinstance(exc, engine.DatabaseUnavailable)) or \
+        (sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError))
 
 
 # ---------------------------------------------------------------- decoding and processing
@@ -91,9 +111,14 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
                 audio, sr = librosa.load(path, sr=None, mono=False)
             audio = np.atleast_2d(audio).T
         except Exception as second:  # noqa: BLE001
-            raise UnreadableAudio(f"{first}; librosa: {second}") from second
+            raise UnreadableAudio(f"{one_line(first)}; librosa: {one_line(second)}") from second
     if audio.size == 0:
         raise UnreadableAudio("no samples")
+    bad = ~np.isfinite(audio)
+    if bad.any():  # a float file can hold them; every measure downstream would be NaN
+        first_bad = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise UnreadableAudio(f"holds NaN or infinity: {int(bad.sum())} sample(s), the first "
+                              f"at {first_bad / sr:.3f} s")
     return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
 
 
@@ -172,14 +197,25 @@ def active_loudness_db(x: np.ndarray, sr: int) -> float:
 
 
 def prepare(mono: np.ndarray, sr: int, kind: str) -> tuple[np.ndarray, dict]:
-    """Trim, fade and loudness-normalise one mono recording; returns audio and its figures."""
-    x = _trim_end(_trim_start(np.asarray(mono, dtype=np.float64), sr, kind), sr)
+    """Trim, fade and loudness-normalise one mono recording; returns audio and its figures.
+    UnreadableAudio when it holds NaN or infinity, only silence, or a level out of range."""
+    x = np.asarray(mono, dtype=np.float64)
+    if not np.isfinite(x).all():  # (`_decode` refuses them first; a caller's own reading may not)
+        raise UnreadableAudio("holds NaN or infinity")
+    x = _trim_end(_trim_start(x, sr, kind), sr)
     before = active_loudness_db(x, sr)
+    if before == float("-inf"):  # a silent texture (a silent one-shot has no attack: above)
+        raise UnreadableAudio("only silence" if not x.any() else
+                              "only silence, or sound too short to measure")
+    if not math.isfinite(before):
+        raise UnreadableAudio(f"its loudness cannot be measured ({before} dB)")
     gain_db = TARGET_LOUDNESS_DB - before
     peak_db = 20 * np.log10(max(float(np.abs(x).max()), 1e-12)) + gain_db
     if peak_db > PEAK_CEILING_DB:
         gain_db -= peak_db - PEAK_CEILING_DB
     out = (x * 10 ** (gain_db / 20)).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise UnreadableAudio(f"its level is out of range (gain {gain_db} dB)")
     figures = {"duration_s": len(out) / sr, "loudness_db": round(float(before + gain_db), 3),
                "source_loudness_db": round(float(before), 3), "gain_db": round(float(gain_db), 3),
                "attack_s": PREROLL_S if kind == "oneshot" else 0.0}
@@ -223,11 +259,24 @@ def decide_kind(meta: dict[str, str], duration_s: float) -> str:
 
 
 def _read_catalog(root: Path) -> dict[str, dict[str, str]]:
+    """Rows of root/catalog.csv by path. Missing trailing cells (csv gives None) read as "",
+    cells beyond the header are dropped, whitespace around a cell is stripped; a spreadsheet's
+    byte-order mark is not part of the first column's name."""
     path = root / "catalog.csv"
     if not path.exists():
         return {}
-    with open(path, newline="") as fh:
-        return {row["path"]: row for row in csv.DictReader(fh) if row.get("path")}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = ({k: (v or "").strip() for k, v in row.items()
+                 if isinstance(k, str) and not isinstance(v, list)}
+                for row in csv.DictReader(fh))
+        return {row["path"]: row for row in rows if row.get("path")}
+
+
+def _meta(rel: str, row: dict[str, str] | None) -> dict[str, str]:
+    """category / material / action / caption: the catalog row's, each empty one (or all, for a
+    file the catalog does not list) guessed from the path."""
+    guess = caption_from_path(rel)
+    return {k: ((row or {}).get(k) or "").strip() or guess[k] for k in guess}
 
 
 def _find_audio(root: Path, exclude: Path) -> list[Path]:
@@ -248,16 +297,14 @@ def _index_one(path: Path, rel: str, row: dict[str, str] | None, out_dir: Path,
                sr: int) -> LibrarySound:
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    meta = {k: (row or {}).get(k, "") for k in ("category", "material", "action", "caption")}
-    if not row:
-        meta = caption_from_path(rel)
+    meta = _meta(rel, row)
     audio, src_sr = _decode(path)
     kind = decide_kind({**meta, "path": rel}, len(audio) / src_sr)
     wav = out_dir / "audio" / f"{sha[:24]}-{kind}-{sr}-p{PROCESS_VERSION}.wav"
     sidecar = wav.with_suffix(".json")
-    if wav.exists() and sidecar.exists():
-        figures = json.loads(sidecar.read_text())
-    else:
+    figures = json.loads(sidecar.read_text()) if wav.exists() and sidecar.exists() else None
+    if figures is None or not all(math.isfinite(figures[k]) for k in ("duration_s", "loudness_db")):
+        # (an index before NaN-loudness files were refused may have left one: prepare it again)
         processed, figures = prepare(_to_mono_at(audio, src_sr, sr), sr, kind)
         wav.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(wav, lambda p: write_float_wav(p, processed, sr))
@@ -274,24 +321,32 @@ def index_library(root: Path, out_dir: Path, *, sr: int = 48000,
                   paths: Sequence[str] | None = None) -> list[LibrarySound]:
     """Index every recording under `root` (or only `paths`, relative to root) into `out_dir`.
 
-    Captions come from root/catalog.csv when it lists the file, else from the path. Writes
-    out_dir/library.json; returns the sounds sorted by path. Unreadable files are skipped.
+    Captions come from root/catalog.csv when it lists the file, else (and for its empty
+    cells) from the path. Writes out_dir/library.json; returns the sounds sorted by path. A file
+    that cannot be prepared (unreadable, NaN, silent, or any other error of its own) is skipped
+    and named with its reason in one warning; a store or database outage propagates.
     """
     root, out_dir = Path(root).resolve(), Path(out_dir).resolve()
     catalog = _read_catalog(root)
     files = sorted(root / p for p in paths) if paths is not None else _find_audio(root, out_dir)
     sounds: list[LibrarySound] = []
     skipped: list[str] = []
+    reasons: list[str] = []
     for path in files:
         rel = path.relative_to(root).as_posix()
         try:
             sounds.append(_index_one(path, rel, catalog.get(rel), out_dir, sr))
-        except (UnreadableAudio, OSError) as exc:
-            log.warning("library: skipping %s: %s", path, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the index ...
+            if _is_outage(exc):  # ... but the store or database being away does
+                raise
+            expected = isinstance(exc, (UnreadableAudio, OSError))
+            reason = one_line(exc) if expected else f"{type(exc).__name__}: {one_line(exc)}"
+            log.debug("library: skipping %s: %s", path, reason, exc_info=not expected)
             skipped.append(rel)
+            reasons.append(f"{rel} ({reason})")
     if skipped:
-        log.warning("library %s: skipped %d unreadable file(s): %s", root, len(skipped),
-                    ", ".join(skipped))
+        log.warning("library %s: skipped %d file(s), indexed without them: %s", root,
+                    len(skipped), "; ".join(reasons))
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"root": str(root), "samplerate": sr, "process_version": PROCESS_VERSION,
                 "sounds": [asdict(s) for s in sounds], "skipped": skipped}
