@@ -1,7 +1,8 @@
 """Lineage: the chain of task runs and artifacts behind any stored file (`foley provenance`).
 
 Walks PROV's wasGeneratedBy / used links backwards from an artifact, one completed run per
-artifact, depth-limited so a malformed cycle cannot recurse forever.
+artifact (the one of the shot the walk is in, where content is shared), depth-limited so a
+malformed cycle cannot recurse forever.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.schema import Activity, Artifact, Generation, Usage
+from db.schema import Activity, Artifact, Generation, Shot, Usage
 
 MAX_DEPTH = 50
 
@@ -26,21 +27,35 @@ class LineageNode:
     inputs: list[LineageNode]
 
 
-def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0) -> LineageNode | None:
-    """The chain of activities and artifacts that produced the artifact `sha256`."""
+def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0,
+            shot_id: int | None = None, activity_id: int | None = None) -> LineageNode | None:
+    """The chain of activities and artifacts that produced the artifact `sha256`.
+
+    Content is stored once, so an artifact can have several runs that wrote it: two shots'
+    silent stems are one file. The run followed is `activity_id`'s if it wrote the artifact
+    (a delivery's manifest names its conform run), else one of shot `shot_id`'s (the shot the
+    walk came through: a shot's chain stays that shot's), else the first. A reel-level run's
+    inputs named `<shot>/<kind>` (the conform's) continue as that shot's; and a file it wrote
+    under `shots/<shot>/` (a shot's delivered stem) follows only that shot's inputs and the
+    reel's own (the edit)."""
     art = s.scalar(select(Artifact).where(Artifact.sha256 == sha256))
     if art is None:
         return None
-    gen = s.execute(
-        select(Generation, Activity)
+    gens = s.execute(
+        select(Generation.role, Activity)
         .join(Activity, Activity.id == Generation.activity_id)
         .where(Generation.artifact_id == art.id, Activity.status == "completed")
         .order_by(Activity.id)
-        .limit(1)
-    ).first()
-    if gen is None or depth > MAX_DEPTH:
+    ).all()
+    if not gens or depth > MAX_DEPTH:
         return LineageNode(art.ref(), role, None, [])
-    _, act = gen
+    gen_role, act = next((g for g in gens if g[1].id == activity_id), None) \
+        or next((g for g in gens if shot_id is not None and g[1].shot_id == shot_id), None) \
+        or gens[0]
+    parts = gen_role.split("/")
+    only = parts[1] if act.shot_id is None and len(parts) > 2 and parts[0] == "shots" else None
+    shots = {} if act.reel_id is None else dict(s.execute(
+        select(Shot.name, Shot.id).where(Shot.reel_id == act.reel_id)).all())
     inputs = []
     for u_role, u_sha in s.execute(
         select(Usage.role, Artifact.sha256)
@@ -48,7 +63,11 @@ def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0) -> L
         .where(Usage.activity_id == act.id)
         .order_by(Usage.role)
     ):
-        node = lineage(s, u_sha, role=u_role, depth=depth + 1)
+        of_shot = u_role.split("/")[0] if "/" in u_role else None
+        if only is not None and of_shot is not None and of_shot != only:
+            continue
+        child_shot = act.shot_id if act.shot_id is not None else shots.get(of_shot or "")
+        node = lineage(s, u_sha, role=u_role, depth=depth + 1, shot_id=child_shot)
         if node is not None:
             inputs.append(node)
     info = {

@@ -264,13 +264,21 @@ def provenance(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print the chain from a file back to the edit and the media it came from."""
-    from flows.provenance import describe
+    from flows.provenance import ChangedFile, describe
 
     if not file.is_file():
         fail(f"{file} is not a file")
-    text = describe(file, as_json=as_json)
+    try:
+        text = describe(file, as_json=as_json)
+    except ChangedFile as exc:
+        fail(str(exc))
     if text is None:
-        fail(f"{file} is not known to the provenance database (no artifact has its content)", 1)
+        from db.api import redact_url
+        from tasks import runtime
+
+        fail(f"{file} is not known to the provenance database {redact_url(runtime.db().url)} "
+             "(no artifact has its content): foleyflow did not write it, or wrote it with "
+             "another database (FOLEY_DB_URL)")
     typer.echo(text)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from db import api
 from flows.settings import get_settings
@@ -11,11 +12,48 @@ from tasks import runtime
 from tasks.store import sha256_file
 
 
+class ChangedFile(ValueError):
+    """The file is listed by its delivery's manifest with other content (one line)."""
+
+
+def _delivery_of(path: Path) -> tuple[Path, dict[str, Any], str] | None:
+    """(manifest.json, its content, the file's path in it) of the delivery folder that lists
+    `path` — its own folder, or one or two above (`shots/<shot>/`); None if none does."""
+    p = path.resolve()
+    for folder in list(p.parents)[:3]:
+        man = folder / "manifest.json"
+        try:
+            doc = json.loads(man.read_text(encoding="utf-8"))
+            files = doc["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        rel = p.relative_to(folder).as_posix()
+        if isinstance(files, dict) and rel in files:
+            return man, doc, rel
+    return None
+
+
 def describe(path: Path, *, as_json: bool = False) -> str | None:
-    """The lineage of the file's content as an indented tree (or JSON); None if unknown."""
+    """The lineage of the file's content as an indented tree (or JSON); None if unknown.
+    A delivered file is followed through the conform run its manifest names; ChangedFile if
+    the manifest lists it with other content (edited or damaged since it was delivered)."""
     get_settings().configure_runtime()
+    sha = sha256_file(path)
+    found = _delivery_of(path)
+    role, activity_id = path.name, None
+    if found is not None:
+        man, doc, role = found
+        if doc["files"][role] != sha:
+            raise ChangedFile(
+                f"{path} was changed after it was delivered: {man} lists sha256 "
+                f"{str(doc['files'][role])[:16]}…, the file holds {sha[:16]}…; provenance "
+                "describes what was delivered — deliver again for a fresh copy (the same "
+                "`foley run … --out`)")
+        prov = doc.get("provenance")
+        activity_id = prov.get("conform_activity") if isinstance(prov, dict) else None
     with runtime.db().session() as s:
-        node = api.lineage(s, sha256_file(path), role=path.name)
+        node = api.lineage(s, sha, role=role,
+                           activity_id=activity_id if isinstance(activity_id, int) else None)
     if node is None:
         return None
     if as_json:

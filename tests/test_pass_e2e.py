@@ -228,6 +228,40 @@ def test_provenance_reaches_edit_and_media(reel: dict) -> None:
     assert any(u.endswith(".otio") for u in uris), "chain must reach the edit"
 
 
+def test_a_shots_stem_traces_to_its_own_picture(reel: dict, tmp_path: Path) -> None:
+    """Each delivered stem's chain reaches its own shot's media and no other's — SH030 and
+    SH050 are both silent, so their synthesized stems are one stored file, which the chain
+    used to follow to SH030's picture, and a shot's stem listed every shot's. A delivered file
+    changed since is named as such (exit 2)."""
+    m, out = reel["manifest"], reel["out"]
+
+    def media(path: Path) -> set[str]:
+        proc = foley("provenance", str(path), "--json", home=reel["home"], cwd=reel["root"])
+        assert proc.returncode == 0, proc.stderr
+        found: set[str] = set()
+
+        def walk(n: dict) -> None:
+            if n["artifact"]["uri"].endswith(".mp4") and "/store/" not in n["artifact"]["uri"]:
+                found.add(n["artifact"]["uri"].rsplit("/", 1)[-1])
+            for c in n["inputs"]:
+                walk(c)
+
+        walk(json.loads(proc.stdout))
+        return found
+
+    for sh in m["shots"]:
+        if sh["status"] == "delivered":
+            assert media(out / sh["stems"]["mono"]) == {f"{sh['clip']}.mp4"}, sh["name"]
+    copy = tmp_path / "delivery"
+    stem = m["shots"][0]["stems"]["stereo"]
+    (copy / stem).parent.mkdir(parents=True)
+    shutil.copy(out / "manifest.json", copy / "manifest.json")
+    (copy / stem).write_bytes((out / stem).read_bytes() + b"\0")
+    proc = foley("provenance", str(copy / stem), home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 2, proc.stderr
+    assert f"{copy / stem} was changed after it was delivered" in proc.stderr
+
+
 def test_bad_timeline_is_rejected_and_nothing_written(tmp_path: Path) -> None:
     bad = tmp_path / "broken edit.otio"
     bad.write_text('{"OTIO_SCHEMA": "Timeline.1", "tracks": ')
