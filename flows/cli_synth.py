@@ -14,6 +14,38 @@ from flows.cli_models import DEFAULT_SFX, SHIPPED, _fail
 
 DEFAULT_TRAIN_OUT = Path(".foley/train/synth")
 MAX_DURATION_S = 3600.0
+MAX_STEPS = 1000        # the sampler's steps; 16 is the default, past ~100 nothing changes
+MAX_GUIDANCE = 100.0    # 1-10 is the useful range; at ~1e30 the rendering overflows
+MAX_SEED = 2 ** 63 - 1
+MAX_THREADS = 256
+
+
+def _check_length(length: float, what: str) -> None:
+    """`length` seconds is something `foley generate` can render: finite, at least one sample
+    at 48 kHz (shorter is no audio at all) and at most MAX_DURATION_S."""
+    from models.audio_repr import SR
+
+    if not (math.isfinite(length) and 0 < length <= MAX_DURATION_S
+            and round(length * SR) >= 1):
+        _fail(f"{what} must lie in (0, {MAX_DURATION_S:g}] seconds, not {length:g} "
+              f"(and give at least one sample: 1/{SR} s)")
+
+
+def _check_options(steps: int, guidance: float, seed: int, threads: int,
+                   duration: float | None) -> None:
+    """Every numeric option of `foley generate` in its range (NaN and infinity are in none),
+    before anything is read or loaded."""
+    if not 1 <= steps <= MAX_STEPS:
+        _fail(f"--steps must lie in [1, {MAX_STEPS}], not {steps}")
+    if not (math.isfinite(guidance) and 0 < guidance <= MAX_GUIDANCE):
+        _fail(f"--guidance must be positive and at most {MAX_GUIDANCE:g} (1 = none), "
+              f"not {guidance:g}")
+    if not 0 <= seed <= MAX_SEED:
+        _fail(f"--seed must lie in [0, 2^63 - 1], not {seed}")
+    if not 1 <= threads <= MAX_THREADS:
+        _fail(f"--threads must lie in [1, {MAX_THREADS}], not {threads}")
+    if duration is not None:
+        _check_length(duration, "--duration")
 
 
 def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float, dict]:
@@ -26,13 +58,20 @@ def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, f
         _fail(f"--envelope {path}: no such file")
     try:
         env = read_envelope(path)
+    except OSError as exc:
+        _fail(f"--envelope {path}: cannot read it ({exc.strerror or exc})")
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        _fail(f"--envelope {path}: not an envelope JSON file ({exc}); "
+              "fix the envelope file (see docs/CONTRACTS.md)")
+    try:
         validate_envelope(env, where=str(path))
-    except (ValueError, json.JSONDecodeError) as exc:
+    except ValueError as exc:
         _fail(f"{exc}; fix the envelope file (see docs/CONTRACTS.md)")
     length = float(env["duration_s"])
     if duration is not None and not math.isclose(duration, length, abs_tol=1e-3):
         _fail(f"--duration {duration:g} s differs from the envelope's duration_s {length:g} s "
               f"in {path}: leave --duration out to follow the envelope")
+    _check_length(length, f"the envelope's duration_s in {path}")
     return envelope_control(env)[0], length, env
 
 
@@ -108,16 +147,13 @@ def generate(
     from models.envelope_follow import Follow
     from tasks.bwf import write_bwf
 
-    torch.set_num_threads(threads)
     if out.suffix.lower() not in (".wav", ".bwf"):
         _fail(f"--out {out}: write a .wav file")
-    if steps < 1 or guidance <= 0:
-        _fail("--steps must be at least 1 and --guidance positive")
+    _check_options(steps, guidance, seed, threads, duration)
+    torch.set_num_threads(threads)
     control, length, env = (None, duration if duration is not None else 4.0, None)
     if envelope is not None:
         control, length, env = _envelope_control(envelope, duration)
-    if not 0 < length <= MAX_DURATION_S:
-        _fail(f"--duration must lie in (0, {MAX_DURATION_S:g}] seconds, not {length:g}")
     need = ("vocoder", "base") + (("control",) if envelope else ()) + (("encoder",) if like else ())
     try:
         synth = synth_pipeline.load(checkpoints, preset, need=need)
@@ -137,6 +173,9 @@ def generate(
                               "guidance": guidance, "seed": seed, "model": synth.version[:16],
                               "follow": bool(env is not None and follow)})
     audio = synth_pipeline.finish(audio, env, Follow() if follow else None)
+    if not np.isfinite(audio).all():
+        _fail(f"the rendering holds NaN or infinity (the checkpoints in {checkpoints} give "
+              "no usable audio with these settings); nothing was written")
     write_bwf(out, audio, SR, time_reference=0, description=description[:256])
     typer.echo(str(out))
 
@@ -236,8 +275,10 @@ def eval_synth(
         _fail(f"{sfx} has no catalog.csv: point --sfx at the folder the model was trained on")
     if split not in ("heldout", "val"):
         _fail(f"--split must be heldout or val, not {split!r}")
-    if scenes < 2 or steps < 1 or guidance <= 0:
+    if scenes < 2 or steps < 1 or not (math.isfinite(guidance) and guidance > 0):
         _fail("--scenes must be at least 2, --steps at least 1 and --guidance positive")
+    if threads < 1:
+        _fail(f"--threads must be at least 1, not {threads}")
     torch.set_num_threads(threads)
     with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                   console=Console(stderr=True), transient=True) as progress:

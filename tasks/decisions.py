@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,11 @@ from tasks.stage import code_version
 from tasks.store import ArtifactRef
 
 VERSION_ATTEMPTS = 5
+# Events an envelope may hold per second of shot: 25 ms apart, denser than any Foley
+# performance (a drum roll is 15–20 a second). The sampler keeps each event's sound while it
+# levels and chokes the shot (about 1 MB each), so without a bound one edit could take the
+# review app's memory.
+MAX_EVENTS_PER_S = 40
 CONTENT_KEYS = ("shot", "rate_hz", "duration_s", "curve", "events", "prompt")
 
 
@@ -59,20 +66,99 @@ def load_envelope(ref: ArtifactRef) -> dict[str, Any]:
     return read_envelope(runtime.store().local_path(ref))
 
 
-def validate_envelope(env: dict[str, Any], *, where: str) -> None:
-    """Raise ValueError naming the field if `env` does not follow the envelope contract."""
+def _kind_of(value: Any) -> str:
+    """How a JSON value that is not what was asked for is named in a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        return f"text {value[:20]!r}" + ("…" if len(value) > 20 else "")
+    return repr(value)[:40]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _finite_number(value: Any, what: str, where: str) -> float:
+    """`value` as a float; ValueError naming `what` if it is not a finite number (JSON's
+    true / false are not numbers; NaN / Infinity are not finite)."""
+    if not _is_number(value):
+        raise ValueError(f"{where}: {what} must be a number, got {_kind_of(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(f"{where}: {what} is too large a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: {what} is {value}: every number must be finite")
+    return number
+
+
+def _check_shape(env: Any, where: str) -> None:
+    """The envelope's fields are of the contract's types, each number finite (before any
+    range check compares them)."""
+    if not isinstance(env, dict):
+        raise ValueError(f"{where}: an envelope must be a JSON object, got {_kind_of(env)}")
     for key in ("rate_hz", "duration_s", "curve", "events"):
         if key not in env:
             raise ValueError(f"{where}: envelope has no {key!r}")
-    n = round(env["duration_s"] * env["rate_hz"])
-    if len(env["curve"]) != n:
-        raise ValueError(f"{where}: curve has {len(env['curve'])} samples, expected {n}")
-    if any(not (0.0 <= v <= 1.0) for v in env["curve"]):
-        raise ValueError(f"{where}: curve values must lie in [0, 1]")
-    for i, ev in enumerate(env["events"]):
+    for key in ("rate_hz", "duration_s"):
+        if _finite_number(env[key], key, where) <= 0:
+            raise ValueError(f"{where}: {key} must be positive, got {env[key]}")
+    curve = env["curve"]
+    if not isinstance(curve, (list, tuple)):
+        raise ValueError(f"{where}: curve must be a list of numbers, got {_kind_of(curve)}")
+    for i, v in enumerate(curve):
+        _finite_number(v, f"curve sample {i}", where)
+    events = env["events"]
+    if not isinstance(events, (list, tuple)):
+        raise ValueError(f"{where}: events must be a list of event objects ([] for none), "
+                         f"got {_kind_of(events)}")
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            raise ValueError(f"{where}: event {i} must be an object with t, strength, x, y, "
+                             f"kind, got {_kind_of(ev)}")
         for key in ("t", "strength", "x", "y", "kind"):
             if key not in ev:
                 raise ValueError(f"{where}: event {i} has no {key!r}")
+        for key in ("t", "strength", "x", "y"):
+            _finite_number(ev[key], f"event {i} {key}", where)
+        if not isinstance(ev["kind"], str):
+            raise ValueError(f"{where}: event {i} kind must be text, got {_kind_of(ev['kind'])}")
+        if ev.get("confidence") is not None:
+            _finite_number(ev["confidence"], f"event {i} confidence", where)
+    for key in ("prompt", "category"):
+        if env.get(key) is not None and not isinstance(env[key], str):
+            raise ValueError(f"{where}: {key} must be text or null")
+    if env.get("doubt") is not None:
+        _finite_number(env["doubt"], "doubt", where)
+
+
+def validate_envelope(env: dict[str, Any], *, where: str) -> None:
+    """Raise ValueError naming the field and what is wrong with it if `env` does not follow
+    the envelope contract (docs/CONTRACTS.md), whatever its shape: the types first (an
+    object; rate_hz and duration_s positive numbers; curve a list of numbers; events a list of
+    objects with numeric t, strength, x, y, text kind, confidence a number or absent; every
+    number finite), then the ranges."""
+    _check_shape(env, where)
+    samples = env["duration_s"] * env["rate_hz"]
+    n = round(samples) if math.isfinite(samples) else None
+    if len(env["curve"]) != n:
+        raise ValueError(f"{where}: curve has {len(env['curve'])} samples, expected "
+                         f"{n if n is not None else samples}")
+    for i, v in enumerate(env["curve"]):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{where}: curve values must lie in [0, 1] (sample {i} is {v})")
+    most = max(MAX_EVENTS_PER_S, math.ceil(MAX_EVENTS_PER_S * env["duration_s"]))
+    if len(env["events"]) > most:
+        raise ValueError(f"{where}: {len(env['events'])} events in {env['duration_s']:g} s; at "
+                         f"most {MAX_EVENTS_PER_S} a second ({most} in this shot)")
+    for i, ev in enumerate(env["events"]):
         if not 0.0 <= ev["t"] <= env["duration_s"]:
             raise ValueError(f"{where}: event {i} at t={ev['t']} lies outside the shot")
         if not 0.0 <= ev["strength"] <= 1.0:
@@ -80,9 +166,10 @@ def validate_envelope(env: dict[str, Any], *, where: str) -> None:
         for key in ("x", "y"):
             if not 0.0 <= ev[key] <= 1.0:
                 raise ValueError(f"{where}: event {i} {key}={ev[key]} outside [0, 1]")
-    for key in ("prompt", "category"):
-        if env.get(key) is not None and not isinstance(env[key], str):
-            raise ValueError(f"{where}: {key} must be text or null")
+        if ev.get("confidence") is not None and not 0.0 <= ev["confidence"] <= 1.0:
+            raise ValueError(f"{where}: event {i} confidence {ev['confidence']} outside [0, 1]")
+    if env.get("doubt") is not None and not 0.0 <= env["doubt"] <= 1.0:
+        raise ValueError(f"{where}: doubt {env['doubt']} outside [0, 1]")
     validate_override(env.get("position"), where=where)
 
 
