@@ -216,6 +216,18 @@ def train_synth(
         _fail(f"--preset must be tiny or base, not {preset!r}")
     if not (sfx / "catalog.csv").is_file():
         _fail(f"{sfx} has no catalog.csv: point --sfx at a folder of recordings with a catalog")
+    for name, value in (("--steps", steps), ("--batch-size", batch_size),
+                        ("--eval-every", eval_every)):
+        if value is not None and value < 1:
+            _fail(f"{name} must be at least 1, not {value}")
+    if lr is not None and not (math.isfinite(lr) and 0 < lr < 1):
+        _fail(f"--lr must lie in (0, 1), not {lr:g}")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        _fail(f"--max-minutes must be a positive number of minutes, not {max_minutes:g}")
+    if not 0 <= seed <= MAX_SEED:
+        _fail(f"--seed must lie in [0, 2^63 - 1], not {seed}")
+    if not 1 <= threads <= MAX_THREADS:
+        _fail(f"--threads must lie in [1, {MAX_THREADS}], not {threads}")
     _prefect_defaults()
     from flows.train_synth import train_synth_flow
 

@@ -355,3 +355,24 @@ def test_an_envelope_may_not_hold_more_events_than_a_performance() -> None:
     with pytest.raises(ValueError, match=rf"^{WHERE}: {MAX_EVENTS_PER_S + 1} events in 1 s; at "
                                          rf"most {MAX_EVENTS_PER_S} a second"):
         validate_envelope(env, where=WHERE)
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--lr", "nan", "--lr must lie in (0, 1), not nan"),
+    ("--lr", "0", "--lr must lie in (0, 1), not 0"),
+    ("--max-minutes", "nan", "--max-minutes must be a positive number of minutes, not nan"),
+    ("--batch-size", "0", "--batch-size must be at least 1, not 0"),
+    ("--eval-every", "0", "--eval-every must be at least 1, not 0"),
+    ("--steps", "-5", "--steps must be at least 1, not -5"),
+    ("--threads", "0", "--threads must lie in [1, 256], not 0"),
+])
+def test_foley_train_synth_refuses_an_option_out_of_range(tmp_path: Path, option: str,
+                                                         value: str, says: str) -> None:
+    """Refused before a flow starts or anything is written."""
+    from flows.cli import app
+
+    res = CliRunner().invoke(app, ["train", "synth", "--out", str(tmp_path / "run"), option,
+                                   value])
+    assert res.exit_code == 2, res.output
+    assert says in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()
