@@ -8,12 +8,20 @@ Each pass also reports its *provenance and storage overhead* (`overhead`): the t
 stages spent in database transactions and artifact store I/O (hashing, copies, uploads,
 downloads) — `tasks.stage.OVERHEAD` — per shot and as a share of the pass (goal: < 5 %).
 `pass_overhead` measures it for one pass wherever the settings point (embedded or studio).
+
+Without PREFECT_API_URL the passes talk to Prefect's temporary server, a child process it
+stops when this one exits. The server records the task runs from the state events the passes
+send it, one database write each, and it lags behind the passes on a busy machine; stopped
+with events still queued it logs a traceback for each one it was writing ("Error flushing 1
+events", CancelledError) and loses them. `settle_prefect` waits for it to catch up first.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +77,48 @@ def pass_overhead(timeline: str | Path, out: str | Path,
     return report, overhead_figures(OVERHEAD.snapshot(), report.flow_seconds, names)
 
 
+def settle_prefect(since: dt.datetime, *, timeout: float = 60.0, quiet: float = 0.5,
+                   ours: bool = False) -> bool:
+    """Wait until Prefect's temporary server has recorded every task run of the flow runs
+    started since `since`: the events still queued in this process sent, then every such task
+    run in a final state and none appearing or changing for `quiet` seconds. True once settled
+    (at once with a server at PREFECT_API_URL, which outlives this process, unless `ours`: this
+    process stops that one too); False, with a warning on stderr, after `timeout` seconds (its
+    shutdown may then log what it was still writing)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+    from prefect.client.schemas.objects import TERMINAL_STATES
+    from prefect.client.schemas.sorting import TaskRunSort
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() and not ours:
+        return True
+    deadline = time.monotonic() + timeout
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)
+    runs = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
+    last: dict[Any, Any] | None = None
+    with get_client(sync_client=True) as client:
+        while True:
+            seen: dict[Any, Any] = {}
+            while True:  # every page (the API returns 200 at most)
+                page = client.read_task_runs(flow_run_filter=runs, limit=200, offset=len(seen),
+                                             sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+                seen.update((r.id, r.state_type) for r in page)
+                if len(page) < 200:
+                    break
+            if seen == last and all(t in TERMINAL_STATES for t in seen.values()):
+                return True
+            if time.monotonic() > deadline:
+                busy = sum(t not in TERMINAL_STATES for t in seen.values())
+                print(f"warning: Prefect's temporary server was still recording task runs "
+                      f"after {timeout:g} s ({busy} of {len(seen)} not final); stopping it may "
+                      "log what it was writing", file=sys.stderr)
+                return False
+            last = seen
+            time.sleep(quiet)
+
+
 def decode_reference(timeline: Path) -> tuple[Any, float]:
     """The edit's reel spec and the benchmarks' reference: seconds for ffmpeg to decode every
     source the edit uses, once each, to null."""
@@ -93,6 +143,7 @@ def run_bench(work: Path) -> dict[str, Any]:
     studio = bool(settings.db_url) or settings.resolved_store_url().startswith("s3://")
 
     runs = {}
+    since = dt.datetime.now(dt.timezone.utc)
     for label in ("cold", "warm"):
         t0 = time.perf_counter()
         report, overhead = pass_overhead(timeline, work / "delivery", approve="auto")
@@ -103,6 +154,7 @@ def run_bench(work: Path) -> dict[str, Any]:
                        "provenance_storage_overhead": overhead}
     plots.plot_stage_times(runs["cold"]["stages_s"], work / "stage_times.png",
                            title=f"foley pass, demo reel ({len(spec.shots)} shots), cold")
+    settle_prefect(since)  # before the server is stopped at exit (module docstring)
     cold = runs["cold"]["provenance_storage_overhead"]
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",

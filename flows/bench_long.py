@@ -17,6 +17,7 @@ memory grows with the reel's length (it should not).
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -135,12 +136,20 @@ def run_long_bench(work: Path, *, minutes: float = 20.0, workers: tuple[int, ...
                    reference_minutes: float = 2.0) -> dict[str, Any]:
     """Generate the reels (kept between runs) and measure every configuration, all passes
     talking to one Prefect server started here (unless PREFECT_API_URL names one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.bench import settle_prefect
     from flows.cli_serve import prefect_server
 
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    ours = not PREFECT_API_URL.value()  # else prefect_server uses the studio's, left running
+    since = dt.datetime.now(dt.timezone.utc)
     with prefect_server(work, _free_port()):  # one API for every pass, started once
-        return _run_long_bench(work, minutes, workers, reference_minutes)
+        out = _run_long_bench(work, minutes, workers, reference_minutes)
+        if ours:  # it stops the server: first let it record the passes' last task runs
+            settle_prefect(since, ours=True)
+        return out
 
 
 def _free_port() -> int:

@@ -137,8 +137,10 @@ def run(
 ) -> None:
     """Run the Foley pass on an edit and write the delivery folder.
 
-    Example: `foley run reel1.otio --out delivery/reel1`. Shots whose media is missing or
-    unreadable are listed and skipped; the rest of the reel delivers (exit code 1).
+    Example: `foley run reel1.otio --out delivery/reel1`. A shot whose media is missing (or
+    has no picture, or is retimed) is listed as skipped, one whose media cannot be decoded or
+    whose work fails (no sound in the library for it, say) as failed, each with its reason; the
+    rest of the reel delivers (exit code 1).
     """
     from tasks.ingest import TimelineError, read_timeline
     from tasks.spatial import reel_spatial_params

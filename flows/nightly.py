@@ -10,12 +10,16 @@ away) is taken again by the next run. One bad reel never sinks the night: the ot
 run.
 
 It ends with the **morning summary**: a Prefect markdown artifact (`foley-nightly-summary`) —
-per reel the shots, how many are delivered (approved), wait for review, failed or were skipped,
-its picture length and the time the pass took, with links to the review app (FOLEY_REVIEW_URL),
-and the shots whose new prediction went over a person's work (an edit, or a supervisor's
-decision: the pass's `note`), which a supervisor re-reviews first — and, if FOLEY_WEBHOOK_URL is
-set, the same as JSON POSTed there (a Slack / Teams / Mattermost incoming webhook reads its
-`text`). A webhook that fails is logged, never fails the run.
+how many reels were passed, rejected (an edit that cannot be read), failed (taken again next
+run), unchanged and still arriving; per reel passed the shots, how many are delivered
+(approved), wait for review, failed or were skipped, its picture length and the time the pass
+took, with links to the review app (FOLEY_REVIEW_URL); under "Needs attention" the rejected
+edits and failed passes, and every shot not delivered (failed or skipped: reel, shot, record
+in, status, the pass's reason; NOT_DELIVERED_PER_REEL a reel, then how many more); and the
+shots whose new prediction went over a person's work (an edit, or a supervisor's decision: the
+pass's `note`), which a supervisor re-reviews first — and, if FOLEY_WEBHOOK_URL is set, the same
+as JSON POSTed there (a Slack / Teams / Mattermost incoming webhook reads its `text`). A webhook
+that fails is logged, never fails the run. The run's log names the same shots.
 """
 from __future__ import annotations
 
@@ -44,6 +48,12 @@ from tasks.ingest import TimelineError
 SUMMARY_KEY = "foley-nightly-summary"
 SHOT_STATES = ("delivered", "pending_review", "retake_requested", "omitted", "failed", "skipped")
 NOTES_PER_REEL = 10  # the summary lists this many shots over a person's work per reel
+# Shots the pass did not deliver and no review will: the pass's own statuses (`foley_pass`):
+# `failed` — a stage could not work the shot (its media cannot be decoded, …: the reason says);
+# `skipped` — the edit gives it nothing to work on (media missing or without picture, a retime…)
+NOT_DELIVERED = ("failed", "skipped")
+NOT_DELIVERED_PER_REEL = 20  # the summary lists this many of them per reel, then how many more
+REASON_CHARS = 300  # a reason longer than this is cut in the summary's text (whole in the JSON)
 
 
 @dataclass
@@ -61,6 +71,9 @@ class ReelOutcome:
     error: str | None = None
     # new predictions over a person's work: {"shot", "record_in", "note"} (`ShotState.note`)
     superseded: list[dict[str, str]] = field(default_factory=list)
+    # the shots not delivered (NOT_DELIVERED), in edit order: {"shot", "record_in", "status",
+    # "reason"} as the reel's manifest has them
+    not_delivered: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +85,16 @@ class NightlyReport:
     unchanged: int = 0  # versions processed before (or being processed by another run)
     settling: list[tuple[str, float]] = field(default_factory=list)
     webhook: str | None = None
+    # of `unchanged`: edits rejected on an earlier night and still unreadable, (path, reason)
+    still_rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def reel_counts(self) -> dict[str, int]:
+        """Tonight's reel versions by what became of them: passed, rejected, failed,
+        unchanged (`still_rejected` among them) and still arriving."""
+        by = {s: sum(r.status == s for r in self.reels) for s in ("done", "rejected", "failed")}
+        return {"passed": by["done"], "rejected": by["rejected"], "failed": by["failed"],
+                "unchanged": self.unchanged, "still_rejected": len(self.still_rejected),
+                "still_arriving": len(self.settling)}
 
     def totals(self) -> dict[str, int]:
         out = {k: sum(r.shots.get(k, 0) for r in self.reels) for k in SHOT_STATES}
@@ -83,6 +106,11 @@ class NightlyReport:
         """The reels' new predictions over a person's work, each naming its reel: the first
         `per_reel` of each reel (all with None)."""
         return [{"reel": r.reel, **n} for r in self.reels for n in r.superseded[:per_reel]]
+
+    def not_delivered(self, per_reel: int | None = None) -> list[dict[str, str]]:
+        """The shots not delivered (failed or skipped), each naming its reel: the first
+        `per_reel` of each reel (all with None)."""
+        return [{"reel": r.reel, **n} for r in self.reels for n in r.not_delivered[:per_reel]]
 
 
 @flow(name="foley-nightly", log_prints=True)
@@ -127,10 +155,10 @@ def nightly(inbox: str | None = None, deliveries: str | None = None, approve: st
             report.unchanged += 1
         else:
             report.reels.append(outcome)
-            logger.info("%s: %s (%s)", arrival.path, outcome.status,
-                        outcome.error or _counts(outcome.shots))
+            _log_outcome(logger, outcome)
     report.seconds = time.perf_counter() - started
     text = summary_markdown(report, settings.review_url)
+    logger.info("morning summary: %s", _night_line(report))
     create_markdown_artifact(text, key=SUMMARY_KEY, description="Morning summary of the "
                              "overnight Foley pass")
     report.webhook = notify(settings, report, text)
@@ -161,6 +189,7 @@ def _process(settings: Settings, where: str, arrival: inboxes.Arrival, out_root:
             outcome.shots = _shot_counts(result.manifest)
             outcome.superseded = [{"shot": sh.name, "record_in": sh.record_in, "note": sh.note}
                                   for sh in result.shots if sh.note]
+            outcome.not_delivered = _not_delivered(result.manifest)
         except TimelineError as exc:
             outcome.status, outcome.error = "rejected", str(exc)
         except foley_pass.PassAborted as exc:  # a service is away: the rest would fail too
@@ -180,7 +209,8 @@ def _finish(db: Any, claim_id: int, outcome: ReelOutcome, seconds: float) -> Non
     inbox_db.finish(db, claim_id, status=outcome.status, reel=outcome.reel,
                     delivery_dir=outcome.delivery_dir, error=outcome.error,
                     summary={"shots": outcome.shots, "picture_s": outcome.picture_s,
-                             "seconds": round(seconds, 3), "superseded": outcome.superseded})
+                             "seconds": round(seconds, 3), "superseded": outcome.superseded,
+                             "not_delivered": outcome.not_delivered})
 
 
 def _reject(settings: Settings, where: str, path: str, local: Path, why: str,
@@ -192,12 +222,15 @@ def _reject(settings: Settings, where: str, path: str, local: Path, why: str,
                         worker=settings.resolved_worker_name(),
                         flow_run_id=_flow_run_id()) as claim:
         hashes.save()
-        if claim is None:
+        if claim is None:  # rejected on an earlier night, and still the same unreadable file
             report.unchanged += 1
+            report.still_rejected.append((path, why))
+            get_run_logger().warning("%s: still rejected (unchanged): %s", path, why)
             return
         outcome = ReelOutcome(path, Path(path).stem, "rejected", error=why, attempt=claim.attempts)
         _finish(runtime.db(), claim.id, outcome, 0.0)
         report.reels.append(outcome)
+        _log_outcome(get_run_logger(), outcome)
 
 
 def _flow_run_id() -> str | None:
@@ -211,8 +244,46 @@ def _shot_counts(manifest: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+def _not_delivered(manifest: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"shot": sh["name"], "record_in": sh.get("record_in") or "",
+             "status": sh["status"], "reason": sh.get("skipped_reason") or ""}
+            for sh in manifest["shots"] if sh["status"] in NOT_DELIVERED]
+
+
 def _counts(shots: dict[str, int]) -> str:
     return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in shots.items() if n)
+
+
+def _log_outcome(logger: Any, outcome: ReelOutcome) -> None:
+    """The run's log line of a reel, and one warning per shot not delivered (as capped in the
+    summary)."""
+    if outcome.status != "done":
+        logger.warning("%s: %s: %s", outcome.path, outcome.status, outcome.error)
+        return
+    logger.info("%s: %s (%s)", outcome.path, outcome.status, _counts(outcome.shots))
+    for n in outcome.not_delivered[:NOT_DELIVERED_PER_REEL]:
+        logger.warning("%s %s %s: %s: %s", outcome.reel, n["shot"], n["record_in"], n["status"],
+                       n["reason"])
+    if len(outcome.not_delivered) > NOT_DELIVERED_PER_REEL:
+        logger.warning("%s: and %d more shot(s) not delivered (%s/manifest.json)", outcome.reel,
+                       len(outcome.not_delivered) - NOT_DELIVERED_PER_REEL, outcome.delivery_dir)
+
+
+def _night_line(report: NightlyReport) -> str:
+    """Tonight's reels in one line (plain text: the log's)."""
+    c = report.reel_counts()
+    parts = [f"{c['passed']} reel(s) passed"]
+    if c["rejected"]:
+        parts.append(f"{c['rejected']} rejected (the edit could not be read)")
+    if c["failed"]:
+        parts.append(f"{c['failed']} failed (taken again by the next run)")
+    still = f" ({c['still_rejected']} of them still rejected)" if c["still_rejected"] else ""
+    parts += [f"{c['unchanged']} unchanged since their last pass{still}",
+              f"{c['still_arriving']} still arriving"]
+    missing = len(report.not_delivered())
+    if missing:
+        parts.append(f"{missing} shot(s) not delivered")
+    return ", ".join(parts)
 
 
 def hms(seconds: float) -> str:
@@ -224,19 +295,30 @@ def hms(seconds: float) -> str:
 def summary_markdown(report: NightlyReport, review_url: str) -> str:
     """The morning summary as markdown (the Prefect artifact and the webhook's text)."""
     t = report.totals()
+    c = report.reel_counts()
     base = review_url.rstrip("/")
+    counts = [f"**{c['passed']}** reel(s) passed tonight"]
+    if c["rejected"]:
+        counts.append(f"**{c['rejected']} rejected** (the edit could not be read)")
+    if c["failed"]:
+        counts.append(f"**{c['failed']} failed** (the pass did not finish; taken again by the "
+                      "next run)")
+    still = f" ({c['still_rejected']} of them an edit still rejected)" \
+        if c["still_rejected"] else ""
+    counts += [f"{c['unchanged']} unchanged since their last pass{still}",
+               f"{c['still_arriving']} still arriving"]
     lines = [f"# Overnight Foley pass — {report.started[:10]}", "",
-             f"Inbox `{report.inbox}`: **{len(report.reels)}** reel(s) passed tonight, "
-             f"{report.unchanged} unchanged since their last pass, "
-             f"{len(report.settling)} still arriving. Time spent {hms(report.seconds)}.", ""]
-    if report.reels:
+             f"Inbox `{report.inbox}`: {', '.join(counts)}. "
+             f"Time spent {hms(report.seconds)}."]
+    passed = [r for r in report.reels if r.status != "rejected"]  # the pass ran on these
+    if passed:
         over = f" ({t['superseded']} over a person's work)" if t["superseded"] else ""
-        lines += [f"**{t['shots']}** shots: {t['delivered']} approved and delivered, "
+        lines += ["", f"**{t['shots']}** shots: {t['delivered']} approved and delivered, "
                   f"**{t['pending_review']} waiting for review**{over}, {t['failed']} failed, "
                   f"{t['skipped']} skipped. Review queue: {base}/", "",
                   "| reel | shots | approved | pending review | failed | skipped | picture | "
                   "time | status |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in report.reels:
+        for r in passed:
             s = r.shots
             link = f"[{md(r.reel)}]({base}/?reel={urllib.parse.quote(r.reel)}&status=all)"
             lines.append(
@@ -244,15 +326,50 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
                 f"{s.get('pending_review', 0) + s.get('retake_requested', 0)} | "
                 f"{s.get('failed', 0)} | {s.get('skipped', 0)} | {hms(r.picture_s)} | "
                 f"{hms(r.seconds)} | {r.status}{' (attempt %d)' % r.attempt if r.attempt > 1 else ''} |")
-        lines += _superseded_markdown(report, base)
-        problems = [r for r in report.reels if r.error]
-        if problems:
-            lines += ["", "## Needs attention", ""]
-            lines += [f"- **{md(r.path)}** ({r.status}): {md(r.error)}" for r in problems]
+    lines += _attention_markdown(report)
+    lines += _superseded_markdown(report, base)
     if report.settling:
         lines += ["", "## Still arriving (files changed recently; taken once they settle)", ""]
         lines += [f"- {md(path)}: ready in {hms(wait)}" for path, wait in report.settling]
     return "\n".join(lines)
+
+
+def _attention_markdown(report: NightlyReport) -> list[str]:
+    """The section of what no review will fix: the edits rejected (tonight, or still), the
+    passes that failed, and per reel every shot not delivered — record in, shot, status and the
+    pass's reason, NOT_DELIVERED_PER_REEL at most, then how many more (the reel's manifest has
+    them all)."""
+    problems = [r for r in report.reels if r.error]
+    shots = [r for r in report.reels if r.not_delivered]
+    if not (problems or shots or report.still_rejected):
+        return []
+    lines = ["", "## Needs attention", ""]
+    for r in problems:
+        again = f", attempt {r.attempt}" if r.attempt > 1 else ""
+        lines.append(f"- **{md(r.path)}** ({r.status}{again}): {md(r.error)}")
+    lines += [f"- **{md(path)}** (still rejected: unchanged since it was rejected): {md(why)}"
+              for path, why in report.still_rejected]
+    for r in shots:
+        n = len(r.not_delivered)
+        by = ", ".join(f"{k} {v}" for k in NOT_DELIVERED
+                       if (v := sum(x["status"] == k for x in r.not_delivered)))
+        lines.append(f"- **{md(r.reel)}**: {n} shot(s) not delivered ({by}) — "
+                     f"{md(r.path)}")
+        for x in r.not_delivered[:NOT_DELIVERED_PER_REEL]:
+            reason = x["reason"] if len(x["reason"]) <= REASON_CHARS \
+                else x["reason"][:REASON_CHARS - 1] + "…"
+            lines.append(f"  - `{x['record_in']}` {md(x['shot'])} — {x['status']}: "
+                         f"{md(reason) or 'no reason given'}")
+        if n > NOT_DELIVERED_PER_REEL:
+            where = f"{r.delivery_dir}/manifest.json" if r.delivery_dir else "the reel's manifest"
+            lines.append(f"  - … and {n - NOT_DELIVERED_PER_REEL} more: {md(where)}")
+    if shots:
+        lines += ["", "*failed*: the pass could not work the shot (its media cannot be "
+                  "decoded, a stage's error: the reason says); *skipped*: the edit gives it "
+                  "nothing to work on (media missing or without picture, a retime, a cut "
+                  "outside its media). Fix the media or the edit: the changed reel is passed "
+                  "again the next night."]
+    return lines
 
 
 def _superseded_markdown(report: NightlyReport, base: str) -> list[str]:
@@ -279,18 +396,23 @@ def _superseded_markdown(report: NightlyReport, base: str) -> list[str]:
 
 
 def notify(settings: Settings, report: NightlyReport, text: str) -> str | None:
-    """POST the summary to FOLEY_WEBHOOK_URL (JSON: `text` plus the figures and `superseded`,
-    the new predictions over a person's work). Returns what happened, for the record; a
-    failure is logged, never raised."""
+    """POST the summary to FOLEY_WEBHOOK_URL (JSON: `text` plus the figures, `superseded`,
+    the new predictions over a person's work, and `not_delivered`, the shots failed or
+    skipped). Returns what happened, for the record; a failure is logged, never raised."""
     if not settings.webhook_url:
         return None
     payload = {"text": text, "event": "foley.nightly.summary", "inbox": report.inbox,
                "started": report.started, "seconds": round(report.seconds, 1),
                "totals": report.totals(), "unchanged": report.unchanged,
+               "reel_counts": report.reel_counts(),
                # as the text lists them (a webhook caps its message: a night that re-predicts
-               # every edited shot must not lose the summary); totals count them all
+               # every edited shot, or whose media is all missing, must not lose the summary);
+               # totals and each reel count them all
                "superseded": report.superseded(NOTES_PER_REEL),
-               "reels": [{**asdict(r), "superseded": len(r.superseded)} for r in report.reels]}
+               "not_delivered": report.not_delivered(NOT_DELIVERED_PER_REEL),
+               "still_rejected": [{"path": p, "error": why} for p, why in report.still_rejected],
+               "reels": [{**asdict(r), "superseded": len(r.superseded),
+                          "not_delivered": len(r.not_delivered)} for r in report.reels]}
     try:
         resp = httpx.post(settings.webhook_url, json=payload, timeout=settings.webhook_timeout_s)
         resp.raise_for_status()
