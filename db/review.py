@@ -303,6 +303,23 @@ def last_actor(s: Session, env: Envelope) -> str | None:
     return agent.name if agent else None
 
 
+COMMENT_MAX = 4000  # characters of a decision's or an edit's comment
+
+
+def clean_comment(comment: Any) -> str | None:
+    """A comment as stored: text stripped of surrounding space, None if empty. ReviewError
+    (naming 'comment') for anything but text or None, or text over COMMENT_MAX characters."""
+    if comment is None:
+        return None
+    if not isinstance(comment, str):
+        raise ReviewError(f"'comment' must be text or null, not {type(comment).__name__} "
+                          f"{comment!r:.40}")
+    comment = comment.strip()
+    if len(comment) > COMMENT_MAX:
+        raise ReviewError(f"'comment' has {len(comment)} characters; at most {COMMENT_MAX}")
+    return comment or None
+
+
 def take_decision(s: Session, shot: Shot, *, version: int, decision: str, user: User,
                   comment: str | None = None, expect_state: str | None = None,
                   client: str | None = None, via: str = "app") -> tuple[Decision, ReviewJob]:
@@ -311,7 +328,7 @@ def take_decision(s: Session, shot: Shot, *, version: int, decision: str, user: 
     if decision not in DECISIONS:
         raise ReviewError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
     require_role(user, "supervisor")
-    comment = (comment or "").strip() or None
+    comment = clean_comment(comment)
     if decision == "retake_requested" and not comment:
         raise ReviewError("a retake request needs a comment saying what to change")
     lock_shot(s, shot.id)  # two supervisors on one shot take turns here (Postgres)
@@ -328,14 +345,60 @@ def take_decision(s: Session, shot: Shot, *, version: int, decision: str, user: 
 
 
 # ---------------------------------------------------------------- the outbox
+#
+# A job is `queued` until an apply run claims it (`running`), then `done` — or, when the run
+# failed, `queued` again to be retried (an ordinary failure: a disk full, the store away for a
+# while …) or `failed`: the failure was bad input the next attempt would meet again (a delivery
+# folder refused, an envelope that cannot be synthesized), or the attempts ran out. A failed
+# job stays until someone runs `foley review apply REEL` (after fixing what it says) or a new
+# decision on the reel sets off a run that delivers: one run serves every unfinished job of its
+# reel, since it delivers the reel as it is now.
+#
+# `error` keeps the last failure and `attempts` counts the failed runs. The app's worker retries
+# a queued job that failed once its
+# backoff has passed (RETRY_BACKOFF_S, doubled after each attempt, at most
+# RETRY_BACKOFF_MAX_S); `foley review apply` does not wait for it.
+
+RETRY_ATTEMPTS = 6            # the 6th failed attempt leaves the job failed
+RETRY_BACKOFF_S = 60.0        # 1, 2, 4, 8, 16 min between attempts: ~30 min in all
+RETRY_BACKOFF_MAX_S = 3600.0
+UNFINISHED = ("queued", "running", "failed")
+def job_attempts(job: ReviewJob) -> int:
+    """How many runs failed on the job so far (0: none did)."""
+    return job.attempts or 0
+
+
+def job_error(job: ReviewJob) -> str | None:
+    """The job's last failure."""
+    return job.error
+
+
+def retry_at(job: ReviewJob) -> dt.datetime | None:
+    """When the app's worker may run a queued job that failed before (None: not such a job)."""
+    n = job_attempts(job)
+    if job.status != "queued" or n == 0 or job.finished_at is None:
+        return None
+    delay = min(RETRY_BACKOFF_S * 2 ** (n - 1), RETRY_BACKOFF_MAX_S)
+    return _aware(job.finished_at) + dt.timedelta(seconds=delay)
 
 
 def pending_jobs(s: Session, reel_id: int | None = None, *, running: bool = True
                  ) -> list[ReviewJob]:
-    """Jobs not yet done, oldest first: queued ones and (with `running`) ones a process
-    claimed. A running job is abandoned if the reel's lock is free (an apply run holds it
-    from claim to finish), which is what `claim_jobs`, called under that lock, relies on."""
+    """Jobs waiting to be run, oldest first: queued ones (fresh, or failed once and waiting for
+    their retry) and (with `running`) ones a process claimed. A running job is abandoned if the
+    reel's lock is free (an apply run holds it from claim to finish), which is what
+    `claim_jobs`, called under that lock, relies on. Failed jobs are not pending: see
+    `failed_jobs`."""
     states = ("queued", "running") if running else ("queued",)
+    return _jobs(s, states, reel_id)
+
+
+def failed_jobs(s: Session, reel_id: int | None = None) -> list[ReviewJob]:
+    """Jobs no run will take up by itself (bad input, or out of attempts), oldest first."""
+    return _jobs(s, ("failed",), reel_id)
+
+
+def _jobs(s: Session, states: Sequence[str], reel_id: int | None) -> list[ReviewJob]:
     q = select(ReviewJob).where(ReviewJob.status.in_(states)).order_by(ReviewJob.id)
     if reel_id is not None:
         q = q.where(ReviewJob.reel_id == reel_id)
@@ -343,31 +406,136 @@ def pending_jobs(s: Session, reel_id: int | None = None, *, running: bool = True
 
 
 def claim_jobs(s: Session, reel_id: int, *, flow_run_id: str | None = None) -> list[int]:
-    """Mark every unfinished job of the reel running: one apply run serves them all. Call it
+    """Mark every unfinished job of the reel running — queued, left running by a process that
+    died, failed: one apply run serves them all, as it delivers the reel as it is now. Call it
     holding the reel's lock: then a job another process left running was abandoned by a
     process that died (its lock died with it) and is taken over here."""
-    ids = [j.id for j in pending_jobs(s, reel_id)]
+    ids = [j.id for j in _jobs(s, UNFINISHED, reel_id)]
     if ids:
         s.execute(update(ReviewJob).where(ReviewJob.id.in_(ids)).values(
             status="running", claimed_at=_now(), prefect_flow_run_id=flow_run_id))
     return ids
 
 
-def finish_jobs(s: Session, ids: Sequence[int], *, error: str | None = None) -> None:
-    if ids:
-        s.execute(update(ReviewJob).where(ReviewJob.id.in_(ids)).values(
-            status="failed" if error else "done", finished_at=_now(),
-            error=error[:4000] if error else None))
+def finish_jobs(s: Session, ids: Sequence[int], *, error: str | None = None,
+                retry: bool = True) -> None:
+    """The run that claimed `ids` is over: done, or failed with `error`. A failed job goes back
+    to the queue for a retry unless `retry` is False (bad input) or that was its last attempt
+    (RETRY_ATTEMPTS); either way its error and attempt count are kept."""
+    if not ids:
+        return
+    now = _now()
+    for job in s.scalars(select(ReviewJob).where(ReviewJob.id.in_(ids))):
+        job.finished_at = now
+        if error is None:
+            job.status = "done"  # an earlier attempt's error stays, for the record
+            continue
+        job.attempts = n = job_attempts(job) + 1
+        job.error = error[:4000]
+        job.status = "queued" if retry and n < RETRY_ATTEMPTS else "failed"
+    s.flush()
+
+
+def reels_to_apply(s: Session, *, retry_failed: bool = False,
+                   now: dt.datetime | None = None) -> dict[str, bool]:
+    """Reels with jobs an apply run should serve now → whether any of them waits unclaimed
+    (False: all are claimed, by a run going on or one that died). A job that failed is left
+    out until its backoff has passed, and a failed one altogether — unless `retry_failed`
+    (`foley review apply`: a person asks for it, now)."""
+    now = now or _now()
+    out: dict[str, bool] = {}
+    for job in _jobs(s, UNFINISHED, None):
+        if not retry_failed:
+            if job.status == "failed":
+                continue
+            at = retry_at(job)
+            if at is not None and at > now:
+                continue
+        name = s.get(Reel, job.reel_id).name
+        out[name] = out.get(name, False) or job.status in ("queued", "failed")
+    return out
 
 
 def reels_with_pending_jobs(s: Session) -> dict[str, bool]:
-    """Reels with unfinished jobs → whether any of them is still queued (False: all are
-    claimed by a run that is going on, or that died)."""
-    out: dict[str, bool] = {}
-    for job in pending_jobs(s):
-        name = s.get(Reel, job.reel_id).name
-        out[name] = out.get(name, False) or job.status == "queued"
-    return out
+    """Reels with jobs due for a run (the app's worker) → whether any of them is still queued."""
+    return reels_to_apply(s)
+
+
+def next_retry(s: Session) -> dt.datetime | None:
+    """The soonest a queued job that failed may be retried (None: no such job)."""
+    times = [t for t in map(retry_at, _jobs(s, ("queued",), None)) if t is not None]
+    return min(times, default=None)
+
+
+@dataclass
+class Behind:
+    """A reel whose delivery does not reflect all its decisions yet, and why."""
+    reel: str
+    decisions: int                # unfinished jobs (decisions not applied)
+    status: str                   # queued | running | retrying | failed
+    attempts: int = 0             # failed runs of the job that has had most
+    error: str | None = None      # its last failure
+    retry_at: dt.datetime | None = None  # when the app's worker tries again (retrying)
+
+    def message(self) -> str:
+        n = f"{self.decisions} decision{'s' * (self.decisions != 1)}"
+        apply = f"`foley review apply {self.reel}`"
+        if self.status == "queued":
+            return (f"{self.reel}: {n} not applied yet: the review app's worker applies "
+                    f"{'them' if self.decisions != 1 else 'it'}, or {apply}")
+        if self.status == "running":
+            return f"{self.reel}: {n} being applied"
+        if self.status == "retrying":
+            when = self.retry_at.strftime("%Y-%m-%d %H:%M:%S UTC") if self.retry_at else "soon"
+            return (f"{self.reel}: delivery behind {n}: applying failed (attempt "
+                    f"{self.attempts} of {RETRY_ATTEMPTS}): {self.error}; the review app's "
+                    f"worker retries at {when}, or run {apply}")
+        spent = (f" after {self.attempts} attempts" if self.attempts >= RETRY_ATTEMPTS
+                 else "")
+        return (f"{self.reel}: delivery behind {n}: applying failed{spent} and is not "
+                f"retried: {self.error} — once that is fixed, run {apply}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reel": self.reel, "decisions": self.decisions, "status": self.status,
+                "attempts": self.attempts, "error": self.error,
+                "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+                "message": self.message()}
+
+
+def deliveries_behind(s: Session, *, reel: str | None = None) -> list[Behind]:
+    """Reels with decisions their delivery does not reflect yet (unfinished jobs), by name: a
+    run failed on them (`failed`: some job is failed; `retrying`: they wait for a retry), or
+    they wait for a run (`queued`) or are in one (`running`). `error` is the latest failure,
+    `attempts` the most any of the jobs took."""
+    by_reel: dict[int, list[ReviewJob]] = {}
+    for job in _jobs(s, UNFINISHED, None):
+        by_reel.setdefault(job.reel_id, []).append(job)
+
+    def finished(j: ReviewJob) -> tuple[dt.datetime, int]:
+        return (_aware(j.finished_at) if j.finished_at else _now(), j.id)
+
+    out = []
+    for reel_id, jobs in by_reel.items():
+        name = s.get(Reel, reel_id).name
+        if reel is not None and name != reel:
+            continue
+        failed = [j for j in jobs if j.status == "failed"]
+        retrying = [j for j in jobs if j.status == "queued" and job_attempts(j)]
+        if any(j.status == "running" for j in jobs):
+            status, tried = "running", []
+        elif failed:
+            status, tried = "failed", failed
+        elif retrying:
+            status, tried = "retrying", retrying
+        else:
+            status, tried = "queued", []
+        last = max(tried, key=finished, default=None)
+        out.append(Behind(
+            reel=name, decisions=len(jobs), status=status,
+            attempts=max(map(job_attempts, tried), default=0),
+            error=job_error(last) if last is not None else None,
+            retry_at=min(filter(None, map(retry_at, retrying)), default=None)))
+    return sorted(out, key=lambda b: b.reel)
 
 
 def job_status(s: Session, job_id: int) -> str | None:

@@ -380,7 +380,8 @@ class ReviewJob(Base):
     claimed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
     prefect_flow_run_id: Mapped[Optional[str]] = mapped_column(String(64))
-    error: Mapped[Optional[str]] = mapped_column(Text)
+    error: Mapped[Optional[str]] = mapped_column(Text)  # the last failure
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")  # failed runs
 
 
 # ---------------------------------------------------------------- overnight passes

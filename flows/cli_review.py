@@ -61,6 +61,8 @@ def review_list(
             _fail(f"no reel {reel!r}; reels: {', '.join(review.reel_names(s)) or '(none)'}")
         rows = summaries(s, review.queue(s, reel=reel,
                                          status=None if status == "all" else status))
+        behind = review.deliveries_behind(s, reel=reel)
+    _say_behind(behind)
     out = [{"reel": r.reel, "shot": r.shot,
             "record_in": ingest.timecode(r.record_in_frame, *r.rate, r.drop_frame),
             "duration_s": round(r.duration_s, 3), "state": r.state, "version": r.version,
@@ -183,21 +185,36 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
         report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
     except Exception as exc:  # the decision stands: deciding again would record it twice
         from flows.cli import service_error
+        from flows.review import describe, refuse_jobs
         from tasks.delivery import DeliveryFolderError
 
         if isinstance(exc, DeliveryFolderError):
+            refuse_jobs(reel, describe(exc))  # failed, with the reason, until apply is run
             _fail(f"{exc} — the decision is recorded: do not decide again; once the folder is "
                   f"sorted out, `foley review apply {reel}` synthesizes and re-conforms", 2)
         said = service_error(exc)
-        if said is None:
+        if said is None and not isinstance(exc, OSError):
             raise
-        _fail(f"{said} — but the decision is recorded: do not decide again; once it is "
-              f"back, `foley review apply {reel}` synthesizes and re-conforms (so does the "
-              "review app's worker)", 1)
+        _fail(f"{said or describe(exc)} — but the decision is recorded: do not decide again; "
+              f"once that is sorted out, `foley review apply {reel}` synthesizes and "
+              "re-conforms (so does the review app's worker)", 1)
     _print_apply(report)
 
 
-def _print_apply(report: Any) -> None:
+def _say_behind(behind: list[Any], *, every: bool = False) -> None:
+    """One line on standard error per reel whose delivery is behind its decisions because
+    applying them failed (`every`: also those merely waiting for a run)."""
+    for b in behind:
+        if every or b.status in ("retrying", "failed"):
+            typer.secho(b.message(), fg=typer.colors.RED if b.status == "failed"
+                        else typer.colors.YELLOW, err=True)
+
+
+def _print_apply(report: Any, *, exit: bool = True) -> bool:
+    """Print what an apply run did; True if something failed (exit 1 unless `exit` False)."""
+    if report.error:
+        typer.secho(f"error: {report.reel}: {report.error}", fg=typer.colors.RED, err=True)
+        return True
     if report.synthesized:
         typer.echo(f"synthesized: {', '.join(report.synthesized)}")
     for name, why in report.failed:
@@ -206,8 +223,19 @@ def _print_apply(report: Any) -> None:
         typer.echo(f"re-conformed {report.reel} into {report.delivery_dir}")
     elif report.waiting:
         typer.echo(f"waiting for review: {', '.join(f'{n} ({s})' for n, s in report.waiting)}")
-    if report.failed:
+    if report.failed and exit:
+        _say_jobs(report.reel)
         raise typer.Exit(1)
+    return bool(report.failed)
+
+
+def _say_jobs(reel: str) -> None:
+    """What became of the reel's decisions after a failed run (retried, or failed for good)."""
+    from db import review
+    from tasks import runtime
+
+    with runtime.db().session() as s:
+        _say_behind(review.deliveries_behind(s, reel=reel))
 
 
 BY = Annotated[str, typer.Option("--by", help="The supervisor deciding (a review app user).")]
@@ -249,15 +277,26 @@ def review_omit(reel: Annotated[str, typer.Argument(help="Reel name.")],
 def review_apply(reel: Annotated[Optional[str], typer.Argument(help="Only this reel.")] = None
                  ) -> None:
     """Run the synthesis / re-conform that decisions left queued (after a crash, or decisions
-    taken with --no-apply)."""
+    taken with --no-apply), and again what failed (a disk full, a delivery folder refused …:
+    fix it first), without waiting for the review app's next retry. Exit 1 if a reel's run
+    failed (2 if its delivery folder was refused), each said in a line."""
     _configure()
     from flows.review import drain
 
-    reports = drain(reel)
+    reports = drain(reel, retry_failed=True)
     if not reports:
         typer.echo("no decisions waiting to be applied")
+    failed = False
     for report in reports:
-        _print_apply(report)
+        failed = _print_apply(report, exit=False) or failed
+    if failed:
+        from db import review
+        from tasks import runtime
+
+        with runtime.db().session() as s:
+            for report in reports:
+                _say_behind(review.deliveries_behind(s, reel=report.reel))
+        raise typer.Exit(2 if any(r.refused for r in reports) else 1)
 
 
 @review_app.command("serve")

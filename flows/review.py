@@ -17,6 +17,13 @@ Who runs it: `foley review approve|retake|omit` runs it in-process before return
 app runs it on a background thread after each decision and, at start-up, for any job a crash
 left behind (jobs are claimed under the reel's lock; a job claimed by a process that died is
 taken over by the next run: claims happen under the reel's lock, which dies with its process).
+
+When a run fails its jobs are not lost: an ordinary failure (a disk full, the store away)
+puts them back in the queue, and the app's worker retries them with a growing backoff until
+`db.review.RETRY_ATTEMPTS` runs failed; bad input the next run would meet again (a delivery
+folder refused, an envelope that cannot be synthesized) fails them at once. Either way the
+reason is kept and shown (`foley review list`, the queue page, /healthz), and `foley review
+apply REEL` runs them again once it is fixed (`retryable`, `db.review.finish_jobs`).
 """
 from __future__ import annotations
 
@@ -53,6 +60,31 @@ class ApplyReport:
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (shot, state)
     conformed: bool = False
     delivery_dir: str | None = None
+    retry: bool = True   # whether the failures (`failed`, `error`) may pass by themselves
+    error: str | None = None  # the run failed, or was refused before it started (`drain`)
+    refused: bool = False     # … refused: the delivery folder (`check_folder`)
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a run that failed with `exc` may succeed as it is, later: a disk full, a file
+    system or the database or the store in trouble, an interruption, a bug — yes (the worker
+    retries, a bounded number of times); a delivery folder refused, an envelope or a library
+    that cannot be synthesized (a ValueError and its kin: the next run meets them again) — no,
+    someone has to fix them first."""
+    from flows.cli import service_error
+    from tasks.delivery import DeliveryFolderError
+
+    if isinstance(exc, DeliveryFolderError):
+        return False
+    if not isinstance(exc, Exception) or isinstance(exc, (OSError, api.NotApproved)):
+        return True  # interrupted; the disk, a file; a shot decided again meanwhile
+    if service_error(exc) is not None:
+        return True
+    return not isinstance(exc, (ValueError, TypeError, LookupError))
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def review_link(reel: str, shot: str) -> str:
@@ -83,10 +115,12 @@ def apply_decisions(reel: str, reason: str = "decisions") -> ApplyReport:
             report = _apply(reel_id, reel, jobs)
         except BaseException as exc:
             with db.session() as s:
-                review.finish_jobs(s, jobs, error=f"{type(exc).__name__}: {exc}")
+                review.finish_jobs(s, jobs, error=describe(exc), retry=retryable(exc))
             raise
-        with db.session() as s:
-            review.finish_jobs(s, jobs)
+        with db.session() as s:  # a shot that failed leaves its decisions unapplied
+            review.finish_jobs(s, jobs, error="; ".join(f"{name}: {why}" for name, why
+                                                        in report.failed) or None,
+                               retry=report.retry)
     publish_queue(reel)
     return report
 
@@ -122,11 +156,13 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
                                                   backend=backend))
                for sh in approved]
     spatial_futs = []
+    errors: list[BaseException] = []
     for sh, fut in futures:
         try:
             sy = fut.result()
         except Exception as exc:  # one bad shot never sinks the reel
             report.failed.append((sh["name"], f"synth: {exc}"))
+            errors.append(exc)
             continue
         spatial_futs.append((sh, sy, spatial.spatialize.submit(sh["id"], sy["mono"],
                                                                sy["envelope"])))
@@ -136,6 +172,9 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
             report.synthesized.append(sh["name"])
         except Exception as exc:
             report.failed.append((sh["name"], f"spatial: {exc}"))
+            errors.append(exc)
+    # Worth a retry if any of the failures may pass (the others then fail the job for good).
+    report.retry = any(map(retryable, errors))
     report.waiting = [(sh["name"], sh["state"]) for sh in shots
                       if sh["state"] is not None and sh["state"] not in review.SETTLED]
     if not settled:
@@ -200,13 +239,21 @@ def publish_queue(reel: str) -> None:
                         f"{review_link(r.reel, r.shot)}")
 
 
-def drain(reel: str | None = None) -> list[ApplyReport]:
-    """Run `apply_decisions` for every reel with unfinished jobs (or just `reel`). A reel whose
+def drain(reel: str | None = None, *, retry_failed: bool = False) -> list[ApplyReport]:
+    """Run `apply_decisions` for every reel with jobs due (or just `reel`): queued ones, and
+    ones that failed once their backoff has passed — with `retry_failed` (a person asking,
+    `foley review apply`) failed ones too, and without waiting for a backoff. A reel whose
     jobs are all claimed is applied only if its lock is free: the run that claimed them died
-    (a run in progress holds the lock, and is left to finish)."""
+    (a run in progress holds the lock, and is left to finish).
+
+    A reel that fails does not stop the others: its report carries the `error`, its jobs say
+    whether they are retried (`db.review.finish_jobs`). A delivery folder `check_folder`
+    refuses fails them without a run."""
+    from tasks.delivery import DeliveryFolderError
+
     db = runtime.db()
     with db.session() as s:
-        reels = review.reels_with_pending_jobs(s)
+        reels = review.reels_to_apply(s, retry_failed=retry_failed)
     reports = []
     for name, queued in reels.items():
         if reel is not None and name != reel:
@@ -217,9 +264,40 @@ def drain(reel: str | None = None) -> list[ApplyReport]:
                     pass
             except api.LockTimeout:
                 continue  # being applied right now
-        check_folder(name)
-        reports.append(apply_decisions(name, reason=_reason(name)))
+        try:
+            check_folder(name)
+        except DeliveryFolderError as exc:
+            refuse_jobs(name, describe(exc), failed_too=retry_failed)
+            reports.append(ApplyReport(reel=name, jobs=[], error=str(exc), retry=False,
+                                       refused=True))
+            continue
+        try:
+            reports.append(apply_decisions(name, reason=_reason(name)))
+        except Exception as exc:  # the flow run failed; its jobs were finished with the reason
+            from flows.cli import service_error
+
+            log.warning("applying the decisions of %s failed: %s", name, describe(exc))
+            reports.append(ApplyReport(reel=name, jobs=[], retry=retryable(exc),
+                                       error=service_error(exc) or describe(exc)))
     return reports
+
+
+def refuse_jobs(reel: str, why: str, *, failed_too: bool = False) -> list[int]:
+    """Fail the reel's waiting jobs without a run (not retried by the worker): what they ask
+    for was refused before it started (`check_folder`). Jobs failed already are left as they
+    are unless `failed_too` (someone asked for them again). Skipped while a run holds the reel
+    (it meets the same refusal when it delivers)."""
+    db = runtime.db()
+    try:
+        with api.reel_lock(db, reel, timeout=0), db.session() as s:
+            row = api.get_reel(s, reel)
+            ids = [j.id for j in review.pending_jobs(s, row.id)] if row is not None else []
+            if failed_too and row is not None:
+                ids += [j.id for j in review.failed_jobs(s, row.id)]
+            review.finish_jobs(s, ids, error=why, retry=False)
+            return ids
+    except api.LockTimeout:
+        return []
 
 
 def check_folder(reel: str) -> None:
@@ -241,7 +319,7 @@ def check_folder(reel: str) -> None:
 def _reason(reel: str) -> str:
     with runtime.db().session() as s:
         row = api.get_reel(s, reel)
-        jobs = review.pending_jobs(s, row.id) if row else []
+        jobs = (review.pending_jobs(s, row.id) + review.failed_jobs(s, row.id)) if row else []
         reasons = [j.reason for j in jobs]
     if not reasons:
         return "decisions"
@@ -276,14 +354,27 @@ class Applier:
         while not self.stopping.is_set():
             with self.busy:
                 try:
-                    drain()
-                    self.last_error = None
+                    failed = [f"{r.reel}: {r.error}" for r in drain() if r.error]
+                    self.last_error = "; ".join(failed) or None
                 except Exception as exc:  # logged and retried on the next tick
-                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.last_error = describe(exc)
                     log.exception("applying review decisions failed; retrying in %.0f s",
                                   self.interval)
-            self.wake.wait(self.interval)
+                wait = self._until_next()
+            self.wake.wait(wait)
             self.wake.clear()
+
+    def _until_next(self) -> float:
+        """Seconds to the next tick: the interval, or sooner when a failed job's retry is due."""
+        try:
+            with runtime.db().session() as s:
+                at = review.next_retry(s)
+        except Exception:
+            return self.interval
+        if at is None:
+            return self.interval
+        now = time.time()
+        return min(self.interval, max(1.0, at.timestamp() - now))
 
     def idle(self, timeout: float = 300.0) -> bool:
         """Wait until no jobs are pending and the worker is not running (tests, shutdown)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -45,6 +45,9 @@ from tasks.library_match import KIND_CATEGORY
 HERE = Path(__file__).resolve().parent
 STATUSES = api.REVIEW_STATES
 KINDS = ("impact", "step", "scrape", "whoosh")
+# The largest request body taken (JSON edits, decisions, previews; sign-in forms): an edit of
+# a 10-minute shot — its curve at 100 Hz and hundreds of events — is well under 1 MB.
+MAX_BODY_BYTES = 2 * 1024 * 1024
 log = logging.getLogger("foleyflow.review.app")
 
 
@@ -52,6 +55,62 @@ class ApiError(Exception):
     def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.extra = status, error, detail, extra
+
+
+class BodyTooLarge(HTTPException):
+    """A request body over the limit (`BodyLimit`): 413. An HTTPException, so that FastAPI
+    passes it on when it meets it parsing a form, rather than calling it a bad form (400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over {limit} bytes "
+                         f"({limit / 1024 / 1024:g} MB), the most this app takes")
+
+
+class BodyLimit:
+    """Refuse a request whose body is over `limit` bytes with 413, before it is read when it
+    says its length, else as soon as more than that has arrived (a chunked upload): a body is
+    read into memory, and one of 21 MB made the server take 23 GB."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.limit
+            except ValueError:
+                await _send_json(send, 400, {"error": "invalid",
+                                             "detail": "Content-Length is not a number"})
+                return
+            if too_big:
+                await _send_json(send, 413, {"error": "too_large",
+                                             "detail": BodyTooLarge(self.limit).detail})
+                return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)  # answered by the app's handler
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
 
 
 class LoginRequired(Exception):
@@ -79,6 +138,10 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
     app.state.settings = settings
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
+    # Inside the security headers' middleware (added below, so outside this one): a body over
+    # the limit met while the endpoint reads it is raised there, answered by `too_large` (a
+    # middleware between would wrap it in an ExceptionGroup).
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     # ------------------------------------------------------------ plumbing
 
@@ -102,6 +165,10 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.error, "detail": exc.detail, **exc.extra},
                             status_code=exc.status)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"error": "too_large", "detail": exc.detail}, status_code=413)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:
@@ -195,6 +262,12 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             "age": age(r.since), "since": r.since.isoformat(),
             "url": shot_url(r.reel, r.shot)} for r in rows]
 
+    def deliveries_behind(s: Session, reel: str | None) -> list[dict[str, Any]]:
+        """Reels whose delivery is behind their decisions because applying them failed:
+        retried by the worker (`retrying`) or left for a person (`failed`)."""
+        return [b.to_dict() for b in review.deliveries_behind(s, reel=reel)
+                if b.status in ("retrying", "failed")]
+
     def categories(s: Session, library: str) -> list[str]:
         return sorted({snd.category for snd in api.library_sounds(s, library)
                        if snd.kind == "oneshot"})
@@ -252,6 +325,14 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             raise ApiError(422, "invalid", "request body must be a JSON object")
         return body
 
+    def comment_of(body: dict[str, Any]) -> str | None:
+        """The body's 'comment' (text or null, at most `review.COMMENT_MAX` characters),
+        checked before anything is written: else 422 naming the field."""
+        try:
+            return review.clean_comment(body.get("comment"))
+        except review.ReviewError as exc:
+            raise ApiError(422, "invalid", str(exc), field="comment") from None
+
     def edited_envelope(s: Session, sh: api.Shot, posted: Any) -> dict[str, Any]:
         """The posted edit on top of the latest version's fixed fields, validated."""
         if not isinstance(posted, dict):
@@ -266,8 +347,10 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
                "category": posted.get("category", base.get("category")),
                "position": posted.get("position", base.get("position"))}
         try:
-            env["curve"] = [float(v) for v in env["curve"]]
-            env["events"] = [_event(e) for e in env["events"]]
+            if not isinstance(env["curve"], list) or not isinstance(env["events"], list):
+                raise ValueError("'curve' and 'events' must be lists")
+            env["curve"] = [_number(v, f"curve sample {i}") for i, v in enumerate(env["curve"])]
+            env["events"] = [_event(e, i) for i, e in enumerate(env["events"])]
             env["events"].sort(key=lambda e: e["t"])
             if env["category"] in ("", "auto", "(auto)"):
                 env["category"] = None
@@ -366,9 +449,10 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             rows = queue_rows(s, reel or None, status_filter, sort)
             counts = review.counts(s, reel=reel or None)
             reels = review.reel_names(s)
+            behind = deliveries_behind(s, reel or None)
         return templates.TemplateResponse(request, "queue.html", {
             "user": user, "csrf_token": csrf, "rows": rows, "counts": counts, "reels": reels,
-            "filters": {"reel": reel or "", "status": status, "sort": sort}})
+            "behind": behind, "filters": {"reel": reel or "", "status": status, "sort": sort}})
 
     @app.get("/reels/{reel}/shots/{shot}", response_class=HTMLResponse)
     def shot_page(request: Request, reel: str, shot: str,
@@ -394,12 +478,18 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
             "user": user, "csrf_token": csrf, "reel": reel, "shot": shot, "boot": boot})
 
     @app.get("/reels/{reel}/shots/{shot}/plot.png")
-    def plot_png(reel: str, shot: str, v: int | None = None,
+    def plot_png(reel: str, shot: str, v: str | None = None,
                  _who: tuple[review.User, str] = Depends(api_user)) -> Response:
+        """The plot of version `v` (404 if the shot has none), or of the latest."""
+        if v is not None and not (v.isascii() and v.isdigit()):
+            raise ApiError(422, "invalid", f"v must be a version number, not {v[:40]!r}",
+                           field="v")
         with runtime.db().session() as s:
             sh = find_shot(s, reel, shot)
-            envs = review.versions(s, sh.id)
-            env_row = next((e for e in envs if e.version == v), envs[-1] if envs else None)
+            if v is not None:
+                env_row = _version_row(s, sh, int(v))
+            else:
+                env_row = api.latest_envelope(s, sh.id)
             if env_row is None:
                 raise ApiError(404, "not_found", f"{reel} {shot} has no envelope yet")
             doc = env_of(env_row)
@@ -424,7 +514,8 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         with runtime.db().session() as s:
             return {"rows": queue_rows(s, reel, None if status in (None, "all") else status,
                                        sort),
-                    "counts": review.counts(s, reel=reel)}
+                    "counts": review.counts(s, reel=reel),
+                    "deliveries_behind": deliveries_behind(s, reel)}
 
     @app.get("/api/reels/{reel}/shots/{shot}")
     def api_shot(reel: str, shot: str,
@@ -449,27 +540,28 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
     def _save(request: Request, reel: str, shot: str, user: review.User,
               body: dict[str, Any]) -> Response:
         base = body.get("base_version")
-        if not isinstance(base, int):
+        if not isinstance(base, int) or isinstance(base, bool):
             raise ApiError(422, "invalid", "'base_version' (the version the edit started "
                            "from) is required")
+        comment = comment_of(body)
         with runtime.db().session() as s:
             sh = find_shot(s, reel, shot)
             env = edited_envelope(s, sh, body.get("envelope"))
             base_row = _version_row(s, sh, base)
             base_ref, shot_id = base_row.artifact.ref(), sh.id
+        def audit(s: Session, version: int) -> None:  # in the version's own transaction
+            review.audit(s, f"user:{user.name}", "edit", reel=reel, shot=shot,
+                         version=version, client=client_of(request), base_version=base,
+                         comment=comment, events=len(env["events"]))
+
         try:
             version, _ref, created = save_version(
                 shot_id, env, source="edit", derived_from=base_ref,
-                created_by=f"user:{user.name}", base_version=base)
+                created_by=f"user:{user.name}", base_version=base, on_saved=audit)
         except review.StaleReview as exc:
             raise ApiError(409, "conflict", str(exc), latest_version=exc.latest_version,
                            latest_by=exc.latest_by, state=exc.state) from None
         with runtime.db().session() as s:
-            if created:
-                review.audit(s, f"user:{user.name}", "edit", reel=reel, shot=shot,
-                             version=version, client=client_of(request), base_version=base,
-                             comment=(body.get("comment") or "").strip() or None,
-                             events=len(env["events"]))
             payload = shot_payload(s, find_shot(s, reel, shot))
         return JSONResponse(payload, status_code=201 if created else 200)
 
@@ -484,15 +576,20 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
     def _decide(request: Request, reel: str, shot: str, user: review.User,
                 body: dict[str, Any]) -> Response:
         version = body.get("version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise ApiError(422, "invalid", "'version' (the version decided on) is required")
+        comment = comment_of(body)
+        expect = body.get("expect_state")
+        if expect is not None and expect not in STATUSES:
+            raise ApiError(422, "invalid", f"'expect_state' must be one of "
+                           f"{', '.join(STATUSES)} or null", field="expect_state")
         try:
             with runtime.db().session() as s:
                 sh = find_shot(s, reel, shot)
                 live_user = review.require_user(s, user.name, "supervisor")
                 _d, job = review.take_decision(
                     s, sh, version=version, decision=str(body.get("decision")), user=live_user,
-                    comment=body.get("comment"), expect_state=body.get("expect_state"),
+                    comment=comment, expect_state=expect,
                     client=client_of(request), via="app")
                 job_id = job.id
         except review.StaleReview as exc:
@@ -560,24 +657,43 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
+        """The app answers (`ok`); decisions waiting to be applied (`pending_jobs`: queued,
+        running, or failed once and waiting for their retry) and those no run takes up by
+        itself (`failed_jobs`); per reel whose delivery is behind because applying failed,
+        why (`deliveries_behind`)."""
         with runtime.db().session() as s:
             pending = len(review.pending_jobs(s))
-        return {"ok": True, "pending_jobs": pending,
+            failed = len(review.failed_jobs(s))
+            behind = deliveries_behind(s, None)
+        return {"ok": True, "pending_jobs": pending, "failed_jobs": failed,
+                "deliveries_behind": behind,
                 "applier_error": worker.last_error if worker else None}
 
     return app
 
 
-def _event(e: Any) -> dict[str, Any]:
+def _number(value: Any, what: str) -> float:
+    """`value` as a float, or ValueError naming `what` (a string or null is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, not {value!r:.40}")
+    return float(value)
+
+
+def _event(e: Any, i: int = 0) -> dict[str, Any]:
     if not isinstance(e, dict):
         raise TypeError("each event must be an object")
     kind = str(e.get("kind", "impact"))
     if kind not in KINDS and kind not in KIND_CATEGORY:
         raise ValueError(f"event kind {kind!r} is not one of {', '.join(KINDS)}")
-    out = {"t": round(float(e["t"]), 4), "strength": round(float(e["strength"]), 4),
-           "x": float(e.get("x", 0.5)), "y": float(e.get("y", 0.5)), "kind": kind}
+    for key in ("t", "strength"):
+        if key not in e:
+            raise ValueError(f"event {i} has no {key!r}")
+    out = {"t": round(_number(e["t"], f"event {i} t"), 4),
+           "strength": round(_number(e["strength"], f"event {i} strength"), 4),
+           "x": _number(e.get("x", 0.5), f"event {i} x"),
+           "y": _number(e.get("y", 0.5), f"event {i} y"), "kind": kind}
     if "confidence" in e and e["confidence"] is not None:
-        out["confidence"] = float(e["confidence"])
+        out["confidence"] = _number(e["confidence"], f"event {i} confidence")
     return out
 
 

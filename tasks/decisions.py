@@ -17,7 +17,7 @@ import json
 import math
 import numbers
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,7 @@ def save_version(
     created_by: str | None = None,
     base_version: int | None = None,
     prediction: bool = False,
+    on_saved: Callable[[Any, int], None] | None = None,
 ) -> tuple[int, ArtifactRef, bool]:
     """Make `env` the shot's newest version unless its content already is the newest.
 
@@ -233,13 +234,15 @@ def save_version(
     back and forth delivers the one asked for), and over a person's work (`held_by`) too: that
     work stays in the history, the pass reports it (`unreported`), and `auto_approve` leaves
     the shot to a supervisor from then on.
+    `on_saved(session, version)` runs in the transaction that adds a new version (the review
+    app writes the edit's audit event there: no crash keeps one without the other).
     Returns (version, artifact ref, created)."""
     db, store = runtime.db(), runtime.store()
     digest = content_sha256(env)
     for _ in range(VERSION_ATTEMPTS):
         try:
             return _save_once(db, store, shot_id, env, digest, source, derived_from, created_by,
-                              base_version, prediction)
+                              base_version, prediction, on_saved)
         except api.VersionConflict:
             continue  # another writer took the number we stamped: read the latest again
     raise api.VersionConflict(f"shot id {shot_id}: could not save a new envelope version")
@@ -256,6 +259,7 @@ def _save_once(
     created_by: str | None,
     base_version: int | None,
     prediction: bool,
+    on_saved: Callable[[Any, int], None] | None,
 ) -> tuple[int, ArtifactRef, bool]:
     """One attempt, in one transaction: read the latest version, stamp the next number into the
     file, store it (artifact before the row naming it), insert exactly that version."""
@@ -295,6 +299,8 @@ def _save_once(
         )
         api.finish_activity(s, act.id, used={"from": derived_from} if derived_from else {},
                             generated={"envelope": ref})
+        if on_saved is not None:
+            on_saved(s, version)
     return version, ref, True
 
 

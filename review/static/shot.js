@@ -52,7 +52,8 @@
 
   // ---------------------------------------------------------------- timecode
   /* SMPTE timecode of a frame count, the same arithmetic as tasks.ingest.timecode:
-   * drop-frame applies to 30000/1001 and 60000/1001 only, with ';' before the frames. */
+   * drop-frame applies to 30000/1001 and 60000/1001 only, with ';' before the frames, and
+   * hours wrap at 24 (a shot running past midnight reads 00:00:… as in the queue). */
   function timecode(frames, num, den, dropFrame) {
     var nominal = Math.max(1, Math.ceil(num / den - 1e-9));
     var sign = "";
@@ -69,7 +70,7 @@
     var ff = frames % nominal;
     var ss = Math.floor(frames / nominal) % 60;
     var mm = Math.floor(frames / (nominal * 60)) % 60;
-    var hh = Math.floor(frames / (nominal * 3600));
+    var hh = Math.floor(frames / (nominal * 3600)) % 24;  // SMPTE hours wrap at 24
     return sign + pad(hh) + ":" + pad(mm) + ":" + pad(ss) + (drop ? ";" : ":") + pad(ff);
   }
   function pad(n) { return n < 10 ? "0" + n : String(n); }
