@@ -172,16 +172,21 @@ def test_a_clip_found_damaged_as_the_run_reads_is_one_line_without_a_traceback(
     damaged = shutil.copytree(data, tmp_path / "damaged")
     clip = damaged / "clip_00005.npz"
     clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
-    proc = subprocess.run([sys.executable, "-m", "flows.cli",
-                           *envelope(damaged, tmp_path / "run")], cwd=REPO,
-                          env={**os.environ, "FOLEY_HOME": str(tmp_path / "home")},
+    assert cli_errors(envelope(damaged, tmp_path / "run"), tmp_path / "home") == [
+        f"error: {clip}: not a readable foleyflow dataset clip (File is not a zip file); "
+        "delete it and rerun the build to remake it"]
+    assert not (tmp_path / "run").exists()
+
+
+def cli_errors(args: list[str], home: Path) -> list[str]:
+    """The error lines of `foley ARGS` run as a person runs it, which must exit 2 without a
+    traceback."""
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO,
+                          env={**os.environ, "FOLEY_HOME": str(home)},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert errors == [f"error: {clip}: not a readable foleyflow dataset clip (File is not a "
-                      "zip file); delete it and rerun the build to remake it"], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "run").exists()
+    return [line for line in proc.stderr.splitlines() if "error" in line.lower()]
 
 
 def _poison(folder: Path, clip: Path) -> str:
@@ -212,14 +217,9 @@ def test_a_clip_holding_nan_is_one_line_naming_it(tmp_path: Path, data: Path, ca
             (cal_clip, cal, ["train", "calibrate", str(SHIPPED_CHECKPOINT), str(cal_clip.parent),
                              "--out", str(tmp_path / "out" / "c.safetensors")])):
         array = _poison(folder, clip)
-        proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO,
-                              env={**os.environ, "FOLEY_HOME": str(tmp_path / "home")},
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 2, proc.stderr
-        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-        assert errors == [f"error: {clip}: {array} hold NaN or infinity; delete it and rerun "
-                          "the build to remake it"], proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert cli_errors(args, tmp_path / "home") == [
+            f"error: {clip}: {array} hold NaN or infinity; delete it and rerun the build to "
+            "remake it"]
     assert not (tmp_path / "run").exists()
     assert not (tmp_path / "out" / "c.safetensors").exists()
 
