@@ -45,13 +45,15 @@ def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0,
         select(Generation.role, Activity)
         .join(Activity, Activity.id == Generation.activity_id)
         .where(Generation.artifact_id == art.id, Activity.status == "completed")
-        .order_by(Activity.id)
+        .order_by(Activity.id, Generation.role)
     ).all()
     if not gens or depth > MAX_DEPTH:
         return LineageNode(art.ref(), role, None, [])
-    gen_role, act = next((g for g in gens if g[1].id == activity_id), None) \
-        or next((g for g in gens if shot_id is not None and g[1].shot_id == shot_id), None) \
-        or gens[0]
+    mine = [g for g in gens if g[1].id == activity_id] \
+        or [g for g in gens if shot_id is not None and g[1].shot_id == shot_id] or gens
+    # one run may have written the content under several names (two shots' identical plots):
+    # the name the walk came by says which shot's
+    gen_role, act = next((g for g in mine if g[0] == role), mine[0])
     parts = gen_role.split("/")
     only = parts[1] if act.shot_id is None and len(parts) > 2 and parts[0] == "shots" else None
     shots = {} if act.reel_id is None else dict(s.execute(

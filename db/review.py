@@ -456,11 +456,6 @@ def reels_to_apply(s: Session, *, retry_failed: bool = False,
     return out
 
 
-def reels_with_pending_jobs(s: Session) -> dict[str, bool]:
-    """Reels with jobs due for a run (the app's worker) → whether any of them is still queued."""
-    return reels_to_apply(s)
-
-
 def next_retry(s: Session) -> dt.datetime | None:
     """The soonest a queued job that failed may be retried (None: no such job)."""
     times = [t for t in map(retry_at, _jobs(s, ("queued",), None)) if t is not None]
@@ -486,7 +481,8 @@ class Behind:
         if self.status == "running":
             return f"{self.reel}: {n} being applied"
         if self.status == "retrying":
-            when = self.retry_at.strftime("%Y-%m-%d %H:%M:%S UTC") if self.retry_at else "soon"
+            when = (self.retry_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+                    if self.retry_at else "soon")
             return (f"{self.reel}: delivery behind {n}: applying failed (attempt "
                     f"{self.attempts} of {RETRY_ATTEMPTS}): {self.error}; the review app's "
                     f"worker retries at {when}, or run {apply}")

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import istft, stft
 
-from models import hrtf, spatial
+from models import hrtf, sampler, spatial
 from models.spatial_track import PositionTrack, SourceScene
 
 OVERRIDE_KEYS = ("azimuth_deg", "elevation_deg", "distance_m")
@@ -177,7 +177,7 @@ def render(mono: np.ndarray, paths: list[SourcePath], sr: int, settings: Spatial
     return {kind: limit_linked(audio, sr) for kind, audio in stems.items()}
 
 
-CEILING_DB = -1.0  # the synthesized stem's own ceiling (`models.sampler.CEILING_DB`)
+CEILING_DB = sampler.CEILING_DB  # the synthesized stem's own ceiling
 
 
 def limit_linked(audio: np.ndarray, sr: int, ceiling_db: float = CEILING_DB) -> np.ndarray:

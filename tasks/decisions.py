@@ -146,7 +146,7 @@ def validate_envelope(env: dict[str, Any], *, where: str) -> None:
     objects with numeric t, strength, x, y, text kind, confidence a number or absent; every
     number finite), then the ranges."""
     _check_shape(env, where)
-    samples = env["duration_s"] * env["rate_hz"]
+    samples = float(env["duration_s"]) * float(env["rate_hz"])  # (ints could overflow a float)
     n = round(samples) if math.isfinite(samples) else None
     if len(env["curve"]) != n:
         raise ValueError(f"{where}: curve has {len(env['curve'])} samples, expected "

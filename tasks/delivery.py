@@ -187,9 +187,11 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
     before |= {r for r in found if not Path(r).name.endswith(".partial")} - {MANIFEST}
 
     man, previous = out_dir / MANIFEST, out_dir / PREVIOUS
-    if reel is not None and (man.exists() or previous.exists()):
-        # Set the old manifest aside with all it and the folder say is this reel's: a copy
-        # stopped from here on is finished by the next, which reads the list back.
+    if reel is not None:
+        # Set the old manifest aside with all it and the folder say is this reel's (an empty
+        # list on a first delivery: the folder is claimed for this reel all the same): a copy
+        # stopped from here on is finished by the next, which reads the list back, and another
+        # reel is refused the folder meanwhile.
         tmp = out_dir / f".{PREVIOUS}.partial"
         tmp.write_text(json.dumps({"reel": reel, "files": sorted(before)}, indent=2,
                                   ensure_ascii=False), encoding="utf-8")

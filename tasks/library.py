@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import errno
 import json
 import logging
 import math
 import re
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from sqlalchemy.exc import SQLAlchemyError
 
+from db.engine import DatabaseUnavailable
 from models.audio_env import attack_start, rms_envelope
 from models.sampler import Sample
 from tasks.stage import one_line
@@ -85,14 +87,11 @@ class UnreadableAudio(Exception):
 
 
 def _is_outage(exc: BaseException) -> bool:
-    """The artifact store or the database failed (not the file): the index must stop. The
-    database's error types are looked up only if their modules are loaded: an exception of a
-    class whose module was never imported cannot have been raised."""
-    if isinstance(exc, StoreError):
+    """The artifact store, the database or the disk the index writes to failed (not the
+    file): the index must stop, or it would record a library missing every file after it."""
+    if isinstance(exc, (StoreError, DatabaseUnavailable, SQLAlchemyError)):
         return True
-    engine, sa_exc = sys.modules.get("db.engine"), sys.modules.get("sqlalchemy.exc")
-    return (engine is not None and isinstance(exc, engine.DatabaseUnavailable)) or \
-        (sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError))
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 # ---------------------------------------------------------------- decoding and processing

@@ -122,6 +122,7 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
                code: Sequence[ModuleType], compute: Callable[[dict[str, Path], Path], StageOutput],
                reel_id: int | None, shot_id: int | None, agent: str | None, seed: int | None,
                checkpoint_sha256: str | None) -> StageResult:
+    sweep_once()
     store = runtime.store()
     version = code_version(code)
     key = cache_key(task, inputs, params, version)
@@ -186,7 +187,7 @@ def _run_stage(task: str, inputs: dict[str, ArtifactRef], params: dict[str, Any]
 
 
 WORK_PREFIX = "foley-"
-_WORK_NAME = re.compile(r"foley-[a-z0-9_]+-(\d+)-[a-z0-9_]+")
+_WORK_NAME = re.compile(r"foley-.+-(\d+)-[a-z0-9_]+")  # stage names may hold "-"
 STALE_WORK_S = 3600.0  # a dead process's work folder untouched this long is removed
 _swept = False
 
@@ -195,7 +196,14 @@ def work_dir(task: str) -> tempfile.TemporaryDirectory[str]:
     """A stage's temporary work folder, `foley-<task>-<pid>-<random>` in the temp folder, removed
     when the stage ends. A process killed outright (kill -9, the OOM killer, power loss) cannot
     remove its own, and a conform's holds every reel-length mix — gigabytes on a feature reel —
-    so the first stage a process runs removes what dead processes left (`sweep_work_dirs`)."""
+    so the first stage a process runs removes what dead processes left (`sweep_once`)."""
+    sweep_once()
+    return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{task}-{os.getpid()}-")
+
+
+def sweep_once() -> None:
+    """`sweep_work_dirs` once per process (`run_stage` calls it first: a rerun whose stages are
+    all cached sweeps too)."""
     global _swept
     if not _swept:
         _swept = True
@@ -203,7 +211,6 @@ def work_dir(task: str) -> tempfile.TemporaryDirectory[str]:
             sweep_work_dirs()
         except OSError as exc:  # never fail a stage over someone else's leftovers
             log.warning("could not sweep old work folders: %s", exc)
-    return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{task}-{os.getpid()}-")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -220,8 +227,10 @@ def sweep_work_dirs(root: Path | None = None, *, stale_s: float = STALE_WORK_S,
                     now: float | None = None) -> list[Path]:
     """Remove the stage work folders in `root` (the temp folder) that a dead process left: named
     by `work_dir`, owned by this user, their process no longer running, and nothing in them
-    written for `stale_s` seconds (so a live stage of another process namespace sharing the
-    folder is never touched). Returns what was removed."""
+    written at its top for `stale_s` seconds. A process of another machine or container
+    sharing the temp folder looks dead from here: the hour without a write is what keeps its
+    work (a stage writes its files at the top of its folder as it goes). Returns what was
+    removed."""
     root = Path(tempfile.gettempdir()) if root is None else root
     now = time.time() if now is None else now
     removed: list[Path] = []

@@ -62,17 +62,20 @@ def choose_sounds(
     review (`env["category"]`) restricts the one-shots to that category. A ValueError when
     nothing in the library matches an envelope that sounds (no one-shot and no texture: the
     stem would be digital silence)."""
-    if env.get("category"):
+    where = f"sound library {library!r}" if library else "the sound library"
+    curve = any(float(v) > 0 for v in env.get("curve", []))
+    sounding = bool(env["events"]) or curve
+    if env.get("category") and sounding:  # (a silent shot needs no sound of it)
         chosen = [snd for snd in sounds if snd.category == env["category"]]
         if not chosen:
-            raise ValueError(f"no sounds of category {env['category']!r} in the library")
+            raise ValueError(f"no sounds of category {env['category']!r} in {where}")
         sounds = chosen + [snd for snd in sounds if snd.kind == "texture" and snd not in chosen]
     kind = main_kind(env)
     oneshots = library_match.match_sounds(sounds, hint, kind)[:MAX_ONESHOTS]
     textures = library_match.match_texture(sounds, hint, kind)[:1]
-    sounding = env["events"] or any(float(v) > 0 for v in env.get("curve", []))
-    if sounding and not oneshots and not textures:
-        where = f"sound library {library!r}" if library else "the sound library"
+    # events sound only through one-shots, and the texture only where the curve is above zero
+    audible = (env["events"] and oneshots) or (curve and textures)
+    if sounding and not audible:
         sought = f"{hint!r} ({kind})" if hint else f"its {kind} events" if env["events"] \
             else f"a sustained {kind}"
         raise ValueError(

@@ -311,6 +311,16 @@ elif sys.argv[3] == "killed":  # kill -9 as the stale envelope_v1.json is remove
         return real(self, *a, **k)
     Path.unlink = unlink
     delivery.deliver(second, out)
+elif sys.argv[3] == "first-killed":  # kill -9 during a first delivery's second copy
+    import shutil
+    real_copy, copies = shutil.copyfile, []
+    def copyfile(*a, **k):
+        copies.append(a)
+        if len(copies) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_copy(*a, **k)
+    shutil.copyfile = copyfile
+    delivery.deliver(first, out)
 else:  # the next retake
     delivery.deliver(third, out)
 '''
@@ -349,5 +359,29 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
         "manifest.json", "r1_foley_stereo.wav", "shots/SH010/envelope_v3.json"]
     assert (out / "r1_foley_stereo.wav").read_text() == "v3"
     man = json.loads((out / "manifest.json").read_text())
+    assert {rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
+            for rel in man["files"]} == man["files"]
+
+
+def test_a_first_delivery_killed_half_way_keeps_the_folder_for_its_reel(tmp_path: Path) -> None:
+    """Killed during its copies, a first delivery leaves no manifest but the aside file names
+    its reel: another reel is refused the folder, and the next run of this one finishes."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "FOLEY_HOME": str(tmp_path / "home")}
+    env.pop("FOLEY_DB_URL", None), env.pop("FOLEY_STORE_URL", None)
+
+    def run(step: str) -> int:
+        return subprocess.run([sys.executable, "-c", KILLED_DELIVERY, str(out), str(work), step],
+                              env=env, cwd=REPO, capture_output=True, text=True).returncode
+
+    assert run("first-killed") == -9
+    assert not (out / "manifest.json").exists()
+    from tasks.delivery import DeliveryFolderError, check_delivery_folder
+    with pytest.raises(DeliveryFolderError, match="holds the delivery of reel 'r1'"):
+        check_delivery_folder(out, "r2", edit=tmp_path / "r2.otio")
+    assert run("first") == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert not (out / ".manifest.json.previous").exists()
     assert {rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
             for rel in man["files"]} == man["files"]

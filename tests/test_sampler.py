@@ -240,3 +240,13 @@ def test_a_library_with_nothing_for_the_shot_fails_it_rather_than_deliver_silenc
     scrape = _envelope(2.0, _steps([0.5], kind="scrape"), np.full(200, 0.02))
     oneshots, textures = choose_sounds([s for s in kit if s.kind == "texture"], "scrape", scrape)
     assert not oneshots and textures
+    # what matches must be able to sound: events only through one-shots, a curve only
+    # through a texture
+    only_textures = [s for s in kit if s.kind == "texture"]
+    with pytest.raises(ValueError, match="so the shot would be silent"):
+        choose_sounds(only_textures, "scrape", _envelope(2.0, _steps([0.5], kind="scrape")))
+    with pytest.raises(ValueError, match="so the shot would be silent"):
+        choose_sounds([s for s in kit if s.kind == "oneshot"], "scrape",
+                      _envelope(2.0, [], np.full(200, 0.02)))
+    silent = {**_envelope(2.0, []), "category": "no such category"}
+    assert choose_sounds(whooshes, None, silent) == ([], [])  # a silent shot needs nothing

@@ -5,7 +5,8 @@ Revises: 0007
 Create Date: 2026-11-24
 
 Reviewed by hand: one column with a default. A job that failed before this revision failed
-once (the old code never retried), so a job with an error counts one attempt.
+once (the old code never retried), so a job with an error counts one attempt; and one that a
+later run of its reel has served since is done (it would read as a delivery behind).
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('attempts', sa.Integer(), nullable=False,
                                       server_default='0'))
     op.execute("UPDATE review_jobs SET attempts = 1 WHERE error IS NOT NULL")
+    # The old code never ran a failed job again; one older than a job of its reel that a run
+    # finished since was served by that run (it delivers the reel as it is), so it is done.
+    op.execute("UPDATE review_jobs SET status = 'done' WHERE status = 'failed' AND EXISTS ("
+               "SELECT 1 FROM review_jobs AS later WHERE later.reel_id = review_jobs.reel_id "
+               "AND later.status = 'done' AND later.id > review_jobs.id)")
 
 
 def downgrade() -> None:
