@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import opentimelineio as otio
@@ -326,11 +326,9 @@ else:  # the next retake
 '''
 
 
-def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> None:
-    """A re-conform killed (SIGKILL) after its copies, while removing a stale file: the next
-    delivery — another retake — removes both the stale file the old manifest lists and the
-    killed delivery's own, which no manifest names; nothing stays behind (the killed one's
-    envelope did, for good, when stale files came from the folder's manifest alone)."""
+def deliveries(tmp_path: Path) -> Callable[[str], int]:
+    """Run a step of KILLED_DELIVERY into tmp_path/out in its own embedded home (its exit
+    code: -9 when it killed itself)."""
     out, work = tmp_path / "out", tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "FOLEY_HOME": str(tmp_path / "home")}
@@ -339,7 +337,15 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
     def run(step: str) -> int:
         return subprocess.run([sys.executable, "-c", KILLED_DELIVERY, str(out), str(work), step],
                               env=env, cwd=REPO, capture_output=True, text=True).returncode
+    return run
 
+
+def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> None:
+    """A re-conform killed (SIGKILL) after its copies, while removing a stale file: the next
+    delivery — another retake — removes both the stale file the old manifest lists and the
+    killed delivery's own, which no manifest names; nothing stays behind (the killed one's
+    envelope did, for good, when stale files came from the folder's manifest alone)."""
+    out, run = tmp_path / "out", deliveries(tmp_path)
     assert run("first") == 0
     assert run("killed") == -9
     # Half-way, the folder claims no delivery: the old manifest, which would name the new
@@ -366,15 +372,7 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
 def test_a_first_delivery_killed_half_way_keeps_the_folder_for_its_reel(tmp_path: Path) -> None:
     """Killed during its copies, a first delivery leaves no manifest but the aside file names
     its reel: another reel is refused the folder, and the next run of this one finishes."""
-    out, work = tmp_path / "out", tmp_path / "work"
-    work.mkdir()
-    env = {**os.environ, "FOLEY_HOME": str(tmp_path / "home")}
-    env.pop("FOLEY_DB_URL", None), env.pop("FOLEY_STORE_URL", None)
-
-    def run(step: str) -> int:
-        return subprocess.run([sys.executable, "-c", KILLED_DELIVERY, str(out), str(work), step],
-                              env=env, cwd=REPO, capture_output=True, text=True).returncode
-
+    out, run = tmp_path / "out", deliveries(tmp_path)
     assert run("first-killed") == -9
     assert not (out / "manifest.json").exists()
     from tasks.delivery import DeliveryFolderError, check_delivery_folder
