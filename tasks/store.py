@@ -39,36 +39,52 @@ class StoreError(OSError):
 
 
 class StoreUnavailable(StoreError):
-    """The store's server did not answer (refused, timed out, 5xx): retrying later may work."""
+    """The store's server did not answer (refused, timed out, 5xx): retrying later may work.
 
-    def __init__(self, message: str, *, endpoint: str = "", reason: str = "") -> None:
+    `hung`: it accepted the connection but sent nothing back within the read timeout (a hung
+    or wedged server, or something that is not S3 listening on the port): `retry_io` gives
+    such a server fewer tries, each of them having cost a whole read timeout."""
+
+    def __init__(self, message: str, *, endpoint: str = "", reason: str = "",
+                 hung: bool = False) -> None:
         super().__init__(message)  # one argument: OSError reads two as (errno, strerror)
         self.endpoint = endpoint
         self.reason = reason or message
+        self.hung = hung
 
 
 def retry_io(fn: Callable[[], T], *, attempts: int = 5, base: float = 0.5,
-             max_delay: float = 8.0, sleep: Callable[[float], None] = time.sleep) -> T:
+             max_delay: float = 8.0, sleep: Callable[[float], None] = time.sleep,
+             hung_attempts: int | None = None) -> T:
     """Call `fn`, retrying on `StoreUnavailable` with bounded exponential backoff.
 
     Waits base, 2·base, 4·base, … (each at most `max_delay`) between `attempts` tries; other
-    errors pass straight through. The final error says how long we tried and what to do.
+    errors pass straight through. A server that accepts connections and never answers
+    (`StoreUnavailable.hung`) is given at most `hung_attempts` tries (None: `attempts`): each
+    one has waited a whole read timeout already. The final error says how long we tried and
+    what to do.
     """
     if attempts < 1:
         raise ValueError(f"retry_io needs at least one attempt, got {attempts}")
     start = time.monotonic()
+    hung = 0
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except StoreUnavailable as e:
             last = e
+            hung += bool(e.hung)
+            if hung_attempts is not None and e.hung and hung >= hung_attempts:
+                break
             if attempt < attempts:
                 sleep(min(max_delay, base * 2 ** (attempt - 1)))
     elapsed = time.monotonic() - start
+    what = ("unreachable (it accepts connections but never answers: a hung or overloaded "
+            "server, or no S3 server on that port)" if last.hung else "unreachable")
     raise StoreUnavailable(
-        f"S3 endpoint {last.endpoint} unreachable after {attempts} attempts over {elapsed:.1f} s: "
+        f"S3 endpoint {last.endpoint} {what} after {attempt} attempts over {elapsed:.1f} s: "
         f"{last.reason}; check the server and rerun — completed work is kept",
-        endpoint=last.endpoint, reason=last.reason) from last
+        endpoint=last.endpoint, reason=last.reason, hung=last.hung) from last
 
 
 def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) -> str:
@@ -327,8 +343,15 @@ class S3Config:
     cache_dir: Path = Path(".foley/cache/s3")  # where local_path() downloads to
     part_size: int = 16 << 20  # multipart above this size, in parts of this size
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    read_timeout_s: float = 60.0  # longest silence of one socket read (a transfer moving)
+    # Longest wait for the answer to a HEAD (a stat or a bucket check: every store call starts
+    # with one, and the server has nothing to compute or move for it); at most read_timeout_s.
+    head_timeout_s: float = 15.0
     attempts: int = 6  # retry budget for an unreachable server (see retry_io): 15.5 s
+    # ... and for one that takes the connection and never answers (read timeouts): with the
+    # defaults a call to a hung server fails after 15 + 0.5 + 15 s ≈ 31 s (it was 6 × 60 s of
+    # read timeouts + 15.5 s of backoff ≈ 6.3 min)
+    hung_attempts: int = 2
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
 

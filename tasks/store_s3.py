@@ -3,12 +3,16 @@
 Same keys as the local folder (`<prefix>/ab/cd/<sha256><suffix>`), so a put of bytes already
 there is a stat and nothing more. Reads download into a local cache folder (temporary name,
 then rename) and check the sha256 on the way in. A server that does not answer surfaces as
-`StoreUnavailable` after bounded retries; credentials never appear in refs, reprs or errors.
+`StoreUnavailable` after bounded retries (fewer for one that takes the connection and never
+answers; every call starts with a HEAD, which waits `head_timeout_s` for its answer, while a
+transfer waits `read_timeout_s` per socket read); credentials never appear in refs, reprs or
+errors.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Callable
@@ -51,17 +55,61 @@ def split_endpoint(endpoint: str | None) -> tuple[str, str, bool]:
     return f"{u.scheme}://{host}", host, u.scheme == "https"
 
 
+class _TimedPool(urllib3.PoolManager):
+    """A pool that waits at most `head` (a urllib3 Timeout) for the answer to a HEAD.
+
+    A read timeout bounds each socket read, so a transfer that keeps moving never trips it;
+    what it cannot tell apart is a server that never answers. A HEAD (a stat, a bucket check:
+    every store call starts with one) asks for nothing the server must compute or move, so it
+    gets a short wait and a hung server shows itself there; transfers (GET, PUT, POST: the
+    multipart calls, answered only once the parts are written) keep the full read timeout."""
+
+    def __init__(self, *, head: urllib3.Timeout, **kw: object) -> None:
+        super().__init__(**kw)
+        self._head = head
+
+    def urlopen(self, method: str, url: str, redirect: bool = True,
+                **kw: object) -> urllib3.BaseHTTPResponse:
+        if method == "HEAD":
+            kw.setdefault("timeout", self._head)
+        return super().urlopen(method, url, redirect=redirect, **kw)
+
+
 def make_client(config: S3Config) -> Minio:
     """A minio client that fails fast (no hidden urllib3 retries: `retry_io` owns the backoff)."""
     _, host, secure = split_endpoint(config.endpoint)
-    http = urllib3.PoolManager(
+    http = _TimedPool(
         timeout=urllib3.Timeout(connect=config.connect_timeout_s, read=config.read_timeout_s),
+        head=urllib3.Timeout(connect=config.connect_timeout_s,
+                             read=min(config.head_timeout_s, config.read_timeout_s)),
         maxsize=10, cert_reqs="CERT_REQUIRED",
         ca_certs=str(config.ca_bundle) if config.ca_bundle else certifi.where(),
         retries=urllib3.Retry(total=0, redirect=False))
     secret = config.secret_key.get_secret_value() if config.secret_key else None
     return Minio(host, access_key=config.access_key, secret_key=secret, secure=secure,
                  region=config.region, http_client=http)
+
+
+def _hung(e: BaseException) -> bool:
+    """The server took the connection but sent nothing back in time: a read timeout (waiting
+    for an answer or for more of a body), or a send that stalled because it stopped reading.
+    A connect timeout is not one (nothing took the connection: unreachable)."""
+    chain, stack = [], [e]
+    while stack:
+        x = stack.pop()
+        if x is None or any(x is c for c in chain):
+            continue
+        chain.append(x)
+        if isinstance(x, urllib3.exceptions.MaxRetryError):
+            stack.append(x.reason)
+        if isinstance(x, urllib3.exceptions.ProtocolError):  # ("Connection aborted.", cause)
+            stack.extend(a for a in x.args if isinstance(a, BaseException))
+        stack += [x.__cause__, x.__context__]
+    if any(isinstance(x, (urllib3.exceptions.ConnectTimeoutError,
+                          urllib3.exceptions.NewConnectionError)) for x in chain):
+        return False
+    return any(isinstance(x, (urllib3.exceptions.ReadTimeoutError, socket.timeout))
+               for x in chain)
 
 
 def _reason(e: BaseException) -> str:
@@ -115,11 +163,16 @@ class S3Store:
             except StoreError:
                 dest.unlink(missing_ok=True)  # a damaged cache copy is fetched again
         dest.parent.mkdir(parents=True, exist_ok=True)
+        missing = StoreError(f"artifact {self._uri(key)} is missing from the store "
+                             f"(endpoint {self.endpoint})")
+        # a HEAD first: a hung server fails it within the short head timeout, where the GET
+        # would wait the full read timeout for its answer
+        if self._size(key) is None:
+            raise missing
         try:
             self._io(lambda: self._download(key, dest, ref), self._uri(key))
         except _Missing:
-            raise StoreError(f"artifact {self._uri(key)} is missing from the store "
-                             f"(endpoint {self.endpoint})") from None
+            raise missing from None
         return dest
 
     def exists(self, ref: ArtifactRef) -> bool:
@@ -153,7 +206,8 @@ class S3Store:
         """Run one S3 call with this store's retry budget and error translation."""
         c = self.config
         return retry_io(lambda: self._translate(fn, what), attempts=c.attempts,
-                        base=c.backoff_base_s, max_delay=c.backoff_max_s)
+                        base=c.backoff_base_s, max_delay=c.backoff_max_s,
+                        hung_attempts=c.hung_attempts)
 
     def _translate(self, fn: Callable[[], T], what: str) -> T:
         """Map minio / urllib3 failures onto StoreError (permanent) or StoreUnavailable."""
@@ -176,7 +230,7 @@ class S3Store:
                 ConnectionError, TimeoutError) as e:
             reason = _reason(e)
             raise StoreUnavailable(f"S3 endpoint {self.endpoint} unreachable: {reason}",
-                                   endpoint=self.endpoint, reason=reason) from e
+                                   endpoint=self.endpoint, reason=reason, hung=_hung(e)) from e
 
     def _ensure_bucket(self) -> None:
         """Create the bucket on first write if it is missing. No policy is set: it stays private."""
