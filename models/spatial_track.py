@@ -57,7 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from models.motion_baseline import ATTACK_S, DECAY_S, Track, envelope_curve, track_contacts, track_regions
+from models.motion_baseline import (ATTACK_S, DECAY_S, RMS_AT_FULL_STRENGTH, Track, envelope_curve,
+                                    track_contacts, track_regions)
 from models.spatial import A_REF
 
 MEAS_NOISE = 0.01        # picture units
@@ -68,7 +69,7 @@ GLIDE_S = 0.04
 GRID_HZ = 200.0
 STITCH_S = 0.5           # a track broken for up to this long is joined to its continuation
 STITCH_AREA = 2.5
-SUSTAIN_MIN = 0.02       # curve units: less residual than this is not a sustained sound
+SUSTAIN_MIN = 0.02 * RMS_AT_FULL_STRENGTH  # less residual than this is not a sustained sound
 CORR_MIN = 0.2
 SLIDE_PAIRS = 4          # a sliding object is tracked over at least this many frame pairs
 SOUNDING = 0.2           # a layer with at least this share is heard (foley eval spatial)

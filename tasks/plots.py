@@ -14,24 +14,38 @@ import numpy as np  # noqa: E402
 KIND_COLOURS = {"impact": "#d62728", "step": "#1f77b4", "scrape": "#2ca02c", "whoosh": "#9467bd"}
 
 
+PLOT_FLOOR_DB = -72.0  # the curve's axis: dBFS RMS, from here to 0
+
+
+def curve_db(curve: np.ndarray, floor_db: float = PLOT_FLOOR_DB) -> np.ndarray:
+    """Linear RMS as dBFS, floored (silence reads as the floor)."""
+    return 20 * np.log10(np.maximum(np.asarray(curve, dtype=float), 10 ** (floor_db / 20)))
+
+
 def plot_envelope(
     env: Mapping[str, Any], out: Path, *, label_time: Callable[[float], str], title: str
 ) -> Path:
-    """The curve with its events as stems, x axis labelled in record timecode."""
+    """The curve in dBFS RMS (left axis, as a meter reads it) with its events as stems at their
+    strength (right axis, 0–1), x axis labelled in record timecode."""
     curve = np.asarray(env["curve"], dtype=float)
     t = np.arange(len(curve)) / env["rate_hz"]
     fig, ax = plt.subplots(figsize=(10, 2.8), dpi=100)
-    ax.fill_between(t, curve, color="#444444", alpha=0.35, lw=0)
-    ax.plot(t, curve, color="#222222", lw=1)
+    level = curve_db(curve)
+    ax.fill_between(t, level, PLOT_FLOOR_DB, color="#444444", alpha=0.35, lw=0)
+    ax.plot(t, level, color="#222222", lw=1)
+    ax.set_ylim(PLOT_FLOOR_DB, 0)
+    ax.set_yticks(np.arange(PLOT_FLOOR_DB, 1, 12))
+    ax.set_ylabel("RMS (dBFS)")
+    strength = ax.twinx()
     for ev in env["events"]:
         c = KIND_COLOURS.get(ev["kind"], "#ff7f0e")
-        ax.vlines(ev["t"], 0, ev["strength"], color=c, lw=1.5)
-        ax.plot([ev["t"]], [ev["strength"]], "o", color=c, ms=5)
+        strength.vlines(ev["t"], 0, ev["strength"], color=c, lw=1.5)
+        strength.plot([ev["t"]], [ev["strength"]], "o", color=c, ms=5)
+    strength.set_ylim(0, 1.05)
+    strength.set_ylabel("event strength")
     ticks = np.linspace(0, env["duration_s"], 6)
     ax.set_xticks(ticks, [label_time(x) for x in ticks], fontsize=8)
     ax.set_xlim(0, env["duration_s"])
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("RMS (linear)")
     kinds = sorted({e["kind"] for e in env["events"]})
     ax.set_title(f"{title} — {len(env['events'])} events {', '.join(kinds)}", fontsize=10)
     fig.tight_layout()

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.motion_baseline import MOTION_FIELDS, SOURCE, estimate_envelope
+from models.motion_baseline import MOTION_FIELDS, RMS_AT_FULL_STRENGTH, SOURCE, estimate_envelope
 from models.scenes import SceneSpec, SceneTruth, render_scene
 from tasks.features import GRID, MAX_REGIONS, REGION_FIELDS, compute_features
 from tasks.media import make_proxy
@@ -84,12 +84,12 @@ def test_envelope_follows_the_contract(tmp_path: Path) -> None:
     assert env["version"] == 1 and env["parent"] is None and env["prompt"] is None
     assert env["source"] == SOURCE and env["shot"] == "SH010" and env["rate_hz"] == 100
     assert env["duration_s"] == truth.duration_s and len(env["curve"]) == round(truth.duration_s * 100)
-    assert all(0.0 <= v <= 1.0 for v in env["curve"])
+    assert all(0.0 <= v <= RMS_AT_FULL_STRENGTH for v in env["curve"])  # linear RMS
     for e in env["events"]:
         assert set(e) == {"t", "strength", "x", "y", "kind", "confidence"}
         assert 0 <= e["x"] <= 1 and 0 <= e["y"] <= 1 and 0 <= e["strength"] <= 1 and 0 <= e["confidence"] <= 1
         peak = int(np.ceil(e["t"] * 100))                 # a transient starts at each event
-        assert max(env["curve"][peak:peak + 3]) > 0.5 * e["strength"]
+        assert max(env["curve"][peak:peak + 3]) > 0.5 * e["strength"] * RMS_AT_FULL_STRENGTH
     first = env["events"][0]
     assert abs(first["x"] - truth.events[0]["x"]) < 0.05 and first["y"] > 0.7
 
@@ -122,7 +122,7 @@ def test_sliding_gives_a_scrape_and_a_sustained_curve(tmp_path: Path) -> None:
     scrapes = [e for e in env["events"] if e["kind"] == "scrape"]
     assert len(scrapes) == 1 and abs(scrapes[0]["t"] - truth.events[0]["t"]) * truth.fps < 1.0, env["events"]
     curve = np.array(env["curve"])
-    assert curve[100:150].min() > 0.05                     # still sliding a second later
+    assert curve[100:150].min() > 0.05 * RMS_AT_FULL_STRENGTH  # still sliding a second later
 
 
 def test_zero_motion_features_give_silence() -> None:

@@ -70,6 +70,19 @@ def test_delivery_folder_is_complete(reel: dict) -> None:
     assert foa["channels"] == 4
 
 
+def test_stems_keep_their_dynamics(reel: dict) -> None:
+    """The default pass sounds its shots at the level its envelopes ask for (linear RMS), not
+    20–25 dB over it into the −1 dBFS limiter: every sounding stem peaks under −3 dBFS, and
+    over −50 dBFS (heard)."""
+    m, out = reel["manifest"], reel["out"]
+    peaks = {}
+    for shot in m["shots"]:
+        audio, _ = sf.read(out / shot["stems"]["mono"], dtype="float64")
+        if np.any(audio):
+            peaks[shot["name"]] = round(20 * np.log10(np.abs(audio).max()), 1)
+    assert peaks and all(-50 < p < -3 for p in peaks.values()), peaks
+
+
 def test_mix_onsets_match_true_contacts(reel: dict) -> None:
     m, out, truth = reel["manifest"], reel["out"], reel["truth"]
     info = read_bwf_info(out / m["mix"])

@@ -24,6 +24,7 @@ from db import api, review
 from db.schema import ReviewJob
 from flows.demo import DEMO_SHOTS, make_demo_reel
 from flows.settings import get_settings
+from models import motion_baseline
 from review import auth
 from tasks import runtime
 
@@ -179,7 +180,7 @@ def test_a_rerun_of_the_pass_never_buries_an_edit(home: Path) -> None:
 
 # ---------------------------------------------------------------- reruns of the pass
 
-BASELINE, MODEL = "baseline:motion@1", "rms-mapper:tiny"
+BASELINE, MODEL = motion_baseline.SOURCE, "rms-mapper:tiny"
 
 
 def rerun(home: Path, **options: Any) -> Any:

@@ -16,6 +16,7 @@
   var BUMP_POST_S = 0.35;     // early and lasts this long (a hit's decay), or up to the next event
   var DRIFT_S = 0.04;         // audio is re-synced to the picture beyond this drift
   var HISTORY_MAX = 300;
+  var CURVE_FLOOR_DB = -72;   // the curve's axis: dBFS RMS from here (silence) to 0, as a meter
   var KIND_COLORS = { impact: "#ff8a3d", step: "#39c5f2", scrape: "#e8c547", whoosh: "#b48cff" };
   var SPARE_COLORS = ["#59d98e", "#ff6f91", "#7fd1c7", "#d7e36a", "#f29ee0"];
   var STATE_LABEL = {
@@ -476,13 +477,21 @@
   function measure() {
     var w = Math.max(320, svg.clientWidth || svg.parentNode.clientWidth || 800);
     var hgt = Math.max(160, svg.clientHeight || 240);
-    var g = { w: w, h: hgt, l: 40, r: 12, t: 24, b: 10 };
+    var g = { w: w, h: hgt, l: 40, r: 34, t: 24, b: 10 };
     g.W = g.w - g.l - g.r;
     g.H = g.h - g.t - g.b;
     return g;
   }
   function X(t) { return geo.l + (t / duration()) * geo.W; }
-  function Y(a) { return geo.t + (1 - a) * geo.H; }
+  function Y(a) { return geo.t + (1 - a) * geo.H; }       // an event's strength, 0..1
+  function dB(v) { return v > 0 ? Math.max(CURVE_FLOOR_DB, 20 * Math.log10(v)) : CURVE_FLOOR_DB; }
+  function YL(v) { return geo.t + Math.min(dB(v), 0) / CURVE_FLOOR_DB * geo.H; }  // the curve
+  /* The curve's linear RMS at height y: the floor (and under it) is silence. */
+  function levelAt(y) {
+    var db = clamp((y - geo.t) / geo.H, 0, 1) * CURVE_FLOOR_DB;
+    return db <= CURVE_FLOOR_DB + 0.5 ? 0 : Math.pow(10, db / 20);
+  }
+  function dbText(v) { return v > 0 ? dB(v).toFixed(1) + " dB" : "silence"; }
   function pointer(ev) {
     var r = svg.getBoundingClientRect();
     var x = ev.clientX - r.left, y = ev.clientY - r.top;
@@ -490,6 +499,7 @@
       x: x, y: y,
       t: clamp((x - geo.l) / geo.W * duration(), 0, duration()),
       a: clamp(1 - (y - geo.t) / geo.H, 0, 1),
+      rms: levelAt(y),
       inside: x >= geo.l - 2 && x <= geo.l + geo.W + 2 && y >= 0 && y <= geo.t + geo.H + 4
     };
   }
@@ -522,11 +532,19 @@
     var g = layers.axes, dur = duration();
     el("rect", { "class": "ruler-bg", x: 0, y: 0, width: geo.w, height: geo.t }, g);
     el("rect", { "class": "plot-bg", x: geo.l, y: geo.t, width: geo.W, height: geo.H }, g);
-    [0, 0.25, 0.5, 0.75, 1].forEach(function (a) {
-      el("line", { "class": a === 0 || a === 1 ? "grid grid-edge" : (a === 0.5 ? "grid grid-mid" : "grid"),
-                   x1: geo.l, x2: geo.l + geo.W, y1: Y(a), y2: Y(a) }, g);
-      var tx = el("text", { "class": "y-label", x: geo.l - 6, y: Y(a) + 3.5, "text-anchor": "end" }, g);
-      tx.textContent = a === 0 ? "0" : a === 1 ? "1" : a.toFixed(2).replace(/^0/, "");
+    // left: the curve in dBFS RMS; right: the events' strength
+    for (var db = 0; db >= CURVE_FLOOR_DB; db -= 12) {
+      var yl = YL(Math.pow(10, db / 20));
+      el("line", { "class": db === 0 || db === CURVE_FLOOR_DB ? "grid grid-edge" : (db === -36 ? "grid grid-mid" : "grid"),
+                   x1: geo.l, x2: geo.l + geo.W, y1: yl, y2: yl }, g);
+      var tx = el("text", { "class": "y-label", x: geo.l - 6, y: yl + 3.5, "text-anchor": "end" }, g);
+      tx.textContent = db === 0 ? "0 dB" : String(db);
+    }
+    [0, 0.5, 1].forEach(function (a) {
+      var ts = el("text", { "class": "y-label strength-label", x: geo.l + geo.W + 4, y: Y(a) + 3.5, "text-anchor": "start" }, g);
+      ts.textContent = a === 0 ? "0" : a === 1 ? "1" : ".5";
+      var tt = el("title", {}, ts);
+      tt.textContent = "event strength";
     });
     // frame ticks in the ruler when there is room
     var pxFrame = geo.W / (dur * fps());
@@ -577,7 +595,7 @@
     var out = [], dur = duration();
     for (var i = 0; i < curve.length; i++) {
       var t = Math.min(i / hz, dur);
-      out.push((i ? "L" : "M") + X(t).toFixed(1) + " " + Y(curve[i]).toFixed(1));
+      out.push((i ? "L" : "M") + X(t).toFixed(1) + " " + YL(curve[i]).toFixed(1));
     }
     return out.join("");
   }
@@ -589,7 +607,7 @@
     var line = curvePath(edit.curve, rateHz());
     if (!line) return;
     var lastT = Math.min((edit.curve.length - 1) / rateHz(), duration());
-    el("path", { "class": "curve-fill", d: line + "L" + X(lastT).toFixed(1) + " " + Y(0) + "L" + X(0) + " " + Y(0) + "Z" }, g);
+    el("path", { "class": "curve-fill", d: line + "L" + X(lastT).toFixed(1) + " " + YL(0) + "L" + X(0) + " " + YL(0) + "Z" }, g);
     el("path", { "class": "curve", d: line }, g);
   }
 
@@ -792,12 +810,14 @@
     var hz = rateHz(), n = edit.curve.length;
     if (!n) return;
     var i = clamp(Math.round(p.t * hz), 0, n - 1);
-    var a = round(p.a, 4);
+    var a = round(p.rms, 7);
     var last = drag.last;
-    if (last && last.i !== i) {
+    if (last && last.i !== i) {  // the samples between two pointer moves: a straight line in dB
       var step = i > last.i ? 1 : -1;
+      var d0 = last.a > 0 ? dB(last.a) : CURVE_FLOOR_DB, d1 = a > 0 ? dB(a) : CURVE_FLOOR_DB;
       for (var j = last.i + step; j !== i; j += step) {
-        edit.curve[j] = round(last.a + (a - last.a) * (j - last.i) / (i - last.i), 4);
+        var dj = d0 + (d1 - d0) * (j - last.i) / (i - last.i);
+        edit.curve[j] = dj <= CURVE_FLOOR_DB ? 0 : round(Math.pow(10, dj / 20), 7);
       }
     }
     edit.curve[i] = a;
@@ -811,7 +831,7 @@
     if (!p.inside) { hideHover(); return; }
     var x = X(p.t);
     layers.hover.setAttribute("x1", x); layers.hover.setAttribute("x2", x);
-    var txt = tcAt(p.t) + (p.y >= geo.t ? "  " + p.a.toFixed(2) : "");
+    var txt = tcAt(p.t) + (p.y >= geo.t ? "  " + dbText(p.rms) : "");
     layers.hoverText.textContent = txt;
     var right = x + 6 + 130 > geo.w;
     layers.hoverText.setAttribute("x", right ? x - 6 : x + 6);
