@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import DateTime, delete, func, select, update
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from db.api import DECISIONS, REVIEW_STATES, decide, get_agent, latest_envelope, lock_shot
 from db.schema import (
@@ -66,6 +68,33 @@ def _now() -> dt.datetime:
 
 def _aware(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)  # SQLite drops the zone
+
+
+class db_now(FunctionElement):  # noqa: N801 - reads as the SQL function it is
+    """The database's clock, in SQL: Postgres's `now()` (the transaction's start, one value
+    for every row a transaction writes), SQLite's current UTC time to the millisecond (SQLite
+    keeps no zone: read back through `_aware`, as `created_at` is). The outbox's times are the
+    database's, not the client's: hosts sharing a Postgres may disagree on the time, and a
+    job's retry backoff is measured from `finished_at` against `db_clock`."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(db_now)
+def _db_now_default(element: db_now, compiler: object, **kw: object) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: object, **kw: object) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def db_clock(s: Session) -> dt.datetime:
+    """The database's time now (aware, UTC): what `finished_at` and `claimed_at` are written
+    with, so retries are due by one clock whichever host asks."""
+    return _aware(s.scalar(select(db_now())))
 
 
 # ---------------------------------------------------------------- people
@@ -347,22 +376,28 @@ def take_decision(s: Session, shot: Shot, *, version: int, decision: str, user: 
 # ---------------------------------------------------------------- the outbox
 #
 # A job is `queued` until an apply run claims it (`running`), then `done` — or, when the run
-# failed, `queued` again to be retried (an ordinary failure: a disk full, the store away for a
-# while …) or `failed`: the failure was bad input the next attempt would meet again (a delivery
-# folder refused, an envelope that cannot be synthesized), or the attempts ran out. A failed
-# job stays until someone runs `foley review apply REEL` (after fixing what it says) or a new
-# decision on the reel sets off a run that delivers: one run serves every unfinished job of its
-# reel, since it delivers the reel as it is now.
+# failed on it, `queued` again to be retried (an ordinary failure: a disk full, the store away
+# for a while …) or `failed`: the failure was bad input the next attempt would meet again (a
+# delivery folder refused, an envelope that cannot be synthesized), or the attempts ran out.
+# A job's outcome is its shot's: when one approved shot cannot be synthesized, the jobs of the
+# decisions on that shot fail with its reason and the others of the run are done (the rest of
+# the reel is delivered); a failure of the reel's own work (the re-conform, the folder) fails
+# them all. A failed job stays until someone runs `foley review apply REEL` (after fixing
+# what it says) or a new decision on the reel sets off a run that delivers: one run serves
+# every unfinished job of its reel, since it delivers the reel as it is now.
 #
-# `error` keeps the last failure and `attempts` counts the failed runs. The app's worker retries
-# a queued job that failed once its
-# backoff has passed (RETRY_BACKOFF_S, doubled after each attempt, at most
-# RETRY_BACKOFF_MAX_S); `foley review apply` does not wait for it.
+# `error` keeps the last failure and `attempts` counts the runs that failed on the job (a
+# delivery folder refused before any work is no attempt). The app's worker retries a queued job
+# that failed once its backoff has passed (RETRY_BACKOFF_S, doubled after each attempt, at
+# most RETRY_BACKOFF_MAX_S) by the database's clock (`db_now`: `finished_at`, `claimed_at`);
+# `foley review apply` does not wait for it.
 
 RETRY_ATTEMPTS = 6            # the 6th failed attempt leaves the job failed
 RETRY_BACKOFF_S = 60.0        # 1, 2, 4, 8, 16 min between attempts: ~30 min in all
 RETRY_BACKOFF_MAX_S = 3600.0
 UNFINISHED = ("queued", "running", "failed")
+
+
 def job_attempts(job: ReviewJob) -> int:
     """How many runs failed on the job so far (0: none did)."""
     return job.attempts or 0
@@ -413,27 +448,46 @@ def claim_jobs(s: Session, reel_id: int, *, flow_run_id: str | None = None) -> l
     ids = [j.id for j in _jobs(s, UNFINISHED, reel_id)]
     if ids:
         s.execute(update(ReviewJob).where(ReviewJob.id.in_(ids)).values(
-            status="running", claimed_at=_now(), prefect_flow_run_id=flow_run_id))
+            status="running", claimed_at=db_now(), prefect_flow_run_id=flow_run_id))
     return ids
 
 
 def finish_jobs(s: Session, ids: Sequence[int], *, error: str | None = None,
-                retry: bool = True) -> None:
-    """The run that claimed `ids` is over: done, or failed with `error`. A failed job goes back
-    to the queue for a retry unless `retry` is False (bad input) or that was its last attempt
-    (RETRY_ATTEMPTS); either way its error and attempt count are kept."""
+                retry: bool = True, attempt: bool = True) -> None:
+    """The run that claimed `ids` is over for them: done, or failed with `error`. A failed job
+    goes back to the queue for a retry unless `retry` is False (bad input) or that was its last
+    attempt (RETRY_ATTEMPTS); either way its error and attempt count are kept. `attempt` False:
+    nothing was tried — refused before any work (`refuse_jobs`) — the error is recorded and the
+    job failed (with `retry` False) without counting an attempt. `finished_at` is the
+    database's time (`db_now`)."""
     if not ids:
         return
-    now = _now()
     for job in s.scalars(select(ReviewJob).where(ReviewJob.id.in_(ids))):
-        job.finished_at = now
+        job.finished_at = db_now()  # written at the flush, read back from the row
         if error is None:
             job.status = "done"  # an earlier attempt's error stays, for the record
             continue
-        job.attempts = n = job_attempts(job) + 1
+        job.attempts = n = job_attempts(job) + (1 if attempt else 0)
         job.error = error[:4000]
         job.status = "queued" if retry and n < RETRY_ATTEMPTS else "failed"
     s.flush()
+
+
+def refuse_jobs(s: Session, ids: Sequence[int], error: str) -> None:
+    """Fail `ids` for a refusal met before any work (a delivery folder `check_delivery_folder`
+    refuses): the error is recorded and the jobs failed — not retried by the worker, no attempt
+    counted, since no run tried them."""
+    finish_jobs(s, ids, error=error, retry=False, attempt=False)
+
+
+def job_shots(s: Session, ids: Sequence[int]) -> dict[int, str | None]:
+    """Each job → the name of the shot its decision was taken on (None: its decision is gone)."""
+    q = (select(ReviewJob.id, Shot.name).select_from(ReviewJob)
+         .outerjoin(Decision, Decision.id == ReviewJob.decision_id)
+         .outerjoin(Envelope, Envelope.id == Decision.envelope_id)
+         .outerjoin(Shot, Shot.id == Envelope.shot_id)
+         .where(ReviewJob.id.in_(list(ids))))
+    return {job_id: name for job_id, name in s.execute(q)}
 
 
 def reels_to_apply(s: Session, *, retry_failed: bool = False,
@@ -441,8 +495,9 @@ def reels_to_apply(s: Session, *, retry_failed: bool = False,
     """Reels with jobs an apply run should serve now → whether any of them waits unclaimed
     (False: all are claimed, by a run going on or one that died). A job that failed is left
     out until its backoff has passed, and a failed one altogether — unless `retry_failed`
-    (`foley review apply`: a person asks for it, now)."""
-    now = now or _now()
+    (`foley review apply`: a person asks for it, now). `now` defaults to the database's clock,
+    the one `finished_at` was written by."""
+    now = now or db_clock(s)
     out: dict[str, bool] = {}
     for job in _jobs(s, UNFINISHED, None):
         if not retry_failed:
@@ -458,8 +513,18 @@ def reels_to_apply(s: Session, *, retry_failed: bool = False,
 
 def next_retry(s: Session) -> dt.datetime | None:
     """The soonest a queued job that failed may be retried (None: no such job)."""
-    times = [t for t in map(retry_at, _jobs(s, ("queued",), None)) if t is not None]
-    return min(times, default=None)
+    return min(retries(s).values(), default=None)
+
+
+def retries(s: Session) -> dict[str, dt.datetime]:
+    """Reels with queued jobs that failed before → the soonest one of them may be retried."""
+    out: dict[str, dt.datetime] = {}
+    for job in _jobs(s, ("queued",), None):
+        at = retry_at(job)
+        if at is not None:
+            name = s.get(Reel, job.reel_id).name
+            out[name] = min(at, out.get(name, at))
+    return out
 
 
 @dataclass

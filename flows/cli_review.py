@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import sys
 from typing import Annotated, Any, Optional
@@ -38,6 +39,38 @@ def _configure() -> None:
 
     _prefect_defaults()
     get_settings().configure_runtime()
+
+
+class _RunFailures(logging.Filter):
+    """Keeps the console to the command's own lines when an apply run fails: the tracebacks
+    and "Finished in state Failed" lines Prefect logs for the flow run and its task runs (a
+    re-conform that failed, a shot that could not be synthesized, a folder refused) stay in
+    the run's log in the Prefect UI / API, and a line the command prints itself (logged with
+    `extra={"in_report": True}`) is not printed twice."""
+
+    RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "in_report", False):
+            return False
+        if not record.name.startswith(self.RUN_LOGGERS):
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            return False
+        return not (record.levelno >= logging.ERROR
+                    and record.getMessage().startswith("Finished in state "))
+
+
+def _quiet_run_failures() -> None:
+    """Install `_RunFailures` on the console handlers (once per process), after Prefect has
+    set up its logging (importing it does)."""
+    import prefect  # noqa: F401  (sets up Prefect's handlers, which the filter goes on)
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and \
+                not isinstance(handler, logging.FileHandler) and \
+                not any(isinstance(f, _RunFailures) for f in handler.filters):
+            handler.addFilter(_RunFailures())
 
 
 @review_app.command("list")
@@ -155,7 +188,7 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
     from tasks import runtime
 
     _configure()
-    from flows.review import apply_decisions, check_folder  # after _configure (Prefect settings)
+    from flows.review import apply_decisions  # after _configure (Prefect settings)
 
     try:
         with runtime.db().session() as s:
@@ -180,24 +213,24 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
         typer.echo("synthesis and re-conform are queued (job left for the review app or "
                    "`foley review apply`)")
         return
+    _quiet_run_failures()
     try:
-        check_folder(reel)
         report = apply_decisions(reel, reason=f"{shot} v{decided} {decision} by {by}")
     except Exception as exc:  # the decision stands: deciding again would record it twice
         from flows.cli import service_error
-        from flows.review import describe, refuse_jobs
+        from flows.review import describe, one_line
         from tasks.delivery import DeliveryFolderError
 
-        if isinstance(exc, DeliveryFolderError):
-            refuse_jobs(reel, describe(exc))  # failed, with the reason, until apply is run
-            _fail(f"{exc} — the decision is recorded: do not decide again; once the folder is "
-                  f"sorted out, `foley review apply {reel}` synthesizes and re-conforms", 2)
+        if isinstance(exc, DeliveryFolderError):  # the run failed the jobs, with the reason
+            _fail(f"{one_line(str(exc))} — the decision is recorded: do not decide again; "
+                  f"once the folder is sorted out, `foley review apply {reel}` synthesizes "
+                  "and re-conforms", 2)
         said = service_error(exc)
         if said is None and not isinstance(exc, OSError):
             raise
-        _fail(f"{said or describe(exc)} — but the decision is recorded: do not decide again; "
-              f"once that is sorted out, `foley review apply {reel}` synthesizes and "
-              "re-conforms (so does the review app's worker)", 1)
+        _fail(f"{one_line(said or describe(exc))} — but the decision is recorded: do not "
+              f"decide again; once that is sorted out, `foley review apply {reel}` "
+              "synthesizes and re-conforms (so does the review app's worker)", 1)
     _print_apply(report)
 
 
@@ -278,12 +311,15 @@ def review_apply(reel: Annotated[Optional[str], typer.Argument(help="Only this r
                  ) -> None:
     """Run the synthesis / re-conform that decisions left queued (after a crash, or decisions
     taken with --no-apply), and again what failed (a disk full, a delivery folder refused …:
-    fix it first), without waiting for the review app's next retry. Exit 1 if a reel's run
-    failed (2 if its delivery folder was refused), each said in a line."""
+    fix it first), without waiting for the review app's next retry (a reel a pass holds is
+    waited for). Exit 1 if a reel's run failed (2 if its delivery folder was refused), each
+    said in one line, without Prefect's traceback of the failed run (it stays in the run's log
+    in the Prefect UI)."""
     _configure()
     from flows.review import drain
 
-    reports = drain(reel, retry_failed=True)
+    _quiet_run_failures()
+    reports = drain(reel, retry_failed=True, wait=True)
     if not reports:
         typer.echo("no decisions waiting to be applied")
     failed = False

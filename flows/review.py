@@ -21,9 +21,12 @@ taken over by the next run: claims happen under the reel's lock, which dies with
 When a run fails its jobs are not lost: an ordinary failure (a disk full, the store away)
 puts them back in the queue, and the app's worker retries them with a growing backoff until
 `db.review.RETRY_ATTEMPTS` runs failed; bad input the next run would meet again (a delivery
-folder refused, an envelope that cannot be synthesized) fails them at once. Either way the
-reason is kept and shown (`foley review list`, the queue page, /healthz), and `foley review
-apply REEL` runs them again once it is fixed (`retryable`, `db.review.finish_jobs`).
+folder refused, an envelope that cannot be synthesized) fails them at once. A job's outcome
+is its shot's: a shot that cannot be synthesized fails the jobs of its own decisions, and the
+run's other jobs are done (the rest of the reel is delivered); a failure of the reel's work
+(the re-conform, the folder) fails them all. Either way the reason is kept and shown (`foley
+review list`, the queue page, /healthz), in one line (`describe`), and `foley review apply
+REEL` runs them again once it is fixed (`retryable`, `db.review.finish_jobs`).
 """
 from __future__ import annotations
 
@@ -60,17 +63,33 @@ class ApplyReport:
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (shot, state)
     conformed: bool = False
     delivery_dir: str | None = None
-    retry: bool = True   # whether the failures (`failed`, `error`) may pass by themselves
+    retry: bool = True   # whether any of the failures (`failed`, `error`) may pass by itself
     error: str | None = None  # the run failed, or was refused before it started (`drain`)
     refused: bool = False     # … refused: the delivery folder (`check_folder`)
+    # each shot of `failed` → whether its failure may pass by itself (`retryable`): its jobs
+    # are queued again, or failed
+    failed_retry: dict[str, bool] = field(default_factory=dict)
 
 
 def retryable(exc: BaseException) -> bool:
-    """Whether a run that failed with `exc` may succeed as it is, later: a disk full, a file
-    system or the database or the store in trouble, an interruption, a bug — yes (the worker
-    retries, a bounded number of times); a delivery folder refused, an envelope or a library
-    that cannot be synthesized (a ValueError and its kin: the next run meets them again) — no,
-    someone has to fix them first."""
+    """Whether a run (or one shot's work) that failed with `exc` is retried as it is, later.
+    The rules, in this order, and nothing more: the exception's type decides.
+
+    - a `DeliveryFolderError` (the delivery folder refused) — no;
+    - not an `Exception` (KeyboardInterrupt, SystemExit: the run was interrupted) or an
+      `OSError` — the disk full, a file or folder missing or unreadable (a sound library's
+      folder too), a lock not had in time (`LockTimeout`), the store away or missing an
+      artifact (`StoreError`), the database unreachable (`DatabaseUnavailable`), a shot
+      decided again meanwhile (`api.NotApproved`) — yes;
+    - whatever `flows.cli.service_error` says is the database's or the store's trouble (a
+      connection lost under SQLAlchemy, a schema this code does not match) — yes;
+    - a `ValueError`, `TypeError` or `LookupError` (KeyError, IndexError) — among them an
+      envelope whose category the library has no sound of, an empty library, an unknown
+      backend — no: the next run meets them again, someone has to fix them first;
+    - anything else — yes: a RuntimeError, an AttributeError, an SQL error that is not an
+      outage (a constraint, a trigger). A bug is therefore retried (up to
+      `db.review.RETRY_ATTEMPTS` runs) when it raises one of these, and failed at once when it
+      raises a ValueError, TypeError or LookupError."""
     from flows.cli import service_error
     from tasks.delivery import DeliveryFolderError
 
@@ -83,8 +102,20 @@ def retryable(exc: BaseException) -> bool:
     return not isinstance(exc, (ValueError, TypeError, LookupError))
 
 
+ERROR_CHARS = 500  # the longest error a job keeps and a command prints (`one_line`)
+
+
+def one_line(text: str, limit: int = ERROR_CHARS) -> str:
+    """`text` as one line: its lines stripped and joined with ' / ' (empty ones dropped), cut
+    to `limit` characters with '…'."""
+    folded = " / ".join(part for part in (ln.strip() for ln in str(text).splitlines()) if part)
+    return folded if len(folded) <= limit else folded[:limit - 1].rstrip() + "…"
+
+
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """The error a job keeps and a command prints: the exception's type and message, one line
+    (`one_line`: an SQL error's statement and parameters, a multi-line message, folded)."""
+    return one_line(f"{type(exc).__name__}: {exc}")
 
 
 def review_link(reel: str, shot: str) -> str:
@@ -95,7 +126,14 @@ def review_link(reel: str, shot: str) -> str:
 @flow(name="foley-review-apply", flow_run_name="{reel}: {reason}",
       task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
 def apply_decisions(reel: str, reason: str = "decisions") -> ApplyReport:
-    """Synthesize the reel's approved shots and re-conform it once every shot is settled."""
+    """Synthesize the reel's approved shots and re-conform it once every shot is settled.
+
+    Under the reel's lock: claims every unfinished job of the reel, checks the delivery folder
+    (`check_folder`: a refusal fails the jobs — no attempt counted, no retry — and raises
+    DeliveryFolderError before any work), applies, and finishes each job by its shot's outcome
+    (`_finish`)."""
+    from tasks.delivery import DeliveryFolderError
+
     settings = get_settings()
     settings.configure_runtime()
     db = runtime.db()
@@ -111,18 +149,36 @@ def apply_decisions(reel: str, reason: str = "decisions") -> ApplyReport:
     with api.reel_lock(db, reel):  # never beside a pass (or another apply) of the same reel
         with db.session() as s:
             jobs = review.claim_jobs(s, reel_id, flow_run_id=run_id)
+        try:  # checked holding the lock: no pass is changing the folder under the check
+            check_folder(reel)
+        except DeliveryFolderError as exc:
+            with db.session() as s:
+                review.refuse_jobs(s, jobs, describe(exc))
+            raise
         try:
             report = _apply(reel_id, reel, jobs)
-        except BaseException as exc:
+        except BaseException as exc:  # the reel's own work failed: every job with it
             with db.session() as s:
                 review.finish_jobs(s, jobs, error=describe(exc), retry=retryable(exc))
             raise
-        with db.session() as s:  # a shot that failed leaves its decisions unapplied
-            review.finish_jobs(s, jobs, error="; ".join(f"{name}: {why}" for name, why
-                                                        in report.failed) or None,
-                               retry=report.retry)
+        with db.session() as s:
+            _finish(s, jobs, report)
     publish_queue(reel)
     return report
+
+
+def _finish(s: Any, jobs: list[int], report: ApplyReport) -> None:
+    """Finish the run's jobs by their shots: the jobs of decisions on a shot that failed
+    (`report.failed`) fail with its reason — queued again if that failure may pass — and the
+    others are done: their shot was synthesized (and delivered, when the reel was conformed),
+    or needed no synthesis (omitted, sent back for a retake)."""
+    shots = review.job_shots(s, jobs)
+    why = dict(report.failed)
+    review.finish_jobs(s, [j for j in jobs if shots.get(j) not in why])
+    for name, reason in report.failed:
+        review.finish_jobs(s, [j for j in jobs if shots.get(j) == name],
+                           error=f"{name}: {reason}",
+                           retry=report.failed_retry.get(name, report.retry))
 
 
 def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
@@ -161,7 +217,8 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
         try:
             sy = fut.result()
         except Exception as exc:  # one bad shot never sinks the reel
-            report.failed.append((sh["name"], f"synth: {exc}"))
+            report.failed.append((sh["name"], f"synth: {one_line(str(exc))}"))
+            report.failed_retry[sh["name"]] = retryable(exc)
             errors.append(exc)
             continue
         spatial_futs.append((sh, sy, spatial.spatialize.submit(sh["id"], sy["mono"],
@@ -171,9 +228,10 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
             results[sh["id"]] = {"synth": sy, "spatial": fut.result()}
             report.synthesized.append(sh["name"])
         except Exception as exc:
-            report.failed.append((sh["name"], f"spatial: {exc}"))
+            report.failed.append((sh["name"], f"spatial: {one_line(str(exc))}"))
+            report.failed_retry[sh["name"]] = retryable(exc)
             errors.append(exc)
-    # Worth a retry if any of the failures may pass (the others then fail the job for good).
+    # Whether any of the failures may pass (each shot's jobs follow their own: `_finish`).
     report.retry = any(map(retryable, errors))
     report.waiting = [(sh["name"], sh["state"]) for sh in shots
                       if sh["state"] is not None and sh["state"] not in review.SETTLED]
@@ -239,16 +297,21 @@ def publish_queue(reel: str) -> None:
                         f"{review_link(r.reel, r.shot)}")
 
 
-def drain(reel: str | None = None, *, retry_failed: bool = False) -> list[ApplyReport]:
+def drain(reel: str | None = None, *, retry_failed: bool = False,
+          wait: bool = False) -> list[ApplyReport]:
     """Run `apply_decisions` for every reel with jobs due (or just `reel`): queued ones, and
     ones that failed once their backoff has passed — with `retry_failed` (a person asking,
     `foley review apply`) failed ones too, and without waiting for a backoff. A reel whose
     jobs are all claimed is applied only if its lock is free: the run that claimed them died
-    (a run in progress holds the lock, and is left to finish).
+    (a run in progress holds the lock, and is left to finish). A reel whose lock is held — a
+    pass, another apply run — is left for later unless `wait` (a person asking: the run waits
+    for the lock); the app's worker does not wait, so one reel's long pass holds up no other.
 
-    A reel that fails does not stop the others: its report carries the `error`, its jobs say
-    whether they are retried (`db.review.finish_jobs`). A delivery folder `check_folder`
-    refuses fails them without a run."""
+    A reel that fails does not stop the others: its report carries the `error` (one line), its
+    jobs say whether they are retried (`db.review.finish_jobs`). A delivery folder
+    `check_folder` refuses — checked by the run, under the reel's lock — fails them before
+    any work, with no attempt counted (`refused`)."""
+    from flows.cli import service_error
     from tasks.delivery import DeliveryFolderError
 
     db = runtime.db()
@@ -258,53 +321,36 @@ def drain(reel: str | None = None, *, retry_failed: bool = False) -> list[ApplyR
     for name, queued in reels.items():
         if reel is not None and name != reel:
             continue
-        if not queued:
-            try:
-                with api.reel_lock(db, name, timeout=0):
-                    pass
-            except api.LockTimeout:
-                continue  # being applied right now
-        try:
-            check_folder(name)
-        except DeliveryFolderError as exc:
-            refuse_jobs(name, describe(exc), failed_too=retry_failed)
-            reports.append(ApplyReport(reel=name, jobs=[], error=str(exc), retry=False,
-                                       refused=True))
-            continue
+        if (not queued or not wait) and reel_busy(name):
+            continue  # being applied, or passed, right now
         try:
             reports.append(apply_decisions(name, reason=_reason(name)))
+        except DeliveryFolderError as exc:  # refused before any work; its jobs failed
+            reports.append(ApplyReport(reel=name, jobs=[], error=one_line(str(exc)),
+                                       retry=False, refused=True))
         except Exception as exc:  # the flow run failed; its jobs were finished with the reason
-            from flows.cli import service_error
-
-            log.warning("applying the decisions of %s failed: %s", name, describe(exc))
+            log.warning("applying the decisions of %s failed: %s", name, describe(exc),
+                        extra={"in_report": True})  # a command prints the report's error
             reports.append(ApplyReport(reel=name, jobs=[], retry=retryable(exc),
-                                       error=service_error(exc) or describe(exc)))
+                                       error=one_line(service_error(exc) or describe(exc))))
     return reports
 
 
-def refuse_jobs(reel: str, why: str, *, failed_too: bool = False) -> list[int]:
-    """Fail the reel's waiting jobs without a run (not retried by the worker): what they ask
-    for was refused before it started (`check_folder`). Jobs failed already are left as they
-    are unless `failed_too` (someone asked for them again). Skipped while a run holds the reel
-    (it meets the same refusal when it delivers)."""
-    db = runtime.db()
+def reel_busy(reel: str) -> bool:
+    """Whether another process or thread holds the reel's lock right now (a pass, an apply)."""
     try:
-        with api.reel_lock(db, reel, timeout=0), db.session() as s:
-            row = api.get_reel(s, reel)
-            ids = [j.id for j in review.pending_jobs(s, row.id)] if row is not None else []
-            if failed_too and row is not None:
-                ids += [j.id for j in review.failed_jobs(s, row.id)]
-            review.finish_jobs(s, ids, error=why, retry=False)
-            return ids
+        with api.reel_lock(runtime.db(), reel, timeout=0):
+            return False
     except api.LockTimeout:
-        return []
+        return True
 
 
 def check_folder(reel: str) -> None:
     """Raise `tasks.delivery.DeliveryFolderError` unless the reel's recorded delivery folder
     can take its re-conform (`check_delivery_folder`: another reel's delivery there, a file in
-    its place …). Run before `apply_decisions` starts, so a refusal is one line, not a failed
-    flow run's traceback; `deliver` refuses the same again."""
+    its place …). `apply_decisions` runs it holding the reel's lock, after claiming the jobs
+    and before any work: a pass delivering into the folder meanwhile cannot make it refuse
+    what it would take. `deliver` refuses the same again."""
     from tasks.delivery import check_delivery_folder
 
     def read(s: Any) -> tuple[str | None, str | None]:
@@ -329,7 +375,8 @@ def _reason(reel: str) -> str:
 class Applier:
     """The review app's background worker: drains the outbox whenever poked (after a
     decision) and every `interval` seconds (jobs left by a crash, or written by the CLI of a
-    process that died before applying them)."""
+    process that died before applying them, or of a reel whose lock was held), and sooner when
+    a failed job's retry falls due."""
 
     def __init__(self, interval: float = 30.0) -> None:
         self.interval = interval
@@ -338,6 +385,7 @@ class Applier:
         self.thread = threading.Thread(target=self._loop, name="review-applier", daemon=True)
         self.busy = threading.Lock()
         self.last_error: str | None = None
+        self.ticks = 0  # drains run so far
 
     def start(self) -> None:
         self.thread.start()
@@ -353,6 +401,7 @@ class Applier:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             with self.busy:
+                self.ticks += 1
                 try:
                     failed = [f"{r.reel}: {r.error}" for r in drain() if r.error]
                     self.last_error = "; ".join(failed) or None
@@ -365,19 +414,28 @@ class Applier:
             self.wake.clear()
 
     def _until_next(self) -> float:
-        """Seconds to the next tick: the interval, or sooner when a failed job's retry is due."""
+        """Seconds to the next tick: the interval, or sooner when a failed job's retry falls
+        due (by the database's clock, which `finished_at` was written by) — but not for a reel
+        whose lock is held (a long pass): a due retry there waits for the interval or a poke,
+        as `drain` would leave it again."""
         try:
             with runtime.db().session() as s:
-                at = review.next_retry(s)
+                due, now = review.retries(s), review.db_clock(s)
         except Exception:
             return self.interval
-        if at is None:
-            return self.interval
-        now = time.time()
-        return min(self.interval, max(1.0, at.timestamp() - now))
+        waits = [self.interval]
+        for reel, at in due.items():
+            left = (at - now).total_seconds()
+            if left <= 0 and reel_busy(reel):
+                continue
+            waits.append(max(1.0, left))
+        return min(waits)
 
     def idle(self, timeout: float = 300.0) -> bool:
-        """Wait until no jobs are pending and the worker is not running (tests, shutdown)."""
+        """Wait until no job is queued or running — queued ones waiting out a retry backoff
+        included (failed ones do not count) — at a moment the worker is between drains,
+        poking it meanwhile; False if that did not happen within `timeout` (e.g. a retry due
+        later than that, or a reel whose lock stays held). For tests and shutdown."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.busy.acquire(timeout=0.2):

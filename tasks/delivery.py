@@ -10,7 +10,9 @@ manifest is set aside as `.manifest.json.previous` (with every file it and the f
 names say are this reel's) before the first copy, and the new one lands last. A folder with a
 `manifest.json` is therefore a whole delivery — every file it lists is there with the digest it
 names — and one without it is a delivery in progress or one that was stopped half-way, which
-the next run finishes (`foley run` again, or the review app's re-conform).
+the next run finishes (`foley run` again, or the review app's re-conform). A file already in
+the folder with the content it is to be given (its size and SHA-256) is left as it is, so a
+re-conform (a retry, a decision on one shot) writes only what changed and the manifest.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Any
 from tasks import runtime
 from tasks.conform import MIXES, mix_name, shot_prefix
 from tasks.spatial import STEMS
-from tasks.store import ArtifactRef
+from tasks.store import ArtifactRef, sha256_file
 
 MANIFEST = "manifest.json"
 PREVIOUS = ".manifest.json.previous"  # the folder's last manifest, while a delivery replaces it
@@ -159,7 +161,10 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
     one does not (an old envelope version, the stems of a shot now omitted) are removed, then
     the new manifest is put in place and PREVIOUS removed; a delivery stopped anywhere leaves
     nothing the next cannot find (the temporary copies of a stopped copy are removed first).
-    Files foleyflow did not deliver are never touched. A folder holding another reel's delivery
+    A destination that already holds the file's content (a regular file of the same size and
+    SHA-256 as the artifact) is not written again: a second identical delivery writes only
+    the set-aside manifest and the new one. Files foleyflow did not deliver are never touched.
+    A folder holding another reel's delivery
     (its manifest names that reel), or a manifest.json foleyflow did not write, is refused
     before anything is copied (DeliveryFolderError), as is writing over a file in `keep` (the
     reel's edit)."""
@@ -200,6 +205,8 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
 
     def put(rel: str, ref: ArtifactRef) -> None:
         dest = out_dir / rel
+        if _holds(dest, ref):
+            return  # what a previous delivery (or one stopped half-way) put there already
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial")
         shutil.copyfile(store.local_path(ref), tmp)
@@ -217,6 +224,17 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
     if MANIFEST in outputs:
         put(MANIFEST, outputs[MANIFEST])
         previous.unlink(missing_ok=True)
+
+
+def _holds(dest: Path, ref: ArtifactRef) -> bool:
+    """Whether `dest` is a regular file (not a link) with the artifact's size and SHA-256."""
+    try:
+        st = dest.lstat()
+        if not os.path.isfile(dest) or dest.is_symlink() or st.st_size != int(ref["bytes"]):
+            return False
+        return sha256_file(dest) == ref["sha256"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
 
 
 def _delivered_reel(store: Any, outputs: dict[str, ArtifactRef]) -> str | None:
