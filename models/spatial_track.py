@@ -267,10 +267,13 @@ def event_objects(event: dict[str, Any], tracks: list[_Smoothed], contacts: list
 
 
 def _transient(times: np.ndarray, event: dict[str, Any]) -> np.ndarray:
-    """The event's weight: its strength from half a glide before the onset, then the decay."""
+    """The event's weight: its strength from half a glide before the onset, then the decay, on
+    the curve's RMS scale (× RMS_AT_FULL_STRENGTH, as the baseline's curve puts it), so it
+    weighs against the sustained part (`sustained_part`, a piece of the curve) in the sound's
+    own units."""
     dt = times - event["t"]
     shape = np.where(dt < -GLIDE_S / 2, 0.0, np.where(dt < ATTACK_S, 1.0, np.exp(-(dt - ATTACK_S) / DECAY_S)))
-    return max(float(event.get("strength", 1.0)), 1e-3) * shape
+    return RMS_AT_FULL_STRENGTH * max(float(event.get("strength", 1.0)), 1e-3) * shape
 
 
 def sustained_part(envelope: dict[str, Any], times: np.ndarray) -> np.ndarray:

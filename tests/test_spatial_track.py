@@ -96,6 +96,22 @@ def test_a_silent_fast_distractor_does_not_take_the_sliding_sound() -> None:
     assert sources.shares(1.0).max() > 0.99
 
 
+def test_a_hit_during_a_slide_gives_the_position_back_as_it_decays() -> None:
+    """A hit by a still object while another slides, the curve the baseline's own (events and
+    sustained sound on its RMS scale, `envelope_curve`): the hit holds the position while it
+    rings, then the slider has it again — the two weighed in the curve's units, not a hit's
+    0–1 strength against a slide's RMS (which kept the hit's object for ~300 ms)."""
+    seconds = 2.0
+    hit = {"t": 1.0, "x": 0.8, "y": 0.5, "strength": 0.8, "kind": "impact"}
+    curve = motion_baseline.envelope_curve([hit], [(0.4, 1.6, 0.2)], 200, 100)
+    feats = features([{"x0": 0.1, "vx": 0.2, "y": 0.8, "area": 0.01, "t0": 0.4, "t1": 1.6},
+                      {"x0": 0.8, "vx": 0.0, "y": 0.5, "area": 0.01}], seconds)
+    env = {"rate_hz": 100, "duration_s": seconds, "curve": list(curve), "events": [hit]}
+    sources = spatial_track.sounding_sources(feats, env)
+    t = np.array([0.8, 1.02, 1.2, 1.4])
+    assert only_layer(sources, t) == pytest.approx([0.26, 0.8, 0.34, 0.38], abs=0.02)
+
+
 def test_two_objects_sliding_at_once_each_get_a_layer_following_it() -> None:
     seconds = 2.0
     curve = np.zeros(200)
