@@ -1,8 +1,8 @@
 """Index a folder of recordings into sampler-ready sounds, and pick sounds for a hint.
 
 `index_library` decodes every recording (wav/flac/ogg/aiff/mp3, any rate and channel count),
-mixes to mono (the mean of the channels: see `_to_mono_at`), resamples to the project rate,
-removes any DC offset (`remove_dc`) and prepares it for the sampler:
+mixes to mono (the mean of the channels: see `_to_mono_at`), resamples to the project rate
+and prepares it for the sampler (a DC offset is kept: see docs/SYNTHESIS.md):
 - one-shots start PREROLL_S before their attack (`models.audio_env.attack_start`: the first
   clear onset within 24 dB of the loudest 2 ms, re-measured on the trimmed file so that the
   sampler's onset detection finds it exactly there), the pre-roll faded in; textures (and
@@ -51,7 +51,7 @@ from tasks.wavfloat import write_float_wav
 
 log = logging.getLogger(__name__)
 
-PROCESS_VERSION = 3  # 2: float WAVs written by tasks.wavfloat; 3: DC removed (remove_dc)
+PROCESS_VERSION = 2  # 2: float WAVs written by tasks.wavfloat
 TARGET_LOUDNESS_DB = -24.0  # only ~4% of the sfx set needs a lower gain to stay peak-safe
 PEAK_CEILING_DB = -1.0
 # A recording whose loudest sample is below this holds no usable sound: −90 dBFS is about one
@@ -59,7 +59,6 @@ PEAK_CEILING_DB = -1.0
 # to TARGET_LOUDNESS_DB would take more than 66 dB of gain, lifting converter and dither noise
 # with it. (The quietest file of the shared sfx set peaks at −28 dBFS.)
 NEAR_SILENCE_PEAK_DBFS = -90.0
-DC_HIGHPASS_HZ = 10.0  # `remove_dc`: 2nd-order Butterworth, −0.26 dB at 20 Hz, −0.05 at 30 Hz
 PREROLL_S = 0.0015
 ATTACK_REL_DB = -24.0  # the attack: first onset within 24 dB of the loudest 2 ms
 FADE_OUT_S = 0.010
@@ -141,25 +140,6 @@ def _to_mono_at(audio: np.ndarray, src_sr: int, sr: int) -> np.ndarray:
 
         mono = soxr.resample(mono, src_sr, sr, quality="HQ")
     return mono
-
-
-def remove_dc(x: np.ndarray, sr: int) -> np.ndarray:
-    """`x` without its DC offset: the mean taken away, then a causal 2nd-order Butterworth
-    high-pass at DC_HIGHPASS_HZ for what is left (an offset that drifts, or that differs
-    between the silence and the sound).
-
-    Causal, not zero-phase: a zero-phase filter rings before the attack (its time-reversed
-    impulse response, tens of ms at 10 Hz), putting low-frequency sound into the pre-roll that
-    the sampler's attack alignment looks at; with the causal one nothing of the attack reaches
-    a sample before it, and its first sample passes at once (gain 0.999). Its phase
-    shift stays in the lowest octaves (43° at 20 Hz, 14° at 60 Hz, 8° at 100 Hz). Taking the
-    mean first starts the filter from the signal's own rest level, so the file's first sample
-    makes no step (no click, no false attack at 0)."""
-    from scipy.signal import butter, sosfilt
-
-    x = np.asarray(x, dtype=np.float64)
-    sos = butter(2, DC_HIGHPASS_HZ, btype="highpass", fs=sr, output="sos")
-    return sosfilt(sos, x - x.mean())
 
 
 def _ramp(n: int) -> np.ndarray:
@@ -341,7 +321,7 @@ def _index_one(path: Path, rel: str, row: dict[str, str] | None, out_dir: Path,
     figures = json.loads(sidecar.read_text()) if wav.exists() and sidecar.exists() else None
     if figures is None or not all(math.isfinite(figures[k]) for k in ("duration_s", "loudness_db")):
         # (an index before NaN-loudness files were refused may have left one: prepare it again)
-        processed, figures = prepare(remove_dc(_to_mono_at(audio, src_sr, sr), sr), sr, kind)
+        processed, figures = prepare(_to_mono_at(audio, src_sr, sr), sr, kind)
         wav.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(wav, lambda p: write_float_wav(p, processed, sr))
         atomic_write(sidecar, lambda p: p.write_text(json.dumps(figures, indent=1)))
