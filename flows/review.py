@@ -30,6 +30,7 @@ REEL` runs them again once it is fixed (`retryable`, `db.review.finish_jobs`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -66,6 +67,7 @@ class ApplyReport:
     retry: bool = True   # whether any of the failures (`failed`, `error`) may pass by itself
     error: str | None = None  # the run failed, or was refused before it started (`drain`)
     refused: bool = False     # … refused: the delivery folder (`check_folder`)
+    busy: bool = False        # not run: the reel's lock was held (`apply_decisions(wait=False)`)
     # each shot of `failed` → whether its failure may pass by itself (`retryable`): its jobs
     # are queued again, or failed
     failed_retry: dict[str, bool] = field(default_factory=dict)
@@ -125,13 +127,15 @@ def review_link(reel: str, shot: str) -> str:
 
 @flow(name="foley-review-apply", flow_run_name="{reel}: {reason}",
       task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
-def apply_decisions(reel: str, reason: str = "decisions") -> ApplyReport:
+def apply_decisions(reel: str, reason: str = "decisions", wait: bool = True) -> ApplyReport:
     """Synthesize the reel's approved shots and re-conform it once every shot is settled.
 
     Under the reel's lock: claims every unfinished job of the reel, checks the delivery folder
     (`check_folder`: a refusal fails the jobs — no attempt counted, no retry — and raises
-    DeliveryFolderError before any work), applies, and finishes each job by its shot's outcome
-    (`_finish`)."""
+    DeliveryFolderError before any work; any other error of the check fails them as the work
+    would, `retryable`), applies, and finishes each job by its shot's outcome (`_finish`).
+    Without `wait`, a reel whose lock is held (a pass took it) is left as it is: the report
+    says `busy`, nothing is claimed."""
     from tasks.delivery import DeliveryFolderError
 
     settings = get_settings()
@@ -146,17 +150,25 @@ def apply_decisions(reel: str, reason: str = "decisions") -> ApplyReport:
         run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     except Exception:
         run_id = None
-    with api.reel_lock(db, reel):  # never beside a pass (or another apply) of the same reel
+    with contextlib.ExitStack() as held:
+        try:  # never beside a pass (or another apply) of the same reel
+            held.enter_context(api.reel_lock(db, reel, timeout=None if wait else 0))
+        except api.LockTimeout:
+            if wait:
+                raise
+            return ApplyReport(reel=reel, jobs=[], busy=True)
         with db.session() as s:
             jobs = review.claim_jobs(s, reel_id, flow_run_id=run_id)
-        try:  # checked holding the lock: no pass is changing the folder under the check
-            check_folder(reel)
-        except DeliveryFolderError as exc:
-            with db.session() as s:
-                review.refuse_jobs(s, jobs, describe(exc))
-            raise
         try:
+            try:  # checked holding the lock: no pass is changing the folder under the check
+                check_folder(reel)
+            except DeliveryFolderError as exc:
+                with db.session() as s:
+                    review.refuse_jobs(s, jobs, describe(exc))
+                raise
             report = _apply(reel_id, reel, jobs)
+        except DeliveryFolderError:
+            raise
         except BaseException as exc:  # the reel's own work failed: every job with it
             with db.session() as s:
                 review.finish_jobs(s, jobs, error=describe(exc), retry=retryable(exc))
@@ -324,7 +336,9 @@ def drain(reel: str | None = None, *, retry_failed: bool = False,
         if (not queued or not wait) and reel_busy(name):
             continue  # being applied, or passed, right now
         try:
-            reports.append(apply_decisions(name, reason=_reason(name)))
+            report = apply_decisions(name, reason=_reason(name), wait=wait)
+            if not report.busy:  # a pass took the lock since `reel_busy`: left for later
+                reports.append(report)
         except DeliveryFolderError as exc:  # refused before any work; its jobs failed
             reports.append(ApplyReport(reel=name, jobs=[], error=one_line(str(exc)),
                                        retry=False, refused=True))

@@ -287,6 +287,9 @@ def test_supervisor_draws_the_curve_in_db(server: tuple[str, Any], page: Any,
     hover = page.locator("#plot .hover-text").text_content() or ""
     m = re.search(r"(-?\d+(?:\.\d+)?) dB", hover)
     assert m and float(m.group(1)) == pytest.approx(-24, abs=0.5), hover
+    # ... and the strength a double-click there gives an event (the right scale): 1 - 24/72
+    st = re.search(r"strength (\d\.\d+)", hover)
+    assert st and float(st.group(1)) == pytest.approx(1 - 24 / 72, abs=0.02), hover
 
     # 2. Shift+drag along the -24 dB line over a stretch where the baseline's curve is much
     #    quieter (around -30 to -60 dB), then Ctrl+S

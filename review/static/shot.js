@@ -831,7 +831,8 @@
     if (!p.inside) { hideHover(); return; }
     var x = X(p.t);
     layers.hover.setAttribute("x1", x); layers.hover.setAttribute("x2", x);
-    var txt = tcAt(p.t) + (p.y >= geo.t ? "  " + dbText(p.rms) : "");
+    // both scales at the pointer: the curve's level (left) and an event's strength (right)
+    var txt = tcAt(p.t) + (p.y >= geo.t ? "  " + dbText(p.rms) + " · strength " + p.a.toFixed(2) : "");
     layers.hoverText.textContent = txt;
     var right = x + 6 + 130 > geo.w;
     layers.hoverText.setAttribute("x", right ? x - 6 : x + 6);
