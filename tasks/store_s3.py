@@ -167,8 +167,13 @@ class S3Store:
                              f"(endpoint {self.endpoint})")
         # a HEAD first: a hung server fails it within the short head timeout, where the GET
         # would wait the full read timeout for its answer
-        if self._size(key) is None:
+        size = self._size(key)
+        if size is None:
             raise missing
+        if size != ref["bytes"]:  # no need to download it to know it is not the artifact
+            raise StoreError(
+                f"artifact {self._uri(key)} is {size} bytes, expected {ref['bytes']}: it was "
+                "changed behind the store; rerun the stage that made it")
         try:
             self._io(lambda: self._download(key, dest, ref), self._uri(key))
         except _Missing:

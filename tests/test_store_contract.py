@@ -121,6 +121,17 @@ def test_corrupted_object_is_refused(store: Store, tmp_path: Path,
     assert ref["sha256"] in str(err.value)  # names the object
 
 
+def test_an_object_of_another_size_is_refused(store: Store, tmp_path: Path,
+                                             request: pytest.FixtureRequest) -> None:
+    """Changed behind the store and longer: refused as the same-size change is (on S3 from
+    the HEAD's size, before anything is downloaded), naming the object."""
+    ref = store.put_file(_file(tmp_path, "env2.json", b'{"curve": [0.1, 0.2]}'))
+    _overwrite(store, ref, b'{"curve": [0.1, 0.2, 0.3]}', request)
+    with pytest.raises(StoreError, match="is 26 bytes, expected 21: it was changed") as err:
+        store.local_path(ref)
+    assert ref["sha256"] in str(err.value)
+
+
 def test_exists(store: Store, tmp_path: Path) -> None:
     ref = store.put_file(_file(tmp_path, "a.txt", b"present"))
     assert store.exists(ref)
