@@ -53,6 +53,16 @@ def error_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.strip()]
 
 
+def apply_fails(code: int) -> tuple[Any, str, str]:
+    """`foley review apply REEL` failing as a person sees it: exit `code`, no Prefect
+    traceback, and its two error lines (the run's error, the delivery behind)."""
+    out = foley("review", "apply", REEL)
+    assert out.returncode == code, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and "Finished in state" not in out.stderr, out.stderr
+    said, behind = error_lines(out.stderr)
+    return out, said, behind
+
+
 # ---------------------------------------------------------------- 1. a job's outcome is its shot's
 
 
@@ -169,10 +179,7 @@ def test_a_refused_folder_fails_the_jobs_in_one_line_without_counting_an_attempt
     decide(("SH010", 1, "approved"), ("SH020", 1, "omitted"))
     delivery.rename(home / "delivery.away")
     delivery.write_text("not a folder")
-    out = foley("review", "apply", REEL)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr and "Finished in state" not in out.stderr, out.stderr
-    [said, behind] = error_lines(out.stderr)
+    out, said, behind = apply_fails(2)
     assert said.startswith(f"error: {REEL}: delivery folder {delivery} is a file, not a "
                            "folder"), out.stderr
     assert behind.startswith(f"{REEL}: delivery behind 2 decisions: applying failed and is "
@@ -294,10 +301,7 @@ def test_a_failure_is_one_line_in_the_jobs_and_on_the_command_line(home: Path) -
     with runtime.db().session() as s:
         s.execute(text("CREATE TRIGGER refuse_conform BEFORE INSERT ON activities WHEN "
                        "NEW.task = 'conform' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
-    out = foley("review", "apply", REEL)
-    assert out.returncode == 1, (out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr and "Finished in state" not in out.stderr, out.stderr
-    [said, behind] = error_lines(out.stderr)
+    out, said, behind = apply_fails(1)
     assert said.startswith(f"error: {REEL}: IntegrityError: (sqlite3.IntegrityError) refused "
                            "/ [SQL: INSERT INTO activities"), out.stderr
     assert behind.startswith(f"{REEL}: delivery behind 2 decisions: applying failed (attempt 1 "
