@@ -403,11 +403,6 @@ def job_attempts(job: ReviewJob) -> int:
     return job.attempts or 0
 
 
-def job_error(job: ReviewJob) -> str | None:
-    """The job's last failure."""
-    return job.error
-
-
 def retry_at(job: ReviewJob) -> dt.datetime | None:
     """When the app's worker may run a queued job that failed before (None: not such a job)."""
     n = job_attempts(job)
@@ -511,11 +506,6 @@ def reels_to_apply(s: Session, *, retry_failed: bool = False,
     return out
 
 
-def next_retry(s: Session) -> dt.datetime | None:
-    """The soonest a queued job that failed may be retried (None: no such job)."""
-    return min(retries(s).values(), default=None)
-
-
 def retries(s: Session) -> dict[str, dt.datetime]:
     """Reels with queued jobs that failed before → the soonest one of them may be retried."""
     out: dict[str, dt.datetime] = {}
@@ -594,7 +584,7 @@ def deliveries_behind(s: Session, *, reel: str | None = None) -> list[Behind]:
         out.append(Behind(
             reel=name, decisions=len(jobs), status=status,
             attempts=max(map(job_attempts, tried), default=0),
-            error=job_error(last) if last is not None else None,
+            error=last.error if last is not None else None,
             retry_at=min(filter(None, map(retry_at, retrying)), default=None)))
     return sorted(out, key=lambda b: b.reel)
 

@@ -31,6 +31,14 @@ def _check_length(length: float, what: str) -> None:
               f"(and give at least one sample: 1/{SR} s)")
 
 
+def _check_seed_threads(seed: int, threads: int) -> None:
+    """--seed and --threads in their ranges (`foley generate`, `foley train synth`)."""
+    if not 0 <= seed <= MAX_SEED:
+        _fail(f"--seed must lie in [0, 2^63 - 1], not {seed}")
+    if not 1 <= threads <= MAX_THREADS:
+        _fail(f"--threads must lie in [1, {MAX_THREADS}], not {threads}")
+
+
 def _check_options(steps: int, guidance: float, seed: int, threads: int,
                    duration: float | None) -> None:
     """Every numeric option of `foley generate` in its range (NaN and infinity are in none),
@@ -40,10 +48,7 @@ def _check_options(steps: int, guidance: float, seed: int, threads: int,
     if not (math.isfinite(guidance) and 0 < guidance <= MAX_GUIDANCE):
         _fail(f"--guidance must be positive and at most {MAX_GUIDANCE:g} (1 = none), "
               f"not {guidance:g}")
-    if not 0 <= seed <= MAX_SEED:
-        _fail(f"--seed must lie in [0, 2^63 - 1], not {seed}")
-    if not 1 <= threads <= MAX_THREADS:
-        _fail(f"--threads must lie in [1, {MAX_THREADS}], not {threads}")
+    _check_seed_threads(seed, threads)
     if duration is not None:
         _check_length(duration, "--duration")
 
@@ -224,10 +229,7 @@ def train_synth(
         _fail(f"--lr must lie in (0, 1), not {lr:g}")
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
         _fail(f"--max-minutes must be a positive number of minutes, not {max_minutes:g}")
-    if not 0 <= seed <= MAX_SEED:
-        _fail(f"--seed must lie in [0, 2^63 - 1], not {seed}")
-    if not 1 <= threads <= MAX_THREADS:
-        _fail(f"--threads must lie in [1, {MAX_THREADS}], not {threads}")
+    _check_seed_threads(seed, threads)
     _prefect_defaults()
     from flows.train_synth import train_synth_flow
 

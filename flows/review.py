@@ -190,7 +190,7 @@ def _finish(s: Any, jobs: list[int], report: ApplyReport) -> None:
     for name, reason in report.failed:
         review.finish_jobs(s, [j for j in jobs if shots.get(j) == name],
                            error=f"{name}: {reason}",
-                           retry=report.failed_retry.get(name, report.retry))
+                           retry=report.failed_retry[name])
 
 
 def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
@@ -224,14 +224,12 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
                                                   backend=backend))
                for sh in approved]
     spatial_futs = []
-    errors: list[BaseException] = []
     for sh, fut in futures:
         try:
             sy = fut.result()
         except Exception as exc:  # one bad shot never sinks the reel
             report.failed.append((sh["name"], f"synth: {one_line(str(exc))}"))
             report.failed_retry[sh["name"]] = retryable(exc)
-            errors.append(exc)
             continue
         spatial_futs.append((sh, sy, spatial.spatialize.submit(sh["id"], sy["mono"],
                                                                sy["envelope"])))
@@ -242,9 +240,8 @@ def _apply(reel_id: int, reel: str, jobs: list[int]) -> ApplyReport:
         except Exception as exc:
             report.failed.append((sh["name"], f"spatial: {one_line(str(exc))}"))
             report.failed_retry[sh["name"]] = retryable(exc)
-            errors.append(exc)
     # Whether any of the failures may pass (each shot's jobs follow their own: `_finish`).
-    report.retry = any(map(retryable, errors))
+    report.retry = any(report.failed_retry.values())
     report.waiting = [(sh["name"], sh["state"]) for sh in shots
                       if sh["state"] is not None and sh["state"] not in review.SETTLED]
     if not settled:

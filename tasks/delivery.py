@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -229,8 +230,8 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
 def _holds(dest: Path, ref: ArtifactRef) -> bool:
     """Whether `dest` is a regular file (not a link) with the artifact's size and SHA-256."""
     try:
-        st = dest.lstat()
-        if not os.path.isfile(dest) or dest.is_symlink() or st.st_size != int(ref["bytes"]):
+        st = dest.lstat()  # (a link is not followed: S_ISREG is False for it)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != int(ref["bytes"]):
             return False
         return sha256_file(dest) == ref["sha256"]
     except (OSError, KeyError, TypeError, ValueError):
