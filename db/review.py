@@ -100,13 +100,19 @@ def db_clock(s: Session) -> dt.datetime:
 # ---------------------------------------------------------------- people
 
 
-def create_user(s: Session, name: str, role: str, password_hash: str) -> User:
+def check_new_user(s: Session, name: str, role: str) -> None:
+    """ReviewError unless a user `name` with `role` may be created (checked before a
+    password is asked for, and again by `create_user`)."""
     if role not in ROLES:
         raise ReviewError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ReviewError(f"user name {name!r}: use letters, digits, '.', '-' or '_'")
     if s.scalar(select(User).where(User.name == name)) is not None:
         raise ReviewError(f"user {name!r} exists already")
+
+
+def create_user(s: Session, name: str, role: str, password_hash: str) -> User:
+    check_new_user(s, name, role)
     user = User(name=name, role=role, password_hash=password_hash,
                 agent_id=get_agent(s, f"user:{name}", "person").id)
     s.add(user)
@@ -130,7 +136,8 @@ def require_user(s: Session, name: str, role: str) -> User:
 
 def require_role(user: User, role: str) -> None:
     if RANK[user.role] < RANK[role]:
-        raise Forbidden(f"{user.name} is a {user.role}; this needs a {role}")
+        article = "an" if user.role[:1] in "aeiou" else "a"  # "an editor", "a viewer"
+        raise Forbidden(f"{user.name} is {article} {user.role}; this needs a {role}")
 
 
 def list_users(s: Session) -> list[User]:
@@ -218,6 +225,26 @@ def audit_trail(s: Session, *, reel: str | None = None, shot: str | None = None,
     if shot is not None:
         q = q.where(AuditEvent.shot == shot)
     return list(s.scalars(q))
+
+
+def version_creator(s: Session, env: Envelope) -> str:
+    """Who made a version, as the review app's shot JSON and `foley review show` say it: the
+    agent that saved it (a person's edit: "user:ed"), else the estimator of the pass that
+    predicted it ("model:" + its source, e.g. "model:baseline:motion@2")."""
+    agent = s.get(Agent, env.created_by) if env.created_by else None
+    return agent.name if agent else f"model:{env.source}"
+
+
+def edit_notes(s: Session, reel: str, shot: str) -> dict[int, str | None]:
+    """Version → the note its editor saved it with (the comment of `POST …/versions`), kept
+    only in the edit's audit event (written in the version's own transaction): the newest edit
+    event of each version, however many events the shot has."""
+    notes: dict[int, str | None] = {}
+    for a in s.scalars(select(AuditEvent).where(
+            AuditEvent.action == "edit", AuditEvent.reel == reel, AuditEvent.shot == shot,
+            AuditEvent.version.is_not(None)).order_by(AuditEvent.id.desc())):
+        notes.setdefault(a.version, (a.details or {}).get("comment"))
+    return notes
 
 
 # ---------------------------------------------------------------- the queue

@@ -1,15 +1,18 @@
 """`foley`: the command line of foleyflow.
 
-Exit codes: 0 success; 1 the pass ran but some shots were not delivered (they are listed),
-or the database or artifact store a command needs is away (one line naming it: `main`);
-2 bad input or usage (nothing written).
+Exit codes: 0 success (for a pass: no shot skipped or failed; shots waiting for review or
+omitted are not failures); 1 the pass ran but some shots were skipped or failed (they are
+listed), or the database or artifact store a command needs is away (one line naming it:
+`main`); 2 bad input, an unusable setting or usage (nothing written); 130 stopped with Ctrl-C.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,8 +28,9 @@ app = typer.Typer(
         "into a delivery folder: the edit with a FOLEY track, 48 kHz / 24-bit Broadcast WAV "
         "stems and mixes stamped with the reel's timecode, a preview movie and manifest.json.\n\n"
         "Embedded mode keeps everything under ./.foley (SQLite, artifact folder); set "
-        "FOLEY_DB_URL / FOLEY_STORE_URL for a studio. Exit codes: 0 ok, 1 some shots not "
-        "delivered or the database / artifact store away, 2 bad input."
+        "FOLEY_DB_URL / FOLEY_STORE_URL for a studio. Exit codes: 0 ok (shots waiting for "
+        "review or omitted are not failures), 1 some shots skipped or failed, or the database "
+        "/ artifact store away, 2 bad input or setting, 130 Ctrl-C."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -103,7 +107,16 @@ def _prefect_defaults() -> None:
     # Prefect gives its in-process server 20 s to start; a busy 2-core machine needs more, and
     # the first start on a fresh machine builds its database (over 20 s, session 16)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # an unusable FOLEY_HOME is reported in one line by `main`, not by Prefect's import warning
+    warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
+    # the ephemeral server times out when its home is missing; reading the manual needs none
+    if not _asks_for_help(sys.argv[1:]):
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+def _asks_for_help(args: list[str]) -> bool:
+    """`foley`, `foley --help`, `foley run --help`: the manual, and nothing made on disk."""
+    return not args or "--help" in args
 
 
 try:
@@ -245,7 +258,12 @@ def library_list(
 
     get_settings().configure_runtime()
     with runtime.db().session() as s:
-        for r in api.library_sounds(s, name):
+        sounds = api.library_sounds(s, name)
+        if name is not None and not sounds:
+            known = sorted({r.library for r in api.library_sounds(s, None)})
+            fail(f"no library {name!r} (indexed: {', '.join(known) or 'none'}; index one with "
+                 f"`foley library index DIR --name {name}`)")
+        for r in sounds:
             typer.echo(f"{r.library}\t{r.category}\t{r.material}\t{r.kind}\t{r.duration_s:.2f}s\t{r.caption}")
 
 
@@ -254,8 +272,14 @@ def demo_make(
     folder: Annotated[Path, typer.Argument(help="Where to write the demo media and edit.")] = Path("demo"),
 ) -> None:
     """Render the demo scenes and cut them into `demo_reel.otio` (starts at 01:00:00:00)."""
+    from flows.cli_models import file_in_the_way
     from flows.demo import make_demo_reel
 
+    blocked = file_in_the_way(folder)
+    if blocked is not None:
+        where = "" if blocked == folder else f"{folder}: "
+        fail(f"{where}{blocked} is a file, not a folder — name a folder for the demo media "
+             "and edit")
     path = make_demo_reel(folder)
     typer.echo(f"demo reel written: {path}")
 
@@ -405,16 +429,42 @@ def service_error(exc: BaseException, *, db_url: str | None = None) -> str | Non
     return None
 
 
+class _ShutdownNoise(logging.Filter):
+    """Drops what Prefect's in-process server logs when the command ends while one of its
+    services is still writing: a task-run event it could not flush, cancelled by the server's
+    own shutdown (about 70 traceback lines ending in CancelledError after a run that
+    succeeded; the ephemeral server and its records end with the command anyway)."""
+
+    LOGGERS = ("prefect.server.services.task_run_recorder",)  # the one seen to do it
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import asyncio
+
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
 def main() -> None:
+    for name in _ShutdownNoise.LOGGERS:
+        logging.getLogger(name).addFilter(_ShutdownNoise())
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a service away: one line and exit 1, as the pass reports it
+        from flows.settings import setting_error
         from tasks.delivery import DeliveryFolderError
 
         if isinstance(exc, DeliveryFolderError):  # a re-conform's folder (foley review apply)
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        bad_setting = setting_error(exc)  # bad input too: one line and exit 2
+        if bad_setting is not None:
+            typer.secho(f"error: {bad_setting}", fg=typer.colors.RED, err=True)
             sys.exit(2)
         message = service_error(exc)
         if message is None:

@@ -17,7 +17,7 @@ dataset_app = typer.Typer(help="Build training / evaluation data: paired scenes 
                           "the envelope model, the judge corpus for `foley eval synth`.",
                           no_args_is_help=True)
 train_app = typer.Typer(help="Train models (Prefect flows; resumable).", no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate: the envelope model against the motion baseline (envelope), the directions in a delivery or on rendered scenes (spatial).", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate: the envelope model against the motion baseline (envelope), the diffusion synthesizer against the sampler (synth), the directions in a delivery or on rendered scenes (spatial).", no_args_is_help=True)
 
 DEFAULT_SFX = Path(__file__).resolve().parents[2] / "shared" / "sfx"
 
@@ -68,6 +68,16 @@ def _stopped_by_term(said: Callable[[], str] | None = None) -> Iterator[None]:
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest of `path` and the folders above it that exists, if it is a file: where an
+    output folder (or a file's folder) cannot be made. None when that nearest one is a
+    folder."""
+    for at in (path, *path.parents):
+        if at.exists():
+            return None if at.is_dir() else at
+    return None
 
 
 @dataset_app.command("procedural")

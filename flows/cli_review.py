@@ -26,6 +26,11 @@ user_app = typer.Typer(help="People who may sign in to the review app, and their
 review_app.add_typer(user_app, name="user")
 
 STATUS_HELP = "pending_review | approved | retake_requested | omitted | all"
+# Who makes a retake's next version, and how: a rerun of the pass saves no new version of an
+# unchanged prediction (docs/REVIEW.md), so the shot waits for a person's edit.
+RETAKE_NEXT = ("next: an editor (or a supervisor) edits the envelope in the review app and "
+               "saves it as the next version, pending review again — {link} (a rerun of the "
+               "pass makes no new version unless its prediction changed)")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -90,8 +95,8 @@ def review_list(
         _fail(f"--status must be one of {STATUS_HELP}, not {status!r}")
     _configure()
     with runtime.db().session() as s:
-        if reel is not None and reel not in review.reel_names(s):
-            _fail(f"no reel {reel!r}; reels: {', '.join(review.reel_names(s)) or '(none)'}")
+        if reel is not None:
+            _require_reel(s, reel)
         rows = summaries(s, review.queue(s, reel=reel,
                                          status=None if status == "all" else status))
         behind = review.deliveries_behind(s, reel=reel)
@@ -125,17 +130,19 @@ def review_show(
     shot: Annotated[str, typer.Argument(help="Shot name, e.g. SH020.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """One shot: its versions (who made each, when), decisions with comments, and events."""
-    from db import api, review
+    """One shot: its versions (who made each, when, an edit's note), decisions with comments,
+    and events. `--json` names each version's maker and note as the review app's shot JSON
+    does (`created_by`: "user:ed", or "model:" + the pass's estimator; `comment`)."""
+    from db import review
     from tasks import ingest, runtime
     from tasks.decisions import load_envelope
 
     _configure()
+
     with runtime.db().session() as s:
-        sh = api.get_shot(s, reel, shot)
-        if sh is None:
-            _fail(f"no shot {shot!r} in reel {reel!r} (see `foley review list --reel {reel}`)")
+        sh = _find_shot(s, reel, shot)
         r = sh.reel
+        notes = review.edit_notes(s, r.name, sh.name)
         frame0 = r.start_frame + sh.record_in_frame
         fps = r.rate_num / r.rate_den
 
@@ -143,14 +150,14 @@ def review_show(
             return ingest.timecode(frame0 + int(t * fps + 1e-9), r.rate_num, r.rate_den,
                                    r.drop_frame)
 
-        versions = []
+        versions: list[dict[str, Any]] = []
         for env in review.versions(s, sh.id):
             doc = load_envelope(env.artifact.ref())
-            creator = s.get(api.Agent, env.created_by) if env.created_by else None
             versions.append({
                 "version": env.version, "parent": env.parent_version, "source": env.source,
-                "state": env.state, "created_by": creator.name if creator else None,
-                "created_at": env.created_at.isoformat(), "prompt": doc.get("prompt"),
+                "state": env.state, "created_by": review.version_creator(s, env),
+                "created_at": env.created_at.isoformat(),
+                "comment": notes.get(env.version), "prompt": doc.get("prompt"),
                 "category": doc.get("category"), "doubt": doc.get("doubt"),
                 "events": [{**e, "timecode": tc(e["t"])} for e in doc["events"]],
                 "decisions": [{"decision": d.decision, "by": d.agent.name,
@@ -165,8 +172,11 @@ def review_show(
                f"({info['duration_s']:.2f} s){'  FOLEY: ' + info['foley_hint'] if info['foley_hint'] else ''}")
     for v in versions:
         typer.echo(f"  v{v['version']} {v['state']:<17} {v['source']:<10} by "
-                   f"{v['created_by'] or 'the pass'} at {v['created_at'][:19]}"
+                   f"{'the pass' if v['created_by'].startswith('model:') else v['created_by']} at "
+                   f"{v['created_at'][:19]}"
                    f"{'  (from v' + str(v['parent']) + ')' if v['parent'] else ''}")
+        if v["comment"]:
+            typer.echo(f"      note: {v['comment']}")
         for d in v["decisions"]:
             typer.echo(f"      {d['decision']} by {d['by']} at {d['at'][:19]}"
                        f"{': ' + d['comment'] if d['comment'] else ''}")
@@ -182,33 +192,97 @@ def review_show(
                        f"{'  confidence %.2f' % conf if conf is not None else ''}")
 
 
+def _a(word: str) -> str:
+    """`word` after its indefinite article: "a viewer", "an editor"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def _require_reel(s: Any, reel: str) -> None:
+    """One line and exit 2, naming the reels there are, when `reel` is not in the database."""
+    from db import review
+
+    names = review.reel_names(s)
+    if reel not in names:
+        _fail(f"no reel {reel!r}; reels: {', '.join(names) or '(none)'}")
+
+
+def _find_shot(s: Any, reel: str, shot: str) -> Any:
+    """The shot, else one line and exit 2: no reel (`_require_reel`), as `review list --reel`
+    says it, else no such shot in the reel."""
+    from db import api
+
+    sh = api.get_shot(s, reel, shot)
+    if sh is None:
+        _require_reel(s, reel)
+        _fail(f"no shot {shot!r} in reel {reel!r} (see `foley review list --reel {reel}`)")
+    return sh
+
+
+def _decided_by(agent: str) -> str:
+    """A decision's agent as people say it: "anna" for "user:anna", another as it is."""
+    return agent.removeprefix("user:")
+
+
+def _at(t: Any) -> str:
+    """A database time (UTC; SQLite drops the zone) to the second."""
+    import datetime as dt
+
+    return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).astimezone(
+        dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
             version: int | None, apply: bool) -> None:
     from db import api, review
     from tasks import runtime
+    from tasks.decisions import POLICY
 
     _configure()
-    from flows.review import apply_decisions  # after _configure (Prefect settings)
+    from flows.review import apply_decisions, review_link  # after _configure (Prefect settings)
 
+    already = None
     try:
         with runtime.db().session() as s:
-            sh = api.get_shot(s, reel, shot)
-            if sh is None:
-                _fail(f"no shot {shot!r} in reel {reel!r} (see `foley review list --reel {reel}`)")
+            sh = _find_shot(s, reel, shot)
             user = review.require_user(s, by, "supervisor")
             latest = api.latest_envelope(s, sh.id)
             if latest is None:
                 _fail(f"{reel} {shot} has no envelope yet: run the pass on its edit first")
-            _d, job = review.take_decision(
-                s, sh, version=version or latest.version, decision=decision, user=user,
-                comment=comment, expect_state=None if version else latest.state,
-                client=f"cli:{getpass.getuser()}", via="cli")
-            decided = version or latest.version
+            made = [env.version for env in review.versions(s, sh.id)]
+            if version is not None and version not in made:
+                have = (f"its only version is v{made[0]}" if len(made) == 1 else
+                        f"its versions are {', '.join(f'v{n}' for n in made)}")
+                _fail(f"{reel} {shot} has no v{version}: {have} (decide the latest, "
+                      f"v{latest.version})")
+            decided = latest.version if version is None else version
+            # The same settled decision again on the version it stands on, taken by a person:
+            # deciding it twice would record a second decision and job, and run the apply
+            # again, for nothing. Over the policy's (`--approve auto`) it is recorded: a
+            # supervisor's decision makes the shot a person's work (`decisions.held_by`).
+            last = latest.decisions[-1] if latest.decisions else None
+            if decided == latest.version and latest.state == decision and \
+                    decision in review.SETTLED and last is not None and \
+                    last.agent.name != POLICY:
+                already = (f"{reel} {shot} v{decided} is already {decision} (by "
+                           f"{_decided_by(last.agent.name)}, {_at(last.created_at)}); "
+                           "nothing was written")
+                behind = review.deliveries_behind(s, reel=reel)
+            else:
+                _d, job = review.take_decision(
+                    s, sh, version=decided, decision=decision, user=user, comment=comment,
+                    expect_state=None if version is not None else latest.state,
+                    client=f"cli:{getpass.getuser()}", via="cli")
     except review.StaleReview as exc:
         _fail(str(exc), 2)
     except review.ReviewError as exc:
         _fail(str(exc), 2)
+    if already is not None:
+        typer.echo(already)
+        _say_behind(behind, every=True)  # e.g. decided with --no-apply: not applied yet
+        return
     typer.echo(f"{reel} {shot} v{decided}: {decision.replace('_', ' ')} by {by}")
+    if decision == "retake_requested":
+        typer.echo(RETAKE_NEXT.format(link=review_link(reel, shot)))
     if not apply:
         typer.echo("synthesis and re-conform are queued (job left for the review app or "
                    "`foley review apply`)")
@@ -294,7 +368,11 @@ def review_retake(reel: Annotated[str, typer.Argument(help="Reel name.")],
                   shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
                   comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
     """Send the shot's envelope back for another take (a comment saying what to change is
-    required); the next version made is pending review again."""
+    required). The next version is made by an editor (or a supervisor) in the review app
+    (`foley review serve`): they edit the envelope on the shot's page and save it, and it is
+    pending review again. A rerun of the pass makes none unless its prediction changed
+    (another estimator or checkpoint, the shot recut): the shot stays retake_requested until
+    someone saves an edit."""
     _decide(reel, shot, "retake_requested", by, comment, version, apply)
 
 
@@ -314,10 +392,15 @@ def review_apply(reel: Annotated[Optional[str], typer.Argument(help="Only this r
     fix it first), without waiting for the review app's next retry (a reel a pass holds is
     waited for). Exit 1 if a reel's run failed (2 if its delivery folder was refused), each
     said in one line, without Prefect's traceback of the failed run (it stays in the run's log
-    in the Prefect UI)."""
+    in the Prefect UI). An unknown reel is one line and exit 2."""
     _configure()
     from flows.review import drain
 
+    if reel is not None:
+        from tasks import runtime
+
+        with runtime.db().session() as s:
+            _require_reel(s, reel)
     _quiet_run_failures()
     reports = drain(reel, retry_failed=True, wait=True)
     if not reports:
@@ -343,12 +426,16 @@ def review_serve(
 ) -> None:
     """Run the review app (queue page, shot pages with the envelope editor). People sign in
     with accounts made by `foley review user add`. Set FOLEY_REVIEW_URL to the address people
-    use, so links from the Prefect UI reach it."""
+    use, so links from the Prefect UI reach it. A port outside 1–65535, or one that cannot be
+    listened on (in use), is one line and exit 2, before anything is started."""
     import uvicorn
 
     from flows.settings import get_settings
     from review.app import create_app
 
+    if not 1 <= port <= 65535:
+        _fail(f"--port {port}: a TCP port is 1–65535")
+    sock = _listen(host, port)
     _configure()
     from db import review
     from tasks import runtime
@@ -362,7 +449,34 @@ def review_serve(
     os.environ.setdefault("FOLEY_REVIEW_URL", f"http://{shown}:{port}")
     typer.echo(f"review app on http://{host}:{port} (Ctrl+C stops it); people reach it at "
                f"{get_settings().review_url}", err=True)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port,
+                                           log_level="warning"))
+    server.run(sockets=[sock])  # the socket bound above: no other process takes the port
+    if not server.started:  # the app's start-up failed (uvicorn said why)
+        raise typer.Exit(1)
+
+
+def _listen(host: str, port: int) -> Any:
+    """A socket bound to `host`:`port`, as uvicorn binds one (SO_REUSEADDR; IPv6 when the
+    host has a ':'), for the app to serve on — else one line and exit 2. Checked before the
+    banner: uvicorn alone would print it, then its own error, and exit 3."""
+    import errno
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            _fail(f"port {port} is in use on {host}: {why} (try --port, or stop what listens "
+                  "there)")
+        _fail(f"cannot listen on {host} port {port}: {why}")
+    sock.set_inheritable(True)
+    return sock
 
 
 @user_app.command("add")
@@ -372,13 +486,19 @@ def user_add(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password "
                                                  "from standard input (scripts).")] = False,
 ) -> None:
-    """Add a person who may sign in (asks for the password twice unless --password-stdin)."""
+    """Add a person who may sign in (asks for the password twice unless --password-stdin).
+    The name and role are checked first, so no one types a password for a user refused."""
     from db import review
     from review import auth
     from tasks import runtime
 
-    password = _read_password(password_stdin)
     _configure()
+    try:
+        with runtime.db().session() as s:
+            review.check_new_user(s, name, role)
+    except review.ReviewError as exc:
+        _fail(str(exc))
+    password = _read_password(password_stdin)
     try:
         with runtime.db().session() as s:
             review.create_user(s, name, role, auth.hash_password(password))
@@ -391,15 +511,20 @@ def user_add(
 @user_app.command("passwd")
 def user_passwd(
     name: Annotated[str, typer.Argument(help="User name.")],
-    password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password "
+                                                 "from standard input (scripts).")] = False,
 ) -> None:
-    """Set a user's password (signs them out everywhere)."""
+    """Set a user's password (signs them out everywhere; asks for it twice unless
+    --password-stdin). An unknown user is said before the password is asked for."""
     from db import review
     from review import auth
     from tasks import runtime
 
-    password = _read_password(password_stdin)
     _configure()
+    with runtime.db().session() as s:
+        if review.get_user(s, name) is None:
+            _fail(f"no user {name!r}")
+    password = _read_password(password_stdin)
     try:
         with runtime.db().session() as s:
             review.set_password(s, name, auth.hash_password(password))
@@ -423,7 +548,7 @@ def user_role(name: Annotated[str, typer.Argument(help="User name.")],
             review.audit(s, f"cli:{getpass.getuser()}", "user:role", name=name, role=role)
     except review.ReviewError as exc:
         _fail(str(exc))
-    typer.echo(f"{name} is now a {role}")
+    typer.echo(f"{name} is now {_a(role)}")
 
 
 @user_app.command("list")

@@ -58,10 +58,14 @@ def serve(
     from flows.cli import _prefect_defaults, fail
     from flows.settings import get_settings
 
+    if not 1 <= port <= 65535:
+        fail(f"--port {port}: a TCP port is 1–65535")
     try:
         settings = get_settings()
     except ValueError as exc:
-        fail(f"bad setting: {exc}")
+        from flows.settings import setting_error
+
+        fail(setting_error(exc) or f"bad setting: {exc}")
     tz = timezone or settings.resolved_timezone()
     cron = cron or settings.nightly_cron
     try:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from flows.cli_models import DEFAULT_SFX, SHIPPED, _fail
+from flows.cli_models import DEFAULT_SFX, SHIPPED, _fail, file_in_the_way
 
 DEFAULT_TRAIN_OUT = Path(".foley/train/synth")
 MAX_DURATION_S = 3600.0
@@ -51,6 +51,15 @@ def _check_options(steps: int, guidance: float, seed: int, threads: int,
     _check_seed_threads(seed, threads)
     if duration is not None:
         _check_length(duration, "--duration")
+
+
+def _check_out_file(out: Path) -> None:
+    """--out can be written: not a folder, and not under a file (checked before any work)."""
+    if out.is_dir():
+        _fail(f"--out {out} is a folder: name the .wav file to write")
+    blocked = file_in_the_way(out.parent)
+    if blocked is not None:
+        _fail(f"--out {out}: {blocked} is a file, so the WAV cannot be written there")
 
 
 def _envelope_control(path: Path, duration: float | None) -> tuple[np.ndarray, float, dict]:
@@ -154,6 +163,9 @@ def generate(
 
     if out.suffix.lower() not in (".wav", ".bwf"):
         _fail(f"--out {out}: write a .wav file")
+    _check_out_file(out)
+    if preset not in ("tiny", "base"):
+        _fail(f"--preset {preset!r}: choose tiny (CPU, shipped) or base (GPU)")
     _check_options(steps, guidance, seed, threads, duration)
     torch.set_num_threads(threads)
     control, length, env = (None, duration if duration is not None else 4.0, None)

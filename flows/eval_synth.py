@@ -373,12 +373,14 @@ def sampler_library(splits: dict[str, list[Clip]], split: str) -> list[Clip]:
 
 def resynthesize(synth: Any, audio: np.ndarray) -> np.ndarray:
     """The real scene through the vocoder alone (its true log-mel → audio): what the diffusion
-    backend could reach with a perfect denoiser, so its figures bound the vocoder's share."""
-    from models.sampler import soft_limit
+    backend could reach with a perfect denoiser, so its figures bound the vocoder's share;
+    finished as every rendering is (`synth_pipeline.finish` without an envelope: the
+    high-pass and the limiter)."""
+    from models.synth_pipeline import finish
 
     with torch.no_grad():
         out = synth.vocoder(log_mel(torch.from_numpy(audio))[None])[0, :len(audio)].numpy()
-    return soft_limit(out, SR)
+    return finish(out, None)
 
 
 def render_all(scenes: Sequence[Scene], render: Callable[[Scene], np.ndarray],
@@ -393,8 +395,9 @@ def render_all(scenes: Sequence[Scene], render: Callable[[Scene], np.ndarray],
 
 def finish_all(scenes: Sequence[Scene], audio: Sequence[np.ndarray], seconds: float,
                follow: Follow | None) -> tuple[list[np.ndarray], float]:
-    """Renderings through `models.synth_pipeline.finish` (the envelope follow stage when
-    `follow` is set, then the limiter), with the seconds that took added to `seconds`."""
+    """Renderings through `models.synth_pipeline.finish` (the high-pass, the envelope follow
+    stage when `follow` is set, then the limiter), with the seconds that took added to
+    `seconds`."""
     from models.synth_pipeline import finish
 
     t0 = time.perf_counter()

@@ -310,15 +310,15 @@ def summary_markdown(report: NightlyReport, review_url: str) -> str:
     lines = [f"# Overnight Foley pass — {report.started[:10]}", "",
              f"Inbox `{report.inbox}`: {', '.join(counts)}. "
              f"Time spent {hms(report.seconds)}."]
-    passed = [r for r in report.reels if r.status != "rejected"]  # the pass ran on these
-    if passed:
+    ran = [r for r in report.reels if r.status != "rejected"]  # passed or failed: the pass ran
+    if ran:
         over = f" ({t['superseded']} over a person's work)" if t["superseded"] else ""
         lines += ["", f"**{t['shots']}** shots: {t['delivered']} approved and delivered, "
                   f"**{t['pending_review']} waiting for review**{over}, {t['failed']} failed, "
                   f"{t['skipped']} skipped. Review queue: {base}/", "",
                   "| reel | shots | approved | pending review | failed | skipped | picture | "
                   "time | status |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in passed:
+        for r in ran:
             s = r.shots
             link = f"[{md(r.reel)}]({base}/?reel={urllib.parse.quote(r.reel)}&status=all)"
             lines.append(

@@ -17,7 +17,7 @@ Three ways a pass uses more than one core, from one machine to a farm:
   A shot run's new prediction over a person's work is said by the pass (which sees every
   shot), not by the run (which sees its batch): `distribute` reads it from the shot's versions.
 
-GPU stages (envelope model inference; diffusion synthesis later) carry the tag `gpu`; Prefect
+GPU stages (envelope model inference, diffusion synthesis) carry the tag `gpu`; Prefect
 holds tagged task runs to the global concurrency limit `tag:gpu`, which `stage()` sets to
 FOLEY_GPU_SLOTS (the number of GPUs) on the server, so N GPUs run N such tasks at once across
 every flow and worker on that server.

@@ -3,6 +3,7 @@
 `os.environ` for configuration."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import zoneinfo
@@ -59,6 +60,18 @@ class Settings(BaseSettings):
     s3_cache_dir: Path | None = Field(
         None, description="Where S3 artifacts are downloaded to; default <home>/cache/s3.")
     s3_part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart part size (MiB).")
+    # How long an S3 call waits (docs/OPERATIONS.md, "What an S3 store outage costs").
+    s3_connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to connect to "
+                                        "the S3 endpoint (s).")
+    s3_head_timeout_s: float = Field(15.0, gt=0, description="Longest wait for the answer to "
+                                     "a HEAD, which starts every store call (s); at most "
+                                     "FOLEY_S3_READ_TIMEOUT_S.")
+    s3_read_timeout_s: float = Field(60.0, gt=0, description="Longest silence of one socket "
+                                     "read in a transfer (s): a slow transfer that keeps "
+                                     "moving never times out.")
+    s3_hung_attempts: int = Field(2, ge=1, le=50, description="Tries per store call against "
+                                  "an endpoint that takes the connection and never answers "
+                                  "(read timeouts); at most FOLEY_RETRY_ATTEMPTS.")
 
     # Overnight passes (`foley serve`, the `foley-nightly` deployment; docs/OPERATIONS.md).
     inbox: str | None = Field(None, description="Where reels land: a folder or "
@@ -176,7 +189,11 @@ class Settings(BaseSettings):
             ca_bundle=self.s3_ca_bundle,
             cache_dir=(self.s3_cache_dir or self.home / "cache" / "s3").resolve(),
             part_size=self.s3_part_size_mb << 20,
+            connect_timeout_s=self.s3_connect_timeout_s,
+            read_timeout_s=self.s3_read_timeout_s,
+            head_timeout_s=min(self.s3_head_timeout_s, self.s3_read_timeout_s),
             attempts=self.retry_attempts,
+            hung_attempts=min(self.s3_hung_attempts, self.retry_attempts),
             backoff_max_s=self.retry_max_delay_s,
         )
 
@@ -189,6 +206,48 @@ class Settings(BaseSettings):
 
         set_retry_policy(self.retry_policy())
         runtime.configure(self.resolved_db_url(), self.resolved_store_url(), s3=self.s3_config())
+
+
+def setting_error(exc: BaseException) -> str | None:
+    """The one line a command prints when a setting (a FOLEY_* / AWS_* variable, .env, or a
+    --url given for one) is unusable — a value of the wrong type, a database URL SQLAlchemy
+    cannot read or has no driver for, a store URL of another scheme, a home folder that
+    cannot be made — else None. Follows the exception's causes."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from tasks.store import StoreURLError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ValidationError) and e.title == Settings.__name__:
+            parts = []
+            for err in e.errors():
+                field_name = str(err["loc"][0]) if err["loc"] else "?"
+                info = Settings.model_fields.get(field_name)
+                alias = getattr(info, "validation_alias", None) if info else None
+                names = getattr(alias, "choices", None) or ([alias] if isinstance(alias, str)
+                                                             else [])
+                var = str(names[0]) if names else f"FOLEY_{field_name.upper()}"
+                parts.append(f"{var}={err.get('input')!r}: {err['msg']}")
+            return "unusable setting — " + "; ".join(parts) + " (fix the variable or .env)"
+        if isinstance(e, (NoSuchModuleError, ArgumentError)):
+            reason = " ".join(str(e).split())
+            return (f"the database URL cannot be used ({reason}): set FOLEY_DB_URL (or --url) to "
+                    "postgresql+psycopg://user@host/db, or unset it for the embedded SQLite")
+        if isinstance(e, StoreURLError):
+            return f"{e} (FOLEY_STORE_URL)"
+        if isinstance(e, OSError) and e.filename:
+            with contextlib.suppress(Exception):  # settings unreadable too: no home to name
+                home = Settings().home.resolve()
+                target = Path(str(e.filename)).resolve()
+                if target == home or home in target.parents:
+                    return (f"FOLEY_HOME={home} cannot be used: {e.strerror} ({e.filename}); "
+                            "point it at a folder you can write")
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return None
 
 
 def get_settings() -> Settings:

@@ -15,7 +15,8 @@ At ±90° the interaural time difference is (a/c)·(π/2 + 1) ≈ 0.656 ms (c = 
 Why a parametric decode. Decoding first-order B-format to virtual loudspeakers and convolving
 with their HRIRs blurs the direction: at ±90° the ITD measured that way is 0.4–0.5 ms instead
 of 0.66 (8- to 12-speaker rings, basic or max-rE weights), a source heard too close to the
-centre. So, as DirAC does (Pulkki 2007), the decode works per short-time Fourier tile
+centre. So, as DirAC does (Pulkki 2007; the analysis is `models.dirac`'s, shared with the
+5.1 decode), the decode works per short-time Fourier tile
 (1024-point Hann, hop 256): the active intensity vector I = Re(W*·[X, Y, Z]) and the energy
 E = (|W|² + |X|² + |Y|² + |Z|²)/2 are smoothed over 30 ms; the direction is I/|I| and the
 diffuseness ψ = 1 − |I|/E. The direct part √(1 − ψ)·W is filtered with the head model's HRTF
@@ -29,15 +30,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.signal import istft, lfilter, stft
 
+from models import dirac
 from models.spatial import foa_gains
 
 HEAD_RADIUS_M = 0.0875
 SPEED_OF_SOUND = 343.0
 ALPHA_MIN, THETA_MIN = 0.1, math.radians(150.0)
-NFFT, HOP = 1024, 256
-SMOOTH_S = 0.03
 _VIRTUAL = [(math.radians(a), 0.0) for a in range(0, 360, 45)] + \
     [(math.radians(a), math.radians(e)) for a in (45, 135, 225, 315) for e in (45, -45)]
 
@@ -77,27 +76,16 @@ def hrir(azimuth_rad: float, elevation_rad: float, ear: int, sr: int = 48000, n:
     return np.fft.irfft(hrtf(f, unit(azimuth_rad, elevation_rad), ear), n).astype(np.float32)
 
 
-def _smooth(x: np.ndarray, sr: int) -> np.ndarray:
-    """One-pole smoothing over STFT frames (last axis), time constant SMOOTH_S."""
-    a = math.exp(-HOP / (SMOOTH_S * sr))
-    return lfilter([1 - a], [1, -a], x, axis=-1)
-
-
-def decode_binaural(ambix: np.ndarray, sr: int) -> np.ndarray:
-    """(n, 2) left, right ears from (n, 4) AmbiX (see the module docstring)."""
+def decode_binaural(ambix: np.ndarray, sr: int, tiles: dirac.Tiles | None = None) -> np.ndarray:
+    """(n, 2) left, right ears from (n, 4) AmbiX (see the module docstring); `tiles`: its
+    `dirac.analyse`, when the caller has it already."""
     b = np.asarray(ambix, np.float64)
     n = len(b)
     if n == 0 or not np.any(b):
         return np.zeros((n, 2), np.float32)
-    f, _, spec = stft(b.T, fs=sr, window="hann", nperseg=NFFT, noverlap=NFFT - HOP,
-                      boundary="zeros", padded=True)                       # (4, F, T)
-    w, y, z, x = spec
-    inten = np.real(np.conj(w)[None] * np.stack([x, y, z]))                # (3, F, T)
-    energy = 0.5 * np.sum(np.abs(spec) ** 2, axis=0)                       # (F, T)
-    inten_s, energy_s = _smooth(inten, sr), _smooth(energy, sr)
-    norm = np.linalg.norm(inten_s, axis=0)
-    psi = np.clip(1 - norm / np.maximum(energy_s, 1e-30), 0.0, 1.0)        # (F, T)
-    direction = np.moveaxis(inten_s / np.maximum(norm, 1e-30), 0, -1)       # (F, T, 3)
+    t = tiles or dirac.analyse(b, sr)
+    w, psi, direction, spec = t.spec[0], t.psi, t.direction, t.spec
+    f = t.freqs
     freqs = f[:, None]
     gains = foa_gains(np.array([a for a, _ in _VIRTUAL]), np.array([e for _, e in _VIRTUAL]))
     decode = np.concatenate([gains[:, :1], 3 * gains[:, 1:]], axis=1) / len(_VIRTUAL)  # (K, 4)
@@ -108,6 +96,4 @@ def decode_binaural(ambix: np.ndarray, sr: int) -> np.ndarray:
         virt = np.stack([hrtf(f, unit(a, e), ear) for a, e in _VIRTUAL])   # (K, F)
         diffuse = np.sqrt(psi) * np.einsum("kf,kft->ft", virt, feeds)
         ears.append(direct + diffuse)
-    _, out = istft(np.stack(ears), fs=sr, window="hann", nperseg=NFFT, noverlap=NFFT - HOP,
-                   boundary=True)
-    return np.ascontiguousarray(out[:, :n].T, dtype=np.float32)
+    return dirac.synthesise(np.stack(ears), n, sr)

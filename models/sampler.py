@@ -24,6 +24,10 @@ Render of one shot:
    (no zipper noise).
 3. A look-ahead peak limiter keeps the sum under -1 dBFS.
 An all-zero curve without events renders exact digital silence.
+
+Memory follows the shot's length, not its events: an event is kept as how to make its sound
+(`_Placed`), and each sound is made when it is mixed (twice when the curve levels the layer:
+once to measure it, once to mix it), so one event's sound is held at a time.
 """
 
 from __future__ import annotations
@@ -33,15 +37,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d, minimum_filter1d, uniform_filter1d
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from scipy.signal import resample_poly
 
+from models import limiter
 from models.audio_env import attack_start, rms_envelope
 
 STRENGTH_RANGE_DB = 24.0
 PITCH_JITTER_ST = 0.5
 GAIN_JITTER_DB = 1.5
-CEILING_DB = -1.0
+CEILING_DB = limiter.CEILING_DB
 CURVE_GAIN_RANGE_DB = 36.0
 CHOKE_AFTER_S = 0.03  # a hit's first 30 ms are never choked
 _FADE_IN_S = 0.002
@@ -85,15 +90,25 @@ def _fade(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
 
 
-def _pitched(sample: Sample, semitones: float, sr: int) -> tuple[np.ndarray, int]:
-    """Resample so playback is `semitones` higher; returns audio and its new onset index."""
-    ratio = Fraction(2 ** (-semitones / 12)).limit_denominator(400)  # output/input length
+def _ratio(semitones: float) -> Fraction:
+    """Output/input length of a pitch shift by `semitones`."""
+    return Fraction(2 ** (-semitones / 12)).limit_denominator(400)
+
+
+def _pitched(sample: Sample, semitones: float) -> np.ndarray:
+    """The sample resampled so it plays `semitones` higher (a copy)."""
+    ratio = _ratio(semitones)
     audio = np.asarray(sample.audio, dtype=np.float32)
-    onset = sample.attack_index(sr)
     if ratio == 1:
-        return audio.copy(), onset
-    out = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
-    return out, int(round(onset * ratio))
+        return audio.copy()
+    return resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def _pitched_onset(sample: Sample, semitones: float, sr: int) -> int:
+    """The attack's index in `_pitched(sample, semitones)`."""
+    ratio = _ratio(semitones)
+    onset = sample.attack_index(sr)
+    return onset if ratio == 1 else int(round(onset * ratio))
 
 
 def _pool(oneshots: OneShots, kind: str) -> Sequence[Sample]:
@@ -102,13 +117,30 @@ def _pool(oneshots: OneShots, kind: str) -> Sequence[Sample]:
     return oneshots
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Placed:
-    """One event's sound in the shot: its first sample, its audio, its event time."""
+    """One event in the shot: how to make its sound (`sound()`), not the sound itself, so a
+    shot holds a few numbers per event and never every event's audio at once (a dense minute
+    was 680 MB). `sound()` is deterministic: the pitch shift of the same sample by the same
+    ratio, times `gain` (strength and jitter, then the curve's level), faded."""
 
     start: int
-    audio: np.ndarray
     t: float
+    sample: Sample
+    semitones: float
+    gain: float
+    sr: int
+
+    def sound(self) -> np.ndarray:
+        audio = _pitched(self.sample, self.semitones)
+        onset = _pitched_onset(self.sample, self.semitones, self.sr)
+        audio *= self.gain
+        if onset > 0:  # pre-roll only: the attack itself is never faded
+            k = min(onset, int(_FADE_IN_S * self.sr))
+            audio[:k] *= _fade(k)
+        k = min(len(audio), int(_FADE_OUT_S * self.sr))
+        audio[len(audio) - k :] *= _fade(k)[::-1]
+        return audio
 
 
 def _render_events(
@@ -129,33 +161,34 @@ def _render_events(
             next_index[key] = int(rng.integers(len(pool)))
         sample = pool[next_index[key] % len(pool)]
         next_index[key] += 1
-        audio, onset = _pitched(sample, semitones, sr)
-        audio *= strength_gain(float(event.get("strength", 1.0))) * 10 ** (jitter_db / 20)
-        if onset > 0:  # pre-roll only: the attack itself is never faded
-            k = min(onset, int(_FADE_IN_S * sr))
-            audio[:k] *= _fade(k)
-        k = min(len(audio), int(_FADE_OUT_S * sr))
-        audio[len(audio) - k :] *= _fade(k)[::-1]
+        onset = _pitched_onset(sample, semitones, sr)
+        gain = strength_gain(float(event.get("strength", 1.0))) * 10 ** (jitter_db / 20)
         t = float(event["t"])
-        placed.append(_Placed(int(round(t * sr)) - onset, audio, t))
+        placed.append(_Placed(int(round(t * sr)) - onset, t, sample, semitones, gain, sr))
     return placed
 
 
+def _add(track: np.ndarray, p: _Placed, audio: np.ndarray, sr: int) -> None:
+    """Add one placed sound into the n-sample track, cut at the shot edges with short fades."""
+    n = len(track)
+    lo, hi = max(p.start, 0), min(p.start + len(audio), n)
+    if hi <= lo:
+        return
+    piece = audio[lo - p.start : hi - p.start].copy()
+    if p.start < 0:
+        k = min(len(piece), int(_FADE_IN_S * sr))
+        piece[:k] *= _fade(k)
+    if p.start + len(audio) > n:
+        k = min(len(piece), int(_FADE_OUT_S * sr))
+        piece[len(piece) - k :] *= _fade(k)[::-1]
+    track[lo:hi] += piece
+
+
 def _mix(placed: list[_Placed], n: int, sr: int) -> np.ndarray:
-    """Sum the placed sounds into an n-sample track, cut at the shot edges with short fades."""
+    """Sum the placed sounds into an n-sample track (one sound in memory at a time)."""
     track = np.zeros(n, dtype=np.float32)
     for p in placed:
-        lo, hi = max(p.start, 0), min(p.start + len(p.audio), n)
-        if hi <= lo:
-            continue
-        piece = p.audio[lo - p.start : hi - p.start].copy()
-        if p.start < 0:
-            k = min(len(piece), int(_FADE_IN_S * sr))
-            piece[:k] *= _fade(k)
-        if p.start + len(p.audio) > n:
-            k = min(len(piece), int(_FADE_OUT_S * sr))
-            piece[len(piece) - k :] *= _fade(k)[::-1]
-        track[lo:hi] += piece
+        _add(track, p, p.sound(), sr)
     return track
 
 
@@ -182,38 +215,36 @@ def _curve_gain(curve: np.ndarray, rate_hz: float, env: np.ndarray, times: list[
 
 def _fit_to_curve(
     placed: list[_Placed], curve: np.ndarray, rate_hz: float, n: int, sr: int
-) -> list[_Placed]:
-    """Level the event layer to the curve, then choke tails that outlast it.
+) -> np.ndarray:
+    """The event track, levelled to the curve, with tails that outlast it choked.
 
     Choke: where the layer's envelope exceeds the curve (dilated ±2 hops for timing slack),
     every sound older than CHOKE_AFTER_S is ducked by the excess, like a hand on a ringing
     plate; its gain only ever falls (running minimum), so a choked ring never swells back
-    before the next hit, and a new hit's attack is never touched.
+    before the next hit, and a new hit's attack is never touched. The sounds are made twice
+    (once to measure the layer, once to mix it), so only one is held at a time.
     """
     env = rms_envelope(_mix(placed, n, sr), sr, rate_hz).astype(np.float64)
     gain = _curve_gain(curve, rate_hz, env, [p.t for p in placed])
-    placed = [_Placed(p.start, p.audio * np.float32(gain), p.t) for p in placed]
     env *= gain
     m = min(len(env), len(curve))
     allowed = maximum_filter1d(curve[:m], size=5, mode="nearest")
     excess = np.ones(len(env))
     over = env[:m] > allowed
     excess[:m][over] = allowed[over] / env[:m][over]
-    if not over.any():
-        return placed
-    choked = []
+    track = np.zeros(n, dtype=np.float32)
     for p in placed:
+        audio = p.sound() * np.float32(gain)
         k0 = int(np.ceil((p.t + CHOKE_AFTER_S) * rate_hz))
-        k1 = min(len(excess), int(np.ceil((p.start + len(p.audio)) / sr * rate_hz)) + 1)
-        if k1 <= k0:
-            choked.append(p)
-            continue
-        frames = np.minimum.accumulate(excess[k0:k1])
-        times = np.concatenate([[k0 / rate_hz - 1 / rate_hz], np.arange(k0, k1) / rate_hz])
-        at = (p.start + np.arange(len(p.audio))) / sr
-        g = np.interp(at, times, np.concatenate([[1.0], frames]), left=1.0, right=frames[-1])
-        choked.append(_Placed(p.start, (p.audio * g).astype(np.float32), p.t))
-    return choked
+        k1 = min(len(excess), int(np.ceil((p.start + len(audio)) / sr * rate_hz)) + 1)
+        if over.any() and k1 > k0:
+            frames = np.minimum.accumulate(excess[k0:k1])
+            times = np.concatenate([[k0 / rate_hz - 1 / rate_hz], np.arange(k0, k1) / rate_hz])
+            at = (p.start + np.arange(len(audio))) / sr
+            g = np.interp(at, times, np.concatenate([[1.0], frames]), left=1.0, right=frames[-1])
+            audio = (audio * g).astype(np.float32)
+        _add(track, p, audio, sr)
+    return track
 
 
 def _loop(texture: np.ndarray, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -264,16 +295,9 @@ def _render_texture(
 
 
 def soft_limit(audio: np.ndarray, sr: int, ceiling_db: float = CEILING_DB) -> np.ndarray:
-    """Look-ahead peak limiter: a smooth gain (5 ms) that keeps |audio| <= ceiling."""
-    ceiling = 10 ** (ceiling_db / 20)
-    need = np.minimum(1.0, ceiling / np.maximum(np.abs(audio.astype(np.float64)), 1e-30))
-    if need.min() >= 1.0:
-        return audio
-    half = max(1, int(0.005 * sr))
-    # min over ±half then a box of ±half/2: every smoothed value at n is <= need[n]
-    gain = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
-    gain = uniform_filter1d(gain, size=half | 1, mode="nearest")
-    return np.clip(audio * gain, -ceiling, ceiling).astype(np.float32)
+    """Look-ahead peak limiter: a smooth gain (5 ms) that keeps |audio| <= ceiling
+    (`models.limiter.peak_limit`, the one every rendering ends with)."""
+    return limiter.peak_limit(audio, sr, ceiling_db)
 
 
 def render_shot(
@@ -299,7 +323,8 @@ def render_shot(
     rng = np.random.default_rng(seed)
     placed = _render_events(envelope.get("events", []), oneshots, sr, rng)
     if level_from_curve and placed and np.any(curve > 0):
-        placed = _fit_to_curve(placed, curve, rate_hz, n, sr)
-    events = _mix(placed, n, sr)
+        events = _fit_to_curve(placed, curve, rate_hz, n, sr)
+    else:
+        events = _mix(placed, n, sr)
     texture = _render_texture(curve, rate_hz, events, textures, sr, rng)
     return soft_limit((events + texture).astype(np.float32), sr)

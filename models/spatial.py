@@ -30,14 +30,15 @@ Decodes (all from B-format, AmbiX in):
   centred source plays at −3 dB per side like a constant-power pan; the picture's edges at
   HFOV 60° land ~9.5 dB to one side; left stays left.
 - 5.1 (ITU-R BS.775: L/R ±30°, C 0°, Ls/Rs ±110°), channel order L R C LFE Ls Rs: the
-  first-order decode whose five speaker gains best match 2-D VBAP on that layout (weighted
+  delivered stem is `models.dirac.decode_51` (parametric: VBAP of each tile's direction, the
+  diffuse part through the fixed decode here). `decoder_51` is that fixed decode: the
+  first-order decode whose five speaker gains best match 2-D VBAP on the layout (weighted
   least squares over the horizon, the screen's ±45° weighted ×4; a max-rE AllRAD decode put
-  a quarter of a frontal source into the surrounds and more into L/R than C). First order
-  cannot image as narrowly as VBAP: a centred source plays about equally from L, C and R
-  and nothing from the surrounds; a source at +30° leads in L (L 0.82, C 0.54, R 0.24).
-  Elevation folds to the horizontal plane; normalised so a frontal source keeps its power
-  (sources behind play up to 4 dB louder — off-picture only by override). LFE is silent:
-  Foley is not sent to the LFE; bass management is the monitor chain's job.
+  a quarter of a frontal source into the surrounds and more into L/R than C). Alone, first
+  order cannot image as narrowly as VBAP: a centred source plays about equally from L, C and
+  R, a source at +30° leads in L (L 0.82, C 0.54, R 0.24) with Rs inverted at −17 dB.
+  Normalised so a frontal source keeps its power. LFE is silent: Foley is not sent to the
+  LFE; bass management is the monitor chain's job.
 - binaural: `models.hrtf` (spherical head, parametric decode).
 """
 from __future__ import annotations

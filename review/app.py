@@ -285,19 +285,14 @@ def create_app(settings: Settings | None = None, *, applier: bool = True) -> Fas
         latest = api.latest_envelope(s, sh.id)
         if latest is None:
             raise ApiError(404, "not_found", f"{reel_row.name} {sh.name} has no envelope yet")
-        edit_notes: dict[int, str | None] = {}
-        for a in review.audit_trail(s, reel=reel_row.name, shot=sh.name):  # newest first
-            if a.action == "edit" and a.version is not None:
-                edit_notes.setdefault(a.version, a.details.get("comment"))
+        notes = review.edit_notes(s, reel_row.name, sh.name)
         vers = []
         for env in review.versions(s, sh.id):
-            creator = s.get(api.Agent, env.created_by) if env.created_by else None
-            first_comment = edit_notes.get(env.version)
             vers.append({
                 "version": env.version, "parent": env.parent_version, "source": env.source,
-                "created_by": creator.name if creator else f"model:{env.source}",
+                "created_by": review.version_creator(s, env),
                 "created_at": env.created_at.isoformat(), "state": env.state,
-                "comment": first_comment,
+                "comment": notes.get(env.version),
                 "decisions": [{"decision": d.decision, "by": d.agent.name,
                                "at": d.created_at.isoformat(), "comment": d.comment}
                               for d in env.decisions]})

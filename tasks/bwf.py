@@ -108,6 +108,40 @@ def _chunk(fourcc: bytes, payload: bytes) -> bytes:
     return fourcc + struct.pack("<I", len(payload)) + payload + pad
 
 
+IXML_VERSION = "1.61"
+
+
+def ixml(*, project: str, note: str, rate_num: int, rate_den: int, drop_frame: bool,
+         time_reference: int, sr: int, tracks: list[tuple[str, str | None]],
+         scene: str | None = None) -> str:
+    """An iXML document (iXML 1.61, gallery.co.uk/ixml) for a delivered file: the reel as
+    PROJECT, the shot as SCENE, the picture's timecode rate and drop-frame flag with the time
+    stamp in SPEED (what "spot to original time stamp" needs beside bext's sample count), and
+    each channel's NAME and FUNCTION in TRACK_LIST (`tracks`: (name, function or None), in
+    channel order; functions from iXML's dictionary, e.g. L-5.1, L-MIX, MIX)."""
+    from xml.sax.saxutils import escape
+
+    def el(tag: str, value: object) -> str:
+        return f"<{tag}>{escape(str(value))}</{tag}>"
+
+    rate = f"{rate_num}/{rate_den}"
+    speed = "".join([
+        el("NOTE", "foleyflow conform"), el("MASTER_SPEED", rate), el("CURRENT_SPEED", rate),
+        el("TIMECODE_RATE", rate), el("TIMECODE_FLAG", "DF" if drop_frame else "NDF"),
+        el("FILE_SAMPLE_RATE", sr), el("AUDIO_BIT_DEPTH", BITS), el("DIGITIZER_SAMPLE_RATE", sr),
+        el("TIMESTAMP_SAMPLES_SINCE_MIDNIGHT_HI", time_reference >> 32),
+        el("TIMESTAMP_SAMPLES_SINCE_MIDNIGHT_LO", time_reference & 0xFFFFFFFF),
+        el("TIMESTAMP_SAMPLE_RATE", sr)])
+    track_list = el("TRACK_COUNT", len(tracks)) + "".join(
+        "<TRACK>" + el("CHANNEL_INDEX", i) + el("INTERLEAVE_INDEX", i) + el("NAME", name)
+        + (el("FUNCTION", function) if function else "") + "</TRACK>"
+        for i, (name, function) in enumerate(tracks, start=1))
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<BWFXML>'
+            + el("IXML_VERSION", IXML_VERSION) + el("PROJECT", project)
+            + (el("SCENE", scene) if scene else "") + el("NOTE", note)
+            + f"<SPEED>{speed}</SPEED><TRACK_LIST>{track_list}</TRACK_LIST></BWFXML>")
+
+
 class BwfWriter:
     """Streaming 24-bit Broadcast WAV writer; use as a context manager, `write` blocks of frames.
 

@@ -45,6 +45,16 @@ from tasks.store import ArtifactRef, sha256_file
 SR = 48000
 MASK_51 = 0x3F  # FL FR FC LFE BL BR: the 5.1 of WAVE_FORMAT_EXTENSIBLE (ffmpeg "5.1", Pro Tools)
 FORMAT_LABEL = {"ambix": "AmbiX (ACN/SN3D)", "fuma": "FuMa (WXYZ, W -3 dB)"}
+# Each file's channels as its iXML TRACK_LIST names them: (NAME, FUNCTION from iXML's
+# dictionary; B-format has none there, so its channels are named only)
+CHANNELS: dict[str, list[tuple[str, str | None]]] = {
+    "mono": [("Foley", "MIX")],
+    "stereo": [("L", "L-MIX"), ("R", "R-MIX")],
+    "binaural": [("L ear", "LEFT"), ("R ear", "RIGHT")],
+    "51": [(c, f"{c}-5.1") for c in ("L", "R", "C", "LFE", "Ls", "Rs")],
+    "ambix": [(c, None) for c in ("W", "Y", "Z", "X")],
+    "fuma": [(c, None) for c in ("W", "X", "Y", "Z")],
+}
 # The code that decides the delivered bytes, part of the conform stage's cache key: this module
 # (`_render`), the BWF writer of stems and mixes, the mixdown and preview, the plots, the
 # timeline writers (and the flattening they use), and the reading of the stored edit that they
@@ -106,6 +116,11 @@ def _render(
     def tc(frames: int) -> str:
         return ingest.timecode(reel["start_frame"] + frames, num, den, reel["drop_frame"])
 
+    def ixml(kind: str, stamp: int, note: str, shot: str | None = None) -> str:
+        return bwf.ixml(project=name, scene=shot, note=note, rate_num=num, rate_den=den,
+                        drop_frame=reel["drop_frame"], time_reference=stamp, sr=SR,
+                        tracks=CHANNELS[fmt if kind == "foa" else kind])
+
     def add(rel: str, mime: str) -> Path:
         p = work / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +152,8 @@ def _render(
             label = FORMAT_LABEL[fmt] if kind == "foa" else kind
             stem = add(f"{prefix}_{kind}.wav", "audio/wav")
             write_bwf(stem, audio, sr, time_reference=stamp, description=f"{desc} ({label})",
-                      origination_datetime=made, channel_mask=MASK_51 if kind == "51" else None)
+                      origination_datetime=made, channel_mask=MASK_51 if kind == "51" else None,
+                      ixml=ixml(kind, stamp, f"{desc} ({label})", sh["name"]))
             digests[kind] = sha256_file(stem)
         pos_rel = f"{prefix}_position.json"
         shutil.copyfile(paths[f"{sh['name']}/position"], add(pos_rel, "application/json"))
@@ -158,13 +174,19 @@ def _render(
                 sha256=digests[m.kind]))
         sh["envelope_file"], sh["position_file"] = env_rel, pos_rel
         sh["stems"] = {k: f"{prefix}_{k}.wav" for k in STEMS}
+        # the approved events as delivered: shot-relative seconds, and where each falls on the
+        # record side as a timecode (the frame it sounds in)
+        sh["events"] = [{**ev, "record_tc": tc(sh["record_in_frame"]
+                                                + int(float(ev["t"]) * num // den))}
+                        for ev in env.get("events", [])]
     total = round(reel["duration_s"] * SR)
     for m in MIXES:
         label = f"{m.label} {FORMAT_LABEL[fmt]}" if m.kind == "foa" else m.label
+        desc = f"{name} Foley {label} mix @ {reel['start_timecode']}"
         mixdown.mix_reel(placed[m.kind], add(mix_name(name, m.kind), "audio/wav"), frames=total,
                          channels=m.channels, sr=SR, time_reference=start_ref, made=made,
-                         channel_mask=m.mask,
-                         description=f"{name} Foley {label} mix @ {reel['start_timecode']}")
+                         channel_mask=m.mask, description=desc,
+                         ixml=ixml(m.kind, start_ref, desc))
     mix = work / mix_name(name, "stereo")
     edit, _ = ingest.read_timeline(paths["timeline"], fps=num / den)
     timeline_io.relink_picture(edit, reel.get("media", []))
@@ -345,6 +367,7 @@ def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: d
                 "envelope": ({"version": sh["envelope_version"], "uri": sh["envelope_file"]}
                              if sh.get("envelope_file") else None),
                 "stems": sh.get("stems", {}),
+                "events": sh.get("events", []),
                 "position": sh.get("position_file"),
             }
             for sh in shots

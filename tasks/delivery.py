@@ -74,6 +74,7 @@ def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         raise DeliveryFolderError(f"{where}: {probe} is not writable; choose another {option} "
                                   "or make it writable")
+    _not_nested(out, where=where, option=option)
     if not out.is_dir():
         return
     inputs = [(Path(edit), f"the edit {edit}")]
@@ -95,6 +96,55 @@ def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
                     f"over {what} itself; choose another {option} (a folder of the "
                     "delivery's own)")
     _previous_files(out, reel, where=where, option=option)
+
+
+NESTED_DEPTH = 2  # how deep under --out another delivery is looked for
+
+
+def _delivery_at(folder: Path) -> str | None:
+    """The reel whose delivery `folder` holds (its manifest, or the one a stopped delivery set
+    aside), '?' for a manifest that does not name one, else None."""
+    for name in (MANIFEST, PREVIOUS):
+        man = folder / name
+        if man.is_file():
+            try:
+                reel = json.loads(man.read_text(encoding="utf-8")).get("reel")
+            except (OSError, ValueError, AttributeError):
+                return "?"
+            return reel if isinstance(reel, str) else "?"
+    return None
+
+
+def _not_nested(out: Path, *, where: str, option: str) -> None:
+    """DeliveryFolderError if `out` lies inside another delivery folder (its shots/ folder, a
+    shot's folder), or holds one within NESTED_DEPTH folders down (a root of deliveries): a
+    delivery's files would mix with another's, and its manifest would not list them."""
+    absolute = Path(os.path.abspath(out))
+    for above in absolute.parents:
+        reel = _delivery_at(above)
+        if reel is not None:
+            raise DeliveryFolderError(
+                f"{where} is inside the delivery of reel {reel!r} ({above}); give each reel a "
+                f"folder of its own, outside any other delivery (choose another {option})")
+    if not out.is_dir():
+        return
+    level = [out]
+    for _ in range(NESTED_DEPTH):
+        below = []
+        for folder in level:
+            try:
+                subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+            except OSError:
+                continue
+            for sub in subs:
+                reel = _delivery_at(sub)
+                if reel is not None:
+                    raise DeliveryFolderError(
+                        f"{where} holds the delivery of reel {reel!r} in "
+                        f"{sub.relative_to(out).as_posix()}/; give each reel a folder of its "
+                        f"own, e.g. {out / '<reel>'} (choose another {option})")
+                below.append(sub)
+        level = below
 
 
 def _would_write(out: Path, reel: str) -> Iterator[Path]:

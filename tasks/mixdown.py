@@ -41,16 +41,18 @@ def mix_reel(
     description: str,
     made: datetime,
     channel_mask: int | None = None,
+    ixml: str | None = None,
 ) -> None:
     """Sum stems into one reel-length 24-bit Broadcast WAV, `BLOCK` samples at a time
-    (`channel_mask`: the speaker layout of WAVE_FORMAT_EXTENSIBLE, e.g. 0x3F for 5.1)."""
+    (`channel_mask`: the speaker layout of WAVE_FORMAT_EXTENSIBLE, e.g. 0x3F for 5.1;
+    `ixml`: its iXML chunk, `bwf.ixml`)."""
     opened = [(p, sf.SoundFile(p.path)) for p in stems]
     try:
         for p, f in opened:
             if f.channels != channels or f.samplerate != sr:
                 raise ValueError(f"{p.path}: {f.channels} ch @ {f.samplerate} Hz, expected {channels} @ {sr}")
         with BwfWriter(out, sr, channels, time_reference=time_reference, description=description,
-                       origination_datetime=made, channel_mask=channel_mask) as w:
+                       origination_datetime=made, channel_mask=channel_mask, ixml=ixml) as w:
             for start in range(0, frames, BLOCK):
                 stop = min(start + BLOCK, frames)
                 block = np.zeros((stop - start, channels), dtype=np.float32)

@@ -28,7 +28,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.orm import Session
 
+import models.dirac as dirac
 import models.hrtf as hrtf
+import models.limiter as limiter
 import models.motion_baseline as motion_baseline
 import models.spatial as spatial
 import models.spatial_render as spatial_render
@@ -47,8 +49,8 @@ STEMS = ("mono", "stereo", "foa", "51", "binaural")
 # The code that decides the stage's bytes (its cache key): this module (`spatialize`'s
 # compute; it is the one being imported), the models it tracks and renders with, and the float
 # WAV writer of its stems (tasks.wavfloat).
-CODE = [sys.modules[__name__], spatial, hrtf, spatial_track, spatial_render, motion_baseline,
-        wavfloat]
+CODE = [sys.modules[__name__], spatial, dirac, hrtf, spatial_track, spatial_render,
+        motion_baseline, wavfloat, limiter]
 
 
 def reel_settings(pass_params: dict[str, Any] | None) -> tuple[spatial_render.SpatialSettings,

@@ -356,6 +356,10 @@ class S3Config:
     backoff_max_s: float = 8.0
 
 
+class StoreURLError(ValueError):
+    """A store URL foleyflow cannot open (FOLEY_STORE_URL, an s3:// inbox): a setting to fix."""
+
+
 def open_store(url: str, s3: S3Config | None = None) -> Store:
     """The store at `url`: a folder path, a `file://` URL or `s3://bucket/prefix` (with `s3`)."""
     u = urlparse(url)
@@ -365,6 +369,7 @@ def open_store(url: str, s3: S3Config | None = None) -> Store:
         from tasks.store_s3 import S3Store
 
         if not u.netloc:
-            raise ValueError(f"store URL {url!r} names no bucket: use s3://bucket/prefix")
+            raise StoreURLError(f"store URL {url!r} names no bucket: use s3://bucket/prefix")
         return S3Store(u.netloc, unquote(u.path).strip("/"), s3 or S3Config())
-    raise ValueError(f"unsupported store URL {url!r}: use a folder path, file:// or s3:// URL")
+    raise StoreURLError(f"unsupported store URL {url!r}: use a folder path, file:// or s3:// "
+                        "URL")

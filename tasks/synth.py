@@ -23,6 +23,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+import models.limiter as limiter
 import models.sampler as sampler
 from models import SHIPPED
 from db import api
@@ -125,7 +126,7 @@ def synthesize(shot_id: int, *, library: str, backend: str = "sampler", seed: in
         "synth",
         inputs=inputs,
         params={"backend": backend, "seed": rng_seed, "hint": hint},
-        code=[sampler],
+        code=[sampler, limiter],
         compute=compute,
         shot_id=shot_id,
         seed=rng_seed,
@@ -180,7 +181,7 @@ def _synthesize_diffusion(shot_id: int, seed: int, *, steps: int = DIFFUSION_STE
                 "preset": DIFFUSION_PRESET, "steps": steps, "guidance": guidance,
                 "follow": envelope_follow.Follow().params()},
         code=[synth_pipeline, flow_sampler, diffusion, controlnet, vocoder, audio_repr,
-              envelope_follow],
+              envelope_follow, limiter],
         compute=compute,
         shot_id=shot_id,
         seed=rng_seed,

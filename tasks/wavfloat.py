@@ -22,6 +22,10 @@ def write_float_wav(path: str | Path, audio: np.ndarray, samplerate: int) -> Non
         a = a[:, None]
     if a.ndim != 2:
         raise ValueError(f"audio must be (n,) or (n, channels), got shape {a.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:  # a stem of NaN would reach every mix it is summed into
+        raise ValueError(f"{Path(path).name}: {bad} of {a.size} samples are NaN or infinite; "
+                         "nothing was written")
     frames, channels = a.shape
     data = np.ascontiguousarray(a).tobytes()
     block = 4 * channels

@@ -50,6 +50,32 @@ def test_round_trip_within_one_lsb(tmp_path: Path, channels: int) -> None:
     assert sf.info(path).subtype == "PCM_24"
 
 
+def test_ixml_names_the_channels_and_the_timecode_rate(tmp_path: Path) -> None:
+    """The iXML a delivered file carries parses as XML, escapes names, and splits a time stamp
+    past 2^32 samples (at 96 kHz, after 12:25:39) into HI / LO as the spec's readers join it."""
+    import xml.etree.ElementTree as ET
+
+    from tasks.bwf import ixml
+
+    stamp = 23 * 3600 * 96000 + 5  # 23:00:00 and 5 samples at 96 kHz: more than 32 bits
+    doc = ixml(project="Reel <1> & co", scene="SH010", note="a note", rate_num=30000,
+               rate_den=1001, drop_frame=True, time_reference=stamp, sr=96000,
+               tracks=[(c, f"{c}-5.1") for c in ("L", "R", "C", "LFE", "Ls", "Rs")])
+    path = tmp_path / "s.wav"
+    write_bwf(path, _audio(100, 6), 96000, time_reference=stamp, ixml=doc, channel_mask=0x3F)
+    root = ET.fromstring(read_bwf_info(path)["ixml"])
+    assert root.findtext("PROJECT") == "Reel <1> & co" and root.findtext("SCENE") == "SH010"
+    speed = root.find("SPEED")
+    assert speed is not None
+    assert (speed.findtext("TIMECODE_RATE"), speed.findtext("TIMECODE_FLAG")) == ("30000/1001", "DF")
+    hi, lo = (int(speed.findtext(f"TIMESTAMP_SAMPLES_SINCE_MIDNIGHT_{k}") or -1) for k in ("HI", "LO"))
+    assert hi == 1 and (hi << 32) + lo == stamp
+    tracks = [(t.findtext("CHANNEL_INDEX"), t.findtext("NAME"), t.findtext("FUNCTION"))
+              for t in root.iter("TRACK")]
+    assert tracks[0] == ("1", "L", "L-5.1") and tracks[3] == ("4", "LFE", "LFE-5.1")
+    assert root.findtext("TRACK_LIST/TRACK_COUNT") == "6" and len(tracks) == 6
+
+
 def test_bext_read_back_and_placed_before_data(tmp_path: Path) -> None:
     path = tmp_path / "mix.wav"
     when = datetime(2024, 5, 17, 9, 30, 5)

@@ -106,6 +106,30 @@ def test_out_that_is_a_file_is_refused_before_the_pass(tmp_path: Path) -> None:
     assert not (tmp_path / "home").exists()
 
 
+def test_reading_the_manual_makes_nothing_on_disk(tmp_path: Path) -> None:
+    """`foley --help` typed in a media folder leaves no `.foley/` there."""
+    cmd = FOLEY if Path(FOLEY[0]).exists() else [sys.executable, "-m", "flows.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FOLEY_", "PREFECT_"))}
+    for args in ([], ["--help"], ["run", "--help"], ["review", "serve", "--help"]):
+        proc = subprocess.run([*cmd, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert "Usage: foley" in proc.stdout + proc.stderr, proc.stderr
+        assert list(tmp_path.iterdir()) == [], (args, list(tmp_path.rglob("*")))
+
+
+@pytest.mark.parametrize("setting, says", [
+    ({"FOLEY_DB_URL": "bogus://x"}, "the database URL cannot be used (Can't load plugin"),
+    ({"FOLEY_STORE_URL": "ftp://x/y"}, "unsupported store URL 'ftp://x/y'"),
+    ({"FOLEY_WORKERS": "abc"}, "FOLEY_WORKERS='abc': Input should be a valid integer"),
+    ({"FOLEY_HOME": "/proc/nope"}, "FOLEY_HOME=/proc/nope cannot be used")])
+def test_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path, setting: dict, says: str) -> None:
+    """README: every command exits 2 on bad input named in one line; a setting is input."""
+    env = {"FOLEY_HOME": str(tmp_path / "home"), **setting}
+    proc = foley("review", "list", home=tmp_path / "home", cwd=tmp_path, env=env)
+    refused(proc, says)
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("ext", ["otio", "xml", "aaf"])
 def test_out_beside_the_edit_never_overwrites_it(tmp_path: Path, ext: str) -> None:
     """`foley run cut/tiny.EXT --out cut` would deliver cut/tiny.EXT over the editor's edit."""
@@ -195,6 +219,21 @@ def test_a_second_reel_into_the_folder_is_refused_before_the_pass(delivered: dic
             "give each reel its own folder")
     assert snapshot(out) == before  # reel A's delivery is whole
     assert counts(db) == rows       # and reel B was not even ingested
+
+
+def test_a_delivery_is_never_made_around_or_inside_another(delivered: dict) -> None:
+    """README: each reel gets a folder of its own. A --out that holds another reel's delivery
+    a folder down (a root of deliveries), or lies inside one (its shots/ folder), is refused
+    like the folder itself: the files would mix, and no manifest would list them all."""
+    out, root, db = delivered["out"], delivered["root"], delivered["db"]
+    before, rows = snapshot(out), counts(db)
+    for bad, says in ((root, f"holds the delivery of reel {REEL!r} in {out.name}/"),
+                      (out / "shots" / "SH010", f"is inside the delivery of reel {REEL!r}")):
+        proc = foley("run", str(delivered["other"]), "--out", str(bad), home=delivered["home"],
+                     cwd=root)
+        refused(proc, f"--out {bad} {says}", "a folder of its own")
+    assert not (root / "manifest.json").exists() and not (out / "shots" / "SH010" / "shots").exists()
+    assert snapshot(out) == before and counts(db) == rows
 
 
 def test_a_re_conform_after_the_edit_moved_reuses_the_delivery(in_home: dict) -> None:

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import soundfile as sf
 from flows.demo import make_demo_reel
 from models.audio_env import detect_onsets
 from tasks.bwf import read_bwf_info
+from tasks.ingest import timecode
 
 pytestmark = pytest.mark.slow
 FRAME = 1 / 24
@@ -62,12 +64,35 @@ def test_delivery_folder_is_complete(reel: dict) -> None:
         assert (out / rel).is_file() and (out / rel).stat().st_size > 0, rel
     assert [s["status"] for s in m["shots"]] == ["delivered"] * len(reel["truth"]["shots"])
     for shot in m["shots"]:
-        for rel in shot["stems"].values():
+        for kind, rel in shot["stems"].items():
             info = read_bwf_info(out / rel)
             assert info["bits"] == 24 and info["samplerate"] == 48000
+            # iXML names each channel and carries the picture's rate beside the time stamp
+            doc = ET.fromstring(info["ixml"])
+            names = [t.findtext("NAME") for t in doc.iter("TRACK")]
+            assert len(names) == info["channels"] == int(doc.findtext("TRACK_LIST/TRACK_COUNT"))
+            assert names == {"51": ["L", "R", "C", "LFE", "Ls", "Rs"], "foa": ["W", "Y", "Z", "X"],
+                             "stereo": ["L", "R"], "binaural": ["L ear", "R ear"],
+                             "mono": ["Foley"]}[kind], (kind, names)
+            assert doc.findtext("PROJECT") == "Reel 1" and doc.findtext("SCENE") == shot["name"]
+            speed = doc.find("SPEED")
+            assert (speed.findtext("TIMECODE_RATE"), speed.findtext("TIMECODE_FLAG")) == \
+                ("24/1", "NDF")
+            stamp = (int(speed.findtext("TIMESTAMP_SAMPLES_SINCE_MIDNIGHT_HI")) << 32) + \
+                int(speed.findtext("TIMESTAMP_SAMPLES_SINCE_MIDNIGHT_LO"))
+            assert stamp == info["time_reference"]
         assert (out / shot["envelope"]["uri"]).is_file()
     foa = read_bwf_info(out / m["foa"])
     assert foa["channels"] == 4
+    # each shot's approved events, with the record timecode of the frame they sound in
+    for shot in m["shots"]:
+        env = json.loads((out / shot["envelope"]["uri"]).read_text())
+        assert [e["t"] for e in shot["events"]] == [e["t"] for e in env["events"]]
+        for ev in shot["events"]:  # the demo: 24 fps, starting at 01:00:00:00
+            frame = 86400 + round(shot["record_in_s"] * 24) + int(ev["t"] * 24)
+            assert ev["record_tc"] == timecode(frame, 24, 1, False), (shot["name"], ev)
+    assert [t.findtext("NAME") for t in ET.fromstring(foa["ixml"]).iter("TRACK")] == \
+        ["W", "Y", "Z", "X"]
 
 
 def test_stems_keep_their_dynamics(reel: dict) -> None:

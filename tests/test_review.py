@@ -141,7 +141,7 @@ def test_a_decision_writes_its_audit_event_and_job_in_one_transaction(home: Path
 def test_only_supervisors_decide_and_a_retake_needs_a_comment(home: Path) -> None:
     with runtime.db().session() as s:
         sh = api.get_shot(s, REEL, "SH010")
-        with pytest.raises(review.Forbidden, match="ed is a editor; this needs a supervisor"):
+        with pytest.raises(review.Forbidden, match="ed is an editor; this needs a supervisor"):
             review.take_decision(s, sh, version=1, decision="approved",
                                  user=review.get_user(s, "ed"))
         with pytest.raises(review.ReviewError, match="needs a comment"):
@@ -627,7 +627,7 @@ def test_cli_lists_shows_and_decides_with_the_same_rules(home: Path) -> None:
     assert shown.returncode == 0 and "v1 pending_review" in shown.stdout
     assert re.search(r"01:00:0\d:\d\d  impact", shown.stdout), shown.stdout
     refused = foley("review", "approve", REEL, "SH010", "--by", "ed")
-    assert refused.returncode == 2 and "ed is a editor; this needs a supervisor" in refused.stderr
+    assert refused.returncode == 2 and "ed is an editor; this needs a supervisor" in refused.stderr
     unknown = foley("review", "approve", REEL, "SH404", "--by", "anna")
     assert unknown.returncode == 2 and "no shot 'SH404'" in unknown.stderr
     retake = foley("review", "retake", REEL, "SH020", "--by", "anna")

@@ -210,6 +210,30 @@ def test_oneshots_by_kind() -> None:
         assert abs(np.log2(peak / f)) < 0.1
 
 
+def test_a_dense_shot_holds_one_event_sound_at_a_time() -> None:
+    """Memory follows the shot's length, not its events: 400 one-second hits in 20 s (73 MB of
+    sound in all) render within a few copies of the 20 s track (it was 221 MB: every event's
+    sound held, twice, while the layer was levelled and choked)."""
+    import tracemalloc
+
+    sr, dur = 48000, 20.0
+    rng = np.random.default_rng(1)
+    hit = (rng.standard_normal(sr) * np.exp(-np.arange(sr) / (0.3 * sr))).astype(np.float32)
+    events = [{"t": float(t), "strength": 0.8} for t in np.linspace(0.1, dur - 0.1, 400)]
+    env = {"duration_s": dur, "rate_hz": 125.0, "curve": [0.02] * int(dur * 125),
+           "events": events}
+    tracemalloc.start()
+    try:
+        out = render_shot(env, [Sample(hit, "hit", onset=0)], [], sr=sr, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * out.nbytes < len(events) * hit.nbytes, (peak, out.nbytes)
+    level = rms_envelope(out, sr, 125.0)[25:-25]  # and the layer still follows the curve
+    db = 20 * np.log10(level / 0.02)
+    assert abs(np.median(db)) < 1.5 and np.all(np.abs(db) < 6), np.percentile(db, [0, 50, 100])
+
+
 def test_loud_pileup_stays_under_full_scale(kit: list) -> None:
     oneshots = _samples(match_sounds(kit, "metal", "impact"))
     events = _steps(list(np.arange(0.1, 1.0, 0.02)), 1.0, kind="impact")

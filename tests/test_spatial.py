@@ -105,6 +105,45 @@ def test_51_decode_layout_and_order() -> None:
     assert behind[5] == max(behind)  # Rs
 
 
+@pytest.mark.parametrize("az_deg, speakers", [
+    (0.0, {"C": 1.0}), (30.0, {"L": 1.0}), (-30.0, {"R": 1.0}), (-110.0, {"Rs": 1.0}),
+    (15.0, {"C": 0.707, "L": 0.707}), (90.0, {"L": 0.37, "Ls": 0.93}),
+    (180.0, {"Ls": 0.707, "Rs": 0.707})])
+def test_the_delivered_51_pans_a_source_like_a_panner(az_deg: float, speakers: dict) -> None:
+    """The 5.1 stem (`dirac.decode_51`) plays a single source from the two speakers around it
+    (VBAP), never with inverted polarity in the others (the fixed first-order decode sends
+    −10 dB inverted into R from +90°, and plays a centred source equally from L, C and R),
+    and keeps its power at every azimuth."""
+    from models import dirac
+
+    out = dirac.decode_51(encode_foa(NOISE, math.radians(az_deg)), SR)
+    names = [name for name, _ in spatial.LAYOUT_51]
+    ref = float(np.sqrt(np.mean(NOISE**2)))
+    for k, name in enumerate(names):
+        gain = float(np.sqrt(np.mean(out[:, k] ** 2))) / ref
+        assert gain == pytest.approx(speakers.get(name, 0.0), abs=0.02), (name, gain)
+        if gain > 0.02:
+            assert np.corrcoef(out[:, k], NOISE)[0, 1] > 0.99, name  # in phase with the source
+    assert float(np.mean(np.sum(out.astype(np.float64) ** 2, axis=1))) == \
+        pytest.approx(ref**2, rel=0.02)  # power kept
+    fixed = spatial.decode_51(encode_foa(NOISE, math.radians(90.0)))
+    assert np.corrcoef(fixed[:, 1], NOISE)[0, 1] < -0.99  # what the fixed decode does
+
+
+def test_a_source_moving_round_the_51_layout_keeps_its_level() -> None:
+    from models import dirac
+
+    n = 2 * SR
+    src = np.random.default_rng(1).standard_normal(n).astype(np.float32) * 0.1
+    out = dirac.decode_51(encode_foa(src, np.radians(np.linspace(-120, 120, n))), SR)
+    frame = SR // 100
+    power = lambda x: np.sum(x[: len(x) // frame * frame].reshape(-1, frame, x.shape[1]) ** 2,
+                             axis=(1, 2))
+    ratio_db = 10 * np.log10(power(out)[2:-2] / power(src[:, None])[2:-2])
+    assert np.all(np.abs(ratio_db) < 1.0), (ratio_db.min(), ratio_db.max())
+    assert not np.any(dirac.decode_51(np.zeros((100, 4), np.float32), SR))
+
+
 def test_binaural_itd_at_the_sides_matches_the_spherical_head() -> None:
     """ITD of the decoded ears at ±90° within 0.1 ms of (a/c)(π/2 + 1), with the right sign."""
     from flows.eval_spatial import itd_ms
@@ -154,7 +193,8 @@ def test_no_format_clips_a_source_to_one_side(az_deg: float) -> None:
     """The sampler's stem peaks at −1 dBFS; the stereo decode raises a source at the side by
     3 dB, 5.1 and binaural more. Every stem stays under −1 dBFS, with its image (the louder
     side stays louder) and untouched where it was under already."""
-    from models.spatial_render import CEILING_DB, SourcePath, SpatialSettings, render
+    from models.limiter import CEILING_DB
+    from models.spatial_render import SourcePath, SpatialSettings, render
 
     sr = 48000
     t = np.arange(sr) / sr
@@ -174,3 +214,7 @@ def test_no_format_clips_a_source_to_one_side(az_deg: float) -> None:
     assert (left > 2 * right) if az_deg > 0 else (right > 2 * left)
     quiet = slice(sr // 2 + sr // 10, None)
     assert np.allclose(stems["stereo"][quiet], raw[quiet], atol=1e-6)
+    # one gain for all formats: the stereo is still the stereo decode of the delivered
+    # B-format, and W the mono (each format limited alone differed by up to 2.4 dB on peaks)
+    assert np.allclose(stems["stereo"], spatial.decode_stereo(stems["foa"]), atol=1e-5)
+    assert np.allclose(stems["foa"][:, 0], stems["mono"], atol=1e-6)

@@ -112,6 +112,36 @@ def test_a_call_to_a_hung_server_waits_the_head_timeout_not_the_read_timeout(
         assert time.monotonic() - t0 < 5  # never one 30 s read timeout
 
 
+def test_the_waits_are_settings(hung: Listener, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """FOLEY_S3_* reach the store the pass opens: a store slow to answer a stat can be given
+    a longer HEAD wait, or more tries, without touching the code."""
+    from flows.settings import Settings
+
+    for name, value in {"FOLEY_HOME": str(tmp_path / "home"),
+                        "FOLEY_STORE_URL": f"s3://{BUCKET}/art",
+                        "AWS_ENDPOINT_URL_S3": hung.endpoint, "AWS_ACCESS_KEY_ID": "foley",
+                        "AWS_SECRET_ACCESS_KEY": "not-a-secret", "FOLEY_RETRY_MAX_DELAY_S": "0.02",
+                        "FOLEY_S3_CONNECT_TIMEOUT_S": "1", "FOLEY_S3_HEAD_TIMEOUT_S": "0.3",
+                        "FOLEY_S3_READ_TIMEOUT_S": "30", "FOLEY_S3_HUNG_ATTEMPTS": "3"}.items():
+        monkeypatch.setenv(name, value)
+    config = Settings().s3_config()
+    assert config is not None
+    assert (config.connect_timeout_s, config.head_timeout_s, config.read_timeout_s,
+            config.hung_attempts) == (1.0, 0.3, 30.0, 3)
+    store = S3Store(BUCKET, "art", config)
+    before, t0 = hung.accepted, time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"after 3 attempts"):
+        store.exists(_ref(store, b"RIFF a step"))
+    assert hung.accepted - before == 3
+    assert time.monotonic() - t0 < 10  # three 0.3 s HEAD waits, never one 30 s read timeout
+    # the HEAD never waits longer than a transfer's read, and hung tries stay within the budget
+    monkeypatch.setenv("FOLEY_S3_HEAD_TIMEOUT_S", "90")
+    monkeypatch.setenv("FOLEY_RETRY_ATTEMPTS", "2")
+    config = Settings().s3_config()
+    assert config is not None and (config.head_timeout_s, config.hung_attempts) == (30.0, 2)
+
+
 def _answer(data: bytes, gap_s: float, pieces: int, stall_after: int | None = None,
             methods: list[str] | None = None) -> Callable[[socket.socket], None]:
     """Answer a HEAD with the object's headers, and a GET with them at once and then the body

@@ -271,6 +271,16 @@ def test_generate_uses_the_shipped_model(tmp_path):
     assert res.exit_code == 0, res.output
     audio, sr = sf.read(tmp_path / "door.wav")
     assert sr == SR and len(audio) == SR and np.isfinite(audio).all()
+    # refused before any work: a folder or a path under a file as --out, an unknown preset
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep")
+    (tmp_path / "takes.wav").mkdir()
+    for args, says in (([str(tmp_path / "takes.wav")], "is a folder: name the .wav file"),
+                       ([str(notes / "door.wav")], "is a file, so the WAV cannot be written"),
+                       ([str(tmp_path / "x.wav"), "--preset", "huge"], "choose tiny")):
+        res = CliRunner().invoke(app, ["generate", "a door", "--out", *args])
+        assert res.exit_code == 2 and says in res.output, res.output
+    assert notes.read_text() == "keep" and not (tmp_path / "x.wav").exists()
 
 
 def test_shipping_in_float16_halves_the_file_and_keeps_the_output(tmp_path):

@@ -102,6 +102,50 @@ def test_a_phase_2_vocoder_checkpoint_fails_loudly(tmp_path):
         synth_pipeline.load_stage(tmp_path, "vocoder", "tiny")
 
 
+def test_a_controlnet_for_another_denoiser_or_a_damaged_file_is_one_clear_error(tmp_path):
+    """A ControlNet built for another denoiser than the base beside it, and a truncated file:
+    each a ValueError naming the file and what to do (the CLI's exit 2), never a shape
+    traceback at render time. (A network of another size under a preset's name loads: the
+    tests' small networks are saved that way.)"""
+    def save(stage: str, net, kind: str) -> Path:
+        path = synth_pipeline.checkpoint_path(tmp_path, stage, "tiny")
+        synth_ckpt.save(net, net.config, path, kind, {})
+        return path
+
+    save("vocoder", vocoder.build(vocoder.get_config("debug")), vocoder.CHECKPOINT_KIND)
+    save("base", diffusion.build(diffusion.get_config("debug")), diffusion.CHECKPOINT_KIND)
+    branch = controlnet.build(diffusion.get_config("debug", channels=(8, 16)))
+    save("control", branch, controlnet.CHECKPOINT_KIND)
+    with pytest.raises(ValueError, match=r"was built for another denoiser .* --stage control"):
+        synth_pipeline.load(tmp_path, "tiny", need=("vocoder", "base", "control"))
+
+    cut = synth_pipeline.checkpoint_path(tmp_path, "base", "tiny")
+    cut.write_bytes(cut.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"synth_base_tiny.safetensors: not a usable base "
+                                         r"checkpoint .* --stage base --preset tiny"):
+        synth_pipeline.load_stage(tmp_path, "base", "tiny")
+
+
+def test_a_curve_of_nan_or_a_nan_stem_is_refused_not_rendered(tmp_path):
+    """The Python API refuses what the CLI and the review app refuse, and the stem writer every
+    stage shares never writes NaN (it would reach every mix the stem is summed into)."""
+    from tasks.wavfloat import write_float_wav
+
+    synth = synth_pipeline.Synthesizer(vocoder.build(vocoder.get_config("debug")),
+                                       diffusion.build(diffusion.get_config("debug")))
+    env = {"duration_s": 0.5, "rate_hz": 100.0, "curve": [0.1] * 25 + [float("nan")] * 25,
+           "events": []}
+    with pytest.raises(ValueError, match="finite and non-negative.*25 NaN"):
+        synth_pipeline.render_envelope(synth, env, None, steps=1)
+    with pytest.raises(ValueError, match="finite and non-negative.*1 negative"):
+        synth_pipeline.render_envelope(synth, {**env, "curve": [0.1] * 49 + [-0.1]}, None, steps=1)
+    audio = np.zeros(100, np.float32)
+    audio[7] = np.nan
+    with pytest.raises(ValueError, match="stem.wav: 1 of 100 samples are NaN"):
+        write_float_wav(tmp_path / "stem.wav", audio, SR)
+    assert not (tmp_path / "stem.wav").exists()
+
+
 def test_controlnet_zero_at_start_then_only_the_branch_learns():
     torch.manual_seed(0)
     base = diffusion.build(diffusion.get_config("debug"))
@@ -222,3 +266,9 @@ def test_untrained_pipeline_generates_deterministic_windows():
     assert a.shape == (n,) and a.dtype == np.float32 and np.isfinite(a).all()
     assert np.array_equal(a, synth_pipeline.generate(synth, seed=3, **kwargs))
     assert not np.array_equal(a, synth_pipeline.generate(synth, seed=4, **kwargs))
+    # a length between mel frames: the windows still start on frames and reach the last
+    # sample (the last window used to stop short, leaving 5–10 ms of digital silence)
+    m = n + 437
+    ctl = control_from_envelope(np.full(331, 0.1), 100.0, [], n_frames(m))
+    b = synth_pipeline.generate(synth, seed=3, **{**kwargs, "n_samples": m, "control": ctl})
+    assert b.shape == (m,) and np.count_nonzero(b[-HOP // 4:]) == HOP // 4
