@@ -43,14 +43,17 @@ class StoreUnavailable(StoreError):
 
     `hung`: it accepted the connection but sent nothing back within the read timeout (a hung
     or wedged server, or something that is not S3 listening on the port): `retry_io` gives
-    such a server fewer tries, each of them having cost a whole read timeout."""
+    such a server fewer tries, each of them having cost a whole read timeout.
+    `answered`: it is up and answered with a server error (5xx, InternalError, SlowDown): the
+    cause is on the server (its log says which: a full disk, no volume left, overload)."""
 
     def __init__(self, message: str, *, endpoint: str = "", reason: str = "",
-                 hung: bool = False) -> None:
+                 hung: bool = False, answered: bool = False) -> None:
         super().__init__(message)  # one argument: OSError reads two as (errno, strerror)
         self.endpoint = endpoint
         self.reason = reason or message
         self.hung = hung
+        self.answered = answered
 
 
 def retry_io(fn: Callable[[], T], *, attempts: int = 5, base: float = 0.5,
@@ -79,12 +82,18 @@ def retry_io(fn: Callable[[], T], *, attempts: int = 5, base: float = 0.5,
             if attempt < attempts:
                 sleep(min(max_delay, base * 2 ** (attempt - 1)))
     elapsed = time.monotonic() - start
-    what = ("unreachable (it accepts connections but never answers: a hung or overloaded "
-            "server, or no S3 server on that port)" if last.hung else "unreachable")
+    if last.answered:
+        what, check = "kept failing", "check the server's log (disk space, volumes, load)"
+    elif last.hung:
+        what, check = ("unreachable (it accepts connections but never answers: a hung or "
+                       "overloaded server, or no S3 server on that port)"), "check the server"
+    else:
+        what, check = "unreachable", "check the server"
     raise StoreUnavailable(
         f"S3 endpoint {last.endpoint} {what} after {attempt} attempts over {elapsed:.1f} s: "
-        f"{last.reason}; check the server and rerun — completed work is kept",
-        endpoint=last.endpoint, reason=last.reason, hung=last.hung) from last
+        f"{last.reason}; {check} and rerun — completed work is kept",
+        endpoint=last.endpoint, reason=last.reason, hung=last.hung,
+        answered=last.answered) from last
 
 
 def sha256_file(path: str | Path, progress: Callable[[int], Any] | None = None) -> str:

@@ -227,9 +227,10 @@ class S3Store:
                     "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that the key may use bucket "
                     f"{self.bucket!r}") from e
             if e.code in _BUSY or e.response.status >= 500:
-                reason = f"{e.code} {e.message}"
+                reason = f"{what}: {e.code} {e.message}"
                 raise StoreUnavailable(f"S3 endpoint {self.endpoint} failed: {reason}",
-                                       endpoint=self.endpoint, reason=reason) from e
+                                       endpoint=self.endpoint, reason=reason,
+                                       answered=True) from e
             raise StoreError(f"S3 endpoint {self.endpoint}: {what}: {e.code} {e.message}") from e
         except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError,
                 ConnectionError, TimeoutError) as e:

@@ -32,6 +32,9 @@ GRPC_OFFSET = 10000
 # Below Linux's ephemeral range (32768+), so no client connection grabs a port between a
 # stop() and a start(); P+4+GRPC_OFFSET stays under 32768.
 PORT_RANGE = (12000, 22000)
+# Volume slots and size for `weed mini` (see S3Server.command): independent of the host's disk.
+VOLUME_SLOTS = 1000
+VOLUME_MB = 64
 
 
 def find_weed() -> tuple[Path | None, list[str]]:
@@ -84,6 +87,7 @@ class S3Server:
     access_key: str = field(default_factory=lambda: "foley" + secrets.token_hex(6))
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     region: str = "us-east-1"
+    volume_slots: int = VOLUME_SLOTS
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -109,6 +113,12 @@ class S3Server:
                 f"-filer.port={p + 2}", f"-s3.port={p + 3}", f"-admin.port={p + 4}",
                 # fixed default ports (8181, 9101) would collide with a second server
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # Every bucket is a SeaweedFS collection holding at least one volume, and by
+                # default the volume count is free disk / volume size: on a machine with less
+                # free disk the session's buckets ran out of volumes and writes failed with
+                # InternalError ("no free volumes left"). Volumes are not preallocated, so a
+                # fixed, generous count costs nothing.
+                f"-volume.max={self.volume_slots}", f"-master.volumeSizeLimitMB={VOLUME_MB}",
                 "-webdav=false", "-master.telemetry=false"]
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -145,14 +155,15 @@ class S3Server:
         raise RuntimeError(f"S3 at {self.endpoint} not ready after {timeout_s:.0f} s ({last}):\n"
                            f"{self.log_tail()}")
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and drop its per-port unix sockets."""
+    def stop(self, grace_s: float = 20.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after `grace_s`) and drop its per-port unix
+        sockets. A server that has run out of volumes ignores SIGTERM: give it a short grace."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)

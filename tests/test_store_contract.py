@@ -17,13 +17,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from pydantic import SecretStr
 
 from flows.settings import Settings
 from tasks import runtime
 from tasks.store import (LocalStore, S3Config, Store, StoreError, StoreUnavailable, make_ref,
                          open_store, retry_io)
 from tasks.store_s3 import S3Store
-from tests.service_s3 import S3Server
+from tests.service_s3 import S3Server, free_base_port
 
 
 def _s3_config(**changes: object) -> S3Config:
@@ -239,6 +240,33 @@ def test_outage_is_bounded_and_recoverable(s3_store_url: str, s3_server: S3Serve
     ref = store.put_file(later)  # the same store object works again
     assert store.local_path(ref).read_bytes() == b"written after the outage"
     assert store.local_path(before).read_bytes() == b"done before the outage"
+
+
+def test_a_server_out_of_space_is_named_as_failing_not_unreachable(
+        s3_server: S3Server, tmp_path: Path) -> None:
+    """A real server with no room for another bucket (SeaweedFS: every bucket takes a volume,
+    this one has two and its readiness bucket holds one) answers InternalError to every write:
+    the error says the server kept failing, what was being written and where to look."""
+    starved = S3Server(exe=s3_server.exe, root=tmp_path / "starved", base_port=free_base_port(),
+                       volume_slots=2)
+    starved.root.mkdir()
+    starved.start()
+    try:
+        config = S3Config(endpoint=starved.endpoint, access_key=starved.access_key,
+                          secret_key=SecretStr(starved.secret_key), region=starved.region,
+                          cache_dir=tmp_path / "cache", attempts=2, backoff_base_s=0.1)
+        stores = [S3Store(f"foley-full-{i}", "run", config) for i in range(2)]
+        stores[0].put_file(_file(tmp_path, "first.wav", b"the one bucket that fits"))
+        with pytest.raises(StoreUnavailable) as err:
+            stores[1].put_file(_file(tmp_path, "second.wav", b"no volume left for it"))
+        msg = str(err.value)
+        assert err.value.answered and "unreachable" not in msg, msg
+        assert f"S3 endpoint {starved.endpoint} kept failing after 2 attempts" in msg, msg
+        assert "s3://foley-full-1/run/" in msg and "InternalError" in msg, msg
+        assert "check the server's log" in msg and "completed work is kept" in msg, msg
+        assert starved.secret_key not in _chain(err.value)
+    finally:
+        starved.stop(grace_s=3)
 
 
 def test_settings_and_runtime_open_the_s3_store(s3_store_url: str, s3_server: S3Server,
