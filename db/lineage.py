@@ -7,6 +7,7 @@ malformed cycle cannot recurse forever.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import select
@@ -37,7 +38,8 @@ def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0,
     walk came through: a shot's chain stays that shot's), else the first. A reel-level run's
     inputs named `<shot>/<kind>` (the conform's) continue as that shot's; and a file it wrote
     under `shots/<shot>/` (a shot's delivered stem) follows only that shot's inputs and the
-    reel's own (the edit)."""
+    reel's own (the edit); a file whose name ends in one kind of those inputs
+    (`<reel>_foley_stereo.wav`, `…_SH010_51.wav`) follows only the inputs of that kind."""
     art = s.scalar(select(Artifact).where(Artifact.sha256 == sha256))
     if art is None:
         return None
@@ -58,15 +60,25 @@ def lineage(s: Session, sha256: str, *, role: str = "file", depth: int = 0,
     only = parts[1] if act.shot_id is None and len(parts) > 2 and parts[0] == "shots" else None
     shots = {} if act.reel_id is None else dict(s.execute(
         select(Shot.name, Shot.id).where(Shot.reel_id == act.reel_id)).all())
-    inputs = []
-    for u_role, u_sha in s.execute(
+    used = s.execute(
         select(Usage.role, Artifact.sha256)
         .join(Artifact, Artifact.id == Usage.artifact_id)
         .where(Usage.activity_id == act.id)
         .order_by(Usage.role)
-    ):
+    ).all()
+    # a reel-level file named after one kind of the shots' inputs (`<reel>_foley_stereo.wav`
+    # from every `<shot>/stereo`) follows only that kind: the stereo mix is not made of 5.1
+    kind = None
+    if act.shot_id is None:
+        name = PurePosixPath(gen_role).stem
+        kind = next((k for k in sorted({r.split("/", 1)[1] for r, _ in used if "/" in r})
+                     if name.endswith(f"_{k}")), None)
+    inputs = []
+    for u_role, u_sha in used:
         of_shot = u_role.split("/")[0] if "/" in u_role else None
         if only is not None and of_shot is not None and of_shot != only:
+            continue
+        if kind is not None and of_shot is not None and u_role.split("/", 1)[1] != kind:
             continue
         child_shot = act.shot_id if act.shot_id is not None else shots.get(of_shot or "")
         node = lineage(s, u_sha, role=u_role, depth=depth + 1, shot_id=child_shot)

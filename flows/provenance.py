@@ -1,6 +1,7 @@
 """`foley provenance FILE`: from a delivered file back to the edit and media it came from."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -58,18 +59,44 @@ def describe(path: Path, *, as_json: bool = False) -> str | None:
         return None
     if as_json:
         return json.dumps(asdict(node), indent=2, default=str)
+    return render_tree(node)
+
+
+def _when(iso: object) -> str:
+    """An activity's end as people read it: `2026-11-24 19:32:04 UTC` (the database keeps
+    UTC; SQLite hands it back without the zone)."""
+    try:
+        t = dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_tree(node: api.LineageNode) -> str:
+    """The chain as an indented tree, each artifact's own chain printed once: a reel mix reads
+    every shot's stems, which share their envelope, features, proxy and media, and a second
+    sighting says where it was shown instead of repeating it."""
     lines: list[str] = []
+    shown: dict[tuple[str, int | None], str] = {}
 
     def walk(n: api.LineageNode, depth: int) -> None:
         pad = "  " * depth
-        a = n.artifact
-        lines.append(f"{pad}{n.role}  sha256:{a['sha256'][:16]}  {a['mime']}  {a['uri']}")
-        if n.activity:
-            act = n.activity
-            params = {k: v for k, v in act["parameters"].items() if k not in ("reel", "shots", "manifest")}
-            lines.append(f"{pad}  ← {act['task']} #{act['id']} code {act['code_version']}"
-                         f"{' seed ' + str(act['seed']) if act['seed'] is not None else ''}"
-                         f" at {act['ended_at']} {json.dumps(params, default=str)[:160]}")
+        a, act = n.artifact, n.activity
+        head = f"{pad}{n.role}  sha256:{a['sha256'][:16]}"
+        key = (a["sha256"], act["id"] if act else None)
+        if act and key in shown:
+            lines.append(f"{head}  (made by {act['task']} #{act['id']}: see {shown[key]} above)")
+            return
+        lines.append(f"{head}  {a['mime']}  {a['uri']}")
+        if act:
+            shown[key] = n.role
+            params = {k: v for k, v in act["parameters"].items()
+                      if k not in ("reel", "shots", "manifest")}
+            seed = f", seed {act['seed']}" if act["seed"] is not None else ""
+            lines.append(f"{pad}  ← {act['task']} #{act['id']} at {_when(act['ended_at'])}, "
+                         f"code {act['code_version']}{seed} {json.dumps(params, default=str)[:160]}")
         for child in n.inputs:
             walk(child, depth + 2)
 

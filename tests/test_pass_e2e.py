@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -264,6 +265,31 @@ def test_provenance_reaches_edit_and_media(reel: dict) -> None:
             "proxy"} <= set(tasks)
     assert any(u.endswith("bounce_24.mp4") for u in uris), "chain must end at the source media"
     assert any(u.endswith(".otio") for u in uris), "chain must reach the edit"
+
+
+def test_a_reel_mix_traces_to_its_own_kind_and_prints_each_chain_once(reel: dict) -> None:
+    """The stereo reel mix is made of the shots' stereo stems, not their 5.1 or envelopes'
+    plots; and the shots' shared links (one envelope feeds the synth and the spatial stage)
+    are printed once, then referred to, with times people read."""
+    m, out = reel["manifest"], reel["out"]
+    proc = foley("provenance", str(out / m["mix"]), "--json", home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stderr
+    tree = json.loads(proc.stdout)
+    assert tree["activity"]["task"] == "conform"
+    delivered = [s["name"] for s in m["shots"] if s["status"] == "delivered"]
+    assert sorted(c["role"] for c in tree["inputs"]) == sorted(
+        [f"{name}/stereo" for name in delivered] + ["timeline"])
+    proc = foley("provenance", str(out / m["mix"]), home=reel["home"], cwd=reel["root"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    # (content, the run that made it): two silent shots' stems are one file made by two runs
+    made = [(re.search(r"sha256:\w+", ln)[0], re.search(r"#\d+", nxt)[0])
+            for ln, nxt in zip(lines, lines[1:]) if nxt.lstrip().startswith("←")]
+    assert made and len(made) == len(set(made)), "an artifact's chain printed twice"
+    assert any("see envelope above" in ln for ln in lines)
+    whens = [ln for ln in lines if ln.lstrip().startswith("←")]
+    assert all(re.search(r" at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, code ", ln) for ln in whens)
+    assert len(lines) < 40 * len(delivered), len(lines)
 
 
 def test_a_shots_stem_traces_to_its_own_picture(reel: dict, tmp_path: Path) -> None:
