@@ -19,8 +19,10 @@ does not carry (their clip ranges run at the edit's rate), and a file without a 
 is a skipped shot. A file that cannot be read keeps the edit's rate; the proxy stage reports it.
 `source_in_s` is seconds into the media file: the clip's source start minus the start of the
 media's available range when the edit declares one (a camera timecode, say). An EDL declares
-none, so there it is the raw source timecode in seconds (at the edit's rate, as the EDL says):
-the media stage must subtract the file's own start timecode (which only probing can tell).
+none: its source in is on the source timecode clock, so the file's own start timecode, read
+from its header, is subtracted (`_on_file_clock`); a range that fits the file neither way is a
+skipped shot whose reason gives both in timecode. Where the header cannot be read, the raw
+value is kept and the media stage (`tasks.prepare.file_time`) decides.
 """
 from __future__ import annotations
 
@@ -320,6 +322,49 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
             f"duration {media_s:.2f} s)")
 
 
+def _declares_range(clip: otio.schema.Clip) -> bool:
+    """Whether the edit says where the clip's media begins on the source clock (an available
+    range with a usable rate): OTIO, FCP XML and AAF do; an EDL does not."""
+    avail = getattr(clip.media_reference, "available_range", None)
+    return avail is not None and _bad_range(avail) is None and avail.duration.value > 0
+
+
+def _on_file_clock(source_s: float, used_s: float, info: MediaInfo,
+                   edit_rate: float) -> tuple[float, str | None]:
+    """(seconds into the file, why the range lies outside it) for a source time the edit gives
+    on the source *timecode* clock (an EDL's source in): a camera file begins at its embedded
+    timecode, so that is subtracted whenever the range then fits. The raw value is kept only
+    when it alone fits (a file whose timecode the edit ignored) or the file has none."""
+    slack = 0.5 / info.fps if info.fps > 0 else 0.0
+
+    def fits(t: float) -> bool:
+        lo, hi = sorted((t, t + used_s))  # a reversed clip runs backwards
+        return lo >= -slack and hi <= info.duration_s + slack
+
+    tc_s = None
+    if info.timecode and info.fps > 0:
+        try:
+            tc_s = otio.opentime.from_timecode(info.timecode, info.fps).to_seconds()
+        except ValueError:  # a timecode the file's own rate cannot hold
+            tc_s = None
+    if tc_s is not None and fits(source_s - tc_s):
+        return source_s - tc_s, None
+    if fits(source_s) or info.duration_s <= 0:
+        return source_s, None
+    num, den = rational_rate(edit_rate)
+
+    def tc(seconds: float) -> str:
+        return timecode(_round(seconds * num / den), num, den, False)
+
+    first, last = sorted((source_s, source_s + used_s))
+    start = tc_s or 0.0
+    name = Path(info.path).name
+    return source_s, (f"source range {tc(first)}–{tc(last)} lies outside media {name} "
+                      f"({tc(start)}–{tc(start + info.duration_s)}, duration "
+                      f"{info.duration_s:.2f} s): check the event's source timecode and that "
+                      "the right file was found for its reel")
+
+
 def _shot(index: int, lo: float, hi: float, clip: otio.schema.Clip, src_lo_s: float,
           scalar: float, edit: LoadedEdit, finder: MediaFinder, hints: list[Hint],
           reason: str | None, edl: bool = False) -> ShotSpec:
@@ -330,9 +375,17 @@ def _shot(index: int, lo: float, hi: float, clip: otio.schema.Clip, src_lo_s: fl
     path, missing = finder.resolve(clip)
     info = finder.header(path) if path else None
     source_rate = _picture_rate(info, edit_rate)
-    file_in_s = src_lo_s - media_start_s(clip)
+    # A shot cut inside its clip (at an odd-length dissolve's midpoint, half a frame into one)
+    # starts on the record frame `lo` rounds to, and its source moves with it; a clip's own
+    # first frame stays its first frame wherever it lands (a mixed-rate clip mid-frame).
+    own = clip.source_range.start_time.to_seconds() if clip.source_range else None
+    inside = own is None or abs(src_lo_s - own) > 1e-6
+    file_in_s = src_lo_s + (rec_in - lo) / fps * scalar * inside - media_start_s(clip)
+    outside = None
+    if not _declares_range(clip) and info is not None and info.has_video:
+        file_in_s, outside = _on_file_clock(file_in_s, dur / fps * scalar, info, edit_rate)
     if reason is None and missing is None:
-        reason = (_retimed(clip, scalar, dur, edl) or _no_picture(info, path)
+        reason = (_retimed(clip, scalar, dur, edl) or _no_picture(info, path) or outside
                   or _outside_media(clip, file_in_s, dur / fps * scalar, fps, edit_rate, path))
     return ShotSpec(
         index=index,
