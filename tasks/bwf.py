@@ -16,8 +16,6 @@ this machine). Any smaller file stays a plain RIFF, its JUNK chunk skipped by re
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import logging
 import os
 import struct
@@ -50,12 +48,15 @@ def time_reference(frames: int, rate_num: int, rate_den: int, sr: int = 48000) -
 
 
 def time_reference_from_timecode(timecode: str, fps: float, sr: int = 48000) -> int:
-    """`time_reference` of a SMPTE timecode string at `fps` (drop-frame ';' understood)."""
+    """`time_reference` of a SMPTE timecode string at `fps` (drop-frame ';' understood); a rate
+    typed as 23.976, 29.97 or 59.94 is the NTSC rate (OTIO accepts only the exact fraction)."""
     import opentimelineio as otio
 
-    frames = round(otio.opentime.from_timecode(timecode, fps).value)
-    rate = Fraction(fps).limit_denominator(1001)  # 23.976… → 24000/1001
-    return time_reference(frames, rate.numerator, rate.denominator, sr)
+    from tasks.ingest_formats import rational_rate
+
+    num, den = rational_rate(fps)  # 23.976 → 24000/1001
+    frames = round(otio.opentime.from_timecode(timecode, num / den).value)
+    return time_reference(frames, num, den, sr)
 
 
 def _fixed(text: str, size: int, field: str) -> bytes:
@@ -186,7 +187,10 @@ class BwfWriter:
         header = _chunk(b"fmt ", _fmt_payload(self.sr, self.channels, channel_mask))
         header += _chunk(b"bext", bext)
         if ixml is not None:
-            header += _chunk(b"iXML", ixml.encode("utf-8"))
+            doc = ixml.encode("utf-8")
+            # a newline after the root element to an even size: as for CodingHistory, no pad
+            # byte after the chunk for libsndfile's RF64 reader to trip on
+            header += _chunk(b"iXML", doc + b"\n" * (len(doc) % 2))
         self._header = b"WAVE" + _chunk(b"JUNK", bytes(_DS64.size)) + header + b"data"
         self._rf64_from = int(rf64_from)
         self.path.parent.mkdir(parents=True, exist_ok=True)

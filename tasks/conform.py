@@ -104,6 +104,15 @@ def shot_prefix(reel: str, shot: str) -> str:
     return f"{reel}_{shot}_foley"
 
 
+def event_frame(t: float, num: int, den: int) -> int:
+    """The frame (from the shot's start) an event `t` seconds in sounds in, as the review app's
+    `frameAt` (review/static/shot.js) shows it: t read as the decimal it was stored as, with the
+    app's 1e-6-frame tolerance, so t = 1.16 at 25 fps is frame 29 (a float floor gave 28)."""
+    from fractions import Fraction
+
+    return (Fraction(str(float(t))) * num + Fraction(den, 10**6)) // den
+
+
 def _render(
     work: Path, paths: dict[str, Path], reel: dict[str, Any], shots: list[dict[str, Any]]
 ) -> StageOutput:
@@ -177,7 +186,7 @@ def _render(
         # the approved events as delivered: shot-relative seconds, and where each falls on the
         # record side as a timecode (the frame it sounds in)
         sh["events"] = [{**ev, "record_tc": tc(sh["record_in_frame"]
-                                                + int(float(ev["t"]) * num // den))}
+                                                + event_frame(ev["t"], num, den))}
                         for ev in env.get("events", [])]
     total = round(reel["duration_s"] * SR)
     for m in MIXES:
@@ -200,7 +209,8 @@ def _render(
     edit_key = hashlib.sha256(otio.adapters.write_to_string(edit, "otio_json").encode()).hexdigest()
     with timeline_aaf.reproducible(made, edit_key):
         timeline_io.write_timeline(edit, add(f"{name}.aaf", "application/octet-stream"))
-    mixdown.render_preview(segments, mix, add(f"{name}_preview.mp4", "video/mp4"), rate=(num, den))
+    mixdown.render_preview(segments, mix, add(f"{name}_preview.mp4", "video/mp4"), rate=(num, den),
+                           start_timecode=reel["start_timecode"])
     return StageOutput(files=files, result={"shots": shots})
 
 

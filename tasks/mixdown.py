@@ -85,14 +85,22 @@ def render_preview(
     out: Path,
     *,
     rate: tuple[int, int],
+    start_timecode: str | None = None,
     size: tuple[int, int] = (640, 360),
 ) -> None:
     """Picture (proxies, black for gaps and skipped shots) plus the stereo mix as H.264/AAC.
 
     The picture is encoded PREVIEW_CHUNK segments at a time into MPEG-TS parts (so memory
     does not grow with the number of shots), which one last ffmpeg joins without re-encoding
-    (concat demuxer) and muxes with the mix."""
+    (concat demuxer) and muxes with the mix, padded or cut to the picture's length to the
+    sample. `start_timecode` (the reel's, "01:00:00:00", ';' before the frames for drop-frame)
+    goes in a tmcd track, so an import to Pro Tools spots the picture where the mix is stamped."""
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    num, den = rate
+    # no -shortest: it cuts the audio at an AAC frame (7.8 ms early at 23.976) or drops the
+    # picture's last frames when the mix is a fraction of a sample shorter (29.97)
+    samples = round(sum(s.frames for s in segments) * den * sf.info(audio).samplerate / num)
+    stamp = ["-timecode", start_timecode] if start_timecode else []
     tmp = out.with_name(f".{out.name}.partial.mp4")
     with tempfile.TemporaryDirectory(prefix=".preview-", dir=out.parent) as work:
         parts = []
@@ -104,9 +112,10 @@ def render_preview(
         cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
                "-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(audio),
                "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+               "-af", f"apad=whole_len={samples},atrim=end_sample={samples}",
                "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart",
                "-fflags", "+bitexact", "-flags:a", "+bitexact",
-               "-map_metadata", "-1", "-shortest", str(tmp)]
+               "-map_metadata", "-1", *stamp, str(tmp)]
         try:
             _ffmpeg(cmd, "preview render")
             os.replace(tmp, out)

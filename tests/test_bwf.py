@@ -38,6 +38,24 @@ def test_time_reference_of_one_hour() -> None:
     assert time_reference_from_timecode("01:00:00:00", 24000 / 1001, SR) == 172_972_800
 
 
+@pytest.mark.parametrize(("timecode", "fps", "num", "den"), [
+    ("01:00:00:00", 23.976, 24000, 1001),
+    ("01:00:00;00", 29.97, 30000, 1001),   # drop-frame: 01:00:00;00 is frame 107 892
+    ("01:00:00;00", 59.94, 60000, 1001),
+    ("00:10:00:00", 23.98, 24000, 1001),
+])
+def test_time_reference_of_the_rates_people_type(timecode: str, fps: float, num: int,
+                                                 den: int) -> None:
+    """23.976, 29.97 and 59.94 as typed (not 24000/1001 to the last digit) are the NTSC rates:
+    the same reference as the exact fraction (OTIO refuses the typed float)."""
+    import opentimelineio as otio
+
+    frames = round(otio.opentime.from_timecode(timecode, num / den).value)
+    assert time_reference_from_timecode(timecode, fps, SR) == round(frames * den * SR / num)
+    assert time_reference_from_timecode(timecode, fps, SR) == \
+        time_reference_from_timecode(timecode, num / den, SR)
+
+
 @pytest.mark.parametrize("channels", [1, 2, 4])
 def test_round_trip_within_one_lsb(tmp_path: Path, channels: int) -> None:
     audio = _audio(SR + 1, channels)  # odd frame count: mono data needs a pad byte
@@ -92,7 +110,8 @@ def test_bext_read_back_and_placed_before_data(tmp_path: Path) -> None:
     assert (info["origination_date"], info["origination_time"]) == ("2024-05-17", "09:30:05")
     assert info["version"] == 1
     assert info["coding_history"].startswith("A=PCM,F=48000,W=24,M=stereo")
-    assert info["ixml"] == "<BWFXML><PROJECT>REEL1</PROJECT></BWFXML>"
+    # 41 bytes as given: a newline inside the document makes the chunk even (see the RF64 test)
+    assert info["ixml"] == "<BWFXML><PROJECT>REEL1</PROJECT></BWFXML>\n"
     raw = path.read_bytes()
     assert raw.index(b"bext") < raw.index(b"data")
     assert raw.index(b"iXML") < raw.index(b"data")
@@ -187,3 +206,29 @@ def test_a_file_past_the_riff_limit_is_closed_as_rf64(tmp_path: Path) -> None:
     assert raw_big[size_at + 4:] == raw_small[size_at + 4:]
     meta = _ffmpeg_metadata(big)
     assert "Duration: 00:00:02.00" in meta and "time_reference" in meta, meta
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_rf64_with_an_ixml_of_either_parity_opens_in_libsndfile(tmp_path: Path, pad: int) -> None:
+    """An odd chunk is followed by a RIFF pad byte, which libsndfile's RF64 reader does not skip
+    ("No 'data' chunk marker"): the iXML is padded to an even length inside the document, so
+    the mix of a long reel opens in soundfile (and `foley eval spatial`) whatever its names."""
+    import xml.etree.ElementTree as ET
+
+    doc = f"<BWFXML><PROJECT>REEL{'1' * (1 + pad)}</PROJECT></BWFXML>"  # 41 or 42 bytes
+    audio = _audio(SR // 2, 6, seed=4)
+    path = tmp_path / "mix_51.wav"
+    with BwfWriter(path, SR, 6, time_reference=HOUR, ixml=doc, channel_mask=0x3F,
+                   rf64_from=100_000) as w:
+        w.write(audio)
+    back, sr = sf.read(path, dtype="float64")
+    assert sr == SR and back.shape == audio.shape
+    assert np.abs(back - audio).max() <= LSB
+    raw = path.read_bytes()
+    assert raw[:4] == b"RF64"
+    at = raw.index(b"iXML")
+    size = int.from_bytes(raw[at + 4:at + 8], "little")
+    assert size % 2 == 0 and raw[at + 8 + size:at + 12 + size] == b"data"  # no pad byte
+    info = read_bwf_info(path)
+    assert info["rf64"] and info["frames"] == SR // 2
+    assert ET.fromstring(info["ixml"]).findtext("PROJECT") == f"REEL{'1' * (1 + pad)}"
