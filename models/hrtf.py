@@ -53,14 +53,21 @@ def _ear_angle(direction: np.ndarray, ear: int) -> np.ndarray:
 
 
 def hrtf(freqs_hz: np.ndarray, direction: np.ndarray, ear: int,
-         radius: float = HEAD_RADIUS_M) -> np.ndarray:
-    """Head-model transfer function at `freqs_hz` (F, 1…) for unit direction(s) (..., 3)."""
+         radius: float = HEAD_RADIUS_M, causal: bool = True) -> np.ndarray:
+    """Head-model transfer function at `freqs_hz` (F, 1…) for unit direction(s) (..., 3).
+
+    `causal`: delayed by the head's radius / c (0.26 ms) so that the near ear's impulse
+    response starts at 0 (`hrir`); without it, times are relative to the head's centre, as
+    a loudspeaker feed or a stem of another format is — what the STFT-domain decode uses, so
+    the binaural stem is not 12 samples late against the picture and the other stems."""
     theta = _ear_angle(np.asarray(direction, np.float64), ear)
     w = 2 * math.pi * np.asarray(freqs_hz, np.float64)
     alpha = (1 + ALPHA_MIN / 2) + (1 - ALPHA_MIN / 2) * np.cos(theta / THETA_MIN * math.pi)
     beta = 2 * SPEED_OF_SOUND / radius
     a_c = radius / SPEED_OF_SOUND
-    delay = np.where(theta < math.pi / 2, -a_c * np.cos(theta), a_c * (theta - math.pi / 2)) + a_c
+    delay = np.where(theta < math.pi / 2, -a_c * np.cos(theta), a_c * (theta - math.pi / 2))
+    if causal:
+        delay = delay + a_c
     return (alpha * 1j * w + beta) / (1j * w + beta) * np.exp(-1j * w * delay)
 
 
@@ -92,8 +99,8 @@ def decode_binaural(ambix: np.ndarray, sr: int, tiles: dirac.Tiles | None = None
     feeds = np.einsum("kc,cft->kft", decode, spec)                         # (K, F, T)
     ears = []
     for ear in (1, -1):
-        direct = np.sqrt(1 - psi) * w * hrtf(freqs, direction, ear)
-        virt = np.stack([hrtf(f, unit(a, e), ear) for a, e in _VIRTUAL])   # (K, F)
+        direct = np.sqrt(1 - psi) * w * hrtf(freqs, direction, ear, causal=False)
+        virt = np.stack([hrtf(f, unit(a, e), ear, causal=False) for a, e in _VIRTUAL])  # (K, F)
         diffuse = np.sqrt(psi) * np.einsum("kf,kft->ft", virt, feeds)
         ears.append(direct + diffuse)
     return dirac.synthesise(np.stack(ears), n, sr)

@@ -60,8 +60,12 @@ def _rt(frames: float, rate: float) -> otio.opentime.RationalTime:
     return otio.opentime.RationalTime(frames, rate)
 
 
-def _foley_clip(fc: FoleyClip, rate: float) -> otio.schema.Clip:
-    frames = otio.opentime.TimeRange(_rt(0, rate), _rt(fc.duration_frames, rate))
+def _foley_clip(fc: FoleyClip, rate: float, origin: int) -> otio.schema.Clip:
+    """The stem as a clip. Its media start on the record clock (`origin`, the timeline's start
+    frame, + the shot's record in), as the stem's BWF time stamp says: a relink or conform by
+    source timecode, or an EDL of the track, finds it where it is."""
+    start = _rt(origin + fc.record_in_frame, rate)
+    frames = otio.opentime.TimeRange(start, _rt(fc.duration_frames, rate))
     ref = otio.schema.ExternalReference(target_url=fc.media_path, available_range=frames)
     ref.name = Path(fc.media_path).name
     ref.metadata["foleyflow"] = {"channels": fc.channels, "samplerate": 48000, "bit_depth": 24,
@@ -114,6 +118,8 @@ def add_foley_track(
     Raises ValueError if clips overlap or have no duration."""
     rate = rate_num / rate_den
     out = copy.deepcopy(timeline)
+    origin = (round(out.global_start_time.rescaled_to(rate).value)
+              if out.global_start_time is not None else 0)
     track = otio.schema.Track(name=name, kind=otio.schema.TrackKind.Audio)
     cursor = 0
     for fc in sorted(clips, key=lambda c: c.record_in_frame):
@@ -125,7 +131,7 @@ def add_foley_track(
         if fc.record_in_frame > cursor:
             track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
                 _rt(0, rate), _rt(fc.record_in_frame - cursor, rate))))
-        track.append(_foley_clip(fc, rate))
+        track.append(_foley_clip(fc, rate, origin))
         cursor = fc.record_in_frame + fc.duration_frames
     out.tracks.append(track)
     if out.global_start_time is None:

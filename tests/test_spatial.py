@@ -160,6 +160,22 @@ def test_binaural_itd_at_the_sides_matches_the_spherical_head() -> None:
     assert np.allclose(centre[:, 0], centre[:, 1], atol=1e-5)
 
 
+def test_binaural_is_in_time_with_the_other_formats() -> None:
+    """A source ahead reaches both ears when the mono stem and the other formats have it (the
+    head's centre), not 0.26 ms (12 samples) later; at the side the near ear hears it a/c
+    early and the far ear (a/c)·π/2 late, around the head (Woodworth)."""
+    def lag(ear: np.ndarray) -> int:
+        xc = np.correlate(ear.astype(float), NOISE.astype(float), "full")
+        return int(np.argmax(xc)) - (len(NOISE) - 1)
+
+    ahead = hrtf.decode_binaural(encode_foa(NOISE, 0.0), SR)
+    assert [lag(ahead[:, 0]), lag(ahead[:, 1])] == [0, 0]
+    left = hrtf.decode_binaural(encode_foa(NOISE, math.pi / 2), SR)
+    a_c = hrtf.HEAD_RADIUS_M / hrtf.SPEED_OF_SOUND * SR
+    near, far = lag(left[:, 0]), lag(left[:, 1])
+    assert abs(near + a_c) <= 1 and abs(far - a_c * math.pi / 2) <= 1, (near, far, a_c)
+
+
 def test_hrir_is_causal_and_delayed_on_the_far_side() -> None:
     near, far = hrtf.hrir(math.pi / 2, 0.0, 1), hrtf.hrir(math.pi / 2, 0.0, -1)
     lag = (int(np.argmax(np.abs(far))) - int(np.argmax(np.abs(near)))) / SR * 1000

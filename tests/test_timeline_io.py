@@ -85,6 +85,13 @@ def test_round_trip(tmp_path: Path, ext: str, rate: float, start: int, drop: boo
     if ext != ".edl":  # the EDL writer is picture-only
         assert _foley_clips(back_tl) == [
             (f"{c.shot} Foley", c.record_in_frame, c.media_path) for c in clips]
+    if ext in (".otio", ".xml"):  # each stem starts where its BWF time stamp says: record TC
+        starts = {c.name: round(c.media_reference.available_range.start_time
+                                .value_rescaled_to(reel.fps))
+                  for track in back_tl.audio_tracks() for c in track.find_clips()
+                  if c.name.endswith(" Foley")}
+        assert starts == {f"{c.shot} Foley": reel.start_frame + c.record_in_frame
+                          for c in clips}
 
 
 def test_round_trip_fcpxml_at_24fps(tmp_path: Path) -> None:
@@ -114,6 +121,9 @@ def test_add_foley_track_places_clips_and_leaves_the_edit_alone(tmp_path: Path) 
     assert second.metadata["foleyflow"]["channels"] == 6
     assert second.media_reference.target_url == "shots/SH020/b.wav"
     assert second.media_reference.available_range.duration.value == 10
+    # the stem's media begins at its record timecode (01:00:00:00 + 30 frames), all of it used
+    assert second.media_reference.available_range.start_time.value == 86400 + 30
+    assert second.source_range == second.media_reference.available_range
     with pytest.raises(ValueError, match="overlaps"):
         add_foley_track(timeline, [FoleyClip("SH010", 0, 20, "a.wav"),
                                    FoleyClip("SH020", 10, 20, "b.wav")], rate_num=24, rate_den=1)
