@@ -683,7 +683,9 @@ def _event(e: Any, i: int = 0) -> dict[str, Any]:
     for key in ("t", "strength"):
         if key not in e:
             raise ValueError(f"event {i} has no {key!r}")
-    out = {"t": round(_number(e["t"], f"event {i} t"), 4),
+    # to the microsecond: a frame boundary at an NTSC rate (f·1001/30000 s) kept to 0.1 ms
+    # could fall up to 2.4 samples short of it, and then in the frame before
+    out = {"t": round(_number(e["t"], f"event {i} t"), 6),
            "strength": round(_number(e["strength"], f"event {i} strength"), 4),
            "x": _number(e.get("x", 0.5), f"event {i} x"),
            "y": _number(e.get("y", 0.5), f"event {i} y"), "kind": kind}

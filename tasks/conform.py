@@ -107,10 +107,12 @@ def shot_prefix(reel: str, shot: str) -> str:
 def event_frame(t: float, num: int, den: int) -> int:
     """The frame (from the shot's start) an event `t` seconds in sounds in, as the review app's
     `frameAt` (review/static/shot.js) shows it: t read as the decimal it was stored as, with the
-    app's 1e-6-frame tolerance, so t = 1.16 at 25 fps is frame 29 (a float floor gave 28)."""
+    app's 1e-4-frame tolerance (a few microseconds: an edit's time is kept to the microsecond,
+    so a frame start at an NTSC rate is stored up to 0.5 µs short of it), so t = 1.16 at
+    25 fps is frame 29 (a float floor gave 28)."""
     from fractions import Fraction
 
-    return (Fraction(str(float(t))) * num + Fraction(den, 10**6)) // den
+    return (Fraction(str(float(t))) * num + Fraction(den, 10**4)) // den
 
 
 def _render(

@@ -342,6 +342,28 @@ def test_an_edit_of_the_wrong_shape_is_refused_naming_the_field(editor: Any) -> 
         assert api.latest_envelope(s, api.get_shot(s, "R1", "SH010").id).version == 1
 
 
+def test_an_event_nudged_onto_a_frame_stays_in_that_frame(editor: Any) -> None:
+    """The app puts a nudged event exactly on a frame's start, f·1001/30000 s at 29.97: kept to
+    0.1 ms it fell up to 2.4 samples short of it, and the delivery's record timecode (and the
+    sampler) put it in the frame before."""
+    from db import api
+    from tasks import runtime
+    from tasks.conform import event_frame
+    from tasks.decisions import load_envelope
+
+    client, headers, url, env = editor
+    frames = [1, 7, 13, 29]
+    events = [{**copy.deepcopy(env["events"][0]), "t": f * 1001 / 30000} for f in frames]
+    r = client.post(url, headers=headers,
+                    json={"base_version": 1, "envelope": {"curve": env["curve"],
+                                                          "events": events}})
+    assert r.status_code == 201, r.text
+    with runtime.db().session() as s:
+        latest = api.latest_envelope(s, api.get_shot(s, "R1", "SH010").id)
+        stored = load_envelope(s.get(api.Artifact, latest.artifact_id).ref())
+    assert [event_frame(e["t"], 30000, 1001) for e in stored["events"]] == frames
+
+
 def test_an_envelope_may_not_hold_more_events_than_a_performance() -> None:
     """At most MAX_EVENTS_PER_S a second: a request of 300,000 events once took the review
     app to 23 GB rendering its preview (the sampler keeps each event's sound)."""

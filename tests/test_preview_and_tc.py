@@ -115,8 +115,12 @@ def test_event_frame_at_2997() -> None:
 
 @pytest.mark.parametrize(("num", "den"), [(25, 1), (30000, 1001), (24000, 1001), (24, 1)])
 def test_event_frame_agrees_with_the_review_app(num: int, den: int) -> None:
-    """shot.js `frameAt(t)` = floor(t · num / den + 1e-6) in doubles: the manifest's record_tc
-    and the TC the app shows agree for every time on the app's 0.1 ms grid (first 10 s)."""
+    """shot.js `frameAt(t)` = floor(t · num / den + 1e-4) in doubles: the manifest's record_tc
+    and the TC the app shows agree for every time on a 0.1 ms grid (first 10 s), and every
+    frame start, kept to the microsecond as the app stores an edit, is in its own frame."""
     for k in range(100_000):
         t = round(k * 1e-4, 4)
-        assert event_frame(t, num, den) == math.floor(t * num / den + 1e-6), t
+        assert event_frame(t, num, den) == math.floor(t * num / den + 1e-4), t
+    for f in range(round(120 * num / den)):
+        t = round(f * den / num, 6)
+        assert event_frame(t, num, den) == math.floor(t * num / den + 1e-4) == f, (f, t)

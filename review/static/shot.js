@@ -77,7 +77,10 @@
   function pad(n) { return n < 10 ? "0" + n : String(n); }
   function rate() { return shot && shot.rate ? shot.rate : [24, 1]; }
   function fps() { var r = rate(); return r[0] / r[1]; }
-  function frameAt(t) { var r = rate(); return Math.floor(t * r[0] / r[1] + 1e-6); }
+  /* The frame a time falls in; 1e-4 frame of tolerance (a few µs) for times kept to the µs:
+     the start of a frame at an NTSC rate is stored up to 0.5 µs short of it. tasks.conform
+     event_frame counts alike. */
+  function frameAt(t) { var r = rate(); return Math.floor(t * r[0] / r[1] + 1e-4); }
   /* Record timecode of a time t seconds into the shot. */
   function tcAt(t) {
     var r = rate();
@@ -331,7 +334,7 @@
     var kindSel = $("new-kind");
     var kind = kindSel && kindSel.value ? kindSel.value : (shot.kinds && shot.kinds[0]) || "impact";
     var xy = nearestXY(t);
-    edit.events.push({ t: round(clamp(t, 0, duration()), 4), strength: round(clamp(strength, 0, 1), 3),
+    edit.events.push({ t: round(clamp(t, 0, duration()), 6), strength: round(clamp(strength, 0, 1), 3),
                        x: xy.x, y: xy.y, kind: kind, confidence: 1.0 });
     selected = edit.events.length - 1;
     changed();
@@ -345,7 +348,7 @@
   }
   function moveEventTo(i, t) {
     var ev = edit.events[i];
-    var nt = round(clamp(t, 0, duration()), 4);
+    var nt = round(clamp(t, 0, duration()), 6);
     edit.curve = moveBump(edit.curve, ev.t, nt, nextEventAfter(ev.t, i));
     ev.t = nt;
   }
@@ -775,7 +778,7 @@
         if (Math.abs(p.x - drag.x0) >= Math.abs(p.y - drag.y0)) ns = drag.s0; else nt = drag.t0;
       }
       var e = edit.events[drag.i];
-      e.t = round(nt, 4);
+      e.t = round(nt, 6);
       e.strength = round(ns, 3);
       edit.curve = moveBump(drag.curve0, drag.t0, e.t, nextEventAfter(drag.t0, drag.i));
       renderCurve();
