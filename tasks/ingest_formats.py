@@ -8,7 +8,7 @@ reader's record offset (a negative `track.source_range.start_time`) becomes
 `global_start_time` plus a leading gap, and `metadata["foleyflow"]` records
 `rate` `[num, den]`, `drop_frame` and `start_frame`.
 
-Two adapters need help to read an edit right:
+Three adapters need help to read an edit right:
 
 * CMX 3600 (`_prepare_edl`): the text is checked and normalised before the adapter sees it.
   Timecodes under `FCM: DROP FRAME` are drop-frame whatever their separator; locators in
@@ -17,11 +17,14 @@ Two adapters need help to read an edit right:
   past midnight carries on into hour 24. An event whose record duration differs from its
   source duration without an M2 (speed) or freeze-frame line, events out of record order,
   timecodes that do not fit --fps and impossible drop-frame timecodes are refused, naming
-  the event.
-* FCPX XML (`_ExactFcpx`): the adapter truncates frame rates and frame counts to integers
-  (23.976 fps read as 23) and ignores the sequence's `tcStart`; our reader does its time
-  arithmetic in exact fractions of the format's `frameDuration`, starts the reel at `tcStart`
-  and takes drop-frame from `tcFormat`.
+  the event. An M2 whose speed is not the edit rate makes the clip retimed (a skipped shot)
+  even when both sides last the same (a reverse clip), and the reel's drop-frame flag is the
+  FCM in force at the first event (`_scan_edl`), the same reading the events get.
+* FCPX XML: `tasks.ingest_fcpx`; FCP7 XML: `tasks.ingest_fcp7`.
+
+An OTIO `global_start_time` counts in its own rate only when that is a picture rate (8–240
+fps); a start in seconds (rate 1) or milliseconds is converted, exactly, to the edit's rate,
+and a start between two frames is refused.
 """
 from __future__ import annotations
 
@@ -38,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import opentimelineio as otio
+from otio_cmx3600_adapter.cmx_3600 import SPEED_EFFECT_RE as _EDL_M2_SPEED
 from otio_cmx3600_adapter.cmx_3600 import channel_map as _EDL_CHANNELS
-from otio_fcpx_xml_adapter import fcpx_xml as _fcpx
 
 from tasks.stage import one_line
 
@@ -127,6 +130,7 @@ _EDL_TC = re.compile(r"^(\d{1,3}):(\d\d):(\d\d)([:;.,])(\d\d)$")
 _EDL_LOC = re.compile(r"^(\*?\s*LOC:?\s*)(\d\d:\d\d:\d\d[:;.,]\d\d)(?=\s|$)(.*)$")
 _EDL_M2 = re.compile(r"^(\*?\s*M2\b.*?)(\d\d)[:;.,](\d\d)[:;.,](\d\d)[:;.,](\d\d)(\s*)$")
 _EDL_FCM = re.compile(r"^FCM:?\s*(NON[- ]?DROP|DROP)", re.I)
+_EDL_M2_LINE = re.compile(r"\*?\s*M2:?\s*(.*)")  # the adapter's M2 comment
 _BLACK_REELS = ("BL", "BLACK")
 
 
@@ -298,29 +302,50 @@ def _edl_groups(lines: list[str], events: dict[int, _EdlEvent]) -> list[_EdlGrou
 
 
 def _clip_name(lines: list[str], group: _EdlGroup, event: _EdlEvent) -> str:
+    """The reel and the clip's name, "A001 (shot_12)"; the reel alone when they are the same."""
     for i in group.comments:
         m = re.match(r"\*?\s*(?:TO|FROM) CLIP NAME:?\s*(.+)", lines[i])
-        if m and m.group(1).strip():
+        if m and m.group(1).strip() and m.group(1).strip() != event.reel:
             return f"{event.reel} ({m.group(1).strip()})"
     return event.reel
 
 
-def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
-    """The EDL as the CMX adapter reads it right (see the module docstring); refusals name
-    the event."""
+@dataclass
+class _EdlScan:
+    """The EDL's lines, each event read under the FCM line in force above it."""
+
+    lines: list[str]  # the non-blank lines, stripped
+    out: list[str | None]  # the lines as the adapter will see them (None: dropped)
+    events: dict[int, _EdlEvent]
+    drop_frame: bool  # the reel's drop flag: the frame code mode of the first event
+
+
+def _scan_edl(path: Path, text: str, num: int, den: int) -> _EdlScan:
+    """Read every event line in the frame code mode in force for it (its FCM, or ';').
+
+    The one parse behind both the events (`_prepare_edl`) and the reel's drop flag
+    (`_detect_drop`): the flag is the FCM in force at the first event (an FCM line after the
+    header counts, with or without its colon), or without an FCM line above it, whether its
+    record in is written with ';'. The FCM wins over a ';' for the flag: our own EDLs (OTIO's
+    writer, then `timeline_prep.finish_edl`) have ';' at 29.97 in either mode, and the FCM
+    says which."""
     nominal, can_drop = _nominal(num, den), (num, den) in _DF_RATES
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     out: list[str | None] = list(lines)
     events: dict[int, _EdlEvent] = {}
-    drop_mode = False
+    drop_mode, fcm_seen, first_drop = False, False, None
     for i, line in enumerate(lines):
         fcm = _EDL_FCM.match(line)
         if fcm:
             drop_mode = can_drop and not fcm.group(1).upper().startswith("NON")
+            fcm_seen = True
         elif line[0].isdigit():
             event = _edl_event(path, i, line, drop_mode, nominal, can_drop)
             if event is not None:
                 events[i] = event
+                if first_drop is None:
+                    rec_in = event.tcs[2]
+                    first_drop = drop_mode if fcm_seen or rec_in.text.isdigit() else rec_in.drop
                 if [tc.text for tc in event.tcs] != line.split()[-4:]:
                     out[i] = " ".join(event.fields)
         elif (loc := _EDL_LOC.match(line)) is not None:
@@ -331,14 +356,61 @@ def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
                 out[i] = loc.group(1) + _frames_label(frames, nominal, False) + loc.group(3)
         elif (m2 := _EDL_M2.match(line)) is not None:  # the adapter's M2 regex wants ':'
             out[i] = f"{m2[1]}{m2[2]}:{m2[3]}:{m2[4]}:{m2[5]}"
+    return _EdlScan(lines, out, events, drop_mode if first_drop is None else first_drop)
 
+
+def _m2_speed(path: Path, name: str, number: str, out: list[str | None],
+              comments: list[int]) -> str | None:
+    """The speed (frames per second, as written) of the M2 line the adapter applies to an
+    event — its last — or None without one; an M2 line with no readable speed is refused."""
+    speed = None
+    for i in comments:
+        line = out[i] or ""
+        m2 = _EDL_M2_LINE.match(line)
+        if m2 is None:
+            continue
+        found = _EDL_M2_SPEED.match(m2.group(1).strip())
+        speed = found.group("speed") if found else ""
+        try:
+            float(speed)
+        except ValueError:
+            raise TimelineError(
+                f"{path}: event {number} ({name}): M2 line {line!r} is not 'M2 <reel> "
+                f"<speed> <timecode>' (speed in frames per second, like 012.0 or -024.0) — "
+                f"fix the line or re-export the EDL") from None
+    return speed
+
+
+def _is_edit_rate(speed: str, num: int, den: int) -> bool:
+    """Whether an M2 speed is the edit's rate (100 %) as the EDL writes it: rounded or cut to
+    the speed's decimals (029.9 and 030.0 are both 29.97 fps)."""
+    rate, places = num / den, len(speed.partition(".")[2])
+    scale = 10 ** places
+    return any(abs(float(speed) - r) < 1e-9
+               for r in (rate, round(rate, places), math.floor(rate * scale) / scale))
+
+
+def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
+    """The EDL as the CMX adapter reads it right (see the module docstring); refusals name
+    the event.
+
+    The adapter applies an M2 only when the source and record durations differ, so a reverse
+    clip (M2 -024.0) whose durations match would play forwards at 100 %. Such an event's
+    source out is handed over one frame later: the adapter then applies the M2 as
+    LinearTimeWarp(speed / rate), and keeps the source range the EDL gives (it takes the
+    record duration from the source in)."""
+    nominal = _nominal(num, den)
+    scan = _scan_edl(path, text, num, den)
+    lines, out = scan.lines, scan.out
     track_end: dict[str, int] = {}
     shift, last_in = 0, None
-    for group in _edl_groups(lines, events):
+    for group in _edl_groups(lines, scan.events):
         used = group.transition or group.event
         if used is None or (group.transition is not None and group.event is None):
             continue  # a line the adapter will refuse, with its own message
         src_in, src_out, rec_in, rec_out = (tc.frames for tc in used.tcs)
+        s_in, s_out, r_in, r_out = (tc.text for tc in used.tcs)
+        name = _clip_name(lines, group, used)
         day = _label_frames(24, 0, 0, 0, nominal, used.tcs[2].drop)
         rec_in += shift
         if last_in is not None and rec_in < last_in - day // 2:  # past midnight
@@ -347,21 +419,32 @@ def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
         rec_out += shift
         if rec_out < rec_in - day // 2:
             rec_out += day
+        if rec_out < rec_in:
+            raise TimelineError(
+                f"{path}: event {used.number} ({name}) ends before it starts on the record "
+                f"side ({r_in}–{r_out}) — the record out comes after the record in, even for "
+                f"a reverse clip: fix the event's timecodes or re-export the EDL")
         if (rec_in, rec_out) != (used.tcs[2].frames, used.tcs[3].frames):
             for k, frames in ((-2, rec_in), (-1, rec_out)):
                 used.fields[k] = _frames_label(frames, nominal, used.tcs[k].drop)
             out[used.line] = " ".join(used.fields)
         last_in = rec_in
         comments = [lines[i] for i in group.comments]
-        speed = any(re.match(r"\*?\s*M2", c) or "FREEZE FRAME" in c for c in comments)
-        if rec_out - rec_in != src_out - src_in and not speed:
-            s_in, s_out, r_in, r_out = (tc.text for tc in used.tcs)
+        speed = _m2_speed(path, name, used.number, out, group.comments)
+        timed = speed is not None or any("FREEZE FRAME" in c for c in comments)
+        if rec_out - rec_in != src_out - src_in and not timed:
             raise TimelineError(
-                f"{path}: event {used.number} ({_clip_name(lines, group, used)}) lasts "
+                f"{path}: event {used.number} ({name}) lasts "
                 f"{rec_out - rec_in} frames on the record side ({r_in}–{r_out}) but "
                 f"{src_out - src_in} frames on the source side ({s_in}–{s_out}), with no M2 "
                 f"(speed) line — fix the event's timecodes (or re-export the EDL); foleyflow "
                 f"does not guess which side is right")
+        if (speed is not None and rec_out - rec_in == src_out - src_in
+                and not _is_edit_rate(speed, num, den)):
+            src = used.tcs[1]
+            used.fields[-3] = (str(src_out + 1) if src.text.isdigit()
+                               else _frames_label(src_out + 1, nominal, src.drop))
+            out[used.line] = " ".join(used.fields)
         tracks = _EDL_CHANNELS.get(used.channel, [used.channel])
         if (group.transition is not None and group.event is not None
                 and group.event.reel.upper() in _BLACK_REELS
@@ -372,7 +455,7 @@ def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
         for t in tracks:
             if t in track_end and rec_in < track_end[t]:
                 raise TimelineError(
-                    f"{path}: event {used.number} ({_clip_name(lines, group, used)}) starts "
+                    f"{path}: event {used.number} ({name}) starts "
                     f"at {used.fields[-2]} on track {t}, before the event placed there "
                     f"before it ends ({_frames_label(track_end[t], nominal, used.tcs[2].drop)})"
                     f" — export the EDL in record order (A-mode) without overlapping events")
@@ -381,167 +464,6 @@ def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
 
 
 # --- FCPX XML ---------------------------------------------------------------------------------
-
-def _fcpx_time(value: str | None) -> Fraction:
-    """An FCPX time attribute ("3600s", "1001/24000s", "0s") as exact seconds."""
-    if value is None:
-        return Fraction(0)
-    text = value.strip()
-    if not text.endswith("s"):
-        raise ValueError(f"{value!r} is not an FCPX time (like '3600s' or '1001/24000s')")
-    return Fraction(text[:-1])
-
-
-class _ExactFcpx(_fcpx.FcpxXml):
-    """The OTIO FCPX XML reader with exact time arithmetic.
-
-    The adapter computes rates as `int(rate)` and frame counts with `int()` (23.976 fps
-    becomes 23, 29.97 becomes 29) and ignores the sequence's timecode start. Here every time
-    is `seconds × rate` at the exact rate 1 / `frameDuration` of its format (a format without
-    one — a still, an audio asset — takes the sequence's rate), record offsets are at the
-    sequence's rate, and the timeline starts at `tcStart` with `tcFormat` saying drop-frame
-    (in `metadata["foleyflow"]`)."""
-
-    def __init__(self, xml_string: str, path: Path) -> None:
-        super().__init__(xml_string)
-        self.path = path
-        self.rates: dict[str, Fraction] = {}
-        self.sequence_rate: Fraction | None = None
-
-    def rate_of(self, format_id: str | None) -> Fraction:
-        if format_id in self.rates:
-            return self.rates[format_id]
-        fmt = self._format_by_id(format_id) if format_id else None
-        duration = fmt.get("frameDuration") if fmt is not None else None
-        if duration:
-            try:
-                seconds = _fcpx_time(duration)
-            except (ValueError, ZeroDivisionError):
-                seconds = Fraction(0)
-            if seconds <= 0:
-                raise TimelineError(f"{self.path}: format {format_id!r} has frameDuration "
-                                    f"{duration!r}, not a frame duration — re-export the XML")
-            self.rates[format_id] = 1 / seconds  # type: ignore[index]
-            return self.rates[format_id]  # type: ignore[index]
-        if self.sequence_rate is not None:
-            return self.sequence_rate
-        raise TimelineError(f"{self.path}: the sequence's format {format_id!r} states no "
-                            f"frameDuration, so its frame rate is unknown — re-export the XML")
-
-    def time(self, value: str | None, format_id: str | None) -> otio.opentime.RationalTime:
-        rate = self.rate_of(format_id)
-        return otio.opentime.RationalTime(float(_fcpx_time(value) * rate), float(rate))
-
-    # the adapter's time helpers, exact
-    def _format_frame_rate(self, format_id: str | None) -> float:
-        return float(self.rate_of(format_id))
-
-    def _number_of_frames(self, time_value: str | None, format_id: str | None) -> float:
-        return float(_fcpx_time(time_value) * self.rate_of(format_id))
-
-    def _time_range(self, element: Any, format_id: str | None) -> otio.opentime.TimeRange:
-        return otio.opentime.TimeRange(self.time(element.get("start", "0s"), format_id),
-                                       self.time(element.get("duration"), format_id))
-
-    def _reference_from_id(self, asset_id: str, default_format: str | None) -> Any:
-        asset = self._asset_by_id(asset_id)
-        if not asset.get("src", ""):
-            return otio.schema.MissingReference()
-        fmt = asset.get("format", default_format)
-        asset_clip = self._assetclip_by_ref(asset_id)
-        return otio.schema.ExternalReference(
-            target_url=asset.get("src"),
-            available_range=otio.opentime.TimeRange(self.time(asset.get("start"), fmt),
-                                                    self.time(asset.get("duration"), fmt)),
-            metadata={"fcpx": self._create_metadta(asset_clip) if asset_clip else {}})
-
-    def _offset_and_lane(self, element: Any, default_format: str | None) -> tuple[Any, str]:
-        """Where a clip sits in the sequence, at the sequence's rate (as the adapter places
-        it: its offset, less its parent clip's start, plus the parent's offset).
-
-        The sound of a clip that also has picture (`<clip><video/><audio/></clip>`) gets a
-        lane of its own: in the picture's lane it would play after the picture, as a second
-        copy of the clip, and push every later clip of the lane back."""
-        clip = self._timing_clip(element)
-        parent = self.child_parent_map.get(clip)
-        if parent.tag == "spine" and parent.get("lane", None):
-            lane = parent.get("lane")
-            parent = self.child_parent_map.get(parent)
-            parent_start = Fraction(0)
-        else:
-            lane = clip.get("lane", "0")
-            parent_start = _fcpx_time(parent.get("start", None))
-        seconds = _fcpx_time(clip.get("offset")) - parent_start + _fcpx_time(
-            parent.get("offset", None))
-        rate = self.rate_of(default_format)
-        if element.tag == "audio" and element is not clip and clip.find(".//video") is not None:
-            lane = f"{lane}/audio"
-        return otio.opentime.RationalTime(float(seconds * rate), float(rate)), lane
-
-    def _squence_to_stack(self, sequence_element: Any, name: str = "",
-                          source_range: Any = None) -> otio.schema.Stack:
-        """The adapter's, with the gaps before clips measured at one rate."""
-        seq_format = sequence_element.get("format")
-        items = []
-        stack = otio.schema.Stack(name=name, source_range=source_range)
-        for element in sequence_element.iter():
-            if element.tag not in _fcpx.COMPOSABLE_ELEMENTS:
-                continue
-            offset, lane = self._offset_and_lane(element, seq_format)
-            items.append({"track": lane, "offset": offset,
-                          "composable": self._build_composable(element, seq_format),
-                          "audio_only": self._audio_only(element)})
-        rate = float(self.rate_of(seq_format))
-        for lane in sorted({item["track"] for item in items}):
-            lane_items = self._sorted_items(lane, items)
-            track = otio.schema.Track(name=lane, kind=self._track_type(lane_items))
-            for item in lane_items:
-                lead = (item["offset"] - track.duration()).value_rescaled_to(rate)
-                if lead > 1e-6:
-                    track.append(self._create_gap(0, lead, seq_format))
-                track.append(item["composable"])
-            stack.append(track)
-        return stack
-
-    def _from_project(self, project_element: Any) -> otio.schema.Timeline:
-        sequence = project_element.find("./sequence")
-        if sequence is None:
-            raise TimelineError(f"{self.path}: project {project_element.get('name', '')!r} "
-                                f"has no sequence — export the project's timeline")
-        self.sequence_rate = None
-        rate = self.sequence_rate = self.rate_of(sequence.get("format"))
-        timeline = super()._from_project(project_element)
-        try:
-            start = _fcpx_time(sequence.get("tcStart", "0s"))
-        except (ValueError, ZeroDivisionError) as exc:
-            raise TimelineError(f"{self.path}: the sequence's tcStart "
-                                f"{sequence.get('tcStart')!r} is not a time — re-export the "
-                                f"XML") from exc
-        timeline.global_start_time = otio.opentime.RationalTime(float(start * rate),
-                                                                float(rate))
-        drop = (sequence.get("tcFormat") or "").strip().upper() == "DF"
-        timeline.metadata["foleyflow"] = {"rate": [rate.numerator, rate.denominator],
-                                          "drop_frame": drop}
-        return timeline
-
-
-def _read_fcpx(path: Path, text: str) -> Any:
-    """Read FCPX XML exactly; refuse it if any time came back at a rate its formats lack."""
-    reader = _ExactFcpx(text, path)
-    result = reader.to_otio()
-    rates = [float(r) for r in reader.rates.values()]
-    for tl in ([result] if isinstance(result, otio.schema.Timeline) else
-               _timelines_in(result) if isinstance(result, otio.schema.SerializableCollection)
-               else []):
-        for item in tl.find_children(shallow_search=False):
-            sr = getattr(item, "source_range", None)
-            if sr is not None and not any(abs(sr.duration.rate - r) < 1e-9 * r for r in rates):
-                raise TimelineError(
-                    f"{path}: the FCPX reader gave '{item.name}' times at "
-                    f"{sr.duration.rate:g} fps, a rate none of the file's formats has, so it "
-                    f"cannot be read exactly — export the project as FCP7 XML or AAF instead")
-    return result
-
 
 def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | None, str]:
     """Run the adapter for `suffix`; returns (what it read, otioz media dir, source text or '')."""
@@ -565,8 +487,10 @@ def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | N
             if "<fcpxml" in head:
                 label = ADAPTERS[".fcpxml"][1]
                 text = path.read_text("utf-8", "replace")
-                return _quiet_call(_read_fcpx, path, text), None, text
-            adapter = "fcp_xml"
+                from tasks.ingest_fcpx import read_fcpx  # it imports this module: load it late
+                return _quiet_call(read_fcpx, path, text), None, text
+            from tasks.ingest_fcp7 import read_fcp7  # it imports this module: load it late
+            return _quiet_call(read_fcp7, path), None, text
         if suffix == ".otioz":
             if not zipfile.is_zipfile(path):
                 raise TimelineError(f"{path}: not an .otioz bundle (not a zip file) — re-export it")
@@ -631,15 +555,25 @@ def _video_tracks(tl: otio.schema.Timeline) -> list[otio.schema.Track]:
             and t.kind == otio.schema.TrackKind.Video]
 
 
+_PICTURE_FPS = (8.0, 240.0)  # a global_start_time at a rate outside these counts a clock
+
+
 def _detect_rate(tl: otio.schema.Timeline, suffix: str, fps: float | None,
                  ours: dict[str, Any]) -> tuple[int, int]:
+    """The reel's rate: ours, else global_start_time's when it is a picture rate, else --fps,
+    else the clips' commonest rate.
+
+    A start in seconds (`opentime.from_seconds`, rate 1) or on another clock (1000, 48000) says
+    nothing about the picture; `_normalise_start` rescales it to the rate chosen here. A picture
+    rate no clip runs at is kept: a 24 fps edit may hold nothing but 29.97 media."""
     if suffix == ".edl":
         return rational_rate(fps or 0)
     rate = ours.get("rate")
     if isinstance(rate, (list, tuple)) and len(rate) == 2 and rate[0] and rate[1]:
         return int(rate[0]), int(rate[1])
-    if tl.global_start_time is not None and tl.global_start_time.rate > 0:
-        return rational_rate(tl.global_start_time.rate)
+    start = tl.global_start_time
+    if start is not None and _PICTURE_FPS[0] <= start.rate <= _PICTURE_FPS[1]:
+        return rational_rate(start.rate)
     if fps:
         return rational_rate(fps)
     rates: Counter[float] = Counter()
@@ -690,11 +624,8 @@ def _detect_drop(tl: otio.schema.Timeline, path: Path, suffix: str, text: str,
         return False
     if isinstance(ours.get("drop_frame"), bool):
         return ours["drop_frame"]
-    if suffix == ".edl":
-        fcm = re.search(r"^\s*FCM:\s*(NON[- ]DROP|DROP)", text, re.I | re.M)
-        if fcm:
-            return not fcm.group(1).upper().startswith("NON")
-        return bool(re.search(r"\d\d[;.]\d\d\s", text))
+    if suffix == ".edl":  # the parse that read the events decides
+        return _scan_edl(path, text, *rate).drop_frame
     if suffix == ".fcpxml":
         return bool(re.search(r'tcFormat="DF"', text))
     if suffix == ".aaf":
@@ -715,15 +646,28 @@ def _frames(t: otio.opentime.RationalTime, fps: float) -> float:
 
 
 def _normalise_start(tl: otio.schema.Timeline, num: int, den: int) -> int:
-    """Fold EDL-style record offsets into global_start_time + leading gaps; return start frame."""
+    """Fold EDL-style record offsets into global_start_time + leading gaps; return start frame.
+
+    A global_start_time at another rate than the reel's (seconds, say) is rescaled exactly; one
+    that falls between the reel's frames is refused, not rounded: a rounded start would move
+    every record timecode and BWF time stamp off the editor's."""
     fps = num / den
     offsets: dict[int, float] = {}
     for i, track in enumerate(tl.tracks):
         sr = getattr(track, "source_range", None)
         if sr is not None and sr.start_time.value < 0:
             offsets[i] = -_frames(sr.start_time, fps)
-    if tl.global_start_time is not None:
-        start = math.floor(_frames(tl.global_start_time, fps) + 0.5)
+    gst = tl.global_start_time
+    if gst is not None:
+        exact = _frames(gst, fps)
+        if abs(gst.rate - fps) >= 1e-3 * fps and abs(exact - round(exact)) > 1e-3:
+            raise TimelineError(
+                f"the edit's global_start_time ({gst.value:.10g} at rate {gst.rate:g}, "
+                f"{gst.to_seconds():.10g} s) falls between frames at the reel's {fps:.6g} fps "
+                f"({exact:.3f} frames) — write the start as a whole number of frames at "
+                f"{fps:.6g} fps (01:00:00:00 is RationalTime({_nominal(num, den) * 3600}, "
+                f"{fps:.6g}))")
+        start = math.floor(exact + 0.5)
     elif offsets:
         start = math.floor(min(offsets.values()) + 0.5) if len(offsets) == len(tl.tracks) else 0
     else:

@@ -25,7 +25,8 @@ def _shots(reel: ReelSpec) -> list[tuple[str, int, int]]:
 
 # --- FCPX XML ---------------------------------------------------------------------------------
 
-def _fcpxml(frame_duration: str, tc_start: str, tc_format: str, spine: str) -> str:
+def _fcpxml(frame_duration: str, tc_start: str, tc_format: str, spine: str,
+            resources: str = "") -> str:
     """A library → event → project export, as Final Cut Pro writes it."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE fcpxml>
@@ -36,6 +37,7 @@ def _fcpxml(frame_duration: str, tc_start: str, tc_format: str, spine: str) -> s
                hasAudio="1" format="r1"/>
         <asset id="r3" name="B002" src="media/B002.mov" start="0s" duration="600s" hasVideo="1"
                hasAudio="1" format="r1"/>
+{resources}
     </resources>
     <library>
         <event name="Day 1">
@@ -52,11 +54,27 @@ def _fcpxml(frame_duration: str, tc_start: str, tc_format: str, spine: str) -> s
 """
 
 
+def _fcpx_reel(tmp_path: Path, spine: str, resources: str = "", tc_start: str = "0s") -> ReelSpec:
+    """A 24 fps project read with its media present (empty files: found, header unread)."""
+    (tmp_path / "media").mkdir(exist_ok=True)
+    for name in ("A001.mov", "B002.mov", "S003.wav"):
+        (tmp_path / "media" / name).write_bytes(b"")
+    path = tmp_path / "reel.fcpxml"
+    path.write_text(_fcpxml("100/2400s", tc_start, "NDF", spine, resources))
+    return read_timeline(path)[1]
+
+
+_SOUND = """<asset id="r4" name="S003" src="media/S003.wav" start="0s" duration="600s" hasVideo="0"
+               hasAudio="1"/>"""
+
+
 def test_fcpx_tc_start_starts_the_reel(tmp_path: Path) -> None:
-    """tcStart="3600s" is 01:00:00:00: every record timecode (and BWF time stamp) follows."""
+    """tcStart="3600s" is 01:00:00:00 and the spine's offsets run on that clock (the first clip
+    at offset 3600s, as Final Cut Pro and Resolve write it): every record timecode (and BWF
+    time stamp) follows."""
     spine = """
-        <asset-clip name="A001" ref="r2" offset="0s" duration="2s" start="1/2s" format="r1"/>
-        <asset-clip name="B002" ref="r3" offset="2s" duration="3s" start="5s" format="r1">
+        <asset-clip name="A001" ref="r2" offset="3600s" duration="2s" start="1/2s" format="r1"/>
+        <asset-clip name="B002" ref="r3" offset="3602s" duration="3s" start="5s" format="r1">
             <marker start="6s" duration="1/24s" value="FOLEY: door slam"/>
         </asset-clip>"""
     path = tmp_path / "reel.fcpxml"
@@ -65,18 +83,29 @@ def test_fcpx_tc_start_starts_the_reel(tmp_path: Path) -> None:
     assert (reel.rate_num, reel.rate_den, reel.drop_frame) == (24, 1, False)
     assert (reel.start_frame, reel.start_timecode) == (86400, "01:00:00:00")
     assert _shots(reel) == [("A001", 0, 48), ("B002", 48, 72)]
+    assert reel.duration_s == pytest.approx(5.0)
     assert _tc(reel, reel.shots[1].record_in_frame) == "01:00:02:00"
     assert [s.source_in_s for s in reel.shots] == pytest.approx([0.5, 5.0])
     assert reel.shots[1].foley_hint == "door slam"
+
+
+def test_fcpx_clip_before_tc_start_is_refused(tmp_path: Path) -> None:
+    """An offset before tcStart is before the sequence starts: refused, naming the clip."""
+    spine = """
+        <asset-clip name="A001" ref="r2" offset="3599s" duration="2s" start="0s" format="r1"/>"""
+    with pytest.raises(TimelineError, match=r"reel\.fcpxml: clip 'A001' is at offset 3599s "
+                                            r"\(00:59:59:00\), before the sequence starts at "
+                                            r"its tcStart \(01:00:00:00\) — .*re-export"):
+        _fcpx_reel(tmp_path, spine, tc_start="3600s")
 
 
 def test_fcpx_at_23976_is_read_at_23976(tmp_path: Path) -> None:
     """frameDuration 1001/24000s is 24000/1001 fps, not 23: frames, seconds and the
     86486400/24000s start (01:00:00:00) all come out exact."""
     spine = """
-        <asset-clip name="A001" ref="r2" offset="0s" duration="72072/24000s"
+        <asset-clip name="A001" ref="r2" offset="86486400/24000s" duration="72072/24000s"
                     start="12012/24000s" format="r1"/>
-        <asset-clip name="B002" ref="r3" offset="72072/24000s" duration="48048/24000s"
+        <asset-clip name="B002" ref="r3" offset="86558472/24000s" duration="48048/24000s"
                     start="6006/24000s" format="r1"/>"""
     path = tmp_path / "ntsc23976.fcpxml"
     path.write_text(_fcpxml("1001/24000s", "86486400/24000s", "NDF", spine))
@@ -93,9 +122,9 @@ def test_fcpx_at_2997_drop_frame(tmp_path: Path) -> None:
     """frameDuration 1001/30000s with tcFormat="DF": 29.97 drop-frame, starting 01:00:00;00
     (107892 frames); a cut 1800 frames in is at 01:01:00;02, as the editor sees it."""
     spine = """
-        <asset-clip name="A001" ref="r2" offset="0s" duration="1801800/30000s" start="0s"
-                    format="r1"/>
-        <asset-clip name="B002" ref="r3" offset="1801800/30000s" duration="90090/30000s"
+        <asset-clip name="A001" ref="r2" offset="107999892/30000s" duration="1801800/30000s"
+                    start="0s" format="r1"/>
+        <asset-clip name="B002" ref="r3" offset="109801692/30000s" duration="90090/30000s"
                     start="30030/30000s" format="r1"/>"""
     path = tmp_path / "df.fcpxml"
     path.write_text(_fcpxml("1001/30000s", "107999892/30000s", "DF", spine))
@@ -120,6 +149,203 @@ def test_fcpx_clip_sound_is_not_a_second_picture_clip(tmp_path: Path) -> None:
     path.write_text(_fcpxml("1/25s", "0s", "NDF", spine))
     _, reel = read_timeline(path)
     assert _shots(reel) == [("A001", 0, 50), ("B002", 50, 25)]
+
+
+def test_fcpx_sync_clip_shows_its_own_trim(tmp_path: Path) -> None:
+    """A sync-clip (picture + separate sound) shows its inner clip from its own start for its
+    own duration — not the inner clip's whole length, which pushed every later shot back."""
+    spine = """
+        <sync-clip name="A001 sync" offset="0s" duration="2s" start="11s" format="r1">
+            <asset-clip name="A001" ref="r2" offset="10s" duration="30s" start="10s"
+                        format="r1"/>
+            <asset-clip name="S003" ref="r4" lane="-1" offset="10s" duration="30s" start="20s"/>
+            <marker start="12s" duration="1/24s" value="FOLEY: cup down"/>
+        </sync-clip>
+        <asset-clip name="B002" ref="r3" offset="2s" duration="1s" start="0s" format="r1"/>"""
+    reel = _fcpx_reel(tmp_path, spine, _SOUND)
+    assert _shots(reel) == [("A001 sync", 0, 48), ("B002", 48, 24)]
+    assert [s.source_in_s for s in reel.shots] == pytest.approx([11.0, 0.0])
+    assert reel.shots[0].source_path.endswith("A001.mov")
+    assert reel.shots[0].foley_hint == "cup down"
+    assert reel.duration_s == pytest.approx(3.0)
+
+
+_MULTICAM = """
+        <media id="m1" name="Scene 4 multicam">
+            <multicam format="r1" tcStart="0s">
+                <mc-angle name="Cam A" angleID="camA">
+                    <asset-clip name="A001" ref="r2" offset="0s" duration="600s" start="0s"/>
+                </mc-angle>
+                <mc-angle name="Cam B" angleID="camB">
+                    <gap name="Gap" offset="0s" duration="1s" start="0s"/>
+                    <asset-clip name="B002" ref="r3" offset="1s" duration="599s" start="0s"/>
+                </mc-angle>
+            </multicam>
+        </media>"""
+
+
+def test_fcpx_multicam_clip_shows_its_active_video_angle(tmp_path: Path) -> None:
+    """An mc-clip is picture: its video angle (mc-source srcEnable video, or all) from the
+    multicam's clock; the angle that gives only sound is not shown."""
+    spine = """
+        <mc-clip name="Multicam 1" ref="m1" offset="0s" duration="2s" start="5s">
+            <mc-source angleID="camA" srcEnable="audio"/>
+            <mc-source angleID="camB" srcEnable="video"/>
+        </mc-clip>
+        <mc-clip name="Multicam 1" ref="m1" offset="2s" duration="1s" start="7s">
+            <mc-source angleID="camA" srcEnable="all"/>
+        </mc-clip>"""
+    reel = _fcpx_reel(tmp_path, spine, _MULTICAM)
+    assert _shots(reel) == [("Multicam 1", 0, 48), ("Multicam 1", 48, 24)]
+    assert [Path(s.source_path).name for s in reel.shots] == ["B002.mov", "A001.mov"]
+    assert [s.source_in_s for s in reel.shots] == pytest.approx([4.0, 7.0])
+
+
+def test_fcpx_multicam_angle_missing_is_refused(tmp_path: Path) -> None:
+    spine = """
+        <mc-clip name="Multicam 1" ref="m1" offset="0s" duration="2s" start="5s">
+            <mc-source angleID="camC" srcEnable="all"/>
+        </mc-clip>"""
+    with pytest.raises(TimelineError, match=r"multicam clip 'Multicam 1' shows angle 'camC', "
+                                            r"which multicam 'Scene 4 multicam' lacks — .*"
+                                            r"break apart the multicam clip"):
+        _fcpx_reel(tmp_path, spine, _MULTICAM)
+
+
+def test_fcpx_overlapping_storyline_clips_are_refused(tmp_path: Path) -> None:
+    """Clips of one storyline follow one another: one that starts half a frame or more
+    before the previous one ends is refused (it used to be appended late, moving every later
+    shot), naming the clip and its lane."""
+    spine = """
+        <asset-clip name="A001" ref="r2" offset="0s" duration="2s" start="0s" format="r1"/>
+        <asset-clip name="B002" ref="r3" offset="3/2s" duration="2s" start="0s" format="r1"/>"""
+    with pytest.raises(TimelineError, match=r"clip 'B002' at 00:00:01:12 overlaps the clip "
+                                            r"before it in lane 0 \('A001', which ends at "
+                                            r"00:00:02:00\)"):
+        _fcpx_reel(tmp_path, spine)
+    connected = """
+        <asset-clip name="A001" ref="r2" offset="0s" duration="4s" start="100s" format="r1">
+            <spine lane="1" offset="101s">
+                <asset-clip name="B002" ref="r3" offset="0s" duration="1s" start="0s"/>
+                <asset-clip name="B002" ref="r3" offset="1/2s" duration="1s" start="5s"/>
+            </spine>
+        </asset-clip>"""
+    with pytest.raises(TimelineError, match=r"clip 'B002' at 00:00:01:12 overlaps the clip "
+                                            r"before it in lane 1 "):
+        _fcpx_reel(tmp_path, connected)
+
+
+def test_cli_refuses_an_fcpx_clip_before_tc_start_with_exit_2(tmp_path: Path) -> None:
+    """One line naming the file and the clip, exit 2, and no delivery folder."""
+    path = tmp_path / "reel.fcpxml"
+    path.write_text(_fcpxml("100/2400s", "3600s", "NDF", """
+        <asset-clip name="A001" ref="r2" offset="0s" duration="2s" start="0s" format="r1"/>"""))
+    out = tmp_path / "delivery"
+    run = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(path), "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "reel.fcpxml: clip 'A001' is at offset 0s" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_fcpx_connected_storyline_starts_at_its_offset(tmp_path: Path) -> None:
+    """A connected storyline sits at its offset on its parent's clock; its clips follow from
+    there (each counted from the storyline's start)."""
+    spine = """
+        <asset-clip name="A001" ref="r2" offset="0s" duration="5s" start="100s" format="r1">
+            <spine lane="1" offset="103s">
+                <asset-clip name="B002" ref="r3" offset="0s" duration="1s" start="50s"/>
+            </spine>
+        </asset-clip>"""
+    reel = _fcpx_reel(tmp_path, spine)
+    assert _shots(reel) == [("A001", 0, 72), ("B002", 72, 24), ("A001", 96, 24)]
+    assert [s.source_in_s for s in reel.shots] == pytest.approx([100.0, 50.0, 104.0])
+
+
+_COMPOUND = """
+        <media id="c1" name="Compound 1">
+            <sequence format="r1" tcStart="0s">
+                <spine>
+                    <asset-clip name="B002" ref="r3" offset="0s" duration="10s" start="0s"/>
+                </spine>
+            </sequence>
+        </media>"""
+
+_DISABLED = {
+    "asset-clip": '<asset-clip name="X" ref="r3" offset="2s" duration="1s" start="0s" '
+                  'enabled="0"/>',
+    "clip": '<clip name="X" offset="2s" duration="1s" enabled="0">'
+            '<video ref="r3" offset="0s" duration="600s"/></clip>',
+    "ref-clip": '<ref-clip name="X" ref="c1" offset="2s" duration="1s" enabled="0"/>',
+    "sync-clip": '<sync-clip name="X" offset="2s" duration="1s" enabled="0">'
+                 '<asset-clip ref="r3" offset="0s" duration="600s"/></sync-clip>',
+    "mc-clip": '<mc-clip name="X" ref="m1" offset="2s" duration="1s" enabled="0">'
+               '<mc-source angleID="camA"/></mc-clip>',
+}
+
+
+@pytest.mark.parametrize("kind", list(_DISABLED))
+def test_fcpx_disabled_clips_are_not_picture(tmp_path: Path, kind: str) -> None:
+    """enabled="0" hides a clip: no shot where it sits in the spine, and connected above a
+    clip it does not cover it (the clip below stays one shot)."""
+    spine = f"""
+        <asset-clip name="A001" ref="r2" offset="0s" duration="2s" start="0s" format="r1">
+            {_DISABLED[kind].replace('offset="2s"', 'lane="1" offset="1/2s"')}
+        </asset-clip>
+        {_DISABLED[kind]}
+        <asset-clip name="B002" ref="r3" offset="3s" duration="1s" start="0s" format="r1"/>"""
+    reel = _fcpx_reel(tmp_path, spine, _COMPOUND + _MULTICAM)
+    assert _shots(reel) == [("A001", 0, 48), ("B002", 72, 24)]
+
+
+def test_fcpx_retimes_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    """A timeMap (speed, reverse, hold, ramp) or a scaling conform-rate is a speed effect
+    (LinearTimeWarp): the shot is skipped with the reason, never analysed at 100 % forwards.
+    `start` is on the timeMap's `time` axis; 100 % and unscaled conforms are analysed."""
+    def clip(offset: int, name: str, start: str, timing: str) -> str:
+        return (f'<asset-clip name="{name}" ref="r2" offset="{offset}s" duration="1s" '
+                f'start="{start}" format="r1">{timing}</asset-clip>')
+
+    def time_map(*points: tuple[str, str]) -> str:
+        return "<timeMap>" + "".join(f'<timept time="{t}" value="{v}" interp="smooth2"/>'
+                                     for t, v in points) + "</timeMap>"
+
+    spine = "\n".join([
+        clip(0, "HALF", "10s", time_map(("0s", "0s"), ("100s", "50s"))),
+        clip(1, "BACK", "10s", time_map(("0s", "100s"), ("100s", "0s"))),
+        clip(2, "HOLD", "10s", time_map(("0s", "3s"), ("100s", "3s"))),
+        clip(3, "RAMP", "0s", time_map(("0s", "0s"), ("1/2s", "1/4s"), ("1s", "1s"))),
+        clip(4, "PAL", "10s", '<conform-rate srcFrameRate="25"/>'),
+        clip(5, "REAL", "10s", '<conform-rate scaleEnabled="0" srcFrameRate="25"/>'),
+        clip(6, "SAME", "10s", time_map(("0s", "0s"), ("100s", "100s"))),
+    ])
+    path = tmp_path / "reel.fcpxml"
+    reel = _fcpx_reel(tmp_path, spine)
+    assert _shots(reel) == [(n, 24 * i, 24) for i, n in enumerate(
+        ["HALF", "BACK", "HOLD", "RAMP", "PAL", "REAL", "SAME"])]
+    why = {s.clip_name: s.skipped_reason for s in reel.shots}
+    assert why["HALF"].startswith("speed change 50 % (LinearTimeWarp) — ")
+    assert why["BACK"].startswith("reverse clip (-100 %, LinearTimeWarp) — ")
+    assert why["HOLD"].startswith("freeze frame (LinearTimeWarp) — ")
+    assert why["RAMP"].startswith("speed change 150 % (LinearTimeWarp) — ")
+    assert why["PAL"].startswith("speed change 96 % (LinearTimeWarp) — ")
+    assert why["REAL"] is None and why["SAME"] is None
+    assert {s.clip_name: s.source_in_s for s in reel.shots}["HALF"] == pytest.approx(5.0)
+    timeline, _ = read_timeline(path)
+    ramp = next(c for c in timeline.find_clips() if c.name == "RAMP")
+    assert ramp.effects[0].metadata["foleyflow"]["retime"] == \
+        "variable speed (timeMap) on FCPX clip 'RAMP'"
+
+
+def test_fcpx_media_rep_locates_the_media(tmp_path: Path) -> None:
+    """FCPXML 1.9 on names an asset's file in a <media-rep>, not in a src attribute."""
+    resources = """<asset id="r5" name="C003" start="0s" duration="60s" hasVideo="1"
+               format="r1"><media-rep kind="original-media" src="media/A001.mov"/></asset>"""
+    spine = '<asset-clip name="C003" ref="r5" offset="0s" duration="1s" start="2s"/>'
+    reel = _fcpx_reel(tmp_path, spine, resources)
+    assert reel.shots[0].source_path == str(tmp_path / "media" / "A001.mov")
+    assert reel.shots[0].skipped_reason is None
 
 
 # --- CMX 3600 EDL -----------------------------------------------------------------------------
