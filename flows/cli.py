@@ -132,7 +132,7 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def run(
-    timeline: Annotated[Path, typer.Argument(help="The locked edit: .otio .otioz .edl .xml .fcpxml .aaf")],
+    timeline: Annotated[Path, typer.Argument(help="The locked edit: .otio .otioz .edl .xml .fcpxml .fcpxmld .aaf")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Delivery folder to write.")],
     fps: Annotated[Optional[float], typer.Option(help="Frame rate of an EDL (EDLs carry none); 23.976 means 24000/1001.")] = None,
     media_root: Annotated[Optional[Path], typer.Option(help="Folder searched (recursively) for media the edit names.")] = None,

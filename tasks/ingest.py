@@ -120,7 +120,7 @@ def reel_name(timeline: otio.schema.Timeline, path: Path) -> str:
 def read_timeline(
     path: str | Path, *, fps: float | None = None, media_root: str | Path | None = None
 ) -> tuple[otio.schema.Timeline, ReelSpec]:
-    """Read the edit at `path` (.otio .otioz .edl .xml .fcpxml .aaf) into its shots.
+    """Read the edit at `path` (.otio .otioz .edl .xml .fcpxml .fcpxmld .aaf) into its shots.
 
     `fps` is required for an EDL (which states no rate) and otherwise only used when the edit
     states none. `media_root` is searched recursively for media the edit does not locate.

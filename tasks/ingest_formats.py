@@ -53,9 +53,10 @@ ADAPTERS = {
     ".edl": ("cmx_3600", "CMX 3600 EDL"),
     ".xml": ("fcp_xml", "Final Cut Pro 7 XML"),
     ".fcpxml": ("fcpx_xml", "Final Cut Pro X XML"),
+    ".fcpxmld": ("fcpx_xml", "Final Cut Pro X XML bundle"),
     ".aaf": ("AAF", "AAF"),
 }
-SUPPORTED = ".otio, .otioz, .edl, FCP7 .xml, .fcpxml or .aaf"
+SUPPORTED = ".otio, .otioz, .edl, FCP7 .xml, .fcpxml (.fcpxmld) or .aaf"
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
 _DF_RATES = ((30000, 1001), (60000, 1001))
 
@@ -477,6 +478,17 @@ def _read_any(path: Path, suffix: str, fps: float | None) -> tuple[Any, Path | N
             prepared = _prepare_edl(path, text, num, den)
             return _quiet_call(otio.adapters.read_from_string, prepared, adapter_name=adapter,
                                rate=num / den, ignore_timecode_mismatch=False), None, text
+        if suffix == ".fcpxmld":  # Final Cut Pro 10.6+: a folder holding Info.fcpxml
+            info = path / "Info.fcpxml"
+            if not info.is_file():
+                raise TimelineError(f"{path}: an .fcpxmld bundle without its Info.fcpxml — "
+                                    f"export the project from Final Cut Pro again")
+            text = info.read_text("utf-8", "replace")
+            if "<fcpxml" not in text[:4096]:
+                raise TimelineError(f"{info}: not FCPX XML (no <fcpxml> element) — export "
+                                    f"the project from Final Cut Pro again")
+            from tasks.ingest_fcpx import read_fcpx  # it imports this module: load it late
+            return _quiet_call(read_fcpx, path, text), None, text
         if suffix in (".xml", ".fcpxml"):
             with open(path, "rb") as f:
                 head = f.read(4096).decode("utf-8", "replace")
@@ -626,7 +638,7 @@ def _detect_drop(tl: otio.schema.Timeline, path: Path, suffix: str, text: str,
         return ours["drop_frame"]
     if suffix == ".edl":  # the parse that read the events decides
         return _scan_edl(path, text, *rate).drop_frame
-    if suffix == ".fcpxml":
+    if suffix in (".fcpxml", ".fcpxmld"):
         return bool(re.search(r'tcFormat="DF"', text))
     if suffix == ".aaf":
         flag = _aaf_drop_frame(path)
@@ -696,8 +708,9 @@ def load_edit(path: Path, fps: float | None) -> LoadedEdit:
     if suffix not in ADAPTERS:
         raise TimelineError(f"{path}: '{path.suffix or path.name}' is not a timeline format "
                             f"foleyflow reads — export the edit as {SUPPORTED}")
-    if path.is_dir() != (suffix == ".otiod"):
-        raise TimelineError(f"{path}: expected a {'folder' if suffix == '.otiod' else 'file'}")
+    bundle_dir = suffix in (".otiod", ".fcpxmld")
+    if path.is_dir() != bundle_dir:
+        raise TimelineError(f"{path}: expected a {'folder' if bundle_dir else 'file'}")
     if suffix == ".edl" and not fps:
         raise TimelineError(f"{path}: an EDL carries no frame rate — pass it with --fps "
                             f"(e.g. --fps 24, --fps 23.976 or --fps 29.97)")

@@ -89,6 +89,28 @@ def test_fcpx_tc_start_starts_the_reel(tmp_path: Path) -> None:
     assert reel.shots[1].foley_hint == "door slam"
 
 
+def test_an_fcpxmld_bundle_is_read_from_its_info_fcpxml(tmp_path: Path) -> None:
+    """Final Cut Pro 10.6+ exports a folder, `Reel 1.fcpxmld/Info.fcpxml`: it reads as the
+    .fcpxml it holds (drop-frame from its tcFormat too); one without it is refused by name."""
+    spine = """
+        <asset-clip name="A001" ref="r2" offset="3600s" duration="2s" start="1/2s" format="r1"/>"""
+    bundle = tmp_path / "Reel 1.fcpxmld"
+    bundle.mkdir()
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "A001.mov").write_bytes(b"")
+    (bundle / "Info.fcpxml").write_text(_fcpxml("100/2400s", "3600s", "NDF", spine).replace(
+        'src="media/', f'src="{(tmp_path / "media").as_uri()}/'))
+    _, reel = read_timeline(bundle)
+    assert reel.name == "Reel 1" and reel.start_timecode == "01:00:00:00"
+    assert _shots(reel) == [("A001", 0, 48)]
+    assert reel.shots[0].source_path == str(tmp_path / "media" / "A001.mov")
+    empty = tmp_path / "Empty.fcpxmld"
+    empty.mkdir()
+    with pytest.raises(TimelineError, match=r"Empty\.fcpxmld: an \.fcpxmld bundle without its "
+                                            r"Info\.fcpxml — export the project"):
+        read_timeline(empty)
+
+
 def test_fcpx_clip_before_tc_start_is_refused(tmp_path: Path) -> None:
     """An offset before tcStart is before the sequence starts: refused, naming the clip."""
     spine = """
