@@ -63,7 +63,7 @@ def _foley_clips(tl: otio.schema.Timeline) -> list[tuple[str, int, str]]:
 
 @pytest.mark.parametrize("ext", [".otio", ".xml", ".aaf", ".edl"])
 @pytest.mark.parametrize("rate, start, drop", [(24, 86400, False), (NTSC, 107892, True),
-                                               (24000 / 1001, 0, False)])
+                                               (NTSC, 108000, False), (24000 / 1001, 0, False)])
 def test_round_trip(tmp_path: Path, ext: str, rate: float, start: int, drop: bool) -> None:
     timeline, reel = _cut(tmp_path, rate, start, drop=drop, camera_tc=ext != ".edl")
     delivery = tmp_path / "delivery"
