@@ -263,8 +263,10 @@ def _retimed(clip: otio.schema.Clip, scalar: float, dur_frames: int, edl: bool) 
     if abs(scalar - 1.0) * max(dur_frames, 1) < 0.5:
         return None
     fx = next((f for f in clip.effects if isinstance(f, otio.schema.LinearTimeWarp)), None)
-    how = ("M2" if edl else type(fx).__name__ if fx is not None
+    how = ("M2" if edl else (fx.name or type(fx).__name__) if fx is not None
            else "a speed effect on the nested sequence around it")
+    if clip.name and not edl:
+        how += f" on clip '{clip.name}'"
     if scalar == 0:
         return (f"freeze frame ({how}) — foleyflow follows motion and a held frame has none: "
                 f"the hold gets no Foley; add what it needs by hand, or render the freeze to "

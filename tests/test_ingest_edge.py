@@ -107,9 +107,10 @@ def test_retimed_clips_are_skipped_with_the_reason_and_the_rest_stay_put(tmp_pat
         (n, 24 * i, 24) for i, n in enumerate("ABCDEF")]
     why = [s.skipped_reason for s in reel.shots]
     assert why[0] is None and why[4] is None and why[5] is None
-    assert why[1].startswith("speed change 200 % (LinearTimeWarp) — ") and "100 %" in why[1]
-    assert why[2].startswith("freeze frame (FreezeFrame) — ")
-    assert why[3].startswith("reverse clip (-100 %, LinearTimeWarp) — ")
+    assert why[1].startswith("speed change 200 % (LinearTimeWarp on clip 'B') — ")
+    assert "100 %" in why[1]
+    assert why[2].startswith("freeze frame (FreezeFrame on clip 'C') — ")
+    assert why[3].startswith("reverse clip (-100 %, LinearTimeWarp on clip 'D') — ")
     assert all("re-export" in w or "by hand" in w for w in why[1:4])
 
 

@@ -191,11 +191,11 @@ def test_time_remapped_clips_are_skipped_with_the_reason_and_the_rest_stay_put(
                             ("E", 168, 24), ("R", 192, 24), ("F", 216, 24)]
     why = [s.skipped_reason or "" for s in reel.shots]
     assert why[0] == "" and why[6] == "", why
-    assert why[1].startswith("speed change 50 % (LinearTimeWarp) — ")
-    assert why[2].startswith("reverse clip (-100 %, LinearTimeWarp) — ")
-    assert why[3].startswith("reverse clip (-100 %, LinearTimeWarp) — ")
-    assert why[4].startswith("speed change 200 % (LinearTimeWarp) — ")
-    assert why[5].startswith("speed change 150 % (LinearTimeWarp) — ")
+    assert why[1].startswith("speed change 50 % (Time Remap on clip 'B') — ")
+    assert why[2].startswith("reverse clip (-100 %, Time Remap on clip 'C') — ")
+    assert why[3].startswith("reverse clip (-100 %, Time Remap on clip 'P') — ")
+    assert why[4].startswith("speed change 200 % (Time Remap on clip 'E') — ")
+    assert why[5].startswith("speed change 150 % (Time Remap (variable speed) on clip 'R') — ")
 
 
 # --- <out> against the record side: refused like an EDL event without M2 ------------------------

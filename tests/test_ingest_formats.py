@@ -347,11 +347,11 @@ def test_fcpx_retimes_are_skipped_with_the_reason(tmp_path: Path) -> None:
     assert _shots(reel) == [(n, 24 * i, 24) for i, n in enumerate(
         ["HALF", "BACK", "HOLD", "RAMP", "PAL", "REAL", "SAME"])]
     why = {s.clip_name: s.skipped_reason for s in reel.shots}
-    assert why["HALF"].startswith("speed change 50 % (LinearTimeWarp) — ")
-    assert why["BACK"].startswith("reverse clip (-100 %, LinearTimeWarp) — ")
-    assert why["HOLD"].startswith("freeze frame (LinearTimeWarp) — ")
-    assert why["RAMP"].startswith("speed change 150 % (LinearTimeWarp) — ")
-    assert why["PAL"].startswith("speed change 96 % (LinearTimeWarp) — ")
+    assert why["HALF"].startswith("speed change 50 % (FCPX speed change on clip 'HALF') — ")
+    assert why["BACK"].startswith("reverse clip (-100 %, FCPX speed change on clip 'BACK') — ")
+    assert why["HOLD"].startswith("freeze frame (FCPX speed change on clip 'HOLD') — ")
+    assert why["RAMP"].startswith("speed change 150 % (FCPX variable speed (timeMap) on clip 'RAMP') — ")
+    assert why["PAL"].startswith("speed change 96 % (FCPX speed change on clip 'PAL') — ")
     assert why["REAL"] is None and why["SAME"] is None
     assert {s.clip_name: s.source_in_s for s in reel.shots}["HALF"] == pytest.approx(5.0)
     timeline, _ = read_timeline(path)
