@@ -7,6 +7,7 @@ against the ref's sha256, so a file changed behind the store's back is caught, n
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mimetypes
@@ -289,28 +290,88 @@ class Store(Protocol):
     def presigned_url(self, ref: ArtifactRef, expires: timedelta = timedelta(hours=1)) -> str: ...
 
 
+# errno of a store folder that cannot take a file: read-only, full, over quota, not ours
+_UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+INCOMING = ".incoming"  # a file being stored: `<root>/.incoming/<pid>-<random>`, then renamed
+STALE_INCOMING_S = 3600.0  # a dead process's incoming file untouched this long is removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class LocalStore:
-    """Artifacts as files under one folder (the embedded default, `.foley/store`)."""
+    """Artifacts as files under one folder (the embedded default, `.foley/store`).
+
+    A file is copied into `<root>/.incoming/<pid>-<random>` and renamed into place, so an
+    object is whole or absent. A process killed mid-copy cannot remove its incoming file: the
+    next store opened on the folder removes those whose process is gone and which nobody wrote
+    to for an hour (a process of another machine sharing the folder looks dead from here: the
+    hour is what keeps its copy). A folder that cannot take a file (read-only, full, over
+    quota) is `StoreUnavailable`: the pass stops with one line, and the shots are not failed."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
         self._verified = VerifiedFiles()
+        self.sweep_incoming()
+
+    def sweep_incoming(self, *, stale_s: float = STALE_INCOMING_S,
+                       now: float | None = None) -> list[Path]:
+        """Remove incoming files that dead processes left (see the class); returns them."""
+        now = time.time() if now is None else now
+        removed: list[Path] = []
+        try:
+            entries = list(os.scandir(self.root / INCOMING))
+        except OSError:  # none yet, or unreadable: nothing to judge
+            return removed
+        for e in entries:
+            pid, _, _ = e.name.partition("-")
+            try:
+                if (not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid))
+                        or now - e.stat(follow_symlinks=False).st_mtime < stale_s):
+                    continue
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+            except OSError:  # gone meanwhile, or not ours to remove
+                continue
+        return removed
+
+    def _unwritable(self, exc: OSError) -> StoreUnavailable:
+        reason = f"{exc.strerror or exc} ({exc.filename2 or exc.filename or self.root})"
+        return StoreUnavailable(
+            f"artifact store {self.root} cannot take a file: {reason}; free space there or "
+            "make it writable (FOLEY_STORE_URL names it), then rerun — completed work is kept",
+            endpoint=str(self.root), reason=reason)
 
     def put_file(self, path: str | Path, mime: str | None = None) -> ArtifactRef:
         path = Path(path)
         sha = sha256_file(path)
         dest = self.root / object_key(sha, path.suffix)
         if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
-            os.close(fd)
+            tmp = None
             try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                (self.root / INCOMING).mkdir(exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=self.root / INCOMING, prefix=f"{os.getpid()}-")
+                os.close(fd)
                 shutil.copyfile(path, tmp)
                 os.replace(tmp, dest)
+            except OSError as exc:
+                # (a copy names its source first and the store's file second; reading the
+                # source is not the store's fault)
+                if exc.errno in _UNWRITABLE and (exc.filename2 or exc.filename != str(path)):
+                    raise self._unwritable(exc) from exc
+                raise
             finally:
-                if os.path.exists(tmp):
+                if tmp is not None and os.path.exists(tmp):
                     os.unlink(tmp)
         return make_ref(dest.as_uri(), sha, dest.stat().st_size, mime or guess_mime(path))
 
