@@ -235,7 +235,7 @@ class MediaFinder:
                 hit = self._search(base, location)
                 if hit:
                     return str(hit.absolute()), None
-        for name in self._names(clip):
+        for name in self.names(clip):
             hit = self._search(name, location)
             if hit:
                 return str(hit.absolute()), None
@@ -261,7 +261,8 @@ class MediaFinder:
         return None
 
     @staticmethod
-    def _names(clip: otio.schema.Clip) -> list[str]:
+    def names(clip: otio.schema.Clip) -> list[str]:
+        """The names a clip's media may go by: the clip's, its reference's, its EDL reel's."""
         names = [clip.name, getattr(clip.media_reference, "name", "")]
         cmx = clip.metadata.get("cmx_3600")
         if hasattr(cmx, "get") and isinstance(cmx.get("reel"), str):

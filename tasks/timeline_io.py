@@ -25,7 +25,7 @@ from typing import Any
 import opentimelineio as otio
 
 from tasks import timeline_aaf, timeline_prep
-from tasks.ingest_media import url_to_path
+from tasks.ingest_media import MediaFinder, url_to_path
 
 __all__ = ["FoleyClip", "TimelineWriteError", "add_foley_track", "write_timeline"]
 log = logging.getLogger(__name__)
@@ -83,13 +83,25 @@ def relink_picture(timeline: otio.schema.Timeline, media: Sequence[str]) -> int:
     ingest resolved with --media-root: written into the delivery folder as it was, every
     picture clip would be offline there. A clip whose media reference is a relative path, or
     a path that does not exist, is pointed at the one found file of that name (a file:// URL);
-    names matching no file, or several, are left as the edit has them."""
+    a clip with no reference at all (an EDL's) at the one file its clip or reel name names,
+    with the file's range on its timecode clock. Names matching no file, or several, are left
+    as the edit has them."""
     by_name: dict[str, list[str]] = {}
+    by_stem: dict[str, list[str]] = {}
     for path in media:
         by_name.setdefault(Path(path).name, []).append(path)
+        by_stem.setdefault(Path(path).stem, []).append(path)
     done = 0
     for clip in timeline.find_clips():
         ref = clip.media_reference
+        if isinstance(ref, otio.schema.MissingReference):
+            # an EDL names no file: its clip name or reel is the file's, as ingest found it
+            found = next((hits[0] for n in MediaFinder.names(clip)
+                          if len(hits := by_name.get(n) or by_stem.get(n) or []) == 1), None)
+            if found is not None and clip.source_range is not None:
+                clip.media_reference = _file_reference(found, clip.source_range)
+                done += 1
+            continue
         if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
             continue
         local = url_to_path(ref.target_url)  # ingest's reading of a media URL
@@ -102,6 +114,34 @@ def relink_picture(timeline: otio.schema.Timeline, media: Sequence[str]) -> int:
             ref.target_url = Path(found[0]).as_uri()
             done += 1
     return done
+
+
+def _file_reference(path: str, used: otio.opentime.TimeRange) -> otio.schema.ExternalReference:
+    """A reference to the media file at `path` whose range is the file on the source clock the
+    clip's range is on: from its embedded timecode (an EDL's source in is a timecode), or from
+    0 when the clip's range only fits there (a file without timecode, read by its own time)."""
+    from tasks import media
+
+    rate = used.start_time.rate
+    ref = otio.schema.ExternalReference(target_url=Path(path).as_uri())
+    ref.name = Path(path).name
+    try:
+        info = media.probe(path, scan_packets=False)
+    except Exception:  # unreadable now: the link still beats an offline clip
+        return ref
+    length = otio.opentime.RationalTime(round(info.duration_s * rate), rate)
+    start = otio.opentime.RationalTime(0, rate)
+    if info.timecode and info.fps > 0:
+        try:
+            tc = otio.opentime.from_timecode(info.timecode, info.fps).rescaled_to(rate)
+        except ValueError:
+            tc = None
+        if tc is not None:
+            tc = otio.opentime.RationalTime(round(tc.value), rate)
+            if tc <= used.start_time and used.end_time_exclusive() <= tc + length:
+                start = tc
+    ref.available_range = otio.opentime.TimeRange(start, length)
+    return ref
 
 
 def add_foley_track(

@@ -9,7 +9,8 @@ import opentimelineio as otio
 import pytest
 
 from tasks.ingest import ReelSpec, TimelineError, read_timeline
-from tasks.timeline_io import FoleyClip, TimelineWriteError, add_foley_track, write_timeline
+from tasks.timeline_io import (FoleyClip, TimelineWriteError, add_foley_track, relink_picture,
+                               write_timeline)
 from tests.fixtures_otio import edit, gap, media_clip, save, touch, video_track
 
 NTSC = 30000 / 1001
@@ -233,3 +234,27 @@ def test_adapter_samples_survive_every_writer(tmp_path: Path, sample: Path) -> N
                 if s.duration_frames] == [w[1:] for w in want], ext
         if ext != ".edl":
             assert [c[1] for c in _foley_clips(back_tl)] == [c.record_in_frame for c in clips]
+
+
+@pytest.mark.parametrize("ext", [".xml", ".aaf", ".otio"])
+def test_an_edl_s_picture_is_linked_in_the_delivered_edit(tmp_path: Path, ext: str) -> None:
+    """An EDL names no file: the delivered edit points each picture clip at the file ingest
+    found for its reel, on that file's timecode clock, so it opens online and re-reads to the
+    same frames (it was offline: an empty <file> in the XML)."""
+    from tests.test_ingest_source_tc import _edl, _media
+
+    cam = _media(tmp_path, "CAM.mov", 4, "10:00:00:00")
+    plain = _media(tmp_path, "PLAIN.mov", 4, None)
+    edl = _edl(tmp_path, (
+        "001  CAM      V     C        10:00:01:00 10:00:02:00 01:00:00:00 01:00:01:00\n"
+        "* FROM CLIP NAME:  CAM\n"
+        "002  PLAIN    V     C        00:00:02:00 00:00:03:00 01:00:01:00 01:00:02:00\n"))
+    timeline, reel = read_timeline(edl, fps=24, media_root=tmp_path)
+    assert [s.source_in_s for s in reel.shots] == pytest.approx([1.0, 2.0])
+    assert relink_picture(timeline, [str(cam), str(plain)]) == 2
+    out = tmp_path / "delivery" / f"reel{ext}"
+    write_timeline(timeline, out)
+    _, back = read_timeline(out)
+    assert [(s.source_path, s.record_in_frame, s.duration_frames) for s in back.shots] == [
+        (str(cam), 0, 24), (str(plain), 24, 24)]
+    assert [s.source_in_s for s in back.shots] == pytest.approx([1.0, 2.0], abs=1e-6)
