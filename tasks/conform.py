@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import opentimelineio as otio
 import soundfile as sf
 from prefect import task
@@ -158,8 +159,10 @@ def _render(
         prefix = f"shots/{sh['name']}/{shot_prefix(name, sh['name'])}"
         desc = f"{name} {sh['name']} Foley @ {tc(sh['record_in_frame'])}"
         digests = {}
+        sh["silent"] = True
         for kind in STEMS:
             audio, sr = sf.read(paths[f"{sh['name']}/{kind}"], dtype="float32")
+            sh["silent"] = sh["silent"] and not np.any(audio)
             label = FORMAT_LABEL[fmt] if kind == "foa" else kind
             stem = add(f"{prefix}_{kind}.wav", "audio/wav")
             write_bwf(stem, audio, sr, time_reference=stamp, description=f"{desc} ({label})",
@@ -379,6 +382,9 @@ def build_manifest(reel: dict[str, Any], shots: list[dict[str, Any]], outputs: d
                 "envelope": ({"version": sh["envelope_version"], "uri": sh["envelope_file"]}
                              if sh.get("envelope_file") else None),
                 "stems": sh.get("stems", {}),
+                # delivered with nothing to hear (a still shot, no events): every stem is
+                # digital silence, so an editor can leave its regions out
+                **({"silent": sh["silent"]} if "silent" in sh else {}),
                 "events": sh.get("events", []),
                 "position": sh.get("position_file"),
             }

@@ -83,6 +83,10 @@ def test_delivery_folder_is_complete(reel: dict) -> None:
                 int(speed.findtext("TIMESTAMP_SAMPLES_SINCE_MIDNIGHT_LO"))
             assert stamp == info["time_reference"]
         assert (out / shot["envelope"]["uri"]).is_file()
+        # `silent`: every stem digital silence (a still shot, or nothing to hear)
+        assert shot["silent"] == all(not np.any(sf.read(out / rel)[0])
+                                     for rel in shot["stems"].values()), shot["name"]
+    assert {s["silent"] for s in m["shots"]} == {True, False}  # the demo has both
     foa = read_bwf_info(out / m["foa"])
     assert foa["channels"] == 4
     # each shot's approved events, with the record timecode of the frame they sound in
