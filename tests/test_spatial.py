@@ -176,6 +176,22 @@ def test_binaural_is_in_time_with_the_other_formats() -> None:
     assert abs(near + a_c) <= 1 and abs(far - a_c * math.pi / 2) <= 1, (near, far, a_c)
 
 
+def test_binaural_behind_is_darker_than_ahead() -> None:
+    """A sphere hears front and back alike; the pinna shadow dulls a source behind above
+    ~3 kHz (about −5 dB over 6–12 kHz) and leaves the low end and both ears' timing alone."""
+    def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+        spec = np.abs(np.fft.rfft(x.astype(float), axis=0)) ** 2
+        f = np.fft.rfftfreq(len(x), 1 / SR)
+        return float(10 * np.log10(spec[(f >= lo) & (f < hi)].sum()))
+
+    ahead = hrtf.decode_binaural(encode_foa(NOISE, 0.0), SR)
+    behind = hrtf.decode_binaural(encode_foa(NOISE, math.pi), SR)
+    high = band_db(behind, 6000, 12000) - band_db(ahead, 6000, 12000)
+    low = band_db(behind, 100, 500) - band_db(ahead, 100, 500)
+    assert -6.0 < high < -4.0 and abs(low) < 0.5, (high, low)
+    assert np.allclose(behind[:, 0], behind[:, 1], atol=1e-5)  # still on the median plane
+
+
 def test_hrir_is_causal_and_delayed_on_the_far_side() -> None:
     near, far = hrtf.hrir(math.pi / 2, 0.0, 1), hrtf.hrir(math.pi / 2, 0.0, -1)
     lag = (int(np.argmax(np.abs(far))) - int(np.argmax(np.abs(near)))) / SR * 1000
