@@ -239,12 +239,15 @@ def setting_error(exc: BaseException) -> str | None:
                     "postgresql+psycopg://user@host/db, or unset it for the embedded SQLite")
         if isinstance(e, StoreURLError):
             return f"{e} (FOLEY_STORE_URL)"
-        if isinstance(e, OSError) and e.filename:
+        # A copy's error names its source and its destination (`filename2`): the destination
+        # is what was being written, so a full delivery folder is not blamed on the store's home.
+        target_name = e.filename2 or e.filename if isinstance(e, OSError) else None
+        if target_name:
             with contextlib.suppress(Exception):  # settings unreadable too: no home to name
                 home = Settings().home.resolve()
-                target = Path(str(e.filename)).resolve()
+                target = Path(os.fsdecode(target_name)).resolve()
                 if target == home or home in target.parents:
-                    return (f"FOLEY_HOME={home} cannot be used: {e.strerror} ({e.filename}); "
+                    return (f"FOLEY_HOME={home} cannot be used: {e.strerror} ({target_name}); "
                             "point it at a folder you can write")
         e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return None

@@ -6,8 +6,10 @@ files are copied into a folder does not change a delivered byte, so a change her
 nothing.
 
 While files are being copied the folder holds no `manifest.json`: the previous delivery's
-manifest is set aside as `.manifest.json.previous` (with every file it and the folder's own
-names say are this reel's) before the first copy, and the new one lands last. A folder with a
+manifest is set aside as `.manifest.json.previous` (listing every file it listed and every file
+this delivery writes) before the first copy, and the new one lands last. Those two records are
+all foleyflow owns there: a file with a delivered name that neither lists is someone else's,
+and the delivery is refused rather than overwrite or delete it. A folder with a
 `manifest.json` is therefore a whole delivery — every file it lists is there with the digest it
 names — and one without it is a delivery in progress or one that was stopped half-way, which
 the next run finishes (`foley run` again, or the review app's re-conform). A file already in
@@ -17,6 +19,7 @@ re-conform (a retry, a decision on one shot) writes only what changed and the ma
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -29,7 +32,7 @@ from typing import Any
 from tasks import runtime
 from tasks.conform import MIXES, mix_name, shot_prefix
 from tasks.spatial import STEMS
-from tasks.store import ArtifactRef, sha256_file
+from tasks.store import ArtifactRef, StoreError, sha256_file
 
 MANIFEST = "manifest.json"
 PREVIOUS = ".manifest.json.previous"  # the folder's last manifest, while a delivery replaces it
@@ -95,7 +98,30 @@ def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
                     f"{where}: the delivery would write {dest.relative_to(out).as_posix()} "
                     f"over {what} itself; choose another {option} (a folder of the "
                     "delivery's own)")
-    _previous_files(out, reel, where=where, option=option)
+    owned = _previous_files(out, reel, where=where, option=option)
+    _refuse_unrecorded(out, reel, ours, owned, where=where, option=option)
+
+
+def _refuse_unrecorded(out: Path, reel: str, found: Iterable[Path], owned: set[str], *,
+                       where: str, option: str) -> None:
+    """DeliveryFolderError naming the first of `found` (files in `out` with a name a delivery
+    of `reel` writes) that no record of the folder lists (`owned`: its manifest, or the list a
+    delivery in progress set aside): someone else's file — an editor's own `<reel>.xml`, a
+    hand-made envelope — which a delivery would overwrite, or a later one delete."""
+    theirs = [rel for rel in (p.relative_to(out).as_posix() for p in found)
+              if rel not in owned and rel != MANIFEST and not _is_partial(rel)]
+    if theirs:
+        more = f" (and {len(theirs) - 1} more)" if len(theirs) > 1 else ""
+        raise DeliveryFolderError(
+            f"{where}: {theirs[0]}{more} has a name the delivery of reel {reel!r} writes, but "
+            f"no manifest of the folder lists it, so it is not foleyflow's; move it out of the "
+            f"folder or choose another {option}")
+
+
+def _is_partial(rel: str) -> bool:
+    """Whether `rel` is the temporary name a delivery copies a file to (`.NAME.partial`)."""
+    name = Path(rel).name
+    return name.startswith(".") and name.endswith(".partial")
 
 
 NESTED_DEPTH = 2  # how deep under --out another delivery is looked for
@@ -204,21 +230,24 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
             keep: Iterable[str | Path] = ()) -> None:
     """Copy the rendered files into `out_dir`, each via a temporary name, the manifest last.
 
-    The folder's manifest.json is set aside (PREVIOUS, listing every file of this reel the
-    folder holds) before the first copy, so until the new manifest lands the folder claims no
-    delivery: a copy stopped half-way (killed, disk full) never leaves an old manifest naming
-    files some of which are already the new ones. A re-conform (after a retake, an omission)
-    replaces an earlier delivery of the same reel: files the previous manifest listed and this
-    one does not (an old envelope version, the stems of a shot now omitted) are removed, then
-    the new manifest is put in place and PREVIOUS removed; a delivery stopped anywhere leaves
-    nothing the next cannot find (the temporary copies of a stopped copy are removed first).
-    A destination that already holds the file's content (a regular file of the same size and
-    SHA-256 as the artifact) is not written again: a second identical delivery writes only
-    the set-aside manifest and the new one. Files foleyflow did not deliver are never touched.
-    A folder holding another reel's delivery
-    (its manifest names that reel), or a manifest.json foleyflow did not write, is refused
-    before anything is copied (DeliveryFolderError), as is writing over a file in `keep` (the
-    reel's edit)."""
+    What foleyflow owns in the folder is what a record lists — its manifest.json, or the list a
+    delivery in progress set aside (PREVIOUS) — never what a name suggests. Before the first
+    copy the manifest is set aside as PREVIOUS, listing the files it listed plus every file
+    this delivery writes, so until the new manifest lands the folder claims no delivery and a
+    delivery stopped anywhere (killed, disk full) leaves every file it wrote listed for the
+    next, which finishes it. A re-conform (after a retake, an omission) replaces an earlier
+    delivery of the same reel: files the records list and this delivery does not (an old
+    envelope version, the stems of a shot now omitted) are removed, then the new manifest is
+    put in place and PREVIOUS removed. A destination that already holds the file's content (a
+    regular file of the same size and SHA-256 as the artifact) is not written again: a second
+    identical delivery writes only the set-aside manifest and the new one.
+
+    Files foleyflow did not deliver are never touched: a file with a name this reel's delivery
+    writes that no record lists, a folder holding another reel's delivery (its manifest names
+    that reel), a manifest.json foleyflow did not write, or writing over a file in `keep` (the
+    reel's edit) is refused before anything is copied (DeliveryFolderError). A copy the folder
+    cannot take (its disk full, read-only) removes its temporary file and raises one
+    DeliveryFolderError naming the folder and what to do."""
     store = runtime.store()
     where = f"delivery folder {out_dir}"
     reel = _delivered_reel(store, outputs)
@@ -230,38 +259,46 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
             if _same_file(dest, path):
                 raise DeliveryFolderError(f"{where}: the delivery would write {rel} over "
                                           f"the edit {path} itself; deliver elsewhere")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # This reel's files in the folder by their names, listed or not: a delivery killed after
-    # its copies and before its manifest leaves files no manifest names, which the next
-    # (another retake, say) must still remove; and what a killed copy left half-way.
-    found = {p.relative_to(out_dir).as_posix() for p in _would_write(out_dir, reel)} \
-        if reel is not None else set()
-    for rel in sorted(r for r in found if Path(r).name.endswith(".partial")):
+    found = list(_would_write(out_dir, reel)) if reel is not None and out_dir.is_dir() else []
+    if reel is not None:
+        found += [out_dir / rel for rel in outputs
+                  if rel != MANIFEST and (out_dir / rel).exists() and out_dir / rel not in found]
+        _refuse_unrecorded(out_dir, reel, found, before, where=where, option="delivery folder")
+    with _writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    # What a stopped copy left half-way: the temporary names of what a record lists or this
+    # delivery writes (a `.NAME.partial` is only ever a delivery's).
+    partials = {_partial(out_dir / rel) for rel in before | set(outputs)}
+    partials |= {p for p in found if _is_partial(p.name)}
+    for tmp in sorted(partials):
         with contextlib.suppress(OSError):
-            (out_dir / rel).unlink()
+            tmp.unlink()
     (out_dir / f".{PREVIOUS}.partial").unlink(missing_ok=True)
-    before |= {r for r in found if not Path(r).name.endswith(".partial")} - {MANIFEST}
 
     man, previous = out_dir / MANIFEST, out_dir / PREVIOUS
     if reel is not None:
-        # Set the old manifest aside with all it and the folder say is this reel's (an empty
-        # list on a first delivery: the folder is claimed for this reel all the same): a copy
-        # stopped from here on is finished by the next, which reads the list back, and another
-        # reel is refused the folder meanwhile.
+        # Set the old manifest aside with all the records and this delivery say are this
+        # reel's (on a first delivery just this delivery's files: the folder is claimed for
+        # this reel all the same): a copy stopped from here on is finished by the next, which
+        # reads the list back, and another reel is refused the folder meanwhile.
         tmp = out_dir / f".{PREVIOUS}.partial"
-        tmp.write_text(json.dumps({"reel": reel, "files": sorted(before)}, indent=2,
-                                  ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, previous)
+        listed = sorted((before | set(outputs)) - {MANIFEST})
+        with _writing(out_dir, PREVIOUS, tmp):
+            tmp.write_text(json.dumps({"reel": reel, "files": listed}, indent=2,
+                                      ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, previous)
         man.unlink(missing_ok=True)
 
     def put(rel: str, ref: ArtifactRef) -> None:
         dest = out_dir / rel
         if _holds(dest, ref):
             return  # what a previous delivery (or one stopped half-way) put there already
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.partial")
-        shutil.copyfile(store.local_path(ref), tmp)
-        os.replace(tmp, dest)
+        src = store.local_path(ref)  # (the store's own trouble is not the folder's)
+        tmp = _partial(dest)
+        with _writing(out_dir, rel, tmp):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
 
     for rel, ref in sorted(outputs.items()):
         if rel != MANIFEST:
@@ -275,6 +312,47 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
     if MANIFEST in outputs:
         put(MANIFEST, outputs[MANIFEST])
         previous.unlink(missing_ok=True)
+
+
+def _partial(dest: Path) -> Path:
+    """The temporary name `dest` is copied to before it is put in place."""
+    return dest.with_name(f".{dest.name}.partial")
+
+
+FULL = {errno.ENOSPC: "free space there (or deliver elsewhere) and run again",
+        errno.EDQUOT: "free space there (or deliver elsewhere) and run again",
+        errno.EFBIG: "deliver to a disk that takes files this large and run again"}
+
+
+@contextlib.contextmanager
+def _writing(out_dir: Path, rel: str | None = None, tmp: Path | None = None
+             ) -> Iterator[None]:
+    """Write `rel` into `out_dir` (via `tmp`): on an OSError `tmp` is removed, and a failure of
+    the folder's own disk (full, over a quota or a file size limit, read-only, not writable)
+    becomes one DeliveryFolderError naming the folder, the cause and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(exc, StoreError):
+            raise
+        named = isinstance(exc.filename, (str, bytes, os.PathLike))
+        at = Path(os.fsdecode(exc.filename)) if named else None
+        ours = at is not None and (at == out_dir or out_dir in at.parents
+                                   or at in out_dir.parents)
+        if exc.errno in FULL:
+            advice = FULL[exc.errno]
+        elif exc.errno == errno.EROFS or (ours and exc.errno in (errno.EACCES, errno.EPERM)):
+            advice = "make it writable (or deliver elsewhere) and run again"
+        else:
+            raise
+        cause = (exc.strerror or str(exc)).rstrip(".")
+        writing = f" (writing {rel})" if rel else ""
+        raise DeliveryFolderError(
+            f"delivery folder {out_dir}: {cause[:1].lower()}{cause[1:]}{writing} — "
+            f"{advice}; completed work is kept") from exc
 
 
 def _holds(dest: Path, ref: ArtifactRef) -> bool:

@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import opentimelineio as otio
@@ -365,18 +365,25 @@ else:  # the next retake
 '''
 
 
-def deliveries(tmp_path: Path) -> Callable[[str], int]:
-    """Run a step of KILLED_DELIVERY into tmp_path/out in its own embedded home (its exit
-    code: -9 when it killed itself)."""
+def delivering(tmp_path: Path, script: str = KILLED_DELIVERY, *, prefix: Sequence[str] = ()
+               ) -> Callable[[str], subprocess.CompletedProcess[str]]:
+    """Run a step of `script` (KILLED_DELIVERY) into tmp_path/out in its own embedded home,
+    under the command `prefix` if one is given."""
     out, work = tmp_path / "out", tmp_path / "work"
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     env = {**os.environ, "FOLEY_HOME": str(tmp_path / "home")}
     env.pop("FOLEY_DB_URL", None), env.pop("FOLEY_STORE_URL", None)
 
-    def run(step: str) -> int:
-        return subprocess.run([sys.executable, "-c", KILLED_DELIVERY, str(out), str(work), step],
-                              env=env, cwd=REPO, capture_output=True, text=True).returncode
+    def run(step: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, sys.executable, "-c", script, str(out), str(work), step],
+                              env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     return run
+
+
+def deliveries(tmp_path: Path) -> Callable[[str], int]:
+    """A step of KILLED_DELIVERY's exit code (-9 when it killed itself)."""
+    run = delivering(tmp_path)
+    return lambda step: run(step).returncode
 
 
 def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> None:
@@ -394,8 +401,11 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
     assert not (out / "manifest.json").exists()
     aside = json.loads((out / ".manifest.json.previous").read_text())
     assert aside["reel"] == "r1"
-    assert set(aside["files"]) == {"r1_foley_stereo.wav", "shots/SH010/envelope_v1.json"}
-    assert (out / "shots/SH010/envelope_v2.json").exists()  # copied, named by no manifest
+    # ... listing the files the old manifest listed and every file this delivery writes: what
+    # the killed delivery copied is recorded as foleyflow's before it is copied
+    assert set(aside["files"]) == {"r1_foley_stereo.wav", "shots/SH010/envelope_v1.json",
+                                   "shots/SH010/envelope_v2.json"}
+    assert (out / "shots/SH010/envelope_v2.json").exists()
     from tasks.delivery import DeliveryFolderError, check_delivery_folder
     with pytest.raises(DeliveryFolderError, match="holds the delivery of reel 'r1'"):
         check_delivery_folder(out, "r2", edit=tmp_path / "r2.otio")
@@ -422,3 +432,165 @@ def test_a_first_delivery_killed_half_way_keeps_the_folder_for_its_reel(tmp_path
     assert not (out / ".manifest.json.previous").exists()
     assert {rel: hashlib.sha256((out / rel).read_bytes()).hexdigest()
             for rel in man["files"]} == man["files"]
+
+
+# ---------------------------------------------------------------- files that are not foleyflow's
+
+
+USER_FILES = {  # a user's own files with names the delivery of reel r1 writes
+    "shots/SH010/envelope_v7.json": '{"note": "my own hand-made envelope, keep"}',
+    "shots/SH090/r1_SH090_foley_stereo.wav": "my own stem, for a shot the reel does not have",
+    "r1.xml": "<xmeml>the editor's own FCP7 export, v12 with temp music</xmeml>",
+}
+
+
+def test_a_users_file_with_a_delivered_name_is_refused_never_touched(tmp_path: Path) -> None:
+    """What foleyflow owns in a delivery folder is what its manifest lists: a user's files
+    that merely look delivered — a hand-made envelope, a stem of a shot the reel lacks, the
+    editor's own <reel>.xml — survive a rerun untouched, and the rerun is refused naming the
+    file (the old code deleted the first two and overwrote the third)."""
+    from tasks.delivery import DeliveryFolderError, check_delivery_folder
+
+    out, run = tmp_path / "out", delivering(tmp_path)
+    assert run("first").returncode == 0
+    for rel, text in USER_FILES.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    before = snapshot(out)
+    proc = run("first")  # a plain rerun
+    assert proc.returncode == 1 and "DeliveryFolderError" in proc.stderr, proc.stderr
+    assert (f"delivery folder {out}: r1.xml (and 2 more) has a name the delivery of reel 'r1' "
+            "writes, but no manifest of the folder lists it") in proc.stderr
+    assert "move it out of the folder or choose another delivery folder" in proc.stderr
+    assert snapshot(out) == before
+    with pytest.raises(DeliveryFolderError, match="r1.xml .and 2 more. has a name the "
+                       "delivery of reel 'r1' writes.* choose another --out"):
+        check_delivery_folder(out, "r1", edit=tmp_path / "r1.otio")
+    for rel in USER_FILES:  # moved away: the folder is the delivery's again
+        (out / rel).unlink()
+    assert run("third").returncode == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        sorted([*man["files"], "manifest.json"])
+
+
+def test_a_first_delivery_beside_the_editors_export_is_refused(tmp_path: Path) -> None:
+    """The editor's own <reel>.xml in the folder before any delivery: refused up front."""
+    from tasks.delivery import DeliveryFolderError, check_delivery_folder
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "r1.xml").write_text(USER_FILES["r1.xml"])
+    with pytest.raises(DeliveryFolderError, match="r1.xml has a name the delivery"):
+        check_delivery_folder(tmp_path / "out", "r1", edit=tmp_path / "r1.otio")
+    assert delivering(tmp_path)("first").returncode == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["r1.xml"]
+    assert (tmp_path / "out" / "r1.xml").read_text() == USER_FILES["r1.xml"]
+
+
+def test_a_users_file_is_refused_in_the_pass_folder_too(delivered: dict) -> None:
+    """`foley run` into a delivered folder holding a user's file with a delivered name: one
+    line, exit 2, before any work; nothing in the folder touched."""
+    out = delivered["out"]
+    mine = out / "shots" / "SH010" / "envelope_v7.json"
+    mine.write_text(USER_FILES["shots/SH010/envelope_v7.json"])
+    try:
+        before, rows = snapshot(out), counts(delivered["db"])
+        proc = foley("run", str(delivered["edit"]), "--out", str(out), home=delivered["home"],
+                     cwd=delivered["root"])
+        refused(proc, f"--out {out}: shots/SH010/envelope_v7.json has a name the delivery of "
+                f"reel {REEL!r} writes", "move it out of the folder or choose another --out")
+        assert snapshot(out) == before and counts(delivered["db"]) == rows
+    finally:
+        mine.unlink()
+
+
+DISK_FULL = r"""
+import json, os, resource, signal, subprocess, sys
+from pathlib import Path
+from flows.settings import get_settings
+from tasks import delivery, runtime
+
+get_settings().configure_runtime()
+store, out, work, how = runtime.store(), Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+def put(rel, data):
+    p = work / rel
+    p.write_bytes(data)
+    return store.put_file(p, "audio/wav")
+
+refs = {"r1_foley_51.wav": put("51", b"\0" * 4096),
+        "r1_foley_stereo.wav": put("stereo", b"\1" * 300_000)}
+man = {"reel": "r1", "files": {rel: ref["sha256"] for rel, ref in refs.items()}}
+refs["manifest.json"] = put("manifest.json", json.dumps(man).encode())
+if how == "fsize":  # no file of more than 64 KiB: the write fails with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, hard))
+try:
+    delivery.deliver(refs, out)
+    said = None
+except delivery.DeliveryFolderError as exc:
+    said = str(exc)
+files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+if how == "fsize":
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+else:
+    subprocess.run(["mount", "-o", "remount,size=1m", str(out)], check=True)
+delivery.deliver(refs, out)  # the same delivery again, once there is room
+after = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+print(json.dumps({"said": said, "files": files, "after": after}))
+"""
+
+
+def _tmpfs(out: Path) -> list[str]:
+    """A command prefix that runs its command with `out` a 64 KiB tmpfs (in a user namespace
+    of its own), else skip."""
+    prefix = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=64k tmpfs "{out}" && '
+              'exec "$@"', "sh"]
+    out.mkdir(parents=True, exist_ok=True)
+    if shutil.which("unshare") is None or subprocess.run(
+            [*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (no unprivileged user namespaces)")
+    return prefix
+
+
+@pytest.mark.parametrize("how, says", [
+    ("tmpfs", "no space left on device (writing r1_foley_stereo.wav) — free space there (or "
+              "deliver elsewhere) and run again; completed work is kept"),
+    ("fsize", "file too large (writing r1_foley_stereo.wav) — deliver to a disk that takes "
+              "files this large and run again; completed work is kept")])
+def test_a_full_delivery_disk_is_one_error_naming_the_folder(tmp_path: Path, how: str,
+                                                             says: str) -> None:
+    """A copy the delivery folder's disk cannot take (a real 64 KiB tmpfs, or a file size
+    limit) leaves no temporary file and says so in one line naming the folder — not the
+    store's FOLEY_HOME; the same delivery once there is room completes it."""
+    out = tmp_path / "out"
+    prefix = _tmpfs(out) if how == "tmpfs" else []
+    proc = delivering(tmp_path, DISK_FULL, prefix=prefix)(how)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got["said"] == f"delivery folder {out}: {says}"
+    assert not [f for f in got["files"] if f.endswith(".partial")], got["files"]
+    # stopped half-way: no manifest, the aside list for the next run (which finishes it)
+    assert "manifest.json" not in got["files"] and ".manifest.json.previous" in got["files"]
+    assert got["after"] == ["manifest.json", "r1_foley_51.wav", "r1_foley_stereo.wav"]
+
+
+def test_a_copy_error_names_the_destination_not_foley_home(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """An OSError of a copy from the store (in FOLEY_HOME) to a folder elsewhere is not a bad
+    FOLEY_HOME; one whose destination is in FOLEY_HOME is."""
+    import errno
+
+    from flows.settings import setting_error
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FOLEY_HOME", str(home))
+    src, dst = home / "store" / "ab" / "cd", tmp_path / "out" / ".r1_foley_51.wav.partial"
+    full = OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+    assert setting_error(full) is None
+    into_home = OSError(errno.ENOSPC, "No space left on device", str(dst), None, str(src))
+    assert setting_error(into_home) == (f"FOLEY_HOME={home.resolve()} cannot be used: No space "
+                                        f"left on device ({src}); point it at a folder you can "
+                                        "write")
