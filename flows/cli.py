@@ -3,7 +3,8 @@
 Exit codes: 0 success (for a pass: no shot skipped or failed; shots waiting for review or
 omitted are not failures); 1 the pass ran but some shots were skipped or failed (they are
 listed), or the database or artifact store a command needs is away (one line naming it:
-`main`); 2 bad input, an unusable setting or usage (nothing written); 130 stopped with Ctrl-C.
+`main`); 2 bad input, an unusable setting or usage (nothing written); 130 stopped with Ctrl-C,
+143 stopped by SIGTERM (both with one line; finished work is kept, see `flows.interrupt`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -44,8 +45,25 @@ app.add_typer(demo_app, name="demo")
 
 
 def _add_review() -> None:
+    """`foley review`; the decisions that run the apply flow (approve, retake, omit unless
+    --no-apply, and apply) stop on ^C / SIGTERM as `foley run` does (`flows.interrupt`)."""
+    import functools
+
     from flows.cli_review import review_app
 
+    def stoppable(command: Any) -> Any:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from flows.interrupt import STOPPED_REVIEW, stopped_by_signal
+
+            with stopped_by_signal(STOPPED_REVIEW, server=kwargs.get("apply", True)):
+                return command(*args, **kwargs)
+
+        return wrapper
+
+    for info in review_app.registered_commands:
+        if info.name in ("approve", "retake", "omit", "apply") and info.callback is not None:
+            info.callback = stoppable(info.callback)
     app.add_typer(review_app, name="review")
 
 
@@ -205,13 +223,16 @@ def run(
         fail(str(exc))
     _prefect_defaults()
     from flows.foley_pass import configured_pass
+    from flows.interrupt import STOPPED_RUN, stopped_by_signal
 
-    report = configured_pass()(
-        str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
-        approve=approve, library=library, seed=seed, envelope_estimator=envelope,
-        approve_threshold=approve_threshold, spatial_options=spatial_options, backend=backend,
-        envelope_checkpoint=str(envelope_checkpoint) if envelope_checkpoint else None,
-    )
+    with stopped_by_signal(STOPPED_RUN):  # ^C / SIGTERM: one line, 130 / 143, server stopped
+        report = configured_pass()(
+            str(timeline), str(out), fps=fps, media_root=str(media_root) if media_root else None,
+            approve=approve, library=library, seed=seed, envelope_estimator=envelope,
+            approve_threshold=approve_threshold, spatial_options=spatial_options,
+            backend=backend,
+            envelope_checkpoint=str(envelope_checkpoint) if envelope_checkpoint else None,
+        )
     m = report.manifest
     delivered = sum(1 for s in m["shots"] if s["status"] == "delivered")
     typer.echo(f"{report.reel}: {delivered}/{len(m['shots'])} shots delivered to {out} "
