@@ -18,6 +18,22 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
+
+
+def _flags_show_no_type() -> None:
+    """Typer 0.29's help gives every flag a type column, `--help <bool>`, `--json <bool>`, as
+    if it took a value; a flag takes none, so it shows none (as Click's own help does)."""
+    option = typer.core.TyperOption
+    shown = option.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    option.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name="foley",

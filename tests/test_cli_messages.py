@@ -51,3 +51,13 @@ def test_an_unknown_library_and_an_impossible_port_are_refused(foley_home: Path)
     assert res.exit_code == 2 and "no library 'nosuch' (indexed: none" in res.output, res.output
     res = CliRunner().invoke(app, ["serve", "--port", "99999"])
     assert res.exit_code == 2 and "--port 99999: a TCP port is 1–65535" in res.output, res.output
+
+
+def test_flags_show_no_value_type_in_help() -> None:
+    """`--json` and `--help` take no value: the help shows no `<bool>` beside them, while an
+    option that takes one keeps its type."""
+    res = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "120"}, terminal_width=120)
+    assert res.exit_code == 0 and "<bool>" not in res.output, res.output
+    assert "<float>" in res.output  # --fps
+    res = CliRunner().invoke(app, ["provenance", "--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0 and "--json" in res.output and "<bool>" not in res.output
