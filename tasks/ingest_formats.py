@@ -361,10 +361,13 @@ def _scan_edl(path: Path, text: str, num: int, den: int) -> _EdlScan:
 
 
 def _m2_speed(path: Path, name: str, number: str, out: list[str | None],
-              comments: list[int]) -> str | None:
-    """The speed (frames per second, as written) of the M2 line the adapter applies to an
-    event — its last — or None without one; an M2 line with no readable speed is refused."""
-    speed = None
+              comments: list[int], reel: str, single: bool) -> str | None:
+    """The speed (frames per second, as written) of the M2 line that retimes the event's clip
+    on reel `reel` — the last naming that reel — or None without one; an M2 line with no
+    readable speed is refused. Under a dissolve, Avid repeats the *outgoing* clip's M2: it
+    does not retime the incoming one. An M2 naming another reel counts only for an event
+    alone in its group (`single`), whose M2 can be no one else's."""
+    speeds: list[tuple[str, str]] = []
     for i in comments:
         line = out[i] or ""
         m2 = _EDL_M2_LINE.match(line)
@@ -379,7 +382,11 @@ def _m2_speed(path: Path, name: str, number: str, out: list[str | None],
                 f"{path}: event {number} ({name}): M2 line {line!r} is not 'M2 <reel> "
                 f"<speed> <timecode>' (speed in frames per second, like 012.0 or -024.0) — "
                 f"fix the line or re-export the EDL") from None
-    return speed
+        speeds.append(((found.group("name") if found else "").strip().upper(), speed))
+    mine = [speed for named, speed in speeds if named == reel.strip().upper()]
+    if mine:
+        return mine[-1]
+    return speeds[-1][1] if speeds and single else None
 
 
 def _is_edit_rate(speed: str, num: int, den: int) -> bool:
@@ -431,7 +438,8 @@ def _prepare_edl(path: Path, text: str, num: int, den: int) -> str:
             out[used.line] = " ".join(used.fields)
         last_in = rec_in
         comments = [lines[i] for i in group.comments]
-        speed = _m2_speed(path, name, used.number, out, group.comments)
+        speed = _m2_speed(path, name, used.number, out, group.comments, used.reel,
+                          group.transition is None)
         timed = speed is not None or any("FREEZE FRAME" in c for c in comments)
         if rec_out - rec_in != src_out - src_in and not timed:
             raise TimelineError(

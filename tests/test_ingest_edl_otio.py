@@ -191,3 +191,23 @@ def test_edl_drop_flag_follows_the_first_event(tmp_path: Path, header: str, cut:
     assert (reel.drop_frame, reel.start_frame, reel.start_timecode) == (drop, start, label)
     second = f"{cut[:8]};{cut[9:]}" if drop else cut
     assert [_tc(reel, s.record_in_frame) for s in reel.shots] == [label, second]
+
+
+def test_an_outgoing_clips_m2_under_a_dissolve_does_not_retime_the_incoming(
+        tmp_path: Path) -> None:
+    """Avid repeats the outgoing clip's M2 under the dissolve event: it names A001, so B002
+    (which plays at 100 %) is not skipped as a 200 % speed change, while A001 is."""
+    touch(tmp_path / "media", "A001.mov", "B002.mov")
+    edl = _edl(tmp_path / "dissolve.edl", """\
+001  A001     V     C        00:00:01:00 00:00:03:00 01:00:00:00 01:00:01:00
+M2   A001       048.0                00:00:01:00
+002  A001     V     C        00:00:03:00 00:00:03:00 01:00:01:00 01:00:01:00
+002  B002     V     D    012 00:00:05:00 00:00:07:00 01:00:01:00 01:00:03:00
+M2   A001       048.0                00:00:03:00
+""")
+    _, reel = read_timeline(edl, fps=24, media_root=tmp_path / "media")
+    fast, after = reel.shots
+    assert [Path(s.source_path or "").name for s in (fast, after)] == ["A001.mov", "B002.mov"]
+    assert fast.skipped_reason is not None and fast.skipped_reason.startswith(
+        "speed change 200 % (M2)")
+    assert after.skipped_reason is None and after.source_in_s == pytest.approx(5.25)
