@@ -140,6 +140,8 @@ def _file_reference(path: str, used: otio.opentime.TimeRange) -> otio.schema.Ext
             tc = otio.opentime.RationalTime(round(tc.value), rate)
             if tc <= used.start_time and used.end_time_exclusive() <= tc + length:
                 start = tc
+                if ";" in info.timecode:  # the file counts drop-frame: its XML label too
+                    ref.metadata["fcp_xml"] = {"timecode": {"displayformat": "DF"}}
     ref.available_range = otio.opentime.TimeRange(start, length)
     return ref
 

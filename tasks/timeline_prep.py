@@ -202,9 +202,35 @@ def prepare(timeline: otio.schema.Timeline, suffix: str, *,
         tc["displayformat"] = "DF" if drop_frame(timeline) else "NDF"
         fcp["timecode"] = tc
         tl.metadata["fcp_xml"] = fcp
+        # our stems' file timecodes count as the reel does (the writer labels a file NDF
+        # unless told: 3.6 s an hour off at 29.97 DF)
+        for clip in _our_clips(tl):
+            ref_fcp = dict(clip.media_reference.metadata.get("fcp_xml", {}) or {})
+            ref_fcp["timecode"] = {**dict(ref_fcp.get("timecode", {}) or {}),
+                                   "displayformat": tc["displayformat"]}
+            clip.media_reference.metadata["fcp_xml"] = ref_fcp
+    if suffix == ".fcpxml":
+        # FCPX places a clip's media on the clip's own clock from 0: a stem's range on its
+        # record timecode (what its BWF stamp says) would play 01:00:00:00 into a 3 s file
+        for clip in _our_clips(tl):
+            ref = clip.media_reference
+            for holder in (clip, ref):
+                r = holder.source_range if holder is clip else ref.available_range
+                if r is not None:
+                    moved = otio.opentime.TimeRange(RT(0, r.start_time.rate), r.duration)
+                    if holder is clip:
+                        clip.source_range = moved
+                    else:
+                        ref.available_range = moved
     if suffix == ".edl":
         return _prepare_edl(tl, rate), {"rate": rate}
     return tl, {}
+
+
+def _our_clips(tl: otio.schema.Timeline) -> list[otio.schema.Clip]:
+    """The clips foleyflow added (the Foley stems), with a file reference."""
+    return [c for c in tl.find_clips() if hasattr(c.metadata.get("foleyflow"), "get")
+            and isinstance(c.media_reference, otio.schema.ExternalReference)]
 
 
 def _is_ours(track: otio.schema.Track) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import aaf2
@@ -93,6 +94,23 @@ def test_round_trip(tmp_path: Path, ext: str, rate: float, start: int, drop: boo
                   if c.name.endswith(" Foley")}
         assert starts == {f"{c.shot} Foley": reel.start_frame + c.record_in_frame
                           for c in clips}
+    if ext == ".xml":  # …labelled as the reel counts: drop-frame at 29.97 DF
+        doc = ET.parse(out)
+        labels = {f.findtext("name"): f.findtext("timecode/displayformat")
+                  for f in doc.iter("file") if (f.findtext("name") or "").endswith(".wav")}
+        assert len(labels) == len(clips) and set(labels.values()) == {"DF" if drop else "NDF"}
+
+
+def test_fcpxml_stems_play_from_their_first_sample(tmp_path: Path) -> None:
+    """FCPX counts a clip's media from 0 on the clip's own clock: a stem whose range sat on
+    its record timecode (01:00:00:00) would play an hour into a 3 s file — nothing."""
+    timeline, reel = _cut(tmp_path, 24, 86400)
+    out = tmp_path / "delivery" / "reel.fcpxml"
+    clips = _foley(out.parent, reel)
+    write_timeline(add_foley_track(timeline, clips, rate_num=24, rate_den=1), out)
+    foley = [c for c in ET.parse(out).iter("clip") if c.get("name", "").endswith(" Foley")]
+    assert len(foley) == len(clips)
+    assert {c.get("start", "0s") for c in foley} == {"0s"}, [c.attrib for c in foley]
 
 
 def test_round_trip_fcpxml_at_24fps(tmp_path: Path) -> None:
