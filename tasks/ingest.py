@@ -110,7 +110,10 @@ def reel_name(timeline: otio.schema.Timeline, path: Path) -> str:
     """The timeline's name, safe inside a file name — else, or when it is a name editing
     systems give every new sequence ("Timeline 1"), the file's stem."""
     own = timeline.name or ""
-    for raw in (own if not _DEFAULT_NAMES.fullmatch(own.strip()) else "", path.stem):
+    stem = path.stem
+    if path.name == "Info.fcpxml" and path.parent.suffix.lower() == ".fcpxmld":
+        stem = path.parent.stem  # the edit inside a Final Cut Pro bundle: the bundle's name
+    for raw in (own if not _DEFAULT_NAMES.fullmatch(own.strip()) else "", stem):
         name = _UNSAFE.sub("_", raw).strip(" ._")
         if name:
             return name[:120]

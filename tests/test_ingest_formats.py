@@ -104,6 +104,11 @@ def test_an_fcpxmld_bundle_is_read_from_its_info_fcpxml(tmp_path: Path) -> None:
     assert reel.name == "Reel 1" and reel.start_timecode == "01:00:00:00"
     assert _shots(reel) == [("A001", 0, 48)]
     assert reel.shots[0].source_path == str(tmp_path / "media" / "A001.mov")
+    # the Info.fcpxml itself (what an inbox finds inside the bundle) is named by the bundle
+    # when the project has a name every new one gets
+    info = bundle / "Info.fcpxml"
+    info.write_text(info.read_text().replace('project name="Reel 1"', 'project name="Timeline 1"'))
+    assert read_timeline(info)[1].name == "Reel 1"
     empty = tmp_path / "Empty.fcpxmld"
     empty.mkdir()
     with pytest.raises(TimelineError, match=r"Empty\.fcpxmld: an \.fcpxmld bundle without its "
