@@ -496,9 +496,9 @@ def main() -> None:
         from flows.settings import setting_error
         from tasks.delivery import DeliveryFolderError
 
-        if isinstance(exc, DeliveryFolderError):  # a re-conform's folder (foley review apply)
+        if isinstance(exc, DeliveryFolderError):  # the folder refused (2), or its disk (1)
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         bad_setting = setting_error(exc)  # bad input too: one line and exit 2
         if bad_setting is not None:
             typer.secho(f"error: {bad_setting}", fg=typer.colors.RED, err=True)

@@ -298,7 +298,7 @@ def _decide(reel: str, shot: str, decision: str, by: str, comment: str | None,
         if isinstance(exc, DeliveryFolderError):  # the run failed the jobs, with the reason
             _fail(f"{one_line(str(exc))} — the decision is recorded: do not decide again; "
                   f"once the folder is sorted out, `foley review apply {reel}` synthesizes "
-                  "and re-conforms", 2)
+                  "and re-conforms", exc.exit_code)
         said = service_error(exc)
         if said is None and not isinstance(exc, OSError):
             raise

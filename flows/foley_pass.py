@@ -331,7 +331,8 @@ class _OutageFilter(logging.Filter):
     log; the pass reports the outage itself (PassAborted). Likewise a message the command prints
     in its own report (logged with `extra={"in_report": True}`) is not printed twice."""
 
-    NAMES = ("PassAborted", "DatabaseUnavailable", "StoreUnavailable")
+    NAMES = ("PassAborted", "DatabaseUnavailable", "StoreUnavailable", "DeliveryDiskError",
+             "DeliveryFolderError")
     DISCONNECT = ("server closed the connection", "terminating connection", "connection refused",
                   "could not connect", "connection to server", "connection already closed")
 
@@ -351,13 +352,16 @@ class _OutageFilter(logging.Filter):
 
 
 def _is_outage(exc: BaseException) -> bool:
-    """Is `exc` (or what caused it) an unreachable database or store?"""
+    """Is `exc` (or what caused it) an unreachable database or store, or the delivery folder's
+    refusal or full disk — each said by the command in one line, so not logged on the console?"""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, (PassAborted, *OUTAGES)) or is_transient(e):
             return True
+        if type(e).__name__ in ("DeliveryDiskError", "DeliveryFolderError"):
+            return True  # the command says it in one line (flows.cli.main)
         mod = type(e).__module__.split(".")[0]
         if mod in ("psycopg2", "psycopg") and type(e).__name__ in ("OperationalError",
                                                                    "InterfaceError"):

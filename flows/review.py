@@ -77,7 +77,8 @@ def retryable(exc: BaseException) -> bool:
     """Whether a run (or one shot's work) that failed with `exc` is retried as it is, later.
     The rules, in this order, and nothing more: the exception's type decides.
 
-    - a `DeliveryFolderError` (the delivery folder refused) — no;
+    - a `DeliveryFolderError` (the delivery folder refused) — no; but its disk
+      (`DeliveryDiskError`: full, over quota, read-only) — yes, as any disk full below;
     - not an `Exception` (KeyboardInterrupt, SystemExit: the run was interrupted) or an
       `OSError` — the disk full, a file or folder missing or unreadable (a sound library's
       folder too), a lock not had in time (`LockTimeout`), the store away or missing an
@@ -93,10 +94,10 @@ def retryable(exc: BaseException) -> bool:
       `db.review.RETRY_ATTEMPTS` runs) when it raises one of these, and failed at once when it
       raises a ValueError, TypeError or LookupError."""
     from flows.cli import service_error
-    from tasks.delivery import DeliveryFolderError
+    from tasks.delivery import DeliveryDiskError, DeliveryFolderError
 
     if isinstance(exc, DeliveryFolderError):
-        return False
+        return isinstance(exc, DeliveryDiskError)  # a full disk may have room later
     if not isinstance(exc, Exception) or isinstance(exc, (OSError, api.NotApproved)):
         return True  # interrupted; the disk, a file; a shot decided again meanwhile
     if service_error(exc) is not None:
@@ -159,19 +160,20 @@ def apply_decisions(reel: str, reason: str = "decisions", wait: bool = True) -> 
             return ApplyReport(reel=reel, jobs=[], busy=True)
         with db.session() as s:
             jobs = review.claim_jobs(s, reel_id, flow_run_id=run_id)
+        refused = False
         try:
             try:  # checked holding the lock: no pass is changing the folder under the check
                 check_folder(reel)
             except DeliveryFolderError as exc:
+                refused = True
                 with db.session() as s:
                     review.refuse_jobs(s, jobs, describe(exc))
                 raise
             report = _apply(reel_id, reel, jobs)
-        except DeliveryFolderError:
-            raise
-        except BaseException as exc:  # the reel's own work failed: every job with it
-            with db.session() as s:
-                review.finish_jobs(s, jobs, error=describe(exc), retry=retryable(exc))
+        except BaseException as exc:  # the reel's own work failed (the delivery's disk full,
+            if not refused:           # too): every job with it
+                with db.session() as s:
+                    review.finish_jobs(s, jobs, error=describe(exc), retry=retryable(exc))
             raise
         with db.session() as s:
             _finish(s, jobs, report)
@@ -321,7 +323,7 @@ def drain(reel: str | None = None, *, retry_failed: bool = False,
     `check_folder` refuses — checked by the run, under the reel's lock — fails them before
     any work, with no attempt counted (`refused`)."""
     from flows.cli import service_error
-    from tasks.delivery import DeliveryFolderError
+    from tasks.delivery import DeliveryDiskError, DeliveryFolderError
 
     db = runtime.db()
     with db.session() as s:
@@ -336,10 +338,14 @@ def drain(reel: str | None = None, *, retry_failed: bool = False,
             report = apply_decisions(name, reason=_reason(name), wait=wait)
             if not report.busy:  # a pass took the lock since `reel_busy`: left for later
                 reports.append(report)
-        except DeliveryFolderError as exc:  # refused before any work; its jobs failed
-            reports.append(ApplyReport(reel=name, jobs=[], error=one_line(str(exc)),
-                                       retry=False, refused=True))
-        except Exception as exc:  # the flow run failed; its jobs were finished with the reason
+        except Exception as exc:
+            if isinstance(exc, DeliveryFolderError) and not isinstance(exc, DeliveryDiskError):
+                # refused before any work; its jobs failed
+                reports.append(ApplyReport(reel=name, jobs=[], error=one_line(str(exc)),
+                                           retry=False, refused=True))
+                continue
+            # the flow run failed (a full delivery disk too); its jobs were finished with the
+            # reason
             log.warning("applying the decisions of %s failed: %s", name, describe(exc),
                         extra={"in_report": True})  # a command prints the report's error
             reports.append(ApplyReport(reel=name, jobs=[], retry=retryable(exc),

@@ -40,7 +40,16 @@ PREVIOUS = ".manifest.json.previous"  # the folder's last manifest, while a deli
 
 class DeliveryFolderError(ValueError):
     """The delivery folder cannot take this delivery without harming what is there (one line:
-    the folder, why, what to do)."""
+    the folder, why, what to do). Bad input: `foley` exits 2, a review job is not retried."""
+
+    exit_code = 2
+
+
+class DeliveryDiskError(DeliveryFolderError):
+    """The delivery folder's disk cannot take a file now (full, over quota, read-only): not the
+    input's fault — `foley` exits 1 as for a service away, a review job is retried."""
+
+    exit_code = 1
 
 
 def _same_file(a: Path, b: str | Path) -> bool:
@@ -108,6 +117,8 @@ def _refuse_unrecorded(out: Path, reel: str, found: Iterable[Path], owned: set[s
     of `reel` writes) that no record of the folder lists (`owned`: its manifest, or the list a
     delivery in progress set aside): someone else's file — an editor's own `<reel>.xml`, a
     hand-made envelope — which a delivery would overwrite, or a later one delete."""
+    if _legacy_in_progress(out):
+        return  # a delivery an older foleyflow stopped: its own files are on no record
     theirs = [rel for rel in (p.relative_to(out).as_posix() for p in found)
               if rel not in owned and rel != MANIFEST and not _is_partial(rel)]
     if theirs:
@@ -116,6 +127,20 @@ def _refuse_unrecorded(out: Path, reel: str, found: Iterable[Path], owned: set[s
             f"{where}: {theirs[0]}{more} has a name the delivery of reel {reel!r} writes, but "
             f"no manifest of the folder lists it, so it is not foleyflow's; move it out of the "
             f"folder or choose another {option}")
+
+
+OWNS = "listed"  # PREVIOUS's mark: its list holds the stopped delivery's own files too
+
+
+def _legacy_in_progress(out: Path) -> bool:
+    """Whether `out` holds a delivery an older foleyflow stopped half-way: a PREVIOUS without
+    the OWNS mark lists only what the folder held before that delivery, not what it copied, so
+    there the files with a delivered name count as foleyflow's (as they did then), once."""
+    try:
+        doc = json.loads((out / PREVIOUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("owns") != OWNS
 
 
 def _is_partial(rel: str) -> bool:
@@ -264,6 +289,9 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
         found += [out_dir / rel for rel in outputs
                   if rel != MANIFEST and (out_dir / rel).exists() and out_dir / rel not in found]
         _refuse_unrecorded(out_dir, reel, found, before, where=where, option="delivery folder")
+        if _legacy_in_progress(out_dir):  # an older foleyflow's stopped delivery: by name
+            before |= {p.relative_to(out_dir).as_posix() for p in found
+                       if not _is_partial(p.name)} - {MANIFEST}
     with _writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     # What a stopped copy left half-way: the temporary names of what a record lists or this
@@ -284,7 +312,7 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
         tmp = out_dir / f".{PREVIOUS}.partial"
         listed = sorted((before | set(outputs)) - {MANIFEST})
         with _writing(out_dir, PREVIOUS, tmp):
-            tmp.write_text(json.dumps({"reel": reel, "files": listed}, indent=2,
+            tmp.write_text(json.dumps({"reel": reel, "owns": OWNS, "files": listed}, indent=2,
                                       ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, previous)
         man.unlink(missing_ok=True)
@@ -350,7 +378,7 @@ def _writing(out_dir: Path, rel: str | None = None, tmp: Path | None = None
             raise
         cause = (exc.strerror or str(exc)).rstrip(".")
         writing = f" (writing {rel})" if rel else ""
-        raise DeliveryFolderError(
+        raise DeliveryDiskError(
             f"delivery folder {out_dir}: {cause[:1].lower()}{cause[1:]}{writing} — "
             f"{advice}; completed work is kept") from exc
 

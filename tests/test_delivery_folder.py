@@ -418,6 +418,22 @@ def test_a_delivery_killed_half_way_is_finished_by_the_next(tmp_path: Path) -> N
             for rel in man["files"]} == man["files"]
 
 
+def test_a_delivery_an_older_foleyflow_stopped_is_finished_too(tmp_path: Path) -> None:
+    """Before session 27 the aside list named only what the folder held before the delivery,
+    not what it copied: its own files are on no record. Such a folder is finished as it was
+    then (the delivered names count as foleyflow's), not refused as holding a user's files."""
+    out, run = tmp_path / "out", deliveries(tmp_path)
+    assert run("first") == 0
+    assert run("killed") == -9
+    aside = out / ".manifest.json.previous"
+    aside.write_text(json.dumps({"reel": "r1", "files": ["r1_foley_stereo.wav",
+                                                         "shots/SH010/envelope_v1.json"]}))
+    assert (out / "shots/SH010/envelope_v2.json").exists()  # the killed one's, unlisted
+    assert run("third") == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "manifest.json", "r1_foley_stereo.wav", "shots/SH010/envelope_v3.json"]
+
+
 def test_a_first_delivery_killed_half_way_keeps_the_folder_for_its_reel(tmp_path: Path) -> None:
     """Killed during its copies, a first delivery leaves no manifest but the aside file names
     its reel: another reel is refused the folder, and the next run of this one finishes."""

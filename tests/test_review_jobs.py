@@ -94,13 +94,14 @@ def test_a_reconform_that_failed_on_a_full_disk_is_retried_and_delivered(
     decide(("SH010", 1, "approved"), ("SH020", 1, "omitted"))
     out = on_a_full_disk(home / "delivery", "review", "apply", REEL)
     assert out.returncode == 1, (out.stdout, out.stderr)
-    assert out.stderr.startswith(f"error: {REEL}: OSError: [Errno 28] No space left on "
-                                 "device"), out.stderr  # one line: no Prefect traceback above
+    full = f"DeliveryDiskError: delivery folder {home / 'delivery'}: no space left on device"
+    assert out.stderr.startswith(f"error: {REEL}: {full}"), out.stderr  # one line: no Prefect
+    # traceback above
     assert "Traceback" not in out.stderr
     assert f"{REEL}: delivery behind 2 decisions: applying failed (attempt 1 of " in out.stderr
     [(s1, e1), (s2, e2)] = jobs()
     assert (s1, s2) == ("queued", "queued")
-    assert e1 == e2 and e1.startswith("OSError: [Errno 28] No space left on device")
+    assert e1 == e2 and e1.startswith(full)
     assert manifest_shots(home) == before  # outside that process the folder was untouched
 
     with runtime.db().session() as s:  # not due before its backoff has passed …
@@ -115,7 +116,8 @@ def test_a_reconform_that_failed_on_a_full_disk_is_retried_and_delivered(
     listed = foley("review", "list", "--reel", REEL)
     assert listed.returncode == 0, listed.stderr
     assert re.search(rf"^{REEL}: delivery behind 2 decisions: applying failed \(attempt 1 of "
-                     r"\d+\): OSError: \[Errno 28\] No space left on device.*; the review "
+                     r"\d+\): DeliveryDiskError: delivery folder .*: no space left on device.*; "
+                     r"the review "
                      r"app's worker retries at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, or run "
                      rf"`foley review apply {REEL}`$", listed.stderr, re.M), listed.stderr
 
@@ -128,10 +130,10 @@ def test_a_reconform_that_failed_on_a_full_disk_is_retried_and_delivered(
         [behind] = health["deliveries_behind"]
         assert (behind["reel"], behind["status"], behind["attempts"], behind["decisions"]) == (
             REEL, "retrying", 1, 2)
-        assert behind["error"].startswith("OSError: [Errno 28] No space left on device")
+        assert behind["error"].startswith(full)
         page = c.get("/", params={"status": "all"})
         assert f'data-reel="{REEL}" data-status="retrying"' in page.text
-        assert "No space left on device" in page.text
+        assert "no space left on device" in page.text
         assert c.get("/api/queue").json()["deliveries_behind"] == [behind]
     assert [st for st, _ in jobs()] == ["queued", "queued"]  # not retried before its time
 
