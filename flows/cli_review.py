@@ -449,6 +449,12 @@ def review_serve(
     os.environ.setdefault("FOLEY_REVIEW_URL", f"http://{shown}:{port}")
     typer.echo(f"review app on http://{host}:{port} (Ctrl+C stops it); people reach it at "
                f"{get_settings().review_url}", err=True)
+    from flows.interrupt import start_server_here
+
+    # Without a Prefect server (PREFECT_API_URL), the ephemeral one the apply worker's flows
+    # use is started here, on the main thread: apart from the terminal's Ctrl-C, and gone
+    # with this process however it ends (it was left running after a kill -9).
+    start_server_here()
     server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port,
                                            log_level="warning"))
     server.run(sockets=[sock])  # the socket bound above: no other process takes the port

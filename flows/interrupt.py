@@ -88,6 +88,22 @@ def keep_server_apart() -> None:
     server.subprocess = shim  # type: ignore[attr-defined]
 
 
+def start_server_here() -> None:
+    """Start the ephemeral API server now, from this (the main) thread, apart and dying with
+    the process (`keep_server_apart`): for a long-running command whose flows start from
+    worker threads (`foley review serve`'s apply worker), where the server would otherwise be
+    started from a thread and PR_SET_PDEATHSIG could not be set. The flows' clients use this
+    same server (Prefect keeps one per process). Nothing with PREFECT_API_URL set."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    keep_server_apart()
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().start()
+
+
 class _CrashBySignal(logging.Filter):
     """Drops Prefect's "Crash detected! Execution was aborted by a … signal." (the command
     says it in its own line) and quiets all logging from then on: the process is ending, and

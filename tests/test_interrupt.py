@@ -135,6 +135,39 @@ def test_a_killed_pass_takes_its_server_with_it(started: Run) -> None:
     assert gone(started.server, within=15), "the Prefect server outlived kill -9"
 
 
+@pytest.mark.slow
+def test_a_killed_review_app_takes_its_server_with_it(tmp_path: Path) -> None:
+    """`foley review serve` starts the ephemeral server itself, on its main thread: a
+    terminal's Ctrl-C does not reach it (its own session), and kill -9 of the app leaves
+    none behind (it used to outlive the app, 227 MB, for good)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(FOLEY_HOME=str(tmp_path / "home"))
+    cmd = FOLEY if Path(FOLEY[0]).exists() else [sys.executable, "-m", "flows.cli"]
+    proc = subprocess.Popen([*cmd, "review", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    servers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not servers:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            servers = server_children(proc.pid)
+            time.sleep(0.1)
+        assert os.getsid(servers[0]) != os.getsid(proc.pid)  # apart from the app's session
+        proc.kill()
+        proc.wait(timeout=30)
+        assert gone(servers[0], within=15), "the Prefect server outlived the review app"
+    finally:
+        for pid in (proc.pid, *servers):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def logging_restored() -> Iterator[None]:
     """`stopped_by_signal` quiets logging for the rest of the (ending) process: not this one."""
