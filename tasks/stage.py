@@ -43,7 +43,8 @@ from sqlalchemy.orm import Session
 from db import api
 from db.engine import retry_db
 from tasks import runtime
-from tasks.store import ArtifactRef, LocalStore, Store, StoreError, guess_mime, sha256_file
+from tasks.store import (ArtifactRef, LocalStore, Store, StoreError, guess_mime, pid_alive,
+                         sha256_file)
 
 log = logging.getLogger("foleyflow.stage")
 PACKAGE_VERSION = "0.1.0"
@@ -213,16 +214,6 @@ def sweep_once() -> None:
             log.warning("could not sweep old work folders: %s", exc)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def sweep_work_dirs(root: Path | None = None, *, stale_s: float = STALE_WORK_S,
                     now: float | None = None) -> list[Path]:
     """Remove the stage work folders in `root` (the temp folder) that a dead process left: named
@@ -242,7 +233,7 @@ def sweep_work_dirs(root: Path | None = None, *, stale_s: float = STALE_WORK_S,
             st = d.lstat()
             if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
                 continue
-            if _pid_alive(int(m.group(1))):
+            if pid_alive(int(m.group(1))):
                 continue
             newest = max([st.st_mtime] + [e.stat(follow_symlinks=False).st_mtime
                                           for e in os.scandir(d)])

@@ -296,7 +296,8 @@ INCOMING = ".incoming"  # a file being stored: `<root>/.incoming/<pid>-<random>`
 STALE_INCOMING_S = 3600.0  # a dead process's incoming file untouched this long is removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -335,7 +336,7 @@ class LocalStore:
         for e in entries:
             pid, _, _ = e.name.partition("-")
             try:
-                if (not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid))
+                if (not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid))
                         or now - e.stat(follow_symlinks=False).st_mtime < stale_s):
                     continue
                 os.unlink(e.path)
