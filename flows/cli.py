@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 import typer.core
@@ -61,25 +61,8 @@ app.add_typer(demo_app, name="demo")
 
 
 def _add_review() -> None:
-    """`foley review`; the decisions that run the apply flow (approve, retake, omit unless
-    --no-apply, and apply) stop on ^C / SIGTERM as `foley run` does (`flows.interrupt`)."""
-    import functools
-
     from flows.cli_review import review_app
 
-    def stoppable(command: Any) -> Any:
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from flows.interrupt import STOPPED_REVIEW, stopped_by_signal
-
-            with stopped_by_signal(STOPPED_REVIEW, server=kwargs.get("apply", True)):
-                return command(*args, **kwargs)
-
-        return wrapper
-
-    for info in review_app.registered_commands:
-        if info.name in ("approve", "retake", "omit", "apply") and info.callback is not None:
-            info.callback = stoppable(info.callback)
     app.add_typer(review_app, name="review")
 
 

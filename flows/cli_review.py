@@ -7,6 +7,7 @@ returns, into the delivery folder the pass was given.
 """
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import logging
@@ -31,6 +32,19 @@ STATUS_HELP = "pending_review | approved | retake_requested | omitted | all"
 RETAKE_NEXT = ("next: an editor (or a supervisor) edits the envelope in the review app and "
                "saves it as the next version, pending review again — {link} (a rerun of the "
                "pass makes no new version unless its prediction changed)")
+
+
+def _stoppable(command: Any) -> Any:
+    """A decision command that runs the apply flow stops on ^C / SIGTERM as `foley run` does:
+    one line, 130 / 143 (`flows.interrupt`); with --no-apply no server is involved."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flows.interrupt import STOPPED_REVIEW, stopped_by_signal
+
+        with stopped_by_signal(STOPPED_REVIEW, server=kwargs.get("apply", True)):
+            return command(*args, **kwargs)
+
+    return wrapper
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -355,6 +369,7 @@ APPLY = Annotated[bool, typer.Option("--apply/--no-apply", help="Synthesize and 
 
 
 @review_app.command("approve")
+@_stoppable
 def review_approve(reel: Annotated[str, typer.Argument(help="Reel name.")],
                    shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
                    comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
@@ -364,6 +379,7 @@ def review_approve(reel: Annotated[str, typer.Argument(help="Reel name.")],
 
 
 @review_app.command("retake")
+@_stoppable
 def review_retake(reel: Annotated[str, typer.Argument(help="Reel name.")],
                   shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
                   comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
@@ -377,6 +393,7 @@ def review_retake(reel: Annotated[str, typer.Argument(help="Reel name.")],
 
 
 @review_app.command("omit")
+@_stoppable
 def review_omit(reel: Annotated[str, typer.Argument(help="Reel name.")],
                 shot: Annotated[str, typer.Argument(help="Shot name.")], by: BY,
                 comment: COMMENT = None, version: VERSION = None, apply: APPLY = True) -> None:
@@ -385,6 +402,7 @@ def review_omit(reel: Annotated[str, typer.Argument(help="Reel name.")],
 
 
 @review_app.command("apply")
+@_stoppable
 def review_apply(reel: Annotated[Optional[str], typer.Argument(help="Only this reel.")] = None
                  ) -> None:
     """Run the synthesis / re-conform that decisions left queued (after a crash, or decisions

@@ -38,7 +38,7 @@ from flows.artifacts import artifact_key, md
 from flows.settings import get_settings
 from tasks import decisions, envelope, ingest, prepare, runtime, spatial, synth
 from tasks.conform import ShotDelivery, conform, delivered
-from tasks.delivery import check_delivery_folder
+from tasks.delivery import DeliveryFolderError, check_delivery_folder
 from tasks.stage import transaction
 from tasks.store import StoreUnavailable
 
@@ -360,7 +360,7 @@ def _is_outage(exc: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, (PassAborted, *OUTAGES)) or is_transient(e):
             return True
-        if type(e).__name__ in ("DeliveryDiskError", "DeliveryFolderError"):
+        if isinstance(e, DeliveryFolderError):
             return True  # the command says it in one line (flows.cli.main)
         mod = type(e).__module__.split(".")[0]
         if mod in ("psycopg2", "psycopg") and type(e).__name__ in ("OperationalError",

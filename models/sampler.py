@@ -38,7 +38,7 @@ from fractions import Fraction
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, uniform_filter1d
-from scipy.signal import resample_poly
+from scipy.signal import butter, resample_poly, sosfilt
 
 from models import limiter
 from models.audio_env import attack_start, rms_envelope
@@ -338,8 +338,6 @@ def dc_block(audio: np.ndarray, sr: int, corner_hz: float = DC_BLOCK_HZ) -> np.n
     times, docs/SYNTHESIS.md): a 2nd-order Butterworth high-pass at 10 Hz, −1 dB at 20 Hz and
     nothing above 40 Hz, so a stem pushed up 30 dB in the mix spends no headroom on an offset
     and steps at no edit."""
-    from scipy.signal import butter, sosfilt
-
     if not np.any(audio):
         return audio
     sos = butter(2, corner_hz, btype="highpass", fs=sr, output="sos")

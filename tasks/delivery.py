@@ -108,7 +108,8 @@ def check_delivery_folder(out_dir: str | Path, reel: str, *, edit: str | Path,
                     f"over {what} itself; choose another {option} (a folder of the "
                     "delivery's own)")
     owned = _previous_files(out, reel, where=where, option=option)
-    _refuse_unrecorded(out, reel, ours, owned, where=where, option=option)
+    if not _legacy_in_progress(out):  # (an older foleyflow's stopped delivery: by name)
+        _refuse_unrecorded(out, reel, ours, owned, where=where, option=option)
 
 
 def _refuse_unrecorded(out: Path, reel: str, found: Iterable[Path], owned: set[str], *,
@@ -117,8 +118,6 @@ def _refuse_unrecorded(out: Path, reel: str, found: Iterable[Path], owned: set[s
     of `reel` writes) that no record of the folder lists (`owned`: its manifest, or the list a
     delivery in progress set aside): someone else's file — an editor's own `<reel>.xml`, a
     hand-made envelope — which a delivery would overwrite, or a later one delete."""
-    if _legacy_in_progress(out):
-        return  # a delivery an older foleyflow stopped: its own files are on no record
     theirs = [rel for rel in (p.relative_to(out).as_posix() for p in found)
               if rel not in owned and rel != MANIFEST and not _is_partial(rel)]
     if theirs:
@@ -288,10 +287,12 @@ def deliver(outputs: dict[str, ArtifactRef], out_dir: Path, *,
     if reel is not None:
         found += [out_dir / rel for rel in outputs
                   if rel != MANIFEST and (out_dir / rel).exists() and out_dir / rel not in found]
-        _refuse_unrecorded(out_dir, reel, found, before, where=where, option="delivery folder")
         if _legacy_in_progress(out_dir):  # an older foleyflow's stopped delivery: by name
             before |= {p.relative_to(out_dir).as_posix() for p in found
                        if not _is_partial(p.name)} - {MANIFEST}
+        else:
+            _refuse_unrecorded(out_dir, reel, found, before, where=where,
+                               option="delivery folder")
     with _writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     # What a stopped copy left half-way: the temporary names of what a record lists or this

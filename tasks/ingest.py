@@ -315,16 +315,22 @@ def _outside_media(clip: otio.schema.Clip, file_in_s: float, used_s: float, fps:
     first, last = sorted((file_in_s, file_in_s + used_s))  # a reversed clip runs backwards
     if first >= -slack and last <= media_s + slack:
         return None
-    num, den = rational_rate(source_rate)
     start_s = media_start_s(clip)
+    media = Path(source_path).name if source_path else (clip.media_reference.name or clip.name)
+    return _outside(start_s + first, start_s + last, start_s, media_s, media, source_rate)
+
+
+def _outside(first_s: float, last_s: float, start_s: float, media_s: float, media: str,
+             rate: float) -> str:
+    """"source range A–B lies outside media NAME (C–D, duration …)": a shot's source range
+    against its media's, both on the source timecode clock, in timecode at `rate`."""
+    num, den = rational_rate(rate)
 
     def tc(seconds: float) -> str:
         return timecode(_round(seconds * num / den), num, den, False)
 
-    media = Path(source_path).name if source_path else (clip.media_reference.name or clip.name)
-    return (f"source range {tc(start_s + first)}–{tc(start_s + last)} lies "
-            f"outside media {media} ({tc(start_s)}–{tc(start_s + media_s)}, "
-            f"duration {media_s:.2f} s)")
+    return (f"source range {tc(first_s)}–{tc(last_s)} lies outside media {media} "
+            f"({tc(start_s)}–{tc(start_s + media_s)}, duration {media_s:.2f} s)")
 
 
 def _declares_range(clip: otio.schema.Clip) -> bool:
@@ -356,18 +362,11 @@ def _on_file_clock(source_s: float, used_s: float, info: MediaInfo,
         return source_s - tc_s, None
     if fits(source_s) or info.duration_s <= 0:
         return source_s, None
-    num, den = rational_rate(edit_rate)
-
-    def tc(seconds: float) -> str:
-        return timecode(_round(seconds * num / den), num, den, False)
-
     first, last = sorted((source_s, source_s + used_s))
-    start = tc_s or 0.0
-    name = Path(info.path).name
-    return source_s, (f"source range {tc(first)}–{tc(last)} lies outside media {name} "
-                      f"({tc(start)}–{tc(start + info.duration_s)}, duration "
-                      f"{info.duration_s:.2f} s): check the event's source timecode and that "
-                      "the right file was found for its reel")
+    return source_s, (_outside(first, last, tc_s or 0.0, info.duration_s, Path(info.path).name,
+                               edit_rate)
+                      + ": check the event's source timecode and that the right file was "
+                        "found for its reel")
 
 
 def _shot(index: int, lo: float, hi: float, clip: otio.schema.Clip, src_lo_s: float,

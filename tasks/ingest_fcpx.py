@@ -456,15 +456,21 @@ class _ExactFcpx(_fcpx.FcpxXml):
         self._add_markers(stack, element, retime.source, inner_format)
         return stack
 
+    def _media(self, element: Any, tag: str, what: str, also: str) -> tuple[Any, Any]:
+        """(the `media` resource `element` refers to, its `tag` child); TimelineError naming
+        `what` when there is none (`also`: more to do than re-export)."""
+        media = self._compound_clip_by_id(element.get("ref"))
+        found = media.find(f"./{tag}") if media is not None else None
+        if found is None:
+            raise TimelineError(f"{self.path}: {what} refers to {element.get('ref')!r}, which "
+                                f"is not a {tag} in the file's resources — re-export the "
+                                f"XML{also}")
+        return media, found
+
     def _compound(self, element: Any, fmt: str | None) -> otio.schema.Stack:
         """A compound clip (ref-clip): its `media/sequence`, from `start` for `duration`."""
         name = self._name(element)
-        media = self._compound_clip_by_id(element.get("ref"))
-        sequence = media.find("./sequence") if media is not None else None
-        if sequence is None:
-            raise TimelineError(f"{self.path}: compound clip '{name}' refers to "
-                                f"{element.get('ref')!r}, which is not a sequence in the "
-                                f"file's resources — re-export the XML")
+        media, sequence = self._media(element, "sequence", f"compound clip '{name}'", "")
         inner_format = sequence.get("format") or fmt
         inside: list[_Placed] = []
         spine = sequence.find("./spine")
@@ -486,13 +492,9 @@ class _ExactFcpx(_fcpx.FcpxXml):
         """A multicam clip: its active video angle, from `start` for `duration` (None when it
         takes only sound)."""
         name = self._name(element)
-        media = self._compound_clip_by_id(element.get("ref"))
-        multicam = media.find("./multicam") if media is not None else None
-        if multicam is None:
-            raise TimelineError(f"{self.path}: multicam clip '{name}' refers to "
-                                f"{element.get('ref')!r}, which is not a multicam in the "
-                                f"file's resources — re-export the XML, or break apart the "
-                                f"multicam clip in Final Cut Pro and export again")
+        media, multicam = self._media(element, "multicam", f"multicam clip '{name}'",
+                                      ", or break apart the multicam clip in Final Cut Pro "
+                                      "and export again")
         if element.get("srcEnable", "all") == "audio":
             return None
         video = [s.get("angleID") for s in element.findall("./mc-source")

@@ -213,28 +213,31 @@ def prepare(timeline: otio.schema.Timeline, suffix: str, *,
         # FCPX places a clip's media on the clip's own clock from 0: a stem's range on its
         # record timecode (what its BWF stamp says) would play 01:00:00:00 into a 3 s file
         for clip in _our_clips(tl):
-            ref = clip.media_reference
-            for holder in (clip, ref):
-                r = holder.source_range if holder is clip else ref.available_range
-                if r is not None:
-                    moved = otio.opentime.TimeRange(RT(0, r.start_time.rate), r.duration)
-                    if holder is clip:
-                        clip.source_range = moved
-                    else:
-                        ref.available_range = moved
+            clip.source_range = _from_zero(clip.source_range)
+            clip.media_reference.available_range = _from_zero(
+                clip.media_reference.available_range)
     if suffix == ".edl":
         return _prepare_edl(tl, rate), {"rate": rate}
     return tl, {}
 
 
+def _from_zero(r: otio.opentime.TimeRange | None) -> otio.opentime.TimeRange | None:
+    return None if r is None else otio.opentime.TimeRange(RT(0, r.start_time.rate), r.duration)
+
+
+def _ours(clip: otio.schema.Clip) -> bool:
+    """A clip foleyflow added (a Foley stem): it carries `metadata["foleyflow"]`."""
+    return hasattr(clip.metadata.get("foleyflow"), "get")
+
+
 def _our_clips(tl: otio.schema.Timeline) -> list[otio.schema.Clip]:
-    """The clips foleyflow added (the Foley stems), with a file reference."""
-    return [c for c in tl.find_clips() if hasattr(c.metadata.get("foleyflow"), "get")
-            and isinstance(c.media_reference, otio.schema.ExternalReference)]
+    """The clips foleyflow added, with a file reference."""
+    return [c for c in tl.find_clips()
+            if _ours(c) and isinstance(c.media_reference, otio.schema.ExternalReference)]
 
 
 def _is_ours(track: otio.schema.Track) -> bool:
-    return any(hasattr(c.metadata.get("foleyflow"), "get") for c in track.find_clips())
+    return any(_ours(c) for c in track.find_clips())
 
 
 # --- EDL -------------------------------------------------------------------------------------
